@@ -1,0 +1,1 @@
+"""The Unicorn side: one module per architecture that runs guest probe code through the MMU."""
