@@ -125,9 +125,13 @@ class PhysicalMemory:
         return (word & ~TAG_MASK) | (va & 7)
 
     def close(self) -> None:
-        self.buf.release()
-        del self._cbuf
-        self._map.close()
+        """Unmap guest RAM now if nothing else still points into it, else when collected."""
+        try:
+            self.buf.release()
+            del self._cbuf
+            self._map.close()
+        except (BufferError, AttributeError):
+            pass
 
 
 class FrameAllocator:

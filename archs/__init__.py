@@ -1,0 +1,57 @@
+"""What the architectures and Linux's arch headers define: geometry, entry formats, predicates.
+
+Pure Python + construct; never imports Unicorn.  ``get_ops("x86_64:4level")`` gives the Linux
+page-table API of one configuration.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import PagingConfig
+from .linux import DEFAULT_KERNEL, LinuxPgtable
+
+ARCHES = {"x86_64": "archs.x86_64"}
+ALIASES = {"x86-64": "x86_64", "amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "s390": "s390x"}
+
+
+class UnknownConfig(ValueError):
+    """An architecture or configuration name foliowalk does not know."""
+
+
+def _module(arch: str):  # type: ignore[no-untyped-def]
+    arch = ALIASES.get(arch, arch)
+    if arch not in ARCHES:
+        raise UnknownConfig(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHES))}")
+    return importlib.import_module(ARCHES[arch])
+
+
+def configs(arch: str) -> dict[str, PagingConfig]:
+    """Every paging configuration of ``arch``, by name."""
+    return dict(_module(arch).CONFIGS)
+
+
+def all_config_keys(arches: list[str] | None = None) -> list[str]:
+    keys = []
+    for arch in arches or list(ARCHES):
+        keys += [c.key for c in configs(arch).values()]
+    return keys
+
+
+def get_config(key: str) -> PagingConfig:
+    """``arch:name`` (e.g. ``x86_64:5level``) -> its :class:`PagingConfig`."""
+    arch, _, name = key.partition(":")
+    cfgs = configs(arch)
+    if name not in cfgs:
+        raise UnknownConfig(
+            f"unknown configuration {name!r} for {ALIASES.get(arch, arch)}; known: {', '.join(cfgs)}"
+        )
+    return cfgs[name]
+
+
+def get_ops(key: str, kernel: str = DEFAULT_KERNEL) -> LinuxPgtable:
+    """The Linux page-table API (:class:`LinuxPgtable`) for configuration ``key``."""
+    config = get_config(key)
+    mod = _module(config.arch)
+    ops: LinuxPgtable = mod.OPS_CLASS(config, kernel)
+    return ops

@@ -1,0 +1,276 @@
+"""Linux's architecture-independent page-table conventions (v6.12), shared by every arch module.
+
+* :class:`LinuxPgtable` is the interface the generic walker calls: the kernel's own names
+  (``pgd_offset``, ``p4d_none``, ``pmd_leaf``, ``pte_pfn``, ...) over raw entry values.  Each arch
+  module subclasses it and fills in the predicates from its ``arch/*/include/asm/pgtable*.h``.
+  Folding (include/asm-generic/pgtable-nop4d.h, -nopud.h, -nopmd.h) is implemented here once,
+  from the :class:`~archs.base.PagingConfig`.
+* The generic swap entry ``swp_entry_t`` (include/linux/swapops.h) and the swap types that mean
+  migration, hwpoison, device and PTE markers (include/linux/swap.h).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .base import LINUX_LEVELS, HwLevel, PagingConfig
+
+KERNELS = ("v6.12", "aa39ca6940f1")
+"""Kernel versions whose folio_walk_start() we model.  ``v6.12`` (default) is the release; the
+commit ``aa39ca6940f1`` is the seed patch ("mm/pagewalk: introduce folio_walk_start() +
+folio_walk_end()", mm-unstable Aug 2024) before 6.12's fixes to it."""
+DEFAULT_KERNEL = "v6.12"
+
+# include/linux/swap.h (v6.12): MAX_SWAPFILES_SHIFT 5, and the "fake" swap types carved from the
+# top of the 32 types, in this order: HWPOISON, MIGRATION x3, DEVICE x3, PTE_MARKER.
+MAX_SWAPFILES_SHIFT = 5
+SWP_PTE_MARKER_NUM = 1
+SWP_DEVICE_NUM = 3
+SWP_MIGRATION_NUM = 3
+SWP_HWPOISON_NUM = 1
+MAX_SWAPFILES = (
+    (1 << MAX_SWAPFILES_SHIFT) - SWP_DEVICE_NUM - SWP_MIGRATION_NUM - SWP_HWPOISON_NUM - SWP_PTE_MARKER_NUM
+)
+SWP_HWPOISON = MAX_SWAPFILES
+SWP_MIGRATION_READ = MAX_SWAPFILES + SWP_HWPOISON_NUM
+SWP_MIGRATION_READ_EXCLUSIVE = MAX_SWAPFILES + SWP_HWPOISON_NUM + 1
+SWP_MIGRATION_WRITE = MAX_SWAPFILES + SWP_HWPOISON_NUM + 2
+SWP_DEVICE_WRITE = MAX_SWAPFILES + SWP_HWPOISON_NUM + SWP_MIGRATION_NUM
+SWP_DEVICE_READ = SWP_DEVICE_WRITE + 1
+SWP_DEVICE_EXCLUSIVE = SWP_DEVICE_WRITE + 2
+SWP_PTE_MARKER = MAX_SWAPFILES + SWP_HWPOISON_NUM + SWP_MIGRATION_NUM + SWP_DEVICE_NUM
+
+MIGRATION_TYPES = {
+    "read": SWP_MIGRATION_READ,
+    "read-exclusive": SWP_MIGRATION_READ_EXCLUSIVE,
+    "write": SWP_MIGRATION_WRITE,
+}
+
+# include/linux/swapops.h: the generic swp_entry_t keeps the type in the top bits of an
+# XArray value (BITS_PER_XA_VALUE = BITS_PER_LONG - 1).
+BITS_PER_XA_VALUE = 63
+SWP_TYPE_SHIFT = BITS_PER_XA_VALUE - MAX_SWAPFILES_SHIFT
+SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
+
+
+@dataclass(frozen=True)
+class SwpEntry:
+    """``swp_entry_t`` in its generic (arch-independent) form: ``swp_type``/``swp_offset``."""
+
+    type: int
+    offset: int
+
+    @property
+    def val(self) -> int:  # swp_entry(): (type << SWP_TYPE_SHIFT) | (offset & SWP_OFFSET_MASK)
+        return (self.type << SWP_TYPE_SHIFT) | (self.offset & SWP_OFFSET_MASK)
+
+
+def is_migration_entry(entry: SwpEntry) -> bool:
+    """``is_migration_entry()`` (swapops.h): one of the three migration swap types."""
+    return entry.type in (SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE, SWP_MIGRATION_WRITE)
+
+
+def is_writable_migration_entry(entry: SwpEntry) -> bool:
+    return entry.type == SWP_MIGRATION_WRITE
+
+
+def swap_type_name(t: int) -> str:
+    names = {
+        SWP_HWPOISON: "hwpoison",
+        SWP_MIGRATION_READ: "migration-read",
+        SWP_MIGRATION_READ_EXCLUSIVE: "migration-read-exclusive",
+        SWP_MIGRATION_WRITE: "migration-write",
+        SWP_DEVICE_WRITE: "device-private-write",
+        SWP_DEVICE_READ: "device-private-read",
+        SWP_DEVICE_EXCLUSIVE: "device-exclusive",
+        SWP_PTE_MARKER: "pte-marker",
+    }
+    return names.get(t, f"swapfile-{t}")
+
+
+@dataclass(frozen=True)
+class Prot:
+    """What a mapping allows, in the terms of ``vm_get_page_prot()``'s inputs plus Linux's
+    software states.  Each arch turns it into its own entry bits (``pfn_pte`` and friends)."""
+
+    write: bool = True
+    exec: bool = False
+    user: bool = True
+    young: bool = True
+    dirty: bool = True
+    special: bool = False  # pte_mkspecial(): zero page, VM_PFNMAP/VM_MIXEDMAP pfns
+    devmap: bool = False  # pte_mkdevmap(): legacy ZONE_DEVICE (fsdax)
+    protnone: bool = False  # PROT_NONE / NUMA hinting: present to Linux, absent to hardware
+
+
+Reader = Callable[[int], int]
+
+
+class LinuxPgtable:
+    """The kernel's page-table API for one architecture configuration (subclass per arch).
+
+    Subclasses implement the predicates of the levels that exist on their hardware; the base
+    class answers for folded levels exactly as the asm-generic ``pgtable-nop*.h`` headers do.
+    """
+
+    arch = "?"
+    big_endian = False
+    #: CONFIG_ARCH_HAS_PTE_SPECIAL (all three architectures have it).
+    has_pte_special = True
+
+    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL) -> None:
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel version {kernel!r}; known: {', '.join(KERNELS)}")
+        self.config = config
+        self.kernel = kernel
+        self.PAGE_SHIFT = config.page_shift
+        self.PAGE_SIZE = 1 << config.page_shift
+        # The hardware level each Linux level's pointer points into: that of the first real
+        # Linux level at or below it (a folded level shares its lower neighbour's entry).
+        self._hw: dict[str, HwLevel] = {}
+        for i, name in enumerate(LINUX_LEVELS):
+            for lower in LINUX_LEVELS[i:]:
+                lv = config.level_of(lower)
+                if lv is not None:
+                    self._hw[name] = lv
+                    break
+        self.PMD_SIZE = self._hw["pmd"].leaf_size or (1 << self._hw["pmd"].shift)
+        self.PUD_SIZE = self._hw["pud"].leaf_size or (1 << self._hw["pud"].shift)
+
+    def va_valid(self, va: int) -> bool:
+        """A translatable virtual address: canonical (sign-extended from bit va_bits-1)."""
+        if not 0 <= va < 1 << 64:
+            return False
+        top = va >> (self.config.va_bits - 1)
+        return top == 0 or top == (1 << (65 - self.config.va_bits)) - 1
+
+    # -- folding ----------------------------------------------------------------------------
+    def hw_level(self, linux: str) -> HwLevel:
+        return self._hw[linux]
+
+    def folded(self, linux: str) -> bool:
+        """True where ``linux`` has no entry of its own (its none/bad are constant 0)."""
+        return self._hw[linux].linux != linux
+
+    def _lower_offset(self, upper: str, lower: str, upperp: int, upper_val: int, addr: int) -> int:
+        hw = self._hw[lower]
+        if hw is self._hw[upper]:
+            return upperp  # e.g. pgtable-nop4d.h: p4d_offset() returns (p4d_t *)pgd
+        return self.table_pa(upper, upper_val) + hw.index(addr) * hw.entry_size
+
+    def pgd_offset(self, pgd_base: int, addr: int, read: Reader) -> int:
+        """``pgd_offset(mm, addr)``: the top-level entry for ``addr`` (``mm->pgd`` = pgd_base)."""
+        hw = self._hw["pgd"]
+        return pgd_base + hw.index(addr) * hw.entry_size
+
+    def p4d_offset(self, pgdp: int, pgd: int, addr: int) -> int:
+        return self._lower_offset("pgd", "p4d", pgdp, pgd, addr)
+
+    def pud_offset(self, p4dp: int, p4d: int, addr: int) -> int:
+        return self._lower_offset("p4d", "pud", p4dp, p4d, addr)
+
+    def pmd_offset(self, pudp: int, pud: int, addr: int) -> int:
+        return self._lower_offset("pud", "pmd", pudp, pud, addr)
+
+    def pte_offset(self, pmd: int, addr: int) -> int:
+        """``pte_offset_kernel()`` / ``__pte_map()``: the PTE for ``addr`` under table entry ``pmd``."""
+        hw = self._hw["pte"]
+        return self.table_pa("pmd", pmd) + hw.index(addr) * hw.entry_size
+
+    # -- to be provided by the arch ---------------------------------------------------------
+    def table_pa(self, linux: str, val: int) -> int:
+        """Physical address of the next-level table an entry points to (``pXd_page_vaddr``)."""
+        raise NotImplementedError
+
+    def entry_none(self, linux: str, val: int) -> bool:
+        """``pXd_none`` of a real level."""
+        raise NotImplementedError
+
+    def entry_bad(self, linux: str, val: int) -> bool:
+        """``pXd_bad`` of a real level."""
+        raise NotImplementedError
+
+    def clear_value(self, linux: str) -> int:
+        """What ``pXd_clear()`` stores (0 on x86/arm64; an invalid typed entry on s390)."""
+        return 0
+
+    # -- Linux names for the upper levels (folding applied) ---------------------------------
+    def pgd_none(self, pgd: int) -> bool:
+        return False if self.folded("pgd") else self.entry_none("pgd", pgd)
+
+    def pgd_bad(self, pgd: int) -> bool:
+        return False if self.folded("pgd") else self.entry_bad("pgd", pgd)
+
+    def p4d_none(self, p4d: int) -> bool:
+        return False if self.folded("p4d") else self.entry_none("p4d", p4d)
+
+    def p4d_bad(self, p4d: int) -> bool:
+        return False if self.folded("p4d") else self.entry_bad("p4d", p4d)
+
+    def pud_none(self, pud: int) -> bool:
+        return False if self.folded("pud") else self.entry_none("pud", pud)
+
+    def pud_bad(self, pud: int) -> bool:
+        return False if self.folded("pud") else self.entry_bad("pud", pud)
+
+    def pud_present(self, pud: int) -> bool:
+        return True if self.folded("pud") else self._pud_present(pud)
+
+    def pud_leaf(self, pud: int) -> bool:
+        return False if self.folded("pud") else self._pud_leaf(pud)
+
+    def pmd_none(self, pmd: int) -> bool:
+        return False if self.folded("pmd") else self.entry_none("pmd", pmd)
+
+    def pmd_bad(self, pmd: int) -> bool:
+        return False if self.folded("pmd") else self.entry_bad("pmd", pmd)
+
+    def pmd_present(self, pmd: int) -> bool:
+        return True if self.folded("pmd") else self._pmd_present(pmd)
+
+    def pmd_leaf(self, pmd: int) -> bool:
+        return False if self.folded("pmd") else self._pmd_leaf(pmd)
+
+    def _pud_present(self, pud: int) -> bool:
+        raise NotImplementedError
+
+    def _pud_leaf(self, pud: int) -> bool:
+        raise NotImplementedError
+
+    def _pmd_present(self, pmd: int) -> bool:
+        raise NotImplementedError
+
+    def _pmd_leaf(self, pmd: int) -> bool:
+        raise NotImplementedError
+
+    # Remaining kernel names each arch defines directly:
+    #   pud_pfn pud_devmap pud_special pmd_pfn pmd_devmap pmd_special pmd_trans_huge
+    #   pte_none pte_present pte_pfn pte_special pte_devmap pte_protnone
+    #   pte_to_swp_entry pmd_to_swp_entry swp_entry_to_pte swp_entry_to_pmd
+    #   pfn_pte pfn_pmd pfn_pud mk_table  and  decode(linux, val) for display.
+
+    def is_pmd_migration_entry(self, pmd: int) -> bool:
+        """``is_pmd_migration_entry()`` (swapops.h, CONFIG_ARCH_ENABLE_THP_MIGRATION)."""
+        return not self.pmd_present(pmd) and is_migration_entry(self.pmd_to_swp_entry(pmd))
+
+    def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
+        raise NotImplementedError
+
+    def swp_offset_pfn(self, entry: SwpEntry) -> int:
+        """``swp_offset_pfn()``: the pfn bits of a pfn swap entry's offset (SWP_PFN_BITS)."""
+        return entry.offset & ((1 << self.swp_pfn_bits()) - 1)
+
+    def swp_pfn_bits(self) -> int:
+        """``SWP_PFN_BITS`` = min(MAX_PHYSMEM_BITS - PAGE_SHIFT, SWP_TYPE_SHIFT) (swapops.h)."""
+        return min(self.max_physmem_bits() - self.PAGE_SHIFT, SWP_TYPE_SHIFT)
+
+    def max_physmem_bits(self) -> int:
+        raise NotImplementedError
+
+    def make_pfn_swp_entry(self, swp_type: int, pfn: int, *, young: bool = False, dirty: bool = False) -> SwpEntry:
+        """``make_*_migration_entry()`` + ``make_migration_entry_young/dirty()`` (swapops.h):
+        the offset holds the pfn, then SWP_MIG_YOUNG_BIT and SWP_MIG_DIRTY_BIT above it."""
+        bits = self.swp_pfn_bits()
+        off = pfn | (int(young) << bits) | (int(dirty) << (bits + 1))
+        return SwpEntry(swp_type, off)

@@ -1,0 +1,381 @@
+"""x86-64 paging: 4-level and 5-level (LA57), entry formats, and Linux v6.12's view of them.
+
+Hardware: Intel SDM vol. 3A ch. 4, "Paging": §4.5 (4-level and 5-level paging), Tables 4-14..4-20
+(PML5E, PML4E, PDPTE, PDE, PTE formats), §4.6 (access rights), §4.7 (page-fault error code).
+Linux: arch/x86/include/asm/pgtable_types.h (bit names), pgtable.h (predicates), pgtable_64.h
+(swap entry encoding), pgtable-invert.h (inverted PFN of non-present entries, L1TF).
+
+Never imports Unicorn.
+"""
+
+from __future__ import annotations
+
+import construct as cs
+
+from .base import U64, EntryFormat, HwLevel, PagingConfig
+from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
+
+ARCH = "x86_64"
+PAGE_SHIFT = 12
+
+
+def _le(name: str, source: str, *fields: cs.Construct) -> EntryFormat:
+    # Fields are listed from bit 63 down to bit 0; ByteSwapped makes the 8 bytes little-endian.
+    return EntryFormat(name, cs.ByteSwapped(cs.BitStruct(*fields)), byteorder="little", source=source)
+
+
+_LOW_FLAGS = (  # bits 6..0 of every format (SDM Tables 4-14..4-20)
+    "d" / cs.BitsInteger(1),  # 6: dirty (leaf); ignored in a table entry, Linux sets it (_KERNPG_TABLE)
+    "a" / cs.BitsInteger(1),  # 5: accessed
+    "pcd" / cs.BitsInteger(1),  # 4: page-level cache disable
+    "pwt" / cs.BitsInteger(1),  # 3: page-level write-through
+    "us" / cs.BitsInteger(1),  # 2: user/supervisor
+    "rw" / cs.BitsInteger(1),  # 1: read/write
+    "p" / cs.BitsInteger(1),  # 0: present
+)
+_LINUX_HIGH = (  # bits 63..52 of a leaf: XD, protection key, then ignored bits Linux names
+    "xd" / cs.BitsInteger(1),  # 63: execute-disable (with EFER.NXE); Linux _PAGE_NX
+    "pkey" / cs.BitsInteger(4),  # 62:59: protection key (CR4.PKE); Linux _PAGE_PKEY_BIT0..3
+    "saved_dirty" / cs.BitsInteger(1),  # 58: ignored; Linux _PAGE_SAVED_DIRTY (_PAGE_BIT_SOFTW5)
+    "devmap" / cs.BitsInteger(1),  # 57: ignored; Linux _PAGE_DEVMAP (_PAGE_BIT_SOFTW4)
+    "ignored_56_52" / cs.BitsInteger(5),
+)
+_LINUX_SW = (  # bits 11..9 of a leaf: ignored by hardware, Linux's software bits
+    "soft_dirty" / cs.BitsInteger(1),  # 11: _PAGE_SOFT_DIRTY (_PAGE_BIT_SOFTW3)
+    "uffd_wp" / cs.BitsInteger(1),  # 10: _PAGE_UFFD_WP (_PAGE_BIT_SOFTW2)
+    "special" / cs.BitsInteger(1),  # 9: _PAGE_SPECIAL (_PAGE_BIT_SOFTW1)
+)
+
+#: An entry that references a table: PML5E (Table 4-14), PML4E (4-15), PDPTE (4-17), PDE (4-19).
+TABLE = _le(
+    "table",
+    "Intel SDM vol. 3A Tables 4-14, 4-15, 4-17, 4-19",
+    "xd" / cs.BitsInteger(1),
+    "ignored_62_52" / cs.BitsInteger(11),
+    "addr" / cs.BitsInteger(40),  # 51:12 physical address of the next table (M=52 at most)
+    "ignored_11_8" / cs.BitsInteger(4),
+    "ps" / cs.BitsInteger(1),  # 7: page size; must be 0 here (reserved in PML5E/PML4E)
+    *_LOW_FLAGS,
+)
+
+#: PDPTE that maps a 1-GByte page (Table 4-16).
+PDPTE_1G = _le(
+    "pdpte-1g",
+    "Intel SDM vol. 3A Table 4-16",
+    *_LINUX_HIGH,
+    "addr" / cs.BitsInteger(22),  # 51:30
+    "reserved_29_13" / cs.BitsInteger(17),  # must be 0
+    "pat" / cs.BitsInteger(1),  # 12
+    *_LINUX_SW,
+    "g" / cs.BitsInteger(1),  # 8: global; Linux _PAGE_PROTNONE when P=0
+    "ps" / cs.BitsInteger(1),  # 7: 1
+    *_LOW_FLAGS,
+)
+
+#: PDE that maps a 2-MByte page (Table 4-18).
+PDE_2M = _le(
+    "pde-2m",
+    "Intel SDM vol. 3A Table 4-18",
+    *_LINUX_HIGH,
+    "addr" / cs.BitsInteger(31),  # 51:21
+    "reserved_20_13" / cs.BitsInteger(8),  # must be 0
+    "pat" / cs.BitsInteger(1),  # 12
+    *_LINUX_SW,
+    "g" / cs.BitsInteger(1),
+    "ps" / cs.BitsInteger(1),
+    *_LOW_FLAGS,
+)
+
+#: PTE that maps a 4-KByte page (Table 4-20).
+PTE_4K = _le(
+    "pte-4k",
+    "Intel SDM vol. 3A Table 4-20",
+    *_LINUX_HIGH,
+    "addr" / cs.BitsInteger(40),  # 51:12
+    *_LINUX_SW,
+    "g" / cs.BitsInteger(1),  # 8: global; Linux _PAGE_PROTNONE when P=0
+    "pat" / cs.BitsInteger(1),  # 7
+    *_LOW_FLAGS,
+)
+
+#: Linux's non-present swap entry (arch/x86/include/asm/pgtable_64.h, v6.12):
+#: | TYPE (59-63) | ~OFFSET (9-58) |0|0|X|X| X| E|F|SD|0|
+SWAP = _le(
+    "swap",
+    "linux v6.12 arch/x86/include/asm/pgtable_64.h (swap entry layout comment)",
+    "type" / cs.BitsInteger(5),  # 63:59  __swp_type
+    "offset_inv" / cs.BitsInteger(50),  # 58:9  ~offset (inverted: high physical bits set, L1TF)
+    "protnone" / cs.BitsInteger(1),  # 8  must be 0 (G/PROTNONE alias)
+    "pse" / cs.BitsInteger(1),  # 7  must be 0 (pmd_present() checks PSE)
+    "d" / cs.BitsInteger(1),  # 6  unused (KNL erratum may set A/D on non-present entries)
+    "a" / cs.BitsInteger(1),  # 5  unused
+    "unused_4" / cs.BitsInteger(1),
+    "exclusive" / cs.BitsInteger(1),  # 3  _PAGE_SWP_EXCLUSIVE (= _PAGE_PWT)
+    "uffd_wp" / cs.BitsInteger(1),  # 2  _PAGE_SWP_UFFD_WP (= _PAGE_USER)
+    "soft_dirty" / cs.BitsInteger(1),  # 1  _PAGE_SWP_SOFT_DIRTY (= _PAGE_RW)
+    "present" / cs.BitsInteger(1),  # 0  must be 0
+)
+
+FORMATS = (TABLE, PDPTE_1G, PDE_2M, PTE_4K, SWAP)
+
+# -- arch/x86/include/asm/pgtable_types.h, every mask derived from the declarations above -------
+_PAGE_PRESENT = PTE_4K.mask("p")
+_PAGE_RW = PTE_4K.mask("rw")
+_PAGE_USER = PTE_4K.mask("us")
+_PAGE_PWT = PTE_4K.mask("pwt")
+_PAGE_PCD = PTE_4K.mask("pcd")
+_PAGE_ACCESSED = PTE_4K.mask("a")
+_PAGE_DIRTY = PTE_4K.mask("d")
+_PAGE_PSE = PDE_2M.mask("ps")
+_PAGE_GLOBAL = PTE_4K.mask("g")
+_PAGE_PROTNONE = _PAGE_GLOBAL  # _PAGE_BIT_PROTNONE = _PAGE_BIT_GLOBAL
+_PAGE_SPECIAL = PTE_4K.mask("special")
+_PAGE_UFFD_WP = PTE_4K.mask("uffd_wp")
+_PAGE_SOFT_DIRTY = PTE_4K.mask("soft_dirty")
+_PAGE_DEVMAP = PTE_4K.mask("devmap")
+_PAGE_NX = PTE_4K.mask("xd")
+_PAGE_SWP_SOFT_DIRTY = SWAP.mask("soft_dirty")
+_PAGE_SWP_UFFD_WP = SWAP.mask("uffd_wp")
+_PAGE_SWP_EXCLUSIVE = SWAP.mask("exclusive")
+_PAGE_KNL_ERRATUM_MASK = _PAGE_DIRTY | _PAGE_ACCESSED
+_KERNPG_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED | _PAGE_DIRTY
+_PAGE_TABLE = _KERNPG_TABLE | _PAGE_USER
+PTE_PFN_MASK = PTE_4K.mask("addr")  # PHYSICAL_PAGE_MASK, bits 12..51
+PHYSICAL_PMD_PAGE_MASK = PDE_2M.mask("addr")
+PHYSICAL_PUD_PAGE_MASK = PDPTE_1G.mask("addr")
+PTE_FLAGS_MASK = U64 & ~PTE_PFN_MASK
+SWP_TYPE_BITS = SWAP.width("type")
+SWP_OFFSET_SHIFT = SWAP.masks["offset_inv"][0] + SWP_TYPE_BITS  # SWP_OFFSET_FIRST_BIT + TYPE_BITS
+
+
+def _geometry(levels: int) -> tuple[HwLevel, ...]:
+    lv = (
+        HwLevel("PML4", 39, 9, "p4d"),
+        HwLevel("PDPT", 30, 9, "pud", leaf_size=1 << 30),
+        HwLevel("PD", 21, 9, "pmd", leaf_size=1 << 21),
+        HwLevel("PT", 12, 9, "pte", leaf_size=1 << 12),
+    )
+    return (HwLevel("PML5", 48, 9, "pgd"), *lv) if levels == 5 else lv
+
+
+CONFIGS = {
+    "4level": PagingConfig(ARCH, "4level", _geometry(4), PAGE_SHIFT, 48, "4-level paging, 48-bit VA (CR4.LA57=0)"),
+    "5level": PagingConfig(ARCH, "5level", _geometry(5), PAGE_SHIFT, 57, "5-level paging, 57-bit VA (CR4.LA57=1)"),
+}
+
+
+def canonical(va: int, va_bits: int) -> bool:
+    """SDM §3.3.7.1: bits 63..va_bits-1 must all equal bit va_bits-1."""
+    top = va >> (va_bits - 1)
+    return top == 0 or top == (1 << (65 - va_bits)) - 1
+
+
+def protnone_mask(val: int) -> int:
+    """pgtable-invert.h: a non-zero entry without _PAGE_PRESENT holds an inverted PFN (L1TF)."""
+    return U64 if (val and not val & _PAGE_PRESENT) else 0
+
+
+class X86_64(LinuxPgtable):
+    """Linux v6.12's x86-64 page-table API (arch/x86/include/asm/pgtable.h).
+
+    ``pti`` models CONFIG_PAGE_TABLE_ISOLATION, which makes pgd_bad/p4d_bad ignore _PAGE_NX.
+    """
+
+    arch = ARCH
+
+    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, pti: bool = True) -> None:
+        super().__init__(config, kernel)
+        self.pgtable_l5_enabled = len(config.levels) == 5
+        self.pti = pti
+
+    def max_physmem_bits(self) -> int:
+        # arch/x86/include/asm/sparsemem.h: MAX_PHYSMEM_BITS (pgtable_l5_enabled() ? 52 : 46)
+        return 52 if self.pgtable_l5_enabled else 46
+
+    # -- table pointers ------------------------------------------------------------------------
+    @staticmethod
+    def _pfn_mask(val: int, leaf_mask: int) -> int:  # pmd_pfn_mask() / pud_pfn_mask()
+        return leaf_mask if val & _PAGE_PSE else PTE_PFN_MASK
+
+    def table_pa(self, linux: str, val: int) -> int:
+        if linux == "pud":  # pud_pgtable(): pud_val & pud_pfn_mask
+            return val & self._pfn_mask(val, PHYSICAL_PUD_PAGE_MASK)
+        if linux == "pmd":  # pmd_page_vaddr(): pmd_val & pmd_pfn_mask
+            return val & self._pfn_mask(val, PHYSICAL_PMD_PAGE_MASK)
+        return val & PTE_PFN_MASK  # pgd_page_vaddr / p4d_pgtable
+
+    # -- none / bad ----------------------------------------------------------------------------
+    def entry_none(self, linux: str, val: int) -> bool:
+        if linux == "pgd":  # 5-level: return !native_pgd_val(pgd)
+            return val == 0
+        # p4d_none/pud_none/pmd_none/pte_none ignore A/D: Xeon Phi (KNL) erratum sets them on
+        # non-present entries.
+        return val & ~_PAGE_KNL_ERRATUM_MASK == 0
+
+    def entry_bad(self, linux: str, val: int) -> bool:
+        nx = _PAGE_NX if self.pti else 0
+        if linux == "pgd":  # pgd_bad(): exactly _KERNPG_TABLE, ignoring USER (and NX with PTI)
+            return (val & PTE_FLAGS_MASK & ~(_PAGE_USER | nx)) != _KERNPG_TABLE
+        if linux == "p4d":  # p4d_bad(): nothing beyond _KERNPG_TABLE | USER (| NX with PTI)
+            return (val & PTE_FLAGS_MASK & ~(_KERNPG_TABLE | _PAGE_USER | nx)) != 0
+        if linux == "pud":  # pud_bad()
+            return (self.pud_flags(val) & ~(_KERNPG_TABLE | _PAGE_USER)) != 0
+        if linux == "pmd":  # pmd_bad(): tolerate A clear, require P|RW|D
+            return (self.pmd_flags(val) & ~(_PAGE_USER | _PAGE_ACCESSED)) != (_KERNPG_TABLE & ~_PAGE_ACCESSED)
+        raise ValueError(f"no {linux}_bad on x86-64")
+
+    @staticmethod
+    def pud_flags(pud: int) -> int:
+        return pud & ~X86_64._pfn_mask(pud, PHYSICAL_PUD_PAGE_MASK) & U64
+
+    @staticmethod
+    def pmd_flags(pmd: int) -> int:
+        return pmd & ~X86_64._pfn_mask(pmd, PHYSICAL_PMD_PAGE_MASK) & U64
+
+    # -- PUD -----------------------------------------------------------------------------------
+    def _pud_present(self, pud: int) -> bool:
+        return bool(self.pud_flags(pud) & _PAGE_PRESENT)
+
+    def _pud_leaf(self, pud: int) -> bool:
+        return pud & (_PAGE_PSE | _PAGE_PRESENT) == (_PAGE_PSE | _PAGE_PRESENT)
+
+    def pud_devmap(self, pud: int) -> bool:
+        return bool(pud & _PAGE_DEVMAP)
+
+    def pud_special(self, pud: int) -> bool:  # v6.12, CONFIG_ARCH_SUPPORTS_PUD_PFNMAP
+        return bool(self.pud_flags(pud) & _PAGE_SPECIAL)
+
+    def pud_pfn(self, pud: int) -> int:
+        pfn = pud ^ protnone_mask(pud)
+        return (pfn & self._pfn_mask(pud, PHYSICAL_PUD_PAGE_MASK)) >> PAGE_SHIFT
+
+    # -- PMD -----------------------------------------------------------------------------------
+    def _pmd_present(self, pmd: int) -> bool:
+        # PSE counts too: split_huge_page temporarily clears _PAGE_PRESENT.
+        return bool(self.pmd_flags(pmd) & (_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_PSE))
+
+    def _pmd_leaf(self, pmd: int) -> bool:
+        return bool(self.pmd_flags(pmd) & _PAGE_PSE)
+
+    def pmd_trans_huge(self, pmd: int) -> bool:
+        return pmd & (_PAGE_PSE | _PAGE_DEVMAP) == _PAGE_PSE
+
+    def pmd_devmap(self, pmd: int) -> bool:
+        return bool(pmd & _PAGE_DEVMAP)
+
+    def pmd_special(self, pmd: int) -> bool:  # v6.12, CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+        return bool(self.pmd_flags(pmd) & _PAGE_SPECIAL)
+
+    def pmd_pfn(self, pmd: int) -> int:
+        pfn = pmd ^ protnone_mask(pmd)
+        return (pfn & self._pfn_mask(pmd, PHYSICAL_PMD_PAGE_MASK)) >> PAGE_SHIFT
+
+    # -- PTE -----------------------------------------------------------------------------------
+    def pte_none(self, pte: int) -> bool:
+        return pte & ~_PAGE_KNL_ERRATUM_MASK == 0
+
+    def pte_present(self, pte: int) -> bool:
+        return bool(pte & (_PAGE_PRESENT | _PAGE_PROTNONE))
+
+    def pte_protnone(self, pte: int) -> bool:  # CONFIG_NUMA_BALANCING
+        return pte & (_PAGE_PROTNONE | _PAGE_PRESENT) == _PAGE_PROTNONE
+
+    def pmd_protnone(self, pmd: int) -> bool:
+        return pmd & (_PAGE_PROTNONE | _PAGE_PRESENT) == _PAGE_PROTNONE
+
+    def pte_pfn(self, pte: int) -> int:
+        return ((pte ^ protnone_mask(pte)) & PTE_PFN_MASK) >> PAGE_SHIFT
+
+    def pte_special(self, pte: int) -> bool:
+        return bool(pte & _PAGE_SPECIAL)
+
+    def pte_devmap(self, pte: int) -> bool:
+        return bool(pte & _PAGE_DEVMAP)
+
+    # -- swap entries (pgtable_64.h + swapops.h) -------------------------------------------------
+    @staticmethod
+    def __swp_type(val: int) -> int:
+        return val >> (64 - SWP_TYPE_BITS)
+
+    @staticmethod
+    def __swp_offset(val: int) -> int:
+        return ((~val << SWP_TYPE_BITS) & U64) >> SWP_OFFSET_SHIFT
+
+    def pte_to_swp_entry(self, pte: int) -> SwpEntry:
+        """``pte_to_swp_entry()``: clear soft-dirty/uffd-wp/exclusive, then __swp_type/__swp_offset."""
+        val = pte & ~(_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP | _PAGE_SWP_EXCLUSIVE)
+        return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
+
+    def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
+        val = pmd & ~(_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP)
+        return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
+
+    def swp_entry_to_pte(self, entry: SwpEntry, *, exclusive: bool = False) -> int:
+        """``swp_entry_to_pte()`` = ``__swp_entry(type, offset)``, offset inverted and shifted."""
+        val = ((~entry.offset << SWP_OFFSET_SHIFT) & U64) >> SWP_TYPE_BITS
+        val |= entry.type << (64 - SWP_TYPE_BITS)
+        return val | (_PAGE_SWP_EXCLUSIVE if exclusive else 0)
+
+    swp_entry_to_pmd = swp_entry_to_pte
+
+    # -- building entries ----------------------------------------------------------------------
+    def mk_table(self, linux: str, table_pa: int) -> int:
+        """``pgd_populate``/``p4d_populate``/``pud_populate``/``pmd_populate``: _PAGE_TABLE | pa."""
+        if table_pa & ~PTE_PFN_MASK:
+            raise ValueError(f"table address {table_pa:#x} is not a 4K-aligned 52-bit address")
+        return TABLE.build(p=1, rw=1, us=1, a=1, d=1, addr=table_pa >> PAGE_SHIFT)
+
+    def _prot_bits(self, prot: Prot) -> int:
+        val = _PAGE_ACCESSED if prot.young or prot.protnone else 0
+        if prot.protnone:  # PAGE_NONE = ___A | ___G (no present, no user)
+            return val | _PAGE_PROTNONE
+        val |= _PAGE_PRESENT
+        val |= _PAGE_RW if prot.write else 0
+        val |= _PAGE_USER if prot.user else 0
+        val |= _PAGE_DIRTY if prot.dirty else 0
+        val |= 0 if prot.exec else _PAGE_NX
+        val |= _PAGE_SPECIAL if prot.special else 0
+        val |= _PAGE_DEVMAP if prot.devmap else 0
+        return val
+
+    def _pfn_entry(self, pfn: int, prot: Prot, mask: int, huge: bool) -> int:
+        flags = self._prot_bits(prot) | (_PAGE_PSE if huge else 0)
+        if prot.devmap and not huge:  # pte_mkdevmap() sets _PAGE_SPECIAL | _PAGE_DEVMAP
+            flags |= _PAGE_SPECIAL
+        pa = ((pfn << PAGE_SHIFT) ^ protnone_mask(flags)) & mask  # pfn_pte(): invert if PROT_NONE
+        if (pfn << PAGE_SHIFT) & ~mask:
+            raise ValueError(f"pfn {pfn:#x} is not aligned for this leaf size")
+        return pa | flags
+
+    def pfn_pte(self, pfn: int, prot: Prot) -> int:
+        return self._pfn_entry(pfn, prot, PTE_PFN_MASK, huge=False)
+
+    def pfn_pmd(self, pfn: int, prot: Prot) -> int:
+        """``pmd_mkhuge(pfn_pmd(pfn, prot))``."""
+        return self._pfn_entry(pfn, prot, PHYSICAL_PMD_PAGE_MASK, huge=True)
+
+    def pfn_pud(self, pfn: int, prot: Prot) -> int:
+        return self._pfn_entry(pfn, prot, PHYSICAL_PUD_PAGE_MASK, huge=True)
+
+    def mk_bad(self, linux: str, val: int) -> int:
+        """A table entry that ``pXd_bad()`` rejects but the MMU still walks: bit 9 is ignored by
+        the hardware (SDM Tables 4-14..4-19) and outside _KERNPG_TABLE | _PAGE_USER."""
+        return val | TABLE.mask("ignored_11_8") & (1 << 9)
+
+    # -- decoding for people -------------------------------------------------------------------
+    def entry_format(self, linux: str, val: int) -> EntryFormat:
+        """The format an entry at Linux level ``linux`` has, by its own bits."""
+        if not val & (_PAGE_PRESENT | _PAGE_PROTNONE) or (linux in ("pgd", "p4d") and not val & _PAGE_PRESENT):
+            return SWAP if linux in ("pmd", "pte") and val else (PTE_4K if linux == "pte" else TABLE)
+        if linux == "pte":
+            return PTE_4K
+        if linux in ("pud", "pmd") and val & _PAGE_PSE:
+            return PDPTE_1G if linux == "pud" else PDE_2M
+        return TABLE
+
+    def decode(self, linux: str, val: int) -> dict[str, int]:
+        fmt = self.entry_format(linux, val)
+        out = {"format": fmt.name, **fmt.parse(val)}  # type: ignore[dict-item]
+        return out
+
+OPS_CLASS = X86_64

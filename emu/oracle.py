@@ -1,0 +1,83 @@
+"""The MMU oracle: one Unicorn machine per scenario, attached to an mm's page tables.
+
+Each architecture registers an adapter that knows how to create its machine for a paging
+configuration, what virtual range the machine keeps for itself, how to point the MMU at an mm
+(CR3 / TTBRn_EL1 / an ASCE in CR7), and which cases the machine cannot check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from archs.linux import LinuxPgtable
+
+from .errors import ConfigError
+from .machines.base import READ, Access, ProbeResult
+from .memory import FrameAllocator, PhysicalMemory
+from .mm import MM
+
+
+class Oracle:
+    """Base adapter: subclasses set ``self.machine`` and implement :meth:`attach`."""
+
+    machine: Any
+
+    def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
+        self.ops = ops
+        self.ram = ram
+        self.alloc = alloc
+
+    def reserved_va(self) -> list[tuple[int, int]]:
+        """Virtual ranges the machine maps for its own code (the scenario must leave them)."""
+        return []
+
+    def attach(self, mm: MM) -> None:
+        raise NotImplementedError
+
+    def probe_many(self, addrs: Sequence[int], access: Access = READ) -> list[ProbeResult]:
+        return list(self.machine.probe_many(list(addrs), access))
+
+    def probe(self, addr: int, access: Access = READ) -> ProbeResult:
+        return self.machine.probe(addr, access)  # type: ignore[no-any-return]
+
+    def registers(self) -> dict[str, int]:
+        return dict(self.machine.registers())
+
+    def close(self) -> None:
+        """Drop the machine (and with it Unicorn's mapping of guest RAM)."""
+        self.machine = None
+
+    def cannot_check(self, level: str | None, entry: int | None) -> str | None:
+        """Why the MMU cannot check a case whose deciding entry is ``entry`` at Linux level
+        ``level`` (e.g. s390x large entries without EDAT), or None if it can."""
+        return None
+
+
+class X86_64Oracle(Oracle):
+    """x86-64: CR3 = mm->pgd; the machine owns root slot 511 for its code (emu/machines/x86_64.py)."""
+
+    def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
+        super().__init__(ops, ram, alloc)
+        from .machines.x86_64 import X86_64Machine
+
+        self.machine = X86_64Machine(ram, alloc, levels=len(ops.config.levels))
+
+    def reserved_va(self) -> list[tuple[int, int]]:
+        return [self.machine.reserved_va_range()]
+
+    def attach(self, mm: MM) -> None:
+        self.machine.set_root(mm.pgd)
+
+
+ORACLES: dict[str, Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Oracle]] = {
+    "x86_64": X86_64Oracle,
+}
+
+
+def make_oracle(ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> Oracle:
+    try:
+        factory = ORACLES[ops.arch]
+    except KeyError:
+        raise ConfigError(f"no MMU oracle for architecture {ops.arch!r}") from None
+    return factory(ops, ram, alloc)

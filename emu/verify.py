@@ -1,0 +1,301 @@
+"""Walk and MMU on the same addresses, and a verdict for each (address, flags) row.
+
+Verdicts (DESIGN.md):
+
+* ``agree`` -- Linux and the MMU say the same thing: the same physical address, or both nothing.
+* ``linux-only: <reason>`` -- they differ by design: PROT_NONE (present to Linux, absent to the
+  MMU), special/PFNMAP/devmap mappings that vm_normal_page() refuses, the zero page without
+  FW_ZEROPAGE, migration entries Linux returns but the MMU faults on, bad entries Linux clears,
+  an address outside the VMA.
+* ``emulator-deviation: <name>`` -- a documented Unicorn/QEMU departure from the architecture
+  (registry: emu/deviations.py).
+* ``oracle-cannot-check: <why>`` / ``oracle-error: <why>`` -- the MMU could not answer; counted,
+  never taken as agreement.
+* ``disagree: <why>`` -- a bug somewhere.
+
+Order matters: every walk runs inside ``ram.undo()`` so a bad entry Linux clears is back for
+the next row, and the MMU probes run once per address on the pristine tables, which are
+restored afterwards (the MMU sets accessed/dirty bits).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from archs.linux import LinuxPgtable
+
+from . import deviations
+from .machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
+from .scenarios import Case, Scenario
+from .walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str, folio_walk_end, folio_walk_start
+
+VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
+
+# Not-found reasons where the entry is present to the hardware but Linux refuses the page.
+_REFUSED_PRESENT = ("not-normal@", "devmap@pud", "special@pud")
+# Not-found reasons where Linux stops above a subtree the hardware may still walk.
+_STOPPED_ABOVE = ("bad@", "outside-vma")
+
+
+@dataclass
+class WalkResult:
+    """What folio_walk_start() reported for one (address, flags)."""
+
+    flags: int
+    reason: str
+    kind: str = ""
+    folio_pfn: int | None = None
+    folio_order: int | None = None
+    page_pfn: int | None = None
+    level: str | None = None
+    entry_pa: int | None = None
+    entry: int | None = None
+    expected_pa: int | None = None  # where the MMU must land if it agrees with this entry
+    protnone: bool = False
+    trace: list[tuple[str, int, int]] = field(default_factory=list)
+    cleared: list[tuple[str, int, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        return self.reason == "found"
+
+    def summary(self) -> str:
+        if not self.found:
+            return f"NULL ({self.reason})"
+        page = f"page {self.page_pfn:#x}" if self.page_pfn is not None else "page NULL"
+        return f"folio {self.folio_pfn:#x}/o{self.folio_order} {page} {self.level} ({self.kind})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flags": flags_str(self.flags),
+            "found": self.found,
+            "reason": self.reason,
+            "kind": self.kind or None,
+            "folio_pfn": self.folio_pfn,
+            "folio_order": self.folio_order,
+            "page_pfn": self.page_pfn,
+            "level": self.level,
+            "entry_pa": self.entry_pa,
+            "entry": self.entry,
+            "expected_pa": self.expected_pa,
+            "trace": [{"level": lv, "pa": pa, "value": v} for lv, pa, v in self.trace],
+            "cleared": [{"level": lv, "pa": pa, "value": v} for lv, pa, v in self.cleared],
+            "warnings": list(self.warnings),
+        }
+
+
+def mmu_json(res: ProbeResult) -> dict[str, Any]:
+    if isinstance(res, Translation):
+        return {"pa": res.pa, "observed_by": res.observed_by}
+    if isinstance(res, Fault):
+        return {"fault": res.kind, "level": res.level, "code": res.code, "vector": res.vector}
+    return {"error": res.reason}
+
+
+def mmu_summary(res: ProbeResult) -> str:
+    if isinstance(res, Translation):
+        return f"pa {res.pa:#x}"
+    if isinstance(res, Fault):
+        lvl = f" L{res.level}" if res.level is not None else ""
+        return f"{res.kind}{lvl} code {res.code:#x}"
+    return f"error: {res.reason}"
+
+
+@dataclass
+class Row:
+    config: str
+    case: str
+    addr: int
+    walk: WalkResult
+    mmu: ProbeResult
+    verdict: str
+    access: str = "kernel-read"
+
+    @property
+    def verdict_class(self) -> str:
+        return self.verdict.split(":", 1)[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "case": self.case,
+            "addr": self.addr,
+            "access": self.access,
+            "walk": self.walk.to_json(),
+            "mmu": mmu_json(self.mmu),
+            "verdict": self.verdict,
+        }
+
+
+def _leaf_pfn(ops: LinuxPgtable, level: str | None, entry: int) -> int:
+    if level == "PUD":
+        return ops.pud_pfn(entry)  # type: ignore[attr-defined,no-any-return]
+    if level == "PMD":
+        return ops.pmd_pfn(entry)  # type: ignore[attr-defined,no-any-return]
+    return ops.pte_pfn(entry)  # type: ignore[attr-defined,no-any-return]
+
+
+def _entry_size(ops: LinuxPgtable, level: str | None) -> int:
+    return {"PUD": ops.PUD_SIZE, "PMD": ops.PMD_SIZE}.get(level or "", ops.PAGE_SIZE)
+
+
+def _protnone(ops: LinuxPgtable, level: str | None, entry: int | None) -> bool:
+    if entry is None:
+        return False
+    fn = getattr(ops, "pmd_protnone" if level in ("PMD", "PUD") else "pte_protnone", None)
+    return bool(fn(entry)) if fn else False
+
+
+def walk_result(ops: LinuxPgtable, fw: FolioWalk, addr: int, flags: int) -> WalkResult:
+    """Summarise a finished walk, with the physical address the hardware should reach."""
+    level = LEVEL_NAMES[fw.level] if fw.level is not None else None
+    wr = WalkResult(
+        flags=flags,
+        reason=fw.reason,
+        kind=fw.kind if fw.reason == "found" else "",
+        level=level,
+        entry_pa=fw.entryp,
+        entry=fw.entry,
+        trace=[(s.level, s.pa, s.value) for s in fw.trace],
+        cleared=[(s.level, s.pa, s.value) for s in fw.cleared],
+        warnings=list(fw.warnings),
+    )
+    if fw.folio is not None:
+        wr.folio_pfn, wr.folio_order = fw.folio.pfn, fw.folio.order
+        wr.page_pfn = fw.page.pfn if fw.page is not None else None
+    present_leaf = (wr.found and wr.kind != "migration-entry") or wr.reason.startswith(_REFUSED_PRESENT)
+    if present_leaf and fw.entry is not None:
+        size = _entry_size(ops, level)
+        wr.expected_pa = (_leaf_pfn(ops, level, fw.entry) << ops.PAGE_SHIFT) + (addr & (size - 1))
+    wr.protnone = _protnone(ops, level, fw.entry)
+    return wr
+
+
+def run_walk(sc: Scenario, case: Case, flags: int) -> WalkResult:
+    """One folio_walk_start()/folio_walk_end() under the mmap lock; table writes undone."""
+    with sc.mm.mmap_read(), sc.ram.undo():
+        fw = FolioWalk()
+        folio = folio_walk_start(fw, case.vma, case.addr, flags)
+        result = walk_result(sc.ops, fw, case.addr, flags)
+        if folio is not None:
+            folio_walk_end(fw, case.vma)
+    return result
+
+
+def judge(ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None) -> str:
+    """The verdict for one row (see module docstring)."""
+    if oracle is not None:
+        level = walk.level.lower() if walk.level else None
+        why = oracle.cannot_check(level, walk.entry)
+        if why:
+            return f"oracle-cannot-check: {why}"
+    if isinstance(mmu, ProbeError):
+        return f"oracle-error: {mmu.reason}"
+    verdict = _judge(walk, mmu)
+    if verdict.startswith("disagree"):
+        dev = deviations.explain(ops, walk, mmu)
+        if dev is not None:
+            return f"emulator-deviation: {dev.name}"
+    return verdict
+
+
+def _judge(walk: WalkResult, mmu: ProbeResult) -> str:
+    translated = isinstance(mmu, Translation)
+    pa = mmu.pa if isinstance(mmu, Translation) else None
+    if walk.found and walk.kind == "migration-entry":
+        return "linux-only: migration-entry" if not translated else f"disagree: migration entry, MMU reached {pa:#x}"
+    if walk.found or walk.reason.startswith(_REFUSED_PRESENT):
+        if translated:
+            if pa != walk.expected_pa:
+                exp = f"{walk.expected_pa:#x}" if walk.expected_pa is not None else "?"
+                return f"disagree: entry maps {exp}, MMU reached {pa:#x}"
+            return "agree" if walk.found else f"linux-only: {walk.reason}"
+        if walk.protnone:
+            return "linux-only: prot-none" if walk.found else "agree"
+        return "disagree: Linux sees a present entry, the MMU faults"
+    if walk.reason.startswith(_STOPPED_ABOVE):
+        return f"linux-only: {walk.reason}" if translated else "agree"
+    if translated:
+        return f"disagree: Linux finds nothing ({walk.reason}), MMU reached {pa:#x}"
+    return "agree"
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    omitted: list[str]
+    registers: dict[str, dict[str, int]]
+    seconds: float
+
+    def counts(self) -> Counter[str]:
+        return Counter(r.verdict_class for r in self.rows)
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.verdict_class == "disagree" for r in self.rows)
+
+
+def _tag_expected(sc: Scenario, walks: list[WalkResult]) -> None:
+    """Tag the data frames the walks expect the MMU to reach (never a table frame), so that a
+    guest load proves which physical word it read."""
+    page = sc.ops.PAGE_SIZE
+    tables = [(pa, pa + size) for pa, size in sc.builder.tables]
+    done: set[int] = set()
+    for w in walks:
+        if w.expected_pa is None:
+            continue
+        frame = w.expected_pa & ~(page - 1)
+        if frame in done or not sc.ram.contains(frame, page):
+            continue
+        if any(s < frame + page and frame < e for s, e in tables):
+            continue
+        sc.ram.tag(frame, page)
+        done.add(frame)
+
+
+def probe_cases(sc: Scenario, addrs: list[int], access: Access = READ) -> list[ProbeResult]:
+    """Probe ``addrs`` on the MMU with the tables as built, then restore the tables."""
+    saved = sc.ram.snapshot(sc.builder.tables)
+    try:
+        sc.oracle.attach(sc.mm)
+        return sc.oracle.probe_many(addrs, access)
+    finally:
+        sc.ram.restore(saved)
+
+
+def verify_scenario(sc: Scenario, *, flag_sets: tuple[int, ...] = FLAG_COMBINATIONS, access: Access = READ) -> list[Row]:
+    walks = {(i, f): run_walk(sc, case, f) for i, case in enumerate(sc.cases) for f in flag_sets}
+    _tag_expected(sc, list(walks.values()))
+    mmu = probe_cases(sc, [c.addr for c in sc.cases], access)
+    rows = []
+    for i, case in enumerate(sc.cases):
+        for f in flag_sets:
+            w = walks[(i, f)]
+            rows.append(Row(sc.config, case.name, case.addr, w, mmu[i], judge(sc.ops, w, mmu[i], sc.oracle), str(access)))
+    return rows
+
+
+def verify_configs(keys: list[str], kernel: str | None = None) -> Report:
+    """Build the default scenario of each configuration, verify it, and collect the rows."""
+    import archs
+
+    from .scenarios import build_default
+
+    start = time.perf_counter()
+    rows: list[Row] = []
+    omitted: list[str] = []
+    regs: dict[str, dict[str, int]] = {}
+    for key in keys:
+        ops = archs.get_ops(key, kernel) if kernel else archs.get_ops(key)
+        sc = build_default(ops)
+        try:
+            rows += verify_scenario(sc)
+            omitted += [f"{key}: {o}" for o in sc.omitted]
+            regs[key] = sc.oracle.registers()
+        finally:
+            sc.close()
+    return Report(rows, omitted, regs, time.perf_counter() - start)
