@@ -425,6 +425,19 @@ def test_without_edat_large_entries_are_ignored(ram, alloc) -> None:  # type: ig
     assert plain.probe(reg_va) != Translation(reg_pa, "tag")
 
 
+def test_edat_unavailable_is_reported_not_faked(ram, alloc, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """If the library record cannot be found, large entries are 'cannot check', never agreement."""
+    monkeypatch.setattr(mod, "_find_cpu_def", lambda: (None, "simulated: record not found"))
+    blind = S390xMachine(ram, alloc, edat=True)
+    assert not blind.edat1_works and not blind.edat2_works
+    assert "simulated: record not found" in blind.edat_note
+    assert not blind.registers()["CR0"] & bit(40)
+    sp, (seg_va, seg_pa), (reg_va, reg_pa) = _large_space(ram, alloc)
+    blind.set_asce(sp.asce)
+    assert blind.probe(seg_va) != Translation(seg_pa, "tag")
+    assert blind.probe(reg_va) != Translation(reg_pa, "tag")
+
+
 def test_edat_patch_does_not_leak_into_other_unicorn_instances(ram, alloc, m) -> None:  # type: ignore[no-untyped-def]
     """The library's z13 record is restored: a fresh z13 Uc still ignores FC with CR0.EDAT."""
     sp, (seg_va, seg_pa), _ = _large_space(ram, alloc)

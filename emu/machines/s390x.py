@@ -98,7 +98,9 @@ facilities), locates that model's static ``S390CPUDef`` record inside the loaded
 pointer to it in the library's writable data, then check the record's generation / type / EC-GA /
 description and that its bitmaps look like feature bitmaps), sets the two feature bits in the
 record's ``base_init`` list just while the CPU is created (the CPU copies the bits into its own
-model), and restores the record at once, so later ``Uc`` instances are unaffected.  This is
+model), and restores the record at once, so later ``Uc`` instances are unaffected (a module lock
+serialises machines; another thread creating a z13 ``Uc`` in that window would see the bits too).
+No CPU model is patched when ``edat=False``; the z13 model is used either way.  This is
 fragile by nature (it depends on this build's struct layout and feature numbering), so it is never
 trusted: the start-up self-test builds a 1 MB segment entry and a 2 GB region-third entry on
 scratch tables, requires the load to reach the right tagged real word, requires the FC=0 path to
@@ -120,6 +122,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -342,6 +345,8 @@ def _find_cpu_def() -> tuple[int | None, str]:
 
 def _search_cpu_def() -> tuple[int | None, str]:
     """Search the loaded library for the z13 ``S390CPUDef`` record; (address, note)."""
+    if sys.byteorder != "little" or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None, "the record layout is only known for little-endian 64-bit hosts"
     try:
         maps = _library_mappings()
     except (OSError, ImportError, AttributeError, ValueError) as exc:
@@ -401,7 +406,7 @@ def _edat_facilities_enabled(enable: bool) -> Iterator[str]:
         if addr is None:
             yield f"EDAT facility bits not enabled: {note}"
             return
-        touched: list[tuple[int, int]] = []  # (word address, bit mask we set)
+        touched: list[tuple[int, int]] = []  # (feature index, bit mask in its word) we set
         for feat in (_FEAT_EDAT, _FEAT_EDAT_2):
             word = addr + _DEF_BASE_INIT + 8 * (feat // 64)
             bit = 1 << (feat % 64)
@@ -409,8 +414,9 @@ def _edat_facilities_enabled(enable: bool) -> Iterator[str]:
             if not cell.value & bit:
                 cell.value |= bit
                 touched.append((feat, bit))
+        how = "set in" if touched else "already present in"
         try:
-            yield f"EDAT facility bits set in the {note} while the CPU was created"
+            yield f"EDAT facility bits {how} the {note} while the CPU was created"
         finally:
             # Restore: clear what we set in base_init and in the bitmap the CPU init OR'ed it into.
             for feat, bit in touched:
@@ -431,6 +437,17 @@ class S390xMachine:
     ``emu_start``; ``probe_many()`` translates a batch in one guest loop per chunk of ``chunk``
     addresses.  ``edat1_works`` / ``edat2_works`` say whether 1 MB / 2 GB large entries are really
     honoured (proved by the start-up self-test), ``edat_note`` says how that was decided.
+
+    Parameters: ``ram`` must be big-endian; ``alloc`` must have ``0..0x2000`` (the lowcore)
+    reserved -- if it is still free the machine reserves it.  ``edat`` asks for EDAT-1/EDAT-2 (see
+    the module docstring for how, and why it may still end up off).  ``timeout_us`` bounds each
+    batch ``emu_start`` (an unfinished batch yields ``ProbeError("timed out ...")`` for the
+    addresses not reached); a single probe is straight-line code bounded by an instruction budget
+    instead, because a Unicorn timeout starts and joins a thread per ``emu_start`` (measured: 7.7k
+    instead of 88k runs/s).  ``chunk``: addresses per batch ``emu_start`` (32 bytes of RAM each).
+
+    Raises :class:`EmulatorError` if the self-test cannot locate the program-interruption code or
+    the 4K translation path misbehaves.  Not thread-safe: one thread per machine.
     """
 
     def __init__(
@@ -526,7 +543,9 @@ class S390xMachine:
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def registers(self) -> dict[str, int]:
-        """The translation-relevant CPU state, for fixture manifests."""
+        """The translation-relevant CPU state, for fixture manifests: CR0 (bit 37 secondary-space
+        control, bit 40 EDAT when enabled), CR1 (real-space ASCE for instruction fetch), CR7 (the
+        ASCE under test) and the PSW mask every probe runs with."""
         return {
             "CR0": self.uc.reg_read(S.UC_S390X_REG_CR0),
             "CR1": self.uc.reg_read(S.UC_S390X_REG_CR1),
