@@ -182,6 +182,9 @@ class X86_64(LinuxPgtable):
     """
 
     arch = ARCH
+    #: Physical memory kept out of tables and folios: Linux reserves the low 64K
+    #: (CONFIG_X86_RESERVE_LOW default, arch/x86/kernel/setup.c), so no table sits at pa 0.
+    RESERVED_LOW = 0x10000
 
     def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, pti: bool = True) -> None:
         super().__init__(config, kernel)
