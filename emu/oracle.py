@@ -13,7 +13,7 @@ from typing import Any
 from archs.linux import LinuxPgtable
 
 from .errors import ConfigError
-from .machines.base import READ, Access, ProbeResult
+from .machines.base import READ, Access, Fault, ProbeResult
 from .memory import FrameAllocator, PhysicalMemory
 from .mm import MM
 
@@ -47,6 +47,11 @@ class Oracle:
     def close(self) -> None:
         """Drop the machine (and with it Unicorn's mapping of guest RAM)."""
         self.machine = None
+
+    def fault_hw_level(self, fault: Fault) -> str | None:
+        """The name (``HwLevel.name``) of the hardware level a fault names, or None where the
+        architecture's fault report has no level (x86-64 #PF)."""
+        return None
 
     def cannot_check(self, level: str | None, entry: int | None) -> str | None:
         """Why the MMU cannot check a case whose deciding entry is ``entry`` at Linux level

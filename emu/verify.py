@@ -196,6 +196,12 @@ def judge(ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = N
     if isinstance(mmu, ProbeError):
         return f"oracle-error: {mmu.reason}"
     verdict = _judge(walk, mmu)
+    if verdict == "agree" and oracle is not None and isinstance(mmu, Fault) and walk.trace and not walk.found:
+        # Where the MMU names the level it faulted at, it must be the level Linux stopped at.
+        where = oracle.fault_hw_level(mmu)
+        stop = ops.hw_level(walk.trace[-1][0]).name
+        if where is not None and where != stop and walk.reason.startswith("none@"):
+            verdict = f"disagree: Linux stops at a none {stop} entry, the MMU faults at {where}"
     if verdict.startswith("disagree"):
         dev = deviations.explain(ops, walk, mmu)
         if dev is not None:
