@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
-from emu.errors import ConfigError
+from emu.errors import AddressError, ConfigError
 from emu.machines.base import FETCH, READ, WRITE, Access, Fault, ProbeError, Translation
 from emu.machines.x86_64 import CHUNK, GUEST_CODE, GUEST_LABELS, X86_64Machine
 from emu.memory import TAG, FrameAllocator, PhysicalMemory
@@ -195,9 +195,10 @@ def test_1g_leaf_translates(levels: int) -> None:
     t.map(va, pa, P | RW, size=1 << 30)
     for off in offsets:
         assert machine.probe(va + off) == Translation(pa + off, "tag")
-    assert machine.probe_many([va + o for o in offsets], WRITE) == [
-        Translation(pa + o, "tag") for o in offsets
-    ]
+    for access in (WRITE, FETCH):
+        assert machine.probe_many([va + o for o in offsets], access) == [
+            Translation(pa + o, "tag") for o in offsets
+        ]
 
 
 def test_untagged_frame_is_observed_by_vmem(m4: tuple[X86_64Machine, Tables]) -> None:
@@ -392,14 +393,16 @@ def mixed_space(t: Tables) -> tuple[list[int], int]:
     vas += [0x1001_0000 + 8 * i for i in range(20)] + [0x1002_0000 + 3, 0x1003_0010, 0x1004_0100]
     vas += [0x2000_0000 + int(o) for o in rng.integers(0, 2 << 20, 50)]
     vas += [0x3000_0000 + 0x1000 * i for i in range(30)]  # not mapped
-    vas += [0x1005_0FFE, 0x1005_0FFF, 0x8000_0000_0000, 0xFFFF_FFFF_FFFF_FFF8]
+    # non-canonical (4-level only / both), then the machine's own slot
+    vas += [0x1005_0FFE, 0x1005_0FFF, 0x8000_0000_0000, 0x0100_0000_0000_0000, 0xFFFF_FFFF_FFFF_FFF8]
     order = rng.permutation(len(vas))
     return [vas[i] for i in order], rw
 
 
+@pytest.mark.parametrize("levels", [4, 5])
 @pytest.mark.parametrize("access", [READ, WRITE, FETCH, U_READ, U_WRITE, U_FETCH], ids=str)
-def test_probe_many_equals_probe(access: Access) -> None:
-    machine, t = make(4)
+def test_probe_many_equals_probe(access: Access, levels: int) -> None:
+    machine, t = make(levels)
     vas, _ = mixed_space(t)
     one = [machine.probe(v, access) for v in vas]
     assert machine.probe_many(vas, access) == one
@@ -529,3 +532,23 @@ def test_error_code_location_is_found_at_run_time() -> None:
     base = machine._ctx.context.value
     offset = ctypes.addressof(cell) - base
     assert 0 < offset < machine._ctx.size
+
+
+def test_bad_addresses_are_refused() -> None:
+    machine, t = make(4)
+    pa = data_frame(t)
+    t.map(0x1000, pa, P | RW)
+    for bad in ([1.5], [-1], [1 << 64], ["0x1000"], [True]):
+        with pytest.raises(AddressError):
+            machine.probe_many(bad)  # type: ignore[arg-type]
+    with pytest.raises(AddressError):
+        machine.probe_many(np.array([1.0]))
+    with pytest.raises(AddressError):
+        machine.probe(-8)
+    assert machine.probe_many([]) == []
+    big = [0x1000, (1 << 64) - 8]  # mixed sizes: no float64 round trip
+    assert machine.probe_many(big)[0] == Translation(pa, "tag")
+    assert machine.probe_many(np.array([0x1008], dtype=np.int64)) == [Translation(pa + 8, "tag")]
+    assert machine.probe(np.uint64(0x1010)) == Translation(pa + 16, "tag")  # type: ignore[arg-type]
+    with machine:
+        pass  # close() stops the watchdog thread

@@ -9,8 +9,9 @@ How the oracle is made to work on Unicorn 2.1.4 (see ``/work/shared/ORACLE-NOTES
 
 * x86 cannot run code outside its own paging, so the machine owns ONE top-level slot,
   ``MACHINE_SLOT`` = 511 of the root table (VA 0xffffff8000000000.. for 4-level,
-  0xff00000000000000.. for 5-level), with its own sub-tables, code, stack, fault-dummy and batch
-  tables.  ``set_root`` writes that slot into the root under test.  Addresses in the slot cannot be
+  0xffff000000000000.. for 5-level: PML5 index 511 = VA bits 56:48 all ones, sign-extended;
+  0xff00000000000000 would be index 256), with its own sub-tables, code, stack, fault-dummy and
+  batch tables.  ``set_root`` writes that slot into the root under test.  Addresses in the slot cannot be
   probed (they give ``ProbeError``).
 * Guest exceptions are not delivered through an IDT (ORACLE-NOTES "Common"): a ``UC_HOOK_INTR`` hook
   receives the vector only.  The #PF error code exists only inside the CPU state blob
@@ -424,8 +425,12 @@ class X86_64Machine:
     ``levels`` is 4 (PML4, 48-bit VA) or 5 (PML5 with CR4.LA57, 57-bit VA), SDM vol. 3 §4.5.
     ``timeout_us`` bounds one guest run (one probe; a batch chunk of n addresses gets
     ``timeout_us + n * 200`` µs); a run that overruns is stopped and reported as ``ProbeError``.
-    Frames for the machine's own code and tables come from ``alloc``.  Call ``set_root`` before
-    probing.
+    Frames for the machine's own code and tables come from ``alloc`` (about 80 pages).  Call
+    ``set_root`` before probing.  Not thread-safe: one caller at a time (``probe_many`` runs the
+    engine from a helper thread of its own while it turns results into objects).
+
+    Every access sets Accessed bits (and a write the Dirty bit of the leaf) in the entries the MMU
+    uses, as hardware does (SDM vol. 3 §4.8); data is never changed.
     """
 
     MACHINE_SLOT = 511
@@ -572,7 +577,7 @@ class X86_64Machine:
     def reserved_va_range(self) -> tuple[int, int]:
         """The machine's slot as a half-open range ``[start, end)``; ``end`` is 2**64.
 
-        4-level: ``[0xffffff8000000000, 2**64)``; 5-level: ``[0xff00000000000000, 2**64)``.
+        4-level: ``[0xffffff8000000000, 2**64)``; 5-level: ``[0xffff000000000000, 2**64)``.
         """
         return (self._slot_base, 1 << 64)
 
@@ -614,6 +619,12 @@ class X86_64Machine:
     def close(self) -> None:
         """Stop the watchdog thread (the Unicorn engine is freed with the object)."""
         self._watchdog.close()
+
+    def __enter__(self) -> X86_64Machine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- running the guest ---------------------------------------------------------------------
     def _rr(self, reg: int) -> int:
