@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import archs
@@ -29,6 +30,10 @@ def add_parser(sub: Any) -> None:
         help="walk and probe this address in the default scenario instead of its cases (repeatable)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--fixture", action="append", default=[], type=Path, metavar="DIR",
+        help="replay a fixture set (or a folder of sets) instead of the default scenarios (repeatable)",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,7 +47,14 @@ def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     keys = selected_configs(args.arch, args.config)
-    if args.addr:
+    if args.fixture:  # the recorded cases of fixture sets (emu/fixtures.py), re-walked and re-probed
+        from .cli import UsageError
+        from .fixtures import replay_report
+
+        if args.addr or args.kernel:
+            raise UsageError("foliowalk verify: --fixture replays the recorded cases; no --addr or --kernel")
+        report = replay_report(args.fixture)
+    elif args.addr:
         report = verify_addresses(keys, args.addr, args.kernel)
     else:
         from .verify import verify_configs
