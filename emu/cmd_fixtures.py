@@ -70,7 +70,7 @@ def run_build(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"foliowalk: interrupted; {len(written)} of {len(keys)} sets written and kept", file=sys.stderr)
         return 130
-    print(f"{len(keys)} fixture sets in {args.out}")
+    print(f"{len(keys)} fixture set{'s' if len(keys) != 1 else ''} in {args.out}")
     return 0
 
 

@@ -267,58 +267,55 @@ def _row_addresses(rows: Iterable[Row]) -> Iterator[int]:
             yield r.mmu.pa
 
 
-def _image_granules(sc: Scenario, rows: list[Row]) -> np.ndarray:
-    """Indices of the granules the image must describe (before the zero / pattern test).
-
-    Included: the scenario's tables and folios, every page a walk read or expects and every page
-    the MMU reached, the root table, and all RAM no allocation owns (tables written there by hand
-    count).  Left out: allocations that are none of those -- the probe machine's own frames (its
-    code, stack and probe arrays) and the unused part of raw device ranges."""
-    ram, ops = sc.ram, sc.ops
-    n = ram.size // GRANULE
-    want = np.zeros(n, dtype=bool)
-
-    def mark(start: int, end: int) -> None:
-        start, end = max(start, 0), min(end, ram.size)
-        if end > start:
-            want[start // GRANULE : (end + GRANULE - 1) // GRANULE] = True
-
-    for pa, size in sc.builder.tables:
-        mark(pa, pa + size)
-    for f in sc.memmap.folios():
-        mark(f.pfn << ops.PAGE_SHIFT, (f.pfn + f.nr_pages) << ops.PAGE_SHIFT)
-    top = ops.config.levels[0]
-    mark(sc.mm.pgd, sc.mm.pgd + top.table_size)
-    for pa in _row_addresses(rows):
-        if 0 <= pa < ram.size:
-            mark(pa, pa + 1)
+def _candidate_granules(sc: Scenario, rows: list[Row]) -> np.ndarray:
+    """Per image granule: might it hold non-zero bytes?  Every granule the host ever touched
+    (``mincore``); where that is unavailable, every allocated granule and every granule a row
+    names (RAM nobody allocated and no walk read is then taken as zero)."""
+    ram = sc.ram
     resident = _resident(ram)
     if resident is not None:
-        for s, e in _free_ranges(sc.alloc):
-            mark(s, e)
-        want &= resident
-    return np.flatnonzero(want)
+        return resident
+    want = np.zeros(ram.size // GRANULE, dtype=bool)
+    for s, e in in_use_ranges(sc.alloc):
+        want[s // GRANULE : (e + GRANULE - 1) // GRANULE] = True
+    for pa in _row_addresses(rows):
+        if 0 <= pa < ram.size:
+            want[pa // GRANULE] = True
+    return want
+
+
+def _runs(mask: np.ndarray) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` granule runs where ``mask`` is set."""
+    if not mask.any():
+        return
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
+    for a, b in zip(edges[0::2], edges[1::2], strict=True):
+        yield int(a), int(b)
 
 
 def _scan_image(sc: Scenario, rows: list[Row]) -> tuple[dict[str, Any], bytes]:
-    """The ``image`` section of the manifest and the bytes of memory.bin."""
+    """The ``image`` section of the manifest and the bytes of memory.bin: every non-zero granule
+    of RAM, as a tagged range, a fill, or raw bytes."""
     ram = sc.ram
     dt = np.dtype(">u8" if ram.big_endian else "<u8")
     words = GRANULE // 8
     steps = np.arange(0, GRANULE, 8, dtype=np.uint64)
     kinds: list[tuple[int, str, int]] = []  # (granule index, kind, fill word)
-    for g in _image_granules(sc, rows):
-        pa = int(g) * GRANULE
-        arr = np.frombuffer(ram.buf, dtype=dt, count=words, offset=pa)
-        first = int(arr[0])
-        if not arr.any():
-            continue
-        if first & TAG_MASK == TAG and np.array_equal(arr, np.uint64(TAG | pa) + steps):
-            kinds.append((int(g), "tag", 0))
-        elif (arr == arr[0]).all():
-            kinds.append((int(g), "fill", first))
-        else:
-            kinds.append((int(g), "raw", 0))
+    chunk = 4096  # granules per numpy view (16 MiB)
+    for a, b in _runs(_candidate_granules(sc, rows)):
+        for lo in range(a, b, chunk):
+            n = min(chunk, b - lo)
+            block = np.frombuffer(ram.buf, dtype=dt, count=n * words, offset=lo * GRANULE).reshape(n, words)
+            for i in np.flatnonzero(block.any(axis=1)):
+                g = lo + int(i)
+                arr = block[i]
+                pa, first = g * GRANULE, int(arr[0])
+                if first & TAG_MASK == TAG and np.array_equal(arr, np.uint64(TAG | pa) + steps):
+                    kinds.append((g, "tag", 0))
+                elif (arr == arr[0]).all():
+                    kinds.append((g, "fill", first))
+                else:
+                    kinds.append((g, "raw", 0))
     extents: list[dict[str, int]] = []
     fills: list[dict[str, int]] = []
     tagged: list[dict[str, int]] = []

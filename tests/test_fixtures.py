@@ -27,6 +27,7 @@ from emu.fixtures import (
     write_fixture_set,
 )
 from emu.machines.base import Translation
+from emu.oracle import ORACLES
 from emu.scenarios import Case, build_default
 from emu.verify import run_walk, verify_scenario
 from emu.walk import flags_str
@@ -34,7 +35,9 @@ from emu.walk import flags_str
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "fixtures"
 README = REPO / "README.md"
-KEYS = archs.all_config_keys()
+# Every registered configuration whose architecture has an MMU oracle (one that registers
+# later is covered from then on).
+KEYS = [k for k in archs.all_config_keys() if archs.get_config(k).arch in ORACLES]
 X86_KEYS = [k for k in KEYS if k.startswith("x86_64:")]
 
 
