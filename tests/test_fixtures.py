@@ -173,6 +173,22 @@ def test_fuzzer_style_write_with_name_extra_and_own_address(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["finding-1"]
 
 
+def test_rows_that_do_not_reproduce_on_the_saved_ram_are_refused(tmp_path: Path) -> None:
+    """A set must pass its own check: rows whose walk no longer comes out the same on the RAM
+    being saved (RAM changed after the walk) are refused, and nothing is written."""
+    sc, rows = _scenario_rows()
+    try:
+        pte_pa = rows[0].walk.entry_pa
+        assert pte_pa is not None
+        sc.ram.write_u64(pte_pa, 0)
+        refused = r"does not reproduce on the RAM being saved.*walk\.found: recorded true, now false"
+        with pytest.raises(FixtureError, match=refused):
+            write_fixture_set(tmp_path, sc, rows)
+    finally:
+        sc.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- atomic writing ---------------------------------------------------------------------------------
 def _scenario_rows() -> tuple[Any, Any]:
     sc = build_default(archs.get_ops("x86_64:4level"))
