@@ -29,8 +29,9 @@ from archs.linux import LinuxPgtable
 
 from . import deviations
 from .machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
+from .mm import VMA
 from .scenarios import Case, Scenario
-from .walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str, folio_walk_end, folio_walk_start
+from .walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
 
 VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
 
@@ -160,7 +161,7 @@ def walk_result(ops: LinuxPgtable, fw: FolioWalk, addr: int, flags: int) -> Walk
         level=level,
         entry_pa=fw.entryp,
         entry=fw.entry,
-        trace=[(s.level, s.pa, s.value) for s in fw.trace],
+        trace=fw.trace_tuples(),
         cleared=[(s.level, s.pa, s.value) for s in fw.cleared],
         warnings=list(fw.warnings),
     )
@@ -177,13 +178,30 @@ def walk_result(ops: LinuxPgtable, fw: FolioWalk, addr: int, flags: int) -> Walk
 
 def run_walk(sc: Scenario, case: Case, flags: int) -> WalkResult:
     """One folio_walk_start()/folio_walk_end() under the mmap lock; table writes undone."""
-    with sc.mm.mmap_read(), sc.ram.undo():
-        fw = FolioWalk()
-        folio = folio_walk_start(fw, case.vma, case.addr, flags)
-        result = walk_result(sc.ops, fw, case.addr, flags)
-        if folio is not None:
-            folio_walk_end(fw, case.vma)
-    return result
+    return walk_cases(sc, [case], (flags,))[(0, flags)]
+
+
+def walk_cases(
+    sc: Scenario, cases: list[Case], flag_sets: tuple[int, ...]
+) -> dict[tuple[int, int], WalkResult]:
+    """Every case with every flag set, ``{(case index, flags): WalkResult}``: one
+    ``walk_many(isolated=True)`` (emu/batch.py) per (VMA, flags), so each walk sees the tables as
+    built (a bad entry Linux clears is back for the next row) and gives exactly what a
+    folio_walk_start()/folio_walk_end() pair would."""
+    from .batch import walk_many
+
+    by_vma: dict[int, tuple[VMA, list[int]]] = {}
+    for i, case in enumerate(cases):
+        by_vma.setdefault(id(case.vma), (case.vma, []))[1].append(i)
+    out: dict[tuple[int, int], WalkResult] = {}
+    with sc.mm.mmap_read():
+        for vma, idx in by_vma.values():
+            addrs = [cases[i].addr for i in idx]
+            for f in flag_sets:
+                batch = walk_many(vma, addrs, f, isolated=True)
+                for k, i in enumerate(idx):
+                    out[(i, f)] = walk_result(sc.ops, batch[k], addrs[k], f)
+    return out
 
 
 def judge(ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None) -> str:
@@ -273,15 +291,18 @@ def probe_cases(sc: Scenario, addrs: list[int], access: Access = READ) -> list[P
         sc.ram.restore(saved)
 
 
-def verify_scenario(sc: Scenario, *, flag_sets: tuple[int, ...] = FLAG_COMBINATIONS, access: Access = READ) -> list[Row]:
-    walks = {(i, f): run_walk(sc, case, f) for i, case in enumerate(sc.cases) for f in flag_sets}
+def verify_scenario(
+    sc: Scenario, *, flag_sets: tuple[int, ...] = FLAG_COMBINATIONS, access: Access = READ
+) -> list[Row]:
+    walks = walk_cases(sc, sc.cases, flag_sets)
     _tag_expected(sc, list(walks.values()))
     mmu = probe_cases(sc, [c.addr for c in sc.cases], access)
     rows = []
     for i, case in enumerate(sc.cases):
         for f in flag_sets:
             w = walks[(i, f)]
-            rows.append(Row(sc.config, case.name, case.addr, w, mmu[i], judge(sc.ops, w, mmu[i], sc.oracle), str(access)))
+            verdict = judge(sc.ops, w, mmu[i], sc.oracle)
+            rows.append(Row(sc.config, case.name, case.addr, w, mmu[i], verdict, str(access)))
     return rows
 
 

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from archs.linux import is_migration_entry, swap_type_name
 
 from .memory import Folio, Page
-from .mm import MM, VMA, SpinLock
+from .mm import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, SpinLock
+
+LINUX_LEVELS5 = ("pgd", "p4d", "pud", "pmd", "pte")
 
 # include/linux/pagewalk.h
 FW_MIGRATION = 1 << 0  # walk migration entries as well
@@ -56,7 +59,9 @@ class TraceStep:
     value: int
 
 
-@dataclass
+_NO_LIST: tuple[()] = ()
+
+
 class FolioWalk:
     """``struct folio_walk``: filled by folio_walk_start() on success.
 
@@ -64,20 +69,104 @@ class FolioWalk:
     a physical address here) and the entry value (``pte``/``pmd``/``pud``).  Private: ``vma`` and
     ``ptl``.  foliowalk's own record: ``folio`` (the return value), ``reason`` ("found" or why
     not), ``kind`` of what was found, ``trace``, ``cleared`` and ``warnings``.
+
+    A plain slotted class rather than a dataclass: folio_walk_start() fills one per call, and the
+    fast path (see :class:`_FastWalk`) stores its trace as one flat tuple that ``trace`` turns
+    into :class:`TraceStep` objects only when someone reads it.
     """
 
-    page: Page | None = None
-    level: int | None = None
-    entryp: int | None = None
-    entry: int | None = None
-    vma: VMA | None = None
-    ptl: SpinLock | None = None
-    folio: Folio | None = None
-    reason: str = ""
-    kind: str = ""
-    trace: list[TraceStep] = field(default_factory=list)
-    cleared: list[TraceStep] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    __slots__ = ("page", "level", "entryp", "entry", "vma", "ptl", "folio", "reason", "kind",
+                 "_trace", "_cleared", "_warnings")
+
+    def __init__(
+        self,
+        page: Page | None = None,
+        level: int | None = None,
+        entryp: int | None = None,
+        entry: int | None = None,
+        vma: VMA | None = None,
+        ptl: SpinLock | None = None,
+        folio: Folio | None = None,
+        reason: str = "",
+        kind: str = "",
+        trace: list[TraceStep] | None = None,
+        cleared: list[TraceStep] | None = None,
+        warnings: list[str] | None = None,
+    ) -> None:
+        self.page = page
+        self.level = level
+        self.entryp = entryp
+        self.entry = entry
+        self.vma = vma
+        self.ptl = ptl
+        self.folio = folio
+        self.reason = reason
+        self.kind = kind
+        # A list, or the fast path's flat tuple ``(names, pa0, val0, pa1, val1, ...)``.
+        self._trace: list[TraceStep] | tuple[Any, ...] = trace if trace is not None else []
+        self._cleared: list[TraceStep] | tuple[()] = cleared if cleared is not None else _NO_LIST
+        self._warnings: list[str] | tuple[()] = warnings if warnings is not None else _NO_LIST
+
+    # foliowalk's record, materialised on first use.
+    @property
+    def trace(self) -> list[TraceStep]:
+        """The entries the walk read, in order (``pXdp_get()`` / ``READ_ONCE`` calls)."""
+        t: Any = self._trace
+        if type(t) is not list:
+            t = self._trace = [TraceStep(n, t[1 + 2 * i], t[2 + 2 * i]) for i, n in enumerate(t[0])]
+        return t  # type: ignore[no-any-return]
+
+    @trace.setter
+    def trace(self, value: list[TraceStep]) -> None:
+        self._trace = value
+
+    @property
+    def cleared(self) -> list[TraceStep]:
+        """Bad entries the walk cleared (``pXd_clear_bad()``)."""
+        c = self._cleared
+        if type(c) is not list:
+            c = self._cleared = []
+        return c
+
+    @cleared.setter
+    def cleared(self, value: list[TraceStep]) -> None:
+        self._cleared = value
+
+    @property
+    def warnings(self) -> list[str]:
+        """WARN_ON_ONCE()s and pXd_ERROR()s the walk hit."""
+        w = self._warnings
+        if type(w) is not list:
+            w = self._warnings = []
+        return w
+
+    @warnings.setter
+    def warnings(self, value: list[str]) -> None:
+        self._warnings = value
+
+    def trace_tuples(self) -> list[tuple[str, int, int]]:
+        """``trace`` as ``(level, pa, value)`` tuples, without building TraceStep objects."""
+        t: Any = self._trace
+        if type(t) is list:
+            return [(s.level, s.pa, s.value) for s in t]
+        return [(n, t[1 + 2 * i], t[2 + 2 * i]) for i, n in enumerate(t[0])]
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.page, self.level, self.entryp, self.entry, self.vma, self.ptl, self.folio,
+                self.reason, self.kind, self.trace, self.cleared, self.warnings)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FolioWalk):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        names = ("page", "level", "entryp", "entry", "vma", "ptl", "folio", "reason", "kind",
+                 "trace", "cleared", "warnings")
+        fields = zip(names, self._fields(), strict=True)
+        return "FolioWalk(" + ", ".join(f"{n}={v!r}" for n, v in fields) + ")"
 
     # The unions of struct folio_walk, by their kernel names.
     @property
@@ -105,6 +194,11 @@ class FolioWalk:
         return self.entry if self.level == FW_LEVEL_PUD else None
 
 
+def outside_vma_warning(addr: int, vma: VMA) -> str:
+    """The WARN_ON_ONCE(addr < vma->vm_start || addr >= vma->vm_end) of folio_walk_start()."""
+    return f"address {addr:#x} outside the VMA {vma.vm_start:#x}..{vma.vm_end:#x}"
+
+
 class _Unreadable(Exception):
     """An entry address outside RAM: the kernel would oops; we end the walk and say so."""
 
@@ -122,7 +216,7 @@ class _Walker:
         self.fw = fw
         self.vma = vma
         self.mm: MM = vma.vm_mm
-        self.ops = self.mm.ops
+        self.ops: Any = self.mm.ops  # an archs LinuxPgtable subclass (pte_* etc. are the arch's)
         self.addr = addr
         self.flags = flags
         self.v612 = self.ops.kernel == "v6.12"
@@ -186,7 +280,7 @@ class _Walker:
         return None, None
 
     def run(self) -> Folio | None:
-        fw, ops, mm, addr, flags, vma = self.fw, self.ops, self.mm, self.addr, self.flags, self.vma
+        fw, ops, mm, addr, vma = self.fw, self.ops, self.mm, self.addr, self.vma
         ptl: SpinLock | None = None
         expose_page = True
         page: Page | None = None
@@ -196,7 +290,7 @@ class _Walker:
         vma_pgtable_walk_begin(vma)
 
         if addr < vma.vm_start or addr >= vma.vm_end:  # WARN_ON_ONCE
-            self.warn(f"address {addr:#x} outside the VMA {vma.vm_start:#x}..{vma.vm_end:#x}")
+            self.warn(outside_vma_warning(addr, vma))
             fw.reason = "outside-vma"
             return self.not_found()
 
@@ -269,7 +363,9 @@ class _Walker:
                     fw.entryp = pmdp
                     fw.entry = pmd
 
-                    table = ops.pmd_present(pmd) and not ops.pmd_leaf(pmd) if self.v612 else not ops.pmd_leaf(pmd)
+                    table = (
+                        ops.pmd_present(pmd) and not ops.pmd_leaf(pmd) if self.v612 else not ops.pmd_leaf(pmd)
+                    )
                     if ops.pmd_none(pmd):
                         ptl.unlock()
                         fw.reason = "none@pmd"
@@ -313,6 +409,7 @@ class _Walker:
             return self.not_found()
 
         # found:
+        assert page is not None  # every branch that gets here has a page
         expose_page = fw.kind == "normal"
         if expose_page:
             # Note: Offset from the mapped page, not the folio start.
@@ -366,13 +463,14 @@ class _Walker:
                 fw.kind = "migration-entry"
                 return mm.memmap.pfn_to_page(ops.swp_offset_pfn(entry))  # pfn_swap_entry_to_page()
             fw.reason = (
-                "migration-entry@pte" if is_migration_entry(entry) else f"swap@pte:{swap_type_name(entry.type)}"
+                "migration-entry@pte" if is_migration_entry(entry)
+                else f"swap@pte:{swap_type_name(entry.type)}"
             )
             return None
         fw.reason = "none@pte"
         return None
 
-    def not_found(self) -> None:
+    def not_found(self) -> Folio | None:
         # not_found:
         vma_pgtable_walk_end(self.vma)
         self.fw.ptl = None
@@ -390,11 +488,409 @@ def vma_pgtable_walk_end(vma: VMA) -> None:
     """``vma_pgtable_walk_end()``: the counterpart of :func:`vma_pgtable_walk_begin`."""
 
 
+# -- the fast path ---------------------------------------------------------------------------------
+#
+# _Walker above is the reference: it mirrors mm/pagewalk.c line for line and decides every case.
+# _FastWalk takes the same steps for the shapes almost every walk has -- upper entries that are
+# good tables, then a present normal PTE, a present normal PMD/PUD leaf, or a none entry -- and
+# hands anything else (bad entries to clear, swap/migration/PROT_NONE/special/devmap/zero-page
+# entries, entries outside RAM, addresses outside the VMA, an entry that changed between two
+# reads) to _Walker from the beginning.  It never writes guest RAM, so a restart is the same as
+# the walk simply having started a little later.  Where does the time go instead:
+#
+# * Linux's predicates on upper entries (pXd_none/pXd_bad/pXd_leaf/pXd_present, table_pa,
+#   pte_lockptr) are pure functions of the entry value, and a hierarchy has few distinct table
+#   entries: each verdict is computed ONCE per distinct value by the arch's own LinuxPgtable
+#   methods and memoised (the arch module stays the single source of truth; no second copy).
+# * Entries are read from a ``memoryview.cast("Q")`` of guest RAM (little-endian hosts and
+#   guests), one index operation per entry instead of struct.unpack_from + range checks: a table
+#   is only memoised as good if all of it lies inside RAM.
+# * struct page / struct folio objects are values: one per pfn is kept (the kernel's vmemmap
+#   holds one struct page per pfn, too), and page_folio() is memoised until a folio is added.
+# * The trace is kept as one flat tuple and turned into TraceStep objects when read.
+#
+# tests/test_batch_walk.py proves, on random hierarchies of random entries and both kernels, that
+# the fast path gives the reference's record field for field.
+
+_FALLBACK: Any = object()  # "let the reference walker decide"
+_C_OTHER, _C_NONE, _C_SAME, _C_LEAF = -4, -3, -2, -1  # memo codes; >= 0: the next table's address
+_MEMO_LIMIT = 1 << 16  # memo entries per level before the memo is dropped and rebuilt
+_T_PTE = ("pgd", "p4d", "pud", "pmd", "pmd", "pte")  # the traced reads of a walk to a PTE
+_T_PMD = ("pgd", "p4d", "pud", "pmd", "pmd")  # ... to a PMD leaf
+_T_PUD = ("pgd", "p4d", "pud", "pud")  # ... to a PUD leaf
+_T_NONE = {n: _T_PTE[: _T_PTE.index(n) + 1] for n in ("pgd", "p4d", "pud", "pmd")}
+
+
+class _BigEndianEntries:
+    """``q[pa >> 3]`` for a big-endian guest (a memoryview cast is host-endian only)."""
+
+    def __init__(self, ram: Any) -> None:
+        import struct
+
+        self._unpack = struct.Struct(">Q").unpack_from
+        self._map = ram.buf
+        self._len = ram.size >> 3
+
+    def __getitem__(self, i: int) -> int:
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        return int(self._unpack(self._map, i << 3)[0])
+
+
+def _offsets_are_generic(ops: Any) -> bool:
+    """The fast path inlines LinuxPgtable's generic pXd_offset(); an arch that overrides one
+    of them (or folding) is always walked by the reference walker."""
+    from archs.linux import LinuxPgtable
+
+    names = ("pgd_offset", "p4d_offset", "pud_offset", "pmd_offset", "pte_offset", "_lower_offset",
+             "hw_level", "folded")
+    return all(getattr(type(ops), n) is getattr(LinuxPgtable, n) for n in names)
+
+
+class _FastWalk:
+    """folio_walk_start() for the common shapes, per mm (see the comment above)."""
+
+    def __init__(self, mm: MM) -> None:
+        import sys
+
+        ops = mm.ops
+        self.mm, self.ops, self.ram, self.memmap = mm, ops, mm.ram, mm.memmap
+        self.enabled = _offsets_are_generic(ops) and all(
+            ops.hw_level(n).entry_size == 8 for n in ("pgd", "p4d", "pud", "pmd", "pte")
+        )
+        self.v612 = ops.kernel == "v6.12"
+        if mm.ram.big_endian or sys.byteorder != "little":
+            self.q: Any = _BigEndianEntries(mm.ram) if mm.ram.big_endian else None
+            if self.q is None:  # pragma: no cover - little-endian guest on a big-endian host
+                self.enabled = False
+        else:
+            self.q = mm.ram.buf.cast("Q")
+        hw = ops.hw_level
+        # Per level: (shift - 3, (entries - 1) << 3), so ((addr >> s) & m) is index * 8.
+        self.geo_t = tuple(x for n in LINUX_LEVELS5 for x in (hw(n).shift - 3, (hw(n).entries - 1) << 3))
+        # Which lower level shares its upper neighbour's entry (pgtable-nop4d.h, -nopud.h, -nopmd.h).
+        self.same = {u: hw(lower) is hw(u) for u, lower in (("pgd", "p4d"), ("p4d", "pud"), ("pud", "pmd"))}
+        self.table_bytes = {n: hw(n).table_size for n in LINUX_LEVELS5}
+        self.PAGE_SHIFT = ops.PAGE_SHIFT
+        self.pte_present, self.pte_special, self.pte_pfn, self.pte_none = (
+            ops.pte_present, ops.pte_special, ops.pte_pfn, ops.pte_none)  # type: ignore[attr-defined]
+        self.memo: dict[str, dict[int, Any]] = {n: {} for n in ("pgd", "p4d", "pud", "pmd")}
+        self.memo_t = tuple(self.memo[n] for n in ("pgd", "p4d", "pud", "pmd"))
+        self.pud_leaf_pfn: dict[int, int] = {}
+        self.pmd_locks: dict[int, SpinLock] = {}
+        self.pages: dict[int, Page] = {}
+        self.folios: dict[int, Folio] = {}
+        self.folio_version = -1
+        self.pgd_ok = -1  # mm->pgd checked to be an aligned table inside RAM
+
+    # -- memoised verdicts on upper entries: the arch's own predicates, once per value ----------
+    def _next(self, upper: str, lower: str, val: int) -> int:
+        """What pXd_offset() of the level below needs: _C_SAME (folded: the same entry), or the
+        next table's address if all of that table lies inside RAM (else _C_OTHER)."""
+        if self.same[upper]:
+            return _C_SAME
+        base = int(self.ops.table_pa(upper, val))
+        if base & 7 or base < 0 or base + self.table_bytes[lower] > self.ram.size:
+            return _C_OTHER
+        return base
+
+    def _upper(self, level: str, lower: str, val: int) -> int:
+        """pgd/p4d: ``pXd_none_or_clear_bad()`` then the lower pointer."""
+        ops = self.ops
+        if getattr(ops, f"{level}_none")(val):
+            code = _C_NONE
+        elif getattr(ops, f"{level}_bad")(val):
+            code = _C_OTHER  # the reference clears it
+        else:
+            code = self._next(level, lower, val)
+        return self._remember(level, val, code)
+
+    def _pud(self, val: int) -> int:
+        ops = self.ops
+        if ops.pud_none(val):
+            code = _C_NONE
+        elif ops.pud_leaf(val) or (self.v612 and not ops.pud_present(val)):
+            # The PUD-leaf branch: found only for a present, non-devmap (v6.12: non-special) leaf.
+            if (ops.pud_present(val) and ops.pud_leaf(val) and not ops.pud_devmap(val)  # type: ignore[attr-defined]
+                    and not (self.v612 and ops.pud_special(val))):  # type: ignore[attr-defined]
+                code = _C_LEAF
+                self.pud_leaf_pfn[val] = int(ops.pud_pfn(val))  # type: ignore[attr-defined]
+            else:
+                code = _C_OTHER
+        elif ops.pud_present(val):
+            code = self._next("pud", "pmd", val)
+        else:
+            code = _C_OTHER  # the seed walks on below a non-present, non-leaf PUD
+        return self._remember("pud", val, code)
+
+    def _pmd(self, val: int) -> tuple[int, int, Any]:
+        """(code, table address | leaf pfn, pte ptl | leaf refused by vm_normal_page_pmd)."""
+        ops, mm = self.ops, self.mm
+        out: tuple[int, int, Any]
+        if ops.pmd_none(val):
+            out = (_C_NONE, 0, None)
+        elif ops.pmd_leaf(val) or (self.v612 and not ops.pmd_present(val)):
+            if ops.pmd_present(val) and ops.pmd_leaf(val):
+                refused = bool(ops.pmd_special(val) or ops.pmd_devmap(val))  # type: ignore[attr-defined]
+                out = (_C_LEAF, int(ops.pmd_pfn(val)), refused)  # type: ignore[attr-defined]
+            else:
+                out = (_C_OTHER, 0, None)
+        elif (ops.pmd_present(val) and not ops.is_pmd_migration_entry(val)
+              and not ops.pmd_trans_huge(val) and not ops.pmd_devmap(val)  # type: ignore[attr-defined]
+              and not ops.pmd_bad(val)):
+            # A table that __pte_offset_map() accepts: pte_offset() and pte_lockptr() of it.
+            base = int(ops.table_pa("pmd", val))
+            if base & 7 or base < 0 or base + self.table_bytes["pte"] > self.ram.size:
+                out = (_C_OTHER, 0, None)
+            else:
+                out = (base, base, mm.pte_lockptr(val))
+        else:
+            out = (_C_OTHER, 0, None)
+        memo = self.memo["pmd"]
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[val] = out
+        return out
+
+    def _remember(self, level: str, val: int, code: int) -> int:
+        memo = self.memo[level]
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+            if level == "pud":
+                self.pud_leaf_pfn.clear()
+        memo[val] = code
+        return code
+
+    # -- struct page / struct folio ------------------------------------------------------------
+    def _page(self, pfn: int) -> Page:
+        page = self.pages.get(pfn)
+        if page is None:
+            if len(self.pages) >= 1 << 20:
+                self.pages.clear()
+            page = self.pages[pfn] = self.memmap.pfn_to_page(pfn)
+        return page
+
+    def _folio(self, page: Page) -> Folio:
+        """``page_folio()``, memoised while the set of folios does not change.  MemMap only ever
+        adds folios (add_folio), so their number is the version of the memmap."""
+        memmap = self.memmap
+        version = len(memmap._heads)
+        if version != self.folio_version:
+            self.folios.clear()
+            self.folio_version = version
+        folio = self.folios.get(page.pfn)
+        if folio is None:
+            if len(self.folios) >= 1 << 20:
+                self.folios.clear()
+            folio = self.folios[page.pfn] = memmap.page_folio(page)
+        return folio
+
+    def _found(self, fw: FolioWalk, vma: VMA, level: int, entryp: int, entry: int, ptl: SpinLock,
+               pfn: int, nth: int, trace: tuple[Any, ...]) -> Folio:
+        # found: fw->page = nth_page(page, ...) only for normal pages (all the fast path finds).
+        page = self._page(pfn)
+        folio = self._folio(page)
+        fw.page = self._page(pfn + nth) if nth else page
+        fw.level = level
+        fw.entryp = entryp
+        fw.entry = entry
+        fw.vma = vma
+        fw.ptl = ptl
+        fw.folio = folio
+        fw.reason = "found"
+        fw.kind = "normal"
+        fw._trace = trace
+        fw._cleared = fw._warnings = _NO_LIST
+        return folio
+
+    @staticmethod
+    def _none(fw: FolioWalk, vma: VMA, level: str, trace: tuple[Any, ...],
+              fwlevel: int | None = None, entryp: int | None = None, entry: int | None = None) -> None:
+        fw.page = fw.ptl = fw.folio = None
+        fw.level, fw.entryp, fw.entry = fwlevel, entryp, entry
+        fw.vma = vma
+        fw.reason = "none@" + level
+        fw.kind = ""
+        fw._trace = trace
+        fw._cleared = fw._warnings = _NO_LIST
+
+    def walk(self, fw: FolioWalk, vma: VMA, addr: int, flags: int) -> Any:
+        """folio_walk_start() for the common shapes, or _FALLBACK (nothing held, nothing written).
+        Hand-inlined: every attribute and call here is paid once per walk."""
+        if addr < vma.vm_start or addr >= vma.vm_end:
+            return _FALLBACK  # WARN_ON_ONCE + not_found: the reference records it
+        mm = self.mm
+        q = self.q
+        s0, m0, s1, m1, s2, m2, s3, m3, s4, m4 = self.geo_t
+        mpgd, mp4d, mpud, mpmd = self.memo_t
+        # pgd_offset(mm, addr); entries are 8 bytes: ((addr >> shift) & mask) * 8 in one step.
+        pgd_base = mm.pgd
+        if pgd_base != self.pgd_ok:
+            if pgd_base & 7 or pgd_base < 0 or pgd_base + self.table_bytes["pgd"] > self.ram.size:
+                return _FALLBACK
+            self.pgd_ok = pgd_base
+        pgdp = pgd_base + ((addr >> s0) & m0)
+        pgd = q[pgdp >> 3]
+        # pgd_none_or_clear_bad()
+        c = mpgd.get(pgd)
+        if c is None:
+            c = self._upper("pgd", "p4d", pgd)
+        if c >= 0:  # p4d_offset()
+            p4dp = c + ((addr >> s1) & m1)
+        elif c == _C_SAME:
+            p4dp = pgdp
+        elif c == _C_NONE:
+            self._none(fw, vma, "pgd", (_T_NONE["pgd"], pgdp, pgd))
+            return None
+        else:
+            return _FALLBACK
+        p4d = q[p4dp >> 3]
+        # p4d_none_or_clear_bad()
+        c = mp4d.get(p4d)
+        if c is None:
+            c = self._upper("p4d", "pud", p4d)
+        if c >= 0:  # pud_offset()
+            pudp = c + ((addr >> s2) & m2)
+        elif c == _C_SAME:
+            pudp = p4dp
+        elif c == _C_NONE:
+            self._none(fw, vma, "p4d", (_T_NONE["p4d"], pgdp, pgd, p4dp, p4d))
+            return None
+        else:
+            return _FALLBACK
+        pud = q[pudp >> 3]  # pudp_get()
+        c = mpud.get(pud)
+        if c is None:
+            c = self._pud(pud)
+        if c >= 0:  # pmd_table: pmd_offset()
+            pmdp = c + ((addr >> s3) & m3)
+        elif c == _C_SAME:
+            pmdp = pudp
+        elif c == _C_NONE:
+            self._none(fw, vma, "pud", (_T_NONE["pud"], pgdp, pgd, p4dp, p4d, pudp, pud))
+            return None
+        elif c == _C_LEAF:
+            # ptl = pud_lock(); pud = pudp_get(pudp): a present normal PUD leaf.
+            ptl = mm.pud_lock(pudp)
+            if q[pudp >> 3] != pud:
+                ptl.unlock()
+                return _FALLBACK
+            nth = (addr & (self.ops.PUD_SIZE - 1)) >> self.PAGE_SHIFT
+            return self._found(fw, vma, FW_LEVEL_PUD, pudp, pud, ptl, self.pud_leaf_pfn[pud], nth,
+                               (_T_PUD, pgdp, pgd, p4dp, p4d, pudp, pud, pudp, pud))
+        else:
+            return _FALLBACK
+        # (pmd_table's VM_WARN_ON_ONCE()s cannot fire below a good table entry)
+        pmd = q[pmdp >> 3]  # pmdp_get_lockless()
+        t = mpmd.get(pmd)
+        if t is None:
+            t = self._pmd(pmd)
+        c = t[0]
+        if c >= 0:
+            # pte_table: pte_offset_map_lock() -> __pte_offset_map() reads the PMD again, then
+            # takes the PTE table's lock and checks pmd_same().
+            if q[pmdp >> 3] != pmd:
+                return _FALLBACK
+            ptep = c + ((addr >> s4) & m4)
+            ptl = t[2]
+            ptl.lock()
+            if q[pmdp >> 3] != pmd:
+                ptl.unlock()
+                return _FALLBACK
+            pte = q[ptep >> 3]  # ptep_get()
+            if self.pte_present(pte):
+                if not self.pte_special(pte):  # vm_normal_page(): a normal PTE
+                    pfn = self.pte_pfn(pte)
+                    memmap = self.memmap
+                    if pfn <= memmap.highest_memmap_pfn:
+                        # found: (PAGE_SIZE entry: nth_page(page, 0) is the page itself)
+                        page = self.pages.get(pfn)
+                        if page is None:
+                            page = self._page(pfn)
+                        if len(memmap._heads) == self.folio_version:
+                            folio = self.folios.get(pfn)
+                            if folio is None:
+                                folio = self._folio(page)
+                        else:
+                            folio = self._folio(page)
+                        fw.page = page
+                        fw.level = FW_LEVEL_PTE
+                        fw.entryp = ptep
+                        fw.entry = pte
+                        fw.vma = vma
+                        fw.ptl = ptl
+                        fw.folio = folio
+                        fw.reason = "found"
+                        fw.kind = "normal"
+                        fw._trace = (_T_PTE, pgdp, pgd, p4dp, p4d, pudp, pud, pmdp, pmd, pmdp, pmd, ptep, pte)
+                        fw._cleared = fw._warnings = _NO_LIST
+                        return folio
+            elif self.pte_none(pte):
+                ptl.unlock()  # pte_unmap_unlock()
+                self._none(fw, vma, "pte", (_T_PTE, pgdp, pgd, p4dp, p4d, pudp, pud, pmdp, pmd, pmdp, pmd,
+                                            ptep, pte), FW_LEVEL_PTE, ptep, pte)
+                return None
+            ptl.unlock()
+            return _FALLBACK
+        if c == _C_NONE:
+            self._none(fw, vma, "pmd", (_T_NONE["pmd"], pgdp, pgd, p4dp, p4d, pudp, pud, pmdp, pmd))
+            return None
+        if c == _C_LEAF:
+            # ptl = pmd_lock(); pmd = pmdp_get(): a present PMD leaf; vm_normal_page_pmd() decides.
+            pfn, refused = t[1], t[2]
+            if (refused or vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP) or pfn == mm.huge_zero_pfn
+                    or pfn > self.memmap.highest_memmap_pfn):
+                return _FALLBACK
+            lock = self.pmd_locks.get(pmdp)
+            if lock is None:
+                if len(self.pmd_locks) >= _MEMO_LIMIT:
+                    self.pmd_locks.clear()
+                lock = self.pmd_locks[pmdp] = mm.pmd_lockptr(pmdp)
+            ptl = lock
+            ptl.lock()
+            if q[pmdp >> 3] != pmd:
+                ptl.unlock()
+                return _FALLBACK
+            nth = (addr & (self.ops.PMD_SIZE - 1)) >> self.PAGE_SHIFT
+            return self._found(fw, vma, FW_LEVEL_PMD, pmdp, pmd, ptl, pfn, nth,
+                               (_T_PMD, pgdp, pgd, p4dp, p4d, pudp, pud, pmdp, pmd, pmdp, pmd))
+        return _FALLBACK
+
+
+def _fast_walker(mm: MM) -> _FastWalk:
+    """The mm's :class:`_FastWalk` (kept on the mm; rebuilt if its ops, RAM or memmap change)."""
+    fast: _FastWalk | None = getattr(mm, "_folio_walk_fast", None)
+    if fast is None or fast.ops is not mm.ops or fast.ram is not mm.ram or fast.memmap is not mm.memmap:
+        fast = _FastWalk(mm)
+        mm._folio_walk_fast = fast  # type: ignore[attr-defined]
+    return fast
+
+
 def folio_walk_start(fw: FolioWalk, vma: VMA, addr: int, flags: int = 0) -> Folio | None:
     """``folio_walk_start()`` (mm/pagewalk.c): walk the page tables of ``vma`` to the folio
     mapped at ``addr``.  Takes a :class:`~emu.mm.VMA`; returns the :class:`~emu.memory.Folio`
     with the page-table lock held (call :func:`folio_walk_end`), or None with no lock held.
     The mmap lock must be held in read mode (``with mm.mmap_read():``)."""
+    mm = vma.vm_mm
+    assert mm is not None, "VMA is not attached to an mm (mm.add_vma)"
+    if not mm.mmap_lock.is_locked():
+        mm.mmap_assert_locked()  # raises
+    fast: _FastWalk | None = getattr(mm, "_folio_walk_fast", None)
+    if fast is None or fast.ops is not mm.ops or fast.ram is not mm.ram or fast.memmap is not mm.memmap:
+        fast = _fast_walker(mm)
+    if fast.enabled:
+        try:
+            folio = fast.walk(fw, vma, addr, flags)
+        except IndexError:  # an entry outside RAM: the reference reports unreadable@<level>
+            folio = _FALLBACK
+        if folio is not _FALLBACK:
+            return folio  # type: ignore[no-any-return]
+    return folio_walk_start_reference(fw, vma, addr, flags)
+
+
+def folio_walk_start_reference(fw: FolioWalk, vma: VMA, addr: int, flags: int = 0) -> Folio | None:
+    """``folio_walk_start()`` by the reference walker alone (no fast path): the kernel's control
+    flow step by step.  Same result as :func:`folio_walk_start`; tests compare the two."""
     fw.__init__()  # type: ignore[misc]
     fw.vma = vma
     return _Walker(fw, vma, addr, flags).run()
@@ -402,9 +898,10 @@ def folio_walk_start(fw: FolioWalk, vma: VMA, addr: int, flags: int = 0) -> Foli
 
 def folio_walk_end(fw: FolioWalk, vma: VMA) -> None:
     """``folio_walk_end()`` (include/linux/pagewalk.h): drop the PTL (and the PTE mapping)."""
-    if fw.ptl is None:
+    ptl = fw.ptl
+    if ptl is None:
         raise RuntimeError("folio_walk_end() without a successful folio_walk_start()")
-    fw.ptl.unlock()  # spin_unlock(); pte_unmap() is a no-op without HIGHPTE
+    ptl.unlock()  # spin_unlock(); pte_unmap() is a no-op without HIGHPTE
     fw.ptl = None
     vma_pgtable_walk_end(vma)
 

@@ -1,0 +1,427 @@
+"""walk_many() and the scalar fast path give exactly what the reference folio_walk_start() gives.
+
+The reference is ``folio_walk_start_reference()`` (emu/walk.py ``_Walker``: mm/pagewalk.c step by
+step).  On random hierarchies of random entries -- good and bad tables, none entries (also with
+only the KNL A/D bits set), normal/special/devmap/PROT_NONE leaves at PTE, PMD and PUD level, the
+zero page and the huge zero folio, swap, migration, hwpoison and device-private entries, pfns
+beyond the memmap, tables outside RAM and raw random values -- for both kernel versions, 4- and
+5-level paging, every flag combination and VMA kind, three ways of walking the same address list
+must leave identical records (folio, page, level, entry address and value, reason, kind, trace,
+cleared entries, warnings) and identical tables afterwards:
+
+* the reference, address by address;
+* folio_walk_start() (fast path + reference fallback), address by address;
+* walk_many(), sequential and ``isolated``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import archs
+from archs.linux import (
+    SWP_DEVICE_READ,
+    SWP_HWPOISON,
+    SWP_MIGRATION_READ,
+    SWP_MIGRATION_READ_EXCLUSIVE,
+    SWP_MIGRATION_WRITE,
+    Prot,
+    SwpEntry,
+)
+from emu.batch import VECTOR_RULES, WalkBatch, X86_64Rules, walk_many
+from emu.memory import Folio, Page
+from emu.mm import (
+    VM_MAYREAD,
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_MIXEDMAP,
+    VM_PFNMAP,
+    VM_READ,
+    VM_SHARED,
+    VM_WRITE,
+    VMA,
+)
+from emu.scenarios import build_default, new_address_space
+from emu.walk import (
+    FLAG_COMBINATIONS,
+    FolioWalk,
+    folio_walk_end,
+    folio_walk_start,
+    folio_walk_start_reference,
+)
+
+CONFIGS = ["x86_64:4level", "x86_64:5level"]
+KERNELS = ["v6.12", "aa39ca6940f1"]
+RAM = 64 << 20
+U64 = (1 << 64) - 1
+VMA_FLAGS = [
+    VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE,  # private anonymous (COW)
+    VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE,  # shared
+    VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE | VM_PFNMAP,
+    VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE | VM_MIXEDMAP,
+    VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_PFNMAP,  # private pfnmap (COW)
+]
+PROTS = [
+    Prot(),
+    Prot(write=False),
+    Prot(young=False, dirty=False),
+    Prot(special=True),
+    Prot(write=False, special=True),
+    Prot(devmap=True),
+    Prot(protnone=True),
+    Prot(exec=True, user=False),
+]
+SWAP_TYPES = [SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE, SWP_MIGRATION_WRITE, SWP_HWPOISON,
+              SWP_DEVICE_READ, 0, 3]
+# What an entry may be, per Linux level (repeats weight the choice: mostly tables above the PTEs,
+# so that the lower levels are reached often).
+KINDS = {
+    "pgd": ["table"] * 6 + ["none", "none-knl", "bad", "raw", "outside-ram"],
+    "p4d": ["table"] * 6 + ["none", "none-knl", "bad", "raw", "outside-ram"],
+    "pud": ["table"] * 5 + ["leaf"] * 2 + ["none", "none-knl", "bad", "raw", "swap", "outside-ram"],
+    "pmd": ["table"] * 5 + ["leaf"] * 2 + ["none", "none-knl", "bad", "raw", "swap", "swap"],
+    "pte": ["leaf"] * 4 + ["swap"] * 2 + ["none", "none-knl", "raw"],
+}
+
+
+class Space:
+    """A random hierarchy: tables under slots 1..3 of the top level, up to 3 entries per table."""
+
+    def __init__(self, config: str, kernel: str, draw: Callable[[st.SearchStrategy[Any]], Any]) -> None:
+        self.ops: Any = archs.get_ops(config, kernel)
+        ops = self.ops
+        self.draw = draw
+        self.ram, self.alloc, self.memmap, self.mm, self.b = new_address_space(ops, ram_size=RAM)
+        self.folios = [self.b.alloc_folio(o, tag=False) for o in (0, 0, 2, 4)]
+        self.pmd_folio = self.b.alloc_folio(9, tag=False)
+        self.hz = self.mm.alloc_huge_zero_folio() if draw(st.booleans()) else None
+        self.levels = ops.config.levels
+        top = self.levels[0]
+        self.base = 1 << top.shift
+        end = self.base + 3 * (1 << top.shift) - draw(st.sampled_from([0, 0, 4096, 1 << 21]))
+        start = self.base + draw(st.sampled_from([0, 0, 4096, 3 << 12]))
+        self.vma = self.mm.add_vma(VMA(start, end, draw(st.sampled_from(VMA_FLAGS)), name="random"))
+        self.slots: list[tuple[int, int]] = []  # (va of the slot, its span) for every entry written
+        self.fill(self.mm.pgd, 0, 0)
+
+    def pfn_for(self, linux: str) -> int:
+        choice = self.draw(st.sampled_from(["folio", "folio", "zero", "hz", "beyond", "random"]))
+        size = self.ops.config.leaf_size(linux) or self.ops.PAGE_SIZE
+        align = size >> self.ops.PAGE_SHIFT
+        if choice == "folio":
+            if linux == "pmd":
+                return self.pmd_folio.pfn
+            f = self.draw(st.sampled_from(self.folios))
+            if linux == "pte":
+                return int(f.pfn + self.draw(st.integers(0, f.nr_pages - 1)))
+            return int(f.pfn & ~(align - 1))
+        if choice == "zero":
+            return self.mm.zero_pfn & ~(align - 1)
+        if choice == "hz" and self.hz is not None:
+            return self.hz & ~(align - 1)
+        if choice == "beyond":
+            first = (RAM >> self.ops.PAGE_SHIFT) + align * self.draw(st.integers(0, 3))
+            return (first + align - 1) & ~(align - 1)
+        return int(self.draw(st.integers(0, (RAM >> self.ops.PAGE_SHIFT) - 1))) & ~(align - 1)
+
+    def entry(self, depth: int, va: int) -> int:
+        ops = self.ops
+        lv = self.levels[depth]
+        linux = lv.linux
+        last = depth == len(self.levels) - 1
+        kind = self.draw(st.sampled_from(KINDS[linux]))
+        if last and kind in ("table", "bad", "outside-ram"):
+            kind = "leaf"
+        if kind == "none":
+            return 0
+        if kind == "none-knl":
+            return 0x60  # only A/D: pte_none()/pmd_none()/... ignore them (KNL erratum)
+        if kind == "raw":
+            return self.draw(st.integers(0, U64))
+        if kind == "outside-ram":
+            return ops.mk_table(linux, RAM + 4096 * self.draw(st.integers(0, 4)))
+        if kind in ("table", "bad"):
+            child = self.b.alloc_table(self.levels[depth + 1])
+            val = ops.mk_table(linux, child)
+            if kind == "bad":
+                val ^= 1 << self.draw(st.sampled_from([1, 2, 5, 6, 7, 8, 9, 10, 11, 52, 57, 58, 62, 63]))
+            self.fill(child, depth + 1, va)
+            return int(val)
+        if kind == "swap":
+            t = self.draw(st.sampled_from(SWAP_TYPES))
+            if linux not in ("pte", "pmd"):
+                return int(ops.swp_entry_to_pte(SwpEntry(t, 0x1234)))
+            entry = ops.make_pfn_swp_entry(t, self.pfn_for("pte"))
+            if linux == "pte":
+                return int(ops.swp_entry_to_pte(entry, exclusive=self.draw(st.booleans())))
+            return int(ops.swp_entry_to_pmd(entry))
+        prot = self.draw(st.sampled_from(PROTS))
+        make = {"pte": "pfn_pte", "pmd": "pfn_pmd", "pud": "pfn_pud"}[linux]
+        return int(getattr(ops, make)(self.pfn_for(linux), prot))
+
+    def fill(self, table: int, depth: int, va: int) -> None:
+        lv = self.levels[depth]
+        first = 1 if depth == 0 else 0
+        for j in range(self.draw(st.integers(1, 3))):
+            idx = first + j
+            slot_va = va + (idx << lv.shift)
+            if depth == 0 and self.ops.va_valid(slot_va) is False:
+                continue
+            self.slots.append((slot_va, 1 << lv.shift))
+            self.ram.write_u64(table + idx * 8, self.entry(depth, slot_va))
+
+    def addresses(self) -> list[int]:
+        out = []
+        for _ in range(self.draw(st.integers(1, 40))):
+            va, span = self.draw(st.sampled_from(self.slots))
+            pick = self.draw(st.sampled_from(["start", "page", "any", "next"]))
+            if pick == "start":
+                out.append(va)
+            elif pick == "page":
+                out.append(va + (self.draw(st.integers(0, max(0, span // 4096 - 1))) << 12))
+            elif pick == "any":
+                out.append(va + self.draw(st.integers(0, span - 1)))
+            else:
+                out.append(va + span + self.draw(st.integers(0, 4095)))
+        out += self.draw(st.lists(st.integers(self.base - 8192, self.base + 4 * (1 << self.levels[0].shift)),
+                                  max_size=4))
+        return [a for a in out if self.ops.va_valid(a)]
+
+    def table_bytes(self) -> list[tuple[int, bytes]]:
+        return self.ram.snapshot(self.b.tables)
+
+    def no_lock_held(self) -> bool:
+        return not self.mm.page_table_lock.is_locked() and not any(
+            lk.is_locked() for lk in self.mm._ptlocks.values()
+        )
+
+
+def one_by_one(sp: Space, addrs: list[int], flags: int, start: Callable[..., object],
+               isolated: bool = False) -> list[FolioWalk]:
+    out = []
+    for a in addrs:
+        fw = FolioWalk()
+        if isolated:
+            with sp.ram.undo():
+                if start(fw, sp.vma, a, flags) is not None:
+                    folio_walk_end(fw, sp.vma)
+        elif start(fw, sp.vma, a, flags) is not None:
+            folio_walk_end(fw, sp.vma)
+        out.append(fw)
+    return out
+
+
+def check_columns(batch: WalkBatch, records: list[FolioWalk]) -> None:
+    """The numpy columns say what the records say."""
+    for i, fw in enumerate(records):
+        assert batch.found[i] == (fw.folio is not None)
+        assert batch.level[i] == (-1 if fw.level is None else fw.level)
+        if fw.level is not None:
+            assert int(batch.entry_pa[i]) == fw.entryp and int(batch.entry[i]) == fw.entry
+        assert batch.folio_pfn[i] == (fw.folio.pfn if fw.folio else -1)
+        assert batch.folio_order[i] == (fw.folio.order if fw.folio else -1)
+        assert batch.page_pfn[i] == (fw.page.pfn if fw.page else -1)
+        assert batch.reason(i) == fw.reason and batch.kind(i) == fw.kind
+        assert batch.trace(i) == [(s.level, s.pa, s.value) for s in fw.trace]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_random_hierarchies_batch_fast_and_reference_agree(
+    config: str, kernel: str, data: st.DataObject
+) -> None:
+    sp = Space(config, kernel, data.draw)
+    addrs = sp.addresses()
+    flags = data.draw(st.sampled_from(FLAG_COMBINATIONS))
+    with sp.mm.mmap_read():
+        with sp.ram.undo():
+            ref = one_by_one(sp, addrs, flags, folio_walk_start_reference)
+            ref_tables = sp.table_bytes()
+        with sp.ram.undo():
+            fast = one_by_one(sp, addrs, flags, folio_walk_start)
+            assert sp.table_bytes() == ref_tables
+        with sp.ram.undo():
+            batch = walk_many(sp.vma, addrs, flags)
+            assert sp.table_bytes() == ref_tables  # the same bad entries cleared, in the same order
+        iso_ref = one_by_one(sp, addrs, flags, folio_walk_start_reference, isolated=True)
+        before = sp.table_bytes()
+        iso = walk_many(sp.vma, addrs, flags, isolated=True)
+        assert sp.table_bytes() == before
+        with sp.ram.undo():
+            scalar_batch = walk_many(sp.vma, addrs, flags, vectorize=False)
+    assert sp.no_lock_held()
+    for i, a in enumerate(addrs):
+        assert fast[i] == ref[i], (hex(a), fast[i], ref[i])
+        assert batch[i] == ref[i], (hex(a), batch[i], ref[i])
+        assert iso[i] == iso_ref[i], (hex(a), iso[i], iso_ref[i])
+        assert scalar_batch[i] == ref[i], (hex(a), scalar_batch[i], ref[i])
+    check_columns(batch, ref)
+    check_columns(iso, iso_ref)
+    sp.ram.close()
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_default_scenario_every_flag_combination(config: str, kernel: str) -> None:
+    sc = build_default(archs.get_ops(config, kernel), with_oracle=False)
+    try:
+        with sc.mm.mmap_read():
+            for vma in sc.mm.vmas:
+                addrs = [c.addr for c in sc.cases if c.vma is vma]
+                for flags in FLAG_COMBINATIONS:
+                    ref = []
+                    for a in addrs:
+                        with sc.ram.undo():
+                            ref += one_by_one_vma(vma, [a], flags)
+                    batch = walk_many(vma, addrs, flags, isolated=True)
+                    assert batch.records() == ref
+                    check_columns(batch, ref)
+    finally:
+        sc.close()
+
+
+def one_by_one_vma(vma: VMA, addrs: list[int], flags: int) -> list[FolioWalk]:
+    out = []
+    for a in addrs:
+        fw = FolioWalk()
+        if folio_walk_start_reference(fw, vma, a, flags) is not None:
+            folio_walk_end(fw, vma)
+        out.append(fw)
+    return out
+
+
+def test_sequential_batch_sees_entries_cleared_by_earlier_addresses() -> None:
+    """A bad p4d entry is cleared by the first address that reaches it; the second address under
+    it then finds a none entry -- exactly as two folio_walk_start() calls in a row."""
+    ops: Any = archs.get_ops("x86_64:4level")
+    ram, _alloc, _memmap, mm, b = new_address_space(ops, ram_size=RAM)
+    base = 1 << 39
+    vma = mm.add_vma(VMA(base, base + (2 << 39), VMA_FLAGS[0]))
+    f = b.alloc_folio(0)
+    b.map_folio(base, f, Prot())
+    b.map_folio(base + (1 << 39), b.alloc_folio(0), Prot())
+    pml4e = b.entry_pa(base, "p4d", create=False)
+    ram.write_u64(pml4e, ops.mk_bad("p4d", ram.read_u64(pml4e)))
+    addrs = [base + (1 << 39), base + 8, base + 16, base + (1 << 39) + 8]
+    with mm.mmap_read():
+        with ram.undo():
+            batch = walk_many(vma, addrs, 0)
+        assert [batch.reason(i) for i in range(4)] == ["found", "bad@p4d", "none@p4d", "found"]
+        assert batch.scalar.tolist() == [False, True, True, False]
+        assert batch[1].cleared and not batch[2].cleared
+        iso = walk_many(vma, addrs, 0, isolated=True)
+        assert [iso.reason(i) for i in range(4)] == ["found", "bad@p4d", "bad@p4d", "found"]
+        assert ram.read_u64(pml4e) != 0  # isolated: every clear undone
+
+
+def test_columns_and_records_of_a_mapped_range_without_any_python_object() -> None:
+    ops = archs.get_ops("x86_64:4level")
+    _ram, _alloc, _memmap, mm, b = new_address_space(ops, ram_size=RAM)
+    base = 1 << 39
+    vma = mm.add_vma(VMA(base, base + (1 << 30), VMA_FLAGS[0]))
+    f = b.alloc_folio(4)
+    b.map_folio(base, f, Prot())
+    addrs = np.array([base + i * 4096 + 0x18 for i in range(32)], dtype=np.uint64)
+    with mm.mmap_read():
+        batch = walk_many(vma, addrs, 0)
+    assert not batch.scalar.any()
+    assert batch.found[:16].all() and not batch.found[16:].any()
+    assert (batch.folio_pfn[:16] == f.pfn).all() and (batch.folio_order[:16] == 4).all()
+    assert batch.page_pfn[:16].tolist() == [f.pfn + i for i in range(16)]
+    assert [batch.reason(i) for i in (0, 16)] == ["found", "none@pte"]
+    assert batch[5].folio == Folio(f.pfn, 4) and batch[5].page == Page(f.pfn + 5) and batch[5].ptl is None
+    assert len(batch) == 32 and len(batch[3:6]) == 3 and batch[-1].reason == "none@pte"
+
+
+def test_walk_many_checks_its_arguments() -> None:
+    ops = archs.get_ops("x86_64:4level")
+    _ram, _alloc, _memmap, mm, _b = new_address_space(ops, ram_size=RAM)
+    vma = mm.add_vma(VMA(1 << 39, 1 << 40, VMA_FLAGS[0]))
+    with pytest.raises(RuntimeError, match="mmap_assert_locked"):
+        walk_many(vma, [1 << 39])
+    with mm.mmap_read():
+        with pytest.raises(ValueError):
+            walk_many(vma, [-1])
+        with pytest.raises(ValueError):
+            walk_many(vma, np.zeros((2, 2), dtype=np.uint64))
+        assert len(walk_many(vma, [])) == 0
+
+
+# -- the vector rules against the scalar predicates, entry by entry --------------------------------
+
+
+def _interesting_entries(rng: random.Random) -> list[int]:
+    """Fully random values, and plausible ones: an address in 51:12 with a random subset of the
+    low flag bits and of the bits Linux uses above 51 (NX, DEVMAP, SAVED_DIRTY, pkey)."""
+    vals = [0, 0x60, U64]
+    for _ in range(3000):
+        if rng.random() < 0.25:
+            vals.append(rng.getrandbits(64))
+            continue
+        addr = rng.getrandbits(40) << 12 if rng.random() < 0.7 else rng.getrandbits(20) << 21
+        low = rng.getrandbits(12) & rng.getrandbits(12)  # sparse
+        if rng.random() < 0.6:
+            low |= 0x63 if rng.random() < 0.5 else 0x67  # a Linux table or a leaf
+        high = 0
+        for bit in (57, 58, 59, 63):
+            high |= (rng.random() < 0.15) << bit
+        vals.append(addr | low | high)
+    return vals
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("pti", [True, False])
+def test_x86_vector_rules_imply_the_scalar_predicates(config: str, kernel: str, pti: bool) -> None:
+    """Each rule the vectorised walk uses to DECIDE an entry implies what the scalar predicates
+    (archs/x86_64.py) say; ``none`` is exact.  Entries a rule does not claim go to the scalar walker."""
+    ops: Any = archs.get_ops(config, kernel)
+    ops.pti = pti
+    assert VECTOR_RULES["x86_64"] is X86_64Rules
+    r = X86_64Rules(ops)
+    vals = _interesting_entries(random.Random(f"{config}{kernel}{pti}"))
+    v = np.array(vals, dtype=np.uint64)
+    o: object = ops
+    for i, x in enumerate(vals):
+        for level in ("pgd", "p4d", "pud", "pmd", "pte"):
+            if level in ("pgd", "p4d") and ops.folded(level):
+                continue
+            scalar_none = getattr(o, f"{level}_none")(x)
+            assert bool(r.none(level, v[i : i + 1])[0]) == bool(scalar_none), (level, hex(x))
+        for level in ("pgd", "p4d"):
+            if ops.folded(level):
+                continue
+            good = not getattr(o, f"{level}_none")(x) and not getattr(o, f"{level}_bad")(x)
+            if r.upper_good(level, v[i : i + 1])[0]:
+                assert good and int(r.table_pa(level, v[i : i + 1])[0]) == ops.table_pa(level, x)
+        v612 = kernel == "v6.12"
+        one = v[i : i + 1]
+        if r.pud_table(one)[0]:
+            assert not ops.pud_none(x) and not ops.pud_leaf(x) and ops.pud_present(x)
+            assert int(r.table_pa("pud", one)[0]) == ops.table_pa("pud", x)
+        if r.pud_leaf_found(one)[0]:
+            assert ops.pud_leaf(x) and ops.pud_present(x) and not ops.pud_devmap(x)
+            assert not (v612 and ops.pud_special(x))
+            assert int(r.pud_pfn(one)[0]) == ops.pud_pfn(x)
+        if r.pmd_table(one)[0]:
+            assert not ops.pmd_none(x) and not ops.pmd_leaf(x) and ops.pmd_present(x)
+            assert not ops.is_pmd_migration_entry(x) and not ops.pmd_trans_huge(x)
+            assert not ops.pmd_devmap(x) and not ops.pmd_bad(x)
+            assert int(r.table_pa("pmd", one)[0]) == ops.table_pa("pmd", x)
+        if r.pmd_leaf_normal(one)[0]:
+            assert ops.pmd_leaf(x) and ops.pmd_present(x)
+            assert not ops.pmd_special(x) and not ops.pmd_devmap(x)
+            assert int(r.pmd_pfn(one)[0]) == ops.pmd_pfn(x)
+        if r.pte_normal(one)[0]:
+            assert ops.pte_present(x) and not ops.pte_special(x)
+            assert int(r.pte_pfn(one)[0]) == ops.pte_pfn(x)
