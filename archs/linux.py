@@ -118,6 +118,11 @@ class LinuxPgtable:
     big_endian = False
     #: CONFIG_ARCH_HAS_PTE_SPECIAL (all three architectures have it).
     has_pte_special = True
+    #: CONFIG_ARCH_HAS_PTE_DEVMAP (x86-64, arm64; not s390): else pte/pmd/pud_devmap() are 0.
+    has_pte_devmap = True
+    #: CONFIG_ARCH_ENABLE_THP_MIGRATION (x86-64, arm64; not s390 in v6.12): else there are no
+    #: PMD swap/migration entries (swapops.h: is_pmd_migration_entry() is 0).
+    has_thp_migration = True
 
     def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL) -> None:
         if kernel not in KERNELS:
@@ -251,7 +256,9 @@ class LinuxPgtable:
     #   pfn_pte pfn_pmd pfn_pud mk_table  and  decode(linux, val) for display.
 
     def is_pmd_migration_entry(self, pmd: int) -> bool:
-        """``is_pmd_migration_entry()`` (swapops.h, CONFIG_ARCH_ENABLE_THP_MIGRATION)."""
+        """``is_pmd_migration_entry()`` (swapops.h, CONFIG_ARCH_ENABLE_THP_MIGRATION; 0 without)."""
+        if not self.has_thp_migration:
+            return False
         return not self.pmd_present(pmd) and is_migration_entry(self.pmd_to_swp_entry(pmd))
 
     def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:

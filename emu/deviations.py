@@ -43,6 +43,43 @@ REGISTRY: list[Deviation] = [
         "PAT, PCD, PWT and G have no effect on translation results (no caching/TLB-global model)",
         "Intel SDM vol. 3A §4.9 (paging and memory typing), §4.10.2.4 (global pages)",
     ),
+    # -- s390x (tests: tests/test_verify_s390x.py) ----------------------------------------------
+    Deviation(
+        "s390x-lra-cc3-for-every-exception",
+        "s390x",
+        "LRA/LRAG set condition code 3 with the interruption code in R1 for every translation "
+        "exception; an invalid segment-table entry should give cc 1 and an invalid page-table "
+        "entry cc 2, each with the entry's real address in R1 (the probes read faults from a real "
+        "load instead, so no row depends on it)",
+        "PoP SA22-7832 ch. 10, LOAD REAL ADDRESS (resulting condition code); ORACLE-NOTES s390x",
+    ),
+    Deviation(
+        "s390x-key-controlled-protection-not-implemented",
+        "s390x",
+        "storage keys are kept (SSKE/ISKE) but never checked: a store, or a fetch from a "
+        "fetch-protected frame, with a PSW key that matches neither 0 nor the frame's access "
+        "key succeeds instead of raising a protection exception (0x04)",
+        "PoP SA22-7832 ch. 3, Key-Controlled Protection; QEMU target/s390x/mmu_helper.c "
+        "mmu_handle_skey() 'TODO: key-controlled protection'; ORACLE-NOTES s390x",
+    ),
+    Deviation(
+        "s390x-access-register-mode-aborts",
+        "s390x",
+        "a PSW with ASC=01 (access-register mode) makes the emulator call abort()/exit(1): the "
+        "whole host process dies instead of the address being translated through an ALET",
+        "PoP SA22-7832 ch. 5, Access-Register Translation; ch. 4, PSW bits 16-17; QEMU "
+        "cpu_mmu_index() / lowprot_enabled(); ORACLE-NOTES s390x",
+    ),
+    Deviation(
+        "s390x-edat-not-in-cpu-models",
+        "s390x",
+        "no CPU model has the enhanced-DAT facilities (STFLE bits 8 and 78): with CR0.EDAT set, "
+        "segment- and region-third-table entries with FC=1 are still taken as table pointers; "
+        "the machine turns them on inside the library and proves it at start-up, else large "
+        "entries are oracle-cannot-check",
+        "PoP SA22-7832 ch. 3, Enhanced DAT (EDAT-1 1 MB segments, EDAT-2 2 GB regions); "
+        "emu/machines/s390x.py; ORACLE-NOTES s390x",
+    ),
 ]
 
 

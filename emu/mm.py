@@ -167,15 +167,24 @@ class MM:
         self._ptlocks: dict[int, SpinLock] = {}
         self._ptlocks_guard = threading.Lock()
         page = ops.PAGE_SIZE
-        # mm/memory.c: zero_pfn = page_to_pfn(ZERO_PAGE(0)); one page (no coloured zero pages).
+        # mm/memory.c: zero_pfn = page_to_pfn(ZERO_PAGE(0)).  One page, or with
+        # __HAVE_COLOR_ZERO_PAGE (s390: arch/s390/mm/init.c setup_zero_pages()) 2**ZERO_PAGE_ORDER
+        # pages, split_page()d into order-0 pages; ZERO_PAGE(vaddr) picks by vaddr & zero_page_mask.
         zero_order = getattr(ops, "ZERO_PAGE_ORDER", 0)
         zero_pa = alloc.alloc(page << zero_order)
         self.zero_pfn = zero_pa >> ops.PAGE_SHIFT
         self.zero_page_nr = 1 << zero_order
-        memmap.add_folio(self.zero_pfn, zero_order)
+        self.zero_page_mask = ((page << zero_order) - 1) & ~(page - 1)
+        for i in range(self.zero_page_nr):
+            memmap.add_folio(self.zero_pfn + i, 0)
         self.huge_zero_pfn: int | None = None
 
     # -- zero pages ----------------------------------------------------------------------------
+    def my_zero_pfn(self, addr: int) -> int:
+        """``my_zero_pfn(addr)`` = ``page_to_pfn(ZERO_PAGE(addr))``: the (coloured) zero page a PTE
+        for ``addr`` maps (do_anonymous_page())."""
+        return self.zero_pfn + ((addr & self.zero_page_mask) >> self.ops.PAGE_SHIFT)
+
     def is_zero_pfn(self, pfn: int) -> bool:
         """``is_zero_pfn()`` (include/linux/pgtable.h; coloured zero pages where the arch has them)."""
         return 0 <= pfn - self.zero_pfn < self.zero_page_nr

@@ -75,8 +75,53 @@ class X86_64Oracle(Oracle):
         self.machine.set_root(mm.pgd)
 
 
+class S390xOracle(Oracle):
+    """s390x: the ASCE of ``mm`` (``mm->context.asce``, built through archs.s390x.ASCE: origin
+    mm->pgd, the configuration's designation type, TL=3, the user-space control bits) goes into
+    CR7 and the probes run in secondary-space mode, so the probe code is fetched from real
+    storage and reserves no virtual range (emu/machines/s390x.py).
+
+    Large entries -- 1 MB segment entries (EDAT-1) and 2 GB region-third entries (EDAT-2) -- are
+    checked only if the machine's start-up self-test proved that this Unicorn build honours
+    them (``edat1_works`` / ``edat2_works``); otherwise they are ``oracle-cannot-check``.
+    """
+
+    def __init__(
+        self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator, *, edat: bool = True
+    ) -> None:
+        super().__init__(ops, ram, alloc)
+        from .machines.s390x import S390xMachine
+
+        self.machine = S390xMachine(ram, alloc, edat=edat)
+
+    def asce(self, mm: MM) -> int:
+        return int(self.ops.asce(mm.pgd))  # type: ignore[attr-defined]
+
+    def attach(self, mm: MM) -> None:
+        self.machine.set_asce(self.asce(mm))
+
+    def fault_hw_level(self, fault: Fault) -> str | None:
+        """The table a translation exception names (the machine's ``Fault.level``: 0 page table
+        ... 4 region-first table, from the program-interruption code); None for the codes that
+        name no table (protection, addressing, translation specification, ASCE type)."""
+        from archs.s390x import LEVEL_NAMES
+
+        return None if fault.level is None else LEVEL_NAMES.get(fault.level)
+
+    def cannot_check(self, level: str | None, entry: int | None) -> str | None:
+        if entry is None:
+            return None
+        ops: Any = self.ops
+        if level == "pmd" and ops.pmd_leaf(entry) and not self.machine.edat1_works:
+            return "EDAT-1 (1 MB segment entries) not honoured by this Unicorn build"
+        if level == "pud" and ops.pud_leaf(entry) and not self.machine.edat2_works:
+            return "EDAT-2 (2 GB region-third entries) not honoured by this Unicorn build"
+        return None
+
+
 ORACLES: dict[str, Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Oracle]] = {
     "x86_64": X86_64Oracle,
+    "s390x": S390xOracle,
 }
 
 

@@ -128,7 +128,7 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True) -> Scenario:
     f4 = b.alloc_folio(4)
     b.map_folio(ptes + 16 * P, f4, rw)
     sc.add("4K page 5 of an order-4 folio", ptes + 21 * P + 0x238, anon)
-    b.map_pfn(ptes + 40 * P, "pte", mm.zero_pfn, Prot(write=False, special=True))
+    b.map_pfn(ptes + 40 * P, "pte", mm.my_zero_pfn(ptes + 40 * P), Prot(write=False, special=True))
     sc.add("shared zero page (special PTE)", ptes + 40 * P + 0x8, anon)
     for i, kind in enumerate(("read", "read-exclusive", "write")):
         target = b.alloc_folio(2)
@@ -148,11 +148,14 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True) -> Scenario:
     hz = take(M, M)
     b.map_pfn(hz, "pmd", mm.alloc_huge_zero_folio(), Prot(write=False))
     sc.add("huge zero folio (PMD)", hz + 3 * P + 0x10, anon)
-    migr_target = b.alloc_folio((M // P).bit_length() - 1, tag=False)
-    for kind in ("read", "read-exclusive", "write"):
-        va = take(M, M)
-        b.set_migration(va, "pmd", migr_target, kind)
-        sc.add(f"migration entry ({kind}), PMD", va + 7 * P, anon)
+    if ops.has_thp_migration:
+        migr_target = b.alloc_folio((M // P).bit_length() - 1, tag=False)
+        for kind in ("read", "read-exclusive", "write"):
+            va = take(M, M)
+            b.set_migration(va, "pmd", migr_target, kind)
+            sc.add(f"migration entry ({kind}), PMD", va + 7 * P, anon)
+    else:
+        sc.omitted.append("migration entries, PMD: no CONFIG_ARCH_ENABLE_THP_MIGRATION on this architecture")
     if U:
         pud_leaf = take(U, U)
         fu = b.alloc_folio((U // P).bit_length() - 1, tag=False)
@@ -195,14 +198,17 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True) -> Scenario:
     sc.add("normal page (vm_insert_page) in a VM_MIXEDMAP VMA", mixed.vm_start + P + 0x60, mixed)
 
     dax_start = _align(nxt + 2 * M, big)
-    dax = mm.add_vma(VMA(dax_start, dax_start + big, DAX_FLAGS, name="fsdax"))
-    dev_pa = alloc.alloc(big)
-    devmap_level = "pud" if U else "pmd"
-    b.map_pfn(dax.vm_start, devmap_level, dev_pa >> ops.PAGE_SHIFT, Prot(devmap=True))
-    sc.add(f"devmap {devmap_level.upper()} (fsdax)", dax.vm_start + M + 2 * P + 0x68, dax)
+    if ops.has_pte_devmap:
+        dax = mm.add_vma(VMA(dax_start, dax_start + big, DAX_FLAGS, name="fsdax"))
+        dev_pa = alloc.alloc(big)
+        devmap_level = "pud" if U else "pmd"
+        b.map_pfn(dax.vm_start, devmap_level, dev_pa >> ops.PAGE_SHIFT, Prot(devmap=True))
+        sc.add(f"devmap {devmap_level.upper()} (fsdax)", dax.vm_start + M + 2 * P + 0x68, dax)
+    else:
+        sc.omitted.append("devmap (fsdax) leaf: no CONFIG_ARCH_HAS_PTE_DEVMAP on this architecture")
 
     # -- a mapping outside every VMA --------------------------------------------------------------
-    outside = dax.vm_end + M
+    outside = dax_start + big + M
     fo = b.alloc_folio(0)
     b.map_folio(outside, fo, rw)
     sc.add("mapped page outside the VMA (WARN, not found)", outside + 0x70, anon)

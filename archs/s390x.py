@@ -1,0 +1,756 @@
+"""s390x (z/Architecture) DAT: the four ASCE types, entry formats, and Linux v6.12's view of them.
+
+Hardware: z/Architecture Principles of Operation, SA22-7832 (PoP), chapter 3 "Storage":
+"Address-Space-Control Element" (ASCE), "Dynamic Address Translation" -- "Translation Tables"
+(region-first/-second/-third-table entries, segment-table entries, page-table entries, with the
+formats for FC=1 of "Enhanced DAT": 1 MB segments under EDAT-1, 2 GB regions under EDAT-2),
+"Translation Process" (virtual-address fields RFX/RSX/RTX/SX/PX/BX, table offset/length checks).
+Every entry is a 64-bit BIG-ENDIAN doubleword and the PoP numbers its bits MSB first: bit 0 is
+2**63, bit 63 is 2**0.  A ``BitStruct`` over big-endian bytes lists its fields from bit 0 down, so
+each declaration below follows the manual's figure left to right; :func:`pop_bits` is the one
+helper that turns PoP bit numbers into ``(shift, mask)`` (fast paths and tests only -- the
+declarations are the source of every mask).
+
+Linux (v6.12): arch/s390/include/asm/pgtable.h (bit names, predicates, pgd/p4d/pud/pmd_offset,
+the swap PTE layout comment and __SWP_* macros, pXd_clear), asm/pgalloc.h (pXd_populate,
+crst_table_init), asm/mmu_context.h (init_new_context: mm->context.asce), arch/s390/mm/pgalloc.c
+(page_table_alloc fills _PAGE_INVALID), arch/s390/mm/init.c (setup_zero_pages: coloured zero
+pages), arch/s390/mm/hugetlbpage.c (__pte_to_rste: 2 GB hugetlb leaves), arch/s390/Kconfig (no
+ARCH_HAS_PTE_DEVMAP, no ARCH_ENABLE_THP_MIGRATION, no ARCH_SUPPORTS_PMD/PUD_PFNMAP).  Checked
+against the Debian linux-source-6.12 tree (6.12.107); its changelog shows no 6.12.y stable change
+to these definitions except page_table_alloc()'s switch to whole 4 KB pages (6.12.43 backport of
+"s390/mm: Allocate page table with PAGE_SIZE granularity"): v6.12.0 packs two 2 KB page tables
+in a 4 KB page, as the builder does.
+
+Linux level folding on s390 is DYNAMIC: there is one set of ``pXd_*`` functions whatever the
+ASCE type, and each decides from the table-type (TT) bits of the entry in hand whether its level
+is real (``pgd_folded()``: TT < region-first, ...).  ``pgd_offset_raw()`` takes the index shift
+from the TT bits of the FIRST entry of the top table; ``p4d/pud/pmd_offset()`` descend only when
+the upper entry's TT says it designates a lower table, else return the same pointer.  Empty
+entries are therefore never 0: ``pXd_clear()`` / ``crst_table_init()`` store a typed invalid
+entry (``_REGION1_ENTRY_EMPTY`` ...), and an empty PTE is exactly ``_PAGE_INVALID``.
+
+Never imports Unicorn.
+"""
+
+from __future__ import annotations
+
+import construct as cs
+
+from .base import U64, EntryFormat, HwLevel, PagingConfig
+from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
+
+ARCH = "s390x"
+PAGE_SHIFT = 12
+
+
+# -- PoP bit numbering ---------------------------------------------------------------------------
+def pop_bits(first: int, last: int | None = None, width: int = 64) -> tuple[int, int]:
+    """PoP bits ``first..last`` (bit 0 = most significant bit of a ``width``-bit unit) as
+    ``(shift, mask in place)``: e.g. the I bit 58 of a region entry is ``(5, 0x20)``."""
+    last = first if last is None else last
+    if not 0 <= first <= last < width:
+        raise ValueError(f"PoP bits {first}-{last} are not inside a {width}-bit unit")
+    shift = width - 1 - last
+    return shift, ((1 << (last - first + 1)) - 1) << shift
+
+
+def pop_range(mask: int, width: int = 64) -> tuple[int, int]:
+    """The inverse of :func:`pop_bits`: the PoP ``(first, last)`` bits of a contiguous mask."""
+    shift = (mask & -mask).bit_length() - 1 if mask > 0 else 0
+    ones = mask >> shift
+    if mask <= 0 or mask >> width or ones & (ones + 1):
+        raise ValueError(f"{mask:#x} is not one contiguous field of a {width}-bit unit")
+    return width - mask.bit_length(), width - 1 - shift
+
+
+def _be(name: str, source: str, *fields: cs.Construct) -> EntryFormat:
+    # Fields are listed from PoP bit 0 (the MSB) to bit 63; the 8 bytes are big-endian.
+    return EntryFormat(name, cs.BitStruct(*fields), byteorder="big", source=source)
+
+
+def _b(n: int) -> cs.BitsInteger:
+    return cs.BitsInteger(n)
+
+
+# -- formats ----------------------------------------------------------------------------------------
+#: Address-space-control element (CR1/CR7/CR13): PoP ch. 3 "Address-Space-Control Element",
+#: designation types 11/10/01/00 (region-first/-second/-third/segment table).
+ASCE = _be(
+    "asce",
+    "PoP SA22-7832 ch. 3, Address-Space-Control Element; linux v6.12 asm/pgtable.h _ASCE_*",
+    "origin" / _b(52),  # 0-51: table origin (a 4K-aligned real address), _ASCE_ORIGIN
+    "unassigned_52_53" / _b(2),
+    "g" / _b(1),  # 54: subspace-group control
+    "p" / _b(1),  # 55: private-space control, _ASCE_PRIVATE_SPACE
+    "s" / _b(1),  # 56: storage-alteration-event control, _ASCE_ALT_EVENT
+    "x" / _b(1),  # 57: space-switch-event control, _ASCE_SPACE_SWITCH
+    "r" / _b(1),  # 58: real-space control, _ASCE_REAL_SPACE
+    "unassigned_59" / _b(1),
+    "dt" / _b(2),  # 60-61: designation type, _ASCE_TYPE_MASK
+    "tl" / _b(2),  # 62-63: table length (in units of 512 entries, minus 1), _ASCE_TABLE_LENGTH
+)
+
+#: Region-first/-second/-third-table entry designating the next table (FC=0): PoP ch. 3
+#: "Region-Table Entries".  One layout for the three; TT says which table the entry is in.
+REGION = _be(
+    "region",
+    "PoP SA22-7832 ch. 3, Region-Table Entries (FC=0); linux v6.12 asm/pgtable.h _REGION_ENTRY_*",
+    "origin" / _b(52),  # 0-51: next table origin (region-second/-third or segment table), 4K-aligned
+    "unassigned_52" / _b(1),
+    "fc" / _b(1),  # 53: format control, region-third entries only (EDAT-2); 0 here
+    "p" / _b(1),  # 54: DAT protection (EDAT-1), _REGION_ENTRY_PROTECT
+    "unassigned_55" / _b(1),  # IEP exists only in the FC=1 form; Linux's _REGION_ENTRY_NOEXEC
+    "tf" / _b(2),  # 56-57: table offset of the next table, _REGION_ENTRY_OFFSET
+    "i" / _b(1),  # 58: region invalid, _REGION_ENTRY_INVALID
+    "cr" / _b(1),  # 59: common region (region-third entries, EDAT-2); unassigned in first/second
+    "tt" / _b(2),  # 60-61: table type 11/10/01 = region-first/-second/-third
+    "tl" / _b(2),  # 62-63: table length of the next table, _REGION_ENTRY_LENGTH
+)
+
+#: Region-third-table entry with FC=1: a 2 GB region frame (EDAT-2), PoP ch. 3 "Enhanced DAT".
+#: Bits 48-51 are the access-control bits, used only when AV (bit 47) is one; Linux keeps AV=0
+#: and puts its software bits there, and READ/WRITE in bits 62-63 (no table length in this form).
+REGION3_LARGE = _be(
+    "region3-large",
+    "PoP SA22-7832 ch. 3, Region-Third-Table Entry FC=1 (EDAT-2); linux v6.12 asm/pgtable.h _REGION3_ENTRY_*",
+    "rfaa" / _b(33),  # 0-32: region-frame absolute address, _REGION3_ENTRY_ORIGIN_LARGE
+    "unassigned_33_46" / _b(14),
+    "av" / _b(1),  # 47: ACCF validity; 0 = ACC and F are not used
+    "unused_48" / _b(1),  # ACC bit 0: not used by Linux v6.12
+    "soft_dirty" / _b(1),  # 49 (ACC): _REGION3_ENTRY_SOFT_DIRTY (CONFIG_MEM_SOFT_DIRTY)
+    "dirty" / _b(1),  # 50 (ACC): _REGION3_ENTRY_DIRTY
+    "young" / _b(1),  # 51 (ACC): _REGION3_ENTRY_YOUNG
+    "f" / _b(1),  # 52: fetch-protection bit (with AV)
+    "fc" / _b(1),  # 53: format control = 1, _REGION3_ENTRY_LARGE
+    "p" / _b(1),  # 54: DAT protection, _REGION_ENTRY_PROTECT
+    "iep" / _b(1),  # 55: instruction-execution protection, _REGION_ENTRY_NOEXEC
+    "unassigned_56_57" / _b(2),
+    "i" / _b(1),  # 58: region invalid
+    "cr" / _b(1),  # 59: common region
+    "tt" / _b(2),  # 60-61: 01
+    "write" / _b(1),  # 62: _REGION3_ENTRY_WRITE (software)
+    "read" / _b(1),  # 63: _REGION3_ENTRY_READ (software)
+)
+
+#: Segment-table entry designating a page table (FC=0): PoP ch. 3 "Segment-Table Entries".
+SEGMENT = _be(
+    "segment",
+    "PoP SA22-7832 ch. 3, Segment-Table Entries (FC=0); linux v6.12 asm/pgtable.h _SEGMENT_ENTRY_*",
+    "origin" / _b(53),  # 0-52: page-table origin (2K-aligned), _SEGMENT_ENTRY_ORIGIN
+    "fc" / _b(1),  # 53: format control (EDAT-1); 0 here, _SEGMENT_ENTRY_LARGE
+    "p" / _b(1),  # 54: DAT protection, _SEGMENT_ENTRY_PROTECT
+    "unassigned_55" / _b(1),  # IEP exists only in the FC=1 form; Linux's _SEGMENT_ENTRY_NOEXEC
+    "unassigned_56_57" / _b(2),
+    "i" / _b(1),  # 58: segment invalid, _SEGMENT_ENTRY_INVALID
+    "cs" / _b(1),  # 59: common segment
+    "tt" / _b(2),  # 60-61: 00, _SEGMENT_ENTRY_TYPE_MASK
+    "unassigned_62_63" / _b(2),
+)
+
+#: Segment-table entry with FC=1: a 1 MB segment frame (EDAT-1), PoP ch. 3 "Enhanced DAT".
+SEGMENT_LARGE = _be(
+    "segment-large",
+    "PoP SA22-7832 ch. 3, Segment-Table Entry FC=1 (EDAT-1); linux v6.12 asm/pgtable.h _SEGMENT_ENTRY_*",
+    "sfaa" / _b(44),  # 0-43: segment-frame absolute address, _SEGMENT_ENTRY_ORIGIN_LARGE
+    "unassigned_44_46" / _b(3),
+    "av" / _b(1),  # 47: ACCF validity
+    "unused_48" / _b(1),  # ACC bit 0: not used by Linux v6.12
+    "soft_dirty" / _b(1),  # 49 (ACC): _SEGMENT_ENTRY_SOFT_DIRTY
+    "dirty" / _b(1),  # 50 (ACC): _SEGMENT_ENTRY_DIRTY
+    "young" / _b(1),  # 51 (ACC): _SEGMENT_ENTRY_YOUNG
+    "f" / _b(1),  # 52: fetch-protection bit (with AV)
+    "fc" / _b(1),  # 53: format control = 1, _SEGMENT_ENTRY_LARGE
+    "p" / _b(1),  # 54: DAT protection
+    "iep" / _b(1),  # 55: instruction-execution protection, _SEGMENT_ENTRY_NOEXEC
+    "unassigned_56_57" / _b(2),
+    "i" / _b(1),  # 58: segment invalid
+    "cs" / _b(1),  # 59: common segment
+    "tt" / _b(2),  # 60-61: 00
+    "write" / _b(1),  # 62: _SEGMENT_ENTRY_WRITE (software)
+    "read" / _b(1),  # 63: _SEGMENT_ENTRY_READ (software)
+)
+
+#: Page-table entry (256 of them in a 2 KB page table): PoP ch. 3 "Page-Table Entries".
+#: Bits 56-63 are available to programming: Linux's software bits.
+PTE = _be(
+    "pte",
+    "PoP SA22-7832 ch. 3, Page-Table Entries; linux v6.12 asm/pgtable.h _PAGE_*",
+    "pfra" / _b(52),  # 0-51: page-frame real address
+    "bit52" / _b(1),  # 52: must be 0 (translation-specification exception); Linux _PAGE_LARGE
+    "i" / _b(1),  # 53: page invalid, _PAGE_INVALID
+    "p" / _b(1),  # 54: DAT protection, _PAGE_PROTECT
+    "iep" / _b(1),  # 55: instruction-execution protection, _PAGE_NOEXEC
+    "unused" / _b(1),  # 56: _PAGE_UNUSED (pgste usage state)
+    "special" / _b(1),  # 57: _PAGE_SPECIAL
+    "write" / _b(1),  # 58: _PAGE_WRITE
+    "read" / _b(1),  # 59: _PAGE_READ
+    "dirty" / _b(1),  # 60: _PAGE_DIRTY
+    "young" / _b(1),  # 61: _PAGE_YOUNG
+    "soft_dirty" / _b(1),  # 62: _PAGE_SOFT_DIRTY (CONFIG_MEM_SOFT_DIRTY)
+    "present" / _b(1),  # 63: _PAGE_PRESENT
+)
+
+#: Linux's swap PTE (asm/pgtable.h, v6.12 layout comment):
+#: | offset (0-51) | E (52) | 1 1 (53-54) | X X (55-56) | type (57-61) | S (62) | 0 (63) |
+SWAP = _be(
+    "swap",
+    "linux v6.12 arch/s390/include/asm/pgtable.h (64 bit swap entry format comment, __SWP_*)",
+    "offset" / _b(52),  # 0-51: __SWP_OFFSET_MASK << __SWP_OFFSET_SHIFT
+    "exclusive" / _b(1),  # 52: _PAGE_SWP_EXCLUSIVE (= _PAGE_LARGE)
+    "i" / _b(1),  # 53: _PAGE_INVALID, always 1
+    "p" / _b(1),  # 54: _PAGE_PROTECT, always 1 (pte_swap: (pte & 0x201) == 0x200)
+    "unused_55_56" / _b(2),
+    "type" / _b(5),  # 57-61: __SWP_TYPE_MASK << __SWP_TYPE_SHIFT
+    "soft_dirty" / _b(1),  # 62: _PAGE_SOFT_DIRTY (pte_swp_soft_dirty)
+    "present" / _b(1),  # 63: 0
+)
+
+FORMATS = (ASCE, REGION, REGION3_LARGE, SEGMENT, SEGMENT_LARGE, PTE, SWAP)
+
+# -- arch/s390/include/asm/pgtable.h (v6.12), every mask derived from the declarations above -------
+_PAGE_NOEXEC = PTE.mask("iep")
+_PAGE_PROTECT = PTE.mask("p")
+_PAGE_INVALID = PTE.mask("i")
+_PAGE_LARGE = PTE.mask("bit52")
+_PAGE_PRESENT = PTE.mask("present")
+_PAGE_YOUNG = PTE.mask("young")
+_PAGE_DIRTY = PTE.mask("dirty")
+_PAGE_READ = PTE.mask("read")
+_PAGE_WRITE = PTE.mask("write")
+_PAGE_SPECIAL = PTE.mask("special")
+_PAGE_UNUSED = PTE.mask("unused")
+_PAGE_SOFT_DIRTY = PTE.mask("soft_dirty")
+_PAGE_SWP_EXCLUSIVE = SWAP.mask("exclusive")
+PAGE_MASK = U64 & ~((1 << PAGE_SHIFT) - 1)
+
+_ASCE_ORIGIN = ASCE.mask("origin")
+_ASCE_PRIVATE_SPACE = ASCE.mask("p")
+_ASCE_ALT_EVENT = ASCE.mask("s")
+_ASCE_SPACE_SWITCH = ASCE.mask("x")
+_ASCE_REAL_SPACE = ASCE.mask("r")
+_ASCE_TYPE_MASK = ASCE.mask("dt")
+_ASCE_TABLE_LENGTH = ASCE.mask("tl")
+_ASCE_USER_BITS = _ASCE_SPACE_SWITCH | _ASCE_PRIVATE_SPACE | _ASCE_ALT_EVENT
+
+_REGION_ENTRY_ORIGIN = REGION.mask("origin")
+_REGION_ENTRY_PROTECT = REGION.mask("p")
+_REGION_ENTRY_NOEXEC = REGION3_LARGE.mask("iep")
+_REGION_ENTRY_OFFSET = REGION.mask("tf")
+_REGION_ENTRY_INVALID = REGION.mask("i")
+_REGION_ENTRY_TYPE_MASK = REGION.mask("tt")
+_REGION_ENTRY_LENGTH = REGION.mask("tl")
+TT_SEGMENT, TT_REGION3, TT_REGION2, TT_REGION1 = 0, 1, 2, 3  # PoP table-type / designation-type codes
+_REGION_ENTRY_TYPE_R1 = REGION.build(tt=TT_REGION1)
+_REGION_ENTRY_TYPE_R2 = REGION.build(tt=TT_REGION2)
+_REGION_ENTRY_TYPE_R3 = REGION.build(tt=TT_REGION3)
+_REGION1_ENTRY = _REGION_ENTRY_TYPE_R1 | _REGION_ENTRY_LENGTH
+_REGION1_ENTRY_EMPTY = _REGION_ENTRY_TYPE_R1 | _REGION_ENTRY_INVALID
+_REGION2_ENTRY = _REGION_ENTRY_TYPE_R2 | _REGION_ENTRY_LENGTH
+_REGION2_ENTRY_EMPTY = _REGION_ENTRY_TYPE_R2 | _REGION_ENTRY_INVALID
+_REGION3_ENTRY = _REGION_ENTRY_TYPE_R3 | _REGION_ENTRY_LENGTH
+_REGION3_ENTRY_EMPTY = _REGION_ENTRY_TYPE_R3 | _REGION_ENTRY_INVALID
+_REGION3_ENTRY_ORIGIN_LARGE = REGION3_LARGE.mask("rfaa")
+_REGION3_ENTRY_DIRTY = REGION3_LARGE.mask("dirty")
+_REGION3_ENTRY_YOUNG = REGION3_LARGE.mask("young")
+_REGION3_ENTRY_LARGE = REGION3_LARGE.mask("fc")
+_REGION3_ENTRY_WRITE = REGION3_LARGE.mask("write")
+_REGION3_ENTRY_READ = REGION3_LARGE.mask("read")
+_REGION3_ENTRY_SOFT_DIRTY = REGION3_LARGE.mask("soft_dirty")
+#: _REGION_ENTRY_BITS (0xfffffffffffff22f): what pgd_bad()/p4d_bad()/pud_bad() tolerate.
+_REGION_ENTRY_BITS = (
+    _REGION_ENTRY_ORIGIN | _REGION_ENTRY_PROTECT | _REGION_ENTRY_INVALID | _REGION_ENTRY_TYPE_MASK
+    | _REGION_ENTRY_LENGTH
+)
+
+_SEGMENT_ENTRY_ORIGIN = SEGMENT.mask("origin")
+_SEGMENT_ENTRY_ORIGIN_LARGE = SEGMENT_LARGE.mask("sfaa")
+_SEGMENT_ENTRY_PROTECT = SEGMENT.mask("p")
+_SEGMENT_ENTRY_NOEXEC = SEGMENT_LARGE.mask("iep")
+_SEGMENT_ENTRY_INVALID = SEGMENT.mask("i")
+_SEGMENT_ENTRY_TYPE_MASK = SEGMENT.mask("tt")
+_SEGMENT_ENTRY = 0
+_SEGMENT_ENTRY_EMPTY = _SEGMENT_ENTRY_INVALID
+_SEGMENT_ENTRY_DIRTY = SEGMENT_LARGE.mask("dirty")
+_SEGMENT_ENTRY_YOUNG = SEGMENT_LARGE.mask("young")
+_SEGMENT_ENTRY_LARGE = SEGMENT_LARGE.mask("fc")
+_SEGMENT_ENTRY_WRITE = SEGMENT_LARGE.mask("write")
+_SEGMENT_ENTRY_READ = SEGMENT_LARGE.mask("read")
+_SEGMENT_ENTRY_SOFT_DIRTY = SEGMENT_LARGE.mask("soft_dirty")
+#: _SEGMENT_ENTRY_BITS (0xfffffffffffffe3f): what pmd_bad() tolerates.
+_SEGMENT_ENTRY_BITS = (
+    _SEGMENT_ENTRY_ORIGIN | SEGMENT.mask("fc") | _SEGMENT_ENTRY_PROTECT | _SEGMENT_ENTRY_INVALID
+    | SEGMENT.mask("cs") | _SEGMENT_ENTRY_TYPE_MASK | SEGMENT.mask("unassigned_62_63")
+)
+
+# Page protections (asm/pgtable.h PAGE_NONE ... PAGE_RWX) and the large-entry forms
+# (SEGMENT_NONE ... SEGMENT_RWX); vm_page_prot is one of the PAGE_* values.
+PAGE_NONE = _PAGE_PRESENT | _PAGE_INVALID | _PAGE_PROTECT
+PAGE_RO = _PAGE_PRESENT | _PAGE_READ | _PAGE_NOEXEC | _PAGE_INVALID | _PAGE_PROTECT
+PAGE_RX = _PAGE_PRESENT | _PAGE_READ | _PAGE_INVALID | _PAGE_PROTECT
+PAGE_RW = _PAGE_PRESENT | _PAGE_READ | _PAGE_WRITE | _PAGE_NOEXEC | _PAGE_INVALID | _PAGE_PROTECT
+PAGE_RWX = _PAGE_PRESENT | _PAGE_READ | _PAGE_WRITE | _PAGE_INVALID | _PAGE_PROTECT
+SEGMENT_NONE = _SEGMENT_ENTRY_INVALID | _SEGMENT_ENTRY_PROTECT
+SEGMENT_RO = _SEGMENT_ENTRY_PROTECT | _SEGMENT_ENTRY_READ | _SEGMENT_ENTRY_NOEXEC
+SEGMENT_RX = _SEGMENT_ENTRY_PROTECT | _SEGMENT_ENTRY_READ
+SEGMENT_RW = _SEGMENT_ENTRY_READ | _SEGMENT_ENTRY_WRITE | _SEGMENT_ENTRY_NOEXEC
+SEGMENT_RWX = _SEGMENT_ENTRY_READ | _SEGMENT_ENTRY_WRITE
+
+# swap PTE: the kernel's __SWP_OFFSET_SHIFT/_MASK and __SWP_TYPE_SHIFT/_MASK, derived from SWAP
+_SWP_OFFSET_SHIFT, _swp_offset_mask = SWAP.masks["offset"]
+_SWP_OFFSET_MASK = _swp_offset_mask >> _SWP_OFFSET_SHIFT
+_SWP_TYPE_SHIFT, _swp_type_mask = SWAP.masks["type"]
+_SWP_TYPE_MASK = _swp_type_mask >> _SWP_TYPE_SHIFT
+
+_CRST_ENTRIES = 2048
+_PAGE_ENTRIES = 256
+MAX_PHYSMEM_BITS = 46  # arch/s390/include/asm/sparsemem.h: CONFIG_MAX_PHYSMEM_BITS, default 46
+
+
+# -- geometry ---------------------------------------------------------------------------------------
+def _level(name: str, first: int, last: int, linux: str, leaf_size: int | None = None) -> HwLevel:
+    """A translation level indexed by virtual-address bits ``first..last`` (PoP numbering,
+    ch. 3 "Translation Process": RFX 0-10, RSX 11-21, RTX 22-32, SX 33-43, PX 44-51)."""
+    shift, _ = pop_bits(first, last)
+    return HwLevel(name, shift, last - first + 1, linux, leaf_size)
+
+
+REGION1 = _level("region-first", 0, 10, "pgd")
+REGION2 = _level("region-second", 11, 21, "p4d")
+REGION3 = _level("region-third", 22, 32, "pud", leaf_size=1 << 31)  # EDAT-2 2 GB region frame
+SEGMENT_LEVEL = _level("segment", 33, 43, "pmd", leaf_size=1 << 20)  # EDAT-1 1 MB segment frame
+PAGE_LEVEL = _level("page", 44, 51, "pte", leaf_size=1 << 12)
+_ALL_LEVELS = (REGION1, REGION2, REGION3, SEGMENT_LEVEL, PAGE_LEVEL)
+#: Level number of the table a translation exception names (0 page table ... 4 region-first
+#: table, as emu.machines.s390x numbers Fault.level) -> HwLevel.name.
+LEVEL_NAMES = {4 - i: lv.name for i, lv in enumerate(_ALL_LEVELS)}
+
+#: Designation type (ASCE bits 60-61) of each configuration's top table.
+DESIGNATION_TYPE = {
+    "region1": TT_REGION1, "region2": TT_REGION2, "region3": TT_REGION3, "segment": TT_SEGMENT,
+}
+
+
+def _config(name: str, top: int, description: str) -> PagingConfig:
+    levels = _ALL_LEVELS[top:]
+    va_bits = levels[0].shift + levels[0].bits
+    return PagingConfig(ARCH, name, levels, PAGE_SHIFT, va_bits, description, {"dt": DESIGNATION_TYPE[name]})
+
+
+CONFIGS = {
+    "region1": _config("region1", 0, "ASCE DT=11: region-first table on top, 2^64 bytes (Linux 5-level)"),
+    "region2": _config("region2", 1, "ASCE DT=10: region-second table on top, 2^53 bytes (Linux 4-level)"),
+    "region3": _config("region3", 2, "ASCE DT=01: region-third table on top, 2^42 bytes (Linux 3-level)"),
+    "segment": _config("segment", 3, "ASCE DT=00: segment table on top, 2^31 bytes (no Linux user mm)"),
+}
+
+_EMPTY = {"pgd": _REGION1_ENTRY_EMPTY, "p4d": _REGION2_ENTRY_EMPTY, "pud": _REGION3_ENTRY_EMPTY,
+          "pmd": _SEGMENT_ENTRY_EMPTY, "pte": _PAGE_INVALID}
+_POPULATE = {"pgd": _REGION1_ENTRY, "p4d": _REGION2_ENTRY, "pud": _REGION3_ENTRY, "pmd": _SEGMENT_ENTRY}
+
+
+def _tt(val: int) -> int:
+    return (val & _REGION_ENTRY_TYPE_MASK) >> REGION.masks["tt"][0]
+
+
+def move_set_bit(x: int, a: int, b: int) -> int:
+    """hugetlbpage.c ``move_set_bit()``: if bit ``a`` is set in ``x``, bit ``b`` of the result."""
+    return b if x & a else 0
+
+
+class S390x(LinuxPgtable):
+    """Linux v6.12's s390 page-table API (arch/s390/include/asm/pgtable.h).
+
+    ``machine_has_nx`` models MACHINE_HAS_NX (z14 and later: the instruction-execution-protection
+    facility); without it mk_pte_phys() clears _PAGE_NOEXEC.
+    """
+
+    arch = ARCH
+    big_endian = True
+    has_pte_devmap = False  # arch/s390/Kconfig selects no ARCH_HAS_PTE_DEVMAP
+    has_thp_migration = False  # ... and no ARCH_ENABLE_THP_MIGRATION: no PMD swap entries
+    #: setup_zero_pages() (arch/s390/mm/init.c): order 7 (512 KB of zero pages, "latest machines
+    #: require a mapping granularity of 512KB") on a machine with >= 512 MB, split into order-0
+    #: pages; ZERO_PAGE(vaddr) picks one by (vaddr & zero_page_mask).
+    ZERO_PAGE_ORDER = 7
+    #: Real 0..0x1fff is the lowcore (prefix area): keep tables and data out of it.
+    RESERVED_LOW = 0x2000
+
+    def __init__(
+        self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, machine_has_nx: bool = True
+    ) -> None:
+        super().__init__(config, kernel)
+        self.machine_has_nx = machine_has_nx
+        # asm/pgtable.h: PMD_SIZE = _SEGMENT_SIZE, PUD_SIZE = _REGION3_SIZE whatever the ASCE type.
+        self.PMD_SIZE = SEGMENT_LEVEL.leaf_size or 0
+        self.PUD_SIZE = REGION3.leaf_size or 0
+        self.dt = DESIGNATION_TYPE[config.name]
+
+    def va_valid(self, va: int) -> bool:
+        """No canonical form on s390: an address is translatable if the ASCE's top table reaches
+        it (PoP "Translation Process": else an ASCE-type or region/segment-translation exception)."""
+        return 0 <= va < 1 << self.config.va_bits
+
+    def max_physmem_bits(self) -> int:
+        return MAX_PHYSMEM_BITS
+
+    def asce(self, pgd: int, *, user: bool = True) -> int:
+        """``mm->context.asce`` (mmu_context.h init_new_context): ``__pa(pgd) | _ASCE_TABLE_LENGTH |
+        _ASCE_USER_BITS | asce_type``, built through :data:`ASCE`."""
+        if pgd & ~_ASCE_ORIGIN:
+            raise ValueError(f"top table {pgd:#x} is not 4K-aligned")
+        bits = dict(p=1, s=1, x=1) if user else {}
+        return ASCE.build(origin=pgd >> ASCE.masks["origin"][0], dt=self.dt, tl=3, **bits)
+
+    # -- dynamic folding: the TT bits of the entry in hand ---------------------------------------------
+    @staticmethod
+    def pgd_folded(pgd: int) -> bool:
+        return (pgd & _REGION_ENTRY_TYPE_MASK) < _REGION_ENTRY_TYPE_R1
+
+    @staticmethod
+    def p4d_folded(p4d: int) -> bool:
+        return (p4d & _REGION_ENTRY_TYPE_MASK) < _REGION_ENTRY_TYPE_R2
+
+    @staticmethod
+    def pud_folded(pud: int) -> bool:
+        return (pud & _REGION_ENTRY_TYPE_MASK) < _REGION_ENTRY_TYPE_R3
+
+    def pgd_offset(self, pgd_base: int, addr: int, read) -> int:  # type: ignore[no-untyped-def]
+        """``pgd_offset_raw()``: the shift comes from the table type of the FIRST top-level entry:
+        ``((rste & _REGION_ENTRY_TYPE_MASK) >> 2) * 11 + 20``."""
+        rste = read(pgd_base)
+        shift = _tt(rste) * 11 + 20
+        return pgd_base + ((addr >> shift) & (_CRST_ENTRIES - 1)) * 8
+
+    def p4d_offset(self, pgdp: int, pgd: int, addr: int) -> int:
+        if (pgd & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R1:
+            return (pgd & _REGION_ENTRY_ORIGIN) + REGION2.index(addr) * 8
+        return pgdp
+
+    def pud_offset(self, p4dp: int, p4d: int, addr: int) -> int:
+        if (p4d & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R2:
+            return (p4d & _REGION_ENTRY_ORIGIN) + REGION3.index(addr) * 8
+        return p4dp
+
+    def pmd_offset(self, pudp: int, pud: int, addr: int) -> int:
+        if (pud & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R3:
+            return self.pud_deref(pud) + SEGMENT_LEVEL.index(addr) * 8
+        return pudp
+
+    def pud_deref(self, pud: int) -> int:
+        return pud & (_REGION3_ENTRY_ORIGIN_LARGE if self._pud_leaf(pud) else _REGION_ENTRY_ORIGIN)
+
+    def pmd_deref(self, pmd: int) -> int:
+        return pmd & (_SEGMENT_ENTRY_ORIGIN_LARGE if self._pmd_leaf(pmd) else _SEGMENT_ENTRY_ORIGIN)
+
+    def table_pa(self, linux: str, val: int) -> int:
+        if linux == "pmd":
+            return self.pmd_deref(val)  # pmd_page_vaddr()
+        if linux == "pud":
+            return self.pud_deref(val)
+        return val & _REGION_ENTRY_ORIGIN  # pgd_deref / p4d_deref
+
+    # -- none / bad / present / leaf (the kernel's own, folding included) ---------------------------
+    def pgd_none(self, pgd: int) -> bool:
+        return False if self.pgd_folded(pgd) else bool(pgd & _REGION_ENTRY_INVALID)
+
+    def pgd_bad(self, pgd: int) -> bool:
+        if (pgd & _REGION_ENTRY_TYPE_MASK) < _REGION_ENTRY_TYPE_R1:
+            return False
+        return bool(pgd & ~_REGION_ENTRY_BITS & U64)
+
+    def p4d_none(self, p4d: int) -> bool:
+        return False if self.p4d_folded(p4d) else p4d == _REGION2_ENTRY_EMPTY
+
+    def p4d_bad(self, p4d: int) -> bool:
+        t = p4d & _REGION_ENTRY_TYPE_MASK
+        if t > _REGION_ENTRY_TYPE_R2:
+            return True
+        if t < _REGION_ENTRY_TYPE_R2:
+            return False
+        return bool(p4d & ~_REGION_ENTRY_BITS & U64)
+
+    def pud_none(self, pud: int) -> bool:
+        return False if self.pud_folded(pud) else pud == _REGION3_ENTRY_EMPTY
+
+    def pud_present(self, pud: int) -> bool:
+        return True if self.pud_folded(pud) else bool(pud & _REGION_ENTRY_ORIGIN)
+
+    def _pud_present(self, pud: int) -> bool:
+        return self.pud_present(pud)
+
+    def pud_leaf(self, pud: int) -> bool:
+        return self._pud_leaf(pud)
+
+    def _pud_leaf(self, pud: int) -> bool:
+        if (pud & _REGION_ENTRY_TYPE_MASK) != _REGION_ENTRY_TYPE_R3:
+            return False
+        return bool(pud & _REGION3_ENTRY_LARGE)
+
+    def pud_bad(self, pud: int) -> bool:
+        t = pud & _REGION_ENTRY_TYPE_MASK
+        if t > _REGION_ENTRY_TYPE_R3 or self._pud_leaf(pud):
+            return True
+        if t < _REGION_ENTRY_TYPE_R3:
+            return False
+        return bool(pud & ~_REGION_ENTRY_BITS & U64)
+
+    def pmd_none(self, pmd: int) -> bool:
+        return pmd == _SEGMENT_ENTRY_EMPTY
+
+    def pmd_present(self, pmd: int) -> bool:
+        return pmd != _SEGMENT_ENTRY_EMPTY
+
+    def _pmd_present(self, pmd: int) -> bool:
+        return self.pmd_present(pmd)
+
+    def pmd_leaf(self, pmd: int) -> bool:
+        return self._pmd_leaf(pmd)
+
+    def _pmd_leaf(self, pmd: int) -> bool:
+        return bool(pmd & _SEGMENT_ENTRY_LARGE)
+
+    def pmd_bad(self, pmd: int) -> bool:
+        if (pmd & _SEGMENT_ENTRY_TYPE_MASK) > 0 or self._pmd_leaf(pmd):
+            return True
+        return bool(pmd & ~_SEGMENT_ENTRY_BITS & U64)
+
+    def entry_none(self, linux: str, val: int) -> bool:
+        if linux == "pte":
+            return self.pte_none(val)
+        return bool(getattr(self, f"{linux}_none")(val))
+
+    def entry_bad(self, linux: str, val: int) -> bool:
+        return bool(getattr(self, f"{linux}_bad")(val))
+
+    def clear_value(self, linux: str) -> int:
+        """``pgd_clear``/``p4d_clear``/``pud_clear``/``pmd_clear``/``pte_clear`` and
+        ``crst_table_init()``: the typed empty entry of the table ``linux`` lives in."""
+        return _EMPTY[self._hw[linux].linux]
+
+    # -- PUD / PMD leaves --------------------------------------------------------------------------
+    def pud_pfn(self, pud: int) -> int:
+        return self.pud_deref(pud) >> PAGE_SHIFT
+
+    def pmd_pfn(self, pmd: int) -> int:
+        return self.pmd_deref(pmd) >> PAGE_SHIFT
+
+    def pmd_trans_huge(self, pmd: int) -> bool:
+        return bool(pmd & _SEGMENT_ENTRY_LARGE)
+
+    # Not selected on s390 (Kconfig): the generic stubs of include/linux/pgtable.h and mm.h.
+    def pud_devmap(self, pud: int) -> bool:
+        return False
+
+    def pmd_devmap(self, pmd: int) -> bool:
+        return False
+
+    def pte_devmap(self, pte: int) -> bool:
+        return False
+
+    def pud_special(self, pud: int) -> bool:  # !CONFIG_ARCH_SUPPORTS_PUD_PFNMAP
+        return False
+
+    def pmd_special(self, pmd: int) -> bool:  # !CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+        return False
+
+    def pmd_protnone(self, pmd: int) -> bool:
+        """CONFIG_NUMA_BALANCING: ``pmd_leaf(pmd) && !(pmd_val(pmd) & _SEGMENT_ENTRY_READ)``."""
+        return self._pmd_leaf(pmd) and not pmd & _SEGMENT_ENTRY_READ
+
+    # -- PTE ---------------------------------------------------------------------------------------
+    def pte_none(self, pte: int) -> bool:
+        return pte == _PAGE_INVALID
+
+    def pte_present(self, pte: int) -> bool:
+        return bool(pte & _PAGE_PRESENT)
+
+    def pte_swap(self, pte: int) -> bool:
+        return pte & (_PAGE_PROTECT | _PAGE_PRESENT) == _PAGE_PROTECT
+
+    def pte_protnone(self, pte: int) -> bool:
+        return self.pte_present(pte) and not pte & _PAGE_READ
+
+    def pte_pfn(self, pte: int) -> int:
+        return pte >> PAGE_SHIFT
+
+    def pte_special(self, pte: int) -> bool:
+        return bool(pte & _PAGE_SPECIAL)
+
+    # -- swap entries (asm/pgtable.h + include/linux/swapops.h) ---------------------------------------
+    @staticmethod
+    def mk_swap_pte(swp_type: int, offset: int) -> int:
+        """``mk_swap_pte()``: _PAGE_INVALID | _PAGE_PROTECT, offset and type in place."""
+        return SWAP.build(
+            i=1, p=1, offset=offset & _SWP_OFFSET_MASK, type=swp_type & _SWP_TYPE_MASK
+        )
+
+    def pte_to_swp_entry(self, pte: int) -> SwpEntry:
+        """``pte_to_swp_entry()``: clear soft-dirty and exclusive, then __swp_type/__swp_offset of
+        ``__pte_to_swp_entry(pte)`` (the raw value)."""
+        val = pte & ~(_PAGE_SOFT_DIRTY | _PAGE_SWP_EXCLUSIVE)
+        return SwpEntry(SWAP.get(val, "type"), SWAP.get(val, "offset"))
+
+    def swp_entry_to_pte(self, entry: SwpEntry, *, exclusive: bool = False) -> int:
+        return self.mk_swap_pte(entry.type, entry.offset) | (_PAGE_SWP_EXCLUSIVE if exclusive else 0)
+
+    def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
+        """!CONFIG_ARCH_ENABLE_THP_MIGRATION (swapops.h): ``swp_entry(0, 0)``."""
+        return SwpEntry(0, 0)
+
+    def swp_entry_to_pmd(self, entry: SwpEntry) -> int:
+        raise ValueError("s390 (Linux v6.12) has no PMD swap entries: no CONFIG_ARCH_ENABLE_THP_MIGRATION")
+
+    # -- building entries (the kernel's own constructors) ---------------------------------------------
+    def mk_table(self, linux: str, table_pa: int) -> int:
+        """``pgd_populate``/``p4d_populate``/``pud_populate``/``pmd_populate`` (asm/pgalloc.h):
+        ``_REGION1_ENTRY | __pa(p4d)`` ... ``_SEGMENT_ENTRY | __pa(pte)``."""
+        if linux == "pmd":
+            if table_pa & ~_SEGMENT_ENTRY_ORIGIN:
+                raise ValueError(f"page table {table_pa:#x} is not 2K-aligned")
+            return SEGMENT.build(origin=table_pa >> SEGMENT.masks["origin"][0]) | _POPULATE[linux]
+        if linux not in _POPULATE:
+            raise ValueError(f"no {linux}_populate on s390")
+        if table_pa & ~_REGION_ENTRY_ORIGIN:
+            raise ValueError(f"table {table_pa:#x} is not 4K-aligned")
+        return REGION.build(origin=table_pa >> REGION.masks["origin"][0]) | _POPULATE[linux]
+
+    @staticmethod
+    def vm_page_prot(prot: Prot) -> int:
+        """The PAGE_* protection a VMA with ``prot`` has (arch/s390/mm/mmap.c protection_map)."""
+        if prot.protnone:
+            return PAGE_NONE
+        if prot.write:
+            return PAGE_RWX if prot.exec else PAGE_RW
+        return PAGE_RX if prot.exec else PAGE_RO
+
+    # pte_mk*() of asm/pgtable.h, on raw values
+    @staticmethod
+    def pte_mkyoung(pte: int) -> int:
+        pte |= _PAGE_YOUNG
+        return pte & ~_PAGE_INVALID if pte & _PAGE_READ else pte
+
+    @staticmethod
+    def pte_mkold(pte: int) -> int:
+        return (pte & ~_PAGE_YOUNG) | _PAGE_INVALID
+
+    @staticmethod
+    def pte_mkdirty(pte: int) -> int:
+        pte |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+        return pte & ~_PAGE_PROTECT if pte & _PAGE_WRITE else pte
+
+    def mk_pte_phys(self, physpage: int, pgprot: int) -> int:
+        """``mk_pte_phys()``: physpage | pgprot, _PAGE_NOEXEC dropped without NX, then pte_mkyoung."""
+        pte = physpage | pgprot
+        if not self.machine_has_nx:
+            pte &= ~_PAGE_NOEXEC
+        return self.pte_mkyoung(pte)
+
+    def pfn_pte(self, pfn: int, prot: Prot) -> int:
+        """``pfn_pte(pfn, vm_page_prot)`` then pte_mkold/pte_mkdirty/pte_mkspecial as ``prot`` says."""
+        if prot.devmap:
+            raise ValueError("s390 has no devmap PTEs (no CONFIG_ARCH_HAS_PTE_DEVMAP)")
+        pte = self.mk_pte_phys(pfn << PAGE_SHIFT, self.vm_page_prot(prot))
+        if not prot.young:
+            pte = self.pte_mkold(pte)
+        if prot.dirty:
+            pte = self.pte_mkdirty(pte)
+        if prot.special:
+            pte |= _PAGE_SPECIAL  # pte_mkspecial()
+        return pte
+
+    @staticmethod
+    def massage_pgprot_pmd(pgprot: int) -> int:
+        """``massage_pgprot_pmd()``: PAGE_NONE/RO/RX/RW/RWX -> SEGMENT_NONE/RO/RX/RW/RWX."""
+        return {PAGE_NONE: SEGMENT_NONE, PAGE_RO: SEGMENT_RO, PAGE_RX: SEGMENT_RX, PAGE_RW: SEGMENT_RW}.get(
+            pgprot, SEGMENT_RWX
+        )
+
+    def pfn_pmd(self, pfn: int, prot: Prot) -> int:
+        """A THP leaf: ``pmd_mkhuge(pfn_pmd(pfn, vm_page_prot))`` (mk_pmd_phys + LARGE|YOUNG|PROTECT)
+        then pmd_mkyoung/pmd_mkold and pmd_mkdirty.  pmd_mkspecial() is a no-op on s390 v6.12
+        (no ARCH_SUPPORTS_PMD_PFNMAP)."""
+        if prot.devmap:
+            raise ValueError("s390 has no devmap PMDs (no CONFIG_ARCH_HAS_PTE_DEVMAP)")
+        pa = pfn << PAGE_SHIFT
+        if pa & ~_SEGMENT_ENTRY_ORIGIN_LARGE:
+            raise ValueError(f"pfn {pfn:#x} is not aligned for a 1 MB segment")
+        pmd = pa + self.massage_pgprot_pmd(self.vm_page_prot(prot))  # mk_pmd_phys()
+        pmd |= _SEGMENT_ENTRY_LARGE | _SEGMENT_ENTRY_YOUNG | _SEGMENT_ENTRY_PROTECT  # pmd_mkhuge()
+        if prot.young:  # pmd_mkyoung()
+            pmd = pmd & ~_SEGMENT_ENTRY_INVALID if pmd & _SEGMENT_ENTRY_READ else pmd
+        else:  # pmd_mkold()
+            pmd = (pmd & ~_SEGMENT_ENTRY_YOUNG) | _SEGMENT_ENTRY_INVALID
+        if prot.dirty:  # pmd_mkdirty()
+            pmd |= _SEGMENT_ENTRY_DIRTY | _SEGMENT_ENTRY_SOFT_DIRTY
+            if pmd & _SEGMENT_ENTRY_WRITE:
+                pmd &= ~_SEGMENT_ENTRY_PROTECT
+        if not self.machine_has_nx:  # set_pmd_at()
+            pmd &= ~_SEGMENT_ENTRY_NOEXEC
+        return pmd
+
+    def pte_to_rste(self, pte: int) -> int:
+        """``__pte_to_rste()`` (arch/s390/mm/hugetlbpage.c): a huge PTE-format value to the
+        segment/region-third entry bits."""
+        if not self.pte_present(pte):
+            return _SEGMENT_ENTRY_EMPTY
+        rste = pte & PAGE_MASK
+        rste |= move_set_bit(pte, _PAGE_READ, _SEGMENT_ENTRY_READ)
+        rste |= move_set_bit(pte, _PAGE_WRITE, _SEGMENT_ENTRY_WRITE)
+        rste |= move_set_bit(pte, _PAGE_INVALID, _SEGMENT_ENTRY_INVALID)
+        rste |= move_set_bit(pte, _PAGE_PROTECT, _SEGMENT_ENTRY_PROTECT)
+        rste |= move_set_bit(pte, _PAGE_DIRTY, _SEGMENT_ENTRY_DIRTY)
+        rste |= move_set_bit(pte, _PAGE_YOUNG, _SEGMENT_ENTRY_YOUNG)
+        rste |= move_set_bit(pte, _PAGE_SOFT_DIRTY, _SEGMENT_ENTRY_SOFT_DIRTY)
+        rste |= move_set_bit(pte, _PAGE_NOEXEC, _SEGMENT_ENTRY_NOEXEC)
+        return rste
+
+    def pfn_pud(self, pfn: int, prot: Prot) -> int:
+        """A 2 GB leaf as hugetlb writes it (v6.12 s390 has no pfn_pud/THP PUDs):
+        ``set_huge_pte_at(make_huge_pte())`` = ``__pte_to_rste(pte_mkhuge(pfn_pte()))`` |
+        _REGION_ENTRY_TYPE_R3 | _REGION3_ENTRY_LARGE (__set_huge_pte_at)."""
+        if prot.devmap:
+            raise ValueError("s390 has no devmap PUDs (no CONFIG_ARCH_HAS_PTE_DEVMAP)")
+        pa = pfn << PAGE_SHIFT
+        if pa & ~_REGION3_ENTRY_ORIGIN_LARGE:
+            raise ValueError(f"pfn {pfn:#x} is not aligned for a 2 GB region")
+        pte = self.pfn_pte(pfn, Prot(write=prot.write, exec=prot.exec, young=prot.young, dirty=prot.dirty,
+                                     protnone=prot.protnone)) | _PAGE_LARGE
+        rste = self.pte_to_rste(pte)
+        if not self.machine_has_nx:
+            rste &= ~_SEGMENT_ENTRY_NOEXEC
+        return rste | _REGION_ENTRY_TYPE_R3 | _REGION3_ENTRY_LARGE
+
+    def mk_bad(self, linux: str, val: int) -> int:
+        """A table entry that ``pXd_bad()`` rejects but DAT still follows: a bit outside
+        _REGION_ENTRY_BITS / _SEGMENT_ENTRY_BITS that translation does not use in that entry --
+        bit 59 of a region-first/-second entry (the common-region bit belongs to region-third
+        entries only), bit 55 of a region-third or segment entry with FC=0 (instruction-execution
+        protection exists only in the FC=1 forms)."""
+        if linux in ("pgd", "p4d"):
+            return val | REGION.mask("cr")
+        if linux == "pud":
+            return val | REGION.mask("unassigned_55")
+        if linux == "pmd":
+            return val | SEGMENT.mask("unassigned_55")
+        raise ValueError(f"no {linux}_bad on s390")
+
+    # -- decoding for people -----------------------------------------------------------------------
+    def entry_format(self, linux: str, val: int) -> EntryFormat:
+        """The format an entry has, by its own bits: at ``pte`` level a PTE or swap PTE; above,
+        the TT bits choose a region or segment form and FC its large form."""
+        if linux == "pte":
+            return SWAP if not self.pte_present(val) and self.pte_swap(val) else PTE
+        tt = _tt(val)
+        if tt == TT_SEGMENT:
+            return SEGMENT_LARGE if val & _SEGMENT_ENTRY_LARGE else SEGMENT
+        if tt == TT_REGION3 and val & _REGION3_ENTRY_LARGE:
+            return REGION3_LARGE
+        return REGION
+
+    def decode(self, linux: str, val: int) -> dict[str, int]:
+        fmt = self.entry_format(linux, val)
+        return {"format": fmt.name, **fmt.parse(val)}  # type: ignore[dict-item]
+
+
+OPS_CLASS = S390x
