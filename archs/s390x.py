@@ -38,7 +38,7 @@ from __future__ import annotations
 import construct as cs
 
 from .base import U64, EntryFormat, HwLevel, PagingConfig
-from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
+from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, Reader, SwpEntry
 
 ARCH = "s390x"
 PAGE_SHIFT = 12
@@ -415,7 +415,7 @@ class S390x(LinuxPgtable):
     def pud_folded(pud: int) -> bool:
         return (pud & _REGION_ENTRY_TYPE_MASK) < _REGION_ENTRY_TYPE_R3
 
-    def pgd_offset(self, pgd_base: int, addr: int, read) -> int:  # type: ignore[no-untyped-def]
+    def pgd_offset(self, pgd_base: int, addr: int, read: Reader) -> int:
         """``pgd_offset_raw()``: the shift comes from the table type of the FIRST top-level entry:
         ``((rste & _REGION_ENTRY_TYPE_MASK) >> 2) * 11 + 20``."""
         rste = read(pgd_base)
