@@ -16,7 +16,7 @@ from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from emu.errors import AddressError, ConfigError
 from emu.machines.base import FETCH, READ, WRITE, Access, Fault, ProbeError, Translation
-from emu.machines.x86_64 import CHUNK, GUEST_CODE, GUEST_LABELS, X86_64Machine
+from emu.machines.x86_64 import CHUNK, GUEST_CODE, GUEST_LABELS, GUEST_USER_CODE, X86_64Machine
 from emu.memory import TAG, FrameAllocator, PhysicalMemory
 
 # Raw entry bits (SDM vol. 3 §4.5).
@@ -129,12 +129,8 @@ def test_guest_code_is_what_the_labels_say() -> None:
     assert insn("p_write.store") == "mov qword ptr [rbx], rax"
     assert insn("p_fetch") == "jmp rbx"
     assert insn("calib") == "mov ds, eax"  # capstone spells 8e d8 with eax
-    loop = [
-        f"{i.mnemonic} {i.op_str}"
-        for i in cs.disasm(
-            GUEST_CODE[GUEST_LABELS["b_read"] : GUEST_LABELS["b_read.end"]], GUEST_LABELS["b_read"]
-        )
-    ]
+    start = GUEST_LABELS["b_read"]
+    loop = [f"{i.mnemonic} {i.op_str}".strip() for i in cs.disasm(GUEST_CODE[start : start + 32], start, 8)]
     assert loop == [
         "mov rcx, r10",
         "mov rbx, qword ptr [rsi + rcx*8]",
@@ -143,7 +139,14 @@ def test_guest_code_is_what_the_labels_say() -> None:
         "inc rcx",
         "cmp rcx, rdx",
         f"jb {GUEST_LABELS['b_read.loop']:#x}",
+        "hlt",  # a CPL-0 run ends with HLT ...
     ]
+    # ... a CPL-3 run (the user page's copy, same labels) with SYSCALL, caught by a hook.
+    user_end = GUEST_LABELS["b_read.end"]
+    assert next(cs.disasm(GUEST_USER_CODE[user_end : user_end + 2], user_end)).mnemonic == "syscall"
+    for name, off in GUEST_LABELS.items():
+        if name.endswith(".end"):
+            assert GUEST_CODE[off] == 0xF4 and GUEST_USER_CODE[off : off + 2] == b"\x0f\x05", name
     assert insn("b_fetch.jump") == "jmp rbx"
     assert insn("b_fetch.after") == "mov rax, qword ptr [r8]"
 

@@ -43,6 +43,12 @@ How the oracle is made to work on Unicorn 2.1.4 (see ``/work/shared/ORACLE-NOTES
 * Unicorn's own ``emu_start(timeout=...)`` starts and joins a timer thread per call (measured
   ~120 µs per ``emu_start`` on this machine: 8k probes/s at best), so runs are guarded by one
   watchdog thread per machine instead, which calls ``uc_emu_stop`` exactly as Unicorn's timer does.
+* Runs end with HLT (CPL 0) or SYSCALL (CPL 3, stopped by a ``UC_HOOK_INSN`` hook), not at an
+  ``until`` address: Unicorn re-translates the code around ``until`` after every run, and a
+  translation costs a scan of the whole softmmu TLB, which large batches grow (measured: a probe
+  went from 7 to 20 µs).  ``until`` is a non-canonical address that is never reached.
+* ``probe_many`` overlaps emulation (a driver thread; ``uc_emu_start`` releases the GIL) with
+  building the result objects, which costs about as much as the emulation itself.
 
 Writes are probed as "load, then store the loaded value back" (needs W, leaves memory unchanged).
 QEMU performs the load first, so a page that cannot even be read would report a *read* error
@@ -70,6 +76,7 @@ from unicorn import (
     UC_CTL_IO_WRITE,
     UC_CTL_TLB_FLUSH,
     UC_HOOK_CODE,
+    UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_MODE_64,
     UC_PROT_ALL,
@@ -168,6 +175,7 @@ _PER_ADDRESS_BUDGET_US = 200  # batch chunk time limit: timeout_us + n * this
 class _Code:
     """Machine code with labels: the same bytes go on the kernel and the user code page."""
 
+    user: bool  # the copy for the user code page
     buf: bytearray = field(default_factory=bytearray)
     labels: dict[str, int] = field(default_factory=dict)
 
@@ -188,6 +196,21 @@ class _Code:
             raise ValueError("jb out of range")
         self.buf += bytes([0x72, rel & 0xFF])
 
+    def leave(self, name: str) -> None:
+        """End snippet ``name`` at label ``name.end``: HLT at CPL 0, SYSCALL at CPL 3.
+
+        Runs do not end at an ``until`` address: after every run Unicorn invalidates the TBs
+        around ``until - 1`` (including every zero-size "exit" TB whose ``pc - 1`` lies there),
+        and regenerating a TB scans the whole, dynamically grown softmmu TLB
+        (``tlb_reset_dirty_by_vaddr`` in ``tb_gen_code``): measured 4 µs -> 17 µs per probe
+        after large batches.  HLT at CPL 0 ends ``uc_emu_start`` by itself (EXCP_HLT); at
+        CPL 3 HLT would be #GP, and Unicorn's SYSCALL is a no-op that calls ``UC_HOOK_INSN``
+        hooks, so the machine's syscall hook stops the run.  ``until`` is non-canonical
+        (``_NEVER``): never reached, and its invalidation finds no page (#GP, ignored).
+        """
+        self.label(name + ".end")
+        self.emit("0f05" if self.user else "f490")  # syscall / hlt; nop
+
 
 _I = {
     "sysretq": "480f07",
@@ -207,8 +230,8 @@ _I = {
 }
 
 
-def _build_code() -> _Code:
-    c = _Code()
+def _build_code(user: bool) -> _Code:
+    c = _Code(user)
     # 0x000: kernel stub: enter CPL 3 at RCX (user code page) with RFLAGS = R11.
     c.label("stub")
     c.emit(_I["sysretq"])
@@ -217,31 +240,31 @@ def _build_code() -> _Code:
     c.label("p_read")
     c.label("p_read.access")
     c.emit(_I["mov rax,[rbx]"])
-    c.label("p_read.end")
+    c.leave("p_read")
     c.at(0x040)
     c.label("p_write")
     c.label("p_write.load")
     c.emit(_I["mov rax,[r8]"])
     c.label("p_write.store")
     c.emit(_I["mov [rbx],rax"])
-    c.label("p_write.end")
+    c.leave("p_write")
     c.at(0x060)
     c.label("p_store")
     c.label("p_store.store")
     c.emit(_I["mov [rbx],rax"])
-    c.label("p_store.end")
+    c.leave("p_store")
     c.at(0x080)
     c.label("p_fetch")
     c.emit(_I["jmp rbx"])
-    c.label("p_fetch.end")
+    c.leave("p_fetch")
     c.at(0x0A0)
     c.label("p_user")  # reach CPL 3 and stop (for uc_vmem_translate at user privilege)
     c.emit(_I["nop"])
-    c.label("p_user.end")
+    c.leave("p_user")
     c.at(0x0C0)
     c.label("calib")
     c.emit(_I["mov ds,ax"])
-    c.label("calib.end")
+    c.leave("calib")
     # Batch loops: rsi = address table, rdi = result table, r10 = first index, rdx = end index.
     c.at(0x100)
     c.label("b_read")
@@ -254,7 +277,7 @@ def _build_code() -> _Code:
     c.emit(_I["inc rcx"])
     c.emit(_I["cmp rcx,rdx"])
     c.jb("b_read.loop")
-    c.label("b_read.end")
+    c.leave("b_read")
     c.at(0x140)
     c.label("b_write")
     c.emit(_I["mov rcx,r10"])
@@ -269,7 +292,7 @@ def _build_code() -> _Code:
     c.emit(_I["inc rcx"])
     c.emit(_I["cmp rcx,rdx"])
     c.jb("b_write.loop")
-    c.label("b_write.end")
+    c.leave("b_write")
     c.at(0x180)
     c.label("b_fetch")
     c.emit(_I["mov rcx,r10"])
@@ -286,14 +309,18 @@ def _build_code() -> _Code:
     c.emit(_I["inc rcx"])
     c.emit(_I["cmp rcx,rdx"])
     c.jb("b_fetch.loop")
-    c.label("b_fetch.end")
-    c.emit("f4")
+    c.leave("b_fetch")
+    c.at(_PAGE)  # HLT padding
     return c
 
 
-_CODE = _build_code()
-GUEST_CODE = bytes(_CODE.buf)  # exported for the tests' disassembly check
-GUEST_LABELS = dict(_CODE.labels)
+_KCODE = _build_code(user=False)
+_UCODE = _build_code(user=True)
+GUEST_CODE = bytes(_KCODE.buf)  # the kernel copy, exported for the tests' disassembly check
+GUEST_USER_CODE = bytes(_UCODE.buf)
+GUEST_LABELS = dict(_KCODE.labels)  # the same on both pages
+assert GUEST_LABELS == _UCODE.labels
+_NEVER = 0x8000_0000_0000_0000  # the ``until`` of snippet runs: non-canonical, never reached
 
 # Private foreign-function objects (the binding's shared ``uclib`` prototypes are left untouched).
 # PYFUNCTYPE: these short calls keep the GIL.  Only ``uc_emu_start`` releases it, so the batch
@@ -485,6 +512,7 @@ class X86_64Machine:
         self._batch_next = 0
         self._batch_stop: str | None = None
         self._hook_error: str | None = None
+        self._ended = False
         self._expect_va = 0
         self._calib_blob = b""
         self._rbuf = ctypes.c_uint64()
@@ -497,6 +525,7 @@ class X86_64Machine:
         self._err_cell: ctypes.c_int32 | None = None
         self._old_cell: ctypes.c_int32 | None = None
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         # Covers every address below the slot: any fetch target (the slot itself is never probed).
         uc.hook_add(UC_HOOK_CODE, self._on_code, begin=0, end=self._slot_base - 1)
 
@@ -555,15 +584,16 @@ class X86_64Machine:
         return self._slot_base + page_index * _PAGE + offset
 
     def _install_code(self) -> None:
-        for index in (_PG_KCODE, _PG_UCODE):
+        for index, code in ((_PG_KCODE, _KCODE), (_PG_UCODE, _UCODE)):
             pa = self._frames[index]
-            self.ram.buf[pa : pa + len(GUEST_CODE)] = GUEST_CODE
+            self.ram.buf[pa : pa + _PAGE] = code.buf
         # The user page has no business with SYSRETQ: a HLT stands where the stub is.
         ucode = self._frames[_PG_UCODE]
         self.ram.buf[ucode : ucode + 3] = b"\xf4\xf4\xf4"
-        labels = GUEST_LABELS
+        labels = GUEST_LABELS  # the same offsets on both code pages
         self._kcode = self._va(_PG_KCODE)
         self._ucode = self._va(_PG_UCODE)
+        self._user_ends = {self._ucode + off for name, off in labels.items() if name.endswith(".end")}
         self._dummy = self._va(_PG_DUMMY)
         acts: dict[int, int] = {}
         for base in (self._kcode, self._ucode):
@@ -637,22 +667,31 @@ class X86_64Machine:
         self._wbuf.value = value
         _reg_write(self._h, reg, self._wbuf_ref)
 
-    def _start(self, label: str, user: bool, regs: dict[int, int]) -> tuple[int, int]:
-        """Restore the pre-fault state, flush the TLB, load registers; return (begin, until)."""
+    def _start(self, label: str, user: bool, regs: dict[int, int]) -> tuple[int, int | None]:
+        """Restore the pre-fault state, flush the TLB, load registers.
+
+        Returns ``begin`` and the RIP a CPL-0 run ends at (after its HLT); None for a CPL-3 run,
+        which the syscall hook ends (``self._ended``).
+        """
         _context_restore(self._h, self._base.context)
         self.flush_tlb()
         for reg, value in regs.items():
             self._rw(reg, value)
-        off, end = GUEST_LABELS[label], GUEST_LABELS[label + ".end"]
+        off = GUEST_LABELS[label]
         if user:
             self._rw(X.UC_X86_REG_RCX, self._ucode + off)
             self._rw(X.UC_X86_REG_R11, _USER_RFLAGS)
-            return self._kcode + GUEST_LABELS["stub"], self._ucode + end
-        return self._kcode + off, self._kcode + end
+            return self._kcode + GUEST_LABELS["stub"], None
+        return self._kcode + off, self._kcode + GUEST_LABELS[label + ".end"] + 1
 
-    def _emu(self, begin: int, until: int, budget_us: float) -> str | None:
-        """One ``emu_start``; None if it ran to ``until``, else why it did not."""
+    def _emu(self, begin: int, done_rip: int | None, budget_us: float, until: int = _NEVER) -> str | None:
+        """One ``emu_start``; None if the run ended where it should, else why it did not.
+
+        A run has ended properly if RIP is ``done_rip`` (CPL 0: after the final HLT; run_code:
+        its ``until``) or, for ``done_rip`` None, if the syscall hook saw the final SYSCALL.
+        """
         self._hook_error = None
+        self._ended = False
         gen = self._watchdog.arm(budget_us)
         try:
             self._uc.emu_start(begin, until)
@@ -664,15 +703,22 @@ class X86_64Machine:
         finally:
             fired = self._watchdog.disarm(gen)
         rip = self._rr(X.UC_X86_REG_RIP)
-        if fired and not (error is None and self._hook_error is None and rip == until):
+        ended = self._ended if done_rip is None else rip == done_rip
+        if fired and not (error is None and self._hook_error is None and ended):
             return f"timeout: the guest run did not finish within {budget_us:.0f} µs"
         if error is not None:
             return error
         if self._hook_error is not None:
             return self._hook_error
-        if rip != until:
-            return f"the guest stopped at RIP {rip:#x} instead of {until:#x}"
+        if not ended:
+            return f"the guest stopped at RIP {rip:#x} before the end of its code"
         return None
+
+    def _on_syscall(self, uc: Uc, _data: Any) -> None:
+        """The final SYSCALL of a CPL-3 snippet (Unicorn's SYSCALL only calls this hook)."""
+        if self._rr(X.UC_X86_REG_RIP) in self._user_ends:
+            self._ended = True
+            uc.emu_stop()
 
     def _fault_state(self, patch: bool) -> tuple[int, int]:
         """(error code, CR2) of the exception being handled; clear "exception in flight" if patch.
@@ -775,11 +821,11 @@ class X86_64Machine:
         self._mode = _M_CALIB
         try:
             for marker in _MARKERS:
-                begin, until = self._start("calib", False, {X.UC_X86_REG_RAX: marker})
+                begin, done = self._start("calib", False, {X.UC_X86_REG_RAX: marker})
                 before = bytes(self._uc.context_save())
                 self._run = _Run()
                 self._calib_blob = b""
-                reason = self._emu(begin, until, self.timeout_us)
+                reason = self._emu(begin, done, self.timeout_us)
                 if not self._run.faults or self._run.faults[0][0] != 13:
                     raise EmulatorError(
                         f"x86-64 start-up: the #GP marker did not raise #GP (faults {self._run.faults}, "
@@ -829,8 +875,8 @@ class X86_64Machine:
         """
         prot = {"read": UC_PROT_READ, "write": UC_PROT_WRITE, "fetch": UC_PROT_EXEC}[kind]
         if user:  # uc_vmem_translate uses the current CPL's MMU index: get to CPL 3 first
-            begin, until = self._start("p_user", True, {})
-            if self._emu(begin, until, self.timeout_us) is not None:
+            begin, done = self._start("p_user", True, {})
+            if self._emu(begin, done, self.timeout_us) is not None:
                 return [None] * len(vas)
         else:
             _context_restore(self._h, self._base.context)
@@ -910,10 +956,10 @@ class X86_64Machine:
             self._mode = _M_IDLE
 
     def _single(self, label: str, user: bool, regs: dict[int, int], mode: int) -> tuple[str | None, _Run]:
-        begin, until = self._start(label, user, regs)
+        begin, done = self._start(label, user, regs)
         self._run = run = _Run()
         self._mode = mode
-        reason = self._emu(begin, until, self.timeout_us)
+        reason = self._emu(begin, done, self.timeout_us)
         self._mode = _M_IDLE
         if run.faults or run.fetched:
             reason = None  # stopped on purpose by a hook
@@ -1073,11 +1119,11 @@ class X86_64Machine:
                 X.UC_X86_REG_R10: start,
                 X.UC_X86_REG_RDX: n,
             }
-            begin, until = self._start(label, user, regs)
+            begin, done = self._start(label, user, regs)
             self._mode = _M_BATCH
             self._batch_stop = None
             try:
-                reason = self._emu(begin, until, self.timeout_us + (n - start) * _PER_ADDRESS_BUDGET_US)
+                reason = self._emu(begin, done, self.timeout_us + (n - start) * _PER_ADDRESS_BUDGET_US)
             finally:
                 self._mode = _M_IDLE
             if reason is None:
@@ -1086,7 +1132,7 @@ class X86_64Machine:
             idx = self._rr(X.UC_X86_REG_RCX)
             rip = self._rr(X.UC_X86_REG_RIP)
             if reason.startswith("timeout"):
-                if rip == until and idx == n:
+                if idx == n:
                     break  # it finished just as the watchdog fired
                 # Slow is not hung: the per-address probe (its own time limit) decides this one.
                 idx = idx if start <= idx < n else start
@@ -1195,7 +1241,8 @@ class X86_64Machine:
         self._run = run = _Run()
         self._mode = _M_RUN
         try:
-            reason = self._emu(begin, start + len(code), self.timeout_us)
+            end = start + len(code)
+            reason = self._emu(begin, end, self.timeout_us, until=end)
         finally:
             self._mode = _M_IDLE
         if run.faults:
