@@ -454,6 +454,30 @@ def test_write_probe_leaves_memory_unchanged(m4: tuple[X86_64Machine, Tables]) -
     assert not t.get(0x71_0000, 1) & D
 
 
+@pytest.mark.parametrize("levels", [4, 5])
+def test_fetch_of_odd_instructions(levels: int) -> None:
+    """Invalid opcodes, over-long instructions and instructions that straddle the page end (into a
+    page that is not present, or beyond the canonical lower half) are fetched, not executed."""
+    machine, t = make(levels)
+    pa = data_frame(t, tag=False)
+    t.ram.write(pa, b"\x0f\x0b" + b"\xff\xff" + b"\x66" * 16 + b"\x90")  # ud2, invalid, 17 bytes
+    t.map(0x1000, pa, P | RW | US)
+    vas = [0x1000, 0x1002, 0x1004]
+    want = [Translation(pa + v - 0x1000, "vmem") for v in vas]
+    for access in (FETCH, U_FETCH):
+        assert [machine.probe(v, access) for v in vas] == want
+        assert machine.probe_many(vas, access) == want
+    top = (1 << (47 if levels == 4 else 56)) - 0x1000  # the last page of the lower half
+    pa2 = data_frame(t, tag=False)
+    t.ram.write(pa2 + 0xFFE, b"\x48\xb8")  # movabs rax, imm64: 8 bytes beyond the page
+    t.map(top, pa2, P | RW | US)
+    assert machine.probe(top + 0xFFE, FETCH) == Translation(pa2 + 0xFFE, "vmem")
+    assert machine.probe_many([top + 0xFFE, top + 0xFFF], FETCH) == [
+        Translation(pa2 + 0xFFE, "vmem"),
+        Translation(pa2 + 0xFFF, "vmem"),
+    ]
+
+
 def test_fetch_never_executes_the_target(m4: tuple[X86_64Machine, Tables]) -> None:
     machine, t = m4
     victim = data_frame(t)

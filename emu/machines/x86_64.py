@@ -486,6 +486,7 @@ class X86_64Machine:
         # The slot's VA: index 511 at the top level, sign-extended (SDM vol. 3 §4.5: canonical).
         top_shift = 39 if levels == 4 else 48
         self._slot_base = (_U64 << (top_shift + 9) | (self.MACHINE_SLOT << top_shift)) & _U64
+        self._va_bits_1 = top_shift + 8  # 47 / 56: bits 63..this are equal in a canonical VA
         self._root: int | None = None
 
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
@@ -714,6 +715,22 @@ class X86_64Machine:
             return f"the guest stopped at RIP {rip:#x} before the end of its code"
         return None
 
+    def _decode_fault(self, intno: int, cr2: int, va: int) -> bool:
+        """True if an exception at fetch target ``va`` came from decoding past va's page.
+
+        QEMU translates va's page for execution (the fetch under test) before it decodes, so an
+        exception raised there after that means the fetch itself succeeded: a #PF on the *next*
+        page (the instruction straddles the page end), or a #GP at a canonical ``va`` (in 64-bit
+        mode a fetch #GP only comes from a non-canonical address: here the straddled bytes lie
+        beyond the top of the lower half, SDM vol. 3 §6.15 "Interrupt 13").
+        """
+        if intno == _VEC_PF:
+            return cr2 >> 12 != va >> 12
+        if intno == 13:
+            top = va >> self._va_bits_1
+            return top == 0 or top == (1 << (64 - self._va_bits_1)) - 1
+        return False
+
     def _on_syscall(self, uc: Uc, _data: Any) -> None:
         """The final SYSCALL of a CPL-3 snippet (Unicorn's SYSCALL only calls this hook)."""
         if self._rr(X.UC_X86_REG_RIP) in self._user_ends:
@@ -752,13 +769,7 @@ class X86_64Machine:
             self._run.faults.append((intno, 0, self._rr(X.UC_X86_REG_CR2), rip))
         else:
             code, cr2 = self._fault_state(patch=False)
-            if (
-                mode == _M_PROBE_FETCH
-                and intno == _VEC_PF
-                and rip == self._expect_va
-                and cr2 >> 12 != rip >> 12
-            ):
-                # Decoding the instruction at va needed the next page; va's own page was fetched.
+            if mode == _M_PROBE_FETCH and rip == self._expect_va and self._decode_fault(intno, cr2, rip):
                 self._run.fetched = True
             else:
                 self._run.faults.append((intno, code, cr2, rip))
@@ -781,7 +792,7 @@ class X86_64Machine:
             self._rw(X.UC_X86_REG_R8, self._dummy)
         elif self._batch_after and rip < self._slot_base and rip == self._rr(X.UC_X86_REG_RBX):
             # A fetch at va faulted -- or decoding at va crossed into a page that faulted.
-            if intno == _VEC_PF and cr2 >> 12 != rip >> 12:
+            if self._decode_fault(intno, cr2, rip):
                 self._rw(X.UC_X86_REG_RIP, self._batch_after)
             else:
                 rec.final[idx] = (intno, code, cr2)
