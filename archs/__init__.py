@@ -11,7 +11,7 @@ import importlib
 from .base import PagingConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable
 
-ARCHES = {"x86_64": "archs.x86_64", "s390x": "archs.s390x"}
+ARCHES = {"x86_64": "archs.x86_64", "arm64": "archs.arm64", "s390x": "archs.s390x"}
 ALIASES = {"x86-64": "x86_64", "amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "s390": "s390x"}
 
 

@@ -19,9 +19,15 @@ from .mm import MM
 
 
 class Oracle:
-    """Base adapter: subclasses set ``self.machine`` and implement :meth:`attach`."""
+    """Base adapter: subclasses set ``self.machine`` and implement :meth:`attach`.
+
+    ``half`` says which half of the address space the scenario's addresses lie in (``"low"``, or
+    ``"high"`` where the configuration lists it in ``config.extra["halves"]``, as arm64's TTBR1);
+    the scenario sets it before the first :meth:`attach`.
+    """
 
     machine: Any
+    half: str = "low"
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         self.ops = ops
@@ -119,8 +125,39 @@ class S390xOracle(Oracle):
         return None
 
 
+class Arm64Oracle(Oracle):
+    """arm64: an :class:`~emu.machines.arm64.Arm64Machine` with the configuration's granule and
+    VA size (TCR_EL1.TG0/TG1, T0SZ = T1SZ = 64 - va_bits); ``mm->pgd`` goes into TTBR0_EL1 for
+    the low half or TTBR1_EL1 for the high half, and the other half is disabled (TCR_EL1.EPD0/
+    EPD1), so an address in the wrong half faults instead of translating.  The probes are
+    ``AT S1E1R``/``S1E1W``/``S1E0R``/``S1E0W`` run at EL3 with its MMU off, so the machine
+    reserves no virtual range.  Faults name their level (PAR_EL1.FST), reported as ``L0``..``L3``.
+    """
+
+    def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
+        super().__init__(ops, ram, alloc)
+        from .machines.arm64 import Arm64Machine
+
+        self.machine = Arm64Machine(ram, alloc, granule=ops.PAGE_SIZE, va_bits=ops.config.va_bits)
+
+    def attach(self, mm: MM) -> None:
+        if self.half == "high":
+            self.machine.set_roots(None, mm.pgd)
+        else:
+            self.machine.set_roots(mm.pgd, None)
+
+    def fault_hw_level(self, fault: Fault) -> str | None:
+        return None if fault.level is None else f"L{fault.level}"
+
+    def close(self) -> None:
+        if self.machine is not None:
+            self.machine.close()
+        super().close()
+
+
 ORACLES: dict[str, Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Oracle]] = {
     "x86_64": X86_64Oracle,
+    "arm64": Arm64Oracle,
     "s390x": S390xOracle,
 }
 

@@ -47,10 +47,16 @@ class Scenario:
     cases: list[Case] = field(default_factory=list)
     omitted: list[str] = field(default_factory=list)
     oracle: Any = None
+    half: str = "low"
 
     @property
     def config(self) -> str:
-        return self.ops.config.key
+        """The configuration key; for the high half of a configuration with two halves (arm64's
+        TTBR1) the key plus the half's label, e.g. ``arm64:4k:48:ttbr1``."""
+        if self.half == "low":
+            return self.ops.config.key
+        label = self.ops.config.extra.get("half_labels", {}).get(self.half, self.half)
+        return f"{self.ops.config.key}:{label}"
 
     def add(self, name: str, addr: int, vma: VMA) -> None:
         self.cases.append(Case(name, addr, vma))
@@ -65,6 +71,19 @@ class Scenario:
 
 def _align(x: int, a: int) -> int:
     return (x + a - 1) // a * a
+
+
+def halves(ops: LinuxPgtable) -> tuple[str, ...]:
+    """The halves of the address space a configuration translates: ``("low",)``, or
+    ``("low", "high")`` where ``config.extra["halves"]`` says so (arm64: TTBR0_EL1 and TTBR1_EL1)."""
+    return tuple(ops.config.extra.get("halves", ("low",)))
+
+
+def half_base(ops: LinuxPgtable, half: str) -> int:
+    """The first virtual address of ``half``: 0, or for the high half 2**64 - 2**va_bits."""
+    if half not in halves(ops):
+        raise MemoryLayoutError(f"{ops.config.key} has no {half!r} half; it has {', '.join(halves(ops))}")
+    return 0 if half == "low" else (1 << 64) - (1 << ops.config.va_bits)
 
 
 def ram_size_for(ops: LinuxPgtable) -> int:
@@ -90,15 +109,19 @@ def new_address_space(
     return ram, alloc, memmap, mm, PageTableBuilder(mm)
 
 
-def build_default(ops: LinuxPgtable, *, with_oracle: bool = True) -> Scenario:
+def build_default(ops: LinuxPgtable, *, with_oracle: bool = True, half: str = "low") -> Scenario:
     """Build the default scenario for ``ops.config`` (see README: the case list), with the MMU
-    oracle attached unless ``with_oracle`` is False (walk-only use)."""
+    oracle attached unless ``with_oracle`` is False (walk-only use).  ``half="high"`` (where
+    :func:`halves` lists it) puts every VMA in the high half, walked from the same ``mm->pgd``
+    and probed through the high half's root (arm64: TTBR1_EL1)."""
+    base = half_base(ops, half)
     ram, alloc, memmap, mm, b = new_address_space(ops, reserved_low=getattr(ops, "RESERVED_LOW", 0))
-    sc = Scenario(ops, ram, alloc, memmap, mm, b)
+    sc = Scenario(ops, ram, alloc, memmap, mm, b, half=half)
     if with_oracle:
         from .oracle import make_oracle
 
         sc.oracle = make_oracle(ops, ram, alloc)
+        sc.oracle.half = half
         b.reserved = sc.oracle.reserved_va()
     P, M = ops.PAGE_SIZE, ops.PMD_SIZE
     has_pud_leaf = not ops.folded("pud") and ops.config.leaf_size("pud") is not None
@@ -108,7 +131,7 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True) -> Scenario:
     rw = Prot()
 
     # -- the anonymous VMA: several top-level entries, so every level has none entries -----------
-    anon_start = max(top_span, big)
+    anon_start = base + max(top_span, big)
     anon_size = _align(max(4 * top_span, 16 * big), top_span)
     anon = mm.add_vma(VMA(anon_start, anon_start + anon_size, ANON_FLAGS, name="anon"))
     cursor = anon_start
@@ -124,10 +147,10 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True) -> Scenario:
     ptes = take(M, M)
     f0 = b.alloc_folio(0)
     b.map_folio(ptes, f0, rw)
-    sc.add("4K page, order-0 folio", ptes + 0x10, anon)
+    sc.add(f"{P >> 10}K page, order-0 folio", ptes + 0x10, anon)
     f4 = b.alloc_folio(4)
     b.map_folio(ptes + 16 * P, f4, rw)
-    sc.add("4K page 5 of an order-4 folio", ptes + 21 * P + 0x238, anon)
+    sc.add(f"{P >> 10}K page 5 of an order-4 folio", ptes + 21 * P + 0x238, anon)
     b.map_pfn(ptes + 40 * P, "pte", mm.my_zero_pfn(ptes + 40 * P), Prot(write=False, special=True))
     sc.add("shared zero page (special PTE)", ptes + 40 * P + 0x8, anon)
     for i, kind in enumerate(("read", "read-exclusive", "write")):
@@ -201,9 +224,13 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True) -> Scenario:
     if ops.has_pte_devmap:
         dax = mm.add_vma(VMA(dax_start, dax_start + big, DAX_FLAGS, name="fsdax"))
         dev_pa = alloc.alloc(big)
-        devmap_level = "pud" if U else "pmd"
-        b.map_pfn(dax.vm_start, devmap_level, dev_pa >> ops.PAGE_SHIFT, Prot(devmap=True))
-        sc.add(f"devmap {devmap_level.upper()} (fsdax)", dax.vm_start + M + 2 * P + 0x68, dax)
+        # A devmap PUD needs CONFIG_HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD (x86-64; not arm64).
+        devmap_level = "pud" if U and getattr(ops, "HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD", True) else "pmd"
+        devmap_va = dax.vm_start + (M if devmap_level == "pmd" and big > M else 0)
+        devmap_pa = dev_pa + (devmap_va - dax.vm_start)
+        b.map_pfn(devmap_va, devmap_level, devmap_pa >> ops.PAGE_SHIFT, Prot(devmap=True))
+        case_off = M if devmap_level == "pud" else 0
+        sc.add(f"devmap {devmap_level.upper()} (fsdax)", devmap_va + case_off + 2 * P + 0x68, dax)
     else:
         sc.omitted.append("devmap (fsdax) leaf: no CONFIG_ARCH_HAS_PTE_DEVMAP on this architecture")
 
@@ -243,7 +270,7 @@ def _free_entry(b: PageTableBuilder, vma: VMA, i: int) -> int:
                 return found
         return None
 
-    va = search(0, b.mm.pgd, 0)
+    va = search(0, b.mm.pgd, vma.vm_start & ~((1 << ops.config.va_bits) - 1))  # the VMA's half
     if va is None:
         raise MemoryLayoutError(f"no free {levels[i].name} entry in VMA {vma.name}")  # pragma: no cover
     return va

@@ -1,0 +1,573 @@
+"""arm64 (AArch64) stage-1 paging: 4K/16K/64K granules, 36..48-bit VAs, and Linux v6.12's view.
+
+Hardware: Arm Architecture Reference Manual for A-profile (DDI 0487), chapter D8 "The AArch64
+Virtual Memory System Architecture": D8.2 "Translation process" (granule sizes, initial lookup
+level from TxSZ, the table walk), D8.3 "Translation table descriptor formats" (table, block and
+page descriptors; the level-0..2 block sizes each granule allows), D8.4 "Memory access control"
+(AP[2:1], PXN/UXN, the hierarchical APTable/PXNTable/UXNTable controls).  PAR_EL1 / TCR_EL1 are
+in D19 (used by emu/machines/arm64.py, never here).
+
+Linux (v6.12; read in a linux-6.12.y tree): arch/arm64/include/asm/pgtable-hwdef.h (bit names,
+ARM64_HW_PGTABLE_LEVELS, PGDIR_SHIFT, PTE_ADDR_LOW), pgtable-prot.h (the software bits
+PTE_WRITE = PTE_DBM, PTE_DIRTY, PTE_SPECIAL, PTE_DEVMAP, PTE_UFFD_WP, PTE_PRESENT_INVALID = PTE_NG,
+PTE_SWP_EXCLUSIVE, PAGE_NONE and the PAGE_* protections), pgtable.h (predicates, the swap entry
+layout), pgalloc.h (pXd_populate), sparsemem.h (MAX_PHYSMEM_BITS), arch/arm64/Kconfig
+(PGTABLE_LEVELS per granule and VA size; no HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD), and the
+asm-generic pgtable-nop4d.h / -nopud.h / -nopmd.h folding.
+
+Never imports Unicorn.
+"""
+
+from __future__ import annotations
+
+import construct as cs
+
+from .base import EntryFormat, HwLevel, PagingConfig
+from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
+
+ARCH = "arm64"
+
+#: granule (bytes) -> PAGE_SHIFT.  D8.2: 4KB, 16KB and 64KB translation granules; each table is
+#: one granule of 8-byte descriptors, so a level resolves PAGE_SHIFT - 3 VA bits.
+GRANULE_SHIFT = {4096: 12, 16384: 14, 65536: 16}
+GRANULE_NAME = {4096: "4k", 16384: "16k", 65536: "64k"}
+
+#: Levels that may hold a block descriptor, and what it maps (D8.3, "Block descriptor": without
+#: FEAT_LPA/FEAT_LPA2 -- the Cortex-A72 model has neither -- 4KB: level 1 (1GB) and level 2
+#: (2MB); 16KB: level 2 (32MB); 64KB: level 2 (512MB)).  Level 3 always holds pages.
+BLOCK_LEVELS = {4096: (1, 2), 16384: (2,), 65536: (2,)}
+
+#: The output-address width this module builds for (TCR_EL1.IPS = 48, CONFIG_ARM64_PA_BITS_48).
+OA_BITS = 48
+
+
+def _le(name: str, source: str, *fields: cs.Construct) -> EntryFormat:
+    # Fields from bit 63 down to bit 0; ByteSwapped makes the 8 bytes little-endian.
+    return EntryFormat(name, cs.ByteSwapped(cs.BitStruct(*fields)), byteorder="little", source=source)
+
+
+def _bits(name: str, width: int) -> list[cs.Construct]:
+    """A field, or nothing when it has no bits (e.g. RES0 between the 4KB granule and bit 12)."""
+    return [name / cs.BitsInteger(width)] if width > 0 else []
+
+
+_D8_TABLE = "Arm ARM DDI 0487 D8.3 (table descriptor, stage 1, 48-bit OA)"
+_D8_LEAF = "Arm ARM DDI 0487 D8.3 (block and page descriptors, stage 1, 48-bit OA)"
+_LINUX_SW = "linux v6.12 arch/arm64/include/asm/pgtable-prot.h (software bits)"
+
+
+def table_format(granule: int) -> EntryFormat:
+    """A level 0..2 descriptor with bits[1:0] = 0b11: the next-level table (D8.3)."""
+    m = GRANULE_SHIFT[granule]
+    return _le(
+        f"table-{GRANULE_NAME[granule]}",
+        _D8_TABLE,
+        "ns_table" / cs.BitsInteger(1),  # 63 NSTable (Secure state only)
+        "ap_table" / cs.BitsInteger(2),  # 62:61 APTable: [0] no EL0 access below, [1] read-only below
+        "uxn_table" / cs.BitsInteger(1),  # 60 UXNTable: EL0 execute-never below
+        "pxn_table" / cs.BitsInteger(1),  # 59 PXNTable: EL1 execute-never below (Linux: user tables)
+        "ignored_58_51" / cs.BitsInteger(8),
+        "res0_50_48" / cs.BitsInteger(3),  # RES0 with a 48-bit OA (NLTA[49:48] with FEAT_LPA2)
+        "addr" / cs.BitsInteger(OA_BITS - m),  # 47:m next-level table address
+        *_bits(f"res0_{m - 1}_12", m - 12),  # RES0 below the granule (64KB + FEAT_LPA: NLTA[51:48])
+        "ignored_11_2" / cs.BitsInteger(10),
+        "table" / cs.BitsInteger(1),  # 1: 1 = table (0 = block)
+        "valid" / cs.BitsInteger(1),  # 0
+    )
+
+
+def _upper_attributes() -> list[cs.Construct]:
+    """Bits 63..50 of a block or page descriptor: hardware upper attributes and Linux's bits."""
+    return [
+        "ignored_63" / cs.BitsInteger(1),
+        "pbha" / cs.BitsInteger(4),  # 62:59 IGNORED, or PBHA[3:0] with FEAT_HPDS2 (POIndex 62:60, S1POE)
+        "uffd_wp" / cs.BitsInteger(1),  # 58 software: Linux PTE_UFFD_WP
+        "devmap" / cs.BitsInteger(1),  # 57 software: Linux PTE_DEVMAP
+        "special" / cs.BitsInteger(1),  # 56 software: Linux PTE_SPECIAL
+        "dirty" / cs.BitsInteger(1),  # 55 software: Linux PTE_DIRTY
+        "uxn" / cs.BitsInteger(1),  # 54 UXN: EL0 execute-never (Linux PTE_UXN)
+        "pxn" / cs.BitsInteger(1),  # 53 PXN: EL1 execute-never (Linux PTE_PXN)
+        "cont" / cs.BitsInteger(1),  # 52 Contiguous hint (Linux PTE_CONT)
+        "dbm" / cs.BitsInteger(1),  # 51 DBM (FEAT_HAFDBS); Linux PTE_WRITE == PTE_DBM
+        "gp" / cs.BitsInteger(1),  # 50 GP, BTI guarded page (FEAT_BTI; Linux PTE_GP)
+        "res0_49_48" / cs.BitsInteger(2),  # RES0 with a 48-bit OA; Linux's PTE_ADDR_LOW still reads them
+    ]
+
+
+def _lower_attributes(table_bit: str) -> list[cs.Construct]:
+    """Bits 11..0 of a block or page descriptor."""
+    return [
+        "ng" / cs.BitsInteger(1),  # 11 nG; Linux PTE_NG, and PTE_PRESENT_INVALID when valid = 0
+        "af" / cs.BitsInteger(1),  # 10 AF, access flag (0: Access flag fault)
+        "sh" / cs.BitsInteger(2),  # 9:8 SH[1:0], shareability (Linux PTE_SHARED = 0b11)
+        "ap2" / cs.BitsInteger(1),  # 7 AP[2]: read-only (Linux PTE_RDONLY)
+        "ap1" / cs.BitsInteger(1),  # 6 AP[1]: EL0 access (Linux PTE_USER)
+        "ns" / cs.BitsInteger(1),  # 5 NS (Secure state only)
+        "attr_indx" / cs.BitsInteger(3),  # 4:2 AttrIndx[2:0] into MAIR_EL1 (Linux MT_NORMAL = 0)
+        table_bit / cs.BitsInteger(1),  # 1: page: 1; block: 0 (Linux PTE_TABLE_BIT / PMD_TABLE_BIT)
+        "valid" / cs.BitsInteger(1),  # 0 (Linux PTE_VALID)
+    ]
+
+
+def page_format(granule: int) -> EntryFormat:
+    """A level-3 descriptor with bits[1:0] = 0b11: a page of one granule (D8.3)."""
+    m = GRANULE_SHIFT[granule]
+    return _le(
+        f"page-{GRANULE_NAME[granule]}",
+        f"{_D8_LEAF}; {_LINUX_SW}",
+        *_upper_attributes(),
+        "addr" / cs.BitsInteger(OA_BITS - m),  # 47:m output address
+        *_bits(f"res0_{m - 1}_12", m - 12),  # 16KB: RES0; 64KB: OA[51:48] with FEAT_LPA, else RES0
+        *_lower_attributes("table"),
+    )
+
+
+def block_format(granule: int, level: int) -> EntryFormat:
+    """A level 0..2 descriptor with bits[1:0] = 0b01: a block (D8.3).  Also declared for levels the
+    architecture gives no block (D8.3: there 0b01 is invalid), so such an entry can be decoded."""
+    m = GRANULE_SHIFT[granule]
+    n = m + (m - 3) * (3 - level)  # block size 2**n
+    return _le(
+        f"block-l{level}-{GRANULE_NAME[granule]}",
+        f"{_D8_LEAF}; {_LINUX_SW}",
+        *_upper_attributes(),
+        "addr" / cs.BitsInteger(OA_BITS - n),  # 47:n output address
+        *_bits(f"res0_{n - 1}_17", n - 17),
+        "nt" / cs.BitsInteger(1),  # 16 nT (FEAT_BBM level 1); RES0 without it
+        "res0_15_12" / cs.BitsInteger(4),  # 64KB + FEAT_LPA: OA[51:48]; else RES0
+        *_lower_attributes("table"),
+    )
+
+
+#: Linux's non-present swap entry (v6.12 arch/arm64/include/asm/pgtable.h, "Encode and decode a
+#: swap entry": bits 0-1 present (must be zero), 2 PG_anon_exclusive, 3 uffd-wp, 6-10 swap type,
+#: 11 PTE_PRESENT_INVALID (must be zero), 12-61 swap offset).
+SWAP = _le(
+    "swap",
+    "linux v6.12 arch/arm64/include/asm/pgtable.h (swap entry layout comment, __SWP_* macros)",
+    "unused_63_62" / cs.BitsInteger(2),
+    "offset" / cs.BitsInteger(50),  # 61:12 __swp_offset (__SWP_OFFSET_SHIFT 12, __SWP_OFFSET_BITS 50)
+    "present_invalid" / cs.BitsInteger(1),  # 11 must be 0, else pte_present()
+    "type" / cs.BitsInteger(5),  # 10:6 __swp_type (__SWP_TYPE_SHIFT 6, __SWP_TYPE_BITS 5)
+    "unused_5_4" / cs.BitsInteger(2),
+    "uffd_wp" / cs.BitsInteger(1),  # 3 PTE_SWP_UFFD_WP
+    "exclusive" / cs.BitsInteger(1),  # 2 PTE_SWP_EXCLUSIVE
+    "present" / cs.BitsInteger(2),  # 1:0 must be 0 (PTE_VALID and the table/page bit)
+)
+
+TABLE = {g: table_format(g) for g in GRANULE_SHIFT}
+PAGE = {g: page_format(g) for g in GRANULE_SHIFT}
+#: Levels 0..2 of each granule (64KB has no level 0 with VAs of 48 bits or fewer).
+LOOKUP_LEVELS = {4096: (0, 1, 2, 3), 16384: (0, 1, 2, 3), 65536: (1, 2, 3)}
+BLOCK = {(g, lv): block_format(g, lv) for g in GRANULE_SHIFT for lv in LOOKUP_LEVELS[g][:-1]}
+FORMATS = (*TABLE.values(), *PAGE.values(), *BLOCK.values(), SWAP)
+
+# -- pgtable-hwdef.h / pgtable-prot.h, every mask derived from the declarations above ---------------
+_P = PAGE[4096]  # the flag bits are the same in every granule's page and block formats
+PTE_VALID = _P.mask("valid")
+PTE_TABLE_BIT = _P.mask("table")  # == PMD_TABLE_BIT == PUD_TABLE_BIT
+PTE_TYPE_MASK = PTE_VALID | PTE_TABLE_BIT
+PTE_TYPE_PAGE = PTE_TYPE_MASK  # == PMD_TYPE_TABLE == PUD_TYPE_TABLE (0b11)
+PMD_TYPE_SECT = PTE_VALID  # 0b01 (== PUD_TYPE_SECT)
+PTE_ATTRINDX_MASK = _P.mask("attr_indx")
+PTE_USER = _P.mask("ap1")  # AP[1]
+PTE_RDONLY = _P.mask("ap2")  # AP[2]
+PTE_SHARED = _P.mask("sh")  # SH[1:0] = 0b11, inner shareable
+PTE_AF = _P.mask("af")
+PTE_NG = _P.mask("ng")
+PTE_GP = _P.mask("gp")
+PTE_DBM = _P.mask("dbm")
+PTE_CONT = _P.mask("cont")
+PTE_PXN = _P.mask("pxn")
+PTE_UXN = _P.mask("uxn")
+PTE_WRITE = PTE_DBM  # pgtable-prot.h: "same as DBM (51)"
+PTE_DIRTY = _P.mask("dirty")
+PTE_SPECIAL = _P.mask("special")
+PTE_DEVMAP = _P.mask("devmap")
+PTE_UFFD_WP = _P.mask("uffd_wp")
+PTE_PRESENT_INVALID = PTE_NG  # "only when !PTE_VALID"
+PTE_SWP_EXCLUSIVE = SWAP.mask("exclusive")
+PTE_SWP_UFFD_WP = SWAP.mask("uffd_wp")
+PXD_TABLE_PXN = TABLE[4096].mask("pxn_table")  # PMD_TABLE_PXN == PUD_TABLE_PXN == P4D_TABLE_PXN
+PXD_TABLE_UXN = TABLE[4096].mask("uxn_table")
+S1_TABLE_AP = TABLE[4096].mask("ap_table")
+MT_NORMAL = 0  # arch/arm64/include/asm/memory.h: "MT_NORMAL must be index 0"
+_PAGE_DEFAULT = PTE_TYPE_PAGE | PTE_AF | PTE_SHARED | (MT_NORMAL << _P.masks["attr_indx"][0])
+#: PAGE_NONE (pgtable-prot.h): not valid to the MMU, present to Linux.
+PAGE_NONE = (_PAGE_DEFAULT & ~PTE_VALID) | PTE_PRESENT_INVALID | PTE_RDONLY | PTE_NG | PTE_PXN | PTE_UXN
+
+_SWP_TYPE_SHIFT, _SWP_TYPE_MASK = SWAP.masks["type"][0], (1 << SWAP.width("type")) - 1
+_SWP_OFFSET_SHIFT, _SWP_OFFSET_MASK = SWAP.masks["offset"][0], (1 << SWAP.width("offset")) - 1
+
+#: sparsemem.h: MAX_PHYSMEM_BITS = PHYS_MASK_SHIFT = CONFIG_ARM64_PA_BITS (48 unless PA_BITS_52).
+MAX_PHYSMEM_BITS = 48
+
+
+def pte_addr_low(page_shift: int) -> int:
+    """pgtable-hwdef.h: ``PTE_ADDR_LOW = ((1 << (50 - PAGE_SHIFT)) - 1) << PAGE_SHIFT``, derived
+    from the page format: its address field plus bits 49:48 (RES0 with a 48-bit OA)."""
+    fmt = PAGE[1 << page_shift]
+    return fmt.mask("addr", "res0_49_48")
+
+
+# -- geometry ----------------------------------------------------------------------------------------
+def start_level(granule: int, va_bits: int) -> int:
+    """D8.2 initial lookup level: ``4 - ceil((va_bits - PAGE_SHIFT) / (PAGE_SHIFT - 3))``; the same
+    count as Linux's ``ARM64_HW_PGTABLE_LEVELS(va_bits) = (va_bits - 4) / (PAGE_SHIFT - 3)``."""
+    m = GRANULE_SHIFT[granule]
+    return 4 - -(-(va_bits - m) // (m - 3))
+
+
+def make_config(granule: int, va_bits: int, *, description: str = "") -> PagingConfig:
+    """The paging configuration of ``granule`` with ``va_bits``-bit VAs in each half.
+
+    Hardware levels run from :func:`start_level` to 3 (named ``L0``..``L3``, D8.2); the initial
+    table resolves only ``va_bits - shift`` bits, so it may be smaller than a granule
+    (PTRS_PER_PGD = 1 << (VA_BITS - PGDIR_SHIFT)).  Linux levels (CONFIG_PGTABLE_LEVELS =
+    ARM64_HW_PGTABLE_LEVELS(va_bits)): level 3 is the pte, 2 the pmd, 1 the pud, 0 the p4d; the
+    levels above the first real one are folded (4 levels: pgtable-nop4d.h folds the pgd into the
+    p4d; 3: -nopud.h, pgd and p4d fold into the pud; 2: -nopmd.h, everything above into the pmd).
+    """
+    m = GRANULE_SHIFT[granule]
+    per = m - 3
+    first = start_level(granule, va_bits)
+    if not 0 <= first <= 2:
+        raise ValueError(f"{va_bits}-bit VAs with the {granule}-byte granule need level {first}")
+    names = {0: "p4d", 1: "pud", 2: "pmd", 3: "pte"}
+    levels = []
+    for level in range(first, 4):
+        shift = m + per * (3 - level)
+        bits = va_bits - shift if level == first else per
+        leaf = 1 << shift if level == 3 or level in BLOCK_LEVELS[granule] else None
+        levels.append(HwLevel(f"L{level}", shift, bits, names[level], leaf_size=leaf))
+    gname = GRANULE_NAME[granule]
+    return PagingConfig(
+        ARCH,
+        f"{gname}:{va_bits}",
+        tuple(levels),
+        m,
+        va_bits,
+        description or f"{gname.upper()} granule, {va_bits}-bit VA, {4 - first} levels from level {first}",
+        extra={
+            "granule": granule,
+            "start_level": first,
+            # Both halves: TTBR0_EL1 (bits 63:va_bits all 0) and TTBR1_EL1 (all 1), D8.2.
+            "halves": ("low", "high"),
+            "half_labels": {"high": "ttbr1"},
+        },
+    )
+
+
+#: The configurations of issue 3 (arch/arm64/Kconfig ARM64_VA_BITS_* x ARM64_*K_PAGES).
+CONFIGS = {
+    c.name: c
+    for c in (
+        make_config(4096, 39),
+        make_config(4096, 48),
+        make_config(16384, 36),
+        make_config(16384, 47),
+        make_config(65536, 42),
+        make_config(65536, 48),
+    )
+}
+
+
+class Arm64(LinuxPgtable):
+    """Linux v6.12's arm64 page-table API (arch/arm64/include/asm/pgtable.h) for one configuration
+    (CONFIG_ARM64_PA_BITS_48, no LPA2, CONFIG_TRANSPARENT_HUGEPAGE, CONFIG_NUMA_BALANCING,
+    CONFIG_HAVE_ARCH_USERFAULTFD_WP)."""
+
+    arch = ARCH
+    #: arch/arm64/Kconfig selects no HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD: no PUD THP or DAX PUDs,
+    #: so ``pud_devmap()`` is 0 and mm/Kconfig's ARCH_SUPPORTS_PUD_PFNMAP is off (``pud_special()``
+    #: is the generic ``false``).  The default scenario puts its devmap case at PMD level.
+    HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD = False
+
+    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL) -> None:
+        super().__init__(config, kernel)
+        self.granule = 1 << config.page_shift
+        self.pgtable_levels = len(config.levels)  # CONFIG_PGTABLE_LEVELS
+        self.PTE_ADDR_LOW = pte_addr_low(config.page_shift)
+        self.PMD_MASK = ~(self.PMD_SIZE - 1)
+        self.PUD_MASK = ~(self.PUD_SIZE - 1)
+        self.page_fmt = PAGE[self.granule]
+        self.table_fmt = TABLE[self.granule]
+
+    def max_physmem_bits(self) -> int:
+        return MAX_PHYSMEM_BITS
+
+    def va_valid(self, va: int) -> bool:
+        """D8.2: bits 63:va_bits all 0 (TTBR0_EL1) or all 1 (TTBR1_EL1); TBI off.  Unlike x86-64,
+        bit va_bits-1 is an ordinary index bit, not part of a sign extension."""
+        if not 0 <= va < 1 << 64:
+            return False
+        top = va >> self.config.va_bits
+        return top == 0 or top == (1 << (64 - self.config.va_bits)) - 1
+
+    def hw_level_number(self, linux: str) -> int:
+        """The architectural level (0..3) of the hardware level Linux level ``linux`` uses."""
+        return int(self.hw_level(linux).name[1:])
+
+    # -- raw predicates (pgtable.h) ----------------------------------------------------------------
+    def __pte_to_phys(self, val: int) -> int:
+        return val & self.PTE_ADDR_LOW  # without CONFIG_ARM64_PA_BITS_52
+
+    @staticmethod
+    def pte_valid(pte: int) -> bool:
+        return bool(pte & PTE_VALID)
+
+    @staticmethod
+    def pte_present_invalid(pte: int) -> bool:
+        return pte & (PTE_VALID | PTE_PRESENT_INVALID) == PTE_PRESENT_INVALID
+
+    def pte_present(self, pte: int) -> bool:
+        return self.pte_valid(pte) or self.pte_present_invalid(pte)
+
+    @staticmethod
+    def pte_none(pte: int) -> bool:
+        return pte == 0
+
+    @staticmethod
+    def pte_special(pte: int) -> bool:
+        return bool(pte & PTE_SPECIAL)
+
+    @staticmethod
+    def pte_devmap(pte: int) -> bool:
+        return bool(pte & PTE_DEVMAP)
+
+    @staticmethod
+    def pte_write(pte: int) -> bool:
+        return bool(pte & PTE_WRITE)
+
+    @staticmethod
+    def pte_rdonly(pte: int) -> bool:
+        return bool(pte & PTE_RDONLY)
+
+    @staticmethod
+    def pte_user(pte: int) -> bool:
+        return bool(pte & PTE_USER)
+
+    @staticmethod
+    def pte_user_exec(pte: int) -> bool:
+        return not pte & PTE_UXN
+
+    @staticmethod
+    def pte_young(pte: int) -> bool:
+        return bool(pte & PTE_AF)
+
+    @staticmethod
+    def pte_cont(pte: int) -> bool:
+        return bool(pte & PTE_CONT)
+
+    @staticmethod
+    def pte_uffd_wp(pte: int) -> bool:
+        return bool(pte & PTE_UFFD_WP)
+
+    def pte_hw_dirty(self, pte: int) -> bool:
+        return self.pte_write(pte) and not self.pte_rdonly(pte)
+
+    def pte_dirty(self, pte: int) -> bool:
+        return bool(pte & PTE_DIRTY) or self.pte_hw_dirty(pte)
+
+    def pte_protnone(self, pte: int) -> bool:  # CONFIG_NUMA_BALANCING
+        return self.pte_present_invalid(pte) and not self.pte_user(pte) and not self.pte_user_exec(pte)
+
+    def pmd_protnone(self, pmd: int) -> bool:
+        return self.pte_protnone(pmd)
+
+    def pte_pfn(self, pte: int) -> int:
+        return self.__pte_to_phys(pte) >> self.PAGE_SHIFT
+
+    # -- table pointers ------------------------------------------------------------------------------
+    def table_pa(self, linux: str, val: int) -> int:
+        """``p4d_page_paddr``/``pud_page_paddr``/``pmd_page_paddr``: ``__pXd_to_phys(val)``."""
+        return self.__pte_to_phys(val)
+
+    # -- none / bad ----------------------------------------------------------------------------------
+    def entry_none(self, linux: str, val: int) -> bool:
+        # p4d_none: pgtable_l4_enabled() && !p4d_val (l4 is on without LPA2); pud_none, pmd_none: !val
+        return val == 0
+
+    def pud_table(self, pud: int) -> bool:
+        """``pud_table()``: always true with 64K pages or CONFIG_PGTABLE_LEVELS < 3."""
+        if self.granule == 65536 or self.pgtable_levels < 3:
+            return True
+        return pud & PTE_TYPE_MASK == PTE_TYPE_PAGE
+
+    def pud_sect(self, pud: int) -> bool:
+        if self.granule == 65536 or self.pgtable_levels < 3:
+            return False
+        return pud & PTE_TYPE_MASK == PMD_TYPE_SECT
+
+    @staticmethod
+    def pmd_table(pmd: int) -> bool:
+        return pmd & PTE_TYPE_MASK == PTE_TYPE_PAGE
+
+    @staticmethod
+    def pmd_sect(pmd: int) -> bool:
+        return pmd & PTE_TYPE_MASK == PMD_TYPE_SECT
+
+    def entry_bad(self, linux: str, val: int) -> bool:
+        if linux in ("pgd", "p4d"):  # p4d_bad: pgtable_l4_enabled() && !(p4d_val(p4d) & 2)
+            return not val & PTE_TABLE_BIT
+        if linux == "pud":
+            return not self.pud_table(val)
+        if linux == "pmd":
+            return not self.pmd_table(val)
+        raise ValueError(f"no {linux}_bad on arm64")
+
+    # -- PUD -----------------------------------------------------------------------------------------
+    def _pud_present(self, pud: int) -> bool:
+        return self.pte_present(pud)
+
+    def _pud_leaf(self, pud: int) -> bool:
+        return self.pte_present(pud) and not self.pud_table(pud)
+
+    def pud_devmap(self, pud: int) -> bool:
+        return False  # pgtable.h: static inline int pud_devmap(pud_t pud) { return 0; }
+
+    def pud_special(self, pud: int) -> bool:
+        return False  # no CONFIG_ARCH_SUPPORTS_PUD_PFNMAP: include/linux/mm.h's false
+
+    def pud_pfn(self, pud: int) -> int:
+        return (self.__pte_to_phys(pud) & self.PUD_MASK) >> self.PAGE_SHIFT
+
+    # -- PMD -----------------------------------------------------------------------------------------
+    def _pmd_present(self, pmd: int) -> bool:
+        return self.pte_present(pmd)
+
+    def _pmd_leaf(self, pmd: int) -> bool:
+        return self.pte_present(pmd) and not self.pmd_table(pmd)
+
+    def pmd_trans_huge(self, pmd: int) -> bool:
+        return pmd != 0 and self.pmd_present(pmd) and not pmd & PTE_TABLE_BIT
+
+    def pmd_devmap(self, pmd: int) -> bool:
+        return bool(pmd & PTE_DEVMAP)
+
+    def pmd_special(self, pmd: int) -> bool:  # CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+        return bool(pmd & PTE_SPECIAL)
+
+    def pmd_pfn(self, pmd: int) -> int:
+        return (self.__pte_to_phys(pmd) & self.PMD_MASK) >> self.PAGE_SHIFT
+
+    # -- swap entries (pgtable.h __swp_* + include/linux/swapops.h) --------------------------------
+    @staticmethod
+    def __swp_type(val: int) -> int:
+        return (val >> _SWP_TYPE_SHIFT) & _SWP_TYPE_MASK
+
+    @staticmethod
+    def __swp_offset(val: int) -> int:
+        return (val >> _SWP_OFFSET_SHIFT) & _SWP_OFFSET_MASK
+
+    @staticmethod
+    def __swp_entry(swp_type: int, offset: int) -> int:
+        return (swp_type << _SWP_TYPE_SHIFT) | (offset << _SWP_OFFSET_SHIFT)
+
+    def pte_to_swp_entry(self, pte: int) -> SwpEntry:
+        """``pte_to_swp_entry()``: ``pte_swp_clear_flags()`` (exclusive, uffd-wp; arm64 has no
+        soft-dirty), then ``__swp_type``/``__swp_offset`` of ``__pte_to_swp_entry`` (= the value)."""
+        val = pte & ~(PTE_SWP_EXCLUSIVE | PTE_SWP_UFFD_WP)
+        return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
+
+    def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
+        val = pmd & ~PTE_SWP_UFFD_WP  # pmd_swp_clear_uffd_wp()
+        return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
+
+    def swp_entry_to_pte(self, entry: SwpEntry, *, exclusive: bool = False) -> int:
+        """``swp_entry_to_pte()`` = ``__swp_entry_to_pte(__swp_entry(type, offset))``, and
+        ``pte_swp_mkexclusive()`` if ``exclusive``."""
+        if not 0 <= entry.type <= _SWP_TYPE_MASK or not 0 <= entry.offset <= _SWP_OFFSET_MASK:
+            raise ValueError(f"swap entry {entry} does not fit arm64's 5-bit type / 50-bit offset")
+        return self.__swp_entry(entry.type, entry.offset) | (PTE_SWP_EXCLUSIVE if exclusive else 0)
+
+    def swp_entry_to_pmd(self, entry: SwpEntry) -> int:
+        return self.swp_entry_to_pte(entry)
+
+    # -- building entries ----------------------------------------------------------------------------
+    def mk_table(self, linux: str, table_pa: int) -> int:
+        """``p4d_populate``/``pud_populate``/``pmd_populate`` for a user mm (pgalloc.h):
+        ``PXX_TYPE_TABLE | PXX_TABLE_PXN | pa``."""
+        if table_pa % self.granule or not 0 <= table_pa < 1 << OA_BITS:
+            raise ValueError(f"table address {table_pa:#x} is not a {self.granule}-aligned 48-bit address")
+        return self.table_fmt.build(
+            valid=1, table=1, pxn_table=1, addr=table_pa >> self.PAGE_SHIFT
+        )
+
+    def prot_bits(self, prot: Prot) -> int:
+        """pgprot bits for ``prot`` (pgtable-prot.h), as a fault-in leaves them.
+
+        PROT_NONE: ``PAGE_NONE``.  User: ``_PAGE_DEFAULT | PTE_USER | PTE_RDONLY | PTE_NG |
+        PTE_PXN`` (+ ``PTE_UXN`` unless exec, + ``PTE_WRITE`` if write) as ``PAGE_READONLY`` /
+        ``PAGE_SHARED`` / ``*_EXEC``.  Kernel: ``PROT_NORMAL`` (``PTE_PXN | PTE_UXN | PTE_WRITE``;
+        exec clears PXN, read-only is ``_PAGE_KERNEL_RO``).  Then ``pte_mkdirty()`` (PTE_DIRTY,
+        and PTE_RDONLY cleared if writable), ``pte_mkold()`` if not young, ``pte_mkspecial()``.
+        """
+        if prot.protnone:
+            return PAGE_NONE
+        val = _PAGE_DEFAULT | PTE_RDONLY
+        if prot.user:
+            val |= PTE_USER | PTE_NG | PTE_PXN | (0 if prot.exec else PTE_UXN)
+        else:
+            val |= PTE_UXN | (0 if prot.exec else PTE_PXN)
+        if prot.write:
+            val |= PTE_WRITE
+        if prot.dirty:
+            val |= PTE_DIRTY
+            if prot.write:
+                val &= ~PTE_RDONLY
+        if not prot.young:
+            val &= ~PTE_AF
+        if prot.special:
+            val |= PTE_SPECIAL
+        return val
+
+    def _check_pfn(self, pfn: int, size: int) -> int:
+        pa = pfn << self.PAGE_SHIFT
+        if pfn < 0 or pa % size or pa >> OA_BITS:
+            raise ValueError(f"pfn {pfn:#x} is not a {size:#x}-aligned 48-bit physical address")
+        return pa  # __phys_to_pte_val(phys) = phys
+
+    def pfn_pte(self, pfn: int, prot: Prot) -> int:
+        """``pfn_pte(pfn, prot)``; devmap is ``pte_mkdevmap()`` (PTE_DEVMAP | PTE_SPECIAL)."""
+        val = self._check_pfn(pfn, self.PAGE_SIZE) | self.prot_bits(prot)
+        return val | (PTE_DEVMAP | PTE_SPECIAL if prot.devmap else 0)
+
+    def pfn_pmd(self, pfn: int, prot: Prot) -> int:
+        """``pmd_mkhuge(pfn_pmd(pfn, prot))``: bits[1:0] = 0b01 (a block, or 0b00 for PROT_NONE);
+        devmap is ``pmd_mkdevmap()`` (PTE_DEVMAP only)."""
+        val = self._check_pfn(pfn, self.PMD_SIZE) | self.prot_bits(prot)
+        return (val & ~PTE_TABLE_BIT) | (PTE_DEVMAP if prot.devmap else 0)
+
+    def pfn_pud(self, pfn: int, prot: Prot) -> int:
+        """``pud_mkhuge(pfn_pud(pfn, prot))``.  ``prot.devmap`` sets PTE_DEVMAP although arm64 has
+        no ``pud_mkdevmap()`` and ``pud_devmap()`` ignores it."""
+        val = self._check_pfn(pfn, self.PUD_SIZE) | self.prot_bits(prot)
+        return (val & ~PTE_TABLE_BIT) | (PTE_DEVMAP if prot.devmap else 0)
+
+    def mk_bad(self, linux: str, val: int) -> int:
+        """An entry ``pXd_bad()`` rejects: the table bit cleared (``!(val & 2)``).  To the MMU it
+        is then a block descriptor, which levels without blocks must fault on (D8.3)."""
+        return val & ~PTE_TABLE_BIT
+
+    # -- decoding for people -------------------------------------------------------------------------
+    def entry_format(self, linux: str, val: int) -> EntryFormat:
+        """The format an entry at Linux level ``linux`` has, by its own bits."""
+        level = self.hw_level_number(linux)
+        if not val & PTE_VALID:
+            if val and linux in ("pmd", "pte") and not self.pte_present_invalid(val):
+                return SWAP
+            if not self.pte_present_invalid(val):
+                return self.page_fmt if level == 3 else self.table_fmt
+        if level == 3:
+            return self.page_fmt
+        if val & PTE_TABLE_BIT:
+            return self.table_fmt
+        return BLOCK[(self.granule, level)]
+
+    def decode(self, linux: str, val: int) -> dict[str, int]:
+        fmt = self.entry_format(linux, val)
+        return {"format": fmt.name, **fmt.parse(val)}  # type: ignore[dict-item]
+
+
+OPS_CLASS = Arm64
