@@ -69,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None) -> Report:
-    """Rows for user-chosen addresses, each walked in the VMA of the default scenario holding it."""
+    """Rows for user-chosen addresses, each walked in the VMA of the default scenario (of either
+    half, where the configuration has two) that holds it."""
     import time
 
-    from .scenarios import Case, build_default
+    from .scenarios import Case, build_default, halves
     from .verify import verify_scenario
 
     start = time.perf_counter()
@@ -80,22 +81,29 @@ def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None) -> R
     regs = {}
     for key in keys:
         ops = archs.get_ops(key, kernel) if kernel else archs.get_ops(key)
-        sc = build_default(ops)
-        try:
-            cases = []
-            for va in addrs:
-                if not ops.va_valid(va):
-                    raise AddressError(f"{va:#x} is not a canonical virtual address for {key}")
-                vma = sc.mm.find_vma(va)
-                if vma is None:
-                    spans = ", ".join(f"{v.name} {v.vm_start:#x}..{v.vm_end:#x}" for v in sc.mm.vmas)
-                    raise AddressError(f"{va:#x} is outside every VMA of the {key} default scenario ({spans})")
-                cases.append(Case(f"user address in {vma.name}", va, vma))
-            sc.cases = cases
-            rows += verify_scenario(sc)
-            regs[key] = sc.oracle.registers()
-        finally:
-            sc.close()
+        for va in addrs:
+            if not ops.va_valid(va):
+                raise AddressError(f"{va:#x} is not a canonical virtual address for {key}")
+        placed: set[int] = set()
+        spans: list[str] = []
+        for half in halves(ops):
+            sc = build_default(ops, half=half)
+            try:
+                sc.cases = []
+                for va in addrs:
+                    vma = sc.mm.find_vma(va)
+                    if vma is not None:
+                        sc.cases.append(Case(f"user address in {vma.name}", va, vma))
+                        placed.add(va)
+                spans += [f"{v.name} {v.vm_start:#x}..{v.vm_end:#x}" for v in sc.mm.vmas]
+                if sc.cases:
+                    rows += verify_scenario(sc)
+                    regs[sc.config] = sc.oracle.registers()
+            finally:
+                sc.close()
+        for va in addrs:
+            if va not in placed:
+                raise AddressError(f"{va:#x} is outside every VMA of the {key} default scenario ({', '.join(spans)})")
     return Report(rows, [], regs, time.perf_counter() - start)
 
 
