@@ -1,0 +1,137 @@
+"""``foliowalk fuzz``: random entry encodings, walked and probed, disagreements shrunk and saved.
+
+    foliowalk fuzz --arch x86_64 --seconds 60 --seed 7 --out findings/ [--jobs N]
+
+A live progress line goes to stderr; Ctrl-C stops the campaign and keeps what it found.  The
+report (stdout) gives the rate, the verdicts by class and by the level of the deciding entry, and
+every finding with the fixture set that replays it (``foliowalk fixtures check DIR``).
+``--replay FILE`` re-runs a saved hierarchy (``*.hierarchy.json``, e.g. a crash) in a separate
+process and prints its rows.  Exit status: 1 if a ``disagree``, a crash or a hang was found,
+130 if interrupted, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from archs.linux import DEFAULT_KERNEL, KERNELS
+
+from .errors import FoliowalkError
+
+
+def add_parser(sub: Any) -> None:
+    from .cli import int_arg
+
+    p = sub.add_parser("fuzz", help="fuzz entry encodings: walker vs MMU; shrink and save disagreements")
+    p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: x86_64")
+    p.add_argument(
+        "--config", action="append", default=[], metavar="ARCH:NAME",
+        help="one configuration, e.g. x86_64:5level (repeatable); default: all of --arch",
+    )
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default 60 unless "
+                   "--hierarchies is given)")
+    p.add_argument("--hierarchies", type=int_arg, default=None, metavar="N",
+                   help="stop after hierarchies 0..N-1 (a fixed, reproducible set of cases)")
+    p.add_argument("--seed", type=int_arg, default=0, help="campaign seed (default 0)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="where findings (fixture sets, hierarchy specs) and campaign.json go")
+    p.add_argument("--jobs", type=int_arg, default=1, metavar="N",
+                   help="worker processes (default 1; 0 runs in this process, without crash isolation)")
+    p.add_argument("--kernel", default=DEFAULT_KERNEL, choices=KERNELS, help="folio_walk_start() version")
+    p.add_argument("--mix", choices=("default", "bench"), default="default",
+                   help="entry mix: default (hostile), bench (mostly valid, ~10%% faults)")
+    p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")
+    p.add_argument("--max-findings", type=int_arg, default=50, metavar="N",
+                   help="distinct findings to shrink and save (default 50); all are counted")
+    p.add_argument("--json", action="store_true", help="print the campaign summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--replay", type=Path, default=None, metavar="FILE",
+                   help="re-run a saved *.hierarchy.json in a separate process and print its rows")
+    p.set_defaults(func=run)
+
+
+def _configs(args: argparse.Namespace) -> list[str]:
+    from .cmd_verify import selected_configs
+
+    if not args.arch and not args.config:
+        return selected_configs(["x86_64"], [])
+    return selected_configs(args.arch, args.config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+    from .fuzz import CampaignOptions, GenParams, format_report, run_campaign
+
+    if args.replay is not None:
+        return replay(args.replay, as_json=args.json)
+    if args.jobs < 0:
+        raise UsageError("foliowalk fuzz: --jobs must be 0 or more")
+    if args.seconds is not None and args.seconds <= 0:
+        raise UsageError("foliowalk fuzz: --seconds must be positive")
+    if args.hierarchies is not None and args.hierarchies <= 0:
+        raise UsageError("foliowalk fuzz: --hierarchies must be positive")
+    seconds = args.seconds if args.seconds is not None or args.hierarchies is not None else 60.0
+    opts = CampaignOptions(
+        configs=_configs(args),
+        seed=args.seed,
+        seconds=seconds,
+        hierarchies=args.hierarchies,
+        jobs=args.jobs,
+        out=args.out,
+        kernel=args.kernel,
+        params=GenParams.bench() if args.mix == "bench" else GenParams(),
+        shrink=not args.no_shrink,
+        max_findings=args.max_findings,
+        progress=not args.quiet,
+    )
+    res = run_campaign(opts)
+    if args.json:
+        json.dump(res.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_report(res))
+        if args.out is not None:
+            print(f"  summary: {args.out / 'campaign.json'}")
+    if not res.ok:
+        return 1
+    return 130 if res.interrupted else 0
+
+
+def replay(path: Path, *, as_json: bool = False) -> int:
+    """Re-run one saved hierarchy in a child process (a crash there does not take us down)."""
+    import multiprocessing as mp
+
+    from .fuzz import Hierarchy, replay_in_child
+
+    try:
+        spec = json.loads(path.read_text())
+        h = Hierarchy.from_json(spec.get("hierarchy", spec))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FoliowalkError(f"{path}: not a saved hierarchy: {exc}") from None
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=replay_in_child, args=(child, h), daemon=True)
+    proc.start()
+    child.close()
+    rows: list[dict[str, Any]] | None = None
+    try:
+        rows = parent.recv()
+    except EOFError:
+        pass
+    proc.join(30)
+    if rows is None:
+        from .fuzz import _exit_text
+
+        print(f"foliowalk fuzz: the replay of {path} died: {_exit_text(proc.exitcode)}", file=sys.stderr)
+        return 1
+    if as_json:
+        json.dump({"hierarchy": str(path), "rows": rows}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        for r in rows:
+            print(f"{r['addr']:#018x} {r['flags']:<25} {r['walk']:<44} {r['mmu']:<28} {r['verdict']}")
+    return 1 if any(r["verdict"].startswith("disagree") for r in rows) else 0
