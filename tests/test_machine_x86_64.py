@@ -225,13 +225,14 @@ def test_self_referencing_root_entry_translates_without_hanging() -> None:
     pdpt = t.ram.read_u64(t.root) & ADDR
     pd = t.ram.read_u64(pdpt) & ADDR
     pt = t.ram.read_u64(pd) & ADDR
-    # VA with PML4 index 1, then 0,0,0: root -> root[1]=root -> root[0]=PDPT -> PDPT[0]=PD ->
-    # PD[0]=PT: the "page" is the PT frame.  Index 1,1,0,0 ends in the PDPT frame... etc.
+    # Indices 1,0,0,0: root[1] = root (as PDPT), root[0] = PDPT (as PD), PDPT[0] = PD (as PT),
+    # PD[0] = PT: the "page" is the PT frame.  Indices 1,1,1,1 end in the root frame itself.
     va = 1 << 39
     assert machine.probe(va + 8) == Translation(pt + 8, "vmem")
     assert machine.probe((1 << 39) | (1 << 30) | (1 << 21) | (1 << 12)) == Translation(t.root, "vmem")
     assert machine.probe(va, FETCH) == Translation(pt, "vmem")
-    assert pd and pdpt
+    assert t.ram.read_u64(pd + 8) == 0
+    assert machine.probe(va | (1 << 12)) == pf(0)  # indices 1,0,0,1: PD[1], empty, as the PTE
 
 
 # -- faults --------------------------------------------------------------------------------
