@@ -255,6 +255,14 @@ class LinuxPgtable:
     #   pte_to_swp_entry pmd_to_swp_entry swp_entry_to_pte swp_entry_to_pmd
     #   pfn_pte pfn_pmd pfn_pud mk_table  and  decode(linux, val) for display.
 
+    def hw_absent_reason(self, linux: str, val: int) -> str | None:
+        """Why a leaf Linux treats as present is not translated by the MMU, by design, or None.
+
+        Everywhere: PROT_NONE (``pte_protnone``/``pmd_protnone``, CONFIG_NUMA_BALANCING).  An arch
+        adds its own (s390: an old page is hardware-invalid, ``pte_mkold`` sets _PAGE_INVALID)."""
+        fn = getattr(self, "pmd_protnone" if linux in ("pmd", "pud") else "pte_protnone", None)
+        return "prot-none" if fn is not None and fn(val) else None
+
     def is_pmd_migration_entry(self, pmd: int) -> bool:
         """``is_pmd_migration_entry()`` (swapops.h, CONFIG_ARCH_ENABLE_THP_MIGRATION; 0 without)."""
         if not self.has_thp_migration:

@@ -574,6 +574,19 @@ class S390x(LinuxPgtable):
     def pte_pfn(self, pte: int) -> int:
         return pte >> PAGE_SHIFT
 
+    def hw_absent_reason(self, linux: str, val: int) -> str | None:
+        """PROT_NONE, or an old page: s390 has no hardware young bit, so ``pte_mkold()`` /
+        ``pmd_mkold()`` set the hardware invalid bit and the next access faults
+        (arch/s390/include/asm/pgtable.h, v6.12)."""
+        why = super().hw_absent_reason(linux, val)
+        if why:
+            return why
+        if linux == "pte" and self.pte_present(val) and val & _PAGE_INVALID:
+            return "old-page (_PAGE_INVALID tracks young)"
+        if linux in ("pmd", "pud") and val & _SEGMENT_ENTRY_INVALID:
+            return "old-page (_SEGMENT_ENTRY_INVALID tracks young)"
+        return None
+
     def pte_special(self, pte: int) -> bool:
         return bool(pte & _PAGE_SPECIAL)
 

@@ -55,7 +55,8 @@ class WalkResult:
     entry_pa: int | None = None
     entry: int | None = None
     expected_pa: int | None = None  # where the MMU must land if it agrees with this entry
-    protnone: bool = False
+    hw_absent: str | None = None  # why the MMU must not translate this present leaf (PROT_NONE, ...)
+    protnone: bool = False  # set by callers that only know PROT_NONE (emu/fuzz.py's fast path)
     trace: list[tuple[str, int, int]] = field(default_factory=list)
     cleared: list[tuple[str, int, int]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -145,10 +146,7 @@ def _entry_size(ops: LinuxPgtable, level: str | None) -> int:
 
 
 def _protnone(ops: LinuxPgtable, level: str | None, entry: int | None) -> bool:
-    if entry is None:
-        return False
-    fn = getattr(ops, "pmd_protnone" if level in ("PMD", "PUD") else "pte_protnone", None)
-    return bool(fn(entry)) if fn else False
+    return entry is not None and ops.hw_absent_reason((level or "PTE").lower(), entry) == "prot-none"
 
 
 def walk_result(ops: LinuxPgtable, fw: FolioWalk, addr: int, flags: int) -> WalkResult:
@@ -172,7 +170,8 @@ def walk_result(ops: LinuxPgtable, fw: FolioWalk, addr: int, flags: int) -> Walk
     if present_leaf and fw.entry is not None:
         size = _entry_size(ops, level)
         wr.expected_pa = (_leaf_pfn(ops, level, fw.entry) << ops.PAGE_SHIFT) + (addr & (size - 1))
-    wr.protnone = _protnone(ops, level, fw.entry)
+    if fw.entry is not None and level is not None and (wr.found or present_leaf):
+        wr.hw_absent = ops.hw_absent_reason(level.lower(), fw.entry)
     return wr
 
 
@@ -239,8 +238,9 @@ def _judge(walk: WalkResult, mmu: ProbeResult) -> str:
                 exp = f"{walk.expected_pa:#x}" if walk.expected_pa is not None else "?"
                 return f"disagree: entry maps {exp}, MMU reached {pa:#x}"
             return "agree" if walk.found else f"linux-only: {walk.reason}"
-        if walk.protnone:
-            return "linux-only: prot-none" if walk.found else "agree"
+        absent = walk.hw_absent or ("prot-none" if walk.protnone else None)
+        if absent:
+            return f"linux-only: {absent}" if walk.found else "agree"
         return "disagree: Linux sees a present entry, the MMU faults"
     if walk.reason.startswith(_STOPPED_ABOVE):
         return f"linux-only: {walk.reason}" if translated else "agree"

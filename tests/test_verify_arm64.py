@@ -106,7 +106,7 @@ def test_not_present_cases_are_translation_faults_at_linux_s_level(report: Repor
     for r in report.rows:
         w = r.walk
         not_present = w.reason.startswith(("none@", "swap@", "migration-entry@"))
-        if not_present or w.kind == "migration-entry" or w.protnone:
+        if not_present or w.kind == "migration-entry" or w.hw_absent:
             assert isinstance(r.mmu, Fault) and r.mmu.kind == "translation", (r.case, r.mmu)
             stop = w.trace[-1][0]  # the entry Linux decided on
             assert r.mmu.level == int(ops.hw_level(stop).name[1:]), (r.case, r.mmu, stop)

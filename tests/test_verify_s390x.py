@@ -115,7 +115,7 @@ def test_faults_carry_the_pop_interruption_code(report: Report) -> None:
 
 def test_mapped_cases_reach_the_page_linux_reports(report: Report) -> None:
     for r in report.rows:
-        if r.walk.found and r.walk.kind == "normal" and not r.walk.protnone:
+        if r.walk.found and r.walk.kind == "normal" and not r.walk.hw_absent:
             assert isinstance(r.mmu, Translation) and r.mmu.observed_by in ("tag", "lrag")
             assert r.walk.page_pfn is not None and r.mmu.pa == (r.walk.page_pfn << 12) | (r.addr & 0xFFF)
     levels = {r.walk.level for r in report.rows if r.walk.found}
