@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .base import LINUX_LEVELS, HwLevel, PagingConfig
 
@@ -249,11 +250,84 @@ class LinuxPgtable:
     def _pmd_leaf(self, pmd: int) -> bool:
         raise NotImplementedError
 
-    # Remaining kernel names each arch defines directly:
-    #   pud_pfn pud_devmap pud_special pmd_pfn pmd_devmap pmd_special pmd_trans_huge
-    #   pte_none pte_present pte_pfn pte_special pte_devmap pte_protnone
-    #   pte_to_swp_entry pmd_to_swp_entry swp_entry_to_pte swp_entry_to_pmd
-    #   pfn_pte pfn_pmd pfn_pud mk_table  and  decode(linux, val) for display.
+    # -- kernel names every arch defines (declared here so the walker's API is typed) ----------
+    def _arch(self, name: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not define {name}()")
+
+    def pud_pfn(self, pud: int) -> int:
+        raise self._arch("pud_pfn")
+
+    def pud_devmap(self, pud: int) -> bool:
+        raise self._arch("pud_devmap")
+
+    def pud_special(self, pud: int) -> bool:
+        raise self._arch("pud_special")
+
+    def pmd_pfn(self, pmd: int) -> int:
+        raise self._arch("pmd_pfn")
+
+    def pmd_devmap(self, pmd: int) -> bool:
+        raise self._arch("pmd_devmap")
+
+    def pmd_special(self, pmd: int) -> bool:
+        raise self._arch("pmd_special")
+
+    def pmd_trans_huge(self, pmd: int) -> bool:
+        raise self._arch("pmd_trans_huge")
+
+    def pmd_protnone(self, pmd: int) -> bool:
+        raise self._arch("pmd_protnone")
+
+    def pte_none(self, pte: int) -> bool:
+        raise self._arch("pte_none")
+
+    def pte_present(self, pte: int) -> bool:
+        raise self._arch("pte_present")
+
+    def pte_pfn(self, pte: int) -> int:
+        raise self._arch("pte_pfn")
+
+    def pte_special(self, pte: int) -> bool:
+        raise self._arch("pte_special")
+
+    def pte_devmap(self, pte: int) -> bool:
+        raise self._arch("pte_devmap")
+
+    def pte_protnone(self, pte: int) -> bool:
+        raise self._arch("pte_protnone")
+
+    def pte_to_swp_entry(self, pte: int) -> SwpEntry:
+        raise self._arch("pte_to_swp_entry")
+
+    def swp_entry_to_pte(self, entry: SwpEntry, *, exclusive: bool = False) -> int:
+        raise self._arch("swp_entry_to_pte")
+
+    def swp_entry_to_pmd(self, entry: SwpEntry) -> int:
+        raise self._arch("swp_entry_to_pmd")
+
+    def pfn_pte(self, pfn: int, prot: Prot) -> int:
+        """``pfn_pte()`` plus the pte_mk*() calls ``prot`` asks for."""
+        raise self._arch("pfn_pte")
+
+    def pfn_pmd(self, pfn: int, prot: Prot) -> int:
+        """``pmd_mkhuge(pfn_pmd())``: a PMD leaf."""
+        raise self._arch("pfn_pmd")
+
+    def pfn_pud(self, pfn: int, prot: Prot) -> int:
+        """A PUD leaf."""
+        raise self._arch("pfn_pud")
+
+    def mk_table(self, linux: str, table_pa: int) -> int:
+        """``pXd_populate()``: an entry at Linux level ``linux`` pointing to a table."""
+        raise self._arch("mk_table")
+
+    def mk_bad(self, linux: str, val: int) -> int:
+        """A table entry ``pXd_bad()`` rejects but the MMU still walks (the default scenario's case)."""
+        raise self._arch("mk_bad")
+
+    def decode(self, linux: str, val: int) -> dict[str, Any]:
+        """An entry's fields, by its own format, for people (fixtures' entries.jsonl)."""
+        raise self._arch("decode")
 
     def hw_absent_reason(self, linux: str, val: int) -> str | None:
         """Why a leaf Linux treats as present is not translated by the MMU, by design, or None.

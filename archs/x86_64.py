@@ -10,6 +10,8 @@ Never imports Unicorn.
 
 from __future__ import annotations
 
+from typing import Any
+
 import construct as cs
 
 from .base import U64, EntryFormat, HwLevel, PagingConfig
@@ -376,7 +378,7 @@ class X86_64(LinuxPgtable):
             return PDPTE_1G if linux == "pud" else PDE_2M
         return TABLE
 
-    def decode(self, linux: str, val: int) -> dict[str, int]:
+    def decode(self, linux: str, val: int) -> dict[str, Any]:
         fmt = self.entry_format(linux, val)
         out = {"format": fmt.name, **fmt.parse(val)}  # type: ignore[dict-item]
         return out

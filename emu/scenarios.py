@@ -15,7 +15,19 @@ from archs.linux import LinuxPgtable, Prot, SwpEntry
 
 from .errors import MemoryLayoutError
 from .memory import FrameAllocator, MemMap, PhysicalMemory
-from .mm import MM, VM_IO, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, VMA
+from .mm import (
+    MM,
+    VM_IO,
+    VM_MAYREAD,
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_MIXEDMAP,
+    VM_PFNMAP,
+    VM_READ,
+    VM_SHARED,
+    VM_WRITE,
+    VMA,
+)
 from .tables import PageTableBuilder
 
 SMALL_RAM = 64 << 20  # tables, small folios, the zero page, the probe machine's own frames
