@@ -265,21 +265,23 @@ class Report:
 
 
 def _tag_expected(sc: Scenario, walks: list[WalkResult]) -> None:
-    """Tag the data frames the walks expect the MMU to reach (never a table frame), so that a
-    guest load proves which physical word it read."""
+    """Tag the data frames the walks expect the MMU to reach, so that a guest load proves which
+    physical word it read.  Never a frame that holds a table: neither one the builder made nor
+    one a walk read an entry from (a hostile entry may use any frame as a table)."""
     page = sc.ops.PAGE_SIZE
-    tables = [(pa, pa + size) for pa, size in sc.builder.tables]
-    done: set[int] = set()
+    keep: set[int] = set()
+    for pa, size in sc.builder.tables:
+        keep.update(range(pa & ~(page - 1), pa + size, page))
+    for w in walks:
+        keep.update(pa & ~(page - 1) for _, pa, _ in w.trace)
     for w in walks:
         if w.expected_pa is None:
             continue
         frame = w.expected_pa & ~(page - 1)
-        if frame in done or not sc.ram.contains(frame, page):
-            continue
-        if any(s < frame + page and frame < e for s, e in tables):
+        if frame in keep or not sc.ram.contains(frame, page):
             continue
         sc.ram.tag(frame, page)
-        done.add(frame)
+        keep.add(frame)
 
 
 def probe_cases(sc: Scenario, addrs: list[int], access: Access = READ) -> list[ProbeResult]:
