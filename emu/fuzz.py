@@ -431,8 +431,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 #: The benchmark's mix: mostly valid mappings, about one probe in ten faults.
 BENCH_WEIGHTS: dict[str, float] = {
-    "valid": 88, "prot": 2, "zero": 1, "flip": 1.5, "field": 0.5, "reserved": 0.5, "wrong-level": 0.5,
-    "bad": 0, "swap": 2, "migration": 2, "hostile": 0.5, "noise": 1, "none": 0.5,
+    "valid": 84, "prot": 2, "zero": 1, "flip": 1.5, "field": 0.5, "reserved": 0.5, "wrong-level": 0.5,
+    "bad": 0, "swap": 3, "migration": 3, "hostile": 0.5, "noise": 1, "none": 3,
 }
 
 _RESERVED_FIELD = re.compile(r"^(reserved|res\d|rsvd|rsv|sbz|mbz|must_be_zero)", re.I)
@@ -469,8 +469,9 @@ class GenParams:
     @classmethod
     def bench(cls, **kw: Any) -> GenParams:
         """The benchmark's hierarchies: mostly valid mappings, about one probe in ten faults."""
-        return cls.with_weights(BENCH_WEIGHTS, p_none_addr=0.05, p_valid_leaf=0.97, p_edge_pfn=0.0,
-                                upper_fuzz=0.0, p_vma_hole=0.01, p_fuzz_pointer=0.0, **kw)
+        args: dict[str, Any] = dict(p_none_addr=0.05, p_valid_leaf=0.97, p_edge_pfn=0.0, upper_fuzz=0.0,
+                                    p_vma_hole=0.01, p_fuzz_pointer=0.0)
+        return cls.with_weights(BENCH_WEIGHTS, **{**args, **kw})
 
     @classmethod
     def with_weights(cls, weights: dict[str, float], **kw: Any) -> GenParams:
@@ -525,7 +526,10 @@ class EntryGenerator:
         self.p_valid_leaf = 0.7
         self.p_edge_pfn = 0.12
         # Every Linux level's reading of an entry as a table pointer / a leaf pfn (guard).
-        self._table_readers = [lv for lv in ("pgd", "p4d", "pud", "pmd") if not ops.folded(lv)]
+        self._table_readers = [
+            (lv, getattr(ops, f"{lv}_leaf", None)) for lv in ("pgd", "p4d", "pud", "pmd") if not ops.folded(lv)
+        ]
+        self._own_pfn = [(lv.linux, getattr(ops, f"{lv.linux}_pfn", None)) for lv in self.levels]
 
     # -- helpers ------------------------------------------------------------------------------
     def width(self, depth: int) -> int:
@@ -554,23 +558,26 @@ class EntryGenerator:
         """Could the MMU walk the probe machine's frames through ``value`` -- read at any level
         where Linux takes it for a table pointer (also with the address bits above 32..52
         dropped) -- or does it map them as a leaf at its own ``depth``?"""
-        lay, ops = self.layout, self.ops
-        for linux in self._table_readers:
-            leaf = getattr(ops, f"{linux}_leaf", None)
+        ops = self.ops
+        hit = self.layout.in_forbidden
+        for linux, leaf in self._table_readers:
             try:
                 if ops.entry_none(linux, value) or (leaf is not None and leaf(value)):
                     continue
                 pa = int(ops.table_pa(linux, value))
             except Exception:
                 continue
-            for bits in (64, 52, 48, 44, 40, 36, 32):
-                if lay.in_forbidden(pa & ((1 << bits) - 1)):
-                    return True
-        if depth is not None and not ops.entry_none(self.levels[depth].linux, value):
-            reader = getattr(ops, f"{self.levels[depth].linux}_pfn", None)
-            if reader is not None:
+            if hit(pa):
+                return True
+            if pa >> 32:
+                for bits in (52, 48, 44, 40, 36, 32):
+                    if hit(pa & ((1 << bits) - 1)):
+                        return True
+        if depth is not None:
+            linux, reader = self._own_pfn[depth]
+            if reader is not None and not ops.entry_none(linux, value):
                 with contextlib.suppress(Exception):
-                    if lay.in_forbidden(int(reader(value)) << ops.PAGE_SHIFT):
+                    if hit(int(reader(value)) << ops.PAGE_SHIFT):
                         return True
         return False
 
@@ -1156,7 +1163,14 @@ class Target:
         probes = self.probe()
         t3 = time.perf_counter()
         ops, oracle = self.ops, self.oracle
-        verdicts = [[judge(ops, w, probes[i], oracle) for w in row] for i, row in enumerate(walks)]
+        verdicts = []
+        for i, row in enumerate(walks):
+            mmu = probes[i]
+            first = row[0]
+            v0 = judge(ops, first, mmu, oracle)
+            # A row that batch_results() copied from the first (same record, other flags: it
+            # shares the trace list) gets the same verdict: judge() does not read the flags.
+            verdicts.append([v0] + [v0 if w.trace is first.trace else judge(ops, w, mmu, oracle) for w in row[1:]])
         t4 = time.perf_counter()
         return Evaluation(
             h, [c.addr for c in self.sc.cases], [c.vma for c in self.sc.cases], walks, probes, verdicts,
@@ -1194,19 +1208,27 @@ def _adapt_walk_many(fn: Callable[..., Any]) -> Callable[..., list[list[WalkResu
         with sc.mm.mmap_read():
             for vma, idx in groups.values():
                 addrs = [cases[i].addr for i in idx]
+                first: list[WalkResult] | None = None
                 for j, f in enumerate(flag_sets):
-                    for k, wr in enumerate(batch_results(ops, fn(vma, addrs, f, isolated=True), addrs, f)):
+                    res = batch_results(ops, fn(vma, addrs, f, isolated=True), addrs, f, first)
+                    first = first or res
+                    for k, wr in enumerate(res):
                         out[idx[k]][j] = wr
         return out  # type: ignore[return-value]
 
     return call
 
 
-def batch_results(ops: LinuxPgtable, b: Any, addrs: Sequence[int], flags: int) -> list[WalkResult]:
+def batch_results(
+    ops: LinuxPgtable, b: Any, addrs: Sequence[int], flags: int, same: Sequence[WalkResult] | None = None
+) -> list[WalkResult]:
     """:func:`emu.verify.walk_result` of every record of a ``WalkBatch``, read from its columns
     for the addresses the vectorised walk decided (found normal leaves, none entries) instead of
     materialising a FolioWalk for each; records of the per-address walker go through
-    walk_result() itself.  tests/test_fuzz.py proves both give equal results."""
+    walk_result() itself.  ``same``: the results of the same addresses under another flag set;
+    a vector-decided record equal to it (the flags change nothing there) is a copy of it that
+    shares its ``trace`` list -- :meth:`Target.evaluate` judges such a row once.
+    tests/test_fuzz.py proves all of it equal to walk_result() on every record."""
     from .verify import _entry_size, _leaf_pfn, _protnone
 
     n = len(addrs)
@@ -1227,9 +1249,20 @@ def batch_results(ops: LinuxPgtable, b: Any, addrs: Sequence[int], flags: int) -
             continue
         lv = LEVEL_NAMES[level[i]] if level[i] >= 0 else None
         ent = entry[i] if lv is not None else None
+        epa = entry_pa[i] if lv is not None else None
+        if same is not None:
+            o = same[i]
+            if (o.reason == reason and o.level == lv and o.entry == ent and o.entry_pa == epa
+                    and (not found[i] or (o.folio_pfn == folio_pfn[i] and o.page_pfn == page_pfn[i]))
+                    and not o.cleared and not o.warnings):
+                wr = object.__new__(WalkResult)  # copy.copy() without its generic machinery
+                wr.__dict__.update(o.__dict__)
+                wr.flags = flags
+                out.append(wr)
+                continue
         wr = WalkResult(
             flags=flags, reason=reason, kind=b.kind(i) if found[i] else "", level=lv,
-            entry_pa=entry_pa[i] if lv is not None else None, entry=ent, trace=b.trace(i),
+            entry_pa=epa, entry=ent, trace=b.trace(i),
         )
         if found[i]:
             wr.folio_pfn, wr.folio_order = folio_pfn[i], folio_order[i]
@@ -1422,6 +1455,7 @@ class Stats:
     cases: int = 0
     rows: int = 0
     faults: int = 0
+    cpu_s: float = 0.0  # process CPU time the hierarchies took (what one core did)
     verdicts: Counter[str] = field(default_factory=Counter)
     by_level: Counter[tuple[str, str]] = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -1431,6 +1465,7 @@ class Stats:
         self.cases += o.cases
         self.rows += o.rows
         self.faults += o.faults
+        self.cpu_s += o.cpu_s
         self.verdicts.update(o.verdicts)
         self.by_level.update(o.by_level)
         for k, v in o.seconds.items():
@@ -1442,6 +1477,7 @@ class Stats:
             "cases": self.cases,
             "rows": self.rows,
             "faults": self.faults,
+            "cpu_s": round(self.cpu_s, 3),
             "verdicts": dict(self.verdicts),
             "by_level": {f"{lv}/{cls}": n for (lv, cls), n in sorted(self.by_level.items())},
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
@@ -1490,6 +1526,11 @@ class CampaignResult:
         return self.stats.cases / self.worker_busy_s if self.worker_busy_s else 0.0
 
     @property
+    def cases_per_cpu_s(self) -> float:
+        """Cases per CPU second of the workers (per core, whatever else shares the machine)."""
+        return self.stats.cases / self.stats.cpu_s if self.stats.cpu_s else 0.0
+
+    @property
     def fault_rate(self) -> float:
         return self.stats.faults / self.stats.cases if self.stats.cases else 0.0
 
@@ -1513,6 +1554,7 @@ class CampaignResult:
             "worker_busy_s": round(self.worker_busy_s, 3),
             "cases_per_s": round(self.cases_per_s, 1),
             "cases_per_core_s": round(self.cases_per_core_s, 1),
+            "cases_per_cpu_s": round(self.cases_per_cpu_s, 1),
             "fault_rate": round(self.fault_rate, 4),
             "interrupted": self.interrupted,
             "crashes": self.crashes,
@@ -1549,8 +1591,9 @@ class _Worker:
     def run_one(self, index: int) -> tuple[Stats, str]:
         opts = self.opts
         key = opts.configs[index % len(opts.configs)]
-        t0 = time.perf_counter()
         target = self.target(key)
+        c0 = time.process_time()
+        t0 = time.perf_counter()
         h = self.gens[key].generate(opts.seed, index)
         t1 = time.perf_counter()
         if opts.before_hierarchy is not None:
@@ -1579,6 +1622,7 @@ class _Worker:
             if self.claim(f"{h.config}|{key_}"):
                 self.save_finding(target, h, ev, i, j, sig)
         st.seconds["findings"] = time.perf_counter() - t2
+        st.cpu_s = time.process_time() - c0
         return st, h.digest()
 
     def save_finding(self, target: Target, h: Hierarchy, ev: Evaluation, i: int, j: int, sig: str) -> None:
@@ -1864,12 +1908,23 @@ def _run_processes(opts: CampaignOptions) -> CampaignResult:
     slots = [_Slot(first=w, next_index=w) for w in range(opts.jobs)]
 
     def spawn(slot: _Slot) -> None:
+        import signal
+        import threading
+
         parent, child = ctx.Pipe(duplex=True)
         slot.proc = ctx.Process(
             target=_worker_main, args=(child, opts, slot.next_index, opts.jobs, deadline),
             name=f"foliowalk-fuzz-{slot.first}", daemon=True,
         )
-        slot.proc.start()
+        # The worker starts with SIGINT ignored (inherited through exec), so a Ctrl-C meant for
+        # the campaign cannot kill it while it is still importing; the campaign tells it to stop.
+        main_thread = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+        try:
+            slot.proc.start()
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, old)
         child.close()
         slot.conn, slot.current, slot.exited = parent, None, False
 
@@ -1886,6 +1941,9 @@ def _run_processes(opts: CampaignOptions) -> CampaignResult:
 
     def crashed(slot: _Slot, why: str, kind: str) -> None:
         nonlocal crashes
+        if interrupted[0] and kind == "crash" and slot.proc.exitcode in (-2, 1):
+            slot.exited = True  # stopped by the user's Ctrl-C, not by the emulator
+            return
         crashes += 1
         idx = slot.current
         rec = FindingRecord(kind, f"{kind}|{why}", "?", idx, None, f"{kind}: {why}", None,
@@ -2012,11 +2070,15 @@ def format_report(res: CampaignResult) -> str:
         + ("  (interrupted)" if res.interrupted else ""),
         f"  {st.hierarchies:,} hierarchies, {st.cases:,} cases (addresses), {st.rows:,} rows "
         f"(x{len(FLAG_COMBINATIONS)} FW_* flag sets) in {res.wall_s:.1f} s",
-        f"  rate: {res.cases_per_s:,.0f} cases/s overall, {res.cases_per_core_s:,.0f} cases/s per core "
-        f"(per worker-busy second); MMU fault rate {res.fault_rate:.1%}",
+        f"  rate: {res.cases_per_s:,.0f} cases/s overall; per core {res.cases_per_core_s:,.0f} cases/s "
+        f"per worker-busy second, {res.cases_per_cpu_s:,.0f} per CPU second",
+        f"  MMU fault rate {res.fault_rate:.1%}",
     ]
     sec = st.seconds
     total = sum(sec.values()) or 1.0
+    work = total - sec.get("findings", 0.0)
+    if sec.get("findings") and work > 0:
+        lines.append(f"  per core without shrinking/saving findings: {st.cases / work:,.0f} cases/s")
     parts = sorted(sec.items(), key=lambda x: -x[1])
     lines.append("  time: " + ", ".join(f"{k} {v / total:.0%}" for k, v in parts))
     if res.digest:
