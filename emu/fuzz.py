@@ -1499,6 +1499,7 @@ class FindingRecord:
     fuzzed: int | None = None
     set_bits: int | None = None
     note: str = ""
+    shrunk_entries: list[str] = field(default_factory=list)  # the fuzzed entries left, decoded
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -1645,6 +1646,12 @@ class _Worker:
         except FoliowalkError as exc:
             note = f"not shrunk: {exc}"
             small = _single(h, addr, h.vmas)
+        # The verdict as the minimized hierarchy gives it (addresses in it may have changed).
+        sev = target.evaluate(small)
+        for jj, w in enumerate(sev.walks[0]):
+            if signature(w, sev.probes[0], sev.verdicts[0][jj]) == sig:
+                verdict = sev.verdicts[0][jj]
+                break
         path = None
         if opts.out is not None:
             path, extra_note = save_hierarchy_finding(opts.out, small, name, sig, verdict)
@@ -1652,6 +1659,8 @@ class _Worker:
         self.report(FindingRecord(
             kind, sig, h.config, h.index, addr, verdict, str(path) if path else None,
             len(small.entries), len(small.fuzzed), small.set_bits(), note,
+            [line for e, line in zip(sorted(small.entries, key=lambda e: (e.depth, e.pa)),
+                                     small.describe(target.ops), strict=True) if e.fuzzed],
         ))
 
 
@@ -2102,6 +2111,8 @@ def format_report(res: CampaignResult) -> str:
                 noun = "entry" if f.fuzzed == 1 else "entries"
                 size = f", {f.fuzzed} fuzzed {noun} of {f.entries}, {f.set_bits} set bits"
             lines.append(f"   - {f.kind} {f.config} hierarchy {f.index}{where}{size}: {f.verdict}")
+            for e in f.shrunk_entries:
+                lines.append(f"     {e}")
             if f.path:
                 lines.append(f"     saved: {f.path}")
             if f.note:
