@@ -36,6 +36,15 @@ that pointer), then the table pointers nobody needs, then clears every set bit i
 step keeps a candidate only if the same *signature* (verdict class and text, walk reason,
 deciding level, with numbers blanked) still shows.  The table pointers on the path stay
 canonical ``mk_table()`` values: they are the structure, the rest is the finding.
+
+Campaigns (:func:`run_campaign`, ``foliowalk fuzz``): every row is counted by verdict class and by
+the level of the entry the walk decided on; the first row of every distinct ``disagree``
+signature and of every ``emulator-deviation`` kind is shrunk and saved under ``--out`` as a
+fixture set (emu/fixtures.py; rows recomputed on a fresh machine first) plus its
+``*.hierarchy.json``.  Workers are spawned processes (never forked: they hold Unicorn engines and
+threads); one that dies (an emulator abort) or hangs is replaced, its hierarchy saved as a
+``crash``/``hang`` finding, and the campaign goes on.  Ctrl-C stops the workers after their
+current hierarchy and keeps everything found.  ``bench/fuzz_rate.py`` measures the rate.
 """
 
 from __future__ import annotations
@@ -1999,6 +2008,7 @@ def _run_processes(opts: CampaignOptions) -> CampaignResult:
                         except (EOFError, OSError):
                             break
                         tag = msg[0]
+                        s.started = time.monotonic()  # any message shows the worker is alive
                         if tag == "start":
                             s.current, s.started = msg[1], time.monotonic()
                         elif tag == "done":
