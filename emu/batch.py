@@ -51,8 +51,9 @@ mmap lock must be held, as for folio_walk_start().
 
 from __future__ import annotations
 
+import gc
+import heapq
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -110,13 +111,13 @@ class WalkBatch(Sequence[FolioWalk]):
         self.vma = vma
         self.flags = flags
         self.addrs = addrs
-        self.found = np.zeros(n, dtype=bool)
-        self.level = np.full(n, -1, dtype=np.int8)
-        self.entry_pa = np.zeros(n, dtype=np.uint64)
-        self.entry = np.zeros(n, dtype=np.uint64)
-        self.folio_pfn = np.full(n, -1, dtype=np.int64)
-        self.folio_order = np.full(n, -1, dtype=np.int8)
-        self.page_pfn = np.full(n, -1, dtype=np.int64)
+        self._found = np.zeros(n, dtype=bool)
+        self._level = np.full(n, -1, dtype=np.int8)
+        self._entry_pa = np.zeros(n, dtype=np.uint64)
+        self._entry = np.zeros(n, dtype=np.uint64)
+        self._folio_pfn = np.full(n, -1, dtype=np.int64)
+        self._folio_order = np.full(n, -1, dtype=np.int8)
+        self._page_pfn = np.full(n, -1, dtype=np.int64)
         self._status = np.zeros(n, dtype=np.int8)
         # The entries each vectorised walk read, per Linux level (pgd, p4d, pud, pmd, pte).
         # (Only the columns an outcome's trace names are ever read: np.empty is enough.)
@@ -124,6 +125,58 @@ class WalkBatch(Sequence[FolioWalk]):
         self._tval = np.empty((5, n), dtype=np.uint64)
         self._alias: tuple[int, ...] = (0, 1, 2, 3, 4)  # folded level -> its upper level's column
         self._records: dict[int, FolioWalk] = {}  # the per-address walker's records
+        self._unsynced: list[int] = []  # records not yet copied into the columns
+
+    def _sync(self) -> None:
+        """Copy the per-address walker's records into the columns (once, when first read)."""
+        if not self._unsynced:
+            return
+        idx = np.array(self._unsynced, dtype=np.intp)
+        recs = [self._records[i] for i in self._unsynced]
+        self._unsynced = []
+        self._found[idx] = [r.folio is not None for r in recs]
+        self._level[idx] = [-1 if r.level is None else r.level for r in recs]
+        self._entry_pa[idx] = [r.entryp or 0 for r in recs]
+        self._entry[idx] = [r.entry or 0 for r in recs]
+        self._folio_pfn[idx] = [-1 if r.folio is None else r.folio.pfn for r in recs]
+        self._folio_order[idx] = [-1 if r.folio is None else r.folio.order for r in recs]
+        self._page_pfn[idx] = [-1 if r.page is None else r.page.pfn for r in recs]
+
+    # The columns (module docstring).
+    @property
+    def found(self) -> np.ndarray:
+        self._sync()
+        return self._found
+
+    @property
+    def level(self) -> np.ndarray:
+        self._sync()
+        return self._level
+
+    @property
+    def entry_pa(self) -> np.ndarray:
+        self._sync()
+        return self._entry_pa
+
+    @property
+    def entry(self) -> np.ndarray:
+        self._sync()
+        return self._entry
+
+    @property
+    def folio_pfn(self) -> np.ndarray:
+        self._sync()
+        return self._folio_pfn
+
+    @property
+    def folio_order(self) -> np.ndarray:
+        self._sync()
+        return self._folio_order
+
+    @property
+    def page_pfn(self) -> np.ndarray:
+        self._sync()
+        return self._page_pfn
 
     @property
     def scalar(self) -> np.ndarray:
@@ -166,13 +219,13 @@ class WalkBatch(Sequence[FolioWalk]):
         if st == _OUTSIDE:
             fw.warnings.append(outside_vma_warning(int(self.addrs[i]), self.vma))
             return fw
-        lvl = int(self.level[i])
+        lvl = int(self._level[i])
         if lvl >= 0:
-            fw.level, fw.entryp, fw.entry = lvl, int(self.entry_pa[i]), int(self.entry[i])
+            fw.level, fw.entryp, fw.entry = lvl, int(self._entry_pa[i]), int(self._entry[i])
         if st in (_FOUND_PTE, _FOUND_PMD, _FOUND_PUD):
             fw.kind = "normal"
-            fw.folio = Folio(int(self.folio_pfn[i]), int(self.folio_order[i]))
-            fw.page = Page(int(self.page_pfn[i]))
+            fw.folio = Folio(int(self._folio_pfn[i]), int(self._folio_order[i]))
+            fw.page = Page(int(self._page_pfn[i]))
         fw.trace = [TraceStep(name, pa, val) for name, pa, val in self.trace(i)]
         return fw
 
@@ -183,29 +236,47 @@ class WalkBatch(Sequence[FolioWalk]):
     def records(self) -> list[FolioWalk]:
         return list(self)
 
+    def _decided_after(self, i: int, pas: list[int]) -> list[int]:
+        """Vector-decided records after ``i`` whose walk read an entry at one of ``pas``; they
+        become per-address records (to be walked again)."""
+        st = self._status[i + 1 :]
+        hit = np.zeros(len(st), dtype=bool)
+        for c in sorted(set(self._alias)):
+            for pa in pas:
+                hit |= self._tpa[c, i + 1 :] == _U64(pa)  # (an unused column only adds re-walks)
+        hit &= st != _SCALAR
+        idx = (np.flatnonzero(hit) + i + 1).tolist()
+        self._status[idx] = _SCALAR
+        return idx
+
     def _put_record(self, i: int, fw: FolioWalk) -> None:
         self._records[i] = fw
-        self._status[i] = _SCALAR
-        self.found[i] = fw.folio is not None
-        self.level[i] = -1 if fw.level is None else fw.level
-        self.entry_pa[i] = fw.entryp or 0
-        self.entry[i] = fw.entry or 0
-        self.folio_pfn[i] = fw.folio.pfn if fw.folio is not None else -1
-        self.folio_order[i] = fw.folio.order if fw.folio is not None else -1
-        self.page_pfn[i] = fw.page.pfn if fw.page is not None else -1
+        self._unsynced.append(i)
 
 
-# -- vector rules: Linux's predicates over arrays of entries, per architecture --------------------
+# -- vector rules: Linux's predicates over arrays of entries ------------------------------------
+#
+# A rules object classifies arrays of entry values, one Linux level at a time, for the shapes the
+# vectorised walk decides; everything it does not claim goes to the per-address walker:
+#
+#   upper(level, v) -> (none, good, next)         pgd/p4d: pXd_none(); neither none nor bad; the
+#                                                 next table's address (where good)
+#   pud(v)  -> (none, table, leaf, next, pfn)     leaf: a PUD leaf folio_walk_start() returns
+#   pmd(v)  -> (none, table, leaf, next, pfn)     table: one __pte_offset_map() accepts; leaf: a
+#                                                 present leaf, neither special nor devmap
+#   pte(v)  -> (none, normal, pfn)                normal: present and not special
+#
+# "none" must be exact; every other mask must imply what the scalar predicates say, and must
+# leave out every entry pgd/p4d/pmd_bad() would make the walk clear (then a clear done by the
+# per-address walker cannot change a record the vector pass decided, and a sequence of walks
+# stays exact).  tests/test_batch_walk.py checks both kinds of rules against the reference.
 
 
 class X86_64Rules:
-    """x86-64 (arch/x86/include/asm/pgtable.h, v6.12) over uint64 arrays, for the shapes the
-    vectorised walk decides; everything else goes to the scalar walker.  Every mask is the one
-    archs/x86_64.py derives from its construct declarations (never a second hand-typed copy);
-    tests/test_batch_walk.py checks these rules against the scalar predicates on random entries.
-    """
+    """x86-64 (arch/x86/include/asm/pgtable.h, v6.12) over uint64 arrays.  Every mask is the one
+    archs/x86_64.py derives from its construct declarations (never a second hand-typed copy)."""
 
-    def __init__(self, ops: Any) -> None:
+    def __init__(self, ops: Any, mm: MM | None = None) -> None:
         from archs import x86_64 as x
 
         self.ops = ops
@@ -216,7 +287,6 @@ class X86_64Rules:
         self.PFN = _U64(x.PTE_PFN_MASK)
         self.PMD_PFN = _U64(x.PHYSICAL_PMD_PAGE_MASK)
         self.PUD_PFN = _U64(x.PHYSICAL_PUD_PAGE_MASK)
-        self.FLAGS = _U64(x.PTE_FLAGS_MASK)
         self.NOT_KNL = _U64(~x._PAGE_KNL_ERRATUM_MASK & x.U64)
         nx = x._PAGE_NX if getattr(ops, "pti", True) else 0
         self.KERNPG = _U64(x._KERNPG_TABLE)
@@ -231,61 +301,135 @@ class X86_64Rules:
         self.v612 = ops.kernel == "v6.12"
 
     def none(self, level: str, v: np.ndarray) -> np.ndarray:
-        """``pXd_none()`` of a real level: pgd is ``!val``, the others ignore the KNL A/D bits."""
+        """``pXd_none()``: pgd (5-level) is ``!val``, the others ignore the KNL erratum's A/D."""
         if level == "pgd":
             return v == 0
         return (v & self.NOT_KNL) == 0
 
-    def upper_good(self, level: str, v: np.ndarray) -> np.ndarray:
-        """pgd/p4d: neither none nor bad (pgd_none_or_clear_bad() walks on)."""
-        if level == "pgd":
-            return (v != 0) & ((v & self.PGD_BAD_KEEP) == self.KERNPG)
-        return ((v & self.NOT_KNL) != 0) & ((v & self.P4D_BAD) == 0)
+    def upper(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if level == "pgd":  # pgd_bad(): exactly _KERNPG_TABLE besides USER (and NX with PTI)
+            good = (v != 0) & ((v & self.PGD_BAD_KEEP) == self.KERNPG)
+        else:  # p4d_bad(): nothing beyond _KERNPG_TABLE | USER (| NX with PTI)
+            good = ((v & self.NOT_KNL) != 0) & ((v & self.P4D_BAD) == 0)
+        return self.none(level, v), good, v & self.PFN  # pgd_page_vaddr() / p4d_pgtable()
 
-    def table_pa(self, level: str, v: np.ndarray) -> np.ndarray:
-        """pgd_page_vaddr/p4d_pgtable/pud_pgtable/pmd_page_vaddr of entries without _PAGE_PSE."""
-        return v & self.PFN
-
-    def pud_table(self, v: np.ndarray) -> np.ndarray:
-        """Not none, not pud_leaf(), pud_present(): the walk goes on to the PMD table."""
-        return (v & (self.PSE | self.P)) == self.P
-
-    def pud_leaf_found(self, v: np.ndarray) -> np.ndarray:
-        """A present PUD leaf that folio_walk_start() returns: not devmap (v6.12: not special)."""
-        ok = ((v & (self.PSE | self.P)) == (self.PSE | self.P)) & ((v & self.DEVMAP) == 0)
+    def pud(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        pse_p = v & (self.PSE | self.P)
+        table = pse_p == self.P  # !pud_leaf() && pud_present(); pud_pgtable() = v & PTE_PFN_MASK
+        # pud_leaf() && pud_present() && !pud_devmap() (v6.12: && !pud_special())
+        leaf = (pse_p == (self.PSE | self.P)) & ((v & self.DEVMAP) == 0)
         if self.v612:
-            ok &= (v & self.SPECIAL) == 0
-        return ok
+            leaf &= (v & self.SPECIAL) == 0
+        pfn = (v & self.PUD_PFN) >> self.PAGE_SHIFT  # present: no PFN inversion (pgtable-invert.h)
+        return self.none("pud", v), table, leaf, v & self.PFN, pfn
 
-    def pud_pfn(self, v: np.ndarray) -> np.ndarray:  # present: no inversion (pgtable-invert.h)
-        return (v & self.PUD_PFN) >> self.PAGE_SHIFT
+    def pmd(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        pse_p = v & (self.PSE | self.P)
+        # present, !pmd_leaf(), !pmd_trans_huge(), !pmd_devmap(), !pmd_bad()
+        table = (pse_p == self.P) & ((v & self.DEVMAP) == 0) & ((v & self.PMD_BAD_KEEP) == self.PMD_TABLE)
+        leaf = (pse_p == (self.PSE | self.P)) & ((v & (self.SPECIAL | self.DEVMAP)) == 0)
+        pfn = (v & self.PMD_PFN) >> self.PAGE_SHIFT
+        return self.none("pmd", v), table, leaf, v & self.PFN, pfn
 
-    def pmd_table(self, v: np.ndarray) -> np.ndarray:
-        """A table __pte_offset_map() accepts: present, no PSE/DEVMAP, not pmd_bad()."""
-        return (((v & (self.PSE | self.P)) == self.P) & ((v & self.DEVMAP) == 0)
-                & ((v & self.PMD_BAD_KEEP) == self.PMD_TABLE))
-
-    def pmd_leaf_normal(self, v: np.ndarray) -> np.ndarray:
-        """A present PMD leaf that is neither pmd_special() nor pmd_devmap() (the rest of
-        vm_normal_page_pmd() -- VMA flags, huge zero pfn, highest_memmap_pfn -- is generic)."""
-        return ((v & (self.PSE | self.P)) == (self.PSE | self.P)) & ((v & (self.SPECIAL | self.DEVMAP)) == 0)
-
-    def pmd_pfn(self, v: np.ndarray) -> np.ndarray:
-        return (v & self.PMD_PFN) >> self.PAGE_SHIFT
-
-    def pte_normal(self, v: np.ndarray) -> np.ndarray:
-        """pte_present() through _PAGE_PRESENT and not pte_special() (vm_normal_page() then
-        only checks highest_memmap_pfn)."""
-        return (v & (self.P | self.SPECIAL)) == self.P
-
-    def pte_pfn(self, v: np.ndarray) -> np.ndarray:
-        return (v & self.PFN) >> self.PAGE_SHIFT
+    def pte(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        # pte_present() through _PAGE_PRESENT (PROT_NONE PTEs go to the scalar walker), !pte_special()
+        normal = (v & (self.P | self.SPECIAL)) == self.P
+        return self.none("pte", v), normal, (v & self.PFN) >> self.PAGE_SHIFT
 
 
-#: arch -> vector rules class.  An architecture without an entry is walked address by address.
-#: A rules class must send every entry that pgd/p4d/pmd_bad() would make the walk clear (and
-#: anything else it cannot decide exactly) to the per-address walker: that keeps a sequence of
-#: walks with clears exact (walk_many) -- tests/test_batch_walk.py checks it for each entry here.
+_M_NONE, _M_TABLE, _M_SAME, _M_LEAF, _M_OTHER = 0, 1, 2, 3, 4
+
+
+class MemoRules:
+    """Any architecture the scalar fast path supports (emu/walk.py ``_FastWalk``): each DISTINCT
+    entry value is classified once by the arch's own scalar predicates -- the fast path's
+    memoised verdicts -- and arrays are classified by looking their values up in sorted
+    ``(value, code, address-or-pfn)`` arrays.  No second copy of any predicate."""
+
+    _LIMIT = 1 << 20  # memorised values per level before the memo is dropped and rebuilt
+
+    def __init__(self, ops: Any, mm: MM) -> None:
+        from .walk import _fast_walker
+
+        self.ops = ops
+        self.fast = _fast_walker(mm)
+        self.PAGE_SHIFT = _U64(ops.PAGE_SHIFT)
+        empty = (np.zeros(0, np.uint64), np.zeros(0, np.int8), np.zeros(0, np.uint64))
+        self.memo: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
+            n: empty for n in ("pgd", "p4d", "pud", "pmd", "pte")}
+
+    def _scalar(self, level: str, x: int) -> tuple[int, int]:
+        """(code, next table address or leaf pfn) of one value, by the arch's predicates."""
+        from .walk import _C_LEAF, _C_NONE, _C_OTHER, _C_SAME
+
+        fast = self.fast
+        if level in ("pgd", "p4d", "pud"):
+            c = fast.memo[level].get(x)
+            if c is None:
+                c = fast._upper(level, "p4d" if level == "pgd" else "pud", x) if level != "pud" else fast._pud(x)
+            if c >= 0:
+                return _M_TABLE, c
+            if c == _C_LEAF:
+                return _M_LEAF, fast.pud_leaf_pfn[x]
+            return {_C_NONE: _M_NONE, _C_SAME: _M_SAME, _C_OTHER: _M_OTHER}[c], 0
+        if level == "pmd":
+            t = fast.memo["pmd"].get(x)
+            if t is None:
+                t = fast._pmd(x)
+            if t[0] >= 0:
+                return _M_TABLE, t[1]
+            if t[0] == _C_LEAF:
+                return (_M_OTHER, 0) if t[2] else (_M_LEAF, t[1])  # special/devmap: refused
+            return (_M_NONE, 0) if t[0] == _C_NONE else (_M_OTHER, 0)
+        ops = self.ops  # pte: the vm_normal_page() part that does not depend on the VMA
+        if ops.pte_present(x):
+            return (_M_OTHER, 0) if ops.pte_special(x) else (_M_LEAF, int(ops.pte_pfn(x)))
+        return (_M_NONE, 0) if ops.pte_none(x) else (_M_OTHER, 0)
+
+    def classify(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys, codes, aux = self.memo[level]
+        if len(keys):
+            pos = np.minimum(np.searchsorted(keys, v), len(keys) - 1)
+            hit = keys[pos] == v
+        else:
+            pos = np.zeros(len(v), dtype=np.intp)
+            hit = np.zeros(len(v), dtype=bool)
+        if not hit.all():
+            new = np.unique(v[~hit])
+            got = [self._scalar(level, x) for x in new.tolist()]
+            new_codes = np.array([c for c, _ in got], dtype=np.int8)
+            new_aux = np.array([a for _, a in got], dtype=np.uint64)
+            if len(keys) + len(new) > self._LIMIT:
+                keys, codes, aux = new, new_codes, new_aux
+            else:
+                keys = np.concatenate([keys, new])
+                order = np.argsort(keys, kind="stable")
+                keys = keys[order]
+                codes = np.concatenate([codes, new_codes])[order]
+                aux = np.concatenate([aux, new_aux])[order]
+            self.memo[level] = (keys, codes, aux)
+            pos = np.searchsorted(keys, v)
+        return codes[pos], aux[pos]
+
+    def upper(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c, a = self.classify(level, v)
+        return c == _M_NONE, (c == _M_TABLE) | (c == _M_SAME), a
+
+    def pud(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        c, a = self.classify("pud", v)
+        return c == _M_NONE, (c == _M_TABLE) | (c == _M_SAME), c == _M_LEAF, a, a
+
+    def pmd(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        c, a = self.classify("pmd", v)
+        return c == _M_NONE, (c == _M_TABLE) | (c == _M_SAME), c == _M_LEAF, a, a
+
+    def pte(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        c, a = self.classify("pte", v)
+        return c == _M_NONE, c == _M_LEAF, a
+
+
+#: arch -> vector rules class.  An architecture without an entry is walked with MemoRules when
+#: the scalar fast path supports it, else address by address.
 VECTOR_RULES: dict[str, Any] = {"x86_64": X86_64Rules}
 
 
@@ -331,6 +475,7 @@ class _VectorWalk:
         self.alias = tuple(alias)
         self.PUD_SIZE = int(ops.PUD_SIZE)
         self.PMD_SIZE = int(ops.PMD_SIZE)
+        self.PAGE_SHIFT = _U64(ops.PAGE_SHIFT)
         self._folio_version = -1
         self._heads = np.zeros(0, dtype=np.int64)
         self._orders = np.zeros(0, dtype=np.int64)
@@ -406,68 +551,63 @@ class _VectorWalk:
         tpa[0, sel], tval[0, sel] = entp, v
         # pgd_none_or_clear_bad(), p4d_offset(), p4d_none_or_clear_bad(), pud_offset()
         for col, (level, lower, code) in enumerate((("pgd", "p4d", _NONE_PGD), ("p4d", "pud", _NONE_P4D))):
-            if not self.folded[level]:
-                none = r.none(level, v)
+            if self.folded[level]:
+                nxt = entp  # unused: the lower level shares this entry
+            else:
+                none, good, nxt = r.upper(level, v)
                 if none.any():
                     status[_pick(sel, none)] = code
-                sel, (a, entp, v) = _narrow(sel, r.upper_good(level, v), a, entp, v)
+                sel, (a, entp, v, nxt) = _narrow(sel, good, a, entp, v, nxt)
             if not self.same[level]:
-                base = r.table_pa(level, v)
-                sel, (a, base) = _narrow(sel, base <= _U64(self.ram.size - self.table_bytes[lower]), a, base)
-                entp = self._offset(lower, base, a)
+                sel, (a, nxt) = _narrow(sel, nxt <= _U64(self.ram.size - self.table_bytes[lower]), a, nxt)
+                entp = self._offset(lower, nxt, a)
                 v = self._read(entp)
                 tpa[col + 1, sel], tval[col + 1, sel] = entp, v
         # pud = pudp_get(pudp)
+        nxt = entp
         if not self.folded["pud"]:
-            none = r.none("pud", v)
+            none, table, leaf, nxt, pfn = r.pud(v)
             if none.any():
                 status[_pick(sel, none)] = _NONE_PUD
-            leaf = r.pud_leaf_found(v)
             if leaf.any():  # ptl = pud_lock(); a present, normal PUD leaf: found
                 li = _pick(sel, leaf)
                 la, lp, lv = a[leaf], entp[leaf], v[leaf]
-                nth = (la & _U64(self.PUD_SIZE - 1)) >> r.PAGE_SHIFT
-                self._found(b, li, _FOUND_PUD, FW_LEVEL_PUD, lp, lv, r.pud_pfn(lv), nth)
-            sel, (a, entp, v) = _narrow(sel, r.pud_table(v), a, entp, v)
+                nth = (la & _U64(self.PUD_SIZE - 1)) >> self.PAGE_SHIFT
+                self._found(b, li, _FOUND_PUD, FW_LEVEL_PUD, lp, lv, pfn[leaf], nth)
+            sel, (a, entp, v, nxt) = _narrow(sel, table, a, entp, v, nxt)
         # pmd_table: pmd = pmdp_get_lockless(pmd_offset(pudp, addr))
         if not self.same["pud"]:
-            base = r.table_pa("pud", v)
-            sel, (a, base) = _narrow(sel, base <= _U64(self.ram.size - self.table_bytes["pmd"]), a, base)
-            entp = self._offset("pmd", base, a)
+            sel, (a, nxt) = _narrow(sel, nxt <= _U64(self.ram.size - self.table_bytes["pmd"]), a, nxt)
+            entp = self._offset("pmd", nxt, a)
             v = self._read(entp)
             tpa[3, sel], tval[3, sel] = entp, v
-        if not self.folded["pmd"]:
-            none = r.none("pmd", v)
-            if none.any():
-                status[_pick(sel, none)] = _NONE_PMD
-            if not vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP):
-                leaf = r.pmd_leaf_normal(v)
-                if leaf.any():  # ptl = pmd_lock(); vm_normal_page_pmd() gives a page: found
-                    la, lp, lv = a[leaf], entp[leaf], v[leaf]
-                    li = _pick(sel, leaf)
-                    pfn = r.pmd_pfn(lv)
-                    ok = pfn <= _U64(self.memmap.highest_memmap_pfn)
-                    if mm.huge_zero_pfn is not None:
-                        ok &= pfn != _U64(mm.huge_zero_pfn)  # is_huge_zero_pmd()
-                    li, (la, lp, lv, pfn) = _narrow(li, ok, la, lp, lv, pfn)
-                    nth = (la & _U64(self.PMD_SIZE - 1)) >> r.PAGE_SHIFT
-                    self._found(b, li, _FOUND_PMD, FW_LEVEL_PMD, lp, lv, pfn, nth)
-            sel, (a, entp, v) = _narrow(sel, r.pmd_table(v), a, entp, v)
+        none, table, leaf, nxt, pfn = r.pmd(v)  # (rules apply pgtable-nopmd.h folding themselves)
+        if none.any():
+            status[_pick(sel, none)] = _NONE_PMD
+        if leaf.any() and not vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP):
+            # ptl = pmd_lock(); vm_normal_page_pmd() gives a page: found
+            la, lp, lv, pfn = a[leaf], entp[leaf], v[leaf], pfn[leaf]
+            li = _pick(sel, leaf)
+            ok = pfn <= _U64(self.memmap.highest_memmap_pfn)
+            if mm.huge_zero_pfn is not None:
+                ok &= pfn != _U64(mm.huge_zero_pfn)  # is_huge_zero_pmd()
+            li, (la, lp, lv, pfn) = _narrow(li, ok, la, lp, lv, pfn)
+            nth = (la & _U64(self.PMD_SIZE - 1)) >> self.PAGE_SHIFT
+            self._found(b, li, _FOUND_PMD, FW_LEVEL_PMD, lp, lv, pfn, nth)
+        sel, (a, v, nxt) = _narrow(sel, table, a, v, nxt)
         # pte_table: pte_offset_map_lock(); pte = ptep_get(ptep)
-        base = r.table_pa("pmd", v)
-        sel, (a, base) = _narrow(sel, base <= _U64(self.ram.size - self.table_bytes["pte"]), a, base)
-        entp = self._offset("pte", base, a)
+        sel, (a, nxt) = _narrow(sel, nxt <= _U64(self.ram.size - self.table_bytes["pte"]), a, nxt)
+        entp = self._offset("pte", nxt, a)
         v = self._read(entp)
         tpa[4, sel], tval[4, sel] = entp, v
-        none = r.none("pte", v)
+        none, normal, pfn = r.pte(v)
         if none.any():  # pte_none(): not found, with fw->level/ptep/pte set
             ni = _pick(sel, none)
             status[ni] = _NONE_PTE
-            b.level[ni] = FW_LEVEL_PTE
-            b.entry_pa[ni] = entp[none]
-            b.entry[ni] = v[none]
-        pfn = r.pte_pfn(v)
-        normal = r.pte_normal(v) & (pfn <= _U64(self.memmap.highest_memmap_pfn))  # vm_normal_page()
+            b._level[ni] = FW_LEVEL_PTE
+            b._entry_pa[ni] = entp[none]
+            b._entry[ni] = v[none]
+        normal &= pfn <= _U64(self.memmap.highest_memmap_pfn)  # vm_normal_page()
         sel, (entp, v, pfn) = _narrow(sel, normal, entp, v, pfn)
         self._found(b, sel, _FOUND_PTE, FW_LEVEL_PTE, entp, v, pfn, None)
 
@@ -475,25 +615,30 @@ class _VectorWalk:
                v: np.ndarray, pfn: np.ndarray, nth: np.ndarray | None) -> None:
         # found: folio = page_folio(page); fw->page = nth_page(page, offset) (normal pages only)
         b._status[sel] = status
-        b.found[sel] = True
-        b.level[sel] = level
-        b.entry_pa[sel] = entp
-        b.entry[sel] = v
+        b._found[sel] = True
+        b._level[sel] = level
+        b._entry_pa[sel] = entp
+        b._entry[sel] = v
         base = pfn.astype(np.int64)
         head, order = self.page_folio(base)
-        b.folio_pfn[sel] = head
-        b.folio_order[sel] = order
-        b.page_pfn[sel] = base if nth is None else base + nth.astype(np.int64)
+        b._folio_pfn[sel] = head
+        b._folio_order[sel] = order
+        b._page_pfn[sel] = base if nth is None else base + nth.astype(np.int64)
 
 
 def _vector_walker(mm: MM) -> _VectorWalk | None:
-    rules_cls = VECTOR_RULES.get(mm.ops.arch)
-    if rules_cls is None:
-        return None
+    """The mm's vectorised walk: the arch's VECTOR_RULES, else MemoRules; None where the scalar
+    fast path is off (an arch with its own pXd_offset(), e.g. s390x's dynamic folding)."""
+    from .walk import _fast_walker
+
     vw: _VectorWalk | None = getattr(mm, "_folio_walk_vector", None)
-    if vw is None or vw.ops is not mm.ops or vw.ram is not mm.ram or vw.memmap is not mm.memmap:
-        vw = _VectorWalk(mm, rules_cls(mm.ops))
-        mm._folio_walk_vector = vw  # type: ignore[attr-defined]
+    if vw is not None and vw.ops is mm.ops and vw.ram is mm.ram and vw.memmap is mm.memmap:
+        return vw
+    if not _fast_walker(mm).enabled:
+        return None
+    rules_cls = VECTOR_RULES.get(mm.ops.arch, MemoRules)
+    vw = _VectorWalk(mm, rules_cls(mm.ops, mm))
+    mm._folio_walk_vector = vw  # type: ignore[attr-defined]
     return vw
 
 
@@ -521,14 +666,43 @@ def walk_many(vma: VMA, addrs: Sequence[int] | np.ndarray, flags: int = 0, *, is
     vw = _vector_walker(mm) if vectorize else None
     if vw is not None and len(arr):
         vw.run(b)
-    # The rest, one by one and in order.  Vector rules never decide an address whose walk reads
-    # an entry that pXd_clear_bad() clears (they send bad entries here), so a clear done below
-    # cannot change a vector-decided record: sequential semantics hold.
-    undo = mm.ram.undo if isolated else nullcontext
-    for i in np.flatnonzero(b._status == _SCALAR).tolist():
-        fw = FolioWalk()
-        with undo():
-            if folio_walk_start(fw, vma, int(arr[i]), flags) is not None:
-                folio_walk_end(fw, vma)
-        b._put_record(i, fw)
+    # The rest, one by one and in order.  In a sequence, a walk that clears a bad entry
+    # (pXd_clear_bad()) changes what every later walk reads there: a later address the vector
+    # pass decided from that entry's old value (hostile tables can reach one entry at two
+    # levels) is walked again, after the clear, by the per-address walker.
+    todo = np.flatnonzero(b._status == _SCALAR).tolist()
+    heapq.heapify(todo)
+    # Many kept records (no cycles among them): the cyclic GC would rescan them over and over.
+    gc_was_enabled = gc.isenabled()
+    if len(todo) > 1000:
+        gc.disable()
+    try:
+        _walk_each(b, vma, arr, flags, isolated, vw is not None, todo)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return b
+
+
+def _walk_each(b: WalkBatch, vma: VMA, arr: np.ndarray, flags: int, isolated: bool, vector: bool,
+               todo: list[int]) -> None:
+    """The per-address walks of :func:`walk_many`, in address order (``todo`` is a heap)."""
+    addr_of = arr.tolist() if len(todo) > len(arr) // 8 else None
+    records, unsynced = b._records, b._unsynced
+    ram = vma.vm_mm.ram  # type: ignore[union-attr]
+    while todo:
+        i = heapq.heappop(todo)
+        a = addr_of[i] if addr_of is not None else int(arr[i])
+        fw = FolioWalk()
+        if isolated:
+            with ram.undo():
+                if folio_walk_start(fw, vma, a, flags) is not None:
+                    folio_walk_end(fw, vma)
+        else:
+            if folio_walk_start(fw, vma, a, flags) is not None:
+                folio_walk_end(fw, vma)
+            if fw._cleared and vector:
+                for j in b._decided_after(i, [s.pa for s in fw.cleared]):
+                    heapq.heappush(todo, j)
+        records[i] = fw
+        unsynced.append(i)

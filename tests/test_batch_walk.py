@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archs
+import emu.batch
 from archs.linux import (
     SWP_DEVICE_READ,
     SWP_HWPOISON,
@@ -232,13 +233,23 @@ def check_columns(batch: WalkBatch, records: list[FolioWalk]) -> None:
         assert batch.trace(i) == [(s.level, s.pa, s.value) for s in fw.trace]
 
 
+@pytest.fixture(params=["x86-rules", "memo-rules"])
+def rules(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The vector rules walk_many() uses on x86-64: X86_64Rules, or the generic MemoRules every
+    architecture without rules of its own gets."""
+    if request.param == "memo-rules":
+        monkeypatch.setitem(emu.batch.VECTOR_RULES, "x86_64", emu.batch.MemoRules)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("kernel", KERNELS)
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_hierarchies_batch_fast_and_reference_agree(
-    config: str, kernel: str, data: st.DataObject
+    config: str, kernel: str, rules: str, data: st.DataObject
 ) -> None:
     sp = Space(config, kernel, data.draw)
     addrs = sp.addresses()
@@ -383,45 +394,44 @@ def _interesting_entries(rng: random.Random) -> list[int]:
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("pti", [True, False])
 def test_x86_vector_rules_imply_the_scalar_predicates(config: str, kernel: str, pti: bool) -> None:
-    """Each rule the vectorised walk uses to DECIDE an entry implies what the scalar predicates
-    (archs/x86_64.py) say; ``none`` is exact.  Entries a rule does not claim go to the scalar walker."""
+    """What X86_64Rules claims, the scalar predicates (archs/x86_64.py) say too; ``none`` is
+    exact.  Entries a rule does not claim go to the per-address walker."""
     ops: Any = archs.get_ops(config, kernel)
     ops.pti = pti
     assert VECTOR_RULES["x86_64"] is X86_64Rules
     r = X86_64Rules(ops)
     vals = _interesting_entries(random.Random(f"{config}{kernel}{pti}"))
     v = np.array(vals, dtype=np.uint64)
-    o: object = ops
+    v612 = kernel == "v6.12"
+    real = [lv for lv in ("pgd", "p4d") if not ops.folded(lv)]
+    upper = {lv: r.upper(lv, v) for lv in real}
+    pud, pmd, pte = r.pud(v), r.pmd(v), r.pte(v)
     for i, x in enumerate(vals):
-        for level in ("pgd", "p4d", "pud", "pmd", "pte"):
-            if level in ("pgd", "p4d") and ops.folded(level):
-                continue
-            scalar_none = getattr(o, f"{level}_none")(x)
-            assert bool(r.none(level, v[i : i + 1])[0]) == bool(scalar_none), (level, hex(x))
-        for level in ("pgd", "p4d"):
-            if ops.folded(level):
-                continue
-            good = not getattr(o, f"{level}_none")(x) and not getattr(o, f"{level}_bad")(x)
-            if r.upper_good(level, v[i : i + 1])[0]:
-                assert good and int(r.table_pa(level, v[i : i + 1])[0]) == ops.table_pa(level, x)
-        v612 = kernel == "v6.12"
-        one = v[i : i + 1]
-        if r.pud_table(one)[0]:
-            assert not ops.pud_none(x) and not ops.pud_leaf(x) and ops.pud_present(x)
-            assert int(r.table_pa("pud", one)[0]) == ops.table_pa("pud", x)
-        if r.pud_leaf_found(one)[0]:
-            assert ops.pud_leaf(x) and ops.pud_present(x) and not ops.pud_devmap(x)
-            assert not (v612 and ops.pud_special(x))
-            assert int(r.pud_pfn(one)[0]) == ops.pud_pfn(x)
-        if r.pmd_table(one)[0]:
-            assert not ops.pmd_none(x) and not ops.pmd_leaf(x) and ops.pmd_present(x)
-            assert not ops.is_pmd_migration_entry(x) and not ops.pmd_trans_huge(x)
-            assert not ops.pmd_devmap(x) and not ops.pmd_bad(x)
-            assert int(r.table_pa("pmd", one)[0]) == ops.table_pa("pmd", x)
-        if r.pmd_leaf_normal(one)[0]:
-            assert ops.pmd_leaf(x) and ops.pmd_present(x)
-            assert not ops.pmd_special(x) and not ops.pmd_devmap(x)
-            assert int(r.pmd_pfn(one)[0]) == ops.pmd_pfn(x)
-        if r.pte_normal(one)[0]:
-            assert ops.pte_present(x) and not ops.pte_special(x)
-            assert int(r.pte_pfn(one)[0]) == ops.pte_pfn(x)
+        for lv in real:
+            none, good, nxt = (a[i] for a in upper[lv])
+            assert none == getattr(ops, f"{lv}_none")(x), (lv, hex(x))
+            if good:
+                assert not getattr(ops, f"{lv}_none")(x) and not getattr(ops, f"{lv}_bad")(x), (lv, hex(x))
+                assert int(nxt) == ops.table_pa(lv, x)
+        none, table, leaf, nxt, pfn = (a[i] for a in pud)
+        assert none == ops.pud_none(x), hex(x)
+        if table:
+            assert not ops.pud_none(x) and not ops.pud_leaf(x) and ops.pud_present(x), hex(x)
+            assert int(nxt) == ops.table_pa("pud", x)
+        if leaf:
+            assert ops.pud_leaf(x) and ops.pud_present(x) and not ops.pud_devmap(x), hex(x)
+            assert not (v612 and ops.pud_special(x)) and int(pfn) == ops.pud_pfn(x), hex(x)
+        none, table, leaf, nxt, pfn = (a[i] for a in pmd)
+        assert none == ops.pmd_none(x), hex(x)
+        if table:
+            assert not ops.pmd_none(x) and not ops.pmd_leaf(x) and ops.pmd_present(x), hex(x)
+            assert not ops.is_pmd_migration_entry(x) and not ops.pmd_trans_huge(x), hex(x)
+            assert not ops.pmd_devmap(x) and not ops.pmd_bad(x), hex(x)
+            assert int(nxt) == ops.table_pa("pmd", x)
+        if leaf:
+            assert ops.pmd_leaf(x) and ops.pmd_present(x), hex(x)
+            assert not ops.pmd_special(x) and not ops.pmd_devmap(x) and int(pfn) == ops.pmd_pfn(x), hex(x)
+        none, normal, pfn = (a[i] for a in pte)
+        assert none == ops.pte_none(x), hex(x)
+        if normal:
+            assert ops.pte_present(x) and not ops.pte_special(x) and int(pfn) == ops.pte_pfn(x), hex(x)
