@@ -12,14 +12,17 @@ says), with the addresses walked one after another in the order given -- so a ba
 ``isolated=True`` every address instead sees the tables as they were when the call began (each
 walk's writes are undone, as ``foliowalk verify`` needs).
 
-How it is fast: for architectures that register *vector rules* (:data:`VECTOR_RULES`; x86-64 so
-far) the walk is done for all addresses at once with numpy -- index extraction, the table reads
-(``np.frombuffer`` over guest RAM: the same bytes the MMU reads), and Linux's predicates for the
-shapes nearly every entry has: good table entries, present normal leaves (PTE, PMD, PUD) and none
-entries at any level, and addresses outside the VMA.  Every other address (swap, migration,
-PROT_NONE, special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
-:func:`~emu.walk.folio_walk_start` itself, in order.  Architectures without vector rules are walked
-address by address with the scalar walker (still exact, just slower).
+How it is fast: the walk is done for all addresses at once with numpy -- index extraction, the
+table reads (``np.frombuffer`` over guest RAM: the same bytes the MMU reads), and Linux's
+predicates for the shapes nearly every entry has: good table entries, present normal leaves (PTE,
+PMD, PUD), none entries at any level, and addresses outside the VMA.  The predicates come from
+*vector rules*: :class:`X86_64Rules` (masks derived from archs/x86_64.py's construct
+declarations), or for any other architecture :class:`MemoRules`, which asks the arch's own scalar
+predicates once per distinct entry value.  Every other address (swap, migration, PROT_NONE,
+special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
+:func:`~emu.walk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions
+of its own (s390x's dynamic folding, which the vector pass does not model) is walked address by
+address -- still exact, just not faster.
 
 The result, :class:`WalkBatch`, is columns (numpy arrays, one element per address) that verify and
 the fuzzer read without building any Python object per address, plus ``batch[i]`` which
