@@ -1075,7 +1075,7 @@ class Target:
                 )
         self._loaded: list[tuple[int, int]] = []
         self.hierarchy: Hierarchy | None = None
-        self._batch = _batch_walker(self.ops.arch, walker)
+        self._batch = _batch_walker(walker)
 
     # -- context manager ----------------------------------------------------------------------
     def __enter__(self) -> Target:
@@ -1131,10 +1131,15 @@ class Target:
 
     # -- running ------------------------------------------------------------------------------
     def walk(self, flag_sets: Sequence[int] = FLAG_COMBINATIONS) -> list[list[WalkResult]]:
-        """folio_walk_start()/folio_walk_end() of every case with every flag set."""
-        sc = self.sc
+        """folio_walk_start()/folio_walk_end() of every case with every flag set: through
+        ``walk_many()`` (the batch walker) unless ``walker="scalar"``; both give identical
+        results (tests/test_fuzz.py)."""
         if self._batch is not None:
-            return self._batch(sc, sc.cases, tuple(flag_sets))
+            return self._batch(self.sc, self.sc.cases, tuple(flag_sets))
+        return self._scalar_walk(flag_sets)
+
+    def _scalar_walk(self, flag_sets: Sequence[int]) -> list[list[WalkResult]]:
+        sc = self.sc
         ops, mm, ram = sc.ops, sc.mm, sc.ram
         out = []
         with mm.mmap_read():
@@ -1187,10 +1192,9 @@ class Target:
         )
 
 
-def _batch_walker(arch: str, walker: str) -> Callable[..., list[list[WalkResult]]] | None:
+def _batch_walker(walker: str) -> Callable[..., list[list[WalkResult]]] | None:
     """``emu.batch.walk_many`` (the batch walker) adapted to rows per case, or None for the
-    per-address walker.  ``auto`` takes the batch walker where it has vector rules for the
-    architecture (elsewhere it would only add overhead to the same per-address walks)."""
+    per-address walker (``walker="scalar"``, or no emu.batch)."""
     if walker == "scalar":
         return None
     try:
@@ -1200,9 +1204,7 @@ def _batch_walker(arch: str, walker: str) -> Callable[..., list[list[WalkResult]
             raise ConfigError("walker=batch needs emu.batch") from None
         return None
     fn = getattr(mod, "walk_many", None)
-    if fn is None or (walker == "auto" and arch not in getattr(mod, "VECTOR_RULES", {})):
-        return None
-    return _adapt_walk_many(fn)
+    return _adapt_walk_many(fn) if fn is not None else None
 
 
 def _adapt_walk_many(fn: Callable[..., Any]) -> Callable[..., list[list[WalkResult]]]:
@@ -1452,7 +1454,8 @@ class CampaignOptions:
     #: Test double hook: called in the worker with the hierarchy index before it runs.
     before_hierarchy: Callable[[int], None] | None = None
     progress: bool = True
-    #: auto | batch | scalar: which walker evaluates the rows (see :class:`Target`).
+    #: auto | batch | scalar: which walker evaluates the rows (auto: the batch walker when
+    #: emu.batch is there; see :meth:`Target.walk`).
     walker: str = "auto"
 
 

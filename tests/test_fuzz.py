@@ -177,9 +177,10 @@ def test_x86_campaign_shows_no_disagree_beyond_the_reported_ones() -> None:
 def test_broken_walker_is_caught_and_shrunk_to_one_entry_with_that_bit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A test double of the walker whose pte_present() ignores _PAGE_PRESENT (the vector rules
-    are switched off so every walk goes through it): the campaign flags it, shrinks it to one
-    PTE with the P bit, saves a fixture that replays exactly (with the double still in place)."""
+    """A test double of the walker whose pte_present() ignores _PAGE_PRESENT (the x86-64 numpy
+    rules, which have their own copy of the predicates, are switched off so every walk goes
+    through it): the campaign flags it, shrinks it to one PTE with the P bit, and saves a fixture
+    that replays exactly (with the double still in place)."""
     present = X.PTE_4K.mask("p")
     monkeypatch.setattr(X.X86_64, "pte_present", lambda self, pte: bool(pte & X._PAGE_PROTNONE))
     monkeypatch.setattr(emu.batch, "VECTOR_RULES", {})
