@@ -155,8 +155,8 @@ def walk_path(w: Workload) -> str:
 
     vw = _vector_walker(w.mm)
     if vw is None:
-        return (f"per-address walker: {w.ops.arch} has its own pXd_offset() (not the generic "
-                "folding the vector and fast paths inline)")
+        return (f"per-address walker: {w.ops.arch} has pXd_offset() functions of its own (folding "
+                "by each entry's table type), which the vector pass does not model")
     name = type(vw.rules).__name__
     if name == "MemoRules":
         return "vectorised with MemoRules (the arch's own predicates, once per distinct entry value)"

@@ -637,7 +637,8 @@ def _vector_walker(mm: MM) -> _VectorWalk | None:
     vw: _VectorWalk | None = getattr(mm, "_folio_walk_vector", None)
     if vw is not None and vw.ops is mm.ops and vw.ram is mm.ram and vw.memmap is mm.memmap:
         return vw
-    if not _fast_walker(mm).enabled:
+    fast = _fast_walker(mm)
+    if not fast.enabled or fast.custom:  # the vector pass inlines the generic pXd_offset()
         return None
     rules_cls = VECTOR_RULES.get(mm.ops.arch, MemoRules)
     vw = _VectorWalk(mm, rules_cls(mm.ops, mm))

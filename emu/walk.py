@@ -508,9 +508,15 @@ def vma_pgtable_walk_end(vma: VMA) -> None:
 # * struct page / struct folio objects are values: one per pfn is kept (the kernel's vmemmap
 #   holds one struct page per pfn, too), and page_folio() is memoised until a folio is added.
 # * The trace is kept as one flat tuple and turned into TraceStep objects when read.
+# * The normal-page test is vm_normal_page()'s (mm/memory.c) for CONFIG_ARCH_HAS_PTE_SPECIAL:
+#   !pte_special() and pfn <= highest_memmap_pfn; vm_normal_page_pmd()'s likewise.  Anything it
+#   refuses goes to the reference, which names the branch.
+# * Folding: pgd/p4d/pud/pmd_offset() are inlined for LinuxPgtable's static folding; an arch with
+#   its own (s390x) is called for the pointers (walk_custom), and its pgd_offset()'s reads lead
+#   the trace, as in the reference.
 #
-# tests/test_batch_walk.py proves, on random hierarchies of random entries and both kernels, that
-# the fast path gives the reference's record field for field.
+# tests/test_batch_walk.py proves, on random hierarchies of random entries, on every landed
+# configuration and both kernels, that the fast path gives the reference's record field for field.
 
 _FALLBACK: Any = object()  # "let the reference walker decide"
 _C_OTHER, _C_NONE, _C_SAME, _C_LEAF = -4, -3, -2, -1  # memo codes; >= 0: the next table's address
@@ -537,14 +543,10 @@ class _BigEndianEntries:
         return int(self._unpack(self._map, i << 3)[0])
 
 
-def _offsets_are_generic(ops: Any) -> bool:
-    """The fast path inlines LinuxPgtable's generic pXd_offset(); an arch that overrides one
-    of them (or folding) is always walked by the reference walker."""
+def _generic(ops: Any, name: str) -> bool:
     from archs.linux import LinuxPgtable
 
-    names = ("pgd_offset", "p4d_offset", "pud_offset", "pmd_offset", "pte_offset", "_lower_offset",
-             "hw_level", "folded")
-    return all(getattr(type(ops), n) is getattr(LinuxPgtable, n) for n in names)
+    return getattr(type(ops), name) is getattr(LinuxPgtable, name)
 
 
 class _FastWalk:
@@ -555,9 +557,17 @@ class _FastWalk:
 
         ops = mm.ops
         self.mm, self.ops, self.ram, self.memmap = mm, ops, mm.ram, mm.memmap
-        self.enabled = _offsets_are_generic(ops) and all(
+        # The fast path inlines LinuxPgtable's generic pte_offset() and static folding.  An arch
+        # with pgd/p4d/pud/pmd_offset() of its own (s390x: folding by the table type of the entry
+        # in hand, arch/s390/include/asm/pgtable.h) is asked for those pointers on every walk.
+        self.enabled = all(_generic(ops, n) for n in ("pte_offset", "hw_level", "folded")) and all(
             ops.hw_level(n).entry_size == 8 for n in ("pgd", "p4d", "pud", "pmd", "pte")
         )
+        self.custom = not all(_generic(ops, n) for n in ("pgd_offset", "p4d_offset", "pud_offset", "pmd_offset"))
+        self.off: tuple[Any, ...] | None = None
+        if self.custom:
+            self.off = tuple(self._aligned(getattr(ops, n)) for n in ("p4d_offset", "pud_offset", "pmd_offset"))
+        self.start = self.walk_custom if self.custom else self.walk
         self.v612 = ops.kernel == "v6.12"
         if mm.ram.big_endian or sys.byteorder != "little":
             self.q: Any = _BigEndianEntries(mm.ram) if mm.ram.big_endian else None
@@ -584,10 +594,23 @@ class _FastWalk:
         self.pgd_ok = -1  # mm->pgd checked to be an aligned table inside RAM
 
     # -- memoised verdicts on upper entries: the arch's own predicates, once per value ----------
+    @staticmethod
+    def _aligned(offset: Any) -> Any:
+        """An arch's pXd_offset(), refusing (IndexError: the reference decides) a pointer that is
+        not 8-byte aligned."""
+        def call(upperp: int, upper: int, addr: int) -> int:
+            p = int(offset(upperp, upper, addr))
+            if p & 7 or p < 0:
+                raise IndexError(p)
+            return p
+
+        return call
+
     def _next(self, upper: str, lower: str, val: int) -> int:
-        """What pXd_offset() of the level below needs: _C_SAME (folded: the same entry), or the
-        next table's address if all of that table lies inside RAM (else _C_OTHER)."""
-        if self.same[upper]:
+        """What pXd_offset() of the level below needs: _C_SAME (folded: the same entry; with the
+        arch's own pXd_offset(): ask it), or the next table's address if all of that table lies
+        inside RAM (else _C_OTHER)."""
+        if self.same[upper] or self.custom:
             return _C_SAME
         base = int(self.ops.table_pa(upper, val))
         if base & 7 or base < 0 or base + self.table_bytes[lower] > self.ram.size:
@@ -714,22 +737,48 @@ class _FastWalk:
         fw._trace = trace
         fw._cleared = fw._warnings = _NO_LIST
 
-    def walk(self, fw: FolioWalk, vma: VMA, addr: int, flags: int) -> Any:
+    def walk_custom(self, fw: FolioWalk, vma: VMA, addr: int, flags: int) -> Any:
+        """:meth:`walk` for an arch with its own pXd_offset(): its pgd_offset() may read entries
+        (s390x: the first entry of the top table, whose type gives the index shift), which the
+        trace records first, as the reference walker's does."""
+        pre: list[int] = []
+        q = self.q
+
+        def read(pa: int) -> int:
+            if pa & 7 or pa < 0:
+                raise IndexError(pa)
+            val: int = q[pa >> 3]
+            pre.extend((pa, val))
+            return val
+
+        pgdp = int(self.ops.pgd_offset(self.mm.pgd, addr, read))
+        if pgdp & 7 or pgdp < 0:
+            return _FALLBACK
+        folio = self.walk(fw, vma, addr, flags, pgdp)
+        if folio is not _FALLBACK and pre:
+            t: Any = fw._trace
+            fw._trace = (("pgd",) * (len(pre) // 2) + t[0], *pre, *t[1:])
+        return folio
+
+    def walk(self, fw: FolioWalk, vma: VMA, addr: int, flags: int, pgdp: int = -1) -> Any:
         """folio_walk_start() for the common shapes, or _FALLBACK (nothing held, nothing written).
-        Hand-inlined: every attribute and call here is paid once per walk."""
+        Hand-inlined: every attribute and call here is paid once per walk.  ``pgdp``: the arch's
+        own pgd_offset() (walk_custom), else the generic one is computed here."""
         if addr < vma.vm_start or addr >= vma.vm_end:
             return _FALLBACK  # WARN_ON_ONCE + not_found: the reference records it
         mm = self.mm
         q = self.q
         s0, m0, s1, m1, s2, m2, s3, m3, s4, m4 = self.geo_t
         mpgd, mp4d, mpud, mpmd = self.memo_t
-        # pgd_offset(mm, addr); entries are 8 bytes: ((addr >> shift) & mask) * 8 in one step.
-        pgd_base = mm.pgd
-        if pgd_base != self.pgd_ok:
-            if pgd_base & 7 or pgd_base < 0 or pgd_base + self.table_bytes["pgd"] > self.ram.size:
-                return _FALLBACK
-            self.pgd_ok = pgd_base
-        pgdp = pgd_base + ((addr >> s0) & m0)
+        off = self.off  # the arch's own p4d/pud/pmd_offset(), or None (generic folding)
+        if pgdp < 0:
+            # pgd_offset(mm, addr); 8-byte entries: ((addr >> shift) & mask) is index * 8.
+            pgd_base = mm.pgd
+            if pgd_base != self.pgd_ok:
+                if pgd_base & 7 or pgd_base < 0 or pgd_base + self.table_bytes["pgd"] > self.ram.size:
+                    return _FALLBACK
+                self.pgd_ok = pgd_base
+            pgdp = pgd_base + ((addr >> s0) & m0)
         pgd = q[pgdp >> 3]
         # pgd_none_or_clear_bad()
         c = mpgd.get(pgd)
@@ -738,7 +787,7 @@ class _FastWalk:
         if c >= 0:  # p4d_offset()
             p4dp = c + ((addr >> s1) & m1)
         elif c == _C_SAME:
-            p4dp = pgdp
+            p4dp = pgdp if off is None else off[0](pgdp, pgd, addr)
         elif c == _C_NONE:
             self._none(fw, vma, "pgd", (_T_NONE["pgd"], pgdp, pgd))
             return None
@@ -752,7 +801,7 @@ class _FastWalk:
         if c >= 0:  # pud_offset()
             pudp = c + ((addr >> s2) & m2)
         elif c == _C_SAME:
-            pudp = p4dp
+            pudp = p4dp if off is None else off[1](p4dp, p4d, addr)
         elif c == _C_NONE:
             self._none(fw, vma, "p4d", (_T_NONE["p4d"], pgdp, pgd, p4dp, p4d))
             return None
@@ -765,7 +814,7 @@ class _FastWalk:
         if c >= 0:  # pmd_table: pmd_offset()
             pmdp = c + ((addr >> s3) & m3)
         elif c == _C_SAME:
-            pmdp = pudp
+            pmdp = pudp if off is None else off[2](pudp, pud, addr)
         elif c == _C_NONE:
             self._none(fw, vma, "pud", (_T_NONE["pud"], pgdp, pgd, p4dp, p4d, pudp, pud))
             return None
@@ -880,7 +929,7 @@ def folio_walk_start(fw: FolioWalk, vma: VMA, addr: int, flags: int = 0) -> Foli
         fast = _fast_walker(mm)
     if fast.enabled:
         try:
-            folio = fast.walk(fw, vma, addr, flags)
+            folio = fast.start(fw, vma, addr, flags)
         except IndexError:  # an entry outside RAM: the reference reports unreadable@<level>
             folio = _FALLBACK
         if folio is not _FALLBACK:
