@@ -337,6 +337,21 @@ class LinuxPgtable:
         fn = getattr(self, "pmd_protnone" if linux in ("pmd", "pud") else "pte_protnone", None)
         return "prot-none" if fn is not None and fn(val) else None
 
+    # -- the architecture's own view of an entry (the third party between walker and MMU) -------
+    def hw_rejects(self, linux: str, val: int, *, leaf: bool) -> str | None:
+        """Why the MMU, by the architecture manual, stops (faults) at this entry when a walk
+        reaches it, or None if the hardware takes it (as a table pointer, or as a leaf when
+        ``leaf``).  Linux never writes such entries, and its walk does not check for them (e.g.
+        reserved bits, a clear present/valid bit in an upper entry, a reserved descriptor type).
+        The default knows nothing; each arch says what its manual says."""
+        return None
+
+    def hw_uses(self, linux: str, val: int) -> str | None:
+        """For an entry Linux reads as none / not present / swap: why the MMU translates through
+        it all the same (e.g. a hardware-valid s390x PTE without the software _PAGE_PRESENT), or
+        None if the hardware does not use it either."""
+        return None
+
     def is_pmd_migration_entry(self, pmd: int) -> bool:
         """``is_pmd_migration_entry()`` (swapops.h, CONFIG_ARCH_ENABLE_THP_MIGRATION; 0 without)."""
         if not self.has_thp_migration:

@@ -38,7 +38,7 @@ VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-c
 # Not-found reasons where the entry is present to the hardware but Linux refuses the page.
 _REFUSED_PRESENT = ("not-normal@", "devmap@pud", "special@pud")
 # Not-found reasons where Linux stops above a subtree the hardware may still walk.
-_STOPPED_ABOVE = ("bad@", "outside-vma")
+_STOPPED_ABOVE = ("bad@", "outside-vma", "leaf@pmd")
 
 
 @dataclass
@@ -218,13 +218,46 @@ def judge(ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = N
     if dev is not None:
         return f"emulator-deviation: {dev.name}"
     verdict = _judge(walk, mmu)
+    if verdict.startswith("disagree") and walk.trace:
+        verdict = _explained_by_the_architecture(ops, walk, mmu) or verdict
     if verdict == "agree" and oracle is not None and isinstance(mmu, Fault) and walk.trace and not walk.found:
-        # Where the MMU names the level it faulted at, it must be the level Linux stopped at.
+        # Where the MMU names the level it faulted at, it must be the level Linux stopped at,
+        # unless the architecture rejects an entry above it that Linux walked through.
         where = oracle.fault_hw_level(mmu)
         stop = ops.hw_level(walk.trace[-1][0]).name
         if where is not None and where != stop and walk.reason.startswith("none@"):
-            verdict = f"disagree: Linux stops at a none {stop} entry, the MMU faults at {where}"
+            if _first_rejected(ops, walk, stop_at=where) is None:
+                verdict = f"disagree: Linux stops at a none {stop} entry, the MMU faults at {where}"
     return verdict
+
+
+def _first_rejected(ops: LinuxPgtable, walk: WalkResult, stop_at: str | None = None) -> str | None:
+    """The first entry of the walk (top down) the architecture rejects, as '<level> entry ...:
+    why'; with ``stop_at``, only an entry at that hardware level counts."""
+    last = len(walk.trace) - 1
+    for i, (lv, pa, val) in enumerate(walk.trace):
+        name = ops.hw_level(lv).name
+        if stop_at is not None and name != stop_at:
+            continue
+        why = ops.hw_rejects(lv, val, leaf=i == last)
+        if why:
+            return f"{name} entry {val:#x} at {pa:#x} is rejected by the architecture: {why}"
+    return None
+
+
+def _explained_by_the_architecture(ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult) -> str | None:
+    """A 'disagree' that the architecture manual explains: Linux walked through (or returned) an
+    entry the hardware must reject, or the hardware uses an entry Linux reads as not present.
+    Linux never writes such entries; the row is ``linux-only`` with the reason, never agreement."""
+    if isinstance(mmu, Fault):
+        why = _first_rejected(ops, walk)
+        return f"linux-only: {why}" if why else None
+    if isinstance(mmu, Translation) and not walk.found and not walk.reason.startswith(_REFUSED_PRESENT):
+        lv, pa, val = walk.trace[-1]
+        why = ops.hw_uses(lv, val)
+        if why:
+            return f"linux-only: {ops.hw_level(lv).name} entry {val:#x} at {pa:#x} is used by the MMU: {why}"
+    return None
 
 
 def _judge(walk: WalkResult, mmu: ProbeResult) -> str:
@@ -241,6 +274,8 @@ def _judge(walk: WalkResult, mmu: ProbeResult) -> str:
         absent = walk.hw_absent or ("prot-none" if walk.protnone else None)
         if absent:
             return f"linux-only: {absent}" if walk.found else "agree"
+        if walk.reason.endswith(":pfn-beyond-memmap"):
+            return "agree"  # vm_normal_page() refuses a pfn beyond the memmap; the MMU has no memory there
         return "disagree: Linux sees a present entry, the MMU faults"
     if walk.reason.startswith(_STOPPED_ABOVE):
         return f"linux-only: {walk.reason}" if translated else "agree"
