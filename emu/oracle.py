@@ -28,6 +28,10 @@ class Oracle:
 
     machine: Any
     half: str = "low"
+    #: Physical ``[start, end)`` ranges the machine took from the scenario's allocator (its code,
+    #: tables and buffers), set by :func:`make_oracle`.  Nothing may write there but the machine:
+    #: verify never tags them, whatever frame a (hostile) leaf maps.
+    frames: list[tuple[int, int]] = []
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         self.ops = ops
@@ -162,9 +166,28 @@ ORACLES: dict[str, Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Orac
 }
 
 
+def _taken(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of the free ranges ``before`` that are no longer free ``after``."""
+    taken = []
+    for s, e in before:
+        pos = s
+        for a, b in sorted(after):
+            if b <= s or a >= e:
+                continue
+            if a > pos:
+                taken.append((pos, a))
+            pos = max(pos, b)
+        if pos < e:
+            taken.append((pos, e))
+    return taken
+
+
 def make_oracle(ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> Oracle:
     try:
         factory = ORACLES[ops.arch]
     except KeyError:
         raise ConfigError(f"no MMU oracle for architecture {ops.arch!r}") from None
-    return factory(ops, ram, alloc)
+    before = list(alloc._free)  # FrameAllocator keeps its free list private
+    oracle = factory(ops, ram, alloc)
+    oracle.frames = _taken(before, list(alloc._free))
+    return oracle

@@ -302,10 +302,11 @@ class Report:
 def _tag_expected(sc: Scenario, walks: list[WalkResult]) -> None:
     """Tag the data frames the walks expect the MMU to reach, so that a guest load proves which
     physical word it read.  Never a frame that holds a table: neither one the builder made nor
-    one a walk read an entry from (a hostile entry may use any frame as a table)."""
+    one a walk read an entry from (a hostile entry may use any frame as a table); never one of
+    the probe machine's own frames (a hostile leaf may map its code)."""
     page = sc.ops.PAGE_SIZE
     keep: set[int] = set()
-    for pa, size in sc.builder.tables:
+    for pa, size in [*sc.builder.tables, *getattr(sc.oracle, "frames", ())]:
         keep.update(range(pa & ~(page - 1), pa + size, page))
     for w in walks:
         keep.update(pa & ~(page - 1) for _, pa, _ in w.trace)
