@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from archs import UnknownConfig
 
@@ -40,6 +42,29 @@ def int_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def output_dir(path: Path, option: str) -> Path:
+    """``path`` as a folder the command can write into: created if missing, then a scratch file
+    is made and removed in it.  Raises :class:`UsageError` (one line, exit 2) if that fails, so a
+    command refuses an unwritable output folder before it starts its work."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UsageError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
+def output_file(path: Path, option: str) -> Path:
+    """``path`` as a file the command can create or replace (its folder must be writable)."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder, not a file")
+    output_dir(path.parent, option)
+    return path
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="foliowalk", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -64,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as err:  # a file or folder the command was given and cannot use
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"foliowalk: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,10 +55,12 @@ def _help(p: argparse.ArgumentParser) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from .cli import output_dir
     from .cmd_verify import selected_configs
     from .fixtures import build_fixture_sets
 
     keys = selected_configs(args.arch, args.config)
+    output_dir(args.out, "--out")
     written: list[str] = []
 
     def progress(line: str) -> None:
@@ -109,8 +111,10 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from .cli import output_file
     from .fixtures import export_raw, load_fixture_set
 
+    output_file(args.raw, "--raw")
     fs = load_fixture_set(args.dir)
     out = export_raw(args.dir, args.raw)
     regs = ", ".join(f"{k}={v:#x}" for k, v in fs.registers.items())

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,11 @@ from typing import Any
 from archs.linux import DEFAULT_KERNEL, KERNELS
 
 from .errors import FoliowalkError
+
+#: ``--jobs`` beyond this many worker processes per CPU (and beyond MIN_JOBS_LIMIT) is refused:
+#: each worker holds its own emulators and guest RAM.
+MAX_JOBS_PER_CPU = 4
+MIN_JOBS_LIMIT = 8
 
 
 def add_parser(sub: Any) -> None:
@@ -68,12 +75,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.replay is not None:
         return replay(args.replay, as_json=args.json)
+    cpus = os.cpu_count() or 1
     if args.jobs < 0:
         raise UsageError("foliowalk fuzz: --jobs must be 0 or more")
-    if args.seconds is not None and args.seconds <= 0:
-        raise UsageError("foliowalk fuzz: --seconds must be positive")
+    if args.jobs > max(MAX_JOBS_PER_CPU * cpus, MIN_JOBS_LIMIT):
+        raise UsageError(f"foliowalk fuzz: --jobs {args.jobs} is more than {MAX_JOBS_PER_CPU} worker processes "
+                         f"per CPU ({cpus} CPUs here)")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise UsageError(f"foliowalk fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
     if args.hierarchies is not None and args.hierarchies <= 0:
         raise UsageError("foliowalk fuzz: --hierarchies must be positive")
+    if args.max_findings < 0:
+        raise UsageError("foliowalk fuzz: --max-findings must be 0 or more")
+    if args.out is not None:
+        from .cli import output_dir
+
+        output_dir(args.out, "--out")
     seconds = args.seconds if args.seconds is not None or args.hierarchies is not None else 60.0
     opts = CampaignOptions(
         configs=_configs(args),
@@ -105,16 +122,20 @@ def replay(path: Path, *, as_json: bool = False) -> int:
     """Re-run one saved hierarchy in a child process (a crash there does not take us down)."""
     import multiprocessing as mp
 
-    from .fuzz import Hierarchy, replay_in_child
+    from .fuzz import Hierarchy
 
     try:
         spec = json.loads(path.read_text())
-        h = Hierarchy.from_json(spec.get("hierarchy", spec))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if isinstance(spec, dict) and isinstance(spec.get("hierarchy"), dict):
+            spec = spec["hierarchy"]
+        if not isinstance(spec, dict):
+            raise ValueError("the file holds no JSON object")
+        h = Hierarchy.from_json(spec)
+    except (FoliowalkError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise FoliowalkError(f"{path}: not a saved hierarchy: {exc}") from None
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=replay_in_child, args=(child, h), daemon=True)
+    proc = ctx.Process(target=_replay_child, args=(child, h), daemon=True)
     proc.start()
     child.close()
     rows: list[dict[str, Any]] | None = None
@@ -123,6 +144,8 @@ def replay(path: Path, *, as_json: bool = False) -> int:
     except EOFError:
         pass
     proc.join(30)
+    if isinstance(rows, tuple):  # ("invalid", why): the hierarchy itself is bad input
+        raise FoliowalkError(f"{path}: not a valid hierarchy: {rows[1]}")
     if rows is None:
         from .fuzz import _exit_text
 
@@ -135,3 +158,17 @@ def replay(path: Path, *, as_json: bool = False) -> int:
         for r in rows:
             print(f"{r['addr']:#018x} {r['flags']:<25} {r['walk']:<44} {r['mmu']:<28} {r['verdict']}")
     return 1 if any(r["verdict"].startswith("disagree") for r in rows) else 0
+
+
+def _replay_child(conn: Any, h: Any) -> None:
+    """The child of ``--replay``: the rows, or ``("invalid", why)`` when the hierarchy is not one
+    this foliowalk can build (unknown configuration, entries outside the fuzzing pool, a bad VMA
+    or address) -- bad input, not a crash.  Anything else still kills the child, and is reported
+    as a death."""
+    from .fuzz import replay_in_child
+
+    try:
+        replay_in_child(conn, h)
+    except (FoliowalkError, ValueError) as exc:  # archs.UnknownConfig is a ValueError
+        conn.send(("invalid", str(exc)))
+        conn.close()
