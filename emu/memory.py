@@ -43,7 +43,10 @@ class PhysicalMemory:
         self.big_endian = big_endian
         self._u64 = struct.Struct(">Q" if big_endian else "<Q")
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
-        self._map = mmap.mmap(-1, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            self._map = mmap.mmap(-1, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as err:  # the host cannot map that much, even sparse
+            raise MemoryLayoutError(f"cannot map {size:#x} bytes of guest RAM here: {err.strerror or err}") from None
         self._cbuf = ctypes.c_char.from_buffer(self._map)
         self.buf = memoryview(self._map)
         # Host address of guest physical 0: what Uc.mem_map_ptr wants.
