@@ -21,8 +21,11 @@ declarations), or for any other architecture :class:`MemoRules`, which asks the 
 predicates once per distinct entry value.  Every other address (swap, migration, PROT_NONE,
 special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
 :func:`~emu.walk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions
-of its own (s390x's dynamic folding, which the vector pass does not model) is walked address by
-address -- still exact, just not faster.
+of its own (s390x: folding decided by each entry's table type, and pgd_offset()'s shift by the
+type of the top table's first entry) gets :class:`DynamicFoldingRules`: the walks whose entries
+have the types of the configuration's static folding -- the tables Linux builds -- are
+vectorised (the arch's own offset functions are asked once per distinct entry value whether they
+agree with the static ones), every other walk is the per-address walker's.
 
 The result, :class:`WalkBatch`, is columns (numpy arrays, one element per address) that verify and
 the fuzzer read without building any Python object per address, plus ``batch[i]`` which
@@ -74,7 +77,7 @@ from .walk import (
     outside_vma_warning,
 )
 
-__all__ = ["walk_many", "WalkBatch", "VECTOR_RULES", "X86_64Rules"]
+__all__ = ["walk_many", "WalkBatch", "VECTOR_RULES", "X86_64Rules", "MemoRules", "DynamicFoldingRules"]
 
 _U64 = np.uint64
 
@@ -127,6 +130,10 @@ class WalkBatch(Sequence[FolioWalk]):
         self._tpa = np.empty((5, n), dtype=np.uint64)
         self._tval = np.empty((5, n), dtype=np.uint64)
         self._alias: tuple[int, ...] = (0, 1, 2, 3, 4)  # folded level -> its upper level's column
+        # Reads the arch's own pgd_offset() made before the walk proper (s390x: the first entry of
+        # the top table, whose table type gives the index shift), flat (pa, value, ...): the same
+        # for every vectorised walk, and the head of each one's trace (the reference's too).
+        self._pre: tuple[int, ...] = ()
         self._records: dict[int, FolioWalk] = {}  # the per-address walker's records
         self._unsynced: list[int] = []  # records not yet copied into the columns
 
@@ -203,8 +210,10 @@ class WalkBatch(Sequence[FolioWalk]):
         rec = self._records.get(i)
         if rec is not None:
             return rec.trace_tuples()
-        tpa, tval, al = self._tpa, self._tval, self._alias
-        return [(name, int(tpa[al[c], i]), int(tval[al[c], i])) for name, c in _TRACE[int(self._status[i])]]
+        tpa, tval, al, pre = self._tpa, self._tval, self._alias, self._pre
+        st = int(self._status[i])
+        head = [("pgd", pre[k], pre[k + 1]) for k in range(0, len(pre), 2)] if pre and st != _OUTSIDE else []
+        return head + [(name, int(tpa[al[c], i]), int(tval[al[c], i])) for name, c in _TRACE[st]]
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -244,6 +253,8 @@ class WalkBatch(Sequence[FolioWalk]):
         become per-address records (to be walked again)."""
         st = self._status[i + 1 :]
         hit = np.zeros(len(st), dtype=bool)
+        if set(pas) & set(self._pre[0::2]):  # every vectorised walk read it first (pgd_offset())
+            hit = st != _OUTSIDE
         for c in sorted(set(self._alias)):
             for pa in pas:
                 hit |= self._tpa[c, i + 1 :] == _U64(pa)  # (an unused column only adds re-walks)
@@ -341,15 +352,81 @@ class X86_64Rules:
 
 
 _M_NONE, _M_TABLE, _M_SAME, _M_LEAF, _M_OTHER = 0, 1, 2, 3, 4
+_HASH_MUL = _U64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2**64 / golden ratio, odd
+
+
+class _ValueMemo:
+    """``value -> (code, aux)`` for one level, looked up for a whole array at once: an
+    open-addressing hash table (multiplicative hashing into the top bits, linear probing, at most
+    half full) in three numpy arrays.  A sorted-array search costs a mispredicted branch per
+    step and element (7-20 ms for 236k entries here); this costs a handful of gathers (~2 ms).
+    Code -1 marks an empty slot: :meth:`lookup` gives -1 for a value it does not hold."""
+
+    LIMIT = 1 << 20  # values held before the memo is dropped and rebuilt
+
+    def __init__(self, bits: int = 6) -> None:
+        self.count = 0
+        self._alloc(bits)
+
+    def _alloc(self, bits: int) -> None:
+        self.mask = (1 << bits) - 1
+        self.shift = _U64(64 - bits)
+        self.keys = np.zeros(1 << bits, dtype=np.uint64)
+        self.codes = np.full(1 << bits, -1, dtype=np.int8)
+        self.aux = np.zeros(1 << bits, dtype=np.uint64)
+
+    def _hash(self, v: np.ndarray) -> np.ndarray:
+        return ((v * _HASH_MUL) >> self.shift).astype(np.intp)  # type: ignore[no-any-return]
+
+    def lookup(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h = self._hash(v)
+        keys, codes = self.keys, self.codes
+        c = codes[h]
+        idx = np.flatnonzero((c >= 0) & (keys[h] != v))  # a slot held by another value: probe on
+        while len(idx):
+            hi = (h[idx] + 1) & self.mask
+            h[idx] = hi
+            ci = codes[hi]
+            c[idx] = ci
+            idx = idx[(ci >= 0) & (keys[hi] != v[idx])]
+        return c, self.aux[h]
+
+    def insert(self, k: np.ndarray, c: np.ndarray, a: np.ndarray) -> None:
+        """Add distinct values ``k`` that the memo does not hold (codes ``c`` >= 0, aux ``a``)."""
+        if self.count + len(k) > self.LIMIT:
+            self.count = 0
+            self._alloc(6)
+        if 2 * (self.count + len(k)) > self.mask + 1:  # grow, and put the old values back too
+            held = self.codes >= 0
+            k = np.concatenate([self.keys[held], k])
+            c = np.concatenate([self.codes[held], c])
+            a = np.concatenate([self.aux[held], a])
+            self.count = 0
+            self._alloc(max(6, (2 * len(k) - 1).bit_length()))
+        self.count += len(k)
+        h = self._hash(k)
+        todo = np.arange(len(k))
+        while len(todo):
+            hh = h[todo]
+            free = np.flatnonzero(self.codes[hh] < 0)
+            if len(free):
+                # one value per free slot (the first of those hashed there); the rest probe on
+                slots, first = np.unique(hh[free], return_index=True)
+                win = todo[free[first]]
+                self.keys[slots], self.codes[slots], self.aux[slots] = k[win], c[win], a[win]
+                keep = np.ones(len(todo), dtype=bool)
+                keep[free[first]] = False
+                todo = todo[keep]
+            h[todo] = (h[todo] + 1) & self.mask
+
 
 
 class MemoRules:
     """Any architecture the scalar fast path supports (emu/walk.py ``_FastWalk``): each DISTINCT
     entry value is classified once by the arch's own scalar predicates -- the fast path's
-    memoised verdicts -- and arrays are classified by looking their values up in sorted
-    ``(value, code, address-or-pfn)`` arrays.  No second copy of any predicate."""
-
-    _LIMIT = 1 << 20  # memorised values per level before the memo is dropped and rebuilt
+    memoised verdicts -- and arrays are classified by looking their values up in a
+    ``value -> (code, address-or-pfn)`` hash table (:class:`_ValueMemo`).  No second copy of any
+    predicate."""
 
     def __init__(self, ops: Any, mm: MM) -> None:
         from .walk import _fast_walker
@@ -357,9 +434,7 @@ class MemoRules:
         self.ops = ops
         self.fast = _fast_walker(mm)
         self.PAGE_SHIFT = _U64(ops.PAGE_SHIFT)
-        empty = (np.zeros(0, np.uint64), np.zeros(0, np.int8), np.zeros(0, np.uint64))
-        self.memo: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
-            n: empty for n in ("pgd", "p4d", "pud", "pmd", "pte")}
+        self.memo = {n: _ValueMemo() for n in ("pgd", "p4d", "pud", "pmd", "pte")}
 
     def _scalar(self, level: str, x: int) -> tuple[int, int]:
         """(code, next table address or leaf pfn) of one value, by the arch's predicates."""
@@ -390,29 +465,17 @@ class MemoRules:
         return (_M_NONE, 0) if ops.pte_none(x) else (_M_OTHER, 0)
 
     def classify(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keys, codes, aux = self.memo[level]
-        if len(keys):
-            pos = np.minimum(np.searchsorted(keys, v), len(keys) - 1)
-            hit = keys[pos] == v
-        else:
-            pos = np.zeros(len(v), dtype=np.intp)
-            hit = np.zeros(len(v), dtype=bool)
-        if not hit.all():
-            new = np.unique(v[~hit])
+        memo = self.memo[level]
+        codes, aux = memo.lookup(v)
+        absent = codes < 0
+        if absent.any():
+            miss = v[absent]
+            new = np.unique(miss)
             got = [self._scalar(level, x) for x in new.tolist()]
-            new_codes = np.array([c for c, _ in got], dtype=np.int8)
-            new_aux = np.array([a for _, a in got], dtype=np.uint64)
-            if len(keys) + len(new) > self._LIMIT:
-                keys, codes, aux = new, new_codes, new_aux
-            else:
-                keys = np.concatenate([keys, new])
-                order = np.argsort(keys, kind="stable")
-                keys = keys[order]
-                codes = np.concatenate([codes, new_codes])[order]
-                aux = np.concatenate([aux, new_aux])[order]
-            self.memo[level] = (keys, codes, aux)
-            pos = np.searchsorted(keys, v)
-        return codes[pos], aux[pos]
+            memo.insert(new, np.array([c for c, _ in got], dtype=np.int8),
+                        np.array([a for _, a in got], dtype=np.uint64))
+            codes[absent], aux[absent] = memo.lookup(miss)
+        return codes, aux
 
     def upper(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c, a = self.classify(level, v)
@@ -431,9 +494,89 @@ class MemoRules:
         return c == _M_NONE, c == _M_LEAF, a
 
 
+# Addresses on which an arch's own pXd_offset() is compared with the static one: 0, all ones, and
+# six patterns in which bit i of the address is bit k of i (k = 0..5).  An offset of the form
+# ``table + ((addr >> s) & m) * 8`` that agrees on all eight has the static s and m (the all-ones
+# address gives m, the patterns spell out s bit by bit).
+_U64_MAX = (1 << 64) - 1
+_OFFSET_PROBES = (0, _U64_MAX, *(sum(1 << i for i in range(64) if i >> k & 1) for k in range(6)))
+_SENTINELS = (0x7FF8, 0x1234_5678_0008)  # two upper-entry pointers: "the same entry" returns each
+
+
+class DynamicFoldingRules(MemoRules):
+    """An architecture whose pgd/p4d/pud/pmd_offset() decide folding per ENTRY (s390x: by the
+    table-type bits of the entry in hand; arch/s390/include/asm/pgtable.h).  The vector pass
+    inlines the configuration's static folding (include/asm-generic/pgtable-nop*.h: a folded
+    level shares its upper neighbour's entry), which is what the arch's functions do on the
+    tables Linux itself builds.  So, once per distinct entry value and level, this asks the
+    arch's OWN offset function whether it agrees with the static one on that value (two upper
+    pointers, the eight probe addresses above): a good table entry whose next pointer agrees is
+    claimed (_M_SAME or _M_TABLE with the next table's address); one whose entry type says
+    otherwise (a region-first entry where a region-third one belongs, ...) is _M_OTHER and its
+    addresses go to the per-address walker.  Every level is classified, folded ones included
+    (their none/bad depend on the entry's type too).  The predicates are MemoRules', i.e. the
+    arch's own; nothing of the layout is copied."""
+
+    def __init__(self, ops: Any, mm: MM) -> None:
+        super().__init__(ops, mm)
+        hw = ops.hw_level
+        self.lower = {"pgd": ("p4d", ops.p4d_offset), "p4d": ("pud", ops.pud_offset),
+                      "pud": ("pmd", ops.pmd_offset)}
+        self.same = {u: hw(lower) is hw(u) for u, (lower, _) in self.lower.items()}
+        self.ram_size = mm.ram.size
+
+    def _scalar(self, level: str, x: int) -> tuple[int, int]:
+        code, aux = super()._scalar(level, x)
+        if code == _M_SAME and level in self.lower:  # a good table entry (the fast path asks per walk)
+            return self._static_next(level, x)
+        return code, aux
+
+    def _static_next(self, level: str, x: int) -> tuple[int, int]:
+        lower, offset = self.lower[level]
+        hw = self.ops.hw_level(lower)
+        try:
+            if self.same[level]:
+                ok = all(int(offset(p, x, a)) == p for a in _OFFSET_PROBES for p in _SENTINELS)
+                return (_M_SAME, 0) if ok else (_M_OTHER, 0)
+            base = int(self.ops.table_pa(level, x))
+            if base & 7 or base < 0 or base + hw.table_size > self.ram_size:
+                return _M_OTHER, 0
+            ok = all(int(offset(p, x, a)) == base + hw.index(a) * hw.entry_size
+                     for a in _OFFSET_PROBES for p in _SENTINELS)
+        except Exception:  # the arch refuses the value: the per-address walker decides
+            return _M_OTHER, 0
+        return (_M_TABLE, base) if ok else (_M_OTHER, 0)
+
+    @staticmethod
+    def pgd_offset_reads(ops: Any, pgd_base: int, read: Any) -> tuple[int, ...] | None:
+        """The reads (flat pa, value, ...) the arch's pgd_offset() makes from ``mm->pgd``, if for
+        every probe address it returns the static ``pgd_base + index(addr) * 8`` after the same
+        reads; else None (the arch folds this top table otherwise: nothing is vectorised)."""
+        hw = ops.hw_level("pgd")
+        reads: list[int] = []
+
+        def rec(pa: int) -> int:
+            val = int(read(pa))
+            reads.extend((pa, val))
+            return val
+
+        first: list[int] | None = None
+        for a in _OFFSET_PROBES:
+            reads.clear()
+            try:
+                got = int(ops.pgd_offset(pgd_base, a, rec))
+            except Exception:
+                return None
+            if got != pgd_base + hw.index(a) * hw.entry_size or (first is not None and reads != first):
+                return None
+            first = list(reads)
+        return tuple(first or ())
+
+
 #: arch -> vector rules class.  An architecture without an entry is walked with MemoRules when
-#: the scalar fast path supports it, else address by address.
-VECTOR_RULES: dict[str, Any] = {"x86_64": X86_64Rules}
+#: the scalar fast path supports it (DynamicFoldingRules where it has pXd_offset() functions of
+#: its own), else address by address.
+VECTOR_RULES: dict[str, Any] = {"x86_64": X86_64Rules, "s390x": DynamicFoldingRules}
 
 
 Sel = Any  # the addresses still walking: slice(lo, hi) while all of them are, else an index array
@@ -467,7 +610,10 @@ class _VectorWalk:
         names = ("pgd", "p4d", "pud", "pmd", "pte")
         self.index = {n: (_U64(hw(n).shift - 3), _U64((hw(n).entries - 1) << 3)) for n in names}
         self.table_bytes = {n: hw(n).table_size for n in names}
-        self.folded = {n: ops.folded(n) for n in ("pgd", "p4d", "pud", "pmd")}
+        # An arch with pXd_offset() of its own (s390x) folds per entry: its rules classify every
+        # level (a folded level's none/bad depend on the entry too) and its pgd_offset() is asked.
+        self.custom = bool(getattr(rules, "lower", None))
+        self.folded = {n: ops.folded(n) and not self.custom for n in ("pgd", "p4d", "pud", "pmd")}
         self.same = {u: hw(lower) is hw(u) for u, lower in (("pgd", "p4d"), ("p4d", "pud"), ("pud", "pmd"))}
         # Trace columns: a folded level's entry is its upper neighbour's (pgtable-nop*.h), so its
         # column is an alias of the upper one.
@@ -490,7 +636,19 @@ class _VectorWalk:
         return base + ((a >> s) & m)  # type: ignore[no-any-return]
 
     def _read(self, entp: np.ndarray) -> np.ndarray:
-        return self.tbl[(entp >> _U64(3)).astype(np.intp)]  # type: ignore[no-any-return]
+        v = self.tbl[(entp >> _U64(3)).astype(np.intp)]
+        return v if v.dtype.isnative else v.astype(np.uint64)  # big-endian guest: native values
+
+    def _pre_reads(self, pgd_base: int) -> tuple[int, ...] | None:
+        """The arch's own pgd_offset() on ``mm->pgd`` (its reads, or None: not static)."""
+        tbl, size = self.tbl, self.ram.size
+
+        def read(pa: int) -> int:
+            if pa & 7 or pa < 0 or pa + 8 > size:
+                raise IndexError(pa)  # the reference reports it (unreadable@pgd)
+            return int(tbl[pa >> 3])
+
+        return self.rules.pgd_offset_reads(self.ops, pgd_base, read)  # type: ignore[no-any-return]
 
     def _folios(self) -> None:
         memmap = self.memmap
@@ -547,6 +705,11 @@ class _VectorWalk:
         pgd_base = mm.pgd
         if pgd_base & 7 or pgd_base < 0 or pgd_base + self.table_bytes["pgd"] > self.ram.size:
             return  # everything inside the VMA goes to the scalar walker
+        if self.custom:
+            pre = self._pre_reads(pgd_base)
+            if pre is None:
+                return  # pgd_offset() is not the static one here: everything to the scalar walker
+            b._pre = pre
 
         # pgd = pgdp_get(pgd_offset(mm, addr))
         entp = self._offset("pgd", _U64(pgd_base), a)
@@ -630,17 +793,19 @@ class _VectorWalk:
 
 
 def _vector_walker(mm: MM) -> _VectorWalk | None:
-    """The mm's vectorised walk: the arch's VECTOR_RULES, else MemoRules; None where the scalar
-    fast path is off (an arch with its own pXd_offset(), e.g. s390x's dynamic folding)."""
+    """The mm's vectorised walk: the arch's VECTOR_RULES, else MemoRules (DynamicFoldingRules for
+    an arch with pXd_offset() of its own); None where the scalar fast path is off."""
     from .walk import _fast_walker
 
     vw: _VectorWalk | None = getattr(mm, "_folio_walk_vector", None)
     if vw is not None and vw.ops is mm.ops and vw.ram is mm.ram and vw.memmap is mm.memmap:
         return vw
     fast = _fast_walker(mm)
-    if not fast.enabled or fast.custom:  # the vector pass inlines the generic pXd_offset()
+    if not fast.enabled:
         return None
-    rules_cls = VECTOR_RULES.get(mm.ops.arch, MemoRules)
+    rules_cls = VECTOR_RULES.get(mm.ops.arch, DynamicFoldingRules if fast.custom else MemoRules)
+    if fast.custom and not issubclass(rules_cls, DynamicFoldingRules):
+        return None  # the vector pass inlines static pXd_offset(): only these rules check them
     vw = _VectorWalk(mm, rules_cls(mm.ops, mm))
     mm._folio_walk_vector = vw  # type: ignore[attr-defined]
     return vw

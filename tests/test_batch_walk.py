@@ -446,3 +446,173 @@ def test_x86_vector_rules_imply_the_scalar_predicates(config: str, kernel: str, 
         assert none == ops.pte_none(x), hex(x)
         if normal:
             assert ops.pte_present(x) and not ops.pte_special(x) and int(pfn) == ops.pte_pfn(x), hex(x)
+
+
+# -- s390x: folding decided per entry (table-type bits) ---------------------------------------------
+#
+# archs/s390x.py's pgd_offset() takes the index shift from the table type of the top table's
+# FIRST entry, and p4d/pud/pmd_offset() descend only where the entry in hand says it designates a
+# lower table.  walk_many() vectorises the walks whose entries have the types of the configuration's
+# static folding (emu.batch.DynamicFoldingRules) and gives every other one to the per-address
+# walker.  The random hierarchies above never retype an entry except by a flipped bit, and never
+# write the first top-level entry; these do.
+
+S390X_CONFIGS = [c for c in ALL_CONFIGS if c.startswith("s390x:")]
+_TT_SHIFT = 2  # PoP bits 60-61 of a region/segment-table entry: archs.s390x REGION "tt"
+
+
+def _retype(ram: Any, pa: int, tt: int) -> None:
+    from archs import s390x
+
+    assert s390x.REGION.masks["tt"] == (_TT_SHIFT, 3 << _TT_SHIFT)
+    ram.write_u64(pa, (ram.read_u64(pa) & ~(3 << _TT_SHIFT)) | (tt << _TT_SHIFT))
+
+
+def compare_with_reference(sp: Space, addrs: list[int], flags: int) -> WalkBatch:
+    """The checks of test_random_hierarchies_batch_fast_and_reference_agree, for one draw."""
+    with sp.mm.mmap_read():
+        with sp.ram.undo():
+            ref = one_by_one(sp, addrs, flags, folio_walk_start_reference)
+            ref_tables = sp.table_bytes()
+        with sp.ram.undo():
+            fast = one_by_one(sp, addrs, flags, folio_walk_start)
+            assert sp.table_bytes() == ref_tables
+        with sp.ram.undo():
+            batch = walk_many(sp.vma, addrs, flags)
+            assert sp.table_bytes() == ref_tables
+        iso_ref = one_by_one(sp, addrs, flags, folio_walk_start_reference, isolated=True)
+        before = sp.table_bytes()
+        iso = walk_many(sp.vma, addrs, flags, isolated=True)
+        assert sp.table_bytes() == before
+    assert sp.no_lock_held()
+    for i, a in enumerate(addrs):
+        assert fast[i] == ref[i], (hex(a), fast[i], ref[i])
+        assert batch[i] == ref[i], (hex(a), batch[i], ref[i])
+        assert iso[i] == iso_ref[i], (hex(a), iso[i], iso_ref[i])
+    check_columns(batch, ref)
+    check_columns(iso, iso_ref)
+    return batch
+
+
+@pytest.mark.parametrize("config", S390X_CONFIGS)
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_s390x_entries_of_other_table_types_batch_and_reference_agree(
+    config: str, kernel: str, data: st.DataObject
+) -> None:
+    """Random hierarchies with entries retyped to another table type (also empty ones, and the
+    first top-level entry, which moves pgd_offset()'s shift), and a first top-level entry drawn
+    like any other: walk_many() == the reference, sequential and isolated."""
+    sp = Space(config, kernel, data.draw)
+    top = sp.levels[0]
+    first = data.draw(st.sampled_from(["empty", "empty", "entry", "retyped"]))
+    if first == "entry":
+        sp.ram.write_u64(sp.mm.pgd, sp.entry(0, 0))
+    elif first == "retyped":
+        _retype(sp.ram, sp.mm.pgd, data.draw(st.integers(0, 3)))
+    crst = [pa for pa, size in sp.b.tables if size == top.table_size]  # region and segment tables
+    for t, idx, tt in data.draw(st.lists(st.tuples(st.integers(0, len(crst) - 1), st.integers(0, 3),
+                                                   st.integers(0, 3)), max_size=4)):
+        _retype(sp.ram, crst[t] + 8 * idx, tt)
+    addrs = sp.addresses()
+    compare_with_reference(sp, addrs, data.draw(st.sampled_from(FLAG_COMBINATIONS)))
+    sp.ram.close()
+
+
+def _mapped_s390x(config: str) -> tuple[Any, Any, Any, Any, VMA, list[int]]:
+    """16 pages mapped from 1 MB up, and one page under another segment-table entry."""
+    ops: Any = archs.get_ops(config)
+    ram, _alloc, _memmap, mm, b = new_address_space(ops, ram_size=RAM, reserved_low=ops.RESERVED_LOW)
+    base = 1 << 20
+    vma = mm.add_vma(VMA(base, base + (64 << 20), VMA_FLAGS[0]))
+    f = b.alloc_folio(4)
+    for i in range(16):
+        b.map_pfn(base + i * 4096, "pte", f.pfn + i, Prot())
+    b.map_pfn(base + (8 << 20), "pte", f.pfn, Prot())
+    addrs = [base + i * 4096 + 8 for i in range(20)] + [base + (8 << 20) + 16]
+    return ops, ram, mm, b, vma, addrs
+
+
+def _sequential_pair(ram: Any, vma: VMA, addrs: list[int]) -> tuple[WalkBatch, list[FolioWalk]]:
+    """walk_many() and the reference, each on the same tables (walks may clear bad entries)."""
+    with ram.undo():
+        ref = one_by_one_vma(vma, addrs, 0)
+    with ram.undo():
+        batch = walk_many(vma, addrs, 0)
+    return batch, ref
+
+
+@pytest.mark.parametrize("config", S390X_CONFIGS)
+def test_s390x_linux_shaped_tables_are_vectorised(config: str) -> None:
+    """Tables as Linux builds them: every walk is decided by the vector pass, with pgd_offset()'s
+    read of the first top-level entry at the head of each trace, as in the reference's."""
+    _ops, ram, mm, _b, vma, addrs = _mapped_s390x(config)
+    with mm.mmap_read():
+        batch, ref = _sequential_pair(ram, vma, addrs)
+    assert not batch.scalar.any()
+    assert batch.records() == ref
+    check_columns(batch, ref)
+    assert batch.trace(0)[0] == ("pgd", mm.pgd, ram.read_u64(mm.pgd))
+    ram.close()
+
+
+@pytest.mark.parametrize("config", S390X_CONFIGS)
+@pytest.mark.parametrize("tt", range(4))
+def test_s390x_retyped_entries_go_to_the_per_address_walker(config: str, tt: int) -> None:
+    """The first top-level entry retyped: pgd_offset() takes another shift, so no walk is
+    vectorised unless the type is the configuration's own.  The segment-table entry above the
+    last address retyped: only that walk leaves the vector pass.  The records are the
+    reference's either way."""
+    from archs import s390x
+
+    ops, ram, mm, b, vma, addrs = _mapped_s390x(config)
+    own = s390x.DESIGNATION_TYPE[ops.config.name]
+    with mm.mmap_read():
+        with ram.undo():
+            _retype(ram, mm.pgd, tt)
+            batch, ref = _sequential_pair(ram, vma, addrs)
+        assert batch.records() == ref
+        check_columns(batch, ref)
+        assert batch.scalar.tolist() == [tt != own] * len(addrs)
+        with ram.undo():
+            _retype(ram, b.entry_pa(addrs[-1], "pmd", create=False), tt)
+            batch, ref = _sequential_pair(ram, vma, addrs)
+        assert batch.records() == ref
+        check_columns(batch, ref)
+        assert batch.scalar.tolist() == [False] * (len(addrs) - 1) + [tt != s390x.TT_SEGMENT]
+    ram.close()
+
+
+# -- MemoRules' hash table ------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(st.lists(st.one_of(st.integers(0, 64), st.integers(0, U64),
+                                           st.integers(0, 255).map(lambda x: x << 56)), max_size=300),
+                        min_size=1, max_size=6),
+       limit=st.sampled_from([1 << 20, 40]))
+def test_value_memo_is_a_dict(batches: list[list[int]], limit: int) -> None:
+    """emu.batch._ValueMemo (open addressing, linear probing, growth, drop-and-rebuild at its
+    limit) answers every lookup as a dict would: the code and aux of a value it holds, -1 for one
+    it does not.  Values that collide (only the top byte set) and repeats included."""
+    memo = emu.batch._ValueMemo()
+    memo.LIMIT = limit
+    model: dict[int, tuple[int, int]] = {}
+    for batch in batches:
+        v = np.array(batch, dtype=np.uint64)
+        codes, aux = memo.lookup(v)
+        for x, c, a in zip(batch, codes.tolist(), aux.tolist(), strict=True):
+            assert (c, a) == model.get(x, (-1, a if c < 0 else -2)), hex(x)
+        new = sorted(set(batch) - set(model))
+        if model and len(model) + len(new) > limit:
+            model.clear()
+        got = {x: (x % 5, (x * 7) & U64) for x in new}
+        memo.insert(np.array(new, dtype=np.uint64), np.array([g[0] for g in got.values()], dtype=np.int8),
+                    np.array([g[1] for g in got.values()], dtype=np.uint64))
+        model.update(got)
+        codes, aux = memo.lookup(v)
+        for x, c, a in zip(batch, codes.tolist(), aux.tolist(), strict=True):
+            assert (c, a) == model[x] if x in model else c == -1, hex(x)  # (dropped at the limit)
