@@ -206,22 +206,72 @@ def test_fixtures_build_killed_at_random_moments(tmp_path: Path) -> None:
 
 
 def test_fuzz_out_killed_at_random_moments(tmp_path: Path) -> None:
-    """A campaign that saves findings (hierarchy specs, fixture sets, campaign.json and
-    findings.jsonl) as it goes, killed while it does."""
-    saved_any = False
-    for i, t in enumerate(MOMENTS):
+    """Campaigns that save what they find (hierarchy specs and fixture sets of findings,
+    campaign.json, findings.jsonl) as they go, killed while they run; the last one runs to the
+    end."""
+    for i, t in enumerate([*MOMENTS, None]):
         out = tmp_path / f"run{i}"
-        argv = [sys.executable, "-m", "emu", "fuzz", "--config", "x86_64:4level", "--hierarchies", "6",
-                "--jobs", "1" if i % 2 else "0", "--no-shrink", "--max-findings", "20", "--seed", str(i),
-                "--out", str(out), "--quiet"]
+        argv = [sys.executable, "-m", "emu", "fuzz", "--config", "x86_64:4level", "--config", "arm64:4k:48",
+                "--hierarchies", "6", "--jobs", "1" if i % 2 else "0", "--no-shrink", "--max-findings", "20",
+                "--seed", str(i), "--out", str(out), "--quiet"]
         proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
+        if t is None:
+            assert proc.wait(300) in (0, 1)
+            _check_outputs(out)
+            assert (out / "campaign.json").exists()
+            continue
         time.sleep(t)
         _kill_group(proc)
         if out.exists():
-            seen = _check_outputs(out)
-            saved_any = saved_any or bool(seen)
-    assert saved_any, "no kill landed after a finding was saved: the test proves nothing"
+            _check_outputs(out)
+
+
+FUZZ_KILLER = textwrap.dedent(
+    """
+    import os, pathlib, signal, sys
+    from emu import cli
+    from emu.fuzz import HierarchyGenerator, save_hierarchy_finding
+
+    out, how, target = sys.argv[1], sys.argv[2], sys.argv[3]
+    real_write, real_replace = pathlib.Path.write_bytes, os.replace
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def write_bytes(self, data):
+        if how == "half-write" and target in self.name:
+            with open(self, "wb") as f:
+                f.write(data[: len(data) // 2])
+            die()
+        return real_write(self, data)
+
+    def replace(a, b):
+        if how == "before-replace" and str(b).endswith(target):
+            die()
+        return real_replace(a, b)
+
+    pathlib.Path.write_bytes, os.replace = write_bytes, replace
+    if target == ".hierarchy.json":  # what a worker or the campaign saves for a finding
+        h = HierarchyGenerator("x86_64:4level").generate(0, 0)
+        os.makedirs(out, exist_ok=True)
+        save_hierarchy_finding(pathlib.Path(out), h, "finding-0", "sig", "disagree: test double")
+    else:
+        sys.exit(cli.main(["fuzz", "--config", "x86_64:4level", "--hierarchies", "1", "--jobs", "0",
+                           "--no-shrink", "--out", out, "--quiet"]))
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["half-write", "before-replace"])
+@pytest.mark.parametrize("target", [".hierarchy.json", "campaign.json"])
+def test_fuzz_outputs_killed_inside_a_write(how: str, target: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-c", FUZZ_KILLER, str(out), how, target], env=_env(),
+                         capture_output=True, timeout=300, check=False)
+    assert res.returncode == -signal.SIGKILL, res  # it died inside that write
+    _check_outputs(out)
+    assert not (out / target).exists() and not list(out.glob(f"*{target}")), "a torn file under the real name"
 
 
 FINDINGS_KILLER = textwrap.dedent(
