@@ -274,10 +274,20 @@ def test_fuzz_outputs_killed_inside_a_write(how: str, target: str, tmp_path: Pat
     assert not (out / target).exists() and not list(out.glob(f"*{target}")), "a torn file under the real name"
 
 
+def crash_first(index: int) -> None:
+    """Test double run in a fuzz worker: hierarchy 0 kills the worker (a crash finding, which the
+    campaign records whatever its verdicts find)."""
+    if index == 0:
+        os._exit(3)
+
+
 FINDINGS_KILLER = textwrap.dedent(
     """
     import builtins, io, os, signal, sys
-    from emu import cli
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from test_robust_files import crash_first
+    from emu.fuzz import CampaignOptions, run_campaign
 
     real_open = io.open
 
@@ -300,17 +310,19 @@ FINDINGS_KILLER = textwrap.dedent(
         return f
 
     builtins.open = io.open = dying_open
-    sys.exit(cli.main(["fuzz", "--config", "x86_64:4level", "--hierarchies", "2", "--jobs", "0",
-                       "--no-shrink", "--out", sys.argv[1], "--quiet"]))
+    run_campaign(CampaignOptions(configs=["x86_64:4level"], seed=0, seconds=None, hierarchies=1, jobs=1,
+                                 out=Path(sys.argv[1]), before_hierarchy=crash_first, progress=False,
+                                 shrink=False))
     """
 )
 
 
 def test_findings_jsonl_is_never_torn(tmp_path: Path) -> None:
-    """Killed while it records the findings: ``findings.jsonl`` holds whole lines or nothing."""
+    """Killed while it records the findings (here: one crash finding): ``findings.jsonl`` holds
+    whole lines or nothing."""
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-c", FINDINGS_KILLER, str(out)], env=_env(), capture_output=True,
-                         timeout=300, check=False)
+    res = subprocess.run([sys.executable, "-c", FINDINGS_KILLER, str(out), str(Path(__file__).parent)],
+                         env=_env(), capture_output=True, timeout=300, check=False)
     assert res.returncode == -signal.SIGKILL, res  # it did die while writing the findings
     _check_outputs(out)
 
