@@ -338,12 +338,30 @@ class LinuxPgtable:
         return "prot-none" if fn is not None and fn(val) else None
 
     # -- the architecture's own view of an entry (the third party between walker and MMU) -------
-    def hw_rejects(self, linux: str, val: int, *, leaf: bool) -> str | None:
+    def hw_rejects(self, linux: str, val: int, *, leaf: bool, addr: int | None = None) -> str | None:
         """Why the MMU, by the architecture manual, stops (faults) at this entry when a walk
         reaches it, or None if the hardware takes it (as a table pointer, or as a leaf when
         ``leaf``).  Linux never writes such entries, and its walk does not check for them (e.g.
         reserved bits, a clear present/valid bit in an upper entry, a reserved descriptor type).
+        ``addr``, when given, is the virtual address being translated: for reasons that depend on
+        it (s390x: the next index against a table's offset and length, the frame address within
+        a large leaf); without it, only reasons that hold for every address.
         The default knows nothing; each arch says what its manual says."""
+        return None
+
+    def hw_fault_level(self, linux: str, val: int, *, leaf: bool, addr: int | None = None) -> str | None:
+        """The hardware level (``HwLevel.name``) whose fault the MMU reports where
+        :meth:`hw_rejects` rejects this entry: by default the entry's own level; an arch says
+        otherwise where its manual does (s390x: an index outside the table a region entry
+        designates is the next table's translation exception; a translation-specification
+        exception names no table: None)."""
+        return self.hw_level(linux).name
+
+    def walk_diverges(self, trace: list[tuple[str, int, int]], addr: int) -> str | None:
+        """Why Linux's walk for ``addr``, by a convention of its own, reads other entries than
+        the MMU's walk (so the two cannot be compared entry by entry), or None.  ``trace`` is the
+        walk's ``(level, pa, value)`` reads.  The default: never (the offsets are the hardware's
+        own; s390x: pgd_offset() takes the top table's index from its first entry's type)."""
         return None
 
     def hw_uses(self, linux: str, val: int) -> str | None:

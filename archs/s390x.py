@@ -353,6 +353,44 @@ def _tt(val: int) -> int:
     return (val & _REGION_ENTRY_TYPE_MASK) >> REGION.masks["tt"][0]
 
 
+# -- what DAT does with an entry (the architecture as third party between Linux and the MMU) ---------
+# PoP SA22-7832 ch. 3 "Translation Process" ("Lookup in a Table Designated by an Address-Space-
+# Control Element", "Region-Table Lookup", "Segment-Table Lookup", "Page-Table Lookup", "Enhanced
+# DAT"), ch. 6 "Program-Interruption Conditions" (the translation exceptions, "Translation-
+# Specification Exception", "Addressing Exception") and the priority of access exceptions: for each
+# table entry DAT fetches, in this order, the invalid bit, then the table type, then the common-
+# segment / common-region bit against the ASCE's private-space control, then (FC=0 region entries)
+# the next table's offset and length against the next index; a page-table entry: the invalid bit,
+# then bit 52.  The real address the operand access then uses must lie in main storage.
+
+#: The translation exception (name, program-interruption code) that names each table: an invalid
+#: entry in it, or an index outside it (table offset/length), PoP ch. 6.
+TRANSLATION_EXCEPTION: dict[str, tuple[str, int]] = {
+    REGION1.name: ("region-first-translation", 0x39),
+    REGION2.name: ("region-second-translation", 0x3A),
+    REGION3.name: ("region-third-translation", 0x3B),
+    SEGMENT_LEVEL.name: ("segment-translation", 0x10),
+    PAGE_LEVEL.name: ("page-translation", 0x11),
+}
+TRANSLATION_SPECIFICATION = ("translation-specification", 0x12)
+ADDRESSING = ("addressing", 0x05)
+#: The table type DAT requires in the entries of each table (PoP: TT 11/10/01/00).
+TABLE_TYPE = {REGION1.name: TT_REGION1, REGION2.name: TT_REGION2, REGION3.name: TT_REGION3,
+              SEGMENT_LEVEL.name: TT_SEGMENT}
+#: The table an entry of each table designates (FC=0).
+NEXT_LEVEL = {a.name: b for a, b in zip(_ALL_LEVELS[:-1], _ALL_LEVELS[1:], strict=True)}
+
+
+def _bits(fmt: EntryFormat, field: str) -> str:
+    """'bit 58' / 'bits 60-61': a field's PoP bit numbers, from its declaration."""
+    first, last = pop_range(fmt.mask(field))
+    return f"bit {first}" if first == last else f"bits {first}-{last}"
+
+
+def _exception(exc: tuple[str, int]) -> str:
+    return f"{exc[0]} exception ({exc[1]:#04x})"
+
+
 def move_set_bit(x: int, a: int, b: int) -> int:
     """hugetlbpage.c ``move_set_bit()``: if bit ``a`` is set in ``x``, bit ``b`` of the result."""
     return b if x & a else 0
@@ -375,6 +413,10 @@ class S390x(LinuxPgtable):
     ZERO_PAGE_ORDER = 7
     #: Real 0..0x1fff is the lowcore (prefix area): keep tables and data out of it.
     RESERVED_LOW = 0x2000
+    #: Main storage of the configuration in bytes (absolute 0 up), when known: DAT-table entries
+    #: and frames at or beyond it are addressing exceptions (:meth:`hw_rejects`).  The MMU oracle
+    #: sets it for the machine it probes (emu/oracle.py S390xOracle); None: not known.
+    storage_size: int | None = None
 
     def __init__(
         self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, machine_has_nx: bool = True
@@ -586,6 +628,129 @@ class S390x(LinuxPgtable):
         if linux in ("pmd", "pud") and val & _SEGMENT_ENTRY_INVALID:
             return "old-page (_SEGMENT_ENTRY_INVALID tracks young)"
         return None
+
+    # -- the architecture's own view of an entry (PoP ch. 3 "Translation Process") --------------------
+    def hw_rejects(self, linux: str, val: int, *, leaf: bool, addr: int | None = None) -> str | None:
+        """Why DAT faults at this entry when it reaches it for ``addr``, or None where DAT takes
+        it (as a table designation, or as a page / EDAT-1 segment / EDAT-2 region frame).
+
+        ``linux`` names the table the entry is in (its hardware level in this configuration).
+        The checks, in the PoP's order: the invalid bit (the table's translation exception), the
+        table type (translation specification), the common-segment / common-region bit with the
+        ASCE's private-space control (Linux's user ASCE has it: translation specification), for a
+        region entry that designates a table the next index's leftmost two bits against its
+        table offset and length (the next table's translation exception; needs ``addr``); a
+        page-table entry: the invalid bit, then bit 52 (translation specification).  A frame that
+        ``addr`` reaches at or beyond main storage (:attr:`storage_size`) is an addressing
+        exception.  EDAT-1 and EDAT-2 are taken as installed and enabled (FC=1 entries are
+        frames): where the probe machine cannot prove them, those rows are oracle-cannot-check.
+        ``leaf`` changes nothing: DAT decides by the entry's own bits."""
+        got = self._dat_rejects(linux, val, addr)
+        return got[0] if got else None
+
+    def hw_fault_level(self, linux: str, val: int, *, leaf: bool, addr: int | None = None) -> str | None:
+        """The table the program-interruption code names for :meth:`hw_rejects`' reason: the
+        entry's own for its invalid bit, the next table for an index outside the table offset /
+        length, none for a translation-specification or addressing exception."""
+        got = self._dat_rejects(linux, val, addr)
+        return got[1] if got else self.hw_level(linux).name
+
+    def _dat_rejects(self, linux: str, val: int, addr: int | None) -> tuple[str, str | None] | None:
+        """(reason, the table the exception names) for :meth:`hw_rejects`, or None."""
+        hw = self.hw_level(linux)
+        spec = _exception(TRANSLATION_SPECIFICATION)
+        if hw.name == PAGE_LEVEL.name:
+            if val & PTE.mask("i"):
+                exc = _exception(TRANSLATION_EXCEPTION[hw.name])
+                return f"page-invalid bit ({_bits(PTE, 'i')}) is one: {exc}", hw.name
+            if val & PTE.mask("bit52"):
+                return f"{_bits(PTE, 'bit52')} is one: {spec}", None
+            return self._frame_rejects(val & PTE.mask("pfra"), hw.leaf_size or 0, addr)
+        if val & REGION.mask("i"):  # the same bit in segment-table entries
+            kind = "segment" if hw.name == SEGMENT_LEVEL.name else "region"
+            return (f"{kind}-invalid bit ({_bits(REGION, 'i')}) is one: "
+                    f"{_exception(TRANSLATION_EXCEPTION[hw.name])}", hw.name)
+        tt, want = _tt(val), TABLE_TYPE[hw.name]
+        if tt != want:
+            why = f"table type ({_bits(REGION, 'tt')}) is {tt:02b}, a {hw.name}-table entry has {want:02b}: {spec}"
+            return why, None
+        private = bool(_ASCE_USER_BITS & _ASCE_PRIVATE_SPACE)
+        if hw.name == SEGMENT_LEVEL.name:
+            if private and val & SEGMENT.mask("cs"):
+                return (f"common-segment bit ({_bits(SEGMENT, 'cs')}) is one and the ASCE's private-space "
+                        f"control is one: {spec}", None)
+            if val & SEGMENT.mask("fc"):  # EDAT-1: a 1 MB segment frame
+                return self._frame_rejects(val & SEGMENT_LARGE.mask("sfaa"), hw.leaf_size or 0, addr)
+            return None  # a page table: 256 entries, no offset/length to check
+        if hw.name == REGION3.name:
+            if private and val & REGION.mask("cr"):
+                return (f"common-region bit ({_bits(REGION, 'cr')}, EDAT-2) is one and the ASCE's private-space "
+                        f"control is one: {spec}", None)
+            if val & REGION3_LARGE.mask("fc"):  # EDAT-2: a 2 GB region frame
+                return self._frame_rejects(val & REGION3_LARGE.mask("rfaa"), hw.leaf_size or 0, addr)
+        if addr is None:
+            return None
+        lower = NEXT_LEVEL[hw.name]
+        x = lower.index(addr) >> (lower.bits - 2)
+        tf, tl = REGION.get(val, "tf"), REGION.get(val, "tl")
+        if not tf <= x <= tl:
+            return (f"the {lower.name} index of {addr:#x} starts with {x:02b}, outside the table offset {tf} "
+                    f"({_bits(REGION, 'tf')}) .. length {tl} ({_bits(REGION, 'tl')}): "
+                    f"{_exception(TRANSLATION_EXCEPTION[lower.name])}", lower.name)
+        return None
+
+    def walk_diverges(self, trace: list[tuple[str, int, int]], addr: int) -> str | None:
+        """``pgd_offset_raw()`` indexes the top table with the VA field of the table type in its
+        FIRST entry (the first read of the walk); DAT indexes it with the field the ASCE's
+        designation type names.  Linux's tables never differ (crst_table_init() and the
+        pXd_populate()s give every entry of a table its table's type), so where a first entry
+        says otherwise and the two indexes of ``addr`` differ, Linux walks other entries than
+        DAT -- by its convention, not the architecture's (PoP ch. 3 "Translation Process": the
+        ASCE alone says which table the address's first index selects in)."""
+        if not trace or trace[0][0] != "pgd":
+            return None
+        _, base, first = trace[0]
+        top = self.config.levels[0]
+        linux_index = (self.pgd_offset(base, addr, lambda _pa: first) - base) // 8
+        dat_index = top.index(addr)
+        if linux_index == dat_index:
+            return None
+        tt = _tt(first)
+        linux_table = next(name for name, t in TABLE_TYPE.items() if t == tt)
+        return (f"pgd_offset() takes the top table's type from its first entry ({first:#x} at {base:#x}, "
+                f"table type {tt:02b}: a {linux_table} table), the ASCE designates a {top.name} table "
+                f"(DT {self.dt:02b}): Linux reads top entry {linux_index} for {addr:#x}, DAT entry {dat_index}")
+
+    def _frame_rejects(self, origin: int, size: int, addr: int | None) -> tuple[str, str | None] | None:
+        """An addressing exception (PoP ch. 6) when the real address ``addr`` reaches in the frame
+        at ``origin`` is not in main storage; without ``addr``, when the whole frame is not."""
+        if self.storage_size is None:
+            return None
+        pa = origin + (addr & (size - 1)) if addr is not None else origin
+        if pa < self.storage_size:
+            return None
+        return (f"real address {pa:#x} is beyond main storage ({self.storage_size:#x} bytes): "
+                f"{_exception(ADDRESSING)}", None)
+
+    def hw_uses(self, linux: str, val: int) -> str | None:
+        """For an entry Linux reads as none / not present / swap: why DAT translates through it
+        all the same -- a PTE whose page-invalid bit is zero (Linux's _PAGE_PRESENT is bit 63,
+        a bit DAT leaves to programming), or an upper entry that is valid to DAT (Linux's
+        pud_present() asks for a non-zero origin, DAT does not)."""
+        if self.hw_rejects(linux, val, leaf=True) is not None:
+            return None
+        hw = self.hw_level(linux)
+        if hw.name == PAGE_LEVEL.name:
+            return (f"page-invalid bit ({_bits(PTE, 'i')}) and {_bits(PTE, 'bit52')} are zero: DAT translates to "
+                    f"{val & PTE.mask('pfra'):#x} (_PAGE_PRESENT, {_bits(PTE, 'present')}, is a software bit)")
+        if (hw.name == SEGMENT_LEVEL.name and val & SEGMENT.mask("fc")) or (
+            hw.name == REGION3.name and val & REGION3_LARGE.mask("fc")
+        ):
+            what = f"a {hw.leaf_size or 0:#x}-byte frame"
+        else:
+            what = f"the {NEXT_LEVEL[hw.name].name} table at {self.table_pa(hw.linux, val):#x}"
+        return (f"invalid bit ({_bits(REGION, 'i')}) zero and table type {_tt(val):02b}: DAT takes it as "
+                f"designating {what}")
 
     def pte_special(self, pte: int) -> bool:
         return bool(pte & _PAGE_SPECIAL)

@@ -1206,7 +1206,7 @@ def replay(fs: FixtureSet, sc: Scenario) -> tuple[list[Row], dict[str, int]]:
         case = sc.cases[ch.case]
         for flags, _, _ in ch.walks:
             w = walks[(ci, flags)]
-            verdict = judge(sc.ops, w, mmu[ci], sc.oracle)
+            verdict = judge(sc.ops, w, mmu[ci], sc.oracle, addr=case.addr)
             rows.append(Row(sc.config, case.name, case.addr, w, mmu[ci], verdict, ch.access))
     return rows, _registers(sc)
 

@@ -1181,10 +1181,13 @@ class Target:
         for i, row in enumerate(walks):
             mmu = probes[i]
             first = row[0]
-            v0 = judge(ops, first, mmu, oracle)
+            addr = self.sc.cases[i].addr
+            v0 = judge(ops, first, mmu, oracle, addr=addr)
             # A row that batch_results() copied from the first (same record, other flags: it
             # shares the trace list) gets the same verdict: judge() does not read the flags.
-            verdicts.append([v0] + [v0 if w.trace is first.trace else judge(ops, w, mmu, oracle) for w in row[1:]])
+            verdicts.append(
+                [v0] + [v0 if w.trace is first.trace else judge(ops, w, mmu, oracle, addr=addr) for w in row[1:]]
+            )
         t4 = time.perf_counter()
         return Evaluation(
             h, [c.addr for c in self.sc.cases], [c.vma for c in self.sc.cases], walks, probes, verdicts,

@@ -103,6 +103,9 @@ class S390xOracle(Oracle):
         from .machines.s390x import S390xMachine
 
         self.machine = S390xMachine(ram, alloc, edat=edat)
+        # The machine's main storage is all of guest RAM from absolute 0: what the architecture's
+        # view (archs.s390x S390x.hw_rejects) takes for addressing exceptions.
+        ops.storage_size = ram.size  # type: ignore[attr-defined]
 
     def asce(self, mm: MM) -> int:
         return int(self.ops.asce(mm.pgd))  # type: ignore[attr-defined]

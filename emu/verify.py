@@ -203,8 +203,11 @@ def walk_cases(
     return out
 
 
-def judge(ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None) -> str:
-    """The verdict for one row (see module docstring)."""
+def judge(
+    ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None, *, addr: int | None = None
+) -> str:
+    """The verdict for one row (see module docstring); ``addr`` (the row's address) lets the
+    architecture's view (``ops.hw_rejects``) use reasons that depend on it."""
     if oracle is not None:
         level = walk.level.lower() if walk.level else None
         why = oracle.cannot_check(level, walk.entry)
@@ -219,38 +222,55 @@ def judge(ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = N
         return f"emulator-deviation: {dev.name}"
     verdict = _judge(walk, mmu)
     if verdict.startswith("disagree") and walk.trace:
-        verdict = _explained_by_the_architecture(ops, walk, mmu) or verdict
+        # Linux's walk may, by its own convention, not read the MMU's entries at all: then no
+        # entry of it can explain the MMU, and the row differs by that convention.
+        diverges = ops.walk_diverges(walk.trace, addr) if addr is not None else None
+        if diverges:
+            return f"linux-only: {diverges}"
+        verdict = _explained_by_the_architecture(ops, walk, mmu, addr) or verdict
     if verdict == "agree" and oracle is not None and isinstance(mmu, Fault) and walk.trace and not walk.found:
         # Where the MMU names the level it faulted at, it must be the level Linux stopped at,
         # unless the architecture rejects an entry above it that Linux walked through.
         where = oracle.fault_hw_level(mmu)
         stop = ops.hw_level(walk.trace[-1][0]).name
         if where is not None and where != stop and walk.reason.startswith("none@"):
-            if _first_rejected(ops, walk, stop_at=where) is None:
+            if addr is not None and ops.walk_diverges(walk.trace, addr):
+                return verdict  # both nothing, from entries the two walks do not share
+            if _first_rejected(ops, walk, stop_at=where, addr=addr) is None:
                 verdict = f"disagree: Linux stops at a none {stop} entry, the MMU faults at {where}"
     return verdict
 
 
-def _first_rejected(ops: LinuxPgtable, walk: WalkResult, stop_at: str | None = None) -> str | None:
+def _first_rejected(
+    ops: LinuxPgtable, walk: WalkResult, stop_at: str | None = None, addr: int | None = None
+) -> str | None:
     """The first entry of the walk (top down) the architecture rejects, as '<level> entry ...:
-    why'; with ``stop_at``, only an entry at that hardware level counts."""
-    last = len(walk.trace) - 1
-    for i, (lv, pa, val) in enumerate(walk.trace):
-        name = ops.hw_level(lv).name
-        if stop_at is not None and name != stop_at:
+    why'; with ``stop_at``, only an entry whose rejection the MMU reports as a fault at that
+    hardware level counts (``ops.hw_fault_level``).  A read that a later read at the same Linux
+    level supersedes is not an entry of the path (s390x: pgd_offset() reads the top table's
+    first entry for its table type)."""
+    trace = walk.trace
+    last = len(trace) - 1
+    for i, (lv, pa, val) in enumerate(trace):
+        if any(t[0] == lv for t in trace[i + 1 :]):
             continue
-        why = ops.hw_rejects(lv, val, leaf=i == last)
+        name = ops.hw_level(lv).name
+        why = ops.hw_rejects(lv, val, leaf=i == last, addr=addr)
+        if why and stop_at is not None and ops.hw_fault_level(lv, val, leaf=i == last, addr=addr) != stop_at:
+            continue
         if why:
             return f"{name} entry {val:#x} at {pa:#x} is rejected by the architecture: {why}"
     return None
 
 
-def _explained_by_the_architecture(ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult) -> str | None:
+def _explained_by_the_architecture(
+    ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, addr: int | None = None
+) -> str | None:
     """A 'disagree' that the architecture manual explains: Linux walked through (or returned) an
     entry the hardware must reject, or the hardware uses an entry Linux reads as not present.
     Linux never writes such entries; the row is ``linux-only`` with the reason, never agreement."""
     if isinstance(mmu, Fault):
-        why = _first_rejected(ops, walk)
+        why = _first_rejected(ops, walk, addr=addr)
         return f"linux-only: {why}" if why else None
     if isinstance(mmu, Translation) and not walk.found and not walk.reason.startswith(_REFUSED_PRESENT):
         lv, pa, val = walk.trace[-1]
@@ -340,7 +360,7 @@ def verify_scenario(
     for i, case in enumerate(sc.cases):
         for f in flag_sets:
             w = walks[(i, f)]
-            verdict = judge(sc.ops, w, mmu[i], sc.oracle)
+            verdict = judge(sc.ops, w, mmu[i], sc.oracle, addr=case.addr)
             rows.append(Row(sc.config, case.name, case.addr, w, mmu[i], verdict, str(access)))
     return rows
 
