@@ -1284,6 +1284,8 @@ def batch_results(
             if ent is not None and wr.kind != "migration-entry":
                 size = _entry_size(ops, lv)
                 wr.expected_pa = (_leaf_pfn(ops, lv, ent) << page_shift) + (addrs[i] & (size - 1))
+            if ent is not None and lv is not None:  # as walk_result(): old pages, present-invalid, ...
+                wr.hw_absent = ops.hw_absent_reason(lv.lower(), ent)
         wr.protnone = _protnone(ops, lv, ent)
         out.append(wr)
     return out
