@@ -191,6 +191,7 @@ PTE_SWP_UFFD_WP = SWAP.mask("uffd_wp")
 PXD_TABLE_PXN = TABLE[4096].mask("pxn_table")  # PMD_TABLE_PXN == PUD_TABLE_PXN == P4D_TABLE_PXN
 PXD_TABLE_UXN = TABLE[4096].mask("uxn_table")
 S1_TABLE_AP = TABLE[4096].mask("ap_table")
+_OA_49_48 = _P.mask("res0_49_48")  # RES0 with a 48-bit OA; OA[49:48] to PTE_ADDR_LOW and FEAT_LPA2
 MT_NORMAL = 0  # arch/arm64/include/asm/memory.h: "MT_NORMAL must be index 0"
 _PAGE_DEFAULT = PTE_TYPE_PAGE | PTE_AF | PTE_SHARED | (MT_NORMAL << _P.masks["attr_indx"][0])
 #: PAGE_NONE (pgtable-prot.h): not valid to the MMU, present to Linux.
@@ -568,6 +569,110 @@ class Arm64(LinuxPgtable):
     def decode(self, linux: str, val: int) -> dict[str, int]:
         fmt = self.entry_format(linux, val)
         return {"format": fmt.name, **fmt.parse(val)}  # type: ignore[dict-item]
+
+    # -- the architecture's own view of a descriptor (Arm ARM D8): the third party -------------------
+    #: The effective output-address size of the PE that walks the tables: TCR_EL1.IPS capped by
+    #: ID_AA64MMFR0_EL1.PARange (Arm ARM D8 "Address size configuration").  Linux programs IPS
+    #: from PARange (``tcr_compute_pa_size``), at most CONFIG_ARM64_PA_BITS = 48, so a PE with a
+    #: 48-bit PARange has every descriptor address bit (47:m) in range and no Address size fault
+    #: can come from an entry.  Set it lower for a PE with a smaller PARange (Unicorn's Cortex-A72:
+    #: 44, emu/deviations.py ARM64_EFFECTIVE_PA_BITS; Unicorn never gives the fault, so the rows
+    #: are ``emulator-deviation: no-address-size-fault`` before this view is asked).
+    pa_bits = OA_BITS
+
+    def hw_fault(self, linux: str, val: int) -> tuple[str, int, str] | None:
+        """The fault the architecture's stage-1 walk takes at this descriptor when a lookup
+        reaches it, as ``(kind, level, why)`` -- ``kind`` as PAR_EL1.FST names it
+        (``translation``, ``address-size``, ``access-flag``) and ``level`` the lookup level
+        (0..3) -- or None if the walk goes on through it (a table descriptor) or translates
+        with it (a block or page descriptor).
+
+        The checks, in the order the walk makes them (Arm ARM DDI 0487 D8 "Translation table
+        descriptor formats", "Address size configuration", "The Access flag"; pseudocode
+        AArch64.TranslationTableWalk / AArch64.S1Walk), for this PE: VMSAv8-64 without FEAT_LPA
+        / FEAT_LPA2 (48-bit descriptors), without FEAT_HAFDBS or with TCR_EL1.HA = 0 (no hardware
+        Access flag update), EL1&0 Non-secure:
+
+        1. bit[0] = 0: an invalid descriptor, Translation fault at this level.
+        2. bits[1:0] = 0b01 at level 3: the reserved encoding, which behaves as invalid.
+        3. bits[1:0] = 0b01 at a level with no block descriptor for the granule
+           (:data:`BLOCK_LEVELS`: 4KB level 0, 16KB levels 0 and 1, 64KB level 1): invalid,
+           Translation fault at this level.
+        4. A table, block or page address with a bit at or above :attr:`pa_bits`: Address size
+           fault at this level (for a table, before the next level is read).  Bits 49:48 count
+           as address bits: RES0 with a 48-bit OA, they are OA[49:48] to Linux's PTE_ADDR_LOW,
+           to the LPA2 formats and to QEMU's current walker (whose 50-bit descriptor address
+           then fails its OA range check); this is the reading the registered
+           ``no-address-size-fault`` deviation takes (Unicorn drops them and translates).
+        5. A block or page with AF = 0: Access flag fault at this level.
+
+        Permission faults depend on the access, not on the descriptor, and are not named here.
+        Other bits the architecture reserves (RES0) or leaves to software (IGNORED) in a valid
+        descriptor do not fault: bits n-1:12 of a block are not part of its output address
+        (Unicorn ORs them in: the ``block-oa-ored`` deviation), bits 51:50 are DBM/GP in a leaf
+        and RES0/IGNORED in a table, and the Contiguous bit's misprogramming check applies only
+        to input ranges under 2**34 bytes, smaller than every configuration here.  Whether Linux
+        took the entry for a table or a leaf does not matter: the descriptor's own type bits
+        decide.
+        """
+        level = self.hw_level_number(linux)
+        if not val & PTE_VALID:
+            extra = ", nG set: Linux's PTE_PRESENT_INVALID" if val & PTE_PRESENT_INVALID else ""
+            return ("translation", level, f"invalid descriptor (bit[0] = 0{extra})")
+        if not val & PTE_TABLE_BIT:
+            if level == 3:
+                return ("translation", level, "reserved descriptor encoding bits[1:0] = 0b01 at level 3 "
+                        "(behaves as invalid)")
+            if level not in BLOCK_LEVELS[self.granule]:
+                return ("translation", level, f"block descriptor (bits[1:0] = 0b01) at level {level}, where "
+                        f"the {self.granule // 1024}KB granule has no blocks (without FEAT_LPA/FEAT_LPA2)")
+            fmt, what = BLOCK[(self.granule, level)], "block output"
+        elif level < 3:
+            fmt, what = self.table_fmt, "next-level table"
+        else:
+            fmt, what = self.page_fmt, "page output"
+        addr = val & (fmt.mask("addr") | _OA_49_48)
+        if addr >> self.pa_bits:
+            return ("address-size", level, f"{what} address {addr:#x} is at or above the {self.pa_bits}-bit "
+                    "PA size")
+        if fmt is not self.table_fmt and not val & PTE_AF:
+            return ("access-flag", level, "AF = 0, an old page (pte_mkold(); no hardware Access flag "
+                    "update, TCR_EL1.HA = 0)")
+        return None
+
+    _FAULT_NAME = {"translation": "Translation", "address-size": "Address size", "access-flag": "Access flag"}
+    _FAULT_SECTION = {
+        "translation": "D8 'Translation table descriptor formats'",
+        "address-size": "D8 'Address size configuration'",
+        "access-flag": "D8 'The Access flag'",
+    }
+
+    def hw_rejects(self, linux: str, val: int, *, leaf: bool, addr: int | None = None) -> str | None:
+        """Why the MMU faults at this descriptor (:meth:`hw_fault`), with the fault kind and
+        level the architecture gives and its Arm ARM section.  Neither ``leaf`` nor ``addr``
+        matters on arm64: the descriptor's own type bits decide (not Linux's reading of them),
+        and no check depends on the address translated."""
+        fault = self.hw_fault(linux, val)
+        if fault is None:
+            return None
+        kind, level, why = fault
+        return f"{why}: {self._FAULT_NAME[kind]} fault, level {level} (Arm ARM {self._FAULT_SECTION[kind]})"
+
+    def hw_absent_reason(self, linux: str, val: int) -> str | None:
+        """A leaf Linux treats as present (``pte_present()``/``pmd_present()``) that the MMU
+        refuses by design: PROT_NONE; ``present-invalid``, nG with bit[0] clear but not PROT_NONE
+        (``pte_mkinvalid()``/``pmd_mkinvalid()``, e.g. ``pmdp_invalidate()`` while a THP is
+        split); ``old-page``, AF = 0 (``pte_mkold()``: the next access takes an Access flag fault
+        and Linux's handler makes it young), where AF is what the walk stops at."""
+        why = super().hw_absent_reason(linux, val)
+        if why:
+            return why
+        if self.pte_present_invalid(val):
+            return "present-invalid (nG set, bit[0] clear: pte_mkinvalid(); Translation fault)"
+        fault = self.hw_fault(linux, val)
+        if fault is not None and fault[0] == "access-flag":
+            return "old-page (AF = 0: pte_mkold(); Access flag fault)"
+        return None
 
 
 OPS_CLASS = Arm64

@@ -126,9 +126,11 @@ _ARM64_CONT = 1 << 52
 
 
 def _arm64_path(ops: LinuxPgtable, walk: Any) -> list[tuple[int, int, int | None]]:
-    """The entries the walk read, once each (a folded Linux level reads its lower neighbour's
-    entry again): (architectural level, value, block size 2**n there or None if the
-    configuration allows no block at that level)."""
+    """The entries the walk read that the MMU's walk reads too, once each (a folded Linux level
+    reads its lower neighbour's entry again): (architectural level, value, block size 2**n there
+    or None if the configuration allows no block at that level).  The path ends at the first
+    invalid descriptor (bit[0] = 0): there the architecture and Unicorn (get_phys_addr_lpae) both
+    stop with a Translation fault, so no entry Linux read below it can change the MMU's answer."""
     seen: set[int] = set()
     out = []
     for linux, pa, val in walk.trace:
@@ -137,6 +139,8 @@ def _arm64_path(ops: LinuxPgtable, walk: Any) -> list[tuple[int, int, int | None
         seen.add(pa)
         hw = ops.hw_level(linux)
         out.append((int(hw.name[1:]), val, 1 << hw.shift if hw.leaf_size else None))
+        if not val & 1:
+            break
     return out
 
 
@@ -187,8 +191,12 @@ def _arm64_txsz_clamped(ops: LinuxPgtable, walk: Any, mmu: Any) -> bool:
 
 def _arm64_walk_outside_ram(ops: LinuxPgtable, walk: Any, mmu: Any) -> bool:
     """Linux's walk reached a table outside RAM (it would read a bus error); the MMU's walk read
-    zeros there and reports a Translation fault instead of a Synchronous External abort."""
-    return bool(walk.reason.startswith("unreadable@")) and getattr(mmu, "kind", None) == "translation"
+    zeros there and reports a Translation fault at that table's level instead of a Synchronous
+    External abort.  A Translation fault at another level (an invalid descriptor above the table,
+    which Linux walked through) is the architecture's answer: the MMU never read outside RAM."""
+    if not walk.reason.startswith("unreadable@") or getattr(mmu, "kind", None) != "translation":
+        return False
+    return getattr(mmu, "level", None) == int(ops.hw_level(walk.reason.split("@", 1)[1]).name[1:])
 
 
 #: name -> detector, in the order rows are matched (configuration-wide first, then the walk
