@@ -24,11 +24,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 import struct
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,8 +41,11 @@ from hypothesis import strategies as st
 from unicorn import UcError
 
 import archs
+import emu.fixtures as fx
 from archs.base import LINUX_LEVELS
 from archs.linux import LinuxPgtable, Prot
+from emu import cli
+from emu.fixtures import write_fixture_set
 from emu.fuzz import CampaignOptions, GenParams, HierarchyGenerator, run_campaign
 from emu.machines.base import READ, Translation
 from emu.memory import TAG
@@ -280,6 +287,32 @@ def test_verify_judges_every_hostile_row_and_the_machine_survives(hostile: Hosti
 
     again_all = verify_scenario(sc)
     assert [r.verdict for r in again_all if stable(r)] == [r.verdict for r in rows if stable(r)]
+
+
+def test_hostile_tables_through_fixture_sets_and_the_command_line(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Hostile tables reach the command line as fixture sets: each is written (its rows
+    reproduce), checks clean with ``foliowalk fixtures check`` (a real subprocess) and replays with
+    ``foliowalk verify --fixture --json``; neither hangs nor crashes."""
+    sets = []
+    for key in ("x86_64:4level", "arm64:16k:36", "s390x:segment"):
+        h = hostile_space(key)
+        try:
+            firsts = {c.name: c for c in reversed(h.sc.cases[1:])}  # one address per pattern
+            h.sc.cases = [h.control, *firsts.values()]
+            rows = verify_scenario(h.sc)
+            sets.append(write_fixture_set(tmp_path, h.sc, rows, name=f"hostile-{key.replace(':', '-')}"))
+        finally:
+            h.close()
+    res = subprocess.run([sys.executable, "-m", "emu", "fixtures", "check", str(tmp_path)], capture_output=True,
+                         text=True, timeout=300, check=False, cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0 and "checked 3 sets: 3 identical" in res.stdout, res
+    rc = cli.main(["verify", *(x for p in sets for x in ("--fixture", str(p))), "--json"])
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert rc in (0, 1) and not err
+    assert len(doc["rows"]) == sum(fx.load_fixture_set(p).rows_count() for p in sets)
+    assert all(r["verdict"].split(":")[0] in VERDICT_CLASSES for r in doc["rows"])
 
 
 def _verify_only(sc: Scenario, cases: list[Case]) -> list[Row]:
