@@ -12,6 +12,7 @@ import ctypes
 import struct
 
 import capstone
+import numpy as np
 import pytest
 import unicorn
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,19 @@ from unicorn import s390x_const as S
 
 from emu.errors import AddressError, ConfigError, MemoryLayoutError
 from emu.machines import s390x as mod
-from emu.machines.base import FETCH, READ, WRITE, Access, Fault, ProbeError, Translation
+from emu.machines.base import (
+    FETCH,
+    RAW_ERROR,
+    RAW_FAULT,
+    RAW_OBSERVED,
+    RAW_TAG,
+    READ,
+    WRITE,
+    Access,
+    Fault,
+    ProbeError,
+    Translation,
+)
 from emu.machines.s390x import S390xMachine
 from emu.memory import FrameAllocator, PhysicalMemory
 
@@ -507,6 +520,42 @@ def test_probe_many_equals_probe(ram, alloc, m, access) -> None:  # type: ignore
             "region-third-translation", "region-second-translation", "region-first-translation"}
     assert kinds >= want | ({"protection"} if access == WRITE else set())
     assert {r.observed_by for r in single if isinstance(r, Translation)} == {"tag", "lrag"}
+
+
+@pytest.mark.parametrize("access", [READ, WRITE])
+def test_probe_many_raw_decodes_to_probe_many(ram, alloc, access) -> None:  # type: ignore[no-untyped-def]
+    """The raw batch (numpy columns + {index: ProbeError}) holds exactly probe_many's answers:
+    every kind of fault and translation, errors (a chunk that times out), TEIDs; across chunks
+    and for numpy input."""
+    small = S390xMachine(ram, alloc, edat=False, chunk=7)
+    sp, vas = _mixed(ram, alloc)
+    small.set_asce(sp.asce)
+    vas = vas + vas[::-1]
+    want = small.probe_many(vas, access)
+    teids = small.last_teids
+    raw, errors = small.probe_many_raw(np.array(vas, dtype=np.uint64), access)
+    assert raw.results(errors) == want
+    assert [int(t) or None for t in raw.extra["teid"]] == teids
+    assert raw.status.dtype == np.uint8 and raw.pa.dtype == np.uint64 and len(raw) == len(vas)
+    for i, r in enumerate(want):
+        st = int(raw.status[i])
+        if isinstance(r, Translation):
+            assert (st, int(raw.pa[i])) == ({"tag": RAW_TAG, "lrag": RAW_OBSERVED}[r.observed_by], r.pa)
+        elif isinstance(r, Fault):
+            assert (st, int(raw.code[i])) == (RAW_FAULT, r.code)
+        else:
+            assert st == RAW_ERROR and errors[i] == r
+    assert small.probe_many_raw([])[0].results({}) == []
+
+
+def test_probe_many_raw_errors(ram, alloc) -> None:  # type: ignore[no-untyped-def]
+    slow = S390xMachine(ram, alloc, edat=False, timeout_us=300)
+    sp = Space(ram, alloc, DT_SEGMENT)
+    slow.set_asce(sp.asce)
+    vas = [va_of(sx=2 + i % 1000) for i in range(4000)]
+    raw, errors = slow.probe_many_raw(vas)
+    assert errors and set(errors) == set(np.flatnonzero(raw.status == RAW_ERROR).tolist())
+    assert raw.results(errors) == [fault(0x10)] * (4000 - len(errors)) + [errors[4000 - len(errors)]] * len(errors)
 
 
 def test_probe_many_chunks_and_duplicates(ram, alloc) -> None:  # type: ignore[no-untyped-def]

@@ -6,8 +6,12 @@ virtual address, executed by the emulated CPU with its MMU walking the tables in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Literal
+
+import numpy as np
 
 AccessKind = Literal["read", "write", "fetch"]
 
@@ -66,3 +70,60 @@ class ProbeError:
 
 
 ProbeResult = Translation | Fault | ProbeError
+
+
+# -- the raw form of a batch probe ------------------------------------------------------------------
+#
+# ``machine.probe_many_raw(vas, access)`` returns ``(raw, errors)``: a :class:`RawProbes` (numpy
+# columns, one element per address, written from the guest loop's result table without building a
+# Python object per address) and ``{index: ProbeError}`` for the addresses the oracle could not
+# answer.  ``raw.results(errors)`` is exactly ``machine.probe_many(vas, access)``.
+
+RAW_ERROR = 0  #: ``errors[i]`` says why there is no answer
+RAW_TAG = 1  #: ``Translation(pa[i], "tag")``: the guest load returned the tag word of ``pa[i]``
+RAW_OBSERVED = 2  #: ``Translation(pa[i], raw.observed_by)`` (x86-64 "vmem", s390x "lrag")
+RAW_FAULT = 3  #: ``raw.fault_of(code[i])``: the architecture's fault for that code
+
+
+@dataclass
+class RawProbes:
+    """A batch probe's results as columns (see the comment above).
+
+    ``status``: uint8, one of RAW_*; ``pa``: uint64, the physical address the MMU reached (where
+    ``status`` is RAW_TAG or RAW_OBSERVED); ``code``: uint32, the fault code where ``status`` is
+    RAW_FAULT (x86-64: the #PF error code; s390x: the program-interruption code; arm64:
+    PAR_EL1.FST).  ``fault_of`` turns a code into the :class:`Fault` ``probe_many`` reports;
+    ``extra`` holds machine-specific columns (s390x: ``teid``, 0 where none was stored).
+    """
+
+    status: np.ndarray
+    pa: np.ndarray
+    code: np.ndarray
+    observed_by: str
+    fault_of: Callable[[int], ProbeResult]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def results(self, errors: dict[int, ProbeError]) -> list[ProbeResult]:
+        """The result objects (``probe_many``'s list).  Faults with the same code share one
+        (immutable) object."""
+        n = len(self.status)
+        out: list[ProbeResult] = list(map(Translation, self.pa.tolist(), repeat("tag", n)))
+        other = np.flatnonzero(self.status != RAW_TAG)
+        if not len(other):
+            return out
+        faults: dict[int, ProbeResult] = {}
+        for i, st, pa, code in zip(other.tolist(), self.status[other].tolist(), self.pa[other].tolist(),
+                                   self.code[other].tolist(), strict=True):
+            if st == RAW_FAULT:
+                res = faults.get(code)
+                if res is None:
+                    res = faults[code] = self.fault_of(code)
+                out[i] = res
+            elif st == RAW_OBSERVED:
+                out[i] = Translation(pa, self.observed_by)
+            else:
+                out[i] = errors.get(i) or ProbeError("the batch probe recorded no result for this address")
+        return out

@@ -144,7 +144,19 @@ from unicorn.unicorn_py3 import Uc, UcError  # the Python 3 binding (mypy follow
 
 from ..errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
 from ..memory import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
-from .base import READ, Access, Fault, ProbeError, ProbeResult, Translation
+from .base import (
+    RAW_ERROR,
+    RAW_FAULT,
+    RAW_OBSERVED,
+    RAW_TAG,
+    READ,
+    Access,
+    Fault,
+    ProbeError,
+    ProbeResult,
+    RawProbes,
+    Translation,
+)
 
 __all__ = [
     "S390xMachine",
@@ -561,29 +573,67 @@ class S390xMachine:
         self.last_teid = teid
         return result
 
-    def probe_many(self, vas: Iterable[int], access: Access = READ) -> list[ProbeResult]:
+    def probe_many(self, vas: Iterable[int] | np.ndarray, access: Access = READ) -> list[ProbeResult]:
         """Translate many addresses: one guest loop (one ``emu_start``) per ``chunk`` addresses.
 
         Results are identical to ``[probe(va, access) for va in vas]``; ``last_teids`` holds the
-        TEID of each faulting address (None elsewhere).
+        TEID of each faulting address (None elsewhere).  Built on :meth:`probe_many_raw`.
         """
-        self._require_asce()
-        values = list(vas)
-        if not all(type(v) is int for v in values):
-            values = [self._check_va(v) for v in values]
-        if values and (min(values) < 0 or max(values) > _U64):
-            bad = next(v for v in values if not 0 <= v <= _U64)
-            raise AddressError(f"virtual address {bad!r} is not a 64-bit address")
-        write = self._is_write(access)
-        results: list[ProbeResult] = []
-        teids: list[int | None] = []
-        for first in range(0, len(values), self.chunk):
-            r, t = self._run_chunk(values[first : first + self.chunk], write)
-            results += r
-            teids += t
+        raw, errors = self.probe_many_raw(vas, access)
+        results = raw.results(errors)
+        teid = raw.extra["teid"]
+        teids: list[int | None] = [None] * len(results)
+        for i in np.flatnonzero(teid).tolist():
+            teids[i] = int(teid[i])
         self.last_teids = teids
         self.last_teid = teids[-1] if teids else None
         return results
+
+    def probe_many_raw(self, vas: Iterable[int] | np.ndarray, access: Access = READ
+                       ) -> tuple[RawProbes, dict[int, ProbeError]]:
+        """The batch probe's results as numpy columns (:class:`~emu.machines.base.RawProbes`:
+        status, physical address as LRAG gave it, program-interruption code, and ``extra["teid"]``,
+        0 where no TEID was stored) and ``{index: ProbeError}``: no Python object per address.
+        ``raw.results(errors)`` is exactly :meth:`probe_many`'s list (which does not change
+        ``last_teid`` / ``last_teids``)."""
+        self._require_asce()
+        arr = self._va_array(vas)
+        write = self._is_write(access)
+        n = len(arr)
+        status = np.zeros(n, dtype=np.uint8)
+        pa = np.zeros(n, dtype=np.uint64)
+        code = np.zeros(n, dtype=np.uint32)
+        teid = np.zeros(n, dtype=np.uint64)
+        errors: dict[int, ProbeError] = {}
+        for first in range(0, n, self.chunk):
+            part = slice(first, min(n, first + self.chunk))
+            errs = self._run_chunk(arr[part], write, status[part], pa[part], code[part], teid[part])
+            errors.update((first + i, e) for i, e in errs.items())
+        return RawProbes(status, pa, code, "lrag", self._fault_of_code, {"teid": teid}), errors
+
+    @staticmethod
+    def _va_array(vas: Iterable[int] | np.ndarray) -> np.ndarray:
+        if isinstance(vas, np.ndarray):
+            if vas.ndim != 1 or vas.dtype.kind not in "iu":
+                raise AddressError(f"virtual addresses must be a flat integer array, not {vas.dtype}{vas.shape}")
+            if vas.dtype.kind == "i" and len(vas) and int(vas.min()) < 0:
+                raise AddressError("virtual addresses must not be negative")
+            return vas.astype(np.uint64, copy=False)
+        values = list(vas)
+        if not all(type(v) is int for v in values):
+            values = [S390xMachine._check_va(v) for v in values]
+        if values and (min(values) < 0 or max(values) > _U64):
+            bad = next(v for v in values if not 0 <= v <= _U64)
+            raise AddressError(f"virtual address {bad!r} is not a 64-bit address")
+        return np.array(values, dtype=np.uint64)
+
+    @staticmethod
+    def _fault_of_code(code: int) -> ProbeResult:
+        """The :class:`Fault` for a program-interruption code at the probe access."""
+        kind = PGM_KINDS.get(code)
+        if kind is None:
+            return ProbeError(f"unexpected program-interruption code {code:#x}")
+        return Fault(kind=kind, level=PGM_LEVELS[code], code=code, vector=EXCP_PGM)
 
     # -- internals ---------------------------------------------------------------------------
     def _alloc(self, size: int) -> int:
@@ -705,11 +755,14 @@ class S390xMachine:
         lrag, word, ipm = uc.reg_read_batch(_RESULT_REGS)
         return self._translation(va, lrag, word, ipm), None
 
-    def _run_chunk(self, vas: list[int], write: bool) -> tuple[list[ProbeResult], list[int | None]]:
+    def _run_chunk(self, vas: np.ndarray, write: bool, status: np.ndarray, pa: np.ndarray, code: np.ndarray,
+                   teid: np.ndarray) -> dict[int, ProbeError]:
+        """One ``emu_start`` of the batch loop over ``vas`` (at most ``chunk`` addresses): fills
+        this chunk's slices of the raw columns, returns its ``{index: ProbeError}``."""
         uc = self.uc
         n = len(vas)
         routine = self._routines[("batch", write)]
-        self.ram.buf[self._vbuf : self._vbuf + 8 * n] = np.asarray(vas, dtype=">u8").tobytes()
+        self.ram.buf[self._vbuf : self._vbuf + 8 * n] = vas.astype(">u8").tobytes()
         self.flush_tlb()
         self._mode = _BATCH
         self._batch_faults = {}
@@ -726,38 +779,36 @@ class S390xMachine:
         if failure is not None:
             done = max(0, min(n, (uc.reg_read(S.UC_S390X_REG_R6) - self._vbuf) // 8))
         rec = np.frombuffer(self.ram.buf, dtype=">u8", count=3 * n, offset=self._obuf).reshape(n, 3)
-        results = self._decode_batch(np.asarray(vas, dtype=np.uint64), rec[:, 0], rec[:, 1], rec[:, 2])
-        teids: list[int | None] = [None] * n
-        for i, (intno, pc_i, code, teid) in self._batch_faults.items():
-            if 0 <= i < done:
-                res = self._fault(intno, pc_i, code, routine)
-                results[i] = res
-                teids[i] = teid if isinstance(res, Fault) else None
-        for i in range(done, n):
-            results[i] = ProbeError(failure or "batch did not finish")
-        return results, teids
-
-    def _decode_batch(
-        self, va: np.ndarray, lrag: np.ndarray, word: np.ndarray, ipm: np.ndarray
-    ) -> list[ProbeResult]:
-        """Vectorised :meth:`_translation` over the batch records (faults are patched in later)."""
+        lrag, word, ipm = (rec[:, k].astype(np.uint64) for k in range(3))
+        # _translation() for every record at once (a faulting access left its record stale: the
+        # fault is patched in below)
         cc = (ipm >> np.uint64(28)) & np.uint64(3)
         is_tag = (word & np.uint64(TAG_MASK)) == np.uint64(TAG)
-        tag_pa = (word & np.uint64(~TAG_MASK & _U64)) | (va & np.uint64(7))
-        status = np.where(cc != 0, 0, np.where(is_tag, np.where(tag_pa == lrag, 1, 3), 2)).tolist()
-        pas = lrag.tolist()
-        out: list[ProbeResult | None] = [
-            Translation(pa=pa, observed_by="tag")
-            if st == 1
-            else Translation(pa=pa, observed_by="lrag")
-            if st == 2
-            else None
-            for st, pa in zip(status, pas, strict=True)
-        ]
-        for i, res in enumerate(out):
-            if res is None:  # cc != 0 or a tag mismatch: the scalar path words the ProbeError
-                out[i] = self._translation(int(va[i]), pas[i], int(word[i]), int(ipm[i]))
-        return cast("list[ProbeResult]", out)
+        tag_pa = (word & np.uint64(~TAG_MASK & _U64)) | (vas & np.uint64(7))
+        status[:] = np.where(is_tag, RAW_TAG, RAW_OBSERVED)
+        pa[:] = lrag
+        errors: dict[int, ProbeError] = {}
+        faulted = set()
+        for i, (intno, pc_i, pcode, pteid) in self._batch_faults.items():
+            if 0 <= i < done:
+                faulted.add(i)
+                fault = self._fault(intno, pc_i, pcode, routine)
+                if isinstance(fault, Fault):
+                    status[i], code[i], teid[i] = RAW_FAULT, fault.code, pteid or 0
+                else:
+                    status[i] = RAW_ERROR
+                    errors[i] = cast(ProbeError, fault)
+        for i in np.flatnonzero((cc != 0) | (is_tag & (tag_pa != lrag))).tolist():
+            if i < done and i not in faulted:  # the scalar path words the ProbeError
+                res = self._translation(int(vas[i]), int(lrag[i]), int(word[i]), int(ipm[i]))
+                if isinstance(res, ProbeError):
+                    status[i] = RAW_ERROR
+                    errors[i] = res
+        if done < n:
+            status[done:] = RAW_ERROR
+            err = ProbeError(failure or "batch did not finish")
+            errors.update((i, err) for i in range(done, n))
+        return errors
 
     # -- start-up self-test -------------------------------------------------------------------
     def _self_test(self, edat: bool) -> None:
