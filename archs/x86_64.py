@@ -2,6 +2,8 @@
 
 Hardware: Intel SDM vol. 3A ch. 4, "Paging": §4.5 (4-level and 5-level paging), Tables 4-14..4-20
 (PML5E, PML4E, PDPTE, PDE, PTE formats), §4.6 (access rights), §4.7 (page-fault error code).
+The processor the configurations describe (MAXPHYADDR, IA32_EFER.NXE, 1-GByte pages) is
+:data:`CPU`; :meth:`X86_64.hw_rejects` says where the SDM makes a walk stop on an entry.
 Linux: arch/x86/include/asm/pgtable_types.h (bit names), pgtable.h (predicates), pgtable_64.h
 (swap entry encoding), pgtable-invert.h (inverted PFN of non-present entries, L1TF).
 
@@ -160,10 +162,60 @@ def _geometry(levels: int) -> tuple[HwLevel, ...]:
     return (HwLevel("PML5", 48, 9, "pgd"), *lv) if levels == 5 else lv
 
 
+#: The processor every configuration describes: the probe machine's (emu/machines/x86_64.py,
+#: Unicorn's default x86-64 CPU model), checked against it by tests/test_hw_view_x86_64.py.
+#:
+#: * ``maxphyaddr``: MAXPHYADDR = CPUID.80000008H:EAX[7:0] of the CPU model (40).  In an entry
+#:   with P=1, physical-address bits 51:MAXPHYADDR are reserved (SDM vol. 3A §4.5.4, Tables
+#:   4-14..4-20 "Reserved (must be 0)").
+#: * ``nxe``: IA32_EFER.NXE (the machine sets it; Linux does wherever the CPU has XD).  With NXE=0
+#:   the XD bit (63) of an entry with P=1 is reserved (§4.5.4).
+#: * ``gbpages``: 1-GByte pages (CPUID.80000001H:EDX.Page1GB[26]), which Linux needs for PUD
+#:   leaves (X86_FEATURE_GBPAGES).  The CPU model does not report them but translates them
+#:   (deviation ``x86-1g-pages-without-pdpe1gb``, emu/deviations.py); without them PS=1 in a
+#:   PDPTE with P=1 would be reserved (§4.5.4).
+CPU: dict[str, Any] = {"maxphyaddr": 40, "nxe": True, "gbpages": True}
+
+
+def _config(name: str, levels: int, va_bits: int, description: str) -> PagingConfig:
+    return PagingConfig(ARCH, name, _geometry(levels), PAGE_SHIFT, va_bits, description, extra=dict(CPU))
+
+
 CONFIGS = {
-    "4level": PagingConfig(ARCH, "4level", _geometry(4), PAGE_SHIFT, 48, "4-level paging, 48-bit VA (CR4.LA57=0)"),
-    "5level": PagingConfig(ARCH, "5level", _geometry(5), PAGE_SHIFT, 57, "5-level paging, 57-bit VA (CR4.LA57=1)"),
+    "4level": _config("4level", 4, 48, "4-level paging, 48-bit VA (CR4.LA57=0)"),
+    "5level": _config("5level", 5, 57, "5-level paging, 57-bit VA (CR4.LA57=1)"),
 }
+
+# -- the architecture's view of an entry (SDM vol. 3A §4.5.4, Tables 4-14..4-20) ---------------
+#: The format of an entry that maps a page, by the size it maps (the shift of its address field).
+_LEAF_FORMATS = {1 << f.masks["addr"][0]: f for f in (PDPTE_1G, PDE_2M, PTE_4K)}
+#: Entry names and the SDM table of each (level, format) pair.
+_ENTRY_NAMES = {"PML5": "PML5E", "PML4": "PML4E", "PDPT": "PDPTE", "PD": "PDE", "PT": "PTE"}
+_SDM_TABLES = {
+    ("PML5", TABLE.name): "4-14",
+    ("PML4", TABLE.name): "4-15",
+    ("PDPT", PDPTE_1G.name): "4-16",
+    ("PDPT", TABLE.name): "4-17",
+    ("PD", PDE_2M.name): "4-18",
+    ("PD", TABLE.name): "4-19",
+    ("PT", PTE_4K.name): "4-20",
+}
+
+
+def _bit_ranges(mask: int) -> str:
+    """``0b1110_0100`` -> ``"bits 7:5, 2"``: the set bits of ``mask``, high to low."""
+    runs: list[str] = []
+    bit = mask.bit_length() - 1
+    while bit >= 0:
+        if mask >> bit & 1:
+            low = bit
+            while low > 0 and mask >> (low - 1) & 1:
+                low -= 1
+            runs.append(str(bit) if low == bit else f"{bit}:{low}")
+            bit = low - 1
+        else:
+            bit -= 1
+    return ("bit " if len(runs) == 1 and ":" not in runs[0] else "bits ") + ", ".join(runs)
 
 
 def canonical(va: int, va_bits: int) -> bool:
@@ -367,6 +419,74 @@ class X86_64(LinuxPgtable):
         the hardware (SDM Tables 4-14..4-19) and outside _KERNPG_TABLE | _PAGE_USER."""
         return val | TABLE.mask("ignored_11_8") & (1 << 9)
 
+    # -- the architecture as third party (SDM vol. 3A §4.5.4, §4.7) ------------------------------
+    def hw_format(self, linux: str, val: int) -> EntryFormat:
+        """The format the MMU reads an entry at Linux level ``linux`` in, by the entry's own bits:
+        a PT entry maps a 4-KByte page (Table 4-20); a PDPTE / PDE with PS=1 maps a 1-GByte /
+        2-MByte page (Tables 4-16, 4-18); any other entry references a table (Tables 4-14, 4-15,
+        4-17, 4-19 -- at PML5/PML4, where no page can be mapped, PS is a reserved bit)."""
+        lv = self.hw_level(linux)
+        if lv.leaf_size is not None and (lv.leaf_size == self.PAGE_SIZE or val & _PAGE_PSE):
+            return _LEAF_FORMATS[lv.leaf_size]
+        return TABLE
+
+    def hw_reserved(self, linux: str, val: int) -> int:
+        """The reserved bits (must be 0) that ``val`` sets, read in its own format at Linux level
+        ``linux`` (SDM vol. 3A §4.5.4 "reserved bits"; the masks come from the construct formats):
+        the format's ``reserved_*`` fields, PS in a PML5E/PML4E, address bits 51:MAXPHYADDR, XD
+        with IA32_EFER.NXE=0, PS in a PDPTE without 1-GByte pages.  Only meaningful with P=1."""
+        cpu = self.config.extra
+        lv = self.hw_level(linux)
+        fmt = self.hw_format(linux, val)
+        bad = fmt.mask(*(f for f in fmt.fields if f.startswith("reserved")))
+        if fmt is TABLE and lv.leaf_size is None:
+            bad |= TABLE.mask("ps")  # Tables 4-14, 4-15: "PS: Reserved (must be 0)"
+        if fmt is PDPTE_1G and not cpu["gbpages"]:
+            bad |= PDPTE_1G.mask("ps")
+        bad |= fmt.mask("addr") & ~((1 << cpu["maxphyaddr"]) - 1)  # bits 51:M
+        if not cpu["nxe"]:
+            bad |= fmt.mask("xd")
+        return val & bad
+
+    def hw_rejects(self, linux: str, val: int, *, leaf: bool, addr: int | None = None) -> str | None:
+        """Why the MMU's walk stops at this entry (a #PF, SDM vol. 3A §4.5.4, §4.7), or None.
+
+        The hardware decides by the entry alone, whatever Linux made of it (neither ``leaf`` nor
+        ``addr`` is needed: PS selects the format at the PDPT and PD levels, §4.5.4): P=0 (a
+        not-present #PF, error code P=0), else any reserved bit set (a #PF with RSVD=1, §4.7).
+        Access rights (§4.6) are not reasons here: they depend on the access, not on the entry."""
+        lv = self.hw_level(linux)
+        entry = _ENTRY_NAMES.get(lv.name, lv.name + "E")
+        if not val & _PAGE_PRESENT:
+            return f"P=0 in the {entry}: not present (SDM vol. 3A §4.5.4; #PF with P=0, §4.7)"
+        bad = self.hw_reserved(linux, val)
+        if not bad:
+            return None
+        fmt = self.hw_format(linux, val)
+        what = []
+        reserved = bad & fmt.mask(*(f for f in fmt.fields if f.startswith("reserved")))
+        for f in fmt.fields:
+            if f.startswith("reserved") and reserved & fmt.mask(f):
+                what.append(f"{_bit_ranges(reserved & fmt.mask(f))} of reserved {_bit_ranges(fmt.mask(f))}")
+        if fmt is TABLE and bad & TABLE.mask("ps"):
+            what.append(f"PS=1 ({_bit_ranges(TABLE.mask('ps'))} is reserved in a {entry})")
+        if fmt is PDPTE_1G and bad & PDPTE_1G.mask("ps"):
+            what.append("PS=1 without 1-GByte pages")
+        high = bad & fmt.mask("addr")
+        if high:
+            m = self.config.extra["maxphyaddr"]
+            what.append(f"address {_bit_ranges(high)} at or above MAXPHYADDR ({m})")
+        if bad & fmt.mask("xd"):
+            what.append("XD=1 with IA32_EFER.NXE=0")
+        table = _SDM_TABLES.get((lv.name, fmt.name), "4-14..4-20")
+        return f"reserved bits in the {entry}: {'; '.join(what)} (SDM vol. 3A §4.5.4, Table {table}; #PF RSVD=1, §4.7)"
+
+    def hw_uses(self, linux: str, val: int) -> str | None:
+        """None on x86-64: the MMU uses an entry only with P=1 (§4.5.4), and every entry with
+        _PAGE_PRESENT is neither none nor non-present to Linux (pXd_none() needs it clear;
+        pte_present(), pmd_present(), pud_present() all accept it)."""
+        return None
+
     # -- decoding for people -------------------------------------------------------------------
     def entry_format(self, linux: str, val: int) -> EntryFormat:
         """The format an entry at Linux level ``linux`` has, by its own bits."""
@@ -382,5 +502,6 @@ class X86_64(LinuxPgtable):
         fmt = self.entry_format(linux, val)
         out = {"format": fmt.name, **fmt.parse(val)}  # type: ignore[dict-item]
         return out
+
 
 OPS_CLASS = X86_64

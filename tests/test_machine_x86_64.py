@@ -9,6 +9,7 @@ machine module's own helpers.
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,7 +81,7 @@ class Tables:
         return self.ram.read_u64(self.entry_addr(va, level))
 
 
-def make(levels: int = 4, ram_size: int = 64 << 20, **kw: int) -> tuple[X86_64Machine, Tables]:
+def make(levels: int = 4, ram_size: int = 64 << 20, **kw: Any) -> tuple[X86_64Machine, Tables]:
     ram = PhysicalMemory(ram_size)
     alloc = FrameAllocator(ram, reserved=[(0, 0x1000)])
     tables = Tables(ram, alloc, levels)
@@ -306,20 +307,109 @@ def test_reserved_bit_fault() -> None:
     assert machine.probe(0x1000) == pf(EC_P | EC_RSVD)
 
 
-def test_non_canonical_and_missing_ram_are_probe_errors() -> None:
+def test_non_canonical_is_a_probe_error_and_missing_ram_a_translation() -> None:
     machine, t = make(4)
     t.map(0x7000, 0x4000_0000, P | RW)  # PA beyond the 64 MiB of RAM
     pa = data_frame(t)
     t.map(0x8000, pa, P | RW)
     bad_canon = machine.probe(0x8000_0000_0000)
     assert isinstance(bad_canon, ProbeError) and "#GP" in bad_canon.reason
-    no_ram = machine.probe(0x7000)
-    assert isinstance(no_ram, ProbeError) and "UNMAPPED" in no_ram.reason
+    assert machine.probe(0x7008) == Translation(0x4000_0008, "vmem")  # no RAM there: no #PF either
     vas = [0x8000, 0x7000, 0x8008, 0x8000_0000_0000, 0x8010]
     got = machine.probe_many(vas)
     assert got == [machine.probe(v) for v in vas]
     assert got[0] == Translation(pa, "tag") and got[2] == Translation(pa + 8, "tag")
-    assert got[4] == Translation(pa + 16, "tag")
+    assert got[1] == Translation(0x4000_0000, "vmem") and got[4] == Translation(pa + 16, "tag")
+
+
+# -- leaves that map physical addresses with no RAM behind them --------------------------------
+@pytest.mark.parametrize("levels", [4, 5])
+def test_leaf_beyond_ram_translates(levels: int) -> None:
+    """A leaf may map any physical address below MAXPHYADDR (40 on this CPU model); where there is
+    no memory, hardware reads it without a page fault (SDM vol. 3 §4.5.4: the translation does not
+    depend on what is at the physical address).  Unicorn stops such an access with
+    UC_ERR_*_UNMAPPED after the walk succeeded; the machine reports the translation itself, from
+    uc_vmem_translate.  Faults still come first: W=0 for a write, XD for a fetch, reserved bits."""
+    machine, t = make(levels)
+    beyond = 64 << 20  # the first byte after RAM
+    t.map(0x1000, beyond + 0x3000, P | RW)
+    t.map(0x2000, beyond + 0x5000, P)  # read-only, executable
+    t.map(0x3000, beyond, P | RW | US | XD)
+    t.map(0x4000, (1 << 39) | 0x1000, P | RW)  # the highest address bit below MAXPHYADDR
+    t.map(0x5000, (1 << 40) | 0x1000, P | RW)  # bit 40: reserved (bits 51:MAXPHYADDR)
+    t.map(0x20_0000, 0x8000_0000, P | RW, size=2 << 20)
+    t.map(0x4000_0000, 0xC000_0000, P | RW, size=1 << 30)
+    cases = [
+        (0x1018, READ, Translation(beyond + 0x3018, "vmem")),
+        (0x1018, WRITE, Translation(beyond + 0x3018, "vmem")),
+        (0x1018, FETCH, Translation(beyond + 0x3018, "vmem")),
+        (0x2020, READ, Translation(beyond + 0x5020, "vmem")),
+        (0x2020, WRITE, pf(EC_P | EC_W)),
+        (0x2020, FETCH, Translation(beyond + 0x5020, "vmem")),
+        (0x3008, U_READ, Translation(beyond + 0x8, "vmem")),
+        (0x3008, U_WRITE, Translation(beyond + 0x8, "vmem")),
+        (0x3008, U_FETCH, pf(EC_P | EC_U | EC_I)),
+        (0x2020, U_READ, pf(EC_P | EC_U)),
+        (0x4010, READ, Translation((1 << 39) | 0x1010, "vmem")),
+        (0x5010, READ, pf(EC_P | EC_RSVD)),
+        (0x21_2340, READ, Translation(0x8001_2340, "vmem")),
+        (0x4123_4568, WRITE, Translation(0xC123_4568, "vmem")),
+    ]
+    for va, access, want in cases:
+        assert machine.probe(va, access) == want, (hex(va), access)
+        assert machine.probe_many([va], access) == [want], (hex(va), access)
+    # In a batch among ordinary addresses (the batch run stops there and goes on after it).
+    pa = data_frame(t)
+    t.map(0x9000, pa, P | RW)
+    vas = [0x9000, 0x1018, 0x9008, 0x5010, 0x21_2340, 0x9010]
+    assert machine.probe_many(vas) == [
+        Translation(pa, "tag"),
+        Translation(beyond + 0x3018, "vmem"),
+        Translation(pa + 8, "tag"),
+        pf(EC_P | EC_RSVD),
+        Translation(0x8001_2340, "vmem"),
+        Translation(pa + 16, "tag"),
+    ]
+
+
+def test_fetch_straddling_into_a_page_beyond_ram() -> None:
+    """An instruction that starts on the last byte of a page in RAM runs on into a page mapped
+    outside RAM: the fetch at the target itself succeeded (a translation in RAM)."""
+    machine, t = make(4)
+    pa = data_frame(t, tag=False)
+    t.ram.write(pa + 0xFFF, b"\x48")  # a REX prefix: decoding needs the next byte
+    t.map(0x1000, pa, P | RW)
+    t.map(0x2000, 0x4000_0000, P | RW)
+    want = Translation(pa + 0xFFF, "vmem")
+    assert machine.probe(0x1FFF, FETCH) == want
+    assert machine.probe_many([0x1FFF], FETCH) == [want]
+
+
+def test_table_beyond_ram_reads_as_not_present() -> None:
+    """Unicorn's page walk reads zeros where there is no RAM: a table pointer outside RAM gives a
+    not-present #PF (on hardware what such a read returns is the platform's business).  The
+    beyond-RAM translation above relies on it: UC_ERR_*_UNMAPPED can only come from the access."""
+    machine, t = make(4)
+    ea = t.entry_addr(0x60_0000, 2)
+    t.ram.write_u64(ea, (64 << 20) + 0x1000 | P | RW | US)
+    assert machine.probe(0x60_0008) == pf(0)
+    assert machine.probe_many([0x60_0008]) == [pf(0)]
+
+
+def test_without_nxe_xd_is_reserved() -> None:
+    """IA32_EFER.NXE=0 (``nxe=False``): XD in an entry with P=1 is reserved (SDM vol. 3 §4.5.4)."""
+    ram = PhysicalMemory(64 << 20)
+    alloc = FrameAllocator(ram, reserved=[(0, 0x1000)])
+    t = Tables(ram, alloc, 4)
+    machine = X86_64Machine(ram, alloc, levels=4, nxe=False)
+    machine.set_root(t.root)
+    assert not machine.registers()["EFER"] & (1 << 11)
+    pa = data_frame(t)
+    t.map(0x1000, pa, P | RW)
+    t.map(0x2000, pa, P | RW | XD)
+    assert machine.probe(0x1008) == Translation(pa + 8, "tag")
+    assert machine.probe(0x2008) == pf(EC_P | EC_RSVD)
+    assert machine.probe(0x1008, FETCH) == Translation(pa + 8, "tag")  # no XD: nothing forbids it
 
 
 # -- the #DF trap ----------------------------------------------------------------------------

@@ -40,6 +40,13 @@ How the oracle is made to work on Unicorn 2.1.4 (see ``/work/shared/ORACLE-NOTES
   ``uc_vmem_translate`` (not wrapped by the Python binding: called through ctypes) is asked, after
   the guest access of the same kind succeeded, so the A/D bits it sets are already set, and CR2,
   which it also writes (ORACLE-NOTES "Common"), is saved and restored around it.
+* A leaf may map a physical address with no RAM behind it (below MAXPHYADDR, anything goes).
+  Hardware then accesses non-existent memory without a page fault; Unicorn, after its walk
+  succeeded, stops the run with UC_ERR_READ/WRITE/FETCH_UNMAPPED at the access.  That access is
+  a translation: the machine reports ``Translation(pa, "vmem")`` from ``uc_vmem_translate``
+  (a batch hands such an address to the per-address probe).  Unicorn's page walk itself reads
+  zeros outside RAM (a table pointer there gives a not-present #PF), so the error cannot come
+  from the walk.
 * Unicorn's own ``emu_start(timeout=...)`` starts and joins a timer thread per call (measured
   ~120 µs per ``emu_start`` on this machine: 8k probes/s at best), so runs are guarded by one
   watchdog thread per machine instead, which calls ``uc_emu_stop`` exactly as Unicorn's timer does.
@@ -75,6 +82,9 @@ from unicorn import (
     UC_ARCH_X86,
     UC_CTL_IO_WRITE,
     UC_CTL_TLB_FLUSH,
+    UC_ERR_FETCH_UNMAPPED,
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_UNMAPPED,
     UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
@@ -413,6 +423,11 @@ class _Watchdog:
         self._stop.set()
 
 
+# Unicorn errors for an access whose translation succeeded but whose physical address has no
+# guest RAM behind it (the page walk itself reads zeros there: a not-present entry).
+_UNMAPPED = {UC_ERR_READ_UNMAPPED: "read", UC_ERR_WRITE_UNMAPPED: "write", UC_ERR_FETCH_UNMAPPED: "fetch"}
+
+
 # Hook modes.
 _M_IDLE, _M_PROBE, _M_PROBE_FETCH, _M_BATCH, _M_CALIB, _M_RUN = range(6)
 # Batch actions keyed by the faulting RIP.
@@ -443,7 +458,7 @@ class _Raw:
 
     words: bytes  # the result table: one loaded word per address
     rec: _Batch
-    timed_out: list[int]
+    reprobe: list[int]  # chunk positions the per-address probe decides (timed out; reached no RAM)
 
 
 class X86_64Machine:
@@ -452,7 +467,9 @@ class X86_64Machine:
     ``levels`` is 4 (PML4, 48-bit VA) or 5 (PML5 with CR4.LA57, 57-bit VA), SDM vol. 3 §4.5.
     ``timeout_us`` bounds one guest run (one probe; a batch chunk of n addresses gets
     ``timeout_us + n * 200`` µs); a run that overruns is stopped and reported as ``ProbeError``.
-    Frames for the machine's own code and tables come from ``alloc`` (about 80 pages).  Call
+    ``nxe`` is IA32_EFER.NXE (default set, as Linux runs; without it XD is a reserved bit, SDM
+    vol. 3 §4.5.4, and the machine's own pages do without it).  Frames for the machine's own
+    code and tables come from ``alloc`` (about 80 pages).  Call
     ``set_root`` before probing.  Not thread-safe: one caller at a time (``probe_many`` runs the
     engine from a helper thread of its own while it turns results into objects).
 
@@ -470,6 +487,7 @@ class X86_64Machine:
         *,
         levels: int = 4,
         timeout_us: int = 1_000_000,
+        nxe: bool = True,
     ) -> None:
         if levels not in (4, 5):
             raise ConfigError(
@@ -483,6 +501,7 @@ class X86_64Machine:
         self.alloc = alloc
         self.levels = levels
         self.timeout_us = timeout_us
+        self._xd = _XD if nxe else 0  # XD in the machine's own entries: reserved without NXE
         # The slot's VA: index 511 at the top level, sign-extended (SDM vol. 3 §4.5: canonical).
         top_shift = 39 if levels == 4 else 48
         self._slot_base = (_U64 << (top_shift + 9) | (self.MACHINE_SLOT << top_shift)) & _U64
@@ -499,7 +518,7 @@ class X86_64Machine:
         self._install_code()
 
         uc.reg_write(X.UC_X86_REG_CR4, _CR4_PAE | (_CR4_LA57 if levels == 5 else 0))
-        uc.reg_write(X.UC_X86_REG_MSR, (_MSR_EFER, _EFER))
+        uc.reg_write(X.UC_X86_REG_MSR, (_MSR_EFER, _EFER if nxe else _EFER & ~_EFER_NXE))
         uc.reg_write(X.UC_X86_REG_MSR, (_MSR_STAR, _STAR))
         uc.reg_write(X.UC_X86_REG_CR0, _CR0)
         uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0, 0))  # limit 0: the #GP markers
@@ -513,6 +532,7 @@ class X86_64Machine:
         self._batch_next = 0
         self._batch_stop: str | None = None
         self._hook_error: str | None = None
+        self._uc_errno = 0  # the UC_ERR_* of the last run that ended in a Unicorn error
         self._ended = False
         self._expect_va = 0
         self._calib_blob = b""
@@ -564,16 +584,17 @@ class X86_64Machine:
 
         page(_PG_KCODE, _P)  # supervisor, read-only, executable
         page(_PG_UCODE, _P | _US)  # user, read-only, executable
-        page(_PG_DUMMY, _P | _RW | _US | _XD)
+        xd = self._xd
+        page(_PG_DUMMY, _P | _RW | _US | xd)
         page(_PG_RUN, _P | _RW | _US)
-        page(_PG_STACK, _P | _RW | _US | _XD)
-        ro = page(_PG_RO, _P | _US | _XD)
+        page(_PG_STACK, _P | _RW | _US | xd)
+        ro = page(_PG_RO, _P | _US | xd)
         ram.tag(ro, _PAGE)
         # _PG_HOLE stays 0: not present.
         tables = self.alloc.alloc(2 * _TABLE_PAGES * _PAGE, _PAGE)
         ram.buf[tables : tables + 2 * _TABLE_PAGES * _PAGE] = bytes(2 * _TABLE_PAGES * _PAGE)
         for i in range(2 * _TABLE_PAGES):
-            ram.write_u64(pt + 8 * (_PG_TABLES + i), (tables + i * _PAGE) | _P | _RW | _US | _XD | _A | _D)
+            ram.write_u64(pt + 8 * (_PG_TABLES + i), (tables + i * _PAGE) | _P | _RW | _US | xd | _A | _D)
         self._atab_pa = tables
         self._rtab_pa = tables + _TABLE_PAGES * _PAGE
         self._zero_table = bytes(CHUNK * 8)
@@ -693,12 +714,14 @@ class X86_64Machine:
         """
         self._hook_error = None
         self._ended = False
+        self._uc_errno = 0
         gen = self._watchdog.arm(budget_us)
         try:
             self._uc.emu_start(begin, until)
             error = None
         except UcError as exc:
             error = f"Unicorn error: {exc}"
+            self._uc_errno = exc.errno
         except Exception as exc:  # an exception raised inside one of our hooks
             error = f"internal error in a hook: {exc!r}"
         finally:
@@ -979,32 +1002,48 @@ class X86_64Machine:
     def _probe_guest_inner(self, va: int, kind: str, user: bool) -> ProbeResult:
         va_al = va & ~7
         R = X
+        code = self._ucode if user else self._kcode
         if kind == "read":
             reason, run = self._single("p_read", user, {R.UC_X86_REG_RBX: va_al}, _M_PROBE)
+            if self._unmapped_at(reason, "read", code + GUEST_LABELS["p_read.access"]):
+                return self._beyond_ram(va, "read", user, reason)
         elif kind == "write":
             regs = {R.UC_X86_REG_RBX: va_al, R.UC_X86_REG_R8: va_al}
             reason, run = self._single("p_write", user, regs, _M_PROBE)
-            if reason is None and run.faults:
-                load_at = (self._ucode if user else self._kcode) + GUEST_LABELS["p_write.load"]
-                if run.faults[0][3] == load_at:
-                    # The load faulted: issue the store alone for the write's own error code.
-                    reason, run2 = self._single("p_store", user, {R.UC_X86_REG_RBX: va_al}, _M_PROBE)
-                    if reason is None and not run2.faults:
-                        return ProbeError(
-                            f"the store to {va:#x} succeeded although the load faulted "
-                            f"({run.faults[0]}); memory at {va_al:#x} may have been overwritten"
-                        )
-                    run = run2
+            load_at = code + GUEST_LABELS["p_write.load"]
+            load_unmapped = self._unmapped_at(reason, "read", load_at)
+            if load_unmapped or (reason is None and run.faults and run.faults[0][3] == load_at):
+                # The load faulted or reached no RAM: issue the store alone for the write's own
+                # error code / translation.
+                first = reason if load_unmapped else run.faults[0]
+                reason, run2 = self._single("p_store", user, {R.UC_X86_REG_RBX: va_al}, _M_PROBE)
+                if load_unmapped and self._unmapped_at(reason, "write", code + GUEST_LABELS["p_store.store"]):
+                    return self._beyond_ram(va, "write", user, reason)
+                if reason is None and not run2.faults:
+                    return ProbeError(
+                        f"the store to {va:#x} succeeded although the load faulted "
+                        f"({first}); memory at {va_al:#x} may have been overwritten"
+                    )
+                run = run2
         else:
             self._expect_va = va
             reason, run = self._single("p_fetch", user, {R.UC_X86_REG_RBX: va}, _M_PROBE_FETCH)
+            if self._unmapped_at(reason, "fetch", va):
+                vpa = self._vmem([va], "fetch", user)[0]
+                if vpa is None:
+                    return ProbeError(f"{reason}; uc_vmem_translate found no translation")
+                if not self.ram.contains(vpa & ~7, 8):
+                    return Translation(vpa, "vmem")  # see _beyond_ram
+                # va's own page is in RAM: decoding ran on into a next page with no RAM behind
+                # it (an instruction straddling the page end), so the fetch at va succeeded.
+                reason, run = None, _Run(fetched=True)
             if reason is None and not run.faults and not run.fetched:
                 reason = "the fetch neither faulted nor reached the target"
         if reason is not None:
             return ProbeError(reason)
         if run.faults:
-            vector, code, cr2, _rip = run.faults[0]
-            return self._pf_result(vector, code, cr2, va if kind == "fetch" else va_al)
+            vector, code_, cr2, _rip = run.faults[0]
+            return self._pf_result(vector, code_, cr2, va if kind == "fetch" else va_al)
         if kind == "fetch":
             # Observe the physical address: load the word at va & ~7 (same privilege).
             reason, run = self._single("p_read", user, {R.UC_X86_REG_RBX: va_al}, _M_PROBE)
@@ -1014,6 +1053,26 @@ class X86_64Machine:
                 return self._observed(va, 0, "fetch", user)  # not a tag: ask uc_vmem_translate
         word = self._rr(X.UC_X86_REG_RAX)
         return self._observed(va, word, kind, user)
+
+    def _unmapped_at(self, reason: str | None, kind: str, rip: int) -> bool:
+        """The last run stopped with Unicorn's ``UC_ERR_<kind>_UNMAPPED`` at ``rip``: the access
+        there was translated, and the physical address it reached has no RAM behind it."""
+        return reason is not None and _UNMAPPED.get(self._uc_errno) == kind and self._rr(X.UC_X86_REG_RIP) == rip
+
+    def _beyond_ram(self, va: int, kind: str, user: bool, reason: str | None) -> ProbeResult:
+        """The answer for a load or store that translated to a physical address outside RAM.
+
+        The MMU's walk succeeded and the leaf maps a physical address where this machine has no
+        memory (Unicorn then stops with UC_ERR_*_UNMAPPED instead of accessing it; its page walk
+        itself reads zeros outside RAM, i.e. a not-present entry, so the error can only come from
+        the access).  Hardware accesses non-existent memory without a page fault: the
+        translation is the MMU's answer, observed by ``uc_vmem_translate`` (``observed_by="vmem"``).
+        ``ProbeError(reason)`` if there is no translation or it lies in RAM after all.
+        """
+        vpa = self._vmem([va], kind, user)[0]
+        if vpa is None or self.ram.contains(vpa & ~7, 8):
+            return ProbeError(f"{reason}; uc_vmem_translate gives {'no translation' if vpa is None else hex(vpa)}")
+        return Translation(vpa, "vmem")
 
     # -- batch probe ---------------------------------------------------------------------------
     def probe_many(self, vas: Sequence[int] | np.ndarray, access: Access = READ) -> list[ProbeResult]:
@@ -1121,7 +1180,7 @@ class X86_64Machine:
             self._batch_next = code_base + GUEST_LABELS["b_fetch.next"]
         else:
             self._batch_after = self._batch_next = 0
-        timed_out: list[int] = []
+        reprobe: list[int] = []
         start = 0
         while start < n:
             regs = {
@@ -1139,6 +1198,7 @@ class X86_64Machine:
                 self._mode = _M_IDLE
             if reason is None:
                 break
+            unmapped = self._batch_stop is None and self._uc_errno in _UNMAPPED
             reason = self._batch_stop or reason
             idx = self._rr(X.UC_X86_REG_RCX)
             rip = self._rr(X.UC_X86_REG_RIP)
@@ -1147,7 +1207,7 @@ class X86_64Machine:
                     break  # it finished just as the watchdog fired
                 # Slow is not hung: the per-address probe (its own time limit) decides this one.
                 idx = idx if start <= idx < n else start
-                timed_out.append(idx)
+                reprobe.append(idx)
                 start = idx + 1
                 continue
             per_address = rip in self._actions_all or rip < self._slot_base  # an access / a fetch target
@@ -1156,9 +1216,14 @@ class X86_64Machine:
                 for i in range(start, n):
                     rec.abnormal.setdefault(i, f"batch run failed at RIP {rip:#x}: {reason}")
                 break
-            rec.abnormal.setdefault(idx, reason)
+            if unmapped:
+                # The access (or fetch) translated to a physical address with no RAM behind it:
+                # the per-address probe turns that into its translation (``_beyond_ram``).
+                reprobe.append(idx)
+            else:
+                rec.abnormal.setdefault(idx, reason)
             start = idx + 1
-        return _Raw(bytes(buf[self._rtab_pa : self._rtab_pa + 8 * n]), rec, timed_out)
+        return _Raw(bytes(buf[self._rtab_pa : self._rtab_pa + 8 * n]), rec, reprobe)
 
     def _decode(
         self, raw: _Raw, arr: np.ndarray, kind: str, offset: int, deferred: list[tuple[int, bool]]
@@ -1172,7 +1237,7 @@ class X86_64Machine:
         pas = (words & np.uint64(~TAG_MASK & _U64)) | (vas & np.uint64(7))
         out: list[ProbeResult] = list(map(Translation, pas.tolist(), repeat("tag", n)))
         rec = raw.rec
-        if not (rec.final or rec.provisional or rec.observe_failed or rec.abnormal or raw.timed_out) and bool(
+        if not (rec.final or rec.provisional or rec.observe_failed or rec.abnormal or raw.reprobe) and bool(
             tagged.all()
         ):
             return out
@@ -1180,7 +1245,7 @@ class X86_64Machine:
         for i, reason in rec.abnormal.items():
             out[i] = ProbeError(reason)
             done.add(i)
-        for i in raw.timed_out:
+        for i in raw.reprobe:
             deferred.append((offset + i, True))
             done.add(i)
         for i, (vector, code, cr2) in rec.final.items():
