@@ -1115,6 +1115,10 @@ class Target:
             mm.add_vma(VMA(v.start, v.end, v.flags, v.pgoff, name=v.name or "fuzz"))
         self.sc.builder.tables = [(lay.root, root_size)] + [(pa, levels[d].table_size) for pa, d in h.tables]
         self.sc.cases = [Case(f"fuzz {h.config} #{h.index}", a, self.vma_for(a)) for a in h.addrs]
+        if self.oracle is not None:
+            # The probe machine's own root entry (x86-64 slot 511) is part of the tables Linux
+            # walks too, like the kernel half of a real pgd: a hostile pointer may reach it.
+            self.oracle.attach(self.sc.mm)
         self.hierarchy = h
 
     def vma_for(self, addr: int) -> VMA:

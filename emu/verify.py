@@ -353,6 +353,10 @@ def probe_cases(sc: Scenario, addrs: list[int], access: Access = READ) -> list[P
 def verify_scenario(
     sc: Scenario, *, flag_sets: tuple[int, ...] = FLAG_COMBINATIONS, access: Access = READ
 ) -> list[Row]:
+    if sc.oracle is not None:
+        # Attach first: the probe machine's own root entry (x86-64 slot 511) is then part of the
+        # tables Linux walks as well, as the kernel half of a real pgd would be.
+        sc.oracle.attach(sc.mm)
     walks = walk_cases(sc, sc.cases, flag_sets)
     _tag_expected(sc, list(walks.values()))
     mmu = probe_cases(sc, [c.addr for c in sc.cases], access)
