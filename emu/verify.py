@@ -228,6 +228,17 @@ def judge(
         if diverges:
             return f"linux-only: {diverges}"
         verdict = _explained_by_the_architecture(ops, walk, mmu, addr) or verdict
+    if (
+        verdict.startswith("linux-only:") and walk.hw_absent and oracle is not None
+        and isinstance(mmu, Fault) and walk.level is not None
+    ):
+        # The leaf's own by-design reason (PROT_NONE, old page) names the leaf: where the MMU
+        # says it faulted above the leaf, the reason is the entry there, or nothing explains it.
+        where = oracle.fault_hw_level(mmu)
+        if where is not None and where != ops.hw_level(walk.level.lower()).name:
+            why = _first_rejected(ops, walk, stop_at=where, addr=addr)
+            verdict = f"linux-only: {why}" if why else (
+                f"disagree: Linux returns a {walk.hw_absent} leaf, the MMU faults above it at {where}")
     if verdict == "agree" and oracle is not None and isinstance(mmu, Fault) and walk.trace and not walk.found:
         # Where the MMU names the level it faulted at, it must be the level Linux stopped at,
         # unless the architecture rejects an entry above it that Linux walked through.

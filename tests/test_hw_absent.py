@@ -42,3 +42,26 @@ def test_present_to_linux_absent_to_the_mmu(config: str, prot: Prot, verdict: st
             assert isinstance(rows[0].mmu, Fault)
     finally:
         sc.close()
+
+
+def test_a_fault_above_the_leaf_names_the_entry_the_mmu_stopped_at() -> None:
+    """An old page (AF = 0) under an L0 descriptor with bit[0] clear (p4d_none()/p4d_bad() let
+    Linux walk through it): the MMU faults at L0, so the verdict names the L0 entry, not the leaf."""
+    from emu.oracle import make_oracle
+    from emu.scenarios import Scenario, new_address_space
+
+    ops = archs.get_ops("arm64:4k:48")
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=256 << 20)
+    sc = Scenario(ops, ram, alloc, memmap, mm, b, oracle=make_oracle(ops, ram, alloc))
+    try:
+        va = 1 << 39
+        vma = mm.add_vma(VMA(va, va + (1 << 30), RW, name="anon"))
+        b.map_folio(va, b.alloc_folio(0), Prot(young=False))
+        p4d = b.entry_pa(va, "p4d")
+        ram.write_u64(p4d, ram.read_u64(p4d) & ~1)  # bits[1:0] = 0b10: invalid to the MMU
+        sc.cases = [Case("old page under an invalid L0 entry", va + 8, vma)]
+        [row] = verify_scenario(sc, flag_sets=(0,))
+        assert row.walk.found and isinstance(row.mmu, Fault) and row.mmu.level == 0
+        assert row.verdict.startswith(f"linux-only: L0 entry {ram.read_u64(p4d):#x}")
+    finally:
+        sc.close()
