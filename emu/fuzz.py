@@ -1718,9 +1718,20 @@ def save_hierarchy_finding(out: Path, h: Hierarchy, name: str, sig: str, verdict
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole: a temporary file, fsync, rename, fsync the folder."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
+    _fsync(tmp)
     os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _finding_claimer(opts: CampaignOptions, claimed: set[str]) -> Callable[[str], bool]:
@@ -1860,9 +1871,13 @@ def run_campaign(opts: CampaignOptions) -> CampaignResult:
         result = _run_processes(opts)
     if opts.out is not None:
         _atomic_write(opts.out / "campaign.json", json.dumps(result.to_json(), indent=1).encode())
-        with open(opts.out / "findings.jsonl", "a") as f:
-            for rec in result.findings:
-                f.write(json.dumps(rec.to_json()) + "\n")
+        # findings.jsonl accumulates over runs: the old lines plus this run's, replaced whole.
+        index = opts.out / "findings.jsonl"
+        old = index.read_bytes() if index.exists() else b""
+        if old and not old.endswith(b"\n"):
+            old = old[: old.rfind(b"\n") + 1]  # a line torn by a run killed before this fix
+        new = "".join(json.dumps(rec.to_json()) + "\n" for rec in result.findings).encode()
+        _atomic_write(index, old + new)
     return result
 
 
