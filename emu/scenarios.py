@@ -59,6 +59,7 @@ class Scenario:
     cases: list[Case] = field(default_factory=list)
     omitted: list[str] = field(default_factory=list)
     oracle: Any = None
+    oracle_error: str = ""  # why there is no oracle, when its machine failed to start
     half: str = "low"
 
     @property

@@ -533,7 +533,6 @@ def test_raw_export_is_the_rebuilt_ram(key: str, built: dict[str, Path], tmp_pat
 
 
 def test_raw_export_opens_in_volatility3(built: dict[str, Path], tmp_path: Path) -> None:
-    pytest.importorskip("volatility3")
     from volatility3.framework import exceptions
 
     path = built["x86_64:4level"]

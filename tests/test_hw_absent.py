@@ -65,3 +65,20 @@ def test_a_fault_above_the_leaf_names_the_entry_the_mmu_stopped_at() -> None:
         assert row.verdict.startswith(f"linux-only: L0 entry {ram.read_u64(p4d):#x}")
     finally:
         sc.close()
+
+
+def test_a_machine_that_does_not_start_gives_counted_oracle_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify keeps going when a probe machine fails to start: the walks still run and every row
+    of that configuration is an oracle-error naming why (never skipped, never agree)."""
+    import emu.oracle
+    from emu.errors import EmulatorError
+    from emu.verify import verify_configs
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise EmulatorError("calibration failed (test double)")
+
+    monkeypatch.setattr(emu.oracle, "make_oracle", broken)
+    report = verify_configs(["x86_64:4level"])
+    assert report.rows and report.counts() == {"oracle-error": len(report.rows)}
+    assert all("did not start: calibration failed" in r.verdict for r in report.rows)
+    assert any(r.walk.found for r in report.rows)  # the walks ran
