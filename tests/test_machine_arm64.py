@@ -112,7 +112,7 @@ def high(va_bits: int, offset: int) -> int:
 
 # -- set-up ----------------------------------------------------------------------------------------
 def test_guest_code_disassembles_as_intended():
-    capstone = pytest.importorskip("capstone")
+    import capstone
     m, *_ = machine()
     md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
     code = m.ram.read(m.code_pa, 0x500)
@@ -497,6 +497,29 @@ def test_probe_many_pipelined_chunks_equal_probe():
     assert m.probe_many(many) == [expect[va] for va in many]
     pars, errors = m.probe_many_par(many)
     assert not errors and len(pars) == len(many)
+
+
+@pytest.mark.parametrize("access", [READ, WRITE, USER_READ, USER_WRITE], ids=str)
+def test_probe_many_raw_decodes_to_probe_many(access, monkeypatch):
+    """The raw columns (status, pa, FST) and {index: ProbeError} hold exactly probe_many's
+    answers: translations, every fault of the mixed set, and addresses a budget cut off."""
+    from emu.machines.base import RAW_ERROR, RAW_FAULT, RAW_OBSERVED
+
+    m, t, vas = mixed_world()
+    m.chunk = 16  # several chunks
+    many = vas * 3
+    want = m.probe_many(many, access)
+    raw, errors = m.probe_many_raw(many, access)
+    assert raw.results(errors) == want and not errors
+    for i, r in enumerate(want):
+        if isinstance(r, Translation):
+            assert (int(raw.status[i]), int(raw.pa[i])) == (RAW_OBSERVED, r.pa)
+        else:
+            assert (int(raw.status[i]), int(raw.code[i])) == (RAW_FAULT, r.code)
+    monkeypatch.setattr(arm64, "_BATCH_INSNS", 2)  # budget for about a third of the loop
+    raw, errors = m.probe_many_raw(many, access)
+    assert errors and raw.results(errors) == m.probe_many(many, access)
+    assert set(errors) == set(np.flatnonzero(raw.status == RAW_ERROR).tolist())
 
 
 def test_batch_of_10000_faulting_addresses():

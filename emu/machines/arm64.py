@@ -83,7 +83,18 @@ from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from ..errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
 from ..memory import FrameAllocator, PhysicalMemory
-from .base import READ, Access, Fault, ProbeError, ProbeResult, Translation
+from .base import (
+    RAW_ERROR,
+    RAW_FAULT,
+    RAW_OBSERVED,
+    READ,
+    Access,
+    Fault,
+    ProbeError,
+    ProbeResult,
+    RawProbes,
+    Translation,
+)
 
 __all__ = [
     "Arm64Machine",
@@ -755,6 +766,22 @@ class Arm64Machine:
         pars = np.concatenate([p for p, _ in parts]) if parts else np.zeros(0, dtype=np.uint64)
         errors = {i * self.chunk + k: e for i, (_, errs) in enumerate(parts) for k, e in errs.items()}
         return pars, errors
+
+    def probe_many_raw(self, vas: Sequence[int] | np.ndarray, access: Access = READ
+                       ) -> tuple[RawProbes, dict[int, ProbeError]]:
+        """:meth:`probe_many_par` decoded into the raw columns every machine gives
+        (:class:`~emu.machines.base.RawProbes`: status, physical address from PAR_EL1, PAR_EL1.FST
+        for a fault) and ``{index: ProbeError}``; ``raw.results(errors)`` is exactly
+        :meth:`probe_many`'s list.  Read and write probes (a fetch has no PAR)."""
+        va_arr = self._va_array(vas)
+        pars, errors = self.probe_many_par(va_arr, access)
+        ok = (pars & np.uint64(PAR_F)) == 0
+        status = np.where(ok, RAW_OBSERVED, RAW_FAULT).astype(np.uint8)
+        if errors:
+            status[list(errors)] = RAW_ERROR
+        pa = (pars & np.uint64(PAR_PA_MASK)) | (va_arr & np.uint64(0xFFF))
+        code = np.where(ok, 0, (pars >> np.uint64(PAR_FST_SHIFT)) & np.uint64(PAR_FST_MASK)).astype(np.uint32)
+        return RawProbes(status, pa, code, "at", self._fault_table().__getitem__), errors
 
     def _run_chunk(self, part: np.ndarray, op: int) -> tuple[np.ndarray, dict[int, ProbeError]]:
         """One ``emu_start`` of the batch loop over ``part`` (at most :attr:`chunk` addresses):
