@@ -97,7 +97,7 @@ def test_asce_matches_pop() -> None:
     assert (z._ASCE_TYPE_MASK, z._ASCE_TABLE_LENGTH, z._ASCE_ORIGIN) == (0x0C, 0x03, U64 & ~0xFFF)
 
 
-@pytest.mark.parametrize("key,dt", zip(CONFIGS, [3, 2, 1, 0], strict=True))
+@pytest.mark.parametrize("key,dt", list(zip(CONFIGS, [3, 2, 1, 0], strict=True)))
 def test_mm_context_asce(key: str, dt: int) -> None:
     # mmu_context.h init_new_context(): __pa(pgd) | _ASCE_TABLE_LENGTH | _ASCE_USER_BITS | type.
     assert get_ops(key).asce(0x4000) == 0x4000 | 0x3 | (0x40 | 0x100 | 0x80) | (dt << 2)
