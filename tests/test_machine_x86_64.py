@@ -16,7 +16,19 @@ import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from emu.errors import AddressError, ConfigError
-from emu.machines.base import FETCH, READ, WRITE, Access, Fault, ProbeError, Translation
+from emu.machines.base import (
+    FETCH,
+    RAW_ERROR,
+    RAW_FAULT,
+    RAW_OBSERVED,
+    RAW_TAG,
+    READ,
+    WRITE,
+    Access,
+    Fault,
+    ProbeError,
+    Translation,
+)
 from emu.machines.x86_64 import CHUNK, GUEST_CODE, GUEST_LABELS, GUEST_USER_CODE, X86_64Machine
 from emu.memory import TAG, FrameAllocator, PhysicalMemory
 
@@ -504,6 +516,44 @@ def test_probe_many_equals_probe(access: Access, levels: int) -> None:
     assert {"Translation", "Fault", "ProbeError"} <= kinds
     if access.kind == "fetch":  # the straddling instruction: its own page was fetched
         assert machine.probe(0x1005_0FFE, access) == Translation(t.get(0x1005_0000, 1) & ADDR | 0xFFE, "vmem")
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+@pytest.mark.parametrize("access", [READ, WRITE, FETCH, U_READ, U_WRITE, U_FETCH], ids=str)
+def test_probe_many_raw_decodes_to_probe_many(access: Access, levels: int) -> None:
+    """The raw columns (status, pa, #PF error code) and {index: ProbeError} hold exactly
+    probe_many's answers: tag and vmem translations, page faults, non-canonical and reserved
+    addresses (errors), in any order."""
+    machine, t = make(levels)
+    vas, _ = mixed_space(t)
+    want = machine.probe_many(vas, access)
+    raw, errors = machine.probe_many_raw(np.array(vas, dtype=np.uint64), access)
+    assert raw.results(errors) == want
+    assert len(raw) == len(vas) and raw.status.dtype == np.uint8 and raw.pa.dtype == np.uint64
+    for i, r in enumerate(want):
+        st = int(raw.status[i])
+        if isinstance(r, Translation):
+            assert (st, int(raw.pa[i])) == ({"tag": RAW_TAG, "vmem": RAW_OBSERVED}[r.observed_by], r.pa)
+        elif isinstance(r, Fault):
+            assert (st, int(raw.code[i])) == (RAW_FAULT, r.code)
+        else:
+            assert st == RAW_ERROR and errors[i] == r
+    assert {int(s) for s in raw.status} == {RAW_TAG, RAW_OBSERVED, RAW_FAULT, RAW_ERROR}
+    assert machine.probe_many_raw([], access)[0].results({}) == []
+
+
+def test_probe_many_raw_across_chunks() -> None:
+    machine, t = make(4, ram_size=128 << 20)
+    frames = data_frame(t, 64 * 4096)
+    for i in range(64):
+        t.map(0x4000_0000 + i * 0x1000, frames + i * 0x1000, P | RW)
+    rng = np.random.default_rng(5)
+    vas = 0x4000_0000 + rng.integers(0, 70 * 4096, 2 * CHUNK + 77).astype(np.uint64)
+    raw, errors = machine.probe_many_raw(vas)
+    assert not errors and raw.results(errors) == machine.probe_many(vas)
+    mapped = vas < np.uint64(0x4000_0000 + 64 * 4096)
+    assert (raw.status[mapped] == RAW_TAG).all() and (raw.status[~mapped] == RAW_FAULT).all()
+    assert (raw.pa[mapped] == vas[mapped] - np.uint64(0x4000_0000) + np.uint64(frames)).all()
 
 
 def test_large_batch_across_chunks() -> None:

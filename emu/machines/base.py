@@ -106,24 +106,42 @@ class RawProbes:
     def __len__(self) -> int:
         return len(self.status)
 
-    def results(self, errors: dict[int, ProbeError]) -> list[ProbeResult]:
-        """The result objects (``probe_many``'s list).  Faults with the same code share one
-        (immutable) object."""
-        n = len(self.status)
-        out: list[ProbeResult] = list(map(Translation, self.pa.tolist(), repeat("tag", n)))
-        other = np.flatnonzero(self.status != RAW_TAG)
+    def results(self, errors: dict[int, ProbeError], start: int = 0, stop: int | None = None
+                ) -> list[ProbeResult]:
+        """The result objects of rows ``start..stop`` (all: ``probe_many``'s list); ``errors``
+        by row index.  Faults with the same code share one (immutable) object."""
+        stop = len(self.status) if stop is None else stop
+        status, pa = self.status[start:stop], self.pa[start:stop]
+        out: list[ProbeResult] = list(map(Translation, pa.tolist(), repeat("tag", len(status))))
+        other = np.flatnonzero(status != RAW_TAG)
         if not len(other):
             return out
         faults: dict[int, ProbeResult] = {}
-        for i, st, pa, code in zip(other.tolist(), self.status[other].tolist(), self.pa[other].tolist(),
-                                   self.code[other].tolist(), strict=True):
+        for i, st, a, code in zip(other.tolist(), status[other].tolist(), pa[other].tolist(),
+                                  self.code[start:stop][other].tolist(), strict=True):
             if st == RAW_FAULT:
                 res = faults.get(code)
                 if res is None:
                     res = faults[code] = self.fault_of(code)
                 out[i] = res
             elif st == RAW_OBSERVED:
-                out[i] = Translation(pa, self.observed_by)
+                out[i] = Translation(a, self.observed_by)
             else:
-                out[i] = errors.get(i) or ProbeError("the batch probe recorded no result for this address")
+                out[i] = errors.get(start + i) or ProbeError("the batch probe recorded no result for this address")
         return out
+
+    def put(self, i: int, result: ProbeResult, errors: dict[int, ProbeError]) -> None:
+        """Store one result object in row ``i`` (the inverse of :meth:`results`); ``errors``
+        receives a ProbeError.  A result the columns cannot hold exactly is refused."""
+        if isinstance(result, Translation) and result.observed_by in ("tag", self.observed_by):
+            self.status[i] = RAW_TAG if result.observed_by == "tag" else RAW_OBSERVED
+            self.pa[i] = result.pa
+            errors.pop(i, None)
+        elif isinstance(result, Fault) and self.fault_of(result.code) == result:
+            self.status[i], self.code[i] = RAW_FAULT, result.code
+            errors.pop(i, None)
+        elif isinstance(result, ProbeError):
+            self.status[i] = RAW_ERROR
+            errors[i] = result
+        else:
+            raise ValueError(f"{result!r} has no raw form here")

@@ -55,7 +55,9 @@ How the oracle is made to work on Unicorn 2.1.4 (see ``/work/shared/ORACLE-NOTES
   translation costs a scan of the whole softmmu TLB, which large batches grow (measured: a probe
   went from 7 to 20 µs).  ``until`` is a non-canonical address that is never reached.
 * ``probe_many`` overlaps emulation (a driver thread; ``uc_emu_start`` releases the GIL) with
-  building the result objects, which costs about as much as the emulation itself.
+  building the result objects, which costs about as much as the emulation itself;
+  ``probe_many_raw`` builds none: the result table becomes numpy columns (status, physical
+  address, #PF error code; ``emu.machines.base.RawProbes``), at about twice the rate.
 
 Writes are probed as "load, then store the loaded value back" (needs W, leaves memory unchanged).
 QEMU performs the load first, so a page that cannot even be read would report a *read* error
@@ -72,10 +74,9 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from unicorn import (
@@ -103,7 +104,18 @@ from unicorn.unicorn_py3.unicorn import Uc, UcError, uclib
 
 from ..errors import AddressError, ConfigError, EmulatorError
 from ..memory import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
-from .base import READ, Access, Fault, ProbeError, ProbeResult, Translation
+from .base import (
+    RAW_ERROR,
+    RAW_FAULT,
+    RAW_TAG,
+    READ,
+    Access,
+    Fault,
+    ProbeError,
+    ProbeResult,
+    RawProbes,
+    Translation,
+)
 
 __all__ = ["X86_64Machine", "PF_P", "PF_W", "PF_U", "PF_RSVD", "PF_ID", "PF_PK"]
 
@@ -373,6 +385,11 @@ def _address_array(vas: Sequence[int] | np.ndarray) -> np.ndarray:
         return np.array(vas, dtype=np.uint64).reshape(-1)
     except (OverflowError, ValueError) as exc:
         raise AddressError(f"virtual addresses must be 64-bit unsigned integers: {exc}") from None
+
+
+def _page_fault(code: int) -> Fault:
+    """The result of a #PF with error ``code`` at the probed address (the raw form's fault)."""
+    return Fault("page-fault", None, code, _VEC_PF)
 
 
 def _vector_name(vector: int) -> str:
@@ -888,7 +905,11 @@ class X86_64Machine:
         """Prove on the machine's own pages that #PF, its error code and the trap fix work."""
         hole, ro = self._va(_PG_HOLE), self._va(_PG_RO)
         vas = np.array([hole, hole + 8, hole + 16, ro], dtype=np.uint64)
-        got = self._probe_many_guest(vas, "read", False)
+        raw = RawProbes(np.zeros(4, dtype=np.uint8), np.zeros(4, dtype=np.uint64), np.zeros(4, dtype=np.uint32),
+                        "vmem", _page_fault)
+        errors: dict[int, ProbeError] = {}
+        self._probe_many_guest(vas, "read", False, raw, errors, None)
+        got = raw.results(errors)
         want: list[ProbeResult] = [Fault("page-fault", None, 0, _VEC_PF)] * 3
         want.append(Translation(self._frames[_PG_RO], "tag"))
         checks = [(got, want)]
@@ -1081,24 +1102,61 @@ class X86_64Machine:
         stores the loaded word into a result table; a fault is recorded by the hook (error code
         from the state blob, CR2) and the loop resumes at the next address after the hook clears
         QEMU's exception-in-flight field (the #DF trap, ORACLE-NOTES x86-64).
+
+        Built on :meth:`probe_many_raw`: each chunk's columns are turned into result objects
+        while the next chunk is emulated (``raw.results()``).
         """
+        objects: list[ProbeResult] = []
+        self._probe_many(vas, access, objects)
+        return objects
+
+    def probe_many_raw(self, vas: Sequence[int] | np.ndarray, access: Access = READ
+                       ) -> tuple[RawProbes, dict[int, ProbeError]]:
+        """The batch probe's results as numpy columns (:class:`~emu.machines.base.RawProbes`:
+        status, physical address -- from the tag word the load returned, or ``uc_vmem_translate``
+        -- and the #PF error code) and ``{index: ProbeError}``, without a Python object per
+        address.  ``raw.results(errors)`` is exactly :meth:`probe_many`'s list."""
+        return self._probe_many(vas, access, None)
+
+    def _probe_many(self, vas: Sequence[int] | np.ndarray, access: Access, objects: list[ProbeResult] | None
+                    ) -> tuple[RawProbes, dict[int, ProbeError]]:
         self._check_probe_args(access)
         arr = _address_array(vas)
         n = len(arr)
+        raw = RawProbes(np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint32),
+                        "vmem", _page_fault)
+        errors: dict[int, ProbeError] = {}
         if n == 0:
-            return []
+            return raw, errors
         reserved = arr >= np.uint64(self._slot_base)
         if not reserved.any():
-            return self._probe_many_guest(arr, access.kind, access.user)
-        out: list[ProbeResult] = [self._reserved_error(int(v)) for v in arr]
-        keep = np.nonzero(~reserved)[0]
-        results = self._probe_many_guest(arr[keep], access.kind, access.user)
-        for i, r in zip(keep.tolist(), results, strict=True):
-            out[i] = r
-        return out
+            self._probe_many_guest(arr, access.kind, access.user, raw, errors, objects)
+            return raw, errors
+        keep = np.flatnonzero(~reserved)
+        sub = RawProbes(raw.status[keep], raw.pa[keep], raw.code[keep], raw.observed_by, raw.fault_of)
+        sub_errors: dict[int, ProbeError] = {}
+        sub_objects: list[ProbeResult] | None = None if objects is None else []
+        if len(keep):
+            self._probe_many_guest(arr[keep], access.kind, access.user, sub, sub_errors, sub_objects)
+        raw.status[keep], raw.pa[keep], raw.code[keep] = sub.status, sub.pa, sub.code
+        for i in np.flatnonzero(reserved).tolist():
+            raw.status[i] = RAW_ERROR
+            errors[i] = self._reserved_error(int(arr[i]))
+        keep_list = keep.tolist()
+        errors.update((keep_list[i], e) for i, e in sub_errors.items())
+        if objects is not None and sub_objects is not None:
+            full: list[ProbeResult | None] = [None] * n
+            for i, r in zip(keep_list, sub_objects, strict=True):
+                full[i] = r
+            for i in np.flatnonzero(reserved).tolist():
+                full[i] = errors[i]
+            objects[:] = cast("list[ProbeResult]", full)
+        return raw, errors
 
-    def _probe_many_guest(self, arr: np.ndarray, kind: str, user: bool) -> list[ProbeResult]:
-        """Emulate chunk after chunk; turn one chunk into results while the next one runs.
+    def _probe_many_guest(self, arr: np.ndarray, kind: str, user: bool, raw: RawProbes,
+                          errors: dict[int, ProbeError], objects: list[ProbeResult] | None) -> None:
+        """Emulate chunk after chunk into the columns of ``raw``; with ``objects``, turn one
+        chunk into result objects while the next one runs.
 
         Building ~16k result objects costs about as much as emulating them and ``uc_emu_start``
         releases the GIL, so on two cores a driver thread runs the emulator (while it runs, only
@@ -1111,28 +1169,29 @@ class X86_64Machine:
         gc_was_enabled = gc.isenabled()
         gc.disable()  # millions of small objects: the cyclic GC would triple the cost
         try:
-            out: list[ProbeResult] = []
             deferred: list[tuple[int, bool]] = []  # (index, True: re-probe / False: vmem)
+
+            def chunk_done(k: int, item: _Raw) -> None:
+                first = k * CHUNK
+                self._decode(item, arr, kind, first, raw, errors, deferred)
+                if objects is not None:
+                    objects.extend(raw.results(errors, first, first + len(item.words) // 8))
+
             if len(payloads) == 1:
-                out = self._decode(self._drive_chunk(payloads[0], kind, user), arr, kind, 0, deferred)
+                chunk_done(0, self._drive_chunk(payloads[0], kind, user))
             else:
-                self._pipeline(payloads, arr, kind, user, out, deferred)
-            self._resolve(deferred, out, arr, kind, user)
-            return out
+                self._pipeline(payloads, kind, user, chunk_done)
+            self._resolve(deferred, arr, kind, user, raw, errors)
+            if objects is not None:
+                for g, _ in deferred:
+                    objects[g] = raw.results(errors, g, g + 1)[0]
         finally:
             self._mode = _M_IDLE
             if gc_was_enabled:
                 gc.enable()
 
-    def _pipeline(
-        self,
-        payloads: list[bytes],
-        arr: np.ndarray,
-        kind: str,
-        user: bool,
-        out: list[ProbeResult],
-        deferred: list[tuple[int, bool]],
-    ) -> None:
+    def _pipeline(self, payloads: list[bytes], kind: str, user: bool, chunk_done: Callable[[int, _Raw], None]
+                  ) -> None:
         results: queue.Queue[_Raw | BaseException] = queue.Queue(maxsize=4)
         cancel = threading.Event()
 
@@ -1152,7 +1211,7 @@ class X86_64Machine:
                 item = results.get()
                 if isinstance(item, BaseException):
                     raise item
-                out += self._decode(item, arr, kind, k * CHUNK, deferred)
+                chunk_done(k, item)
         finally:
             cancel.set()
             while worker.is_alive():  # it finishes its current chunk; keep its put() from blocking
@@ -1225,58 +1284,68 @@ class X86_64Machine:
             start = idx + 1
         return _Raw(bytes(buf[self._rtab_pa : self._rtab_pa + 8 * n]), rec, reprobe)
 
-    def _decode(
-        self, raw: _Raw, arr: np.ndarray, kind: str, offset: int, deferred: list[tuple[int, bool]]
-    ) -> list[ProbeResult]:
-        """One chunk's results: tagged words become ``Translation``s; faults, errors and the
+    def _decode(self, item: _Raw, arr: np.ndarray, kind: str, offset: int, raw: RawProbes,
+                errors: dict[int, ProbeError], deferred: list[tuple[int, bool]]) -> None:
+        """One chunk into the columns: tagged words are translations; faults, errors and the
         indices that need the engine again (``deferred``, global indices) are sorted out."""
-        words = np.frombuffer(raw.words, dtype="<u8")
+        words = np.frombuffer(item.words, dtype="<u8")
         n = len(words)
         vas = arr[offset : offset + n]
         tagged = (words & np.uint64(TAG_MASK)) == np.uint64(TAG)
-        pas = (words & np.uint64(~TAG_MASK & _U64)) | (vas & np.uint64(7))
-        out: list[ProbeResult] = list(map(Translation, pas.tolist(), repeat("tag", n)))
-        rec = raw.rec
-        if not (rec.final or rec.provisional or rec.observe_failed or rec.abnormal or raw.reprobe) and bool(
+        raw.pa[offset : offset + n] = (words & np.uint64(~TAG_MASK & _U64)) | (vas & np.uint64(7))
+        raw.status[offset : offset + n] = RAW_TAG
+        rec = item.rec
+        if not (rec.final or rec.provisional or rec.observe_failed or rec.abnormal or item.reprobe) and bool(
             tagged.all()
         ):
-            return out
+            return
         done: set[int] = set()
         for i, reason in rec.abnormal.items():
-            out[i] = ProbeError(reason)
+            raw.put(offset + i, ProbeError(reason), errors)
             done.add(i)
-        for i in raw.reprobe:
+        for i in item.reprobe:
             deferred.append((offset + i, True))
             done.add(i)
-        for i, (vector, code, cr2) in rec.final.items():
-            if i not in done:
-                va = int(vas[i])
-                out[i] = self._pf_result(vector, code, cr2, va if kind == "fetch" else va & ~7)
-                done.add(i)
+        if rec.final:
+            # The common fault, a #PF at the probed address, straight into the columns.
+            vl = vas.tolist()
+            fetch = kind == "fetch"
+            pf_rows: list[int] = []
+            pf_codes: list[int] = []
+            for i, (vector, code, cr2) in rec.final.items():
+                if i not in done:
+                    expect = vl[i] if fetch else vl[i] & ~7
+                    if vector == _VEC_PF and cr2 == expect:  # (_pf_result()'s Fault)
+                        pf_rows.append(offset + i)
+                        pf_codes.append(code)
+                    else:
+                        raw.put(offset + i, self._pf_result(vector, code, cr2, expect), errors)
+                    done.add(i)
+            if pf_rows:
+                raw.status[pf_rows] = RAW_FAULT
+                raw.code[pf_rows] = pf_codes
         for i, load_fault in rec.provisional.items():
             if i not in done:
                 va = int(vas[i])
-                out[i] = ProbeError(
+                raw.put(offset + i, ProbeError(
                     f"the store to {va:#x} succeeded although the load faulted ({load_fault}); "
                     f"memory at {va & ~7:#x} may have been overwritten"
-                )
+                ), errors)
                 done.add(i)
-        need_vmem = set(np.nonzero(~tagged)[0].tolist()) | rec.observe_failed
+        need_vmem = set(np.flatnonzero(~tagged).tolist()) | rec.observe_failed
         deferred.extend((offset + i, False) for i in sorted(need_vmem - done))
-        return out
 
-    def _resolve(
-        self, deferred: list[tuple[int, bool]], out: list[ProbeResult], arr: np.ndarray, kind: str, user: bool
-    ) -> None:
+    def _resolve(self, deferred: list[tuple[int, bool]], arr: np.ndarray, kind: str, user: bool, raw: RawProbes,
+                 errors: dict[int, ProbeError]) -> None:
         """Finish the indices that need the engine: re-probes after a timeout, then vmem."""
         vmem_idx = [g for g, reprobe in deferred if not reprobe]
         for g, reprobe in deferred:
             if reprobe:
-                out[g] = self._probe_guest(int(arr[g]), kind, user)
+                raw.put(g, self._probe_guest(int(arr[g]), kind, user), errors)
         if vmem_idx:
             vas = [int(arr[g]) for g in vmem_idx]
             for g, va, vpa in zip(vmem_idx, vas, self._vmem(vas, kind, user), strict=True):
-                out[g] = Translation(vpa, "vmem") if vpa is not None else self._no_vmem(kind, va)
+                raw.put(g, Translation(vpa, "vmem") if vpa is not None else self._no_vmem(kind, va), errors)
 
     # -- arbitrary guest code ------------------------------------------------------------------
     def run_code(
