@@ -7,8 +7,11 @@ it is held to (targets are stated here, never asserted in tests):
 * walk, scalar -- ``folio_walk_start()`` + ``folio_walk_end()`` address by address;
 * walk, batch -- ``walk_many()`` (emu/batch.py), all mapped and with 10% none PTEs;
 * probe, per address -- ``machine.probe()``: one ``emu_start`` per address (the baseline);
-* probe, batch -- ``machine.probe_many()``: guest loops over many addresses, all mapped and with
-  10% faulting addresses;
+* probe, batch, raw -- ``machine.probe_many_raw()``: guest loops over many addresses that write
+  each result to a result table, handed over as numpy columns (status, physical address, fault
+  code; ``emu.machines.base.RawProbes``), all mapped and with 10% faulting addresses;
+* probe, batch, objects -- ``machine.probe_many()``: the same runs, plus a Python result object
+  (Translation / Fault / ProbeError) per address, which costs about as much as the emulation;
 * a cross-check that the batch walk and the batch probe agree on every mapped address (so the
   figures are of work that was really done);
 * volatility3's Intel32e layer (optional ``bench`` extra) translating the same x86-64 image from a
