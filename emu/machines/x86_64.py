@@ -1181,10 +1181,10 @@ class X86_64Machine:
                 chunk_done(0, self._drive_chunk(payloads[0], kind, user))
             else:
                 self._pipeline(payloads, kind, user, chunk_done)
-            self._resolve(deferred, arr, kind, user, raw, errors)
+            resolved = self._resolve(deferred, arr, kind, user, raw, errors)
             if objects is not None:
-                for g, _ in deferred:
-                    objects[g] = raw.results(errors, g, g + 1)[0]
+                for g, res in resolved.items():
+                    objects[g] = res  # (what raw.put() stored: raw.results() gives an equal object)
         finally:
             self._mode = _M_IDLE
             if gc_was_enabled:
@@ -1336,16 +1336,21 @@ class X86_64Machine:
         deferred.extend((offset + i, False) for i in sorted(need_vmem - done))
 
     def _resolve(self, deferred: list[tuple[int, bool]], arr: np.ndarray, kind: str, user: bool, raw: RawProbes,
-                 errors: dict[int, ProbeError]) -> None:
-        """Finish the indices that need the engine: re-probes after a timeout, then vmem."""
+                 errors: dict[int, ProbeError]) -> dict[int, ProbeResult]:
+        """Finish the indices that need the engine: re-probes after a timeout, then vmem.
+        Returns the results it stored, by index."""
+        done: dict[int, ProbeResult] = {}
         vmem_idx = [g for g, reprobe in deferred if not reprobe]
         for g, reprobe in deferred:
             if reprobe:
-                raw.put(g, self._probe_guest(int(arr[g]), kind, user), errors)
+                done[g] = self._probe_guest(int(arr[g]), kind, user)
+                raw.put(g, done[g], errors)
         if vmem_idx:
             vas = [int(arr[g]) for g in vmem_idx]
             for g, va, vpa in zip(vmem_idx, vas, self._vmem(vas, kind, user), strict=True):
-                raw.put(g, Translation(vpa, "vmem") if vpa is not None else self._no_vmem(kind, va), errors)
+                done[g] = Translation(vpa, "vmem") if vpa is not None else self._no_vmem(kind, va)
+                raw.put(g, done[g], errors)
+        return done
 
     # -- arbitrary guest code ------------------------------------------------------------------
     def run_code(
