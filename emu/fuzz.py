@@ -1247,7 +1247,7 @@ def batch_results(
     a vector-decided record equal to it (the flags change nothing there) is a copy of it that
     shares its ``trace`` list -- :meth:`Target.evaluate` judges such a row once.
     tests/test_fuzz.py proves all of it equal to walk_result() on every record."""
-    from .verify import _entry_size, _leaf_pfn, _protnone
+    from .verify import leaf_expectations
 
     n = len(addrs)
     scalar = b.scalar.tolist()
@@ -1258,7 +1258,6 @@ def batch_results(
     folio_pfn = b.folio_pfn.tolist()
     folio_order = b.folio_order.tolist()
     page_pfn = b.page_pfn.tolist()
-    page_shift = ops.PAGE_SHIFT
     out: list[WalkResult] = []
     for i in range(n):
         reason = b.reason(i)
@@ -1285,12 +1284,7 @@ def batch_results(
         if found[i]:
             wr.folio_pfn, wr.folio_order = folio_pfn[i], folio_order[i]
             wr.page_pfn = page_pfn[i] if page_pfn[i] >= 0 else None
-            if ent is not None and wr.kind != "migration-entry":
-                size = _entry_size(ops, lv)
-                wr.expected_pa = (_leaf_pfn(ops, lv, ent) << page_shift) + (addrs[i] & (size - 1))
-            if ent is not None and lv is not None:  # as walk_result(): old pages, present-invalid, ...
-                wr.hw_absent = ops.hw_absent_reason(lv.lower(), ent)
-        wr.protnone = _protnone(ops, lv, ent)
+        leaf_expectations(ops, wr, addrs[i])  # as walk_result()
         out.append(wr)
     return out
 

@@ -57,7 +57,6 @@ class WalkResult:
     entry: int | None = None
     expected_pa: int | None = None  # where the MMU must land if it agrees with this entry
     hw_absent: str | None = None  # why the MMU must not translate this present leaf (PROT_NONE, ...)
-    protnone: bool = False  # set by callers that only know PROT_NONE (emu/fuzz.py's fast path)
     trace: list[tuple[str, int, int]] = field(default_factory=list)
     cleared: list[tuple[str, int, int]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -146,8 +145,18 @@ def _entry_size(ops: LinuxPgtable, level: str | None) -> int:
     return {"PUD": ops.PUD_SIZE, "PMD": ops.PMD_SIZE}.get(level or "", ops.PAGE_SIZE)
 
 
-def _protnone(ops: LinuxPgtable, level: str | None, entry: int | None) -> bool:
-    return entry is not None and ops.hw_absent_reason((level or "PTE").lower(), entry) == "prot-none"
+def leaf_expectations(ops: LinuxPgtable, wr: WalkResult, addr: int) -> None:
+    """Fill in what the hardware should do with the entry a walk decided on: ``expected_pa``
+    for a present leaf (found, or refused by vm_normal_page()), and ``hw_absent`` where the
+    MMU must not translate it by design.  ``wr``'s reason, kind, level and entry must be set."""
+    if wr.entry is None or wr.level is None:
+        return
+    present_leaf = (wr.found and wr.kind != "migration-entry") or wr.reason.startswith(_REFUSED_PRESENT)
+    if present_leaf:
+        size = _entry_size(ops, wr.level)
+        wr.expected_pa = (_leaf_pfn(ops, wr.level, wr.entry) << ops.PAGE_SHIFT) + (addr & (size - 1))
+    if wr.found or present_leaf:
+        wr.hw_absent = ops.hw_absent_reason(wr.level.lower(), wr.entry)
 
 
 def walk_result(ops: LinuxPgtable, fw: FolioWalk, addr: int, flags: int) -> WalkResult:
@@ -167,12 +176,7 @@ def walk_result(ops: LinuxPgtable, fw: FolioWalk, addr: int, flags: int) -> Walk
     if fw.folio is not None:
         wr.folio_pfn, wr.folio_order = fw.folio.pfn, fw.folio.order
         wr.page_pfn = fw.page.pfn if fw.page is not None else None
-    present_leaf = (wr.found and wr.kind != "migration-entry") or wr.reason.startswith(_REFUSED_PRESENT)
-    if present_leaf and fw.entry is not None:
-        size = _entry_size(ops, level)
-        wr.expected_pa = (_leaf_pfn(ops, level, fw.entry) << ops.PAGE_SHIFT) + (addr & (size - 1))
-    if fw.entry is not None and level is not None and (wr.found or present_leaf):
-        wr.hw_absent = ops.hw_absent_reason(level.lower(), fw.entry)
+    leaf_expectations(ops, wr, addr)
     return wr
 
 
@@ -303,9 +307,8 @@ def _judge(walk: WalkResult, mmu: ProbeResult) -> str:
                 exp = f"{walk.expected_pa:#x}" if walk.expected_pa is not None else "?"
                 return f"disagree: entry maps {exp}, MMU reached {pa:#x}"
             return "agree" if walk.found else f"linux-only: {walk.reason}"
-        absent = walk.hw_absent or ("prot-none" if walk.protnone else None)
-        if absent:
-            return f"linux-only: {absent}" if walk.found else "agree"
+        if walk.hw_absent:
+            return f"linux-only: {walk.hw_absent}" if walk.found else "agree"
         if walk.reason.endswith(":pfn-beyond-memmap"):
             return "agree"  # vm_normal_page() refuses a pfn beyond the memmap; the MMU has no memory there
         return "disagree: Linux sees a present entry, the MMU faults"

@@ -123,7 +123,7 @@ def test_batch_and_per_address_walks_give_the_same_results(x86: Target) -> None:
             h = gen.generate(11, i)
             a, b = scalar.evaluate(h), x86.evaluate(h)
             assert [[w.to_json() for w in r] for r in a.walks] == [[w.to_json() for w in r] for r in b.walks]
-            assert [[w.protnone for w in r] for r in a.walks] == [[w.protnone for w in r] for r in b.walks]
+            assert [[w.hw_absent for w in r] for r in a.walks] == [[w.hw_absent for w in r] for r in b.walks]
             assert a.verdicts == b.verdicts
             judged = [[judge(x86.ops, w, b.probes[k], x86.oracle) for w in r] for k, r in enumerate(b.walks)]
             assert b.verdicts == judged
