@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
+from default_verdicts import expected_verdict
 
 import archs
 from archs import arm64 as a64
@@ -29,37 +30,15 @@ from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.oracle import make_oracle
 from emu.scenarios import Case, Scenario, half_base, new_address_space
 from emu.verify import Report, Row, _judge, judge, run_walk, verify_configs, verify_scenario
-from emu.walk import FW_MIGRATION, FW_ZEROPAGE
+from emu.walk import FW_MIGRATION
 
 CONFIGS = archs.all_config_keys(["arm64"])
 RW = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE
 USER_READ, USER_WRITE = Access("read", user=True), Access("write", user=True)
 FETCH, USER_FETCH = Access("fetch"), Access("fetch", user=True)
-
-
-def expected_verdict(case: str, flags: int, config: str) -> str:
-    """What each default case must give, from the seed's semantics and the Arm ARM's."""
-    if "PROT_NONE" in case:
-        return "linux-only: prot-none"  # Linux: pte_present_invalid; MMU: descriptor invalid
-    if "migration entry" in case:
-        return "linux-only: migration-entry" if flags & FW_MIGRATION else "agree"
-    if "zero" in case:
-        if flags & FW_ZEROPAGE:
-            return "agree"
-        return "linux-only: not-normal@" + ("pmd:huge-zero-page" if "huge" in case else "pte:zero-page")
-    if "VM_PFNMAP" in case:
-        return "linux-only: not-normal@pte:special-pfnmap"
-    if "special PTE in a VM_MIXEDMAP" in case:
-        return "linux-only: not-normal@pte:special-mixedmap"
-    if "devmap PMD" in case:
-        return "linux-only: not-normal@pmd:devmap"  # arm64: pmd_devmap(), no devmap PUDs
-    if case.startswith("bad "):
-        # p4d_bad() is "table bit clear": to the MMU a level-0 block, which the 4K granule does
-        # not have (Translation fault, D8.3) -- Unicorn takes it as a 512G block.
-        return "emulator-deviation: block-at-any-level"
-    if "outside the VMA" in case:
-        return "linux-only: outside-vma"
-    return "agree"  # pages, leaves, none entries, swap entries
+# p4d_bad() is "table bit clear": to the MMU a level-0 block, which the 4K granule does not have
+# (Translation fault, Arm ARM D8) -- Unicorn takes it as a 512G block.
+BAD_P4D = "emulator-deviation: block-at-any-level"
 
 
 @pytest.fixture(scope="module", params=CONFIGS)
@@ -74,7 +53,7 @@ def test_default_scenario_verdicts_both_halves(report: Report) -> None:
         rows = [r for r in report.rows if r.config == half]
         assert len({r.case for r in rows}) >= 20
         for r in rows:
-            want = expected_verdict(r.case, r.walk.flags, key)
+            want = expected_verdict(r.case, r.walk.flags, bad_entry=BAD_P4D)
             assert r.verdict == want, (half, r.case, r.walk.flags, r.verdict)
 
 

@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from default_verdicts import expected_verdict
 from unicorn import s390x_const as S
 
 import archs
@@ -25,7 +26,7 @@ from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.oracle import S390xOracle
 from emu.scenarios import Case, Scenario, build_default
 from emu.verify import Report, verify_configs, verify_scenario
-from emu.walk import FW_MIGRATION, FW_ZEROPAGE, FolioWalk, folio_walk_end, folio_walk_start
+from emu.walk import FW_ZEROPAGE, FolioWalk, folio_walk_end, folio_walk_start
 
 CONFIGS = ["s390x:region1", "s390x:region2", "s390x:region3", "s390x:segment"]
 TOP = {"s390x:region1": "pgd", "s390x:region2": "p4d", "s390x:region3": "pud", "s390x:segment": "pmd"}
@@ -38,27 +39,6 @@ PIC_FOR_INVALID = {"pgd": 0x39, "p4d": 0x3A, "pud": 0x3B, "pmd": 0x10, "pte": 0x
 KIND = {0x39: "region-first-translation", 0x3A: "region-second-translation", 0x3B: "region-third-translation",
         0x10: "segment-translation", 0x11: "page-translation"}
 LEVEL = {0x39: 4, 0x3A: 3, 0x3B: 2, 0x10: 1, 0x11: 0}  # Fault.level: the table that said no
-
-
-def expected_verdict(case: str, flags: int) -> str:
-    """What each default case must give on s390x, from the seed's semantics and the PoP's."""
-    if "PROT_NONE" in case:
-        return "linux-only: prot-none"  # Linux: _PAGE_PRESENT; DAT: page-invalid bit
-    if "migration entry" in case:
-        return "linux-only: migration-entry" if flags & FW_MIGRATION else "agree"
-    if "zero" in case:
-        if flags & FW_ZEROPAGE:
-            return "agree"
-        return "linux-only: not-normal@" + ("pmd:huge-zero-page" if "huge" in case else "pte:zero-page")
-    if "VM_PFNMAP" in case:
-        return "linux-only: not-normal@pte:special-pfnmap"
-    if "special PTE in a VM_MIXEDMAP" in case:
-        return "linux-only: not-normal@pte:special-mixedmap"
-    if case.startswith("bad "):
-        return "linux-only: bad@" + case.split()[1]
-    if "outside the VMA" in case:
-        return "linux-only: outside-vma"
-    return "agree"  # pages, leaves, none entries, swap entries
 
 
 @pytest.fixture(scope="module", params=CONFIGS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from default_verdicts import expected_verdict
 
 import archs
 from archs.linux import Prot
@@ -13,32 +14,8 @@ from emu.machines.base import Fault, Translation
 from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.scenarios import Case, Scenario, build_default
 from emu.verify import Row, verify_configs, verify_scenario
-from emu.walk import FW_MIGRATION, FW_ZEROPAGE
 
 CONFIGS = ["x86_64:4level", "x86_64:5level"]
-
-
-def expected_verdict(case: str, flags: int) -> str:
-    """What each default case must give, from the seed's semantics and the hardware's."""
-    if "PROT_NONE" in case:
-        return "linux-only: prot-none"  # Linux: present; hardware: P=0
-    if "migration entry" in case:
-        return "linux-only: migration-entry" if flags & FW_MIGRATION else "agree"
-    if "zero" in case:
-        if flags & FW_ZEROPAGE:
-            return "agree"
-        return "linux-only: not-normal@" + ("pmd:huge-zero-page" if "huge" in case else "pte:zero-page")
-    if "VM_PFNMAP" in case:
-        return "linux-only: not-normal@pte:special-pfnmap"
-    if "special PTE in a VM_MIXEDMAP" in case:
-        return "linux-only: not-normal@pte:special-mixedmap"
-    if "devmap PUD" in case:
-        return "linux-only: devmap@pud"
-    if case.startswith("bad "):
-        return "linux-only: bad@" + case.split()[1]
-    if "outside the VMA" in case:
-        return "linux-only: outside-vma"
-    return "agree"  # pages, leaves, none entries, swap entries
 
 
 @pytest.fixture(scope="module", params=CONFIGS)
