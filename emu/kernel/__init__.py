@@ -1,0 +1,15 @@
+"""The kernel harness: Linux's own page-table code, compiled from a real tree, run as guest code.
+
+The MMU is the oracle of foliowalk's hardware half; this package makes the kernel the oracle of
+its Linux half.  For one (architecture, kernel version, Kconfig profile) it
+
+* finds a tree (``--tree PATH``, or Debian's ``linux-source-6.12`` / ``linux-source-6.1``
+  unpacked into a cache) -- :mod:`emu.kernel.tree`;
+* configures it (``defconfig`` plus the options of :mod:`archs.kconfig`), runs
+  ``modules_prepare`` with the architecture's cross compiler, compiles ``harness/`` (GPL-2.0: it
+  includes kernel headers) as an external kbuild object and links it into a flat guest image,
+  cached by tree, version and configuration -- :mod:`emu.kernel.build`;
+* loads that image into Unicorn and calls the kernel's inline functions on batches of raw entry
+  values in one ``emu_start`` -- :mod:`emu.kernel.runner`;
+* compares every answer with foliowalk's Python model -- :mod:`emu.kernel.check`.
+"""

@@ -1,0 +1,177 @@
+"""Build the kernel harness for one (architecture, kernel, Kconfig profile, paging geometry).
+
+Steps, each the kernel's own build system: ``make defconfig``; ``scripts/config`` with the
+profile's options (:mod:`archs.kconfig`) and the geometry's (arm64 granule and VA size);
+``make olddefconfig modules_prepare``; ``make M=harness foliowalk_harness.o`` (kbuild's own
+flags for that .config); ``ld -T harness.lds`` into an ELF image at a fixed base.  Everything
+happens in the cache (:func:`~emu.kernel.tree.cache_dir`), keyed by a digest of the tree, the
+request, the harness sources and the compiler; the finished build is renamed into place, so a
+killed build leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import archs
+from archs.base import PagingConfig
+from archs.kconfig import PROFILES, KernelConfig, from_dotconfig
+from emu.errors import FoliowalkError
+
+from .toolchain import Toolchain, toolchain
+from .tree import KernelTree, cache_dir, cache_lock, find_tree
+
+HARNESS_FILES = ("foliowalk_harness.c", "Kbuild", "harness.lds")
+
+
+class HarnessBuildError(FoliowalkError):
+    """The kernel's build system failed on the harness (the message quotes its last lines)."""
+
+
+def geometry_options(config: PagingConfig) -> dict[str, bool]:
+    """The Kconfig options that give the kernel ``config``'s page-table geometry.
+
+    x86-64: one build serves 4- and 5-level paging (X86_5LEVEL=y; ``pgtable_l5_enabled()`` is
+    decided at run time).  s390x: one build serves every ASCE type (the folding is dynamic).
+    arm64: the granule and VA size are compile-time (arch/arm64/Kconfig ARM64_*K_PAGES and the
+    ARM64_VA_BITS_* choice; 36 and 47 bits are EXPERT options)."""
+    if config.arch == "x86_64":
+        return {"X86_5LEVEL": True}
+    if config.arch == "arm64":
+        granule = {12: "4K", 14: "16K", 16: "64K"}[config.page_shift]
+        opts = {f"ARM64_{g}_PAGES": g == granule for g in ("4K", "16K", "64K")}
+        opts.update({f"ARM64_VA_BITS_{b}": b == config.va_bits for b in (36, 39, 42, 47, 48, 52)})
+        opts["EXPERT"] = True
+        return opts
+    return {}
+
+
+def geometry_key(config: PagingConfig) -> str:
+    """Configurations that share one build share this key."""
+    if config.arch == "arm64":
+        return f"{1 << config.page_shift >> 10}k-{config.va_bits}"
+    return "any"
+
+
+@dataclass(frozen=True)
+class HarnessBuild:
+    """A finished harness build: the image and what it was built from."""
+
+    path: Path  # the build folder
+    arch: str
+    tree: KernelTree
+    kconfig: KernelConfig  # as the built .config resolved it
+    meta: dict[str, object]
+
+    @property
+    def image(self) -> Path:
+        return self.path / "harness.elf"
+
+
+def _harness_source(name: str) -> bytes:
+    return (resources.files("emu.kernel") / "harness" / name).read_bytes()
+
+
+def _run(cmd: list[str], log: Path, cwd: Path | None = None) -> None:
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-12:]
+        raise HarnessBuildError(
+            f"kernel build step failed (exit {proc.returncode}): {' '.join(cmd[:6])} ...\n  "
+            + "\n  ".join(tail)
+            + f"\nfull log: {log}"
+        )
+
+
+def _compiler_id(tc: Toolchain) -> str:
+    out = subprocess.run([tc.gcc, "--version"], capture_output=True, text=True)
+    return out.stdout.splitlines()[0] if out.stdout else tc.gcc
+
+
+def build_key(tree: KernelTree, tc: Toolchain, config: PagingConfig, profile: str) -> str:
+    h = hashlib.sha256()
+    for part in (str(tree.path), tree.release, tree.origin, tc.arch, geometry_key(config), profile,
+                 json.dumps(sorted(PROFILES[profile].items())), _compiler_id(tc)):
+        h.update(part.encode() + b"\0")
+    for name in HARNESS_FILES:
+        h.update(_harness_source(name))
+    if tree.origin.startswith("tree:"):
+        # a user's tree changes under us: key on the files the harness compiles from
+        for sub in ("include/linux/pgtable.h", "include/linux/swapops.h", "include/linux/swap.h",
+                    f"arch/{tc.kbuild_arch}/include/asm/pgtable.h"):
+            p = tree.path / sub
+            if p.exists():
+                h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_harness(config_key: str, profile: str = "distro", version: str = "6.12", tree: str | None = None,
+                  *, log=None) -> HarnessBuild:  # type: ignore[no-untyped-def]
+    """Build (or find in the cache) the harness for paging configuration ``config_key``."""
+    if profile not in PROFILES:
+        raise FoliowalkError(f"unknown kernel configuration {profile!r}; known: {', '.join(PROFILES)}")
+    config = archs.get_config(config_key)
+    tc = toolchain(config.arch)
+    ktree = find_tree(version, tree)
+    key = build_key(ktree, tc, config, profile)
+    name = f"{config.arch}-{ktree.release}-{profile}-{geometry_key(config)}-{key}"
+    dest = cache_dir() / "build" / name
+    with cache_lock(f"build-{name}"):
+        if not (dest / "build.json").exists():
+            _build(ktree, tc, config, profile, dest, log)
+    meta = json.loads((dest / "build.json").read_text())
+    kconfig = from_dotconfig(config.arch, ktree.series, profile, (dest / "config").read_text())
+    return HarnessBuild(dest, config.arch, ktree, kconfig, meta)
+
+
+def _build(tree: KernelTree, tc: Toolchain, config: PagingConfig, profile: str, dest: Path, log) -> None:  # type: ignore[no-untyped-def]
+    work = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "harness").mkdir(parents=True)
+    logf = work / "build.log"
+    kb = work / "kbuild"
+    make = ["make", "-s", "-C", str(tree.path), f"O={kb}", f"ARCH={tc.kbuild_arch}", f"CROSS_COMPILE={tc.cross_compile}",
+            f"-j{os.cpu_count() or 1}"]
+    t0 = time.monotonic()
+    if log:
+        log(f"configuring {tree.origin} ({tree.release}) for {config.arch} {geometry_key(config)}, profile {profile}")
+    _run([*make, "defconfig"], logf)
+    request = {**PROFILES[profile], **geometry_options(config)}
+    args = []
+    for opt, on in sorted(request.items()):
+        args += ["--enable" if on else "--disable", opt]
+    _run([str(tree.path / "scripts" / "config"), "--file", str(kb / ".config"), *args], logf)
+    _run([*make, "olddefconfig"], logf)
+    t1 = time.monotonic()
+    if log:
+        log("modules_prepare")
+    _run([*make, "modules_prepare"], logf)
+    t2 = time.monotonic()
+    for fname in HARNESS_FILES:
+        (work / "harness" / fname).write_bytes(_harness_source(fname))
+    _run([*make, f"M={work / 'harness'}", "foliowalk_harness.o"], logf)
+    _run([tc.ld, "-static", "-nostdlib", "--no-dynamic-linker", "--no-warn-rwx-segments",
+          "-defsym", f"FW_BASE={tc.link_base:#x}", "-T", str(work / "harness" / "harness.lds"),
+          "-o", str(work / "harness.elf"), str(work / "harness" / "foliowalk_harness.o")], logf)
+    t3 = time.monotonic()
+    shutil.copyfile(kb / ".config", work / "config")
+    meta = {
+        "arch": config.arch, "geometry": geometry_key(config), "profile": profile, "requested": request,
+        "tree": str(tree.path), "origin": tree.origin, "release": tree.release, "compiler": _compiler_id(tc),
+        "seconds": {"configure": round(t1 - t0, 1), "modules_prepare": round(t2 - t1, 1),
+                    "harness": round(t3 - t2, 1)},
+    }
+    (work / "build.json").write_text(json.dumps(meta, indent=1) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    work.rename(dest)

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * foliowalk kernel harness: the kernel's own page-table inline functions and constants,
+ * compiled from a real tree (kbuild, M=) for one (architecture, version, Kconfig), linked
+ * into a flat guest image, and called on batches of raw entry values by foliowalk's runner.
+ *
+ * This file includes kernel headers, so it is GPL-2.0 (the rest of foliowalk is MIT).
+ * Nothing here re-implements kernel logic: every op is one expression over kernel
+ * functions/macros.  What the harness defines itself are the run-time variables those
+ * inlines read, set as the kernel sets them at boot (cited at each).
+ *
+ * ABI (all arches): unsigned long fw_batch(unsigned long op, const u64 *in, u64 *out,
+ *                                         unsigned long n)
+ *   in:  n records of two u64 (a, b); out: n u64.  Returns n, or ~0 for an unknown op.
+ *   Op names: fw_op_names (NUL-separated, in op order); constants: fw_const_names and
+ *   fw_consts (one u64 each, ~0 where the kernel does not define it for this Kconfig,
+ *   with bit i of fw_const_defined[i / 64] saying whether it is defined).
+ */
+#define USE_EARLY_PGTABLE_L5	/* x86: pgtable_l5_enabled() reads __pgtable_l5_enabled */
+#include <linux/mm.h>
+#include <linux/pgtable.h>
+#include <linux/swap.h>
+#include <linux/swapops.h>
+#include <linux/huge_mm.h>
+
+typedef unsigned long long fw_u64;
+
+#define FW_NOINLINE __attribute__((__noinline__, __used__)) notrace
+
+unsigned long fw_batch(unsigned long op, const fw_u64 *in, fw_u64 *out, unsigned long n);
+unsigned long fw_consts(fw_u64 *out, unsigned long n);
+
+/* ---- run-time state the inlines read (set by fw_setup, op 0) -------------------------- */
+#ifdef CONFIG_X86_64
+#ifdef CONFIG_X86_5LEVEL
+/* arch/x86/kernel/head64.c (v6.12): defaults for 4-level; check_la57_support() switches them */
+unsigned int __pgtable_l5_enabled;
+unsigned int pgdir_shift = 39;
+unsigned int ptrs_per_p4d = 1;
+#endif
+#ifdef CONFIG_DYNAMIC_PHYSICAL_MASK
+/* arch/x86/kernel/head64.c: physical_mask = (1ULL << __PHYSICAL_MASK_SHIFT) - 1 (no SME) */
+phys_addr_t physical_mask = (1ULL << __PHYSICAL_MASK_SHIFT) - 1;
+#endif
+/* arch/x86/mm/init.c / head64.c: __supported_pte_mask = ~0 (NX present), kernel mask ~0 */
+pteval_t __supported_pte_mask = ~0ULL;
+pteval_t __default_kernel_pte_mask = ~0ULL;
+#endif
+
+#ifdef CONFIG_MIGRATION
+/* mm/swapfile.c (v6.12): set by swapfile_init() from arch_max_swapfile_size() */
+bool swap_migration_ad_supported;
+#endif
+
+static void fw_setup(fw_u64 a, fw_u64 b)
+{
+#ifdef CONFIG_MIGRATION
+	/* mm/swapfile.c swapfile_init(): swapfile_maximum_size = arch_max_swapfile_size(), the
+	 * generic one (generic_max_swapfile_size(); x86 lowers it only on CPUs with X86_BUG_L1TF,
+	 * which the emulated AMD-vendor CPU has not); migration A/D bits need SWP_MIG_TOTAL_BITS. */
+	unsigned long maxsize = swp_offset(pte_to_swp_entry(swp_entry_to_pte(swp_entry(0, ~0UL)))) + 1;
+
+	swap_migration_ad_supported = maxsize >= (1UL << SWP_MIG_TOTAL_BITS);
+#endif
+#if defined(CONFIG_X86_64) && defined(CONFIG_X86_5LEVEL)
+	/* head64.c check_la57_support(): __pgtable_l5_enabled = 1; pgdir_shift = 48;
+	 * ptrs_per_p4d = 512 */
+	__pgtable_l5_enabled = a ? 1 : 0;
+	pgdir_shift = a ? 48 : 39;
+	ptrs_per_p4d = a ? 512 : 1;
+#endif
+	(void)a; (void)b;
+}
+
+/* ---- the ops: one kernel expression each, over a (and b) ------------------------------ */
+static inline swp_entry_t fw_pte_swp(fw_u64 a) { return pte_to_swp_entry(__pte(a)); }
+static inline swp_entry_t fw_pmd_swp(fw_u64 a) { return pmd_to_swp_entry(__pmd(a)); }
+
+#ifdef CONFIG_MIGRATION
+/* b: bits 1:0 kind (0 read, 1 read-exclusive, 2 write), bit 2 young, bit 3 dirty */
+static inline swp_entry_t fw_mig(fw_u64 pfn, fw_u64 b)
+{
+	swp_entry_t e;
+
+	switch (b & 3) {
+	case 0: e = make_readable_migration_entry(pfn); break;
+	case 1: e = make_readable_exclusive_migration_entry(pfn); break;
+	default: e = make_writable_migration_entry(pfn); break;
+	}
+	if (b & 4)
+		e = make_migration_entry_young(e);
+	if (b & 8)
+		e = make_migration_entry_dirty(e);
+	return e;
+}
+#define FW_MIG_PTE(a, b)	pte_val(swp_entry_to_pte(fw_mig(a, b)))
+#else
+#define FW_MIG_PTE(a, b)	(~0ULL)
+#endif
+
+/* X(name, expression over a and b); pud-level names bind a variable called pud because
+ * arm64 v6.12 `#define pud_special(pte) pte_special(pud_pte(pud))` uses it by that name. */
+#define FW_OPS(X) \
+	X(setup,			(fw_setup(a, b), 0)) \
+	X(pgd_none,			pgd_none(__pgd(a))) \
+	X(pgd_bad,			pgd_bad(__pgd(a))) \
+	X(pgd_present,			pgd_present(__pgd(a))) \
+	X(p4d_none,			p4d_none(__p4d(a))) \
+	X(p4d_bad,			p4d_bad(__p4d(a))) \
+	X(p4d_present,			p4d_present(__p4d(a))) \
+	X(pud_none,			pud_none(pud)) \
+	X(pud_bad,			pud_bad(pud)) \
+	X(pud_present,			pud_present(pud)) \
+	X(pud_leaf,			pud_leaf(pud)) \
+	X(pud_devmap,			pud_devmap(pud)) \
+	X(pud_special,			pud_special(pud)) \
+	X(pud_pfn,			FW_PUD_PFN(pud)) \
+	X(pmd_none,			pmd_none(__pmd(a))) \
+	X(pmd_bad,			pmd_bad(__pmd(a))) \
+	X(pmd_present,			pmd_present(__pmd(a))) \
+	X(pmd_leaf,			pmd_leaf(__pmd(a))) \
+	X(pmd_trans_huge,		pmd_trans_huge(__pmd(a))) \
+	X(pmd_devmap,			pmd_devmap(__pmd(a))) \
+	X(pmd_special,			pmd_special(__pmd(a))) \
+	X(pmd_protnone,			pmd_protnone(__pmd(a))) \
+	X(pmd_pfn,			pmd_pfn(__pmd(a))) \
+	X(pte_none,			pte_none(__pte(a))) \
+	X(pte_present,			pte_present(__pte(a))) \
+	X(pte_special,			pte_special(__pte(a))) \
+	X(pte_devmap,			pte_devmap(__pte(a))) \
+	X(pte_protnone,			pte_protnone(__pte(a))) \
+	X(pte_pfn,			pte_pfn(__pte(a))) \
+	X(is_swap_pte,			is_swap_pte(__pte(a))) \
+	X(pte_swp_type,			swp_type(fw_pte_swp(a))) \
+	X(pte_swp_offset,		swp_offset(fw_pte_swp(a))) \
+	X(is_migration_entry,		is_migration_entry(fw_pte_swp(a))) \
+	X(is_writable_migration_entry,	is_writable_migration_entry(fw_pte_swp(a))) \
+	X(is_readable_exclusive_migration_entry, \
+					is_readable_exclusive_migration_entry(fw_pte_swp(a))) \
+	X(is_device_private_entry,	is_device_private_entry(fw_pte_swp(a))) \
+	X(is_device_exclusive_entry,	is_device_exclusive_entry(fw_pte_swp(a))) \
+	X(is_hwpoison_entry,		is_hwpoison_entry(fw_pte_swp(a))) \
+	X(is_pte_marker_entry,		is_pte_marker_entry(fw_pte_swp(a))) \
+	X(is_pfn_swap_entry,		is_pfn_swap_entry(fw_pte_swp(a))) \
+	X(is_pmd_migration_entry,	is_pmd_migration_entry(__pmd(a))) \
+	X(pmd_swp_type,			swp_type(fw_pmd_swp(a))) \
+	X(pmd_swp_offset,		swp_offset(fw_pmd_swp(a))) \
+	X(swp_entry_to_pte,		pte_val(swp_entry_to_pte(swp_entry(a, b)))) \
+	X(swp_entry_to_pmd,		pmd_val(swp_entry_to_pmd(swp_entry(a, b)))) \
+	X(migration_entry_to_pte,	FW_MIG_PTE(a, b)) \
+	X(pgd_index,			pgd_index(a)) \
+	X(p4d_index,			p4d_index(a)) \
+	X(pud_index,			pud_index(a)) \
+	X(pmd_index,			pmd_index(a)) \
+	X(pte_index,			pte_index(a))
+
+#if defined(CONFIG_X86_64) || defined(CONFIG_S390) || CONFIG_PGTABLE_LEVELS > 2
+#define FW_PUD_PFN(pud)	pud_pfn(pud)
+#else
+#define FW_PUD_PFN(pud)	(~0ULL)
+#endif
+
+enum fw_op {
+#define FW_ENUM(name, expr) FW_OP_##name,
+	FW_OPS(FW_ENUM)
+	FW_NR_OPS
+};
+
+const char fw_op_names[] __used =
+#define FW_NAME(name, expr) #name "\0"
+	FW_OPS(FW_NAME);
+
+FW_NOINLINE unsigned long fw_batch(unsigned long op, const fw_u64 *in, fw_u64 *out,
+				   unsigned long n)
+{
+	unsigned long i;
+
+	switch (op) {
+#define FW_CASE(name, expr) \
+	case FW_OP_##name: \
+		for (i = 0; i < n; i++) { \
+			fw_u64 a = in[2 * i], b = in[2 * i + 1]; \
+			pud_t pud = __pud(a); \
+			(void)a; (void)b; (void)pud; \
+			out[i] = (fw_u64)(expr); \
+		} \
+		return n;
+	FW_OPS(FW_CASE)
+	}
+	return ~0UL;
+}
+
+/* ---- constants: name, value, defined? --------------------------------------------------- */
+#define FW_CONST_ALWAYS(X) \
+	X(PAGE_SHIFT) X(PMD_SHIFT) X(PUD_SHIFT) X(P4D_SHIFT) X(PGDIR_SHIFT) \
+	X(PTRS_PER_PTE) X(PTRS_PER_PMD) X(PTRS_PER_PUD) X(PTRS_PER_P4D) X(PTRS_PER_PGD) \
+	X(MAX_SWAPFILES_SHIFT) X(MAX_SWAPFILES) X(SWP_TYPE_SHIFT) X(SWP_OFFSET_MASK) \
+	X(SWP_PFN_BITS) X(MAX_PHYSMEM_BITS) X(SWP_DEVICE_NUM) X(SWP_MIGRATION_NUM) \
+	X(SWP_HWPOISON_NUM) X(SWP_PTE_MARKER_NUM) X(SWP_PTE_MARKER) X(CONFIG_PGTABLE_LEVELS)
+
+#ifdef CONFIG_MIGRATION
+#define FW_CONST_MIGRATION(X) X(SWP_MIGRATION_READ) X(SWP_MIGRATION_READ_EXCLUSIVE) \
+	X(SWP_MIGRATION_WRITE)
+#else
+#define FW_CONST_MIGRATION(X)
+#endif
+#ifdef CONFIG_MEMORY_FAILURE
+#define FW_CONST_HWPOISON(X) X(SWP_HWPOISON)
+#else
+#define FW_CONST_HWPOISON(X)
+#endif
+#ifdef CONFIG_DEVICE_PRIVATE
+#define FW_CONST_DEVICE(X) X(SWP_DEVICE_WRITE) X(SWP_DEVICE_READ) \
+	X(SWP_DEVICE_EXCLUSIVE_WRITE) X(SWP_DEVICE_EXCLUSIVE_READ)
+#else
+#define FW_CONST_DEVICE(X)
+#endif
+
+#define FW_CONSTS(X) FW_CONST_ALWAYS(X) FW_CONST_MIGRATION(X) FW_CONST_HWPOISON(X) \
+	FW_CONST_DEVICE(X)
+
+/* Run-time "constants" (x86 PGDIR_SHIFT, PTRS_PER_P4D) are read after fw_setup by op
+ * fw_const_value; their static values here are those of the image as linked. */
+const char fw_const_names[] __used =
+#define FW_CNAME(name) #name "\0"
+	FW_CONSTS(FW_CNAME);
+
+FW_NOINLINE unsigned long fw_consts(fw_u64 *out, unsigned long n)
+{
+	unsigned long i = 0;
+
+#define FW_CVAL(name) if (i < n) out[i] = (fw_u64)(name); i++;
+	FW_CONSTS(FW_CVAL)
+	return i;
+}
