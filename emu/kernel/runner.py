@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from unicorn import UC_ARCH_ARM64, UC_ARCH_S390X, UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, UC_MODE_ARM
+from unicorn import UC_ARCH_ARM64, UC_ARCH_S390X, UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_64, UC_MODE_ARM
 from unicorn import UC_MODE_BIG_ENDIAN, Uc, UcError
 from unicorn import arm64_const as A
 from unicorn import s390x_const as S
@@ -78,6 +78,9 @@ class KernelHarness:
             uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         else:
             uc = Uc(UC_ARCH_S390X, UC_MODE_BIG_ENDIAN)
+            # the kernel is compiled for CONFIG_MARCH_Z13 (s390 defconfig): a z13 runs it, the
+            # default model lacks e.g. COMPARE IMMEDIATE AND BRANCH (z10)
+            uc.ctl_set_cpu_model(S.UC_CPU_S390X_Z13)
         lo, hi = self.image.span
         base = lo & ~(_PAGE - 1)
         uc.mem_map(base, _round(hi - base))
@@ -86,6 +89,11 @@ class KernelHarness:
         uc.mem_map(_STACK - 0x100000, 0x100000)
         uc.mem_map(_RET, _PAGE)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        # Unicorn 2.1.4's s390x raises a program exception when a *branch* lands on emu_start's
+        # `until` (measured: `br %r14` to it -> exception 3; reached by falling through, it stops):
+        # so a code hook on _RET stops every arch there and `until` lies beyond it.
+        uc.hook_add(UC_HOOK_CODE, lambda uc, *_: uc.emu_stop(), begin=_RET, end=_RET)
+        uc.mem_write(_RET, {"x86_64": b"\xf4", "arm64": b"\x1f\x20\x03\xd5", "s390x": b"\x07\x00"}[arch])
         if arch == "arm64":
             from emu.machines.arm64 import SCR_EL3_RW, SYSREGS, tcr_el1_value
 
@@ -96,7 +104,7 @@ class KernelHarness:
             wr("SCR_EL3", scr | SCR_EL3_RW | 1)
             wr("TCR_EL1", tcr_el1_value(1 << self.config.page_shift, self.config.va_bits))
         elif arch == "s390x":
-            # PSW: EA|BA (64-bit addressing), DAT off; the return address is a 2-byte no-op
+            # PSW: EA|BA (64-bit addressing), DAT off
             uc.reg_write(S.UC_S390X_REG_PSWM, 0x0000000180000000)
         return uc
 
@@ -128,7 +136,7 @@ class KernelHarness:
             ret = S.UC_S390X_REG_R2
         self._exc.clear()
         try:
-            uc.emu_start(fn, _RET)
+            uc.emu_start(fn, _RET + 0x100)
         except UcError as e:
             raise HarnessRunError(f"the {arch} harness failed: {e}") from None
         if self._exc:

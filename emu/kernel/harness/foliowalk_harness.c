@@ -47,6 +47,12 @@ pteval_t __supported_pte_mask = ~0ULL;
 pteval_t __default_kernel_pte_mask = ~0ULL;
 #endif
 
+#ifdef CONFIG_S390
+/* arch/s390/boot/startup.c fills vm_layout at boot (identity_base is randomised with KASLR);
+ * s390's pmd_pfn()/pud_pfn() go through __va()/__pa(), whose offsets cancel for any base. */
+struct vm_layout vm_layout;
+#endif
+
 #ifdef CONFIG_MIGRATION
 /* mm/swapfile.c (v6.12): set by swapfile_init() from arch_max_swapfile_size() */
 bool swap_migration_ad_supported;
