@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 from .base import PagingConfig
+from .kconfig import KernelConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable
 
 ARCHES = {"x86_64": "archs.x86_64", "arm64": "archs.arm64", "s390x": "archs.s390x"}
@@ -49,9 +50,10 @@ def get_config(key: str) -> PagingConfig:
     return cfgs[name]
 
 
-def get_ops(key: str, kernel: str = DEFAULT_KERNEL) -> LinuxPgtable:
-    """The Linux page-table API (:class:`LinuxPgtable`) for configuration ``key``."""
+def get_ops(key: str, kernel: str = DEFAULT_KERNEL, kconfig: KernelConfig | None = None) -> LinuxPgtable:
+    """The Linux page-table API (:class:`LinuxPgtable`) for configuration ``key``, following the
+    headers of ``kconfig`` (default: v6.12 with the "distro" profile, :mod:`archs.kconfig`)."""
     config = get_config(key)
     mod = _module(config.arch)
-    ops: LinuxPgtable = mod.OPS_CLASS(config, kernel)
+    ops: LinuxPgtable = mod.OPS_CLASS(config, kernel, kconfig=kconfig)
     return ops

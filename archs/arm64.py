@@ -23,6 +23,7 @@ from __future__ import annotations
 import construct as cs
 
 from .base import EntryFormat, HwLevel, PagingConfig
+from .kconfig import KernelConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
 
 ARCH = "arm64"
@@ -284,8 +285,9 @@ class Arm64(LinuxPgtable):
     #: is the generic ``false``).  The default scenario puts its devmap case at PMD level.
     HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD = False
 
-    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL) -> None:
-        super().__init__(config, kernel)
+    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *,
+                 kconfig: KernelConfig | None = None) -> None:
+        super().__init__(config, kernel, kconfig)
         self.granule = 1 << config.page_shift
         self.pgtable_levels = len(config.levels)  # CONFIG_PGTABLE_LEVELS
         self.PTE_ADDR_LOW = pte_addr_low(config.page_shift)

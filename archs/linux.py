@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import LINUX_LEVELS, HwLevel, PagingConfig
+from .kconfig import KernelConfig, kernel_config
 
 KERNELS = ("v6.12", "aa39ca6940f1")
 """Kernel versions whose folio_walk_start() we model.  ``v6.12`` (default) is the release; the
@@ -23,30 +24,7 @@ commit ``aa39ca6940f1`` is the seed patch ("mm/pagewalk: introduce folio_walk_st
 folio_walk_end()", mm-unstable Aug 2024) before 6.12's fixes to it."""
 DEFAULT_KERNEL = "v6.12"
 
-# include/linux/swap.h (v6.12): MAX_SWAPFILES_SHIFT 5, and the "fake" swap types carved from the
-# top of the 32 types, in this order: HWPOISON, MIGRATION x3, DEVICE x3, PTE_MARKER.
-MAX_SWAPFILES_SHIFT = 5
-SWP_PTE_MARKER_NUM = 1
-SWP_DEVICE_NUM = 3
-SWP_MIGRATION_NUM = 3
-SWP_HWPOISON_NUM = 1
-MAX_SWAPFILES = (
-    (1 << MAX_SWAPFILES_SHIFT) - SWP_DEVICE_NUM - SWP_MIGRATION_NUM - SWP_HWPOISON_NUM - SWP_PTE_MARKER_NUM
-)
-SWP_HWPOISON = MAX_SWAPFILES
-SWP_MIGRATION_READ = MAX_SWAPFILES + SWP_HWPOISON_NUM
-SWP_MIGRATION_READ_EXCLUSIVE = MAX_SWAPFILES + SWP_HWPOISON_NUM + 1
-SWP_MIGRATION_WRITE = MAX_SWAPFILES + SWP_HWPOISON_NUM + 2
-SWP_DEVICE_WRITE = MAX_SWAPFILES + SWP_HWPOISON_NUM + SWP_MIGRATION_NUM
-SWP_DEVICE_READ = SWP_DEVICE_WRITE + 1
-SWP_DEVICE_EXCLUSIVE = SWP_DEVICE_WRITE + 2
-SWP_PTE_MARKER = MAX_SWAPFILES + SWP_HWPOISON_NUM + SWP_MIGRATION_NUM + SWP_DEVICE_NUM
-
-MIGRATION_TYPES = {
-    "read": SWP_MIGRATION_READ,
-    "read-exclusive": SWP_MIGRATION_READ_EXCLUSIVE,
-    "write": SWP_MIGRATION_WRITE,
-}
+MAX_SWAPFILES_SHIFT = 5  # include/linux/swap.h (v6.1, v6.12)
 
 # include/linux/swapops.h: the generic swp_entry_t keeps the type in the top bits of an
 # XArray value (BITS_PER_XA_VALUE = BITS_PER_LONG - 1).
@@ -67,27 +45,93 @@ class SwpEntry:
         return (self.type << SWP_TYPE_SHIFT) | (self.offset & SWP_OFFSET_MASK)
 
 
-def is_migration_entry(entry: SwpEntry) -> bool:
-    """``is_migration_entry()`` (swapops.h): one of the three migration swap types."""
-    return entry.type in (SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE, SWP_MIGRATION_WRITE)
+class SwapTypes:
+    """The swap types include/linux/swap.h carves from the top of the 32 for a
+    :class:`~archs.kconfig.KernelConfig`, and the swapops.h predicates over them.
 
+    v6.1 and v6.12 swap.h: ``SWP_HWPOISON_NUM`` 1 with CONFIG_MEMORY_FAILURE, ``SWP_MIGRATION_NUM`` 3
+    with CONFIG_MIGRATION, ``SWP_DEVICE_NUM`` 4 with CONFIG_DEVICE_PRIVATE (device-private write/read,
+    device-exclusive write/read; kernels after "mm: use single SWP_DEVICE_EXCLUSIVE entry type"
+    (2025) have 3), ``SWP_PTE_MARKER_NUM`` 1 (v6.12 always; v6.1 with CONFIG_PTE_MARKER); else 0.
+    ``MAX_SWAPFILES`` = 32 minus all of them; HWPOISON, MIGRATION x3, DEVICE x4, PTE_MARKER follow it
+    in that order.  A type the config lacks is None (its predicate is constant false)."""
 
-def is_writable_migration_entry(entry: SwpEntry) -> bool:
-    return entry.type == SWP_MIGRATION_WRITE
+    def __init__(self, kconfig: KernelConfig) -> None:
+        self.kconfig = kconfig
+        self.SWP_HWPOISON_NUM = 1 if kconfig.enabled("MEMORY_FAILURE") else 0
+        self.SWP_MIGRATION_NUM = 3 if kconfig.enabled("MIGRATION") else 0
+        self.SWP_DEVICE_NUM = 4 if kconfig.enabled("DEVICE_PRIVATE") else 0
+        self.SWP_PTE_MARKER_NUM = 1 if kconfig.pte_marker else 0
+        self.MAX_SWAPFILES = (1 << MAX_SWAPFILES_SHIFT) - self.SWP_DEVICE_NUM - self.SWP_MIGRATION_NUM \
+            - self.SWP_HWPOISON_NUM - self.SWP_PTE_MARKER_NUM
+        m = self.MAX_SWAPFILES
+        self.SWP_HWPOISON = m if self.SWP_HWPOISON_NUM else None
+        mig = m + self.SWP_HWPOISON_NUM
+        self.SWP_MIGRATION_READ = mig if self.SWP_MIGRATION_NUM else None
+        self.SWP_MIGRATION_READ_EXCLUSIVE = mig + 1 if self.SWP_MIGRATION_NUM else None
+        self.SWP_MIGRATION_WRITE = mig + 2 if self.SWP_MIGRATION_NUM else None
+        dev = mig + self.SWP_MIGRATION_NUM
+        self.SWP_DEVICE_WRITE = dev if self.SWP_DEVICE_NUM else None
+        self.SWP_DEVICE_READ = dev + 1 if self.SWP_DEVICE_NUM else None
+        self.SWP_DEVICE_EXCLUSIVE_WRITE = dev + 2 if self.SWP_DEVICE_NUM else None
+        self.SWP_DEVICE_EXCLUSIVE_READ = dev + 3 if self.SWP_DEVICE_NUM else None
+        self.SWP_PTE_MARKER = dev + self.SWP_DEVICE_NUM if self.SWP_PTE_MARKER_NUM else None
+        self.migration_types: dict[str, int] = {} if not self.SWP_MIGRATION_NUM else {
+            "read": mig, "read-exclusive": mig + 1, "write": mig + 2}
+        names = {
+            self.SWP_HWPOISON: "hwpoison",
+            self.SWP_MIGRATION_READ: "migration-read",
+            self.SWP_MIGRATION_READ_EXCLUSIVE: "migration-read-exclusive",
+            self.SWP_MIGRATION_WRITE: "migration-write",
+            self.SWP_DEVICE_WRITE: "device-private-write",
+            self.SWP_DEVICE_READ: "device-private-read",
+            self.SWP_DEVICE_EXCLUSIVE_WRITE: "device-exclusive-write",
+            self.SWP_DEVICE_EXCLUSIVE_READ: "device-exclusive-read",
+            self.SWP_PTE_MARKER: "pte-marker",
+        }
+        self._names = {t: n for t, n in names.items() if t is not None}
 
+    def constants(self) -> dict[str, int]:
+        """The swap.h constants this config defines, by their kernel names."""
+        out = {name: getattr(self, name) for name in (
+            "MAX_SWAPFILES", "SWP_HWPOISON_NUM", "SWP_MIGRATION_NUM", "SWP_DEVICE_NUM", "SWP_PTE_MARKER_NUM",
+            "SWP_HWPOISON", "SWP_MIGRATION_READ", "SWP_MIGRATION_READ_EXCLUSIVE", "SWP_MIGRATION_WRITE",
+            "SWP_DEVICE_WRITE", "SWP_DEVICE_READ", "SWP_DEVICE_EXCLUSIVE_WRITE", "SWP_DEVICE_EXCLUSIVE_READ",
+            "SWP_PTE_MARKER")}
+        out["MAX_SWAPFILES_SHIFT"] = MAX_SWAPFILES_SHIFT
+        return {k: v for k, v in out.items() if v is not None}
 
-def swap_type_name(t: int) -> str:
-    names = {
-        SWP_HWPOISON: "hwpoison",
-        SWP_MIGRATION_READ: "migration-read",
-        SWP_MIGRATION_READ_EXCLUSIVE: "migration-read-exclusive",
-        SWP_MIGRATION_WRITE: "migration-write",
-        SWP_DEVICE_WRITE: "device-private-write",
-        SWP_DEVICE_READ: "device-private-read",
-        SWP_DEVICE_EXCLUSIVE: "device-exclusive",
-        SWP_PTE_MARKER: "pte-marker",
-    }
-    return names.get(t, f"swapfile-{t}")
+    def name(self, t: int) -> str:
+        """A swap type's meaning: ``migration-read``, ..., or ``swapfile-N`` for a real swap file."""
+        return self._names.get(t, f"swapfile-{t}")
+
+    # swapops.h predicates (each constant 0 where its Kconfig option is off)
+    def is_migration_entry(self, entry: SwpEntry) -> bool:
+        return self.SWP_MIGRATION_NUM > 0 and entry.type in self.migration_types.values()
+
+    def is_writable_migration_entry(self, entry: SwpEntry) -> bool:
+        return self.SWP_MIGRATION_NUM > 0 and entry.type == self.SWP_MIGRATION_WRITE
+
+    def is_readable_exclusive_migration_entry(self, entry: SwpEntry) -> bool:
+        return self.SWP_MIGRATION_NUM > 0 and entry.type == self.SWP_MIGRATION_READ_EXCLUSIVE
+
+    def is_device_private_entry(self, entry: SwpEntry) -> bool:
+        return self.SWP_DEVICE_NUM > 0 and entry.type in (self.SWP_DEVICE_READ, self.SWP_DEVICE_WRITE)
+
+    def is_device_exclusive_entry(self, entry: SwpEntry) -> bool:
+        return self.SWP_DEVICE_NUM > 0 and entry.type in (self.SWP_DEVICE_EXCLUSIVE_READ,
+                                                          self.SWP_DEVICE_EXCLUSIVE_WRITE)
+
+    def is_hwpoison_entry(self, entry: SwpEntry) -> bool:
+        return self.SWP_HWPOISON_NUM > 0 and entry.type == self.SWP_HWPOISON
+
+    def is_pte_marker_entry(self, entry: SwpEntry) -> bool:
+        return self.SWP_PTE_MARKER_NUM > 0 and entry.type == self.SWP_PTE_MARKER
+
+    def is_pfn_swap_entry(self, entry: SwpEntry) -> bool:
+        """``is_pfn_swap_entry()``: migration, device-private/-exclusive or hwpoison."""
+        return (self.is_migration_entry(entry) or self.is_device_private_entry(entry)
+                or self.is_device_exclusive_entry(entry) or self.is_hwpoison_entry(entry))
 
 
 @dataclass(frozen=True)
@@ -125,11 +169,17 @@ class LinuxPgtable:
     #: PMD swap/migration entries (swapops.h: is_pmd_migration_entry() is 0).
     has_thp_migration = True
 
-    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL) -> None:
+    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, kconfig: KernelConfig | None = None) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel version {kernel!r}; known: {', '.join(KERNELS)}")
         self.config = config
         self.kernel = kernel
+        #: The kernel version and Kconfig whose headers this model follows (default: v6.12, the
+        #: "distro" profile); ``swap`` holds the swap types that config numbers.
+        self.kconfig = kconfig or kernel_config(config.arch)
+        if self.kconfig.arch != config.arch:
+            raise ValueError(f"a {self.kconfig.arch} kernel configuration cannot describe {config.key}")
+        self.swap = SwapTypes(self.kconfig)
         self.PAGE_SHIFT = config.page_shift
         self.PAGE_SIZE = 1 << config.page_shift
         # The hardware level each Linux level's pointer points into: that of the first real
@@ -183,6 +233,18 @@ class LinuxPgtable:
         """``pte_offset_kernel()`` / ``__pte_map()``: the PTE for ``addr`` under table entry ``pmd``."""
         hw = self._hw["pte"]
         return self.table_pa("pmd", pmd) + hw.index(addr) * hw.entry_size
+
+    def pxd_index(self, linux: str, addr: int) -> int:
+        """``pgd_index()`` .. ``pte_index()``: ``(addr >> <level>_SHIFT) & (PTRS_PER_<level> - 1)``.
+
+        pgd_index() indexes the top table whatever is folded below it; a folded level has one
+        entry (PTRS_PER_* 1: asm-generic/pgtable-nop*.h, x86 p4d when !pgtable_l5_enabled()),
+        so its index is 0."""
+        if linux == "pgd":
+            return self.hw_level("pgd").index(addr)
+        if self.folded(linux) or self.hw_level(linux) is self.hw_level("pgd"):
+            return 0
+        return self.hw_level(linux).index(addr)
 
     # -- to be provided by the arch ---------------------------------------------------------
     def table_pa(self, linux: str, val: int) -> int:
@@ -374,7 +436,7 @@ class LinuxPgtable:
         """``is_pmd_migration_entry()`` (swapops.h, CONFIG_ARCH_ENABLE_THP_MIGRATION; 0 without)."""
         if not self.has_thp_migration:
             return False
-        return not self.pmd_present(pmd) and is_migration_entry(self.pmd_to_swp_entry(pmd))
+        return not self.pmd_present(pmd) and self.swap.is_migration_entry(self.pmd_to_swp_entry(pmd))
 
     def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
         raise NotImplementedError
@@ -396,3 +458,25 @@ class LinuxPgtable:
         bits = self.swp_pfn_bits()
         off = pfn | (int(young) << bits) | (int(dirty) << (bits + 1))
         return SwpEntry(swp_type, off)
+
+
+# -- the default configuration's numbering, for callers that have no ops at hand -----------------
+# (v6.12 "distro" x86-64: MEMORY_FAILURE=y, MIGRATION=y, DEVICE_PRIVATE=n.)  Prefer ``ops.swap``,
+# which follows the configuration the model was built for.
+_DEFAULT_SWAP = SwapTypes(kernel_config("x86_64"))
+MAX_SWAPFILES = _DEFAULT_SWAP.MAX_SWAPFILES
+SWP_HWPOISON = _DEFAULT_SWAP.SWP_HWPOISON
+SWP_MIGRATION_READ = _DEFAULT_SWAP.SWP_MIGRATION_READ
+SWP_MIGRATION_READ_EXCLUSIVE = _DEFAULT_SWAP.SWP_MIGRATION_READ_EXCLUSIVE
+SWP_MIGRATION_WRITE = _DEFAULT_SWAP.SWP_MIGRATION_WRITE
+SWP_PTE_MARKER = _DEFAULT_SWAP.SWP_PTE_MARKER
+MIGRATION_TYPES = _DEFAULT_SWAP.migration_types
+is_migration_entry = _DEFAULT_SWAP.is_migration_entry
+is_writable_migration_entry = _DEFAULT_SWAP.is_writable_migration_entry
+swap_type_name = _DEFAULT_SWAP.name
+# The default configuration has no device types; these are the device-private profile's numbers
+# (what a DEVICE_PRIVATE=y kernel uses), for generators that want every kind of swap type.
+_DEVICE_SWAP = SwapTypes(kernel_config("x86_64", "device-private"))
+SWP_DEVICE_WRITE = _DEVICE_SWAP.SWP_DEVICE_WRITE
+SWP_DEVICE_READ = _DEVICE_SWAP.SWP_DEVICE_READ
+SWP_DEVICE_EXCLUSIVE = _DEVICE_SWAP.SWP_DEVICE_EXCLUSIVE_WRITE

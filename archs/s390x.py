@@ -38,6 +38,7 @@ from __future__ import annotations
 import construct as cs
 
 from .base import U64, EntryFormat, HwLevel, PagingConfig
+from .kconfig import KernelConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, Reader, SwpEntry
 
 ARCH = "s390x"
@@ -419,14 +420,22 @@ class S390x(LinuxPgtable):
     storage_size: int | None = None
 
     def __init__(
-        self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, machine_has_nx: bool = True
+        self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, machine_has_nx: bool = True,
+        kconfig: KernelConfig | None = None,
     ) -> None:
-        super().__init__(config, kernel)
+        super().__init__(config, kernel, kconfig)
         self.machine_has_nx = machine_has_nx
         # asm/pgtable.h: PMD_SIZE = _SEGMENT_SIZE, PUD_SIZE = _REGION3_SIZE whatever the ASCE type.
         self.PMD_SIZE = SEGMENT_LEVEL.leaf_size or 0
         self.PUD_SIZE = REGION3.leaf_size or 0
         self.dt = DESIGNATION_TYPE[config.name]
+
+    def pxd_index(self, linux: str, addr: int) -> int:
+        """v6.12 arch/s390/include/asm/pgtable.h: ``pgd_index()`` .. ``pmd_index()`` are plain
+        shifts by the region-first .. segment index (PTRS_PER_* 2048) whatever the ASCE type; the
+        folding is done by ``p?d_offset()`` from each entry's type, not by the index."""
+        return {"pgd": REGION1, "p4d": REGION2, "pud": REGION3, "pmd": SEGMENT_LEVEL,
+                "pte": PAGE_LEVEL}[linux].index(addr)
 
     def va_valid(self, va: int) -> bool:
         """No canonical form on s390: an address is translatable if the ASCE's top table reaches

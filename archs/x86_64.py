@@ -17,6 +17,7 @@ from typing import Any
 import construct as cs
 
 from .base import U64, EntryFormat, HwLevel, PagingConfig
+from .kconfig import KernelConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
 
 ARCH = "x86_64"
@@ -240,8 +241,9 @@ class X86_64(LinuxPgtable):
     #: (CONFIG_X86_RESERVE_LOW default, arch/x86/kernel/setup.c), so no table sits at pa 0.
     RESERVED_LOW = 0x10000
 
-    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, pti: bool = True) -> None:
-        super().__init__(config, kernel)
+    def __init__(self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, pti: bool = True,
+                 kconfig: KernelConfig | None = None) -> None:
+        super().__init__(config, kernel, kconfig)
         self.pgtable_l5_enabled = len(config.levels) == 5
         self.pti = pti
 
@@ -294,7 +296,9 @@ class X86_64(LinuxPgtable):
         return bool(self.pud_flags(pud) & _PAGE_PRESENT)
 
     def _pud_leaf(self, pud: int) -> bool:
-        return pud & (_PAGE_PSE | _PAGE_PRESENT) == (_PAGE_PSE | _PAGE_PRESENT)
+        # v6.12 arch/x86/include/asm/pgtable.h: "return pud_val(pud) & _PAGE_PSE;" -- PSE only, no
+        # present check (found by the kernel harness: a non-present PUD with PSE is a leaf)
+        return bool(pud & _PAGE_PSE)
 
     def pud_devmap(self, pud: int) -> bool:
         return bool(pud & _PAGE_DEVMAP)

@@ -42,7 +42,8 @@ def geometry_options(config: PagingConfig) -> dict[str, bool]:
     x86-64: one build serves 4- and 5-level paging (X86_5LEVEL=y; ``pgtable_l5_enabled()`` is
     decided at run time).  s390x: one build serves every ASCE type (the folding is dynamic).
     arm64: the granule and VA size are compile-time (arch/arm64/Kconfig ARM64_*K_PAGES and the
-    ARM64_VA_BITS_* choice; 36 and 47 bits are EXPERT options)."""
+    ARM64_VA_BITS_* choice; 36 and 47 bits are EXPERT options) and so is the physical address
+    size (ARM64_PA_BITS_48, as archs/arm64.py models it)."""
     if config.arch == "x86_64":
         return {"X86_5LEVEL": True}
     if config.arch == "arm64":
@@ -50,6 +51,10 @@ def geometry_options(config: PagingConfig) -> dict[str, bool]:
         opts = {f"ARM64_{g}_PAGES": g == granule for g in ("4K", "16K", "64K")}
         opts.update({f"ARM64_VA_BITS_{b}": b == config.va_bits for b in (36, 39, 42, 47, 48, 52)})
         opts["EXPERT"] = True
+        # archs/arm64.py models a 48-bit output address (TCR_EL1.IPS 48): with 64K pages Kconfig
+        # would default to ARM64_PA_BITS_52 (PTE_ADDR_HIGH in bits 15:12), so ask for 48
+        opts["ARM64_PA_BITS_48"] = True
+        opts["ARM64_PA_BITS_52"] = False
         return opts
     return {}
 
@@ -102,7 +107,7 @@ def _compiler_id(tc: Toolchain) -> str:
 def build_key(tree: KernelTree, tc: Toolchain, config: PagingConfig, profile: str) -> str:
     h = hashlib.sha256()
     for part in (str(tree.path), tree.release, tree.origin, tc.arch, geometry_key(config), profile,
-                 json.dumps(sorted(PROFILES[profile].items())), _compiler_id(tc)):
+                 json.dumps(sorted({**PROFILES[profile], **geometry_options(config)}.items())), _compiler_id(tc)):
         h.update(part.encode() + b"\0")
     for name in HARNESS_FILES:
         h.update(_harness_source(name))
