@@ -39,7 +39,8 @@ LAYOUT_OPTIONS = (
 #: them (/usr/src/linux-config-6.12/config.amd64_none_amd64.xz from linux-config-6.12
 #: 6.12.118-1~deb12u1: MIGRATION=y MEMORY_FAILURE=y ZONE_DEVICE=y DEVICE_PRIVATE not set
 #: TRANSPARENT_HUGEPAGE=y NUMA_BALANCING=y USERFAULTFD=y PTE_MARKER_UFFD_WP=y MEM_SOFT_DIRTY=y).
-#: ZONE_DEVICE depends on MEMORY_HOTPLUG and MEMORY_HOTREMOVE, NUMA_BALANCING on NUMA: asked too.
+#: ZONE_DEVICE depends on MEMORY_HOTPLUG and MEMORY_HOTREMOVE, NUMA_BALANCING on NUMA,
+#: MEM_SOFT_DIRTY on CHECKPOINT_RESTORE: asked too (Debian has them all).
 _DISTRO = {
     "MIGRATION": True,
     "MEMORY_FAILURE": True,
@@ -52,6 +53,7 @@ _DISTRO = {
     "NUMA_BALANCING": True,
     "USERFAULTFD": True,
     "PTE_MARKER_UFFD_WP": True,
+    "CHECKPOINT_RESTORE": True,  # MEM_SOFT_DIRTY depends on it (Debian: CHECKPOINT_RESTORE=y)
     "MEM_SOFT_DIRTY": True,
 }
 
@@ -76,7 +78,10 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
         # mm/Kconfig: PTE_MARKER_UFFD_WP depends on HAVE_ARCH_USERFAULTFD_WP (not on s390)
         "PTE_MARKER_UFFD_WP": "arch/s390/Kconfig does not select HAVE_ARCH_USERFAULTFD_WP",
     },
-    "arm64": {},
+    "arm64": {
+        # mm/Kconfig: MEM_SOFT_DIRTY depends on HAVE_ARCH_SOFT_DIRTY (not selected by arm64)
+        "MEM_SOFT_DIRTY": "arch/arm64/Kconfig does not select HAVE_ARCH_SOFT_DIRTY",
+    },
     "x86_64": {},
 }
 

@@ -18,7 +18,7 @@ from archs import UnknownConfig
 
 from .errors import FoliowalkError
 
-COMMAND_MODULES = ["emu.cmd_verify", "emu.cmd_fixtures", "emu.cmd_fuzz", "emu.cmd_bench"]
+COMMAND_MODULES = ["emu.cmd_verify", "emu.cmd_fixtures", "emu.cmd_fuzz", "emu.cmd_kernel", "emu.cmd_bench"]
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -156,7 +156,8 @@ def _build(tree: KernelTree, tc: Toolchain, config: PagingConfig, profile: str, 
     args = []
     for opt, on in sorted(request.items()):
         args += ["--enable" if on else "--disable", opt]
-    _run([str(tree.path / "scripts" / "config"), "--file", str(kb / ".config"), *args], logf)
+    if args:
+        _run([str(tree.path / "scripts" / "config"), "--file", str(kb / ".config"), *args], logf)
     _run([*make, "olddefconfig"], logf)
     t1 = time.monotonic()
     if log:

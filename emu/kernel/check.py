@@ -115,7 +115,13 @@ ADDRESS_OPS = ("pgd_index", "p4d_index", "pud_index", "pmd_index", "pte_index")
 #: Ops the harness leaves out where the kernel does not define the function (the harness then
 #: answers ~0 for every value): arm64 pud_pfn() exists only with CONFIG_PGTABLE_LEVELS > 2,
 #: the migration encoders only with CONFIG_MIGRATION.
-MAY_BE_ABSENT = {"pud_pfn": "CONFIG_PGTABLE_LEVELS <= 2", "migration_entry_to_pte": "CONFIG_MIGRATION=n"}
+MAY_BE_ABSENT = {
+    "pud_pfn": "arm64 CONFIG_PGTABLE_LEVELS <= 2",
+    "migration_entry_to_pte": "CONFIG_MIGRATION=n",
+    "pmd_special": "before v6.12",
+    "pud_special": "before v6.12",
+    "p4d_index": "arm64 before v6.9",
+}
 #: Kernel constants the model must state the same (``swap`` attributes and geometry).
 HARNESS_ONLY = ("setup",)
 

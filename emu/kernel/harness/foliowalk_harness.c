@@ -22,6 +22,7 @@
 #include <linux/swap.h>
 #include <linux/swapops.h>
 #include <linux/huge_mm.h>
+#include <linux/version.h>
 
 typedef unsigned long long fw_u64;
 
@@ -47,8 +48,8 @@ pteval_t __supported_pte_mask = ~0ULL;
 pteval_t __default_kernel_pte_mask = ~0ULL;
 #endif
 
-#ifdef CONFIG_S390
-/* arch/s390/boot/startup.c fills vm_layout at boot (identity_base is randomised with KASLR);
+#if defined(CONFIG_S390) && defined(__identity_base)
+/* v6.10+ arch/s390/boot/startup.c fills vm_layout at boot (identity_base is randomised with KASLR);
  * s390's pmd_pfn()/pud_pfn() go through __va()/__pa(), whose offsets cancel for any base. */
 struct vm_layout vm_layout;
 #endif
@@ -101,7 +102,7 @@ static inline swp_entry_t fw_mig(fw_u64 pfn, fw_u64 b)
 }
 #define FW_MIG_PTE(a, b)	pte_val(swp_entry_to_pte(fw_mig(a, b)))
 #else
-#define FW_MIG_PTE(a, b)	(~0ULL)
+#define FW_MIG_PTE(a, b)	FW_ABSENT
 #endif
 
 /* X(name, expression over a and b); pud-level names bind a variable called pud because
@@ -119,7 +120,7 @@ static inline swp_entry_t fw_mig(fw_u64 pfn, fw_u64 b)
 	X(pud_present,			pud_present(pud)) \
 	X(pud_leaf,			pud_leaf(pud)) \
 	X(pud_devmap,			pud_devmap(pud)) \
-	X(pud_special,			pud_special(pud)) \
+	X(pud_special,			FW_PUD_SPECIAL(pud)) \
 	X(pud_pfn,			FW_PUD_PFN(pud)) \
 	X(pmd_none,			pmd_none(__pmd(a))) \
 	X(pmd_bad,			pmd_bad(__pmd(a))) \
@@ -127,7 +128,7 @@ static inline swp_entry_t fw_mig(fw_u64 pfn, fw_u64 b)
 	X(pmd_leaf,			pmd_leaf(__pmd(a))) \
 	X(pmd_trans_huge,		pmd_trans_huge(__pmd(a))) \
 	X(pmd_devmap,			pmd_devmap(__pmd(a))) \
-	X(pmd_special,			pmd_special(__pmd(a))) \
+	X(pmd_special,			FW_PMD_SPECIAL(__pmd(a))) \
 	X(pmd_protnone,			pmd_protnone(__pmd(a))) \
 	X(pmd_pfn,			pmd_pfn(__pmd(a))) \
 	X(pte_none,			pte_none(__pte(a))) \
@@ -155,15 +156,33 @@ static inline swp_entry_t fw_mig(fw_u64 pfn, fw_u64 b)
 	X(swp_entry_to_pmd,		pmd_val(swp_entry_to_pmd(swp_entry(a, b)))) \
 	X(migration_entry_to_pte,	FW_MIG_PTE(a, b)) \
 	X(pgd_index,			pgd_index(a)) \
-	X(p4d_index,			p4d_index(a)) \
+	X(p4d_index,			FW_P4D_INDEX(a)) \
 	X(pud_index,			pud_index(a)) \
 	X(pmd_index,			pmd_index(a)) \
 	X(pte_index,			pte_index(a))
 
+/* A function a kernel does not define answers FW_ABSENT for every value (the runner's check
+ * reports it as absent, never compares it). */
+#define FW_ABSENT	(~0ULL)
 #if defined(CONFIG_X86_64) || defined(CONFIG_S390) || CONFIG_PGTABLE_LEVELS > 2
 #define FW_PUD_PFN(pud)	pud_pfn(pud)
 #else
-#define FW_PUD_PFN(pud)	(~0ULL)
+#define FW_PUD_PFN(pud)	FW_ABSENT
+#endif
+/* pmd_special()/pud_special(): v6.12 ("mm: introduce ARCH_SUPPORTS_HUGE_PFNMAP and special bits
+ * to pmd/pud", 6.12-rc1) */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#define FW_PMD_SPECIAL(pmd)	pmd_special(pmd)
+#define FW_PUD_SPECIAL(pud)	pud_special(pud)
+#else
+#define FW_PMD_SPECIAL(pmd)	FW_ABSENT
+#define FW_PUD_SPECIAL(pud)	FW_ABSENT
+#endif
+/* arm64 defines p4d_index() since its 5-level (LPA2) support, v6.9 */
+#if defined(CONFIG_ARM64) && LINUX_VERSION_CODE < KERNEL_VERSION(6, 9, 0)
+#define FW_P4D_INDEX(a)	FW_ABSENT
+#else
+#define FW_P4D_INDEX(a)	p4d_index(a)
 #endif
 
 enum fw_op {
@@ -202,7 +221,13 @@ FW_NOINLINE unsigned long fw_batch(unsigned long op, const fw_u64 *in, fw_u64 *o
 	X(PTRS_PER_PTE) X(PTRS_PER_PMD) X(PTRS_PER_PUD) X(PTRS_PER_P4D) X(PTRS_PER_PGD) \
 	X(MAX_SWAPFILES_SHIFT) X(MAX_SWAPFILES) X(SWP_TYPE_SHIFT) X(SWP_OFFSET_MASK) \
 	X(SWP_PFN_BITS) X(MAX_PHYSMEM_BITS) X(SWP_DEVICE_NUM) X(SWP_MIGRATION_NUM) \
-	X(SWP_HWPOISON_NUM) X(SWP_PTE_MARKER_NUM) X(SWP_PTE_MARKER) X(CONFIG_PGTABLE_LEVELS)
+	X(SWP_HWPOISON_NUM) X(SWP_PTE_MARKER_NUM) X(CONFIG_PGTABLE_LEVELS)
+
+#ifdef SWP_PTE_MARKER	/* v6.1: only with CONFIG_PTE_MARKER */
+#define FW_CONST_MARKER(X) X(SWP_PTE_MARKER)
+#else
+#define FW_CONST_MARKER(X)
+#endif
 
 #ifdef CONFIG_MIGRATION
 #define FW_CONST_MIGRATION(X) X(SWP_MIGRATION_READ) X(SWP_MIGRATION_READ_EXCLUSIVE) \
@@ -222,8 +247,8 @@ FW_NOINLINE unsigned long fw_batch(unsigned long op, const fw_u64 *in, fw_u64 *o
 #define FW_CONST_DEVICE(X)
 #endif
 
-#define FW_CONSTS(X) FW_CONST_ALWAYS(X) FW_CONST_MIGRATION(X) FW_CONST_HWPOISON(X) \
-	FW_CONST_DEVICE(X)
+#define FW_CONSTS(X) FW_CONST_ALWAYS(X) FW_CONST_MARKER(X) FW_CONST_MIGRATION(X) \
+	FW_CONST_HWPOISON(X) FW_CONST_DEVICE(X)
 
 /* Run-time "constants" (x86 PGDIR_SHIFT, PTRS_PER_P4D) are read after fw_setup by op
  * fw_const_value; their static values here are those of the image as linked. */

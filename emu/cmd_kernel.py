@@ -1,0 +1,141 @@
+"""``foliowalk kernel``: the kernel's own page-table code, compiled from a real tree, as the
+oracle of the Linux half.
+
+* ``kernel build``  -- build (or find in the cache) the harness for configurations/profiles;
+* ``kernel check``  -- every harness op and constant, kernel against model, on N entries per
+  configuration; exit 1 on any difference;
+* ``kernel info``   -- what is installed, what is cached, what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from typing import Any
+
+import archs
+from archs.kconfig import DEFAULT_PROFILE, DEFAULT_VERSION, PROFILES, VERSIONS
+
+EXIT_OK, EXIT_DIFFER = 0, 1
+
+
+def _targets(args: argparse.Namespace) -> list[str]:
+    if args.config:
+        for key in args.config:
+            archs.get_config(key)  # unknown -> one-line error
+        return list(args.config)
+    return archs.all_config_keys(args.arch or None)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("kernel", help="the compiled kernel as the oracle of the Linux side")
+    ksub = p.add_subparsers(dest="kernel_command", metavar="ACTION")
+    for name, helptext in (("build", "build the kernel harness (cached)"),
+                           ("check", "kernel vs model on every predicate, encoder and constant"),
+                           ("info", "toolchain, trees and cached builds")):
+        q = ksub.add_parser(name, help=helptext)
+        q.add_argument("--arch", action="append", choices=sorted(archs.ARCHES), help="architecture (repeatable)")
+        q.add_argument("--config", action="append", metavar="ARCH:NAME", help="paging configuration (repeatable)")
+        q.add_argument("--kernel-version", dest="version", action="append", choices=VERSIONS,
+                       help=f"kernel version (repeatable; default {DEFAULT_VERSION})")
+        q.add_argument("--kconfig", action="append", choices=sorted(PROFILES),
+                       help=f"Kconfig profile (repeatable; default {DEFAULT_PROFILE})")
+        q.add_argument("--tree", help="a kernel source tree to use instead of the distribution's")
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "check":
+            q.add_argument("-n", "--entries", type=int, default=100_000, help="entries per configuration")
+            q.add_argument("--seed", type=int, default=0)
+        q.set_defaults(func=run, kernel_action=name)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _log(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from emu.kernel.toolchain import INSTALL_HINT, TOOLCHAINS
+
+    versions = args.version or [DEFAULT_VERSION]
+    profiles = args.kconfig or [DEFAULT_PROFILE]
+    if args.kernel_action == "info":
+        from emu.kernel.tree import DISTRO_TARBALL, cache_dir
+
+        for arch, tc in TOOLCHAINS.items():
+            missing = tc.missing()
+            print(f"{arch:7} {tc.gcc:24} {'ok' if not missing else 'missing: ' + ', '.join(missing)}")
+        for v in VERSIONS:
+            tb = DISTRO_TARBALL.format(series=v)
+            print(f"linux {v:5} {tb}: {'installed' if shutil.os.path.exists(tb) else 'missing'}")
+        builds = sorted((cache_dir() / "build").glob("*/build.json")) if (cache_dir() / "build").exists() else []
+        print(f"cache {cache_dir()}: {len(builds)} harness build(s)")
+        print(f"install everything with: {INSTALL_HINT}")
+        return EXIT_OK
+    from emu.kernel.build import build_harness
+
+    keys = _targets(args)
+    if args.kernel_action == "build":
+        for v in versions:
+            for prof in profiles:
+                for key in keys:
+                    t = time.monotonic()
+                    b = build_harness(key, prof, v, args.tree, log=_log)
+                    print(f"{key:16} {b.tree.release:9} {prof:15} {time.monotonic() - t:6.1f} s  {b.path}")
+        return EXIT_OK
+    from emu.kernel.check import check
+
+    if args.entries < 1:
+        from emu.cli import UsageError
+
+        raise UsageError("--entries must be at least 1")
+    reports = []
+    total = 0
+    for v in versions:
+        for prof in profiles:
+            for key in keys:
+                b = build_harness(key, prof, v, args.tree, log=_log)
+                r = check(b, key, args.entries, args.seed)
+                reports.append(r)
+                total += r.differences
+                if not args.json:
+                    _print_report(r)
+    if args.json:
+        print(json.dumps([_report_json(r) for r in reports], indent=1))
+    else:
+        print(f"== {len(reports)} configuration(s), {sum(r.entries for r in reports)} entries: "
+              f"{total} difference(s)")
+    return EXIT_DIFFER if total else EXIT_OK
+
+
+def _print_report(r: Any) -> None:
+    ops = [o for o in r.ops if not o.note]
+    print(f"== {r.config}  linux {r.release} {r.kconfig}")
+    print(f"   {r.entries} entries x {len(ops)} ops ({sum(o.checked for o in ops)} evaluations), "
+          f"{len(r.constants)} constants: {r.differences} difference(s)   "
+          f"[kernel {r.seconds['kernel']:.2f} s, model {r.seconds['model']:.2f} s]")
+    for o in r.ops:
+        if o.note:
+            print(f"   {o.op}: {o.note}")
+        elif o.count:
+            print(f"   DIFFER {o.op}: {o.count} of {o.checked}")
+            for a, b, k, m in o.examples[:5]:
+                print(f"      ({a:#x}, {b:#x}): kernel {k:#x}, model {m}")
+    for name, k, m in r.constants:
+        if m is not None and k != m:
+            print(f"   DIFFER constant {name}: kernel {k}, model {m}")
+    if r.unmodelled:
+        print(f"   not in the model (kernel only): {', '.join(r.unmodelled)}")
+
+
+def _report_json(r: Any) -> dict[str, Any]:
+    return {
+        "config": r.config, "release": r.release, "kconfig": r.kconfig, "entries": r.entries,
+        "differences": r.differences, "seconds": r.seconds, "unmodelled": r.unmodelled,
+        "ops": [{"op": o.op, "checked": o.checked, "differ": o.count, "note": o.note,
+                 "examples": [{"a": a, "b": b, "kernel": k, "model": m} for a, b, k, m in o.examples]}
+                for o in r.ops],
+        "constants": [{"name": n, "kernel": k, "model": m} for n, k, m in r.constants],
+    }

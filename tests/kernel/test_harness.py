@@ -1,0 +1,116 @@
+"""The kernel harness: Linux's own inlines compiled from Debian's 6.12 tree, run as guest code,
+against foliowalk's model.  Every expected value here is computed by the compiled kernel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import archs
+from archs.kconfig import PROFILES, kernel_config
+from emu.errors import ConfigError
+from emu.kernel import toolchain as tc_mod
+from emu.kernel.build import HarnessBuild
+from emu.kernel.check import MODEL_OPS, check
+from emu.kernel.image import HarnessImageError
+from emu.kernel.runner import HarnessRunError, KernelHarness
+from emu.kernel.tree import user_tree
+
+ALL_CONFIGS = archs.all_config_keys()
+# the README's x86-64 migration rows and the issue's example: raw PTEs whose meaning depends on Kconfig
+MIGRATION_READ_24 = 0xC7FFFFFFFFFFFA00  # swap type 24: migration-read only with DEVICE_PRIVATE=y
+TYPE_25 = 0xCFFFFFFFFFFF1C00
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS)
+def test_model_matches_the_compiled_kernel(config: str, harness_build: Callable[..., HarnessBuild]) -> None:
+    """Every predicate, decoder, encoder, index function and constant the harness exports, on
+    every encoding the model makes (each with every bit flipped) plus noise: no difference."""
+    build = harness_build(config)
+    report = check(build, config, n=20_000, seed=1)
+    compared = [o for o in report.ops if not o.note]
+    assert len(compared) >= 40
+    assert report.unmodelled == ["pgd_present", "p4d_present"]
+    problems = [(o.op, o.count, o.examples[:2]) for o in report.ops if o.count]
+    problems += [(n, k, m) for n, k, m in report.constants if m is not None and k != m]
+    assert problems == []
+    assert {n for n, _, m in report.constants if m is not None} >= {
+        "MAX_SWAPFILES", "SWP_MIGRATION_READ", "SWP_PTE_MARKER", "PAGE_SHIFT", "SWP_PFN_BITS"}
+
+
+@pytest.mark.parametrize("arch,config", [("x86_64", "x86_64:4level"), ("arm64", "arm64:4k:48"),
+                                         ("s390x", "s390x:region3")])
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_kconfig_resolution_matches_kbuild(arch: str, config: str, profile: str,
+                                           harness_build: Callable[..., HarnessBuild]) -> None:
+    """archs.kconfig predicts which layout options a profile ends up with on each arch; the
+    .config that Kconfig itself resolved must say the same."""
+    build = harness_build(config, profile)
+    assert build.kconfig.options == kernel_config(arch, profile).options
+
+
+def test_device_private_decides_what_a_swap_type_means(harness: Callable[..., KernelHarness]) -> None:
+    """include/linux/swap.h (6.12): SWP_DEVICE_NUM is 4 with CONFIG_DEVICE_PRIVATE, else 0, so
+    type 24 is migration-read on one kernel and an ordinary swap file on the other."""
+    answers = {}
+    for profile in ("distro", "device-private"):
+        h = harness("x86_64:4level", profile)
+        ops = archs.get_ops("x86_64:4level", kconfig=h.build.kconfig)
+        vals = [MIGRATION_READ_24, TYPE_25]
+        kernel = [(int(t), bool(m)) for t, m in zip(h.eval("pte_swp_type", vals), h.eval("is_migration_entry", vals))]
+        model = [(ops.pte_to_swp_entry(v).type, ops.swap.is_migration_entry(ops.pte_to_swp_entry(v))) for v in vals]
+        assert model == kernel
+        answers[profile] = kernel
+        consts = h.constants()
+        assert consts["SWP_MIGRATION_READ"] == ops.swap.SWP_MIGRATION_READ
+    assert answers["distro"] == [(24, False), (25, False)]
+    assert answers["device-private"] == [(24, True), (25, True)]
+
+
+def test_an_altered_model_predicate_is_caught(harness_build: Callable[..., HarnessBuild]) -> None:
+    """A model whose pte_present() forgets PROT_NONE (x86 _PAGE_PROTNONE) must show differences."""
+    build = harness_build("x86_64:4level")
+    ops = archs.get_ops("x86_64:4level", kconfig=build.kconfig)
+    ops.pte_present = lambda pte: bool(pte & 1)  # type: ignore[method-assign]
+    report = check(build, "x86_64:4level", n=5_000, model=ops)
+    bad = {o.op: o for o in report.ops if o.count}
+    assert "pte_present" in bad and bad["pte_present"].examples
+    assert report.differences > 0
+
+
+def test_runner_errors_are_named(harness: Callable[..., KernelHarness]) -> None:
+    h = harness("x86_64:4level")
+    with pytest.raises(HarnessImageError, match="no op 'pte_frobnicate'"):
+        h.eval("pte_frobnicate", [0])
+    with pytest.raises(HarnessRunError, match="harness failed"):
+        h._call(0xDEAD0000, (0, 0, 0, 0))
+    assert h.eval("pte_none", np.array([0, 1], dtype=np.uint64)).tolist() == [1, 0]  # still usable
+
+
+def test_every_model_op_exists_in_the_harness(harness: Callable[..., KernelHarness]) -> None:
+    assert set(MODEL_OPS) <= set(harness("x86_64:4level").ops)
+
+
+def test_missing_toolchain_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tc_mod.shutil, "which", lambda name: None)
+    with pytest.raises(tc_mod.ToolchainMissing, match="apt-get install .*gcc-aarch64-linux-gnu"):
+        tc_mod.toolchain("arm64")
+
+
+def test_a_folder_that_is_not_a_tree(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="not a kernel tree"):
+        user_tree(tmp_path)
+
+
+def test_kernel_check_command(harness_build: Callable[..., HarnessBuild]) -> None:
+    harness_build("x86_64:4level")  # built (or the toolchain's absence reported) first
+    res = subprocess.run([sys.executable, "-m", "emu", "kernel", "check", "--config", "x86_64:4level",
+                          "-n", "2000", "--json"], capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc[0]["differences"] == 0 and doc[0]["release"].startswith("6.12.")
