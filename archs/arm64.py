@@ -414,7 +414,10 @@ class Arm64(LinuxPgtable):
         if linux in ("pgd", "p4d"):  # p4d_bad: pgtable_l4_enabled() && !(p4d_val(p4d) & 2)
             return not val & PTE_TABLE_BIT
         if linux == "pud":
-            return not self.pud_table(val)
+            # v6.12 arch/arm64/include/asm/pgtable.h (CONFIG_PGTABLE_LEVELS > 2): pud_bad() is
+            # "(pud_val(pud) & PUD_TYPE_MASK) != PUD_TYPE_TABLE" -- the type bits, even with 64K
+            # pages where pud_table() is constant true (found by the kernel harness on 64k:48)
+            return val & PTE_TYPE_MASK != PTE_TYPE_PAGE
         if linux == "pmd":
             return not self.pmd_table(val)
         raise ValueError(f"no {linux}_bad on arm64")
