@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import sys
 import time
 from typing import Any
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{arch:7} {tc.gcc:24} {'ok' if not missing else 'missing: ' + ', '.join(missing)}")
         for v in VERSIONS:
             tb = DISTRO_TARBALL.format(series=v)
-            print(f"linux {v:5} {tb}: {'installed' if shutil.os.path.exists(tb) else 'missing'}")
+            print(f"linux {v:5} {tb}: {'installed' if os.path.exists(tb) else 'missing'}")
         builds = sorted((cache_dir() / "build").glob("*/build.json")) if (cache_dir() / "build").exists() else []
         print(f"cache {cache_dir()}: {len(builds)} harness build(s)")
         print(f"install everything with: {INSTALL_HINT}")

@@ -27,7 +27,7 @@ from archs.kconfig import PROFILES, KernelConfig, from_dotconfig
 from emu.errors import FoliowalkError
 
 from .toolchain import Toolchain, toolchain
-from .tree import KernelTree, cache_dir, cache_lock, find_tree
+from .tree import KernelTree, cache_dir, cache_lock, find_tree, tree_release
 
 HARNESS_FILES = ("foliowalk_harness.c", "Kbuild", "harness.lds")
 
@@ -124,20 +124,47 @@ def build_key(tree: KernelTree, tc: Toolchain, config: PagingConfig, profile: st
 def build_harness(config_key: str, profile: str = "distro", version: str = "6.12", tree: str | None = None,
                   *, log=None) -> HarnessBuild:  # type: ignore[no-untyped-def]
     """Build (or find in the cache) the harness for paging configuration ``config_key``."""
-    if profile not in PROFILES:
-        raise FoliowalkError(f"unknown kernel configuration {profile!r}; known: {', '.join(PROFILES)}")
     config = archs.get_config(config_key)
     tc = toolchain(config.arch)
-    ktree = find_tree(version, tree)
+    build = _locate(config, tc, find_tree(version, tree), profile)
+    with cache_lock(f"build-{build.name}"):
+        if not (build / "build.json").exists():
+            _build(find_tree(version, tree), tc, config, profile, build, log)
+    return _load(build, config, find_tree(version, tree), profile)
+
+
+def cached_build(config_key: str, profile: str = "distro", version: str = "6.12",
+                 tree: str | None = None) -> HarnessBuild | None:
+    """The finished build for these arguments if the cache has one, else None (never builds:
+    what ``verify`` and the fuzzer use when no harness was asked for explicitly)."""
+    config = archs.get_config(config_key)
+    try:
+        tc = toolchain(config.arch)
+        ktree = find_tree(version, tree) if tree else _unpacked_distro_tree(version)
+    except FoliowalkError:
+        return None
+    if ktree is None:
+        return None
+    path = _locate(config, tc, ktree, profile)
+    return _load(path, config, ktree, profile) if (path / "build.json").exists() else None
+
+
+def _locate(config: PagingConfig, tc: Toolchain, ktree: KernelTree, profile: str) -> Path:
+    if profile not in PROFILES:
+        raise FoliowalkError(f"unknown kernel configuration {profile!r}; known: {', '.join(PROFILES)}")
     key = build_key(ktree, tc, config, profile)
-    name = f"{config.arch}-{ktree.release}-{profile}-{geometry_key(config)}-{key}"
-    dest = cache_dir() / "build" / name
-    with cache_lock(f"build-{name}"):
-        if not (dest / "build.json").exists():
-            _build(ktree, tc, config, profile, dest, log)
-    meta = json.loads((dest / "build.json").read_text())
-    kconfig = from_dotconfig(config.arch, ktree.series, profile, (dest / "config").read_text())
-    return HarnessBuild(dest, config.arch, ktree, kconfig, meta)
+    return cache_dir() / "build" / f"{config.arch}-{ktree.release}-{profile}-{geometry_key(config)}-{key}"
+
+
+def _load(path: Path, config: PagingConfig, ktree: KernelTree, profile: str) -> HarnessBuild:
+    meta = json.loads((path / "build.json").read_text())
+    kconfig = from_dotconfig(config.arch, ktree.series, profile, (path / "config").read_text())
+    return HarnessBuild(path, config.arch, ktree, kconfig, meta)
+
+
+def _unpacked_distro_tree(version: str) -> KernelTree | None:
+    dest = cache_dir() / "src" / f"linux-source-{version}"
+    return KernelTree(dest, tree_release(dest), f"linux-source-{version}") if (dest / "Makefile").exists() else None
 
 
 def _build(tree: KernelTree, tc: Toolchain, config: PagingConfig, profile: str, dest: Path, log) -> None:  # type: ignore[no-untyped-def]
@@ -146,8 +173,8 @@ def _build(tree: KernelTree, tc: Toolchain, config: PagingConfig, profile: str, 
     (work / "harness").mkdir(parents=True)
     logf = work / "build.log"
     kb = work / "kbuild"
-    make = ["make", "-s", "-C", str(tree.path), f"O={kb}", f"ARCH={tc.kbuild_arch}", f"CROSS_COMPILE={tc.cross_compile}",
-            f"-j{os.cpu_count() or 1}"]
+    make = ["make", "-s", "-C", str(tree.path), f"O={kb}", f"ARCH={tc.kbuild_arch}",
+            f"CROSS_COMPILE={tc.cross_compile}", f"-j{os.cpu_count() or 1}"]
     t0 = time.monotonic()
     if log:
         log(f"configuring {tree.origin} ({tree.release}) for {config.arch} {geometry_key(config)}, profile {profile}")

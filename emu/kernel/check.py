@@ -146,11 +146,11 @@ def entry_samples(ops: LinuxPgtable, n: int, seed: int = 0) -> np.ndarray:
             pass
     for level in ("pgd", "p4d", "pud", "pmd"):
         if not ops.folded(level):
-            for make_entry in (lambda: ops.mk_table(level, 0x5000),
-                               lambda: ops.mk_bad(level, ops.mk_table(level, 0x5000)),
-                               lambda: ops.clear_value(level)):
+            for make_entry in (lambda lv: ops.mk_table(lv, 0x5000),
+                               lambda lv: ops.mk_bad(lv, ops.mk_table(lv, 0x5000)),
+                               ops.clear_value):
                 try:
-                    base.append(make_entry())
+                    base.append(make_entry(level))
                 except (ValueError, NotImplementedError):
                     pass
     for t in range(32):
@@ -261,7 +261,7 @@ def check(build: HarnessBuild, config_key: str, n: int = 100_000, seed: int = 0,
         fn = MODEL_OPS[op]
         res = OpResult(op, len(a))
         t = time.perf_counter()
-        for ai, bi, ki in zip(a.tolist(), b.tolist(), got.tolist()):
+        for ai, bi, ki in zip(a.tolist(), b.tolist(), got.tolist(), strict=False):
             try:
                 mi = int(fn(ops, ai, bi)) & U64
             except Exception as e:  # noqa: BLE001 -- a model that raises is a difference, named

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from emu.errors import FoliowalkError
 
@@ -58,7 +59,7 @@ def load_image(path: Path) -> HarnessImage:
         with open(path, "rb") as f:
             elf = ELFFile(f)
             symtab = elf.get_section_by_name(".symtab")
-            if symtab is None:
+            if not isinstance(symtab, SymbolTableSection):
                 raise HarnessImageError(f"{path} has no symbol table")
             symbols = {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name}
             for need in ("fw_batch", "fw_consts", "fw_op_names", "fw_const_names"):

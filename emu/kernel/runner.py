@@ -20,8 +20,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from unicorn import UC_ARCH_ARM64, UC_ARCH_S390X, UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_64, UC_MODE_ARM
-from unicorn import UC_MODE_BIG_ENDIAN, Uc, UcError
+from unicorn import (
+    UC_ARCH_ARM64,
+    UC_ARCH_S390X,
+    UC_ARCH_X86,
+    UC_HOOK_CODE,
+    UC_HOOK_INTR,
+    UC_MODE_64,
+    UC_MODE_ARM,
+    UC_MODE_BIG_ENDIAN,
+    Uc,
+    UcError,
+)
 from unicorn import arm64_const as A
 from unicorn import s390x_const as S
 from unicorn import x86_const as X
@@ -39,6 +49,12 @@ _OUT = 0x11000000  # CHUNK * 8 bytes of results
 _STACK = 0x12000000  # 1 MiB below this is the stack
 _RET = 0x13000000  # fw_batch returns here; emu_start stops at it
 _PAGE = 0x1000
+# The first four integer arguments of each ABI (SysV x86-64, AAPCS64, s390x ELF ABI)
+_ARGS = {
+    "x86_64": (X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX, X.UC_X86_REG_RCX),
+    "arm64": (A.UC_ARM64_REG_X0, A.UC_ARM64_REG_X1, A.UC_ARM64_REG_X2, A.UC_ARM64_REG_X3),
+    "s390x": (S.UC_S390X_REG_R2, S.UC_S390X_REG_R3, S.UC_S390X_REG_R4, S.UC_S390X_REG_R5),
+}
 
 
 class HarnessRunError(EmulatorError):
@@ -116,20 +132,20 @@ class KernelHarness:
     def _call(self, fn: int, args: tuple[int, ...]) -> int:
         uc, arch = self.uc, self.config.arch
         if arch == "x86_64":
-            for reg, v in zip((X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX, X.UC_X86_REG_RCX), args):
+            for reg, v in zip(_ARGS[arch], args, strict=False):
                 uc.reg_write(reg, v)
             sp = _STACK - 16
             uc.mem_write(sp, _RET.to_bytes(8, "little"))
             uc.reg_write(X.UC_X86_REG_RSP, sp)
             ret = X.UC_X86_REG_RAX
         elif arch == "arm64":
-            for reg, v in zip((A.UC_ARM64_REG_X0, A.UC_ARM64_REG_X1, A.UC_ARM64_REG_X2, A.UC_ARM64_REG_X3), args):
+            for reg, v in zip(_ARGS[arch], args, strict=False):
                 uc.reg_write(reg, v)
             uc.reg_write(A.UC_ARM64_REG_X30, _RET)
             uc.reg_write(A.UC_ARM64_REG_SP, _STACK - 16)
             ret = A.UC_ARM64_REG_X0
         else:
-            for reg, v in zip((S.UC_S390X_REG_R2, S.UC_S390X_REG_R3, S.UC_S390X_REG_R4, S.UC_S390X_REG_R5), args):
+            for reg, v in zip(_ARGS[arch], args, strict=False):
                 uc.reg_write(reg, v)
             uc.reg_write(S.UC_S390X_REG_R14, _RET)
             uc.reg_write(S.UC_S390X_REG_R15, _STACK - 4096)  # the callee's 160-byte save area above
@@ -168,7 +184,7 @@ class KernelHarness:
         names = self.image.const_names
         n = self._call(self.image.symbols["fw_consts"], (_OUT, len(names)))
         vals = np.frombuffer(self.uc.mem_read(_OUT, 8 * n), dtype=self._u64)
-        return {name: int(v) for name, v in zip(names, vals)}
+        return {name: int(v) for name, v in zip(names, vals, strict=False)}
 
     def close(self) -> None:
         del self.uc

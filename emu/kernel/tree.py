@@ -15,10 +15,10 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 
 from archs.kconfig import VERSIONS
 from emu.errors import ConfigError
