@@ -18,7 +18,6 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
-from default_verdicts import expected_verdict
 
 import archs
 from archs import arm64 as a64
@@ -31,6 +30,7 @@ from emu.oracle import make_oracle
 from emu.scenarios import Case, Scenario, half_base, new_address_space
 from emu.verify import Report, Row, _judge, judge, run_walk, verify_configs, verify_scenario
 from emu.walk import FW_MIGRATION
+from tests.default_verdicts import expected_verdict
 
 CONFIGS = archs.all_config_keys(["arm64"])
 RW = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE

@@ -13,7 +13,6 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from default_verdicts import expected_verdict
 from unicorn import s390x_const as S
 
 import archs
@@ -27,6 +26,7 @@ from emu.oracle import S390xOracle
 from emu.scenarios import Case, Scenario, build_default
 from emu.verify import Report, verify_configs, verify_scenario
 from emu.walk import FW_ZEROPAGE, FolioWalk, folio_walk_end, folio_walk_start
+from tests.default_verdicts import expected_verdict
 
 CONFIGS = ["s390x:region1", "s390x:region2", "s390x:region3", "s390x:segment"]
 TOP = {"s390x:region1": "pgd", "s390x:region2": "p4d", "s390x:region3": "pud", "s390x:segment": "pmd"}

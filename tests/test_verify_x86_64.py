@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from default_verdicts import expected_verdict
 
 import archs
 from archs.linux import Prot
@@ -14,6 +13,7 @@ from emu.machines.base import Fault, Translation
 from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.scenarios import Case, Scenario, build_default
 from emu.verify import Row, verify_configs, verify_scenario
+from tests.default_verdicts import expected_verdict
 
 CONFIGS = ["x86_64:4level", "x86_64:5level"]
 
