@@ -64,9 +64,9 @@ from typing import Any
 
 import numpy as np
 
-from .memory import Folio, Page
-from .mm import MM, VM_MIXEDMAP, VM_PFNMAP, VMA
-from .walk import (
+from emu.memory import Folio, Page
+from emu.mm import MM, VM_MIXEDMAP, VM_PFNMAP, VMA
+from emu.walk import (
     FW_LEVEL_PMD,
     FW_LEVEL_PTE,
     FW_LEVEL_PUD,
@@ -429,7 +429,7 @@ class MemoRules:
     predicate."""
 
     def __init__(self, ops: Any, mm: MM) -> None:
-        from .walk import _fast_walker
+        from emu.walk import _fast_walker
 
         self.ops = ops
         self.fast = _fast_walker(mm)
@@ -438,7 +438,7 @@ class MemoRules:
 
     def _scalar(self, level: str, x: int) -> tuple[int, int]:
         """(code, next table address or leaf pfn) of one value, by the arch's predicates."""
-        from .walk import _C_LEAF, _C_NONE, _C_OTHER, _C_SAME
+        from emu.walk import _C_LEAF, _C_NONE, _C_OTHER, _C_SAME
 
         fast = self.fast
         if level in ("pgd", "p4d", "pud"):
@@ -795,7 +795,7 @@ class _VectorWalk:
 def _vector_walker(mm: MM) -> _VectorWalk | None:
     """The mm's vectorised walk: the arch's VECTOR_RULES, else MemoRules (DynamicFoldingRules for
     an arch with pXd_offset() of its own); None where the scalar fast path is off."""
-    from .walk import _fast_walker
+    from emu.walk import _fast_walker
 
     vw: _VectorWalk | None = getattr(mm, "_folio_walk_vector", None)
     if vw is not None and vw.ops is mm.ops and vw.ram is mm.ram and vw.memmap is mm.memmap:

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from archs import UnknownConfig
-
-from .errors import FoliowalkError
+from emu.errors import FoliowalkError
 
 COMMAND_MODULES = ["emu.cmd_verify", "emu.cmd_fixtures", "emu.cmd_fuzz", "emu.cmd_bench"]
 

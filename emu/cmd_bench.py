@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .errors import FoliowalkError
+from emu.errors import FoliowalkError
 
 
 def add_parser(sub: Any) -> None:

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from archs.linux import KERNELS
-
-from .errors import FixtureError, FoliowalkError
+from emu.errors import FixtureError, FoliowalkError
 
 
 def add_parser(sub: Any) -> None:
@@ -55,9 +54,9 @@ def _help(p: argparse.ArgumentParser) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from .cli import output_dir
-    from .cmd_verify import selected_configs
-    from .fixtures import build_fixture_sets
+    from emu.cli import output_dir
+    from emu.cmd_verify import selected_configs
+    from emu.fixtures import build_fixture_sets
 
     keys = selected_configs(args.arch, args.config)
     output_dir(args.out, "--out")
@@ -77,7 +76,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from .fixtures import check_fixture_set, find_sets
+    from emu.fixtures import check_fixture_set, find_sets
 
     sets = find_sets(args.dirs)
     corrupt = differ = 0
@@ -111,8 +110,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .cli import output_file
-    from .fixtures import export_raw, load_fixture_set
+    from emu.cli import output_file
+    from emu.fixtures import export_raw, load_fixture_set
 
     output_file(args.raw, "--raw")
     fs = load_fixture_set(args.dir)

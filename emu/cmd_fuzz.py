@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from archs.linux import DEFAULT_KERNEL, KERNELS
-
-from .errors import FoliowalkError
+from emu.errors import FoliowalkError
 
 #: ``--jobs`` beyond this many worker processes per CPU (and beyond MIN_JOBS_LIMIT) is refused:
 #: each worker holds its own emulators and guest RAM.
@@ -31,7 +30,7 @@ MIN_JOBS_LIMIT = 8
 
 
 def add_parser(sub: Any) -> None:
-    from .cli import int_arg
+    from emu.cli import int_arg
 
     p = sub.add_parser("fuzz", help="fuzz entry encodings: walker vs MMU; shrink and save disagreements")
     p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: x86_64")
@@ -62,7 +61,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _configs(args: argparse.Namespace) -> list[str]:
-    from .cmd_verify import selected_configs
+    from emu.cmd_verify import selected_configs
 
     if not args.arch and not args.config:
         return selected_configs(["x86_64"], [])
@@ -70,8 +69,8 @@ def _configs(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-    from .fuzz import CampaignOptions, GenParams, format_report, run_campaign
+    from emu.cli import UsageError
+    from emu.fuzz import CampaignOptions, GenParams, format_report, run_campaign
 
     if args.replay is not None:
         return replay(args.replay, as_json=args.json)
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_findings < 0:
         raise UsageError("foliowalk fuzz: --max-findings must be 0 or more")
     if args.out is not None:
-        from .cli import output_dir
+        from emu.cli import output_dir
 
         output_dir(args.out, "--out")
     seconds = args.seconds if args.seconds is not None or args.hierarchies is not None else 60.0
@@ -122,7 +121,7 @@ def replay(path: Path, *, as_json: bool = False) -> int:
     """Re-run one saved hierarchy in a child process (a crash there does not take us down)."""
     import multiprocessing as mp
 
-    from .fuzz import Hierarchy
+    from emu.fuzz import Hierarchy
 
     try:
         spec = json.loads(path.read_text())
@@ -147,7 +146,7 @@ def replay(path: Path, *, as_json: bool = False) -> int:
     if isinstance(rows, tuple):  # ("invalid", why): the hierarchy itself is bad input
         raise FoliowalkError(f"{path}: not a valid hierarchy: {rows[1]}")
     if rows is None:
-        from .fuzz import _exit_text
+        from emu.fuzz import _exit_text
 
         print(f"foliowalk fuzz: the replay of {path} died: {_exit_text(proc.exitcode)}", file=sys.stderr)
         return 1
@@ -165,7 +164,7 @@ def _replay_child(conn: Any, h: Any) -> None:
     this foliowalk can build (unknown configuration, entries outside the fuzzing pool, a bad VMA
     or address) -- bad input, not a crash.  Anything else still kills the child, and is reported
     as a death."""
-    from .fuzz import replay_in_child
+    from emu.fuzz import replay_in_child
 
     try:
         replay_in_child(conn, h)

@@ -10,13 +10,12 @@ from typing import Any
 
 import archs
 from archs.linux import KERNELS
-
-from .errors import AddressError
-from .verify import VERDICT_CLASSES, Report, Row, mmu_summary
+from emu.errors import AddressError
+from emu.verify import VERDICT_CLASSES, Report, Row, mmu_summary
 
 
 def add_parser(sub: Any) -> None:
-    from .cli import int_arg
+    from emu.cli import int_arg
 
     p = sub.add_parser("verify", help="walk and probe the default scenarios; exit 1 on any disagree")
     p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: all")
@@ -48,8 +47,8 @@ def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     keys = selected_configs(args.arch, args.config)
     if args.fixture:  # the recorded cases of fixture sets (emu/fixtures.py), re-walked and re-probed
-        from .cli import UsageError
-        from .fixtures import replay_report
+        from emu.cli import UsageError
+        from emu.fixtures import replay_report
 
         if args.addr or args.kernel:
             raise UsageError("foliowalk verify: --fixture replays the recorded cases; no --addr or --kernel")
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.addr:
         report = verify_addresses(keys, args.addr, args.kernel)
     else:
-        from .verify import verify_configs
+        from emu.verify import verify_configs
 
         report = verify_configs(keys, args.kernel)
     if args.json:
@@ -73,8 +72,8 @@ def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None) -> R
     half, where the configuration has two) that holds it."""
     import time
 
-    from .scenarios import Case, build_default, halves
-    from .verify import verify_scenario
+    from emu.scenarios import Case, build_default, halves
+    from emu.verify import verify_scenario
 
     start = time.perf_counter()
     rows: list[Row] = []
@@ -142,7 +141,7 @@ def print_table(report: Report, out: Any = None) -> None:
         if (row.case, row.addr) != case:
             case = (row.case, row.addr)
             print(f" {row.addr:#018x}  {row.case}", file=out)
-        from .walk import flags_str
+        from emu.walk import flags_str
 
         print(
             f"  {flags_str(row.walk.flags):<25} {row.walk.summary():<44} {_entry(row):<38} "

@@ -215,7 +215,7 @@ _ARM64_DETECTORS: dict[str, Callable[[LinuxPgtable, Any, Any], bool] | None] = {
 
 
 def _register_arm64() -> None:
-    from .machines.arm64 import DEVIATIONS
+    from emu.machines.arm64 import DEVIATIONS
 
     facts = {d.name: d for d in DEVIATIONS}
     unknown = set(facts) - set(_ARM64_DETECTORS)

@@ -82,10 +82,9 @@ from archs.linux import (
     Prot,
     SwpEntry,
 )
-
-from .errors import ConfigError, FoliowalkError, MemoryLayoutError
-from .machines.base import Fault, ProbeError, ProbeResult
-from .mm import (
+from emu.errors import ConfigError, FoliowalkError, MemoryLayoutError
+from emu.machines.base import Fault, ProbeError, ProbeResult
+from emu.mm import (
     VM_HUGETLB,
     VM_IO,
     VM_MAYREAD,
@@ -98,9 +97,9 @@ from .mm import (
     VM_WRITE,
     VMA,
 )
-from .scenarios import Case, Scenario, new_address_space, ram_size_for
-from .verify import VERDICT_CLASSES, Row, WalkResult, judge, walk_result
-from .walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, folio_walk_end, folio_walk_start
+from emu.scenarios import Case, Scenario, new_address_space, ram_size_for
+from emu.verify import VERDICT_CLASSES, Row, WalkResult, judge, walk_result
+from emu.walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, folio_walk_end, folio_walk_start
 
 __all__ = [
     "KINDS",
@@ -202,7 +201,7 @@ def plan_layout(key: str) -> Layout:
     reserved_va: tuple[tuple[int, int], ...] = ()
     has_oracle = True
     try:
-        from .oracle import make_oracle
+        from emu.oracle import make_oracle
 
         oracle = make_oracle(ops, ram, alloc)
     except (ConfigError, ImportError):
@@ -1063,7 +1062,7 @@ class Target:
         self.sc = Scenario(self.ops, ram, alloc, memmap, mm, builder)
         self.oracle: Any = None
         if oracle:
-            from .oracle import make_oracle
+            from emu.oracle import make_oracle
 
             self.oracle = make_oracle(self.ops, ram, alloc)
             self.sc.oracle = self.oracle
@@ -1247,7 +1246,7 @@ def batch_results(
     a vector-decided record equal to it (the flags change nothing there) is a copy of it that
     shares its ``trace`` list -- :meth:`Target.evaluate` judges such a row once.
     tests/test_fuzz.py proves all of it equal to walk_result() on every record."""
-    from .verify import leaf_expectations
+    from emu.verify import leaf_expectations
 
     n = len(addrs)
     scalar = b.scalar.tolist()
@@ -1691,7 +1690,7 @@ def save_hierarchy_finding(out: Path, h: Hierarchy, name: str, sig: str, verdict
         fixtures = importlib.import_module("emu.fixtures")
     except ImportError:
         return spec_path, "fixture not written: emu.fixtures is not available"
-    from .verify import verify_scenario
+    from emu.verify import verify_scenario
 
     with Target(h.config, h.kernel) as fresh:
         fresh.load(h)
@@ -2155,8 +2154,8 @@ def format_report(res: CampaignResult) -> str:
 
 def replay_in_child(conn: Any, h: Hierarchy) -> None:
     """Child side of ``foliowalk fuzz --replay``: evaluate ``h`` and send its rows as text."""
-    from .verify import mmu_summary
-    from .walk import flags_str
+    from emu.verify import mmu_summary
+    from emu.walk import flags_str
 
     with Target(h.config, h.kernel) as t:
         ev = t.evaluate(h)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import AddressError, MemoryLayoutError
+from emu.errors import AddressError, MemoryLayoutError
 
 # A tagged word: the top 16 bits are TAG's, the rest is the word's physical address.
 TAG = 0xF011_0000_0000_0000

@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from archs.linux import LinuxPgtable
-
-from .errors import AddressError, MemoryLayoutError
-from .memory import FrameAllocator, MemMap, Page, PhysicalMemory
+from emu.errors import AddressError, MemoryLayoutError
+from emu.memory import FrameAllocator, MemMap, Page, PhysicalMemory
 
 # include/linux/mm.h (v6.12)
 VM_READ = 0x00000001

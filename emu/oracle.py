@@ -11,11 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from archs.linux import LinuxPgtable
-
-from .errors import ConfigError
-from .machines.base import READ, Access, Fault, ProbeResult
-from .memory import FrameAllocator, PhysicalMemory
-from .mm import MM
+from emu.errors import ConfigError
+from emu.machines.base import READ, Access, Fault, ProbeResult
+from emu.memory import FrameAllocator, PhysicalMemory
+from emu.mm import MM
 
 
 class Oracle:
@@ -74,7 +73,7 @@ class X86_64Oracle(Oracle):
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         super().__init__(ops, ram, alloc)
-        from .machines.x86_64 import X86_64Machine
+        from emu.machines.x86_64 import X86_64Machine
 
         self.machine = X86_64Machine(ram, alloc, levels=len(ops.config.levels))
 
@@ -100,7 +99,7 @@ class S390xOracle(Oracle):
         self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator, *, edat: bool = True
     ) -> None:
         super().__init__(ops, ram, alloc)
-        from .machines.s390x import S390xMachine
+        from emu.machines.s390x import S390xMachine
 
         self.machine = S390xMachine(ram, alloc, edat=edat)
         # The machine's main storage is all of guest RAM from absolute 0: what the architecture's
@@ -143,7 +142,7 @@ class Arm64Oracle(Oracle):
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         super().__init__(ops, ram, alloc)
-        from .machines.arm64 import Arm64Machine
+        from emu.machines.arm64 import Arm64Machine
 
         self.machine = Arm64Machine(ram, alloc, granule=ops.PAGE_SIZE, va_bits=ops.config.va_bits)
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from archs.base import LINUX_LEVELS, HwLevel
 from archs.linux import MIGRATION_TYPES, LinuxPgtable, Prot, SwpEntry
-
-from .errors import AddressError, MemoryLayoutError
-from .memory import Folio
-from .mm import MM
+from emu.errors import AddressError, MemoryLayoutError
+from emu.memory import Folio
+from emu.mm import MM
 
 LEAF_LEVELS = ("pud", "pmd", "pte")
 

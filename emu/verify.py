@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archs.linux import LinuxPgtable
-
-from . import deviations
-from .errors import EmulatorError
-from .machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
-from .mm import VMA
-from .scenarios import Case, Scenario
-from .walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
+from emu import deviations
+from emu.errors import EmulatorError
+from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
+from emu.mm import VMA
+from emu.scenarios import Case, Scenario
+from emu.walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
 
 VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
 
@@ -192,7 +191,7 @@ def walk_cases(
     ``walk_many(isolated=True)`` (emu/batch.py) per (VMA, flags), so each walk sees the tables as
     built (a bad entry Linux clears is back for the next row) and gives exactly what a
     folio_walk_start()/folio_walk_end() pair would."""
-    from .batch import walk_many
+    from emu.batch import walk_many
 
     by_vma: dict[int, tuple[VMA, list[int]]] = {}
     for i, case in enumerate(cases):
@@ -390,8 +389,7 @@ def verify_configs(keys: list[str], kernel: str | None = None) -> Report:
     """Build the default scenario of each configuration (of each half, where the configuration
     translates two: arm64 TTBR0 and TTBR1), verify it, and collect the rows."""
     import archs
-
-    from .scenarios import build_default, halves
+    from emu.scenarios import build_default, halves
 
     start = time.perf_counter()
     rows: list[Row] = []

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from archs.linux import is_migration_entry, swap_type_name
-
-from .memory import Folio, Page
-from .mm import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, SpinLock
+from emu.memory import Folio, Page
+from emu.mm import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, SpinLock
 
 LINUX_LEVELS5 = ("pgd", "p4d", "pud", "pmd", "pte")
 

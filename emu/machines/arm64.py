@@ -81,9 +81,8 @@ from unicorn.arm64_const import (
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
-from ..errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
-from ..memory import FrameAllocator, PhysicalMemory
-from .base import (
+from emu.errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
+from emu.machines.base import (
     RAW_ERROR,
     RAW_FAULT,
     RAW_OBSERVED,
@@ -95,6 +94,7 @@ from .base import (
     RawProbes,
     Translation,
 )
+from emu.memory import FrameAllocator, PhysicalMemory
 
 __all__ = [
     "Arm64Machine",

@@ -142,9 +142,8 @@ from unicorn import (
 from unicorn import s390x_const as S
 from unicorn.unicorn_py3 import Uc, UcError  # the Python 3 binding (mypy follows the py2 branch)
 
-from ..errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
-from ..memory import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
-from .base import (
+from emu.errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
+from emu.machines.base import (
     RAW_ERROR,
     RAW_FAULT,
     RAW_OBSERVED,
@@ -157,6 +156,7 @@ from .base import (
     RawProbes,
     Translation,
 )
+from emu.memory import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
 
 __all__ = [
     "S390xMachine",

@@ -102,9 +102,8 @@ from unicorn import x86_const as X
 # do not follow); ``uclib`` is the loaded C library, needed for what the binding does not wrap.
 from unicorn.unicorn_py3.unicorn import Uc, UcError, uclib
 
-from ..errors import AddressError, ConfigError, EmulatorError
-from ..memory import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
-from .base import (
+from emu.errors import AddressError, ConfigError, EmulatorError
+from emu.machines.base import (
     RAW_ERROR,
     RAW_FAULT,
     RAW_TAG,
@@ -116,6 +115,7 @@ from .base import (
     RawProbes,
     Translation,
 )
+from emu.memory import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
 
 __all__ = ["X86_64Machine", "PF_P", "PF_W", "PF_U", "PF_RSVD", "PF_ID", "PF_PK"]
 
