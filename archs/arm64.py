@@ -576,7 +576,7 @@ class Arm64(LinuxPgtable):
     #: from PARange (``tcr_compute_pa_size``), at most CONFIG_ARM64_PA_BITS = 48, so a PE with a
     #: 48-bit PARange has every descriptor address bit (47:m) in range and no Address size fault
     #: can come from an entry.  Set it lower for a PE with a smaller PARange (Unicorn's Cortex-A72:
-    #: 44, emu/deviations.py ARM64_EFFECTIVE_PA_BITS; Unicorn never gives the fault, so the rows
+    #: 44, emu/machines/deviations.py ARM64_EFFECTIVE_PA_BITS; Unicorn never gives the fault, so the rows
     #: are ``emulator-deviation: no-address-size-fault`` before this view is asked).
     pa_bits = OA_BITS
 

@@ -415,7 +415,7 @@ class S390x(LinuxPgtable):
     RESERVED_LOW = 0x2000
     #: Main storage of the configuration in bytes (absolute 0 up), when known: DAT-table entries
     #: and frames at or beyond it are addressing exceptions (:meth:`hw_rejects`).  The MMU oracle
-    #: sets it for the machine it probes (emu/oracle.py S390xOracle); None: not known.
+    #: sets it for the machine it probes (emu/machines/oracle.py S390xOracle); None: not known.
     storage_size: int | None = None
 
     def __init__(

@@ -172,7 +172,7 @@ def _geometry(levels: int) -> tuple[HwLevel, ...]:
 #:   the XD bit (63) of an entry with P=1 is reserved (§4.5.4).
 #: * ``gbpages``: 1-GByte pages (CPUID.80000001H:EDX.Page1GB[26]), which Linux needs for PUD
 #:   leaves (X86_FEATURE_GBPAGES).  The CPU model does not report them but translates them
-#:   (deviation ``x86-1g-pages-without-pdpe1gb``, emu/deviations.py); without them PS=1 in a
+#:   (deviation ``x86-1g-pages-without-pdpe1gb``, emu/machines/deviations.py); without them PS=1 in a
 #:   PDPTE with P=1 would be reserved (§4.5.4).
 CPU: dict[str, Any] = {"maxphyaddr": 40, "nxe": True, "gbpages": True}
 

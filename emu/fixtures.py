@@ -46,12 +46,12 @@ from archs.linux import KERNELS, LinuxPgtable, is_migration_entry, swap_type_nam
 from emu import __version__
 from emu.errors import FixtureError, FoliowalkError
 from emu.machines.base import Access, ProbeResult, Translation
-from emu.memory import MAX_RAM, TAG, TAG_MASK, FrameAllocator, MemMap, PhysicalMemory
-from emu.mm import MM, VMA, vm_flags_str
-from emu.scenarios import Case, Scenario
-from emu.tables import PageTableBuilder
+from emu.machines.ram import MAX_RAM, TAG, TAG_MASK, FrameAllocator, MemMap, PhysicalMemory
+from emu.mm.mm_types import MM, VMA, vm_flags_str
+from emu.mm.pagewalk import FW_MIGRATION, FW_ZEROPAGE, flags_str
+from emu.mm.scenarios import Case, Scenario
+from emu.mm.tables import PageTableBuilder
 from emu.verify import VERDICT_CLASSES, Report, Row, judge, mmu_json, probe_cases, run_walk
-from emu.walk import FW_MIGRATION, FW_ZEROPAGE, flags_str
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "foliowalk-fixture"
@@ -794,7 +794,7 @@ class FixtureSet:
             for cname, addr, vi in self.cases:
                 sc.add(cname, addr, vma_of[vi])
             if with_oracle:
-                from emu.oracle import make_oracle
+                from emu.machines.oracle import make_oracle
 
                 sc.oracle = make_oracle(ops, ram, alloc)
                 builder.reserved = sc.oracle.reserved_va()
@@ -1331,7 +1331,7 @@ def export_raw(path: Path, out_file: Path) -> Path:
 
 def build_fixture_set(out_dir: Path, key: str, kernel: str | None = None) -> tuple[Path, list[Row]]:
     """Build the default scenario of configuration ``key``, verify it and write its set."""
-    from emu.scenarios import build_default
+    from emu.mm.scenarios import build_default
     from emu.verify import verify_scenario
 
     ops = archs.get_ops(key, kernel) if kernel else archs.get_ops(key)

@@ -84,7 +84,7 @@ from archs.linux import (
 )
 from emu.errors import ConfigError, FoliowalkError, MemoryLayoutError
 from emu.machines.base import Fault, ProbeError, ProbeResult
-from emu.mm import (
+from emu.mm.mm_types import (
     VM_HUGETLB,
     VM_IO,
     VM_MAYREAD,
@@ -97,9 +97,9 @@ from emu.mm import (
     VM_WRITE,
     VMA,
 )
-from emu.scenarios import Case, Scenario, new_address_space, ram_size_for
+from emu.mm.pagewalk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, folio_walk_end, folio_walk_start
+from emu.mm.scenarios import Case, Scenario, new_address_space, ram_size_for
 from emu.verify import VERDICT_CLASSES, Row, WalkResult, judge, walk_result
-from emu.walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, folio_walk_end, folio_walk_start
 
 __all__ = [
     "KINDS",
@@ -201,7 +201,7 @@ def plan_layout(key: str) -> Layout:
     reserved_va: tuple[tuple[int, int], ...] = ()
     has_oracle = True
     try:
-        from emu.oracle import make_oracle
+        from emu.machines.oracle import make_oracle
 
         oracle = make_oracle(ops, ram, alloc)
     except (ConfigError, ImportError):
@@ -1062,7 +1062,7 @@ class Target:
         self.sc = Scenario(self.ops, ram, alloc, memmap, mm, builder)
         self.oracle: Any = None
         if oracle:
-            from emu.oracle import make_oracle
+            from emu.machines.oracle import make_oracle
 
             self.oracle = make_oracle(self.ops, ram, alloc)
             self.sc.oracle = self.oracle
@@ -1199,15 +1199,15 @@ class Target:
 
 
 def _batch_walker(walker: str) -> Callable[..., list[list[WalkResult]]] | None:
-    """``emu.batch.walk_many`` (the batch walker) adapted to rows per case, or None for the
-    per-address walker (``walker="scalar"``, or no emu.batch)."""
+    """``emu.mm.pagewalk_batch.walk_many`` (the batch walker) adapted to rows per case, or None for the
+    per-address walker (``walker="scalar"``, or no emu.mm.pagewalk_batch)."""
     if walker == "scalar":
         return None
     try:
-        mod = importlib.import_module("emu.batch")
+        mod = importlib.import_module("emu.mm.pagewalk_batch")
     except ImportError:
         if walker == "batch":
-            raise ConfigError("walker=batch needs emu.batch") from None
+            raise ConfigError("walker=batch needs emu.mm.pagewalk_batch") from None
         return None
     fn = getattr(mod, "walk_many", None)
     return _adapt_walk_many(fn) if fn is not None else None
@@ -1291,7 +1291,7 @@ def batch_results(
 @contextlib.contextmanager
 def materialize(h: Hierarchy, *, oracle: bool = False) -> Iterator[Scenario]:
     """``with materialize(h) as sc:`` -- ``h`` built in fresh guest RAM: ``sc.mm``, ``sc.cases``
-    (one :class:`~emu.scenarios.Case` per address, in its VMA), ``sc.oracle`` if ``oracle``."""
+    (one :class:`~emu.mm.scenarios.Case` per address, in its VMA), ``sc.oracle`` if ``oracle``."""
     t = Target(h.config, h.kernel, oracle=oracle)
     try:
         t.load(h)
@@ -1457,7 +1457,7 @@ class CampaignOptions:
     before_hierarchy: Callable[[int], None] | None = None
     progress: bool = True
     #: auto | batch | scalar: which walker evaluates the rows (auto: the batch walker when
-    #: emu.batch is there; see :meth:`Target.walk`).
+    #: emu.mm.pagewalk_batch is there; see :meth:`Target.walk`).
     walker: str = "auto"
 
 
@@ -2154,8 +2154,8 @@ def format_report(res: CampaignResult) -> str:
 
 def replay_in_child(conn: Any, h: Hierarchy) -> None:
     """Child side of ``foliowalk fuzz --replay``: evaluate ``h`` and send its rows as text."""
+    from emu.mm.pagewalk import flags_str
     from emu.verify import mmu_summary
-    from emu.walk import flags_str
 
     with Target(h.config, h.kernel) as t:
         ev = t.evaluate(h)

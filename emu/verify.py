@@ -8,7 +8,7 @@ Verdicts (DESIGN.md):
   FW_ZEROPAGE, migration entries Linux returns but the MMU faults on, bad entries Linux clears,
   an address outside the VMA.
 * ``emulator-deviation: <name>`` -- a documented Unicorn/QEMU departure from the architecture
-  (registry: emu/deviations.py).
+  (registry: emu/machines/deviations.py).
 * ``oracle-cannot-check: <why>`` / ``oracle-error: <why>`` -- the MMU could not answer; counted,
   never taken as agreement.
 * ``disagree: <why>`` -- a bug somewhere.
@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archs.linux import LinuxPgtable
-from emu import deviations
 from emu.errors import EmulatorError
+from emu.machines import deviations
 from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
-from emu.mm import VMA
-from emu.scenarios import Case, Scenario
-from emu.walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
+from emu.mm.mm_types import VMA
+from emu.mm.pagewalk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
+from emu.mm.scenarios import Case, Scenario
 
 VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
 
@@ -188,10 +188,10 @@ def walk_cases(
     sc: Scenario, cases: list[Case], flag_sets: tuple[int, ...]
 ) -> dict[tuple[int, int], WalkResult]:
     """Every case with every flag set, ``{(case index, flags): WalkResult}``: one
-    ``walk_many(isolated=True)`` (emu/batch.py) per (VMA, flags), so each walk sees the tables as
+    ``walk_many(isolated=True)`` (emu/mm/pagewalk_batch.py) per (VMA, flags), so each walk sees the tables as
     built (a bad entry Linux clears is back for the next row) and gives exactly what a
     folio_walk_start()/folio_walk_end() pair would."""
-    from emu.batch import walk_many
+    from emu.mm.pagewalk_batch import walk_many
 
     by_vma: dict[int, tuple[VMA, list[int]]] = {}
     for i, case in enumerate(cases):
@@ -389,7 +389,7 @@ def verify_configs(keys: list[str], kernel: str | None = None) -> Report:
     """Build the default scenario of each configuration (of each half, where the configuration
     translates two: arm64 TTBR0 and TTBR1), verify it, and collect the rows."""
     import archs
-    from emu.scenarios import build_default, halves
+    from emu.mm.scenarios import build_default, halves
 
     start = time.perf_counter()
     rows: list[Row] = []

@@ -3,7 +3,7 @@ and the hardware's (not from emu/verify.py) -- shared by the per-architecture ve
 
 from __future__ import annotations
 
-from emu.walk import FW_MIGRATION, FW_ZEROPAGE
+from emu.mm.pagewalk import FW_MIGRATION, FW_ZEROPAGE
 
 
 def expected_verdict(case: str, flags: int, *, bad_entry: str | None = None) -> str:

@@ -1,6 +1,6 @@
 """walk_many() and the scalar fast path give exactly what the reference folio_walk_start() gives.
 
-The reference is ``folio_walk_start_reference()`` (emu/walk.py ``_Walker``: mm/pagewalk.c step by
+The reference is ``folio_walk_start_reference()`` (emu/mm/pagewalk.py ``_Walker``: mm/pagewalk.c step by
 step).  On random hierarchies of random entries -- good and bad tables, none entries (also with
 only the KNL A/D bits set), normal/special/devmap/PROT_NONE leaves at PTE, PMD and PUD level, the
 zero page and the huge zero folio, swap, migration, hwpoison and device-private entries, pfns
@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archs
-import emu.batch
+import emu.mm.pagewalk_batch
 from archs.linux import (
     SWP_DEVICE_READ,
     SWP_HWPOISON,
@@ -36,9 +36,8 @@ from archs.linux import (
     Prot,
     SwpEntry,
 )
-from emu.batch import VECTOR_RULES, WalkBatch, X86_64Rules, walk_many
-from emu.memory import Folio, Page
-from emu.mm import (
+from emu.machines.ram import Folio, Page
+from emu.mm.mm_types import (
     VM_MAYREAD,
     VM_MAYSHARE,
     VM_MAYWRITE,
@@ -49,14 +48,15 @@ from emu.mm import (
     VM_WRITE,
     VMA,
 )
-from emu.scenarios import build_default, new_address_space
-from emu.walk import (
+from emu.mm.pagewalk import (
     FLAG_COMBINATIONS,
     FolioWalk,
     folio_walk_end,
     folio_walk_start,
     folio_walk_start_reference,
 )
+from emu.mm.pagewalk_batch import VECTOR_RULES, WalkBatch, X86_64Rules, walk_many
+from emu.mm.scenarios import build_default, new_address_space
 
 CONFIGS = ["x86_64:4level", "x86_64:5level"]
 KERNELS = ["v6.12", "aa39ca6940f1"]
@@ -261,7 +261,7 @@ def test_random_hierarchies_batch_fast_and_reference_agree(
     config: str, rules: str, kernel: str, data: st.DataObject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if rules == "memo-rules":
-        monkeypatch.setitem(emu.batch.VECTOR_RULES, "x86_64", emu.batch.MemoRules)
+        monkeypatch.setitem(emu.mm.pagewalk_batch.VECTOR_RULES, "x86_64", emu.mm.pagewalk_batch.MemoRules)
     sp = Space(config, kernel, data.draw)
     addrs = sp.addresses()
     flags = data.draw(st.sampled_from(FLAG_COMBINATIONS))
@@ -453,7 +453,7 @@ def test_x86_vector_rules_imply_the_scalar_predicates(config: str, kernel: str, 
 # archs/s390x.py's pgd_offset() takes the index shift from the table type of the top table's
 # FIRST entry, and p4d/pud/pmd_offset() descend only where the entry in hand says it designates a
 # lower table.  walk_many() vectorises the walks whose entries have the types of the configuration's
-# static folding (emu.batch.DynamicFoldingRules) and gives every other one to the per-address
+# static folding (emu.mm.pagewalk_batch.DynamicFoldingRules) and gives every other one to the per-address
 # walker.  The random hierarchies above never retype an entry except by a flipped bit, and never
 # write the first top-level entry; these do.
 
@@ -595,10 +595,10 @@ def test_s390x_retyped_entries_go_to_the_per_address_walker(config: str, tt: int
                         min_size=1, max_size=6),
        limit=st.sampled_from([1 << 20, 40]))
 def test_value_memo_is_a_dict(batches: list[list[int]], limit: int) -> None:
-    """emu.batch._ValueMemo (open addressing, linear probing, growth, drop-and-rebuild at its
+    """emu.mm.pagewalk_batch._ValueMemo (open addressing, linear probing, growth, drop-and-rebuild at its
     limit) answers every lookup as a dict would: the code and aux of a value it holds, -1 for one
     it does not.  Values that collide (only the top byte set) and repeats included."""
-    memo = emu.batch._ValueMemo()
+    memo = emu.mm.pagewalk_batch._ValueMemo()
     memo.LIMIT = limit
     model: dict[int, tuple[int, int]] = {}
     for batch in batches:

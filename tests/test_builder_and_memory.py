@@ -8,8 +8,8 @@ import pytest
 from archs import get_ops
 from archs.linux import Prot
 from emu.errors import AddressError, FoliowalkError, MemoryLayoutError
-from emu.memory import TAG, FrameAllocator, MemMap, Page, PhysicalMemory
-from emu.scenarios import new_address_space
+from emu.machines.ram import TAG, FrameAllocator, MemMap, Page, PhysicalMemory
+from emu.mm.scenarios import new_address_space
 
 K, M, G = 1 << 12, 1 << 21, 1 << 30
 

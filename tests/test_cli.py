@@ -58,13 +58,13 @@ def test_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -
 def test_verify_exits_1_on_a_disagree(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A walker that reports the wrong page (a test double: pte_pfn off by one, vector rules off so
     every walk goes through it) makes the MMU disagree, and verify says so with exit status 1."""
-    import emu.batch
+    import emu.mm.pagewalk_batch
     from archs import x86_64
     from emu import cli
 
     real = x86_64.X86_64.pte_pfn
     monkeypatch.setattr(x86_64.X86_64, "pte_pfn", lambda self, pte: real(self, pte) + 1)
-    monkeypatch.setattr(emu.batch, "VECTOR_RULES", {})
+    monkeypatch.setattr(emu.mm.pagewalk_batch, "VECTOR_RULES", {})
     assert cli.main(["verify", "--config", "x86_64:4level"]) == 1
     out = capsys.readouterr().out
     assert "disagree: entry maps" in out and "disagree 0" not in out

@@ -27,10 +27,10 @@ from emu.fixtures import (
     write_fixture_set,
 )
 from emu.machines.base import Translation
-from emu.oracle import ORACLES
-from emu.scenarios import Case, build_default
+from emu.machines.oracle import ORACLES
+from emu.mm.pagewalk import flags_str
+from emu.mm.scenarios import Case, build_default
 from emu.verify import run_walk, verify_scenario
-from emu.walk import flags_str
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "fixtures"

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import archs
-import emu.batch
+import emu.mm.pagewalk_batch
 from archs import x86_64 as X
 from emu import cli
 from emu.fixtures import check_fixture_set, load_fixture_set
@@ -37,9 +37,9 @@ from emu.fuzz import (
     signature,
 )
 from emu.machines.base import Translation
+from emu.mm.pagewalk import FolioWalk, folio_walk, folio_walk_end, folio_walk_start
 from emu.strategies import entries, hierarchies
 from emu.verify import VERDICT_CLASSES, judge, verify_scenario
-from emu.walk import FolioWalk, folio_walk, folio_walk_end, folio_walk_start
 
 X86 = "x86_64:4level"
 SMALL = GenParams(max_tables=8, entries_per_table=(3, 8), max_addrs=200)
@@ -171,7 +171,7 @@ def test_broken_walker_is_caught_and_shrunk_to_one_entry_with_that_bit(
     that replays exactly (with the double still in place)."""
     present = X.PTE_4K.mask("p")
     monkeypatch.setattr(X.X86_64, "pte_present", lambda self, pte: bool(pte & X._PAGE_PROTNONE))
-    monkeypatch.setattr(emu.batch, "VECTOR_RULES", {})
+    monkeypatch.setattr(emu.mm.pagewalk_batch, "VECTOR_RULES", {})
     opts = CampaignOptions(configs=[X86], seed=3, seconds=None, hierarchies=2, jobs=0, out=tmp_path,
                            params=GenParams.bench(max_addrs=300), progress=False)
     res = run_campaign(opts)

@@ -8,8 +8,8 @@ import pytest
 import archs
 from archs.linux import Prot
 from emu.machines.base import Fault
-from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
-from emu.scenarios import Case, build_default
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
+from emu.mm.scenarios import Case, build_default
 from emu.verify import verify_scenario
 
 RW = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE
@@ -47,8 +47,8 @@ def test_present_to_linux_absent_to_the_mmu(config: str, prot: Prot, verdict: st
 def test_a_fault_above_the_leaf_names_the_entry_the_mmu_stopped_at() -> None:
     """An old page (AF = 0) under an L0 descriptor with bit[0] clear (p4d_none()/p4d_bad() let
     Linux walk through it): the MMU faults at L0, so the verdict names the L0 entry, not the leaf."""
-    from emu.oracle import make_oracle
-    from emu.scenarios import Scenario, new_address_space
+    from emu.machines.oracle import make_oracle
+    from emu.mm.scenarios import Scenario, new_address_space
 
     ops = archs.get_ops("arm64:4k:48")
     ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=256 << 20)
@@ -70,14 +70,14 @@ def test_a_fault_above_the_leaf_names_the_entry_the_mmu_stopped_at() -> None:
 def test_a_machine_that_does_not_start_gives_counted_oracle_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """verify keeps going when a probe machine fails to start: the walks still run and every row
     of that configuration is an oracle-error naming why (never skipped, never agree)."""
-    import emu.oracle
+    import emu.machines.oracle
     from emu.errors import EmulatorError
     from emu.verify import verify_configs
 
     def broken(*args: object, **kwargs: object) -> None:
         raise EmulatorError("calibration failed (test double)")
 
-    monkeypatch.setattr(emu.oracle, "make_oracle", broken)
+    monkeypatch.setattr(emu.machines.oracle, "make_oracle", broken)
     report = verify_configs(["x86_64:4level"])
     assert report.rows and report.counts() == {"oracle-error": len(report.rows)}
     assert all("did not start: calibration failed" in r.verdict for r in report.rows)

@@ -25,14 +25,14 @@ import pytest
 import archs
 from archs import arm64 as a64
 from archs.linux import LinuxPgtable, Prot
-from emu import deviations
 from emu.fuzz import GenParams, HierarchyGenerator, Target
+from emu.machines import deviations
 from emu.machines.base import Fault, Translation
-from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
-from emu.oracle import make_oracle
-from emu.scenarios import Case, Scenario, half_base, new_address_space
+from emu.machines.oracle import make_oracle
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
+from emu.mm.pagewalk import FW_MIGRATION
+from emu.mm.scenarios import Case, Scenario, half_base, new_address_space
 from emu.verify import Row, judge, verify_scenario
-from emu.walk import FW_MIGRATION
 
 # -- raw descriptor bits, Arm ARM DDI 0487 D8 (stage 1, 48-bit OA) ------------------------------------------
 VALID = 1 << 0  # bit[0]

@@ -21,7 +21,7 @@ import unicorn
 import archs
 from archs.linux import SwpEntry
 from emu.machines.base import Fault, Translation
-from emu.scenarios import Case, Scenario, build_default
+from emu.mm.scenarios import Case, Scenario, build_default
 from emu.verify import Row, _first_rejected, verify_scenario, walk_cases
 
 CONFIG = "s390x:region1"

@@ -18,14 +18,25 @@ import pytest
 import archs
 from archs.linux import LinuxPgtable
 from archs.x86_64 import CPU, TABLE, X86_64
-from emu import deviations
 from emu.fuzz import HierarchyGenerator, Target
+from emu.machines import deviations
 from emu.machines.base import Fault, Translation
+from emu.machines.oracle import ORACLES, Oracle, make_oracle
+from emu.machines.ram import FrameAllocator, PhysicalMemory
 from emu.machines.x86_64 import X86_64Machine
-from emu.memory import FrameAllocator, PhysicalMemory
-from emu.mm import MM, VM_IO, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, VMA
-from emu.oracle import ORACLES, Oracle, make_oracle
-from emu.scenarios import Case, Scenario, new_address_space
+from emu.mm.mm_types import (
+    MM,
+    VM_IO,
+    VM_MAYREAD,
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_PFNMAP,
+    VM_READ,
+    VM_SHARED,
+    VM_WRITE,
+    VMA,
+)
+from emu.mm.scenarios import Case, Scenario, new_address_space
 from emu.verify import Row, verify_scenario
 
 # Entry bits (SDM vol. 3A Tables 4-14..4-20) and Linux's software bit 9 (_PAGE_SPECIAL).

@@ -15,7 +15,7 @@ from emu.errors import AddressError, ConfigError, MemoryLayoutError
 from emu.machines import arm64
 from emu.machines.arm64 import DEVIATIONS, Arm64Machine
 from emu.machines.base import READ, WRITE, Access, Fault, ProbeError, Translation
-from emu.memory import FrameAllocator, PhysicalMemory
+from emu.machines.ram import FrameAllocator, PhysicalMemory
 
 # -- raw descriptor bits (Arm ARM D8 "Translation table descriptor formats") -------------------
 VALID = 1 << 0

@@ -34,8 +34,8 @@ from emu.machines.base import (
     ProbeError,
     Translation,
 )
+from emu.machines.ram import FrameAllocator, PhysicalMemory
 from emu.machines.s390x import S390xMachine
-from emu.memory import FrameAllocator, PhysicalMemory
 
 MB, GB = 1 << 20, 1 << 30
 

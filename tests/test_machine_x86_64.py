@@ -29,8 +29,8 @@ from emu.machines.base import (
     ProbeError,
     Translation,
 )
+from emu.machines.ram import TAG, FrameAllocator, PhysicalMemory
 from emu.machines.x86_64 import CHUNK, GUEST_CODE, GUEST_LABELS, GUEST_USER_CODE, X86_64Machine
-from emu.memory import TAG, FrameAllocator, PhysicalMemory
 
 # Raw entry bits (SDM vol. 3 §4.5).
 P, RW, US, PWT, PCD, A, D, PS = 1, 2, 4, 8, 0x10, 0x20, 0x40, 0x80

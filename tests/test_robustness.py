@@ -48,12 +48,12 @@ from emu import cli
 from emu.fixtures import write_fixture_set
 from emu.fuzz import CampaignOptions, GenParams, HierarchyGenerator, run_campaign
 from emu.machines.base import READ, Translation
-from emu.memory import TAG
-from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
-from emu.oracle import make_oracle
-from emu.scenarios import Case, Scenario, build_default, half_base, new_address_space
+from emu.machines.oracle import make_oracle
+from emu.machines.ram import TAG
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
+from emu.mm.pagewalk import FLAG_COMBINATIONS, FolioWalk, folio_walk_end, folio_walk_start, folio_walk_start_reference
+from emu.mm.scenarios import Case, Scenario, build_default, half_base, new_address_space
 from emu.verify import VERDICT_CLASSES, Row, verify_scenario
-from emu.walk import FLAG_COMBINATIONS, FolioWalk, folio_walk_end, folio_walk_start, folio_walk_start_reference
 
 U64 = (1 << 64) - 1
 ANON = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE

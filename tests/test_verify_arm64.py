@@ -22,14 +22,14 @@ import pytest
 import archs
 from archs import arm64 as a64
 from archs.linux import Prot, SwpEntry
-from emu import deviations
 from emu.machines import arm64 as m64
+from emu.machines import deviations
 from emu.machines.base import READ, WRITE, Access, Fault, Translation
-from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
-from emu.oracle import make_oracle
-from emu.scenarios import Case, Scenario, half_base, new_address_space
+from emu.machines.oracle import make_oracle
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
+from emu.mm.pagewalk import FW_MIGRATION
+from emu.mm.scenarios import Case, Scenario, half_base, new_address_space
 from emu.verify import Report, Row, _judge, judge, run_walk, verify_configs, verify_scenario
-from emu.walk import FW_MIGRATION
 from tests.default_verdicts import expected_verdict
 
 CONFIGS = archs.all_config_keys(["arm64"])

@@ -2,7 +2,7 @@
 region-third, segment table on top) gives the verdicts the semantics call for, every fault carries
 the program-interruption code the Principles of Operation names for its case, 10,000 random
 addresses per ASCE type all agree, large entries are never 'agree' unless EDAT is proven, and
-the s390x emulator deviations in emu/deviations.py still exist."""
+the s390x emulator deviations in emu/machines/deviations.py still exist."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from unicorn import s390x_const as S
 
 import archs
 from archs.linux import Prot
-from emu import deviations
 from emu.cli import main
+from emu.machines import deviations
 from emu.machines import s390x as machine_mod
 from emu.machines.base import WRITE, Fault, Translation
-from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
-from emu.oracle import S390xOracle
-from emu.scenarios import Case, Scenario, build_default
+from emu.machines.oracle import S390xOracle
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
+from emu.mm.pagewalk import FW_ZEROPAGE, FolioWalk, folio_walk_end, folio_walk_start
+from emu.mm.scenarios import Case, Scenario, build_default
 from emu.verify import Report, verify_configs, verify_scenario
-from emu.walk import FW_ZEROPAGE, FolioWalk, folio_walk_end, folio_walk_start
 from tests.default_verdicts import expected_verdict
 
 CONFIGS = ["s390x:region1", "s390x:region2", "s390x:region3", "s390x:segment"]

@@ -10,8 +10,8 @@ import pytest
 import archs
 from archs.linux import Prot
 from emu.machines.base import Fault, Translation
-from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
-from emu.scenarios import Case, Scenario, build_default
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
+from emu.mm.scenarios import Case, Scenario, build_default
 from emu.verify import Row, verify_configs, verify_scenario
 from tests.default_verdicts import expected_verdict
 

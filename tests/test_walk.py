@@ -12,10 +12,9 @@ import pytest
 
 from archs import get_ops
 from archs.linux import Prot, SwpEntry
-from emu.memory import Folio, Page
-from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_WRITE, VMA
-from emu.scenarios import new_address_space
-from emu.walk import (
+from emu.machines.ram import Folio, Page
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_WRITE, VMA
+from emu.mm.pagewalk import (
     FLAG_COMBINATIONS,
     FW_LEVEL_PMD,
     FW_LEVEL_PTE,
@@ -27,6 +26,7 @@ from emu.walk import (
     folio_walk_end,
     folio_walk_start,
 )
+from emu.mm.scenarios import new_address_space
 
 K, M, G = 1 << 12, 1 << 21, 1 << 30
 BASE = 0x7F00_0000_0000  # a 1G-aligned user address

@@ -94,7 +94,7 @@ from emu.machines.base import (
     RawProbes,
     Translation,
 )
-from emu.memory import FrameAllocator, PhysicalMemory
+from emu.machines.ram import FrameAllocator, PhysicalMemory
 
 __all__ = [
     "Arm64Machine",

@@ -156,7 +156,7 @@ from emu.machines.base import (
     RawProbes,
     Translation,
 )
-from emu.memory import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
+from emu.machines.ram import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
 
 __all__ = [
     "S390xMachine",

@@ -115,7 +115,7 @@ from emu.machines.base import (
     RawProbes,
     Translation,
 )
-from emu.memory import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
+from emu.machines.ram import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
 
 __all__ = ["X86_64Machine", "PF_P", "PF_W", "PF_U", "PF_RSVD", "PF_ID", "PF_PK"]
 

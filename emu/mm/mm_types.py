@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from archs.linux import LinuxPgtable
 from emu.errors import AddressError, MemoryLayoutError
-from emu.memory import FrameAllocator, MemMap, Page, PhysicalMemory
+from emu.machines.ram import FrameAllocator, MemMap, Page, PhysicalMemory
 
 # include/linux/mm.h (v6.12)
 VM_READ = 0x00000001

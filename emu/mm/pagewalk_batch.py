@@ -6,7 +6,7 @@
     if folio_walk_start(fw, vma, addr, flags) is not None:
         folio_walk_end(fw, vma)
 
-leaves behind (``emu/walk.py``; mm/pagewalk.c v6.12 or the seed ``aa39ca6940f1``, as ``ops.kernel``
+leaves behind (``emu/mm/pagewalk.py``; mm/pagewalk.c v6.12 or the seed ``aa39ca6940f1``, as ``ops.kernel``
 says), with the addresses walked one after another in the order given -- so a bad entry that
 ``pgd_none_or_clear_bad()`` clears for one address is already clear for the next.  With
 ``isolated=True`` every address instead sees the tables as they were when the call began (each
@@ -20,7 +20,7 @@ PMD, PUD), none entries at any level, and addresses outside the VMA.  The predic
 declarations), or for any other architecture :class:`MemoRules`, which asks the arch's own scalar
 predicates once per distinct entry value.  Every other address (swap, migration, PROT_NONE,
 special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
-:func:`~emu.walk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions
+:func:`~emu.mm.pagewalk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions
 of its own (s390x: folding decided by each entry's table type, and pgd_offset()'s shift by the
 type of the top table's first entry) gets :class:`DynamicFoldingRules`: the walks whose entries
 have the types of the configuration's static folding -- the tables Linux builds -- are
@@ -29,7 +29,7 @@ agree with the static ones), every other walk is the per-address walker's.
 
 The result, :class:`WalkBatch`, is columns (numpy arrays, one element per address) that verify and
 the fuzzer read without building any Python object per address, plus ``batch[i]`` which
-materialises the :class:`~emu.walk.FolioWalk` record of address ``i`` (trace, warnings and cleared
+materialises the :class:`~emu.mm.pagewalk.FolioWalk` record of address ``i`` (trace, warnings and cleared
 entries included) on demand:
 
 ==================  ==========  ==================================================================
@@ -64,9 +64,9 @@ from typing import Any
 
 import numpy as np
 
-from emu.memory import Folio, Page
-from emu.mm import MM, VM_MIXEDMAP, VM_PFNMAP, VMA
-from emu.walk import (
+from emu.machines.ram import Folio, Page
+from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA
+from emu.mm.pagewalk import (
     FW_LEVEL_PMD,
     FW_LEVEL_PTE,
     FW_LEVEL_PUD,
@@ -422,14 +422,14 @@ class _ValueMemo:
 
 
 class MemoRules:
-    """Any architecture the scalar fast path supports (emu/walk.py ``_FastWalk``): each DISTINCT
+    """Any architecture the scalar fast path supports (emu/mm/pagewalk.py ``_FastWalk``): each DISTINCT
     entry value is classified once by the arch's own scalar predicates -- the fast path's
     memoised verdicts -- and arrays are classified by looking their values up in a
     ``value -> (code, address-or-pfn)`` hash table (:class:`_ValueMemo`).  No second copy of any
     predicate."""
 
     def __init__(self, ops: Any, mm: MM) -> None:
-        from emu.walk import _fast_walker
+        from emu.mm.pagewalk import _fast_walker
 
         self.ops = ops
         self.fast = _fast_walker(mm)
@@ -438,7 +438,7 @@ class MemoRules:
 
     def _scalar(self, level: str, x: int) -> tuple[int, int]:
         """(code, next table address or leaf pfn) of one value, by the arch's predicates."""
-        from emu.walk import _C_LEAF, _C_NONE, _C_OTHER, _C_SAME
+        from emu.mm.pagewalk import _C_LEAF, _C_NONE, _C_OTHER, _C_SAME
 
         fast = self.fast
         if level in ("pgd", "p4d", "pud"):
@@ -670,7 +670,7 @@ class _VectorWalk:
 
     def page_folio(self, pfn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``page_folio()`` of many pages: (head pfn, order); a pfn in no folio is its own
-        order-0 folio (emu/memory.py MemMap)."""
+        order-0 folio (emu/machines/ram.py MemMap)."""
         self._folios()
         heads, orders = self._heads, self._orders
         if not len(heads):
@@ -795,7 +795,7 @@ class _VectorWalk:
 def _vector_walker(mm: MM) -> _VectorWalk | None:
     """The mm's vectorised walk: the arch's VECTOR_RULES, else MemoRules (DynamicFoldingRules for
     an arch with pXd_offset() of its own); None where the scalar fast path is off."""
-    from emu.walk import _fast_walker
+    from emu.mm.pagewalk import _fast_walker
 
     vw: _VectorWalk | None = getattr(mm, "_folio_walk_vector", None)
     if vw is not None and vw.ops is mm.ops and vw.ram is mm.ram and vw.memmap is mm.memmap:

@@ -13,8 +13,8 @@ from typing import Any
 from archs.linux import LinuxPgtable
 from emu.errors import ConfigError
 from emu.machines.base import READ, Access, Fault, ProbeResult
-from emu.memory import FrameAllocator, PhysicalMemory
-from emu.mm import MM
+from emu.machines.ram import FrameAllocator, PhysicalMemory
+from emu.mm.mm_types import MM
 
 
 class Oracle:

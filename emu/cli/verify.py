@@ -72,7 +72,7 @@ def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None) -> R
     half, where the configuration has two) that holds it."""
     import time
 
-    from emu.scenarios import Case, build_default, halves
+    from emu.mm.scenarios import Case, build_default, halves
     from emu.verify import verify_scenario
 
     start = time.perf_counter()
@@ -141,7 +141,7 @@ def print_table(report: Report, out: Any = None) -> None:
         if (row.case, row.addr) != case:
             case = (row.case, row.addr)
             print(f" {row.addr:#018x}  {row.case}", file=out)
-        from emu.walk import flags_str
+        from emu.mm.pagewalk import flags_str
 
         print(
             f"  {flags_str(row.walk.flags):<25} {row.walk.summary():<44} {_entry(row):<38} "

@@ -13,8 +13,8 @@ from typing import Any
 
 from archs.linux import LinuxPgtable, Prot, SwpEntry
 from emu.errors import MemoryLayoutError
-from emu.memory import FrameAllocator, MemMap, PhysicalMemory
-from emu.mm import (
+from emu.machines.ram import FrameAllocator, MemMap, PhysicalMemory
+from emu.mm.mm_types import (
     MM,
     VM_IO,
     VM_MAYREAD,
@@ -27,7 +27,7 @@ from emu.mm import (
     VM_WRITE,
     VMA,
 )
-from emu.tables import PageTableBuilder
+from emu.mm.tables import PageTableBuilder
 
 SMALL_RAM = 64 << 20  # tables, small folios, the zero page, the probe machine's own frames
 ANON_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE
@@ -130,7 +130,7 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True, half: str = "l
     ram, alloc, memmap, mm, b = new_address_space(ops, reserved_low=getattr(ops, "RESERVED_LOW", 0))
     sc = Scenario(ops, ram, alloc, memmap, mm, b, half=half)
     if with_oracle:
-        from emu.oracle import make_oracle
+        from emu.machines.oracle import make_oracle
 
         sc.oracle = make_oracle(ops, ram, alloc)
         sc.oracle.half = half

@@ -55,7 +55,7 @@ def _help(p: argparse.ArgumentParser) -> int:
 
 def run_build(args: argparse.Namespace) -> int:
     from emu.cli import output_dir
-    from emu.cmd_verify import selected_configs
+    from emu.cli.verify import selected_configs
     from emu.fixtures import build_fixture_sets
 
     keys = selected_configs(args.arch, args.config)

@@ -7,7 +7,7 @@ The control flow mirrors mm/pagewalk.c line for line.  Two kernel versions are m
   folio_walk_end()" (David Hildenbrand, Aug 2024), exactly as written there.
 * ``v6.12`` (default) -- the release, which adds to it
   - "mm/pagewalk: check pfnmap for folio_walk_start()" (Peter Xu): ``pud_special()`` in the PUD
-    branch (vm_normal_page_pmd() got ``pmd_special()`` in the same series, see emu/mm.py);
+    branch (vm_normal_page_pmd() got ``pmd_special()`` in the same series, see emu/mm/mm_types.py);
   - "mm/pagewalk: fix usage of pmd_leaf()/pud_leaf() without present check" (Hildenbrand, Oct
     2024): a non-present PUD/PMD also takes the leaf branch, so a PMD migration entry -- whose
     _PAGE_PSE is clear on x86-64 -- is found with FW_MIGRATION instead of being skipped.
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from archs.linux import is_migration_entry, swap_type_name
-from emu.memory import Folio, Page
-from emu.mm import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, SpinLock
+from emu.machines.ram import Folio, Page
+from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, SpinLock
 
 LINUX_LEVELS5 = ("pgd", "p4d", "pud", "pmd", "pte")
 
@@ -916,7 +916,7 @@ def _fast_walker(mm: MM) -> _FastWalk:
 
 def folio_walk_start(fw: FolioWalk, vma: VMA, addr: int, flags: int = 0) -> Folio | None:
     """``folio_walk_start()`` (mm/pagewalk.c): walk the page tables of ``vma`` to the folio
-    mapped at ``addr``.  Takes a :class:`~emu.mm.VMA`; returns the :class:`~emu.memory.Folio`
+    mapped at ``addr``.  Takes a :class:`~emu.mm.mm_types.VMA`; returns the :class:`~emu.machines.ram.Folio`
     with the page-table lock held (call :func:`folio_walk_end`), or None with no lock held.
     The mmap lock must be held in read mode (``with mm.mmap_read():``)."""
     mm = vma.vm_mm

@@ -1,7 +1,7 @@
 """The ``foliowalk`` command (also ``python -m emu``).
 
-Every sub-command lives in its own module (``emu/cmd_*.py``) that provides ``add_parser()``;
-this file only dispatches, and turns every deliberate error into one line on stderr and exit
+Every sub-command lives in its own module (``emu/cli/<command>.py``) that provides ``add_parser()``;
+this module only dispatches, and turns every deliberate error into one line on stderr and exit
 status 2 (exit 1 is reserved for a run that found a ``disagree``).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from archs import UnknownConfig
 from emu.errors import FoliowalkError
 
-COMMAND_MODULES = ["emu.cmd_verify", "emu.cmd_fixtures", "emu.cmd_fuzz", "emu.cmd_bench"]
+COMMAND_MODULES = ["emu.cli.verify", "emu.cli.fixtures", "emu.cli.fuzz", "emu.cli.bench"]
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -61,7 +61,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _configs(args: argparse.Namespace) -> list[str]:
-    from emu.cmd_verify import selected_configs
+    from emu.cli.verify import selected_configs
 
     if not args.arch and not args.config:
         return selected_configs(["x86_64"], [])

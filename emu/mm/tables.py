@@ -12,14 +12,14 @@ from __future__ import annotations
 from archs.base import LINUX_LEVELS, HwLevel
 from archs.linux import MIGRATION_TYPES, LinuxPgtable, Prot, SwpEntry
 from emu.errors import AddressError, MemoryLayoutError
-from emu.memory import Folio
-from emu.mm import MM
+from emu.machines.ram import Folio
+from emu.mm.mm_types import MM
 
 LEAF_LEVELS = ("pud", "pmd", "pte")
 
 
 class PageTableBuilder:
-    """Builds the page tables of one :class:`~emu.mm.MM` in its guest RAM.
+    """Builds the page tables of one :class:`~emu.mm.mm_types.MM` in its guest RAM.
 
     ``reserved`` VA ranges (e.g. the x86-64 probe machine's own top-level slot) cannot be mapped.
     Every table frame the builder allocates is listed in ``tables`` as ``(pa, size)``.
