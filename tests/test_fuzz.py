@@ -30,12 +30,12 @@ from emu.fuzz import (
     HierarchyGenerator,
     Target,
     VmaSpec,
-    _digest,
     materialize,
     plan_layout,
     run_campaign,
     signature,
 )
+from emu.fuzz.records import campaign_digest
 from emu.machines.base import Translation
 from emu.mm.pagewalk import FolioWalk, folio_walk, folio_walk_end, folio_walk_start
 from emu.strategies import entries, hierarchies
@@ -236,7 +236,7 @@ def test_a_worker_that_aborts_does_not_stop_the_campaign(tmp_path: Path) -> None
     assert Hierarchy.from_json(saved["hierarchy"]) == gen.generate(2, 3)
     assert res.indices == [0, 1, 2, 4, 5, 6, 7]
     # --jobs does not change the cases: the same hierarchies as generated in this process.
-    assert res.digest == _digest({i: gen.generate(2, i).digest() for i in res.indices})
+    assert res.digest == campaign_digest({i: gen.generate(2, i).digest() for i in res.indices})
     assert not res.ok
 
 

@@ -146,9 +146,9 @@ def replay(path: Path, *, as_json: bool = False) -> int:
     if isinstance(rows, tuple):  # ("invalid", why): the hierarchy itself is bad input
         raise FoliowalkError(f"{path}: not a valid hierarchy: {rows[1]}")
     if rows is None:
-        from emu.fuzz import _exit_text
+        from emu.fuzz.pool import exit_text
 
-        print(f"foliowalk fuzz: the replay of {path} died: {_exit_text(proc.exitcode)}", file=sys.stderr)
+        print(f"foliowalk fuzz: the replay of {path} died: {exit_text(proc.exitcode)}", file=sys.stderr)
         return 1
     if as_json:
         json.dump({"hierarchy": str(path), "rows": rows}, sys.stdout, indent=1)
