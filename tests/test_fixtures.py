@@ -15,6 +15,8 @@ import pytest
 
 import archs
 import emu.fixtures as fx
+import emu.fixtures.build as fx_build
+import emu.fixtures.write as fx_write
 from emu.cli import main
 from emu.errors import FixtureError
 from emu.fixtures import (
@@ -26,8 +28,10 @@ from emu.fixtures import (
     load_fixture_set,
     write_fixture_set,
 )
+from emu.fixtures.format import sha256_hex
 from emu.machines.base import Translation
 from emu.machines.oracle import ORACLES
+from emu.machines.ram import TAG
 from emu.mm.pagewalk import flags_str
 from emu.mm.scenarios import Case, build_default
 from emu.verify import run_walk, verify_scenario
@@ -217,7 +221,7 @@ def test_rewrite_without_atomic_exchange_still_lands(
 ) -> None:
     shutil.copytree(built["x86_64:4level"], tmp_path / "x86_64-4level")
     (tmp_path / "x86_64-4level" / "stale-file").write_text("old")
-    monkeypatch.setattr(fx, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fx_write, "_exchange", lambda a, b: False)
     sc, rows = _scenario_rows()
     try:
         write_fixture_set(tmp_path, sc, rows)
@@ -235,7 +239,7 @@ def test_interrupted_write_leaves_the_old_set_or_none(
     if existing:
         shutil.copytree(built["x86_64:4level"], target)
         before = files_of(target)
-    real = fx._write_file
+    real = fx_write._write_file
     calls = []
 
     def dying_write(path: Path, data: bytes) -> None:
@@ -244,7 +248,7 @@ def test_interrupted_write_leaves_the_old_set_or_none(
             raise KeyboardInterrupt  # Ctrl-C half-way through the set
         real(path, data)
 
-    monkeypatch.setattr(fx, "_write_file", dying_write)
+    monkeypatch.setattr(fx_write, "_write_file", dying_write)
     sc, rows = _scenario_rows()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -260,7 +264,7 @@ def test_interrupted_write_leaves_the_old_set_or_none(
 def test_ctrl_c_during_build_keeps_the_sets_already_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = fx.build_fixture_set
+    real = fx_build.build_fixture_set
     calls = []
 
     def build_then_interrupt(out_dir: Path, key: str, kernel: str | None = None) -> Any:
@@ -269,7 +273,7 @@ def test_ctrl_c_during_build_keeps_the_sets_already_written(
             raise KeyboardInterrupt
         return real(out_dir, key, kernel)
 
-    monkeypatch.setattr(fx, "build_fixture_set", build_then_interrupt)
+    monkeypatch.setattr(fx_build, "build_fixture_set", build_then_interrupt)
     configs = ["--config", "x86_64:4level", "--config", "x86_64:5level"]
     rc = main(["fixtures", "build", "--out", str(tmp_path), *configs])
     out, err = capsys.readouterr()
@@ -451,7 +455,7 @@ def test_changed_table_entry_in_the_image_is_reported(x86: Path) -> None:
     data = bytearray((x86 / "memory.bin").read_bytes())
     data[ext["offset"] + pte_pa - ext["pa"]] &= 0xFE
     (x86 / "memory.bin").write_bytes(bytes(data))
-    edit_manifest(x86, lambda m: m["image"].update(sha256=fx._sha256(bytes(data))))
+    edit_manifest(x86, lambda m: m["image"].update(sha256=sha256_hex(bytes(data))))
     diffs = check_fixture_set(x86)
     assert any("walk.reason: recorded 'found'" in d for d in diffs), diffs
     assert any("mmu.fault: not recorded, now 'page-fault'" in d for d in diffs), diffs
@@ -464,7 +468,7 @@ def test_changed_entry_vector_is_reported(x86: Path) -> None:
     lines[0] = json.dumps(e, separators=(",", ":"))
     data = ("\n".join(lines) + "\n").encode()
     (x86 / "entries.jsonl").write_bytes(data)
-    edit_manifest(x86, lambda m: m["entries"].update(sha256=fx._sha256(data)))
+    edit_manifest(x86, lambda m: m["entries"].update(sha256=sha256_hex(data)))
     diffs = check_fixture_set(x86)
     assert len(diffs) == 1 and "entries.jsonl line 1: entry.decoded" in diffs[0], diffs
 
@@ -504,7 +508,7 @@ def test_raw_export_with_the_readme_reader(key: str, built: dict[str, Path], tmp
             assert f.read(size) == fs.image[off : off + size]
         for pa, size in fs.tagged:
             f.seek(pa + size - 8)
-            assert int.from_bytes(f.read(8), "little") == fx.TAG | (pa + size - 8)
+            assert int.from_bytes(f.read(8), "little") == TAG | (pa + size - 8)
     ns: dict[str, Any] = {}
     exec(compile(_readme_block("fixture-reader"), "README.md", "exec"), ns)
     translate = ns["translate"]
@@ -549,7 +553,7 @@ def test_raw_export_opens_in_volatility3(built: dict[str, Path], tmp_path: Path)
         assert pa == ch.mmu.get("pa"), fs.cases[ch.case][0]
         if pa is not None and ch.mmu.get("observed_by") == "tag":
             word = int.from_bytes(layer.read(ch.addr & ~7, 8), "little")
-            assert word == fx.TAG | (pa & ~7)
+            assert word == TAG | (pa & ~7)
 
 
 def test_export_cli_prints_root_and_registers(

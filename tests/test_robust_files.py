@@ -9,7 +9,7 @@
   what the killed one left in hidden temporary folders.
   (tests/test_fixtures.py already covers an exception -- Ctrl-C -- inside a set's write and a
   build interrupted between sets; these are the kill -9 versions.)
-* Nothing in a set is executed or unpickled: ``emu/fixtures.py`` imports no deserializer that
+* Nothing in a set is executed or unpickled: ``emu/fixtures/`` imports no deserializer that
   runs code and calls no ``eval``/``exec``/``compile``/``__import__``/``np.load``; a set whose
   files carry pickle payloads and Python source (and ships ``*.py`` files of its own) is loaded,
   checked, exported and replayed without any of it running.  Manifest paths cannot escape the
@@ -37,8 +37,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import emu.fixtures as fx
+import emu.fixtures.load as fx_load
 from emu import cli
 from emu.errors import FixtureError
+from emu.fixtures.format import sha256_hex
 from emu.fuzz import Hierarchy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +102,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import emu.fixtures as fx
+    import emu.fixtures.write as fx
     from emu import cli
 
     out, point, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -331,10 +333,10 @@ def test_findings_jsonl_is_never_torn(tmp_path: Path) -> None:
 # A fixture set is data
 # ------------------------------------------------------------------------------------------------
 def test_the_loader_imports_and_calls_nothing_that_runs_data() -> None:
-    tree = ast.parse((ROOT / "emu" / "fixtures.py").read_text())
     imported: set[str] = set()
     called: set[str] = set()
-    for node in ast.walk(tree):
+    nodes = [n for p in sorted((ROOT / "emu" / "fixtures").glob("*.py")) for n in ast.walk(ast.parse(p.read_text()))]
+    for node in nodes:
         if isinstance(node, ast.Import):
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -388,14 +390,14 @@ def test_a_set_full_of_code_runs_none_of_it(tmp_path: Path, capsys: pytest.Captu
     image = bytearray((d / "memory.bin").read_bytes())
     image[: len(pickled)] = pickled
     (d / "memory.bin").write_bytes(bytes(image))
-    m["image"]["sha256"] = fx._sha256(bytes(image))
+    m["image"]["sha256"] = sha256_hex(bytes(image))
     lines = (d / "entries.jsonl").read_bytes().splitlines()
     first = json.loads(lines[0])
     first["decoded"] = {"format": source}
     lines[0] = json.dumps(first).encode()
     ent = b"\n".join(lines) + b"\n"
     (d / "entries.jsonl").write_bytes(ent)
-    m["entries"]["sha256"] = fx._sha256(ent)
+    m["entries"]["sha256"] = sha256_hex(ent)
     (d / "manifest.json").write_text(json.dumps(m, indent=1))
 
     fs = fx.load_fixture_set(d)
@@ -456,16 +458,16 @@ ESCAPES = [
 @pytest.mark.parametrize("rel,why", ESCAPES, ids=[repr(e[0]) for e in ESCAPES])
 def test_manifest_paths_cannot_leave_the_set(rel: str, why: str, escape_dir: Path) -> None:
     with pytest.raises(FixtureError, match=why):
-        fx._member(escape_dir, rel, fx._Checker("manifest.json"), "image.file")
+        fx_load._member(escape_dir, rel, fx_load._Checker("manifest.json"), "image.file")
 
 
 def test_paths_inside_the_set_are_found(escape_dir: Path) -> None:
-    c = fx._Checker("manifest.json")
-    assert fx._member(escape_dir, "memory.bin", c, "image.file").read_bytes() == b"inside"
-    assert fx._member(escape_dir, "sub/inner.bin", c, "image.file").read_bytes() == b"inner"
-    assert fx._member(escape_dir, "./memory.bin", c, "image.file").read_bytes() == b"inside"
+    c = fx_load._Checker("manifest.json")
+    assert fx_load._member(escape_dir, "memory.bin", c, "image.file").read_bytes() == b"inside"
+    assert fx_load._member(escape_dir, "sub/inner.bin", c, "image.file").read_bytes() == b"inner"
+    assert fx_load._member(escape_dir, "./memory.bin", c, "image.file").read_bytes() == b"inside"
     # A symlink that stays inside the set is as good as the file (it resolves inside).
-    assert fx._member(escape_dir, "self/memory.bin", c, "image.file").read_bytes() == b"inside"
+    assert fx_load._member(escape_dir, "self/memory.bin", c, "image.file").read_bytes() == b"inside"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -477,7 +479,7 @@ def test_paths_inside_the_set_are_found(escape_dir: Path) -> None:
 def test_any_manifest_path_is_inside_the_set_or_refused(rel: str, escape_dir: Path) -> None:
     root = escape_dir.resolve()
     try:
-        p = fx._member(escape_dir, rel, fx._Checker("manifest.json"), "image.file")
+        p = fx_load._member(escape_dir, rel, fx_load._Checker("manifest.json"), "image.file")
     except FixtureError:
         return
     resolved = p.resolve()
