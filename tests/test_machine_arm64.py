@@ -10,10 +10,12 @@ import random
 
 import numpy as np
 import pytest
+from unicorn import UC_HOOK_INTR
 
 from emu.errors import AddressError, ConfigError, MemoryLayoutError
 from emu.machines import arm64
 from emu.machines.arm64 import DEVIATIONS, Arm64Machine
+from emu.machines.arm64 import machine as arm64_machine
 from emu.machines.base import READ, WRITE, Access, Fault, ProbeError, Translation
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
@@ -516,7 +518,7 @@ def test_probe_many_raw_decodes_to_probe_many(access, monkeypatch):
             assert (int(raw.status[i]), int(raw.pa[i])) == (RAW_OBSERVED, r.pa)
         else:
             assert (int(raw.status[i]), int(raw.code[i])) == (RAW_FAULT, r.code)
-    monkeypatch.setattr(arm64, "_BATCH_INSNS", 2)  # budget for about a third of the loop
+    monkeypatch.setattr(arm64_machine, "BATCH_INSNS", 2)  # budget for about a third of the loop
     raw, errors = m.probe_many_raw(many, access)
     assert errors and raw.results(errors) == m.probe_many(many, access)
     assert set(errors) == set(np.flatnonzero(raw.status == RAW_ERROR).tolist())
@@ -560,7 +562,7 @@ def test_batch_timeout_reports_unreached_addresses():
 def test_batch_budget_exhausted_gives_probe_errors_not_wrong_answers(monkeypatch):
     m, t, vas = mixed_world()
     expect = [m.probe(va) for va in vas]
-    monkeypatch.setattr(arm64, "_BATCH_INSNS", 2)  # budget for about a third of the loop
+    monkeypatch.setattr(arm64_machine, "BATCH_INSNS", 2)  # budget for about a third of the loop
     res = m.probe_many(vas)
     done = [r for r in res if not isinstance(r, ProbeError)]
     assert 0 < len(done) < len(vas)
@@ -683,7 +685,7 @@ def test_unicorn_until_retranslation_artifact_still_exists():
     t.map(0x5000, alloc.alloc(4096))  # mapped and executable; 0x4000 (holding 0x4fff) is not
     fx = m._fetch_engine()
     seen = []
-    fx.hook_add(arm64.UC_HOOK_INTR, lambda uc, n, d: seen.append(n))
+    fx.hook_add(UC_HOOK_INTR, lambda uc, n, d: seen.append(n))
     m._fx_state.clear()
     fx.reg_write(UC_ARM64_REG_PSTATE, arm64.PSTATE_EL3H)
     fx.cpr_write(3, 6, 4, 0, 0, arm64.SPSR_EL1H)  # SPSR_EL3

@@ -450,7 +450,7 @@ def _probe_code(sc: Scenario) -> tuple[Any, list[int]]:
         from emu.machines import arm64
 
         op = m._at_op(READ)
-        return m.uc, [m.code_pa + arm64._BATCH_OFF + 0x40 * op, m.code_pa + arm64._SINGLE_OFF + 0x10 * op]
+        return m.uc, [m.code_pa + arm64.BATCH_OFF + 0x40 * op, m.code_pa + arm64.SINGLE_OFF + 0x10 * op]
     return m.uc, [m._routines[("batch", False)].start, m._routines[("single", False)].start]
 
 

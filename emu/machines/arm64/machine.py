@@ -1,50 +1,5 @@
-"""arm64 (AArch64) machine: EL1&0 stage-1 translation done by Unicorn's MMU, observed with AT.
-
-One ``Uc(UC_ARCH_ARM64)`` (Cortex-A72 model, Unicorn 2.1.4) maps guest RAM at physical 0 with
-``mem_map_ptr`` (no copies: the tables the host writes into ``ram.buf`` are the tables the MMU
-walks) and runs in ``UC_TLB_CPU`` mode, so the emulated CPU's own table walker translates.
-
-How an address is probed (see ``/work/shared/ORACLE-NOTES.md``, arm64 section):
-
-* **Data accesses -- AT + PAR_EL1.**  Guest code runs at **EL3** with ``SCTLR_EL3.M = 0``, so it is
-  fetched from physical addresses and never has to be mapped by the tables under test.  It
-  executes ``AT S1E1R`` / ``AT S1E1W`` (EL1 read/write) or ``AT S1E0R`` / ``AT S1E0W`` (EL0 read/
-  write) on the address and reads ``PAR_EL1`` (Arm ARM DDI 0487, D19 "PAR_EL1"; the AT
-  instructions are in C5 "A64 System instructions for address translation").  ``PAR_EL1.F == 0``
-  gives the physical address, ``F == 1`` the fault status code FST (kind and level).  AT from EL3
-  translates the EL1&0 regime of the Security state selected by ``SCR_EL3.NS``; we use
-  Non-secure, as Linux runs.  AT never raises an exception, so faults cost nothing extra and the
-  batch loop needs no fault handling at all.
-* **Instruction fetches -- a real fetch.**  AT ignores execute permission (ORACLE-NOTES), so a
-  fetch probe really branches to the address: EL3 code does ``ERET`` into EL1 (or EL0) at the
-  address on a second ``Uc`` that shares the same RAM and carries a code hook on every address.
-  The hook stops emulation the moment the first instruction at the target would execute (the
-  fetch passed the MMU); a prefetch abort reaches the interrupt hook as exception 3 instead.
-  Because exceptions are never delivered architecturally, ``ESR_EL1`` stays 0; the abort's
-  syndrome is read from QEMU's ``env->exception`` record inside the ``context_save()`` blob, whose
-  offset is located at run time with a marker fault (ORACLE-NOTES "Common": never hard-code blob
-  offsets).  The physical address of a successful fetch is read with ``AT S1E1R`` (the walk is the
-  same; only the permission check differs).
-
-Set-up facts this module depends on, each measured and re-checked by ``tests/test_machine_arm64.py``:
-
-* Unicorn resets ``SCR_EL3.RW = 0``: EL1 would then be AArch32 and its tables would be walked in
-  the LPAE format.  We set ``SCR_EL3.RW`` (bit 10) and ``SCR_EL3.NS`` (bit 0), and
-  ``HCR_EL2.RW`` (bit 31) because EL2 exists and is below EL3 in Non-secure state
-  (D19 "SCR_EL3", "HCR_EL2").
-* PSTATE written from the host does not refresh QEMU's cached hflags (current EL, MMU index); any
-  ``CP_REG`` write does (``arm_rebuild_hflags``), so every PSTATE write is followed by one.
-* QEMU's TLB survives table edits, register writes and new ``emu_start`` calls: every probe starts
-  with ``flush_tlb()``.
-* Unicorn's ``timeout`` starts a timer thread per ``emu_start`` (measured ~125 us); single-address
-  probes are therefore bounded with an instruction ``count`` instead (their code is straight-line),
-  and ``timeout_us`` bounds every batch ``emu_start``.
-* ``emu_start(..., until=X)`` re-translates ``X - 1`` through the MMU *after* the run, in whatever
-  regime the CPU ended in; when that page faults the stale fault reaches the interrupt hook as a
-  spurious prefetch abort.  Fetch probes therefore run with ``until=0`` (for which Unicorn skips
-  that step) and stop from the code hook.
-
-Where Unicorn departs from the Arm ARM is listed in :data:`DEVIATIONS`.
+"""The arm64 machine: Unicorn set up for EL1&0 stage-1 translation, probed with AT + PAR_EL1 for
+data accesses and with a real fetch for instruction fetches (see the package docstring).
 """
 
 from __future__ import annotations
@@ -54,7 +9,6 @@ import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, cast
 
@@ -82,6 +36,49 @@ from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from emu.errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
+from emu.machines.arm64.guest_code import (
+    AT_NAME,
+    AT_OP,
+    BATCH_END,
+    BATCH_INSNS,
+    BATCH_OFF,
+    BRK0,
+    ERET,
+    ERET_OFF,
+    LOAD_STUB_OFF,
+    SINGLE_LEN,
+    SINGLE_OFF,
+    a64_ldr,
+    batch_code,
+    pack_words,
+    single_code,
+)
+from emu.machines.arm64.sysregs import (
+    EL1_REGS,
+    EXCP_BKPT,
+    EXCP_DATA_ABORT,
+    EXCP_PREFETCH_ABORT,
+    GRANULES,
+    HCR_EL2_RW,
+    MAIR_EL1_DEFAULT,
+    PAR_F,
+    PAR_FST_MASK,
+    PAR_FST_SHIFT,
+    PAR_PA_MASK,
+    PSTATE_EL3H,
+    SCR_EL3_NS,
+    SCR_EL3_RW,
+    SCTLR_M,
+    SPSR_EL0T,
+    SPSR_EL1H,
+    SYSREGS,
+    TCR_EPD0,
+    TCR_EPD1,
+    VA_BITS_RANGE,
+    decode_fst,
+    start_level,
+    tcr_el1_value,
+)
 from emu.machines.base import (
     RAW_ERROR,
     RAW_FAULT,
@@ -95,336 +92,6 @@ from emu.machines.base import (
     Translation,
 )
 from emu.machines.ram import FrameAllocator, PhysicalMemory
-
-__all__ = [
-    "Arm64Machine",
-    "Deviation",
-    "DEVIATIONS",
-    "SYSREGS",
-    "tcr_el1_value",
-    "decode_fst",
-    "start_level",
-]
-
-# ---------------------------------------------------------------------------------------------
-# System registers: (op0, op1, CRn, CRm, op2), Arm ARM D19 (AArch64 System Register Descriptions)
-# ---------------------------------------------------------------------------------------------
-SYSREGS: dict[str, tuple[int, int, int, int, int]] = {
-    "SCTLR_EL1": (3, 0, 1, 0, 0),
-    "TCR_EL1": (3, 0, 2, 0, 2),
-    "TTBR0_EL1": (3, 0, 2, 0, 0),
-    "TTBR1_EL1": (3, 0, 2, 0, 1),
-    "MAIR_EL1": (3, 0, 10, 2, 0),
-    "PAR_EL1": (3, 0, 7, 4, 0),
-    "SCR_EL3": (3, 6, 1, 1, 0),
-    "HCR_EL2": (3, 4, 1, 1, 0),
-    "SPSR_EL3": (3, 6, 4, 0, 0),
-    "ELR_EL3": (3, 6, 4, 0, 1),
-    "ID_AA64MMFR0_EL1": (3, 0, 0, 7, 0),
-}
-
-# The EL1&0 translation registers a caller may set directly (fuzzing TCR fields, SCTLR.WXN, ...).
-_EL1_REGS = ("SCTLR_EL1", "TCR_EL1", "MAIR_EL1", "TTBR0_EL1", "TTBR1_EL1")
-
-SCR_EL3_NS = 1 << 0  # D19 SCR_EL3.NS: EL0/EL1 are Non-secure
-SCR_EL3_RW = 1 << 10  # D19 SCR_EL3.RW: the next lower EL is AArch64 (MUST-FIX, ORACLE-NOTES)
-HCR_EL2_RW = 1 << 31  # D19 HCR_EL2.RW: EL1 is AArch64
-SCTLR_M = 1 << 0  # D19 SCTLR_EL1.M: stage 1 MMU enable
-
-# PSTATE/SPSR values: DAIF masked (0x3c0) | M[3:0] (D1 "Process state, PSTATE"; SPSR_EL3.M)
-PSTATE_EL3H = 0x3CD
-SPSR_EL1H = 0x3C5
-SPSR_EL0T = 0x3C0
-
-MAIR_EL1_DEFAULT = 0xFF  # Attr0 = Normal, Inner/Outer Write-Back non-transient RW-allocate
-
-# PAR_EL1 (D19 "PAR_EL1"): F is bit 0.  F == 0: PA[47:12] in bits [47:12] (PA[51:48] in [51:48]
-# with FEAT_LPA; RES0 otherwise, kept in the mask so a PE that sets them is seen).  F == 1:
-# FST in bits [6:1], PTW bit 8, S bit 9.
-PAR_F = 1
-PAR_PA_MASK = ((1 << 52) - 1) & ~0xFFF
-PAR_FST_SHIFT = 1
-PAR_FST_MASK = 0x3F
-
-# Unicorn exception numbers (QEMU target/arm/cpu.h EXCP_*), what UC_HOOK_INTR receives.
-EXCP_PREFETCH_ABORT = 3
-EXCP_DATA_ABORT = 4
-EXCP_BKPT = 7
-
-# ---------------------------------------------------------------------------------------------
-# Granules and TCR_EL1 (Arm ARM D19 "TCR_EL1"; D8 "Translation granule", "Input address size")
-# ---------------------------------------------------------------------------------------------
-# granule -> (page shift, index bits per level): 4KB: 12/9, 16KB: 14/11, 64KB: 16/13.
-GRANULES: dict[int, tuple[int, int]] = {4096: (12, 9), 16384: (14, 11), 65536: (16, 13)}
-# TCR_EL1.TG0 [15:14]: 0b00 4KB, 0b01 64KB, 0b10 16KB.   TCR_EL1.TG1 [31:30]: 0b01 16KB,
-# 0b10 4KB, 0b11 64KB.  (The two fields encode the sizes differently: D19 TCR_EL1.)
-_TG0 = {4096: 0b00, 65536: 0b01, 16384: 0b10}
-_TG1 = {16384: 0b01, 4096: 0b10, 65536: 0b11}
-# TCR_EL1.IPS [34:32]: 0b000 32 bits, 0b001 36, 0b010 40, 0b011 42, 0b100 44, 0b101 48, 0b110 52.
-_IPS = {32: 0b000, 36: 0b001, 40: 0b010, 42: 0b011, 44: 0b100, 48: 0b101, 52: 0b110}
-VA_BITS_RANGE = range(36, 49)  # what this machine offers, for every granule (TxSZ 16..28)
-
-TCR_T0SZ_SHIFT = 0  # [5:0]
-TCR_EPD0 = 1 << 7  # walks through TTBR0_EL1 disabled -> Translation fault
-TCR_TG0_SHIFT = 14  # [15:14]
-TCR_T1SZ_SHIFT = 16  # [21:16]
-TCR_EPD1 = 1 << 23  # walks through TTBR1_EL1 disabled -> Translation fault
-TCR_TG1_SHIFT = 30  # [31:30]
-TCR_IPS_SHIFT = 32  # [34:32]
-
-
-def tcr_el1_value(granule: int, va_bits: int, *, epd0: bool = False, epd1: bool = False,
-                  ips_bits: int = 48) -> int:
-    """TCR_EL1 for ``granule`` and ``va_bits``-bit VAs in both halves (Arm ARM D19 "TCR_EL1").
-
-    T0SZ = T1SZ = 64 - va_bits (the region size is 2**(64-TxSZ) bytes); TG0/TG1 select the
-    granule (different encodings, see ``_TG0``/``_TG1``); IPS = ``ips_bits`` (48 as in the
-    ORACLE-NOTES working values); EPD0/EPD1 disable a half.  IRGN/ORGN/SH (walk cacheability and
-    shareability), A1 (ASID from TTBR0), AS (8-bit ASID), TBI0/TBI1 (top byte is part of the
-    address) and HPD0/HPD1 (hierarchical permissions enabled) are all left 0.
-    """
-    if granule not in GRANULES:
-        raise ConfigError(f"arm64 granule {granule} is not one of 4096, 16384, 65536")
-    if ips_bits not in _IPS:
-        raise ConfigError(f"TCR_EL1.IPS cannot encode {ips_bits}-bit physical addresses")
-    txsz = 64 - va_bits
-    if not 0 <= txsz < 64:
-        raise ConfigError(f"va_bits {va_bits} gives an unencodable TxSZ {txsz}")
-    value = (txsz << TCR_T0SZ_SHIFT) | (_TG0[granule] << TCR_TG0_SHIFT)
-    value |= (txsz << TCR_T1SZ_SHIFT) | (_TG1[granule] << TCR_TG1_SHIFT)
-    value |= _IPS[ips_bits] << TCR_IPS_SHIFT
-    if epd0:
-        value |= TCR_EPD0
-    if epd1:
-        value |= TCR_EPD1
-    return value
-
-
-def start_level(granule: int, va_bits: int) -> int:
-    """Initial lookup level (D8 "Translation table walks"; pseudocode AArch64.S1StartLevel):
-    ``4 - ceil((va_bits - page_shift) / bits_per_level)``."""
-    shift, bits = GRANULES[granule]
-    return 4 - -(-(va_bits - shift) // bits)
-
-
-# ---------------------------------------------------------------------------------------------
-# Fault status codes (PAR_EL1.FST = ESR_ELx.ISS.{I,D}FSC; D19 "PAR_EL1", "ESR_EL1")
-# ---------------------------------------------------------------------------------------------
-_FST_KIND = {0b0000: "address-size", 0b0001: "translation", 0b0010: "access-flag",
-             0b0011: "permission", 0b0101: "walk-external-abort"}
-
-
-def decode_fst(fst: int) -> tuple[str, int] | None:
-    """(kind, level) for a 6-bit fault status code, or None for codes this oracle does not name.
-
-    0b0000LL Address size fault, 0b0001LL Translation fault, 0b0010LL Access flag fault,
-    0b0011LL Permission fault, 0b0101LL Synchronous External abort on translation table walk --
-    each at level LL.  (FEAT_LPA2's level -1 codes, TLB conflict 0b110000 and the rest: None.)
-    """
-    kind = _FST_KIND.get((fst >> 2) & 0xF)
-    if kind is None or fst > 0x3F:
-        return None
-    return kind, fst & 3
-
-
-# ---------------------------------------------------------------------------------------------
-# Unicorn's departures from the architecture (ORACLE-NOTES arm64 "Deviations"), as data.
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Deviation:
-    """One documented way Unicorn 2.1.4 (QEMU 5 ``get_phys_addr_lpae``) differs from the Arm ARM.
-
-    ``test`` names the test in ``tests/test_machine_arm64.py`` that shows it still exists.
-    """
-
-    name: str
-    summary: str
-    arm_arm_reference: str
-    test: str
-
-
-DEVIATIONS: list[Deviation] = [
-    Deviation(
-        name="block-at-any-level",
-        summary=(
-            "A valid non-table descriptor (bits[1:0] = 0b01) is taken as a block at every level "
-            "below 3, including levels where the architecture has no block descriptor: level 0 "
-            "with the 4KB granule (a 512GB 'block'), levels 0/1 with 16KB (128TB/64GB) and level 1 "
-            "with 64KB (4TB). The architecture says Translation fault at that level."
-        ),
-        arm_arm_reference=(
-            "Arm ARM DDI 0487, D8 (VMSAv8-64) 'Translation table descriptor formats': block "
-            "descriptors exist only at level 1 and 2 (4KB) and level 2 (16KB, 64KB) without "
-            "FEAT_LPA/FEAT_LPA2; elsewhere bits[1:0] = 0b01 is an invalid descriptor and the "
-            "lookup generates a Translation fault at that level."
-        ),
-        test="test_deviation_block_at_any_level",
-    ),
-    Deviation(
-        name="block-oa-ored",
-        summary=(
-            "The output address of a block is the descriptor's address field OR'ed with the VA's "
-            "offset in the block, instead of OA[47:n] concatenated with VA[n-1:0]: RES0 descriptor "
-            "bits between the granule and the block size leak into the physical address."
-        ),
-        arm_arm_reference=(
-            "Arm ARM DDI 0487, D8 'Translation table descriptor formats' (block descriptor: "
-            "OA[47:n], bits[n-1:12] RES0 apart from nT) and D8 'Translation table walks' (the "
-            "PA is OA[47:n]:IA[n-1:0])."
-        ),
-        test="test_deviation_block_oa_ored",
-    ),
-    Deviation(
-        name="no-address-size-fault",
-        summary=(
-            "No Address size fault is ever generated: an output or next-level table address above "
-            "the effective PA size (TCR_EL1.IPS capped by ID_AA64MMFR0_EL1.PARange = 44 bits on "
-            "the Cortex-A72 model) translates, and descriptor bits [51:48] are silently dropped."
-        ),
-        arm_arm_reference=(
-            "Arm ARM DDI 0487, D8 'Address size configuration' / 'Translation faults and Address "
-            "size faults' (an OA or table address wider than the effective PA size is an Address "
-            "size fault at that level), D19 'TCR_EL1' IPS and 'ID_AA64MMFR0_EL1' PARange."
-        ),
-        test="test_deviation_no_address_size_fault",
-    ),
-    Deviation(
-        name="contiguous-ignored",
-        summary=(
-            "The Contiguous bit (descriptor bit 52) is ignored: every entry of a run is used on "
-            "its own, so a misprogrammed run (entries that are invalid or point elsewhere) never "
-            "gives a TLB conflict or a run-wide translation."
-        ),
-        arm_arm_reference=(
-            "Arm ARM DDI 0487, D8 'The Contiguous bit': a misprogrammed contiguous run is "
-            "CONSTRAINED UNPREDICTABLE (TLB conflict abort, or the translation of any entry in the "
-            "run). Ignoring the hint is one permitted outcome; the others cannot be observed here."
-        ),
-        test="test_deviation_contiguous_ignored",
-    ),
-    Deviation(
-        name="txsz-clamped",
-        summary=(
-            "TCR_EL1.T0SZ/T1SZ are clamped to 16..39: a larger TxSZ translates as 39 and a smaller "
-            "as 16, never a level 0 Translation fault."
-        ),
-        arm_arm_reference=(
-            "Arm ARM DDI 0487, D8 'Input address size configuration' and D19 'TCR_EL1' T0SZ/T1SZ: "
-            "without FEAT_TTST the largest TxSZ is 39 and without FEAT_LVA the smallest is 16; an "
-            "out-of-range value is CONSTRAINED UNPREDICTABLE (treated as the limit, or a level 0 "
-            "Translation fault). Unicorn always clamps."
-        ),
-        test="test_deviation_txsz_clamped",
-    ),
-    Deviation(
-        name="tgran16-unimplemented-but-used",
-        summary=(
-            "The 16KB granule translates although every arm64 CPU model in this build reports "
-            "ID_AA64MMFR0_EL1.TGran16 = 0b0000 (16KB granule not implemented)."
-        ),
-        arm_arm_reference=(
-            "Arm ARM DDI 0487, D19 'ID_AA64MMFR0_EL1' TGran16 and 'TCR_EL1' TG0/TG1: programming "
-            "an unimplemented granule size is treated as an IMPLEMENTATION DEFINED implemented "
-            "size, so the PE the model describes would not walk 16KB tables."
-        ),
-        test="test_deviation_tgran16_unimplemented_but_used",
-    ),
-    Deviation(
-        name="walk-outside-ram-reads-zero",
-        summary=(
-            "A translation table walk that reads a physical address outside guest RAM gets 0 "
-            "(an invalid descriptor), so the walk ends in a Translation fault at that level "
-            "instead of a Synchronous External abort on the walk. (Measured here; not in "
-            "ORACLE-NOTES. It is Unicorn's memory model, not the CPU: unbacked PAs read as 0.)"
-        ),
-        arm_arm_reference=(
-            "Arm ARM DDI 0487, D8 'Translation table walks' and D19 'PAR_EL1'/'ESR_EL1' FST "
-            "0b0101LL (Synchronous External abort on translation table walk, level LL): a walk "
-            "access the memory system does not complete is reported as an External abort; how "
-            "an unbacked PA responds is system-defined, usually a decode error, not zeros."
-        ),
-        test="test_deviation_walk_outside_ram_reads_zero",
-    ),
-]
-
-
-# ---------------------------------------------------------------------------------------------
-# A64 encodings of the few instructions the probe code needs (Arm ARM C6 "A64 Base Instruction
-# Descriptions"); the tests disassemble them with capstone.
-# ---------------------------------------------------------------------------------------------
-def _sys(op1: int, crn: int, crm: int, op2: int, rt: int) -> int:
-    """SYS #op1, Cn, Cm, #op2, Xt (C6 "SYS"): 1101010100 0 01 op1 CRn CRm op2 Rt."""
-    return 0xD5080000 | (op1 << 16) | (crn << 12) | (crm << 8) | (op2 << 5) | rt
-
-
-def _mrs(rt: int, reg: tuple[int, int, int, int, int]) -> int:
-    """MRS Xt, <sysreg> (C6 "MRS"): 1101010100 1 1 o0 op1 CRn CRm op2 Rt, op0 = 2 + o0."""
-    op0, op1, crn, crm, op2 = reg
-    return 0xD5300000 | ((op0 - 2) << 19) | (op1 << 16) | (crn << 12) | (crm << 8) | (op2 << 5) | rt
-
-
-def _at(op2: int, rt: int) -> int:
-    """AT S1E1R/S1E1W/S1E0R/S1E0W Xt = SYS #0, C7, C8, #op2 with op2 = 0/1/2/3 (C5)."""
-    return _sys(0, 7, 8, op2, rt)
-
-
-def _ldr(rt: int, rn: int) -> int:
-    """LDR Xt, [Xn] (C6 "LDR (immediate)", unsigned offset 0)."""
-    return 0xF9400000 | (rn << 5) | rt
-
-
-def _str_post(rt: int, rn: int, imm: int) -> int:
-    """STR Xt, [Xn], #imm (C6 "STR (immediate)", post-index)."""
-    return 0xF8000400 | ((imm & 0x1FF) << 12) | (rn << 5) | rt
-
-
-def _subs_imm(rd: int, rn: int, imm: int) -> int:
-    """SUBS Xd, Xn, #imm (C6 "SUBS (immediate)")."""
-    return 0xF1000000 | (imm << 10) | (rn << 5) | rd
-
-
-def _b_ne(offset: int) -> int:
-    """B.NE <label> (C6 "B.cond"), ``offset`` bytes from this instruction."""
-    return 0x54000001 | (((offset // 4) & 0x7FFFF) << 5)
-
-
-_ERET = 0xD69F03E0
-_BRK0 = 0xD4200000
-_NOP = 0xD503201F
-
-# AT op2 by (user, write): D19/C5 AT S1E1R=0, S1E1W=1, S1E0R=2, S1E0W=3.
-_AT_OP = {(False, False): 0, (False, True): 1, (True, False): 2, (True, True): 3}
-_AT_NAME = {0: "S1E1R", 1: "S1E1W", 2: "S1E0R", 3: "S1E0W"}
-
-# Code page layout (physical = EL3 virtual address; SCTLR_EL3.M = 0).
-_SINGLE_OFF = 0x000  # + 0x10 * op: AT <op>, X1 ; MRS X2, PAR_EL1   (until = entry + 8)
-_SINGLE_LEN = 8
-_BATCH_OFF = 0x100  # + 0x40 * op: the batch loop below           (until = entry + 0x18)
-_BATCH_END = 0x18
-_ERET_OFF = 0x300  # fetch engine: ERET into EL1/EL0 at ELR_EL3
-LOAD_STUB_OFF = 0x400  # LDR X2, [X1] ; BRK #0  (run at EL1/EL0 through the tables, load_u64)
-_BATCH_INSNS = 6
-
-
-def _single_code(op: int) -> list[int]:
-    return [_at(op, 1), _mrs(2, SYSREGS["PAR_EL1"])]
-
-
-def _batch_code(op: int) -> list[int]:
-    """X0 -> table of VAs (each slot overwritten with its PAR_EL1), X3 = count (>= 1)."""
-    return [
-        _ldr(1, 0),  # loop: X1 = VA
-        _at(op, 1),  #       AT <op>, X1
-        _mrs(2, SYSREGS["PAR_EL1"]),  # X2 = PAR_EL1
-        _str_post(2, 0, 8),  # [X0] = X2 ; X0 += 8
-        _subs_imm(3, 3, 1),  # X3 -= 1
-        _b_ne(-20),  # B.NE loop
-    ]
-
-
-def _pack(words: list[int]) -> bytes:
-    return struct.pack(f"<{len(words)}I", *words)
-
 
 # ---------------------------------------------------------------------------------------------
 # Fast construction of result objects (the batch path's Python cost is building objects).
@@ -528,12 +195,12 @@ class Arm64Machine:
 
         # Guest code: one granule page (so load_u64 callers can map it with one page entry).
         self.code_pa = alloc.alloc(granule, granule)
-        pieces = [(_ERET_OFF, [_ERET]), (LOAD_STUB_OFF, [_ldr(2, 1), _BRK0])]
+        pieces = [(ERET_OFF, [ERET]), (LOAD_STUB_OFF, [a64_ldr(2, 1), BRK0])]
         for op in range(4):
-            pieces.append((_SINGLE_OFF + 0x10 * op, _single_code(op)))
-            pieces.append((_BATCH_OFF + 0x40 * op, _batch_code(op)))
+            pieces.append((SINGLE_OFF + 0x10 * op, single_code(op)))
+            pieces.append((BATCH_OFF + 0x40 * op, batch_code(op)))
         for offset, words in pieces:
-            ram.write(self.code_pa + offset, _pack(words))
+            ram.write(self.code_pa + offset, pack_words(words))
         #: physical address of ``LDR X2, [X1]; BRK #0`` run by :meth:`load_u64`
         self.load_stub_pa = self.code_pa + LOAD_STUB_OFF
         chunk = self.CHUNK
@@ -628,8 +295,8 @@ class Arm64Machine:
         """Write one EL1&0 translation register (SCTLR_EL1, TCR_EL1, MAIR_EL1, TTBR0_EL1,
         TTBR1_EL1) verbatim on every engine and flush the TLB -- for experiments beyond
         :meth:`set_roots` (TCR.HPD, SCTLR.WXN, out-of-range TxSZ, ...)."""
-        if name not in _EL1_REGS:
-            raise ConfigError(f"set_sysreg: {name!r} is not one of {', '.join(_EL1_REGS)}")
+        if name not in EL1_REGS:
+            raise ConfigError(f"set_sysreg: {name!r} is not one of {', '.join(EL1_REGS)}")
         if not isinstance(value, int) or not 0 <= value < 1 << 64:
             raise ConfigError(f"set_sysreg: {name} value {value!r} is not a 64-bit value")
         self._set({name: value})
@@ -661,7 +328,7 @@ class Arm64Machine:
     def _at_op(access: Access) -> int:
         if access.kind not in ("read", "write"):
             raise ConfigError(f"access kind {access.kind!r} is not read, write or fetch")
-        return _AT_OP[(bool(access.user), access.kind == "write")]
+        return AT_OP[(bool(access.user), access.kind == "write")]
 
     @staticmethod
     def _check_va(va: int) -> int:
@@ -683,17 +350,17 @@ class Arm64Machine:
         op = self._at_op(access)
         uc = self.uc
         self.flush_tlb()
-        entry = self.code_pa + _SINGLE_OFF + 0x10 * op
+        entry = self.code_pa + SINGLE_OFF + 0x10 * op
         uc.reg_write(UC_ARM64_REG_X1, va)
         self._intr.clear()
         try:
-            uc.emu_start(entry, entry + _SINGLE_LEN, count=2 * len(_single_code(op)))
+            uc.emu_start(entry, entry + SINGLE_LEN, count=2 * len(single_code(op)))
         except UcError as e:
-            return ProbeError(f"unicorn error during AT {_AT_NAME[op]} at {va:#x}: {e}")
+            return ProbeError(f"unicorn error during AT {AT_NAME[op]} at {va:#x}: {e}")
         if self._intr:
-            return ProbeError(f"unexpected exception {self._intr[0]} during AT {_AT_NAME[op]} at {va:#x}")
+            return ProbeError(f"unexpected exception {self._intr[0]} during AT {AT_NAME[op]} at {va:#x}")
         pc = uc.reg_read(UC_ARM64_REG_PC)
-        if pc != entry + _SINGLE_LEN:
+        if pc != entry + SINGLE_LEN:
             return ProbeError(f"AT probe at {va:#x} stopped at pc {pc:#x}")
         return self._decode_par(int(uc.reg_read(UC_ARM64_REG_X2)), va)
 
@@ -792,8 +459,8 @@ class Arm64Machine:
         errors: dict[int, ProbeError] = {}
         if not k:
             return pars, errors
-        entry = self.code_pa + _BATCH_OFF + 0x40 * op
-        end = entry + _BATCH_END
+        entry = self.code_pa + BATCH_OFF + 0x40 * op
+        end = entry + BATCH_END
         uc, buf = self.uc, self.buf_pa
         self.ram.buf[buf : buf + 8 * k] = part.astype("<u8", copy=False).tobytes()
         uc.reg_write(UC_ARM64_REG_X0, buf)
@@ -801,12 +468,12 @@ class Arm64Machine:
         self._intr.clear()
         reason = None
         try:
-            uc.emu_start(entry, end, timeout=self.timeout_us, count=_BATCH_INSNS * k + 2)
+            uc.emu_start(entry, end, timeout=self.timeout_us, count=BATCH_INSNS * k + 2)
         except UcError as e:
-            reason = f"unicorn error in the AT {_AT_NAME[op]} batch: {e}"
+            reason = f"unicorn error in the AT {AT_NAME[op]} batch: {e}"
         done = max(0, min((int(uc.reg_read(UC_ARM64_REG_X0)) - buf) // 8, k))
         if reason is None and (self._intr or uc.reg_read(UC_ARM64_REG_PC) != end or done != k):
-            reason = (f"AT {_AT_NAME[op]} batch stopped after {done} of {k} addresses"
+            reason = (f"AT {AT_NAME[op]} batch stopped after {done} of {k} addresses"
                       + (f" (exception {self._intr[0]})" if self._intr else " (timeout or budget)"))
         pars[:done] = np.frombuffer(self.ram.buf[buf : buf + 8 * done].tobytes(), "<u8")
         if reason is not None:
@@ -888,7 +555,7 @@ class Arm64Machine:
         self.flush_tlb()
         try:
             # until=0: Unicorn skips its post-run re-translation of "until - 1" (module docstring).
-            fx.emu_start(self.code_pa + _ERET_OFF, 0, count=8)
+            fx.emu_start(self.code_pa + ERET_OFF, 0, count=8)
         except UcError as e:
             st["error"] = e
         return dict(st)
