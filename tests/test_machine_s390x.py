@@ -36,6 +36,7 @@ from emu.machines.base import (
 )
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 from emu.machines.s390x import S390xMachine
+from emu.machines.s390x import edat as s390x_edat
 
 MB, GB = 1 << 20, 1 << 30
 
@@ -441,7 +442,7 @@ def test_without_edat_large_entries_are_ignored(ram, alloc) -> None:  # type: ig
 
 def test_edat_unavailable_is_reported_not_faked(ram, alloc, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """If the library record cannot be found, large entries are 'cannot check', never agreement."""
-    monkeypatch.setattr(mod, "_find_cpu_def", lambda: (None, "simulated: record not found"))
+    monkeypatch.setattr(s390x_edat, "_find_cpu_def", lambda: (None, "simulated: record not found"))
     blind = S390xMachine(ram, alloc, edat=True)
     assert not blind.edat1_works and not blind.edat2_works
     assert "simulated: record not found" in blind.edat_note

@@ -22,6 +22,7 @@ from emu.machines import deviations
 from emu.machines import s390x as machine_mod
 from emu.machines.base import WRITE, Fault, Translation
 from emu.machines.oracle import S390xOracle
+from emu.machines.s390x import guest_code as s390x_code
 from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.mm.pagewalk import FW_ZEROPAGE, FolioWalk, folio_walk_end, folio_walk_start
 from emu.mm.scenarios import Case, Scenario, build_default
@@ -335,7 +336,7 @@ def _run(sc: Scenario, code: bytes, pswm: int = machine_mod.PSW_MASK, **regs: in
 def test_deviation_lra_gives_cc3_for_every_exception(region3: Scenario) -> None:
     # PoP LOAD REAL ADDRESS: cc 1 for an invalid segment-table entry, cc 2 for an invalid
     # page-table entry (with the entry's real address in R1).  The emulator: cc 3, code in R1.
-    code = machine_mod._lrag(1, 2) + machine_mod._ipm(4)
+    code = s390x_code._lrag(1, 2) + s390x_code._ipm(4)
     for prefix, pic in (("none PTE", 0x11), ("none pmd", 0x10)):
         _run(region3, code, r2=_case(region3, prefix), r4=0)
         m = region3.oracle.machine
@@ -353,7 +354,7 @@ def test_deviation_key_controlled_protection_not_implemented(region3: Scenario) 
     try:
         # PSW key 2 (PSW bits 8-11) matches neither 0 nor the frame's key 1: the PoP requires a
         # protection exception for both the fetch and the store; the emulator performs both.
-        load_store = machine_mod._lg(3, 2) + machine_mod._stg(3, 2)
+        load_store = s390x_code._lg(3, 2) + s390x_code._stg(3, 2)
         _run(region3, load_store, pswm=machine_mod.PSW_MASK | (2 << 52), r2=va & ~7, r3=0)
         assert region3.oracle.machine.uc.reg_read(S.UC_S390X_REG_R3) >> 48 == 0xF011  # the tag was read
     finally:
