@@ -36,10 +36,11 @@ from emu.fuzz import (
     signature,
 )
 from emu.fuzz.records import campaign_digest
+from emu.judge import judge
 from emu.machines.base import Translation
 from emu.mm.pagewalk import FolioWalk, folio_walk, folio_walk_end, folio_walk_start
 from emu.strategies import entries, hierarchies
-from emu.verify import VERDICT_CLASSES, judge, verify_scenario
+from emu.verify import VERDICT_CLASSES, verify_scenario
 
 X86 = "x86_64:4level"
 SMALL = GenParams(max_tables=8, entries_per_table=(3, 8), max_addrs=200)

@@ -26,13 +26,14 @@ import archs
 from archs import arm64 as a64
 from archs.linux import LinuxPgtable, Prot
 from emu.fuzz import GenParams, HierarchyGenerator, Target
+from emu.judge import judge
 from emu.machines import deviations
 from emu.machines.base import Fault, Translation
 from emu.machines.oracle import make_oracle
 from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.mm.pagewalk import FW_MIGRATION
 from emu.mm.scenarios import Case, Scenario, half_base, new_address_space
-from emu.verify import Row, judge, verify_scenario
+from emu.verify import Row, verify_scenario
 
 # -- raw descriptor bits, Arm ARM DDI 0487 D8 (stage 1, 48-bit OA) ------------------------------------------
 VALID = 1 << 0  # bit[0]

@@ -20,9 +20,10 @@ import unicorn
 
 import archs
 from archs.linux import SwpEntry
+from emu.judge import first_rejected
 from emu.machines.base import Fault, Translation
 from emu.mm.scenarios import Case, Scenario, build_default
-from emu.verify import Row, _first_rejected, verify_scenario, walk_cases
+from emu.verify import Row, verify_scenario, walk_cases
 
 CONFIG = "s390x:region1"
 
@@ -155,7 +156,7 @@ def test_an_invalid_upper_entry_explains_a_none_entry_below(sc: Scenario) -> Non
     row = _row(sc, case, {pa: val | I_58})
     assert row.walk.reason == "none@pte" and isinstance(row.mmu, Fault) and row.mmu.code == REGION_THIRD
     assert row.verdict == "agree"
-    why = _first_rejected(sc.ops, row.walk, stop_at="region-third", addr=case.addr)
+    why = first_rejected(sc.ops, row.walk, stop_at="region-third", addr=case.addr)
     assert why is not None and "region-invalid bit (bit 58)" in why and "region-third-translation" in why
 
 
@@ -238,10 +239,10 @@ def test_table_length_excluding_the_next_index_below_a_none_entry(sc: Scenario) 
     assert row.walk.reason == "none@pte" and isinstance(row.mmu, Fault) and row.mmu.code == SEGMENT
     assert row.verdict == "agree"
     assert ops.hw_fault_level("pud", pud & ~TL_62_63, leaf=False, addr=addr) == "segment"
-    why = _first_rejected(ops, row.walk, stop_at="segment", addr=addr)
+    why = first_rejected(ops, row.walk, stop_at="segment", addr=addr)
     assert why is not None and "outside the table offset 0 (bits 56-57) .. length 0 (bits 62-63)" in why
     # ... which the same row without the address could not name: a disagreement.
-    assert _first_rejected(ops, row.walk, stop_at="segment") is None
+    assert first_rejected(ops, row.walk, stop_at="segment") is None
 
 
 # -- page-table entry bit 52 -----------------------------------------------------------------------

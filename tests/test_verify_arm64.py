@@ -22,6 +22,7 @@ import pytest
 import archs
 from archs import arm64 as a64
 from archs.linux import Prot, SwpEntry
+from emu.judge import compare, judge
 from emu.machines import arm64 as m64
 from emu.machines import deviations
 from emu.machines.base import READ, WRITE, Access, Fault, Translation
@@ -29,7 +30,7 @@ from emu.machines.oracle import make_oracle
 from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.mm.pagewalk import FW_MIGRATION
 from emu.mm.scenarios import Case, Scenario, half_base, new_address_space
-from emu.verify import Report, Row, _judge, judge, run_walk, verify_configs, verify_scenario
+from emu.verify import Report, Row, run_walk, verify_configs, verify_scenario
 from tests.default_verdicts import expected_verdict
 
 CONFIGS = archs.all_config_keys(["arm64"])
@@ -329,7 +330,7 @@ def test_block_at_any_level_16k_level_1(closing: list[Scenario]) -> None:
     sc.ram.write_u64(pa, 0x0060_0000_0000_0741)  # OA 0, AF, SH, AP[1], bits[1:0] = 0b01
     row = _row(sc, va + 0x12_3450, vma)
     assert row.walk.found and row.walk.level == "PUD"
-    assert _judge(row.walk, row.mmu) == "agree"  # what it would have been
+    assert compare(row.walk, row.mmu) == "agree"  # what it would have been
     assert row.mmu == Translation(0x12_3450, "at")
     assert row.verdict == "emulator-deviation: block-at-any-level"
 
@@ -347,7 +348,7 @@ def test_block_at_any_level_64k_level_1(closing: list[Scenario]) -> None:
     sc.ram.write_u64(pud_pa, sc.ram.read_u64(pud_pa) & ~2 | 1 << 10)
     row = _row(sc, va + (5 << 16) + 0x18, vma)
     assert row.walk.found and row.walk.level == "PTE"
-    assert _judge(row.walk, row.mmu).startswith("disagree")
+    assert compare(row.walk, row.mmu).startswith("disagree")
     assert row.verdict == "emulator-deviation: block-at-any-level"
 
 
@@ -362,7 +363,7 @@ def test_block_oa_ored(closing: list[Scenario]) -> None:
     row = _row(sc, va + 0x234, vma)
     assert row.walk.found and row.walk.expected_pa == (f.pfn << 12) + 0x234
     assert row.mmu == Translation((f.pfn << 12) | 0x1234, "at")
-    assert _judge(row.walk, row.mmu).startswith("disagree")
+    assert compare(row.walk, row.mmu).startswith("disagree")
     assert row.verdict == "emulator-deviation: block-oa-ored"
 
 
@@ -373,7 +374,7 @@ def test_no_address_size_fault_output_address(closing: list[Scenario]) -> None:
     sc.builder.map_pfn(1 << 30, "pte", (1 << 45) >> 12, Prot(), in_ram=False)  # OA above 44 bits
     row = _row(sc, (1 << 30) + 0x10, vma)
     assert row.mmu == Translation((1 << 45) + 0x10, "at")  # Arm ARM: Address size fault, level 3
-    assert _judge(row.walk, row.mmu) == "linux-only: not-normal@pte:pfn-beyond-memmap"
+    assert compare(row.walk, row.mmu) == "linux-only: not-normal@pte:pfn-beyond-memmap"
     assert row.verdict == "emulator-deviation: no-address-size-fault"
 
 
@@ -387,7 +388,7 @@ def test_no_address_size_fault_table_bit_48(closing: list[Scenario]) -> None:
     sc.ram.write_u64(pa, sc.ram.read_u64(pa) | 1 << 48)  # Linux's PTE_ADDR_LOW reads bit 48
     row = _row(sc, (1 << 30) + 0x10, vma)
     assert row.walk.reason == "unreadable@pte" and isinstance(row.mmu, Translation)
-    assert _judge(row.walk, row.mmu).startswith("disagree")
+    assert compare(row.walk, row.mmu).startswith("disagree")
     assert row.verdict == "emulator-deviation: no-address-size-fault"
 
 
@@ -400,7 +401,7 @@ def test_contiguous_ignored(closing: list[Scenario]) -> None:
     sc.ram.write_u64(pa, sc.ram.read_u64(pa) | a64.PTE_CONT)
     row = _row(sc, (1 << 30) + 0x3008, vma)
     assert row.walk.found and row.mmu == Translation((f.pfn << 12) + 8, "at")
-    assert _judge(row.walk, row.mmu) == "agree"
+    assert compare(row.walk, row.mmu) == "agree"
     assert row.verdict == "emulator-deviation: contiguous-ignored"
 
 
@@ -422,7 +423,7 @@ def test_txsz_clamped(closing: list[Scenario]) -> None:
         walk = run_walk(sc, Case("txsz", va + 8, vma), 0)
         mmu = machine.probe(va + 8)
         assert walk.found and mmu == Fault("translation", 0, 0b000100, 0)
-        assert _judge(walk, mmu).startswith("disagree")
+        assert compare(walk, mmu).startswith("disagree")
         assert judge(ops, walk, mmu) == "emulator-deviation: txsz-clamped"
     finally:
         machine.close()
@@ -439,7 +440,7 @@ def test_walk_outside_ram_reads_zero(closing: list[Scenario]) -> None:
     row = _row(sc, (1 << 30) + 0x10, vma)
     assert row.walk.reason == "unreadable@pte"
     assert row.mmu == Fault("translation", 3, 0b000111, 0)  # Arm ARM: external abort on the walk
-    assert _judge(row.walk, row.mmu) == "agree"
+    assert compare(row.walk, row.mmu) == "agree"
     assert row.verdict == "emulator-deviation: walk-outside-ram-reads-zero"
 
 

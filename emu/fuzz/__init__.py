@@ -3,7 +3,7 @@
 A *hierarchy* is a whole page-table tree in guest RAM whose entries are random encodings, a set of
 VMAs over it and the addresses to check.  A *case* is one address: walked by folio_walk_start()
 with every FW_* flag combination, probed once on the MMU, each (address, flags) row judged by
-:func:`emu.verify.judge`.
+:func:`emu.judge.judge`.
 
 Everything the generators know comes from ``archs/``: the paging configuration (levels, spans,
 leaf sizes), the Linux builders of the arch module (``mk_table``, ``pfn_pte``/``pfn_pmd``/

@@ -21,13 +21,14 @@ from emu.errors import ConfigError, MemoryLayoutError
 from emu.fuzz.hierarchy_gen import ANON_FLAGS
 from emu.fuzz.layout import low_allocations, plan_layout
 from emu.fuzz.spec import Hierarchy
+from emu.judge import judge
 from emu.machines.base import Fault, ProbeError, ProbeResult
 from emu.mm.mm_types import (
     VMA,
 )
 from emu.mm.pagewalk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, folio_walk_end, folio_walk_start
 from emu.mm.scenarios import Case, Scenario
-from emu.verify import Row, WalkResult, judge, walk_result
+from emu.verify import Row, WalkResult, walk_result
 
 
 # -- materializing and evaluating -----------------------------------------------------------

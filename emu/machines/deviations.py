@@ -2,7 +2,7 @@
 
 Each :class:`Deviation` names the departure, cites the architecture reference it departs from and
 ORACLE-NOTES.md, and (where rows can hit it) carries a detector: does this row -- walk result and
-MMU result -- hit the deviation?  The verifier asks before it compares (emu/verify.py ``judge``),
+MMU result -- hit the deviation?  The verifier asks before it compares (emu/judge.py, rule ``emulator-deviation``),
 so a row that hits one is ``emulator-deviation: <name>``, never ``agree`` and never ``disagree``;
 a detector must therefore say yes only for rows whose MMU answer the deviation can have changed.
 Each deviation has a test that shows it still exists (tests/test_deviations*.py,
