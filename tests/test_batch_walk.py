@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 import archs
 import emu.mm.pagewalk_batch
+import emu.mm.pagewalk_batch_rules
 from archs.linux import (
     SWP_DEVICE_READ,
     SWP_HWPOISON,
@@ -595,10 +596,10 @@ def test_s390x_retyped_entries_go_to_the_per_address_walker(config: str, tt: int
                         min_size=1, max_size=6),
        limit=st.sampled_from([1 << 20, 40]))
 def test_value_memo_is_a_dict(batches: list[list[int]], limit: int) -> None:
-    """emu.mm.pagewalk_batch._ValueMemo (open addressing, linear probing, growth, drop-and-rebuild at its
+    """emu.mm.pagewalk_batch_rules._ValueMemo (open addressing, linear probing, growth, drop-and-rebuild at its
     limit) answers every lookup as a dict would: the code and aux of a value it holds, -1 for one
     it does not.  Values that collide (only the top byte set) and repeats included."""
-    memo = emu.mm.pagewalk_batch._ValueMemo()
+    memo = emu.mm.pagewalk_batch_rules._ValueMemo()
     memo.LIMIT = limit
     model: dict[int, tuple[int, int]] = {}
     for batch in batches:
