@@ -37,7 +37,6 @@ from archs.linux import (
     Prot,
     SwpEntry,
 )
-from emu.machines.ram import Folio, Page
 from emu.mm.mm_types import (
     VM_MAYREAD,
     VM_MAYSHARE,
@@ -48,6 +47,8 @@ from emu.mm.mm_types import (
     VM_SHARED,
     VM_WRITE,
     VMA,
+    Folio,
+    Page,
 )
 from emu.mm.pagewalk import (
     FLAG_COMBINATIONS,

@@ -8,7 +8,8 @@ import pytest
 from archs import get_ops
 from archs.linux import Prot
 from emu.errors import AddressError, FoliowalkError, MemoryLayoutError
-from emu.machines.ram import TAG, FrameAllocator, MemMap, Page, PhysicalMemory
+from emu.machines.ram import TAG, FrameAllocator, PhysicalMemory
+from emu.mm.mm_types import MemMap, Page
 from emu.mm.scenarios import new_address_space
 
 K, M, G = 1 << 12, 1 << 21, 1 << 30

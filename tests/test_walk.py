@@ -12,8 +12,7 @@ import pytest
 
 from archs import get_ops
 from archs.linux import Prot, SwpEntry
-from emu.machines.ram import Folio, Page
-from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_WRITE, VMA
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_MIXEDMAP, VM_PFNMAP, VM_READ, VM_WRITE, VMA, Folio, Page
 from emu.mm.pagewalk import (
     FLAG_COMBINATIONS,
     FW_LEVEL_PMD,

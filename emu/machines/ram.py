@@ -1,4 +1,4 @@
-"""Guest physical memory, the frame allocator and the struct page / folio model.
+"""Guest physical memory and the frame allocator (struct page / folio: emu/mm/mm_types.py).
 
 RAM is ONE anonymous mmap that Unicorn maps with ``mem_map_ptr``: the walker reads exactly the bytes
 the MMU reads, with no copies in between.  The mapping is sparse (MAP_NORESERVE), so a 4 GiB RAM
@@ -11,13 +11,11 @@ address``, so a guest load through the MMU proves which physical word it reached
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import mmap
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from emu.errors import AddressError, MemoryLayoutError
 
@@ -176,80 +174,3 @@ class FrameAllocator:
 
     def free_bytes(self) -> int:
         return sum(e - s for s, e in self._free)
-
-
-@dataclass(frozen=True, order=True)
-class Page:
-    """``struct page``: identified by its pfn (``page_to_pfn``)."""
-
-    pfn: int
-
-
-@dataclass(frozen=True, order=True)
-class Folio:
-    """``struct folio``: the head page's pfn and the folio order (``folio_order``)."""
-
-    pfn: int
-    order: int
-
-    @property
-    def nr_pages(self) -> int:  # folio_nr_pages()
-        return 1 << self.order
-
-
-class MemMap:
-    """The memory map (``mem_map`` / vmemmap): pfn -> page, compound heads and orders.
-
-    Only folios that were allocated are compound; any other pfn is its own order-0 folio, as for
-    a page that was never part of a large allocation.  ``max_pfn`` plays ``highest_memmap_pfn``.
-    """
-
-    def __init__(self, ram: PhysicalMemory, page_shift: int) -> None:
-        self.page_shift = page_shift
-        self.page_size = 1 << page_shift
-        self.highest_memmap_pfn = (ram.size >> page_shift) - 1
-        self._heads: list[int] = []  # sorted head pfns
-        self._orders: dict[int, int] = {}
-
-    def pfn_valid(self, pfn: int) -> bool:
-        """``pfn_valid()``: the pfn has a struct page (it lies in RAM)."""
-        return 0 <= pfn <= self.highest_memmap_pfn
-
-    def add_folio(self, pfn: int, order: int) -> Folio:
-        """Make ``[pfn, pfn + 2**order)`` one compound folio (``prep_compound_page``)."""
-        if pfn & ((1 << order) - 1):
-            raise AddressError(f"folio at pfn {pfn:#x} is not aligned to its order {order}")
-        if not self.pfn_valid(pfn + (1 << order) - 1):
-            raise MemoryLayoutError(f"folio pfn {pfn:#x} order {order} is beyond RAM")
-        i = bisect.bisect_right(self._heads, pfn)
-        if i and self._heads[i - 1] + (1 << self._orders[self._heads[i - 1]]) > pfn:
-            raise MemoryLayoutError(f"folio at pfn {pfn:#x} overlaps the folio at {self._heads[i - 1]:#x}")
-        if i < len(self._heads) and self._heads[i] < pfn + (1 << order):
-            raise MemoryLayoutError(f"folio at pfn {pfn:#x} overlaps the folio at {self._heads[i]:#x}")
-        self._heads.insert(i, pfn)
-        self._orders[pfn] = order
-        return Folio(pfn, order)
-
-    def pfn_to_page(self, pfn: int) -> Page:
-        return Page(pfn)
-
-    def page_folio(self, page: Page) -> Folio:
-        """``page_folio()``: the folio (compound head) that contains ``page``."""
-        i = bisect.bisect_right(self._heads, page.pfn)
-        if i:
-            head = self._heads[i - 1]
-            order = self._orders[head]
-            if page.pfn < head + (1 << order):
-                return Folio(head, order)
-        return Folio(page.pfn, 0)
-
-    def compound_head(self, page: Page) -> Page:
-        return Page(self.page_folio(page).pfn)
-
-    @staticmethod
-    def nth_page(page: Page, n: int) -> Page:
-        """``nth_page()``: the page ``n`` struct pages after ``page``."""
-        return Page(page.pfn + n)
-
-    def folios(self) -> list[Folio]:
-        return [Folio(h, self._orders[h]) for h in self._heads]

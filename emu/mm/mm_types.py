@@ -1,13 +1,15 @@
-"""``mm_struct``, VMAs, the mmap lock, page-table locks, zero pages and ``vm_normal_page``.
+"""``struct page`` / ``struct folio`` and the memmap, ``mm_struct``, VMAs, the mmap lock, page-table
+locks and the zero pages.
 
 Linux sources (v6.12): include/linux/mm.h (VM_* flags, is_cow_mapping), include/linux/mm_types.h,
-mm/memory.c (vm_normal_page, vm_normal_page_pmd), include/linux/mm.h ptlock helpers
+include/linux/mm.h ptlock helpers
 (pte_lockptr, pmd_lockptr, pud_lockptr with split PTE/PMD ptlocks), include/linux/huge_mm.h
 (is_huge_zero_pmd), include/linux/pgtable.h (is_zero_pfn).
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 from archs.linux import LinuxPgtable
 from emu.errors import AddressError, MemoryLayoutError
-from emu.machines.ram import FrameAllocator, MemMap, Page, PhysicalMemory
+from emu.machines.ram import FrameAllocator, PhysicalMemory
 
 # include/linux/mm.h (v6.12)
 VM_READ = 0x00000001
@@ -56,6 +58,84 @@ def vm_flags_str(flags: int) -> str:
 def is_cow_mapping(flags: int) -> bool:
     """``is_cow_mapping()``: private and may be written."""
     return flags & (VM_SHARED | VM_MAYWRITE) == VM_MAYWRITE
+
+
+# -- struct page, struct folio and the memmap (include/linux/mm_types.h, mm.h) ----------------
+@dataclass(frozen=True, order=True)
+class Page:
+    """``struct page``: identified by its pfn (``page_to_pfn``)."""
+
+    pfn: int
+
+
+@dataclass(frozen=True, order=True)
+class Folio:
+    """``struct folio``: the head page's pfn and the folio order (``folio_order``)."""
+
+    pfn: int
+    order: int
+
+    @property
+    def nr_pages(self) -> int:  # folio_nr_pages()
+        return 1 << self.order
+
+
+class MemMap:
+    """The memory map (``mem_map`` / vmemmap): pfn -> page, compound heads and orders.
+
+    Only folios that were allocated are compound; any other pfn is its own order-0 folio, as for
+    a page that was never part of a large allocation.  ``max_pfn`` plays ``highest_memmap_pfn``.
+    """
+
+    def __init__(self, ram: PhysicalMemory, page_shift: int) -> None:
+        self.page_shift = page_shift
+        self.page_size = 1 << page_shift
+        self.highest_memmap_pfn = (ram.size >> page_shift) - 1
+        self._heads: list[int] = []  # sorted head pfns
+        self._orders: dict[int, int] = {}
+
+    def pfn_valid(self, pfn: int) -> bool:
+        """``pfn_valid()``: the pfn has a struct page (it lies in RAM)."""
+        return 0 <= pfn <= self.highest_memmap_pfn
+
+    def add_folio(self, pfn: int, order: int) -> Folio:
+        """Make ``[pfn, pfn + 2**order)`` one compound folio (``prep_compound_page``)."""
+        if pfn & ((1 << order) - 1):
+            raise AddressError(f"folio at pfn {pfn:#x} is not aligned to its order {order}")
+        if not self.pfn_valid(pfn + (1 << order) - 1):
+            raise MemoryLayoutError(f"folio pfn {pfn:#x} order {order} is beyond RAM")
+        i = bisect.bisect_right(self._heads, pfn)
+        if i and self._heads[i - 1] + (1 << self._orders[self._heads[i - 1]]) > pfn:
+            raise MemoryLayoutError(f"folio at pfn {pfn:#x} overlaps the folio at {self._heads[i - 1]:#x}")
+        if i < len(self._heads) and self._heads[i] < pfn + (1 << order):
+            raise MemoryLayoutError(f"folio at pfn {pfn:#x} overlaps the folio at {self._heads[i]:#x}")
+        self._heads.insert(i, pfn)
+        self._orders[pfn] = order
+        return Folio(pfn, order)
+
+    def pfn_to_page(self, pfn: int) -> Page:
+        return Page(pfn)
+
+    def page_folio(self, page: Page) -> Folio:
+        """``page_folio()``: the folio (compound head) that contains ``page``."""
+        i = bisect.bisect_right(self._heads, page.pfn)
+        if i:
+            head = self._heads[i - 1]
+            order = self._orders[head]
+            if page.pfn < head + (1 << order):
+                return Folio(head, order)
+        return Folio(page.pfn, 0)
+
+    def compound_head(self, page: Page) -> Page:
+        return Page(self.page_folio(page).pfn)
+
+    @staticmethod
+    def nth_page(page: Page, n: int) -> Page:
+        """``nth_page()``: the page ``n`` struct pages after ``page``."""
+        return Page(page.pfn + n)
+
+    def folios(self) -> list[Folio]:
+        return [Folio(h, self._orders[h]) for h in self._heads]
 
 
 @dataclass
@@ -277,59 +357,3 @@ class MM:
         """``pud_lock()``: ``pud_lockptr()`` is ``&mm->page_table_lock`` (no split PUD locks)."""
         self.page_table_lock.lock()
         return self.page_table_lock
-
-    # -- vm_normal_page (mm/memory.c, v6.12) -------------------------------------------------
-    def vm_normal_page(self, vma: VMA, addr: int, pte: int) -> Page | None:
-        """``vm_normal_page()``: the struct page of a present PTE, or None for special mappings."""
-        return self.vm_normal_page_why(vma, addr, pte)[0]
-
-    def vm_normal_page_why(self, vma: VMA, addr: int, pte: int) -> tuple[Page | None, str]:
-        """``vm_normal_page()`` (mm/memory.c, v6.12) and, when it gives NULL, which branch said so.
-
-        With CONFIG_ARCH_HAS_PTE_SPECIAL (x86-64, arm64, s390): a special PTE gives NULL in a
-        VM_PFNMAP/VM_MIXEDMAP VMA, for the zero page, for a devmap PTE, and otherwise too after
-        print_bad_pte(); a normal PTE whose pfn is beyond highest_memmap_pfn gives NULL
-        (print_bad_pte).  ``vm_ops->find_special_page`` (Xen gntdev only) is not modelled.
-        """
-        ops = self.ops
-        pfn = ops.pte_pfn(pte)
-        if ops.pte_special(pte):
-            if vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP):
-                return None, "special-pfnmap" if vma.vm_flags & VM_PFNMAP else "special-mixedmap"
-            if self.is_zero_pfn(pfn):
-                return None, "zero-page"
-            if ops.pte_devmap(pte):
-                return None, "devmap"
-            return None, "bad-special-pte"
-        if pfn > self.memmap.highest_memmap_pfn:
-            return None, "pfn-beyond-memmap"
-        return self.memmap.pfn_to_page(pfn), ""
-
-    def vm_normal_page_pmd(self, vma: VMA, addr: int, pmd: int) -> Page | None:
-        """``vm_normal_page_pmd()``."""
-        return self.vm_normal_page_pmd_why(vma, addr, pmd)[0]
-
-    def vm_normal_page_pmd_why(self, vma: VMA, addr: int, pmd: int) -> tuple[Page | None, str]:
-        """``vm_normal_page_pmd()`` (mm/memory.c, v6.12: pmd_special() added for huge pfnmaps)
-        and, when it gives NULL, which branch said so."""
-        ops = self.ops
-        pfn = ops.pmd_pfn(pmd)
-        if ops.pmd_special(pmd):
-            return None, "special"
-        if vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP):
-            if vma.vm_flags & VM_MIXEDMAP:
-                if not self.memmap.pfn_valid(pfn):
-                    return None, "mixedmap-invalid-pfn"
-                return self.memmap.pfn_to_page(pfn), ""
-            off = (addr - vma.vm_start) >> ops.PAGE_SHIFT
-            if pfn == vma.vm_pgoff + off:
-                return None, "pfnmap-linear"
-            if not is_cow_mapping(vma.vm_flags):
-                return None, "pfnmap-not-cow"
-        if ops.pmd_devmap(pmd):
-            return None, "devmap"
-        if self.is_huge_zero_pmd(pmd):
-            return None, "huge-zero-page"
-        if pfn > self.memmap.highest_memmap_pfn:
-            return None, "pfn-beyond-memmap"
-        return self.memmap.pfn_to_page(pfn), ""

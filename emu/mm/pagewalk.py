@@ -51,8 +51,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from archs.linux import is_migration_entry, swap_type_name
-from emu.machines.ram import Folio, Page
-from emu.mm.mm_types import MM, VMA, SpinLock
+from emu.mm.memory import vm_normal_page_pmd_why, vm_normal_page_why
+from emu.mm.mm_types import MM, VMA, Folio, Page, SpinLock
 from emu.mm.pagewalk_fast import FALLBACK, FastWalk, fast_walker
 from emu.mm.pagewalk_h import (
     FLAG_COMBINATIONS,
@@ -313,7 +313,7 @@ class _Walker:
         """The PMD-leaf branch once the lock is held: normal page, huge zero page, migration."""
         fw, ops, mm = self.fw, self.ops, self.mm
         if ops.pmd_present(pmd):
-            page, why = mm.vm_normal_page_pmd_why(self.vma, self.addr, pmd)
+            page, why = vm_normal_page_pmd_why(self.vma, self.addr, pmd)
             if page is not None:
                 fw.kind = "normal"
                 return page
@@ -336,7 +336,7 @@ class _Walker:
         """The PTE branch once the lock is held: normal page, zero page, migration entry."""
         fw, ops, mm = self.fw, self.ops, self.mm
         if ops.pte_present(pte):
-            page, why = mm.vm_normal_page_why(self.vma, self.addr, pte)
+            page, why = vm_normal_page_why(self.vma, self.addr, pte)
             if page is not None:
                 fw.kind = "normal"
                 return page

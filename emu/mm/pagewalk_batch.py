@@ -65,8 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from emu.machines.ram import Folio, Page
-from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA
+from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, Folio, Page
 from emu.mm.pagewalk import (
     FW_LEVEL_PMD,
     FW_LEVEL_PTE,

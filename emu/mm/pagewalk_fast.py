@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu.machines.ram import Folio, Page
-from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, SpinLock
+from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, Folio, Page, SpinLock
 from emu.mm.pagewalk_h import FW_LEVEL_PMD, FW_LEVEL_PTE, FW_LEVEL_PUD, LINUX_LEVELS5, NO_LIST, FolioWalk
 
 # -- the fast path ---------------------------------------------------------------------------------

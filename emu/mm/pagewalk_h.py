@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from emu.machines.ram import Folio, Page
-from emu.mm.mm_types import VMA, SpinLock
+from emu.mm.mm_types import VMA, Folio, Page, SpinLock
 
 LINUX_LEVELS5 = ("pgd", "p4d", "pud", "pmd", "pte")
 

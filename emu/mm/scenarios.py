@@ -13,7 +13,7 @@ from typing import Any
 
 from archs.linux import LinuxPgtable, Prot, SwpEntry
 from emu.errors import MemoryLayoutError
-from emu.machines.ram import FrameAllocator, MemMap, PhysicalMemory
+from emu.machines.ram import FrameAllocator, PhysicalMemory
 from emu.mm.mm_types import (
     MM,
     VM_IO,
@@ -26,6 +26,7 @@ from emu.mm.mm_types import (
     VM_SHARED,
     VM_WRITE,
     VMA,
+    MemMap,
 )
 from emu.mm.tables import PageTableBuilder
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from archs.base import LINUX_LEVELS, HwLevel
 from archs.linux import MIGRATION_TYPES, LinuxPgtable, Prot, SwpEntry
 from emu.errors import AddressError, MemoryLayoutError
-from emu.machines.ram import Folio
-from emu.mm.mm_types import MM
+from emu.mm.mm_types import MM, Folio
 
 LEAF_LEVELS = ("pud", "pmd", "pte")
 
