@@ -1,27 +1,32 @@
-"""The campaign's live progress line on stderr.
+"""The campaign's live progress line on stderr, drawn by ``rich``: on a terminal one line
+rewritten in place and cut to the terminal's width (``rich.live.Live``); otherwise (a log, CI)
+one plain line every 10 s, never wrapped or coloured.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 
 from emu.fuzz.records import Stats
 from emu.verify import VERDICT_CLASSES
 
 
 class Progress:
-    """The live line on stderr (a TTY: rewritten in place; else one line every 10 s)."""
+    """The live line on stderr (a terminal: rewritten in place; else one line every 10 s)."""
 
     def __init__(self, enabled: bool, label: str) -> None:
-        import sys
-
-        self.out = sys.stderr
+        self.console = Console(file=sys.stderr, highlight=False)
         self.enabled = enabled
-        self.tty = enabled and self.out.isatty()
+        self.tty = enabled and self.console.is_terminal
         self.label = label
         self.t0 = time.monotonic()
         self.last = 0.0 if self.tty else self.t0
-        self.width = 0
+        self.live: Live | None = None
         self.shown: tuple[int, int, int] | None = None
 
     def update(self, stats: Stats, findings: int, crashes: int, *, force: bool = False) -> None:
@@ -42,17 +47,19 @@ class Progress:
                 + " ".join(f"{_SHORT[c]} {v.get(c, 0):,}" for c in VERDICT_CLASSES)
                 + f" | findings {findings} crashes {crashes}")
         if self.tty:
-            pad = max(0, self.width - len(text))
-            self.out.write("\r" + text + " " * pad)
-            self.width = len(text)
+            line = Text(text, no_wrap=True, overflow="ellipsis")
+            if self.live is None:
+                self.live = Live(line, console=self.console, auto_refresh=False,
+                                 redirect_stdout=False, redirect_stderr=False)
+                self.live.start()
+            self.live.update(line, refresh=True)
         else:
-            self.out.write(text + "\n")
-        self.out.flush()
+            self.console.print(text, soft_wrap=True, markup=False)
 
     def done(self) -> None:
-        if self.tty and self.width:
-            self.out.write("\n")
-            self.out.flush()
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
 
 _SHORT = {
