@@ -163,7 +163,7 @@ def _geometry(levels: int) -> tuple[HwLevel, ...]:
 
 
 #: The processor every configuration describes: the probe machine's (emu/machines/x86_64.py,
-#: Unicorn's default x86-64 CPU model), checked against it by tests/test_hw_view_x86_64.py.
+#: Unicorn's default x86-64 CPU model), checked against it by tests/verify/test_hw_view_x86_64.py.
 #:
 #: * ``maxphyaddr``: MAXPHYADDR = CPUID.80000008H:EAX[7:0] of the CPU model (40).  In an entry
 #:   with P=1, physical-address bits 51:MAXPHYADDR are reserved (SDM vol. 3A §4.5.4, Tables

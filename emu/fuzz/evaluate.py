@@ -179,7 +179,7 @@ class Target:
     def walk(self, flag_sets: Sequence[int] = FLAG_COMBINATIONS) -> list[list[WalkResult]]:
         """folio_walk_start()/folio_walk_end() of every case with every flag set: through
         ``walk_many()`` (the batch walker) unless ``walker="scalar"``; both give identical
-        results (tests/test_fuzz.py)."""
+        results (tests/fuzz/test_fuzz.py)."""
         if self._batch is not None:
             return self._batch(self.sc, self.sc.cases, tuple(flag_sets))
         return self._scalar_walk(flag_sets)
@@ -288,7 +288,7 @@ def batch_results(
     walk_result() itself.  ``same``: the results of the same addresses under another flag set;
     a vector-decided record equal to it (the flags change nothing there) is a copy of it that
     shares its ``trace`` list -- :meth:`Target.evaluate` judges such a row once.
-    tests/test_fuzz.py proves all of it equal to walk_result() on every record."""
+    tests/fuzz/test_fuzz.py proves all of it equal to walk_result() on every record."""
     from emu.verify import leaf_expectations
 
     n = len(addrs)

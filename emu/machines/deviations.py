@@ -46,7 +46,7 @@ REGISTRY: list[Deviation] = [
         "PAT, PCD, PWT and G have no effect on translation results (no caching/TLB-global model)",
         "Intel SDM vol. 3A §4.9 (paging and memory typing), §4.10.2.4 (global pages)",
     ),
-    # -- s390x (tests: tests/test_verify_s390x.py) ----------------------------------------------
+    # -- s390x (tests: tests/verify/test_verify_s390x.py) ----------------------------------------------
     Deviation(
         "s390x-lra-cc3-for-every-exception",
         "s390x",
@@ -116,7 +116,7 @@ def explain(ops: LinuxPgtable, walk: Any, mmu: Any) -> Deviation | None:
 
 #: The PA size Unicorn's Cortex-A72 model implements: ID_AA64MMFR0_EL1.PARange = 0b0100, 44 bits
 #: (TCR_EL1.IPS = 48 is capped by it, Arm ARM D8 "Address size configuration").  Checked against
-#: the running machine by tests/test_verify_arm64.py.
+#: the running machine by tests/verify/test_verify_arm64.py.
 ARM64_EFFECTIVE_PA_BITS = 44
 #: Descriptor bits 49:44: address bits at or above the PA size.  Bits 49:48 are RES0 with a 48-bit
 #: OA (Unicorn drops them) but Linux's PTE_ADDR_LOW reads them; bits 51:50 are DBM/GP in a leaf
@@ -225,7 +225,7 @@ def _register_arm64() -> None:
         d = facts[name]
         register(Deviation(
             d.name, "arm64", d.summary,
-            f"{d.arm_arm_reference} ORACLE-NOTES arm64; test: tests/test_machine_arm64.py::{d.test}",
+            f"{d.arm_arm_reference} ORACLE-NOTES arm64; test: tests/machines/test_machine_arm64.py::{d.test}",
             detect,
         ))
 

@@ -35,7 +35,7 @@ The three walkers (``emu/mm/WALKERS.md`` says the same at more length)
   none entries and addresses outside the VMA; every other address is walked by
   :func:`folio_walk_start`, in order.
 
-What ties them: ``tests/test_batch_walk.py::test_random_hierarchies_batch_fast_and_reference_agree``
+What ties them: ``tests/mm/test_batch_walk.py::test_random_hierarchies_batch_fast_and_reference_agree``
 (Hypothesis: random hierarchies of random entries, both kernels, every flag combination and VMA
 kind; the reference, ``folio_walk_start()`` and ``walk_many()`` sequential and isolated must
 leave identical records and identical tables), with the s390x retyped-table variant and

@@ -28,7 +28,7 @@ _U64 = np.uint64
 # "none" must be exact; every other mask must imply what the scalar predicates say, and must
 # leave out every entry pgd/p4d/pmd_bad() would make the walk clear (then a clear done by the
 # per-address walker cannot change a record the vector pass decided, and a sequence of walks
-# stays exact).  tests/test_batch_walk.py checks both kinds of rules against the reference.
+# stays exact).  tests/mm/test_batch_walk.py checks both kinds of rules against the reference.
 
 
 class X86_64Rules:

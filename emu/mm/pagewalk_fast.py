@@ -37,7 +37,7 @@ from emu.mm.pagewalk_h import FW_LEVEL_PMD, FW_LEVEL_PTE, FW_LEVEL_PUD, LINUX_LE
 #   its own (s390x) is called for the pointers (walk_custom), and its pgd_offset()'s reads lead
 #   the trace, as in the reference.
 #
-# tests/test_batch_walk.py proves, on random hierarchies of random entries, on every landed
+# tests/mm/test_batch_walk.py proves, on random hierarchies of random entries, on every landed
 # configuration and both kernels, that the fast path gives the reference's record field for field.
 
 FALLBACK: Any = object()  # "let the reference walker decide"

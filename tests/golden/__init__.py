@@ -1,6 +1,6 @@
 """Golden outputs: what ``python -m emu verify`` (table and ``--json``) printed when they were made.
 
-``tests/test_golden.py`` runs both commands and compares their stdout byte for byte with the
+``tests/verify/test_golden.py`` runs both commands and compares their stdout byte for byte with the
 files here, so a change that moves code around can not change a single byte of the output.
 The one thing that differs between two runs, the wall time (``(1528 rows, 1.27 s)`` in the table,
 ``"seconds": 1.273`` in JSON), is replaced by ``<wall>`` in both the files and the run's output
@@ -9,7 +9,8 @@ before they are compared (:func:`stable`).
 When an intended change alters the output (a new default case, a renumbered swap entry), make
 them again and commit them with the change::
 
-    python -m tests.golden.regen              # or: FOLIOWALK_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
+    python -m tests.golden.regen
+    FOLIOWALK_REGEN_GOLDEN=1 python -m pytest tests/verify/test_golden.py    # the same
 """
 
 from __future__ import annotations

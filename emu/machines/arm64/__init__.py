@@ -26,7 +26,7 @@ How an address is probed (see ``/work/shared/ORACLE-NOTES.md``, arm64 section):
   offsets).  The physical address of a successful fetch is read with ``AT S1E1R`` (the walk is the
   same; only the permission check differs).
 
-Set-up facts this module depends on, each measured and re-checked by ``tests/test_machine_arm64.py``:
+Set-up facts this module depends on, each measured and re-checked by ``tests/machines/test_machine_arm64.py``:
 
 * Unicorn resets ``SCR_EL3.RW = 0``: EL1 would then be AArch32 and its tables would be walked in
   the LPAE format.  We set ``SCR_EL3.RW`` (bit 10) and ``SCR_EL3.NS`` (bit 0), and

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 class Deviation:
     """One documented way Unicorn 2.1.4 (QEMU 5 ``get_phys_addr_lpae``) differs from the Arm ARM.
 
-    ``test`` names the test in ``tests/test_machine_arm64.py`` that shows it still exists.
+    ``test`` names the test in ``tests/machines/test_machine_arm64.py`` that shows it still exists.
     """
 
     name: str

@@ -77,7 +77,7 @@ PSW ASC bits ``01`` select access-register mode, which this QEMU fork does not i
 ``cpu_mmu_index()`` calls ``abort()`` and ``lowprot_enabled()`` calls ``exit(1)`` -- the WHOLE
 PROCESS dies (ORACLE-NOTES).  This module writes only the constant secondary-space PSW mask
 (asserted at import), and the guest routines contain no instruction that can change the
-address-space control (SAC, SACF, LPSW, LPSWE, PC, PR, ...); ``tests/test_machine_s390x.py``
+address-space control (SAC, SACF, LPSW, LPSWE, PC, PR, ...); ``tests/machines/test_machine_s390x.py``
 disassembles them to prove it.  Never probe by executing code out of the tables under test.
 
 EDAT-1 / EDAT-2

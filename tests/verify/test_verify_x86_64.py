@@ -13,7 +13,7 @@ from emu.machines.base import Fault, Translation
 from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.mm.scenarios import Case, Scenario, build_default
 from emu.verify import Row, verify_configs, verify_scenario
-from tests.default_verdicts import expected_verdict
+from tests.verify.default_verdicts import expected_verdict
 
 CONFIGS = ["x86_64:4level", "x86_64:5level"]
 

@@ -7,13 +7,13 @@
   there (a pre-existing set is the old one or the new one, never a mix), every saved hierarchy
   parses, ``campaign.json`` and every line of ``findings.jsonl`` parse, and the next run cleans up
   what the killed one left in hidden temporary folders.
-  (tests/test_fixtures.py already covers an exception -- Ctrl-C -- inside a set's write and a
+  (tests/fixtures/test_fixtures.py already covers an exception -- Ctrl-C -- inside a set's write and a
   build interrupted between sets; these are the kill -9 versions.)
 * Nothing in a set is executed or unpickled: ``emu/fixtures/`` imports no deserializer that
   runs code and calls no ``eval``/``exec``/``compile``/``__import__``/``np.load``; a set whose
   files carry pickle payloads and Python source (and ships ``*.py`` files of its own) is loaded,
   checked, exported and replayed without any of it running.  Manifest paths cannot escape the
-  set (tests/test_fixtures.py: ``..``, an absolute path, a symlinked ``memory.bin``; here: every
+  set (tests/fixtures/test_fixtures.py: ``..``, an absolute path, a symlinked ``memory.bin``; here: every
   other shape, and a Hypothesis property over arbitrary path strings).
 """
 
@@ -43,7 +43,7 @@ from emu.errors import FixtureError
 from emu.fixtures.format import sha256_hex
 from emu.fuzz import Hierarchy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "fixtures"
 SET = "x86_64-4level"
 OLD_MARK = {"robustness-test": "the old set"}

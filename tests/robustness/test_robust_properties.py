@@ -33,7 +33,7 @@ from archs.base import LINUX_LEVELS, EntryFormat
 from emu import cli
 from emu.errors import FixtureError, FoliowalkError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Small committed sets, one per architecture.
 SETS = ["x86_64-4level", "arm64-16k-36", "s390x-segment"]
 U64 = (1 << 64) - 1

@@ -17,7 +17,7 @@
   access-register mode, ORACLE-NOTES) is only ever run in a child process: inside a fuzz worker
   it is reported as a crash with the hierarchy that caused it and the campaign goes on.
 * The x86-64 #DF trap (10,000 faulting probes in a row): proved by
-  ``tests/test_machine_x86_64.py::test_ten_thousand_faults_in_one_batch`` (10,000 consecutive
+  ``tests/machines/test_machine_x86_64.py::test_ten_thousand_faults_in_one_batch`` (10,000 consecutive
   write faults in one batch, plus 5,000 + 5,000 read and fetch faults) and
   ``test_hundred_faults_in_a_row_are_page_faults`` (one ``emu_start`` per probe); not repeated.
 """
@@ -305,7 +305,7 @@ def test_hostile_tables_through_fixture_sets_and_the_command_line(tmp_path: Path
         finally:
             h.close()
     res = subprocess.run([sys.executable, "-m", "emu", "fixtures", "check", str(tmp_path)], capture_output=True,
-                         text=True, timeout=300, check=False, cwd=Path(__file__).resolve().parent.parent)
+                         text=True, timeout=300, check=False, cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 0 and "checked 3 sets: 3 identical" in res.stdout, res
     rc = cli.main(["verify", *(x for p in sets for x in ("--fixture", str(p))), "--json"])
     out, err = capsys.readouterr()

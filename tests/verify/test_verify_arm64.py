@@ -31,7 +31,7 @@ from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.mm.pagewalk import FW_MIGRATION
 from emu.mm.scenarios import Case, Scenario, half_base, new_address_space
 from emu.verify import Report, Row, run_walk, verify_configs, verify_scenario
-from tests.default_verdicts import expected_verdict
+from tests.verify.default_verdicts import expected_verdict
 
 CONFIGS = archs.all_config_keys(["arm64"])
 RW = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE
@@ -314,7 +314,7 @@ def test_arm64_deviations_are_all_registered() -> None:
     registered = {d.name: d for d in deviations.for_arch("arm64")}
     assert set(registered) == names
     for d in registered.values():
-        assert "Arm ARM" in d.reference and "tests/test_machine_arm64.py::" in d.reference
+        assert "Arm ARM" in d.reference and "tests/machines/test_machine_arm64.py::" in d.reference
     # Every deviation but one has a detector; the TGran16 one cannot change a translation.
     assert [n for n, d in registered.items() if d.detect is None] == ["tgran16-unimplemented-but-used"]
 

@@ -26,7 +26,7 @@ import pytest
 from emu import cli
 from emu.fuzz import HierarchyGenerator
 
-FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "x86_64-4level")  # a good set
+FIXTURE = str(Path(__file__).resolve().parents[2] / "fixtures" / "x86_64-4level")  # a good set
 
 
 @pytest.fixture
@@ -237,7 +237,7 @@ def test_an_os_error_deep_inside_a_command_is_one_line(
 ) -> None:
     """Whatever file operation fails after the checks (the disk fills up, a folder vanishes):
     one line naming the file, exit 2 -- the fixture set itself is never left half-written
-    (tests/test_robust_files.py)."""
+    (tests/robustness/test_robust_files.py)."""
     import emu.fixtures
 
     def disk_full(*_a: Any, **_k: Any) -> Any:

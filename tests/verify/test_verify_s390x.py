@@ -27,7 +27,7 @@ from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
 from emu.mm.pagewalk import FW_ZEROPAGE, FolioWalk, folio_walk_end, folio_walk_start
 from emu.mm.scenarios import Case, Scenario, build_default
 from emu.verify import Report, verify_configs, verify_scenario
-from tests.default_verdicts import expected_verdict
+from tests.verify.default_verdicts import expected_verdict
 
 CONFIGS = ["s390x:region1", "s390x:region2", "s390x:region3", "s390x:segment"]
 TOP = {"s390x:region1": "pgd", "s390x:region2": "p4d", "s390x:region3": "pud", "s390x:segment": "pmd"}
