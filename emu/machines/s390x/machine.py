@@ -35,6 +35,7 @@ from emu.machines.base import (
     ProbeResult,
     RawProbes,
     Translation,
+    address_ndarray,
 )
 from emu.machines.ram import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
 from emu.machines.s390x.edat import EDAT_MODEL, edat_facilities_enabled
@@ -232,11 +233,7 @@ class S390xMachine:
     @staticmethod
     def _va_array(vas: Iterable[int] | np.ndarray) -> np.ndarray:
         if isinstance(vas, np.ndarray):
-            if vas.ndim != 1 or vas.dtype.kind not in "iu":
-                raise AddressError(f"virtual addresses must be a flat integer array, not {vas.dtype}{vas.shape}")
-            if vas.dtype.kind == "i" and len(vas) and int(vas.min()) < 0:
-                raise AddressError("virtual addresses must not be negative")
-            return vas.astype(np.uint64, copy=False)
+            return address_ndarray(vas)
         values = list(vas)
         if not all(type(v) is int for v in values):
             values = [S390xMachine._check_va(v) for v in values]

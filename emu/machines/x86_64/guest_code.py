@@ -5,6 +5,7 @@ tests disassemble it with capstone).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # -- architecture constants (Intel SDM vol. 3) ---------------------------------------------------
@@ -106,6 +107,24 @@ class _Code:
             raise ValueError("jb out of range")
         self.buf += bytes([0x72, rel & 0xFF])
 
+    def batch_loop(self, name: str, at: int, body: Callable[[], None], *, resume_label: bool = False) -> None:
+        """The batch loop ``name`` at offset ``at`` over indices [r10, rdx): rbx = the address
+        (rsi: address table), ``body`` leaves the observed word in rax, which goes to the result
+        table (rdi); with ``resume_label``, ``<name>.next`` marks where a fault resumes."""
+        self.at(at)
+        self.label(name)
+        self.emit(_I["mov rcx,r10"])
+        self.label(f"{name}.loop")
+        self.emit(_I["mov rbx,[rsi+rcx*8]"])
+        body()
+        self.emit(_I["mov [rdi+rcx*8],rax"])
+        if resume_label:
+            self.label(f"{name}.next")
+        self.emit(_I["inc rcx"])
+        self.emit(_I["cmp rcx,rdx"])
+        self.jb(f"{name}.loop")
+        self.leave(name)
+
     def leave(self, name: str) -> None:
         """End snippet ``name`` at label ``name.end``: HLT at CPL 0, SYSCALL at CPL 3.
 
@@ -176,50 +195,29 @@ def _build_code(user: bool) -> _Code:
     c.emit(_I["mov ds,ax"])
     c.leave("calib")
     # Batch loops: rsi = address table, rdi = result table, r10 = first index, rdx = end index.
-    c.at(0x100)
-    c.label("b_read")
-    c.emit(_I["mov rcx,r10"])
-    c.label("b_read.loop")
-    c.emit(_I["mov rbx,[rsi+rcx*8]"])
-    c.label("b_read.access")
-    c.emit(_I["mov rax,[rbx]"])
-    c.emit(_I["mov [rdi+rcx*8],rax"])
-    c.emit(_I["inc rcx"])
-    c.emit(_I["cmp rcx,rdx"])
-    c.jb("b_read.loop")
-    c.leave("b_read")
-    c.at(0x140)
-    c.label("b_write")
-    c.emit(_I["mov rcx,r10"])
-    c.label("b_write.loop")
-    c.emit(_I["mov rbx,[rsi+rcx*8]"])
-    c.emit(_I["mov r8,rbx"])
-    c.label("b_write.load")
-    c.emit(_I["mov rax,[r8]"])
-    c.label("b_write.store")
-    c.emit(_I["mov [rbx],rax"])
-    c.emit(_I["mov [rdi+rcx*8],rax"])
-    c.emit(_I["inc rcx"])
-    c.emit(_I["cmp rcx,rdx"])
-    c.jb("b_write.loop")
-    c.leave("b_write")
-    c.at(0x180)
-    c.label("b_fetch")
-    c.emit(_I["mov rcx,r10"])
-    c.label("b_fetch.loop")
-    c.emit(_I["mov rbx,[rsi+rcx*8]"])
-    c.emit(_I["mov r8,rbx"])
-    c.emit(_I["and r8,-8"])
-    c.label("b_fetch.jump")
-    c.emit(_I["jmp rbx"])
-    c.label("b_fetch.after")  # the code hook resumes here: observe the word at va & ~7
-    c.emit(_I["mov rax,[r8]"])
-    c.emit(_I["mov [rdi+rcx*8],rax"])
-    c.label("b_fetch.next")  # a fetch fault resumes here
-    c.emit(_I["inc rcx"])
-    c.emit(_I["cmp rcx,rdx"])
-    c.jb("b_fetch.loop")
-    c.leave("b_fetch")
+
+    def read() -> None:
+        c.label("b_read.access")
+        c.emit(_I["mov rax,[rbx]"])
+
+    def write() -> None:
+        c.emit(_I["mov r8,rbx"])
+        c.label("b_write.load")
+        c.emit(_I["mov rax,[r8]"])
+        c.label("b_write.store")
+        c.emit(_I["mov [rbx],rax"])
+
+    def fetch() -> None:
+        c.emit(_I["mov r8,rbx"])
+        c.emit(_I["and r8,-8"])
+        c.label("b_fetch.jump")
+        c.emit(_I["jmp rbx"])
+        c.label("b_fetch.after")  # the code hook resumes here: observe the word at va & ~7
+        c.emit(_I["mov rax,[r8]"])
+
+    c.batch_loop("b_read", 0x100, read)
+    c.batch_loop("b_write", 0x140, write)
+    c.batch_loop("b_fetch", 0x180, fetch, resume_label=True)  # a fetch fault resumes at .next
     c.at(PAGE_4K)  # HLT padding
     return c
 

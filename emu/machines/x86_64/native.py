@@ -25,6 +25,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 from emu.errors import AddressError
 from emu.machines.base import (
     Fault,
+    address_ndarray,
 )
 from emu.machines.x86_64.guest_code import VEC_PF, VECTOR_NAMES
 
@@ -59,11 +60,7 @@ def address_array(vas: Sequence[int] | np.ndarray) -> np.ndarray:
     """``vas`` as a flat uint64 array; anything that is not a 64-bit unsigned integer is refused
     (numpy alone would turn floats into truncated integers and mixed lists into float64)."""
     if isinstance(vas, np.ndarray):
-        if vas.ndim != 1 or vas.dtype.kind not in "iu":
-            raise AddressError(f"virtual addresses must be a flat integer array, not {vas.dtype}{vas.shape}")
-        if vas.dtype.kind == "i" and len(vas) and int(vas.min()) < 0:
-            raise AddressError("virtual addresses must not be negative")
-        return vas.astype(np.uint64, copy=False)
+        return address_ndarray(vas)
     bad = {t for t in set(map(type, vas)) if t is bool or not issubclass(t, (int, np.integer))}
     if bad:
         raise AddressError(f"virtual addresses must be integers, not {sorted(t.__name__ for t in bad)}")
