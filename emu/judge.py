@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from archs.linux import LinuxPgtable
@@ -53,50 +52,51 @@ REFUSED_PRESENT = ("not-normal@", "devmap@pud", "special@pud")
 STOPPED_ABOVE = ("bad@", "outside-vma", "leaf@pmd")
 
 
-@dataclass
 class Views:
-    """The views of one row the rules read (see the module docstring)."""
+    """The views of one row the rules read (see the module docstring).  What several rules ask
+    (translated? faulted? refused? the mismatch) is worked out once, here; what only some rows
+    need (``diverges``, ``fault_level``) when first asked.  (A plain class with slots: the
+    fuzzer judges every row it makes.)"""
 
-    ops: LinuxPgtable  # the architecture's facts (archs/)
-    model: WalkResult  # foliowalk's folio_walk_start()
-    emulator: ProbeResult  # what the MMU did
-    oracle: Any = None  # the machine's oracle glue (emu.machines.oracle.Oracle), if any
-    addr: int | None = None  # the row's address, for facts that depend on it
+    __slots__ = ("ops", "model", "emulator", "oracle", "addr", "translated", "faulted", "refused",
+                 "mismatch", "_diverges", "_fault_level")
+
+    def __init__(self, ops: LinuxPgtable, model: WalkResult, emulator: ProbeResult, oracle: Any = None,
+                 addr: int | None = None) -> None:
+        self.ops = ops  # the architecture's facts (archs/)
+        self.model = model  # foliowalk's folio_walk_start()
+        self.emulator = emulator  # what the MMU did
+        self.oracle = oracle  # the machine's oracle glue (emu.machines.oracle.Oracle), if any
+        self.addr = addr  # the row's address, for facts that depend on it
+        self.translated = isinstance(emulator, Translation)
+        self.faulted = isinstance(emulator, Fault)
+        #: Linux refuses a page whose entry is present to the hardware (vm_normal_page() etc.)
+        self.refused = model.reason.startswith(REFUSED_PRESENT)
+        #: how the model and the MMU differ where neither design nor deviation explains it
+        self.mismatch = mismatch(self)
+        self._diverges: Any = _UNSET
+        self._fault_level: Any = _UNSET
 
     @property
-    def translated(self) -> bool:
-        return isinstance(self.emulator, Translation)
-
-    @property
-    def faulted(self) -> bool:
-        return isinstance(self.emulator, Fault)
-
-    @property
-    def refused(self) -> bool:
-        """Linux refuses a page whose entry is present to the hardware (vm_normal_page() etc.)."""
-        return self.model.reason.startswith(REFUSED_PRESENT)
-
-    @cached_property
-    def mismatch(self) -> str | None:
-        """How the model and the MMU differ where neither design nor deviation explains it
-        (rules 3), or None."""
-        return mismatch(self)
-
-    @cached_property
     def diverges(self) -> str | None:
         """The architecture's fact: Linux's walk for the address reads other entries than the
         MMU's by a convention of its own (``walk_diverges``), or None."""
-        if self.addr is None or not self.model.trace:
-            return None
-        return self.ops.walk_diverges(self.model.trace, self.addr) or None
+        if self._diverges is _UNSET:
+            trace = self.model.trace
+            self._diverges = (self.ops.walk_diverges(trace, self.addr) or None
+                              if self.addr is not None and trace else None)
+        return self._diverges  # type: ignore[no-any-return]
 
-    @cached_property
+    @property
     def fault_level(self) -> str | None:
         """The hardware level the MMU's fault names (oracle glue), or None."""
-        if self.oracle is None or not isinstance(self.emulator, Fault):
-            return None
-        level: str | None = self.oracle.fault_hw_level(self.emulator)
-        return level
+        if self._fault_level is _UNSET:
+            self._fault_level = (self.oracle.fault_hw_level(self.emulator)
+                                 if self.oracle is not None and self.faulted else None)
+        return self._fault_level  # type: ignore[no-any-return]
+
+
+_UNSET: Any = object()
 
 
 def first_rejected(
@@ -225,8 +225,11 @@ def _none_at_other_level(v: Views) -> str | None:
     """Where the MMU names the level it faulted at, it must be the level Linux stopped at on a
     none entry, unless the architecture rejects an entry above it that Linux walked through or
     the two walks do not share the entries."""
-    walk, where = v.model, v.fault_level
-    if where is None or walk.found or not walk.trace or not walk.reason.startswith("none@"):
+    walk = v.model
+    if walk.found or not walk.trace or not walk.reason.startswith("none@"):
+        return None
+    where = v.fault_level
+    if where is None:
         return None
     stop = v.ops.hw_level(walk.trace[-1][0]).name
     if where == stop or v.diverges or first_rejected(v.ops, v.model, stop_at=where, addr=v.addr) is not None:
@@ -303,13 +306,21 @@ def decide(v: Views, rules: tuple[Rule, ...] = RULES) -> tuple[Rule, str]:
     raise AssertionError("the last rule always decides")  # pragma: no cover
 
 
+_TESTS = tuple((r.test, "agree" if r.verdict == "agree" else r.verdict + ": ") for r in RULES)
+
+
 def judge(
     ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None, *, addr: int | None = None
 ) -> str:
     """The verdict for one row: the model's ``walk``, the emulator's ``mmu`` answer (with its
     ``oracle`` glue) and the architecture's facts in ``ops``; ``addr`` (the row's address) lets
     facts depend on it."""
-    return decide(Views(ops, walk, mmu, oracle, addr))[1]
+    v = Views(ops, walk, mmu, oracle, addr)
+    for test, verdict in _TESTS:  # decide(v), without building the (rule, verdict) pair
+        reason = test(v)
+        if reason is not None:
+            return verdict if verdict == "agree" else verdict + reason
+    raise AssertionError("the last rule always decides")  # pragma: no cover
 
 
 def compare(walk: WalkResult, mmu: ProbeResult) -> str:
