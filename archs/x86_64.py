@@ -162,7 +162,7 @@ def _geometry(levels: int) -> tuple[HwLevel, ...]:
     return (HwLevel("PML5", 48, 9, "pgd"), *lv) if levels == 5 else lv
 
 
-#: The processor every configuration describes: the probe machine's (emu/machines/x86_64.py,
+#: The processor every configuration describes: the probe machine's (emu/machines/x86_64/,
 #: Unicorn's default x86-64 CPU model), checked against it by tests/verify/test_hw_view_x86_64.py.
 #:
 #: * ``maxphyaddr``: MAXPHYADDR = CPUID.80000008H:EAX[7:0] of the CPU model (40).  In an entry

@@ -46,7 +46,7 @@ def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     keys = selected_configs(args.arch, args.config)
-    if args.fixture:  # the recorded cases of fixture sets (emu/fixtures.py), re-walked and re-probed
+    if args.fixture:  # the recorded cases of fixture sets (emu/fixtures/), re-walked and re-probed
         from emu.cli import UsageError
         from emu.fixtures import replay_report
 

@@ -5,8 +5,8 @@ ORACLE-NOTES.md, and (where rows can hit it) carries a detector: does this row -
 MMU result -- hit the deviation?  The verifier asks before it compares (emu/judge.py, rule ``emulator-deviation``),
 so a row that hits one is ``emulator-deviation: <name>``, never ``agree`` and never ``disagree``;
 a detector must therefore say yes only for rows whose MMU answer the deviation can have changed.
-Each deviation has a test that shows it still exists (tests/test_deviations*.py,
-tests/test_machine_*.py), so a fixed emulator fails a test instead of hiding a bug.
+Each deviation has a test that shows it still exists (tests/verify/test_verify_*.py,
+tests/machines/test_machine_*.py), so a fixed emulator fails a test instead of hiding a bug.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ REGISTRY: list[Deviation] = [
         "the machine turns them on inside the library and proves it at start-up, else large "
         "entries are oracle-cannot-check",
         "PoP SA22-7832 ch. 3, Enhanced DAT (EDAT-1 1 MB segments, EDAT-2 2 GB regions); "
-        "emu/machines/s390x.py; ORACLE-NOTES s390x",
+        "emu/machines/s390x/edat.py; ORACLE-NOTES s390x",
     ),
 ]
 
@@ -111,7 +111,7 @@ def explain(ops: LinuxPgtable, walk: Any, mmu: Any) -> Deviation | None:
 
 # -- arm64 ----------------------------------------------------------------------------------------
 # The facts (summary, Arm ARM reference, the test that shows each still exists) are the machine's
-# own list, emu/machines/arm64.py DEVIATIONS; here each gets the detector that finds the rows it
+# own list, emu/machines/arm64/unicorn_deviations.py DEVIATIONS; here each gets the detector that finds the rows it
 # can affect.  Registered on first use (importing the machine module imports Unicorn).
 
 #: The PA size Unicorn's Cortex-A72 model implements: ID_AA64MMFR0_EL1.PARange = 0b0100, 44 bits

@@ -69,7 +69,7 @@ class Oracle:
 
 
 class X86_64Oracle(Oracle):
-    """x86-64: CR3 = mm->pgd; the machine owns root slot 511 for its code (emu/machines/x86_64.py)."""
+    """x86-64: CR3 = mm->pgd; the machine owns root slot 511 for its code (emu/machines/x86_64/)."""
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         super().__init__(ops, ram, alloc)
@@ -88,7 +88,7 @@ class S390xOracle(Oracle):
     """s390x: the ASCE of ``mm`` (``mm->context.asce``, built through archs.s390x.ASCE: origin
     mm->pgd, the configuration's designation type, TL=3, the user-space control bits) goes into
     CR7 and the probes run in secondary-space mode, so the probe code is fetched from real
-    storage and reserves no virtual range (emu/machines/s390x.py).
+    storage and reserves no virtual range (emu/machines/s390x/).
 
     Large entries -- 1 MB segment entries (EDAT-1) and 2 GB region-third entries (EDAT-2) -- are
     checked only if the machine's start-up self-test proved that this Unicorn build honours

@@ -1,4 +1,4 @@
-"""The fuzzer (emu/fuzz.py, emu/strategies.py, ``foliowalk fuzz``): generators built only from
+"""The fuzzer (emu/fuzz/, emu/strategies.py, ``foliowalk fuzz``): generators built only from
 archs/, reproducible cases, hostile shapes that neither hang nor crash, a broken walker caught and
 shrunk to one entry, findings that replay exactly, crash isolation, and the Hypothesis strategies
 used the way a user would."""
