@@ -90,6 +90,7 @@ from emu.machines.base import (
     ProbeResult,
     RawProbes,
     Translation,
+    address_ndarray,
 )
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
@@ -410,9 +411,7 @@ class Arm64Machine:
     @staticmethod
     def _va_array(vas: Sequence[int] | np.ndarray) -> np.ndarray:
         if isinstance(vas, np.ndarray):
-            if vas.dtype.kind not in "ui" or (vas.dtype.kind == "i" and len(vas) and int(vas.min()) < 0):
-                raise AddressError("virtual addresses must be non-negative integers")
-            return vas.astype(np.uint64, copy=False)
+            return address_ndarray(vas)
         try:
             return np.fromiter(vas, dtype=np.uint64, count=len(vas))
         except (OverflowError, TypeError, ValueError):
