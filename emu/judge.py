@@ -46,6 +46,9 @@ from emu.machines.base import Fault, ProbeError, ProbeResult, Translation
 if TYPE_CHECKING:
     from emu.verify import WalkResult
 
+#: The verdict classes, in the order reports count them (README: the verdict table).
+VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
+
 #: Not-found reasons where the entry is present to the hardware but Linux refuses the page.
 REFUSED_PRESENT = ("not-normal@", "devmap@pud", "special@pud")
 #: Not-found reasons where Linux stops above a subtree the hardware may still walk.
@@ -288,7 +291,7 @@ RULES: tuple[Rule, ...] = (
 #: verdict class -> the names of the rules that give it (README: the verdict table).
 RULES_BY_VERDICT: dict[str, tuple[str, ...]] = {
     cls: tuple(r.name for r in RULES if r.verdict == cls)
-    for cls in ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
+    for cls in VERDICT_CLASSES
 }
 
 

@@ -28,13 +28,15 @@ from typing import Any
 
 from archs.linux import LinuxPgtable
 from emu.errors import EmulatorError
-from emu.judge import REFUSED_PRESENT, judge
+from emu.judge import REFUSED_PRESENT, VERDICT_CLASSES, judge
 from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
 from emu.mm.mm_types import VMA
 from emu.mm.pagewalk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
 from emu.mm.scenarios import Case, Scenario
 
-VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
+__all__ = ["VERDICT_CLASSES", "WalkResult", "Row", "Report", "leaf_expectations", "walk_result",
+           "run_walk", "walk_cases", "probe_cases", "verify_scenario", "verify_configs", "mmu_json", "mmu_summary"]
+
 
 
 @dataclass
