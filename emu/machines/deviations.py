@@ -91,6 +91,7 @@ def register(dev: Deviation) -> None:
     if any(d.name == dev.name for d in REGISTRY):
         return
     REGISTRY.append(dev)
+    _DETECTORS.clear()
 
 
 def for_arch(arch: str) -> list[Deviation]:
@@ -101,10 +102,18 @@ def for_arch(arch: str) -> list[Deviation]:
     return [d for d in REGISTRY if d.arch == arch]
 
 
+#: arch -> its deviations that have a detector, with the detector (the judge asks for every row).
+_DETECTORS: dict[str, tuple[tuple[Deviation, Callable[[LinuxPgtable, Any, Any], bool]], ...]] = {}
+
+
 def explain(ops: LinuxPgtable, walk: Any, mmu: Any) -> Deviation | None:
     """The registered deviation the row (walk result, MMU result) hits, if any."""
-    for dev in for_arch(ops.arch):
-        if dev.detect is not None and dev.detect(ops, walk, mmu):
+    found = _DETECTORS.get(ops.arch)
+    if found is None:
+        found = tuple((d, d.detect) for d in for_arch(ops.arch) if d.detect is not None)
+        _DETECTORS[ops.arch] = found
+    for dev, detect in found:
+        if detect(ops, walk, mmu):
             return dev
     return None
 
