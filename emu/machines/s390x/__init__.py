@@ -124,6 +124,8 @@ Modules: :mod:`~emu.machines.s390x.guest_code` (architecture constants and the p
 from __future__ import annotations
 
 from emu.machines.s390x.guest_code import (
+    CR0_EDAT,
+    CR0_SECONDARY_SPACE,
     EXCP_PGM,
     LEVEL_PAGE,
     LEVEL_REGION1,
@@ -153,4 +155,6 @@ __all__ = [
     "LEVEL_REGION2",
     "LEVEL_REGION1",
     "EXCP_PGM",
+    "CR0_SECONDARY_SPACE",
+    "CR0_EDAT",
 ]
