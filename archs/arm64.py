@@ -5,7 +5,7 @@ Virtual Memory System Architecture": D8.2 "Translation process" (granule sizes, 
 level from TxSZ, the table walk), D8.3 "Translation table descriptor formats" (table, block and
 page descriptors; the level-0..2 block sizes each granule allows), D8.4 "Memory access control"
 (AP[2:1], PXN/UXN, the hierarchical APTable/PXNTable/UXNTable controls).  PAR_EL1 / TCR_EL1 are
-in D19 (used by emu/machines/arm64.py, never here).
+in D19 (used by emu/machines/arm64/, never here).
 
 Linux (v6.12; read in a linux-6.12.y tree): arch/arm64/include/asm/pgtable-hwdef.h (bit names,
 ARM64_HW_PGTABLE_LEVELS, PGDIR_SHIFT, PTE_ADDR_LOW), pgtable-prot.h (the software bits
@@ -581,7 +581,7 @@ class Arm64(LinuxPgtable):
     #: from PARange (``tcr_compute_pa_size``), at most CONFIG_ARM64_PA_BITS = 48, so a PE with a
     #: 48-bit PARange has every descriptor address bit (47:m) in range and no Address size fault
     #: can come from an entry.  Set it lower for a PE with a smaller PARange (Unicorn's Cortex-A72:
-    #: 44, emu/deviations.py ARM64_EFFECTIVE_PA_BITS; Unicorn never gives the fault, so the rows
+    #: 44, emu/machines/deviations.py ARM64_EFFECTIVE_PA_BITS; Unicorn never gives the fault, so the rows
     #: are ``emulator-deviation: no-address-size-fault`` before this view is asked).
     pa_bits = OA_BITS
 

@@ -458,25 +458,3 @@ class LinuxPgtable:
         bits = self.swp_pfn_bits()
         off = pfn | (int(young) << bits) | (int(dirty) << (bits + 1))
         return SwpEntry(swp_type, off)
-
-
-# -- the default configuration's numbering, for callers that have no ops at hand -----------------
-# (v6.12 "distro" x86-64: MEMORY_FAILURE=y, MIGRATION=y, DEVICE_PRIVATE=n.)  Prefer ``ops.swap``,
-# which follows the configuration the model was built for.
-_DEFAULT_SWAP = SwapTypes(kernel_config("x86_64"))
-MAX_SWAPFILES = _DEFAULT_SWAP.MAX_SWAPFILES
-SWP_HWPOISON = _DEFAULT_SWAP.SWP_HWPOISON
-SWP_MIGRATION_READ = _DEFAULT_SWAP.SWP_MIGRATION_READ
-SWP_MIGRATION_READ_EXCLUSIVE = _DEFAULT_SWAP.SWP_MIGRATION_READ_EXCLUSIVE
-SWP_MIGRATION_WRITE = _DEFAULT_SWAP.SWP_MIGRATION_WRITE
-SWP_PTE_MARKER = _DEFAULT_SWAP.SWP_PTE_MARKER
-MIGRATION_TYPES = _DEFAULT_SWAP.migration_types
-is_migration_entry = _DEFAULT_SWAP.is_migration_entry
-is_writable_migration_entry = _DEFAULT_SWAP.is_writable_migration_entry
-swap_type_name = _DEFAULT_SWAP.name
-# The default configuration has no device types; these are the device-private profile's numbers
-# (what a DEVICE_PRIVATE=y kernel uses), for generators that want every kind of swap type.
-_DEVICE_SWAP = SwapTypes(kernel_config("x86_64", "device-private"))
-SWP_DEVICE_WRITE = _DEVICE_SWAP.SWP_DEVICE_WRITE
-SWP_DEVICE_READ = _DEVICE_SWAP.SWP_DEVICE_READ
-SWP_DEVICE_EXCLUSIVE = _DEVICE_SWAP.SWP_DEVICE_EXCLUSIVE_WRITE

@@ -31,6 +31,12 @@ entries are therefore never 0: ``pXd_clear()`` / ``crst_table_init()`` store a t
 entry (``_REGION1_ENTRY_EMPTY`` ...), and an empty PTE is exactly ``_PAGE_INVALID``.
 
 Never imports Unicorn.
+
+Why one module of ~930 lines: archs/ keeps one module per architecture (the product card), so
+that an entry's construct format, Linux's predicates on it and the architecture's view of it
+(``hw_rejects``, ``hw_fault_level``, ``walk_diverges``) are read side by side with the same PoP
+references; s390x has four ASCE types, two EDAT leaf formats and its own folding, and every part
+here is facts about one entry format.  Nothing here decides a verdict (emu/judge.py does).
 """
 
 from __future__ import annotations
@@ -416,7 +422,7 @@ class S390x(LinuxPgtable):
     RESERVED_LOW = 0x2000
     #: Main storage of the configuration in bytes (absolute 0 up), when known: DAT-table entries
     #: and frames at or beyond it are addressing exceptions (:meth:`hw_rejects`).  The MMU oracle
-    #: sets it for the machine it probes (emu/oracle.py S390xOracle); None: not known.
+    #: sets it for the machine it probes (emu/machines/oracle.py S390xOracle); None: not known.
     storage_size: int | None = None
 
     def __init__(

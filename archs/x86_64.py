@@ -163,8 +163,8 @@ def _geometry(levels: int) -> tuple[HwLevel, ...]:
     return (HwLevel("PML5", 48, 9, "pgd"), *lv) if levels == 5 else lv
 
 
-#: The processor every configuration describes: the probe machine's (emu/machines/x86_64.py,
-#: Unicorn's default x86-64 CPU model), checked against it by tests/test_hw_view_x86_64.py.
+#: The processor every configuration describes: the probe machine's (emu/machines/x86_64/,
+#: Unicorn's default x86-64 CPU model), checked against it by tests/verify/test_hw_view_x86_64.py.
 #:
 #: * ``maxphyaddr``: MAXPHYADDR = CPUID.80000008H:EAX[7:0] of the CPU model (40).  In an entry
 #:   with P=1, physical-address bits 51:MAXPHYADDR are reserved (SDM vol. 3A §4.5.4, Tables
@@ -173,7 +173,7 @@ def _geometry(levels: int) -> tuple[HwLevel, ...]:
 #:   the XD bit (63) of an entry with P=1 is reserved (§4.5.4).
 #: * ``gbpages``: 1-GByte pages (CPUID.80000001H:EDX.Page1GB[26]), which Linux needs for PUD
 #:   leaves (X86_FEATURE_GBPAGES).  The CPU model does not report them but translates them
-#:   (deviation ``x86-1g-pages-without-pdpe1gb``, emu/deviations.py); without them PS=1 in a
+#:   (deviation ``x86-1g-pages-without-pdpe1gb``, emu/machines/deviations.py); without them PS=1 in a
 #:   PDPTE with P=1 would be reserved (§4.5.4).
 CPU: dict[str, Any] = {"maxphyaddr": 40, "nxe": True, "gbpages": True}
 

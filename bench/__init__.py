@@ -5,7 +5,7 @@ same workload, and prints each figure with its ratio to the baseline it replaces
 it is held to (targets are stated here, never asserted in tests):
 
 * walk, scalar -- ``folio_walk_start()`` + ``folio_walk_end()`` address by address;
-* walk, batch -- ``walk_many()`` (emu/batch.py), all mapped and with 10% none PTEs;
+* walk, batch -- ``walk_many()`` (emu/mm/pagewalk_batch.py), all mapped and with 10% none PTEs;
 * probe, per address -- ``machine.probe()``: one ``emu_start`` per address (the baseline);
 * probe, batch, raw -- ``machine.probe_many_raw()``: guest loops over many addresses that write
   each result to a result table, handed over as numpy columns (status, physical address, fault

@@ -21,11 +21,11 @@ import numpy as np
 
 import archs
 from archs.linux import Prot
-from emu.batch import walk_many
 from emu.machines.base import Translation
-from emu.mm import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
-from emu.scenarios import new_address_space
-from emu.walk import FolioWalk, folio_walk_end, folio_walk_start
+from emu.mm.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, VMA
+from emu.mm.pagewalk import FolioWalk, folio_walk_end, folio_walk_start
+from emu.mm.pagewalk_batch import walk_many
+from emu.mm.scenarios import new_address_space
 
 # -- targets (issue 7); stated by the output, never asserted ----------------------------------------
 SCALAR_WALK_TARGET = 300_000  # folio_walk_start+end per second, x86-64 4-level, 4K leaves
@@ -92,7 +92,7 @@ def build_workload(key: str, n_pages: int, seed: int = 7, *, with_oracle: bool =
     )
     oracle = None
     if with_oracle:
-        from emu.oracle import make_oracle
+        from emu.machines.oracle import make_oracle
 
         oracle = make_oracle(ops, ram, alloc)
         oracle.half = "low"
@@ -149,7 +149,7 @@ def _scalar_walks(w: Workload, addrs: Sequence[int]) -> Callable[[], None]:
 
 def walk_path(w: Workload) -> str:
     """Which path walk_many() takes for this configuration."""
-    from emu.batch import _vector_walker
+    from emu.mm.pagewalk_batch import _vector_walker
 
     vw = _vector_walker(w.mm)
     if vw is None:

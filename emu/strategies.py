@@ -35,9 +35,8 @@ from hypothesis import strategies as st
 
 import archs
 from archs.linux import DEFAULT_KERNEL
-
-from .errors import ConfigError
-from .fuzz import (
+from emu.errors import ConfigError
+from emu.fuzz import (
     DEFAULT_WEIGHTS,
     KINDS,
     EntryGenerator,

@@ -1,6 +1,7 @@
 """Walk and MMU on the same addresses, and a verdict for each (address, flags) row.
 
-Verdicts (DESIGN.md):
+The verdict of a row is decided by the judge (emu/judge.py: an ordered table of named rules
+over the row's views).  The verdict classes (DESIGN.md):
 
 * ``agree`` -- Linux and the MMU say the same thing: the same physical address, or both nothing.
 * ``linux-only: <reason>`` -- they differ by design: PROT_NONE (present to Linux, absent to the
@@ -8,7 +9,7 @@ Verdicts (DESIGN.md):
   FW_ZEROPAGE, migration entries Linux returns but the MMU faults on, bad entries Linux clears,
   an address outside the VMA.
 * ``emulator-deviation: <name>`` -- a documented Unicorn/QEMU departure from the architecture
-  (registry: emu/deviations.py).
+  (registry: emu/machines/deviations.py).
 * ``oracle-cannot-check: <why>`` / ``oracle-error: <why>`` -- the MMU could not answer; counted,
   never taken as agreement.
 * ``disagree: <why>`` -- a bug somewhere.
@@ -26,20 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archs.linux import LinuxPgtable
+from emu.errors import EmulatorError
+from emu.judge import REFUSED_PRESENT, VERDICT_CLASSES, judge
+from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
+from emu.mm.mm_types import VMA
+from emu.mm.pagewalk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
+from emu.mm.scenarios import Case, Scenario
 
-from . import deviations
-from .errors import EmulatorError
-from .machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
-from .mm import VMA
-from .scenarios import Case, Scenario
-from .walk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
+__all__ = ["VERDICT_CLASSES", "WalkResult", "Row", "Report", "leaf_expectations", "walk_result",
+           "run_walk", "walk_cases", "probe_cases", "verify_scenario", "verify_configs", "mmu_json", "mmu_summary"]
 
-VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
-
-# Not-found reasons where the entry is present to the hardware but Linux refuses the page.
-_REFUSED_PRESENT = ("not-normal@", "devmap@pud", "special@pud")
-# Not-found reasons where Linux stops above a subtree the hardware may still walk.
-_STOPPED_ABOVE = ("bad@", "outside-vma", "leaf@pmd")
 
 
 @dataclass
@@ -151,7 +148,7 @@ def leaf_expectations(ops: LinuxPgtable, wr: WalkResult, addr: int) -> None:
     MMU must not translate it by design.  ``wr``'s reason, kind, level and entry must be set."""
     if wr.entry is None or wr.level is None:
         return
-    present_leaf = (wr.found and wr.kind != "migration-entry") or wr.reason.startswith(_REFUSED_PRESENT)
+    present_leaf = (wr.found and wr.kind != "migration-entry") or wr.reason.startswith(REFUSED_PRESENT)
     if present_leaf:
         size = _entry_size(ops, wr.level)
         wr.expected_pa = (_leaf_pfn(ops, wr.level, wr.entry) << ops.PAGE_SHIFT) + (addr & (size - 1))
@@ -189,10 +186,10 @@ def walk_cases(
     sc: Scenario, cases: list[Case], flag_sets: tuple[int, ...]
 ) -> dict[tuple[int, int], WalkResult]:
     """Every case with every flag set, ``{(case index, flags): WalkResult}``: one
-    ``walk_many(isolated=True)`` (emu/batch.py) per (VMA, flags), so each walk sees the tables as
+    ``walk_many(isolated=True)`` (emu/mm/pagewalk_batch.py) per (VMA, flags), so each walk sees the tables as
     built (a bad entry Linux clears is back for the next row) and gives exactly what a
     folio_walk_start()/folio_walk_end() pair would."""
-    from .batch import walk_many
+    from emu.mm.pagewalk_batch import walk_many
 
     by_vma: dict[int, tuple[VMA, list[int]]] = {}
     for i, case in enumerate(cases):
@@ -206,117 +203,6 @@ def walk_cases(
                 for k, i in enumerate(idx):
                     out[(i, f)] = walk_result(sc.ops, batch[k], addrs[k], f)
     return out
-
-
-def judge(
-    ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None, *, addr: int | None = None
-) -> str:
-    """The verdict for one row (see module docstring); ``addr`` (the row's address) lets the
-    architecture's view (``ops.hw_rejects``) use reasons that depend on it."""
-    if oracle is not None:
-        level = walk.level.lower() if walk.level else None
-        why = oracle.cannot_check(level, walk.entry)
-        if why:
-            return f"oracle-cannot-check: {why}"
-    if isinstance(mmu, ProbeError):
-        return f"oracle-error: {mmu.reason}"
-    # A row that hits a registered emulator deviation is named by it, whatever the comparison below
-    # would say: the MMU's answer there is not the architecture's, so it proves nothing either way.
-    dev = deviations.explain(ops, walk, mmu)
-    if dev is not None:
-        return f"emulator-deviation: {dev.name}"
-    verdict = _judge(walk, mmu)
-    if verdict.startswith("disagree") and walk.trace:
-        # Linux's walk may, by its own convention, not read the MMU's entries at all: then no
-        # entry of it can explain the MMU, and the row differs by that convention.
-        diverges = ops.walk_diverges(walk.trace, addr) if addr is not None else None
-        if diverges:
-            return f"linux-only: {diverges}"
-        verdict = _explained_by_the_architecture(ops, walk, mmu, addr) or verdict
-    if (
-        verdict.startswith("linux-only:") and walk.hw_absent and oracle is not None
-        and isinstance(mmu, Fault) and walk.level is not None
-    ):
-        # The leaf's own by-design reason (PROT_NONE, old page) names the leaf: where the MMU
-        # says it faulted above the leaf, the reason is the entry there, or nothing explains it.
-        where = oracle.fault_hw_level(mmu)
-        if where is not None and where != ops.hw_level(walk.level.lower()).name:
-            why = _first_rejected(ops, walk, stop_at=where, addr=addr)
-            verdict = f"linux-only: {why}" if why else (
-                f"disagree: Linux returns a {walk.hw_absent} leaf, the MMU faults above it at {where}")
-    if verdict == "agree" and oracle is not None and isinstance(mmu, Fault) and walk.trace and not walk.found:
-        # Where the MMU names the level it faulted at, it must be the level Linux stopped at,
-        # unless the architecture rejects an entry above it that Linux walked through.
-        where = oracle.fault_hw_level(mmu)
-        stop = ops.hw_level(walk.trace[-1][0]).name
-        if where is not None and where != stop and walk.reason.startswith("none@"):
-            if addr is not None and ops.walk_diverges(walk.trace, addr):
-                return verdict  # both nothing, from entries the two walks do not share
-            if _first_rejected(ops, walk, stop_at=where, addr=addr) is None:
-                verdict = f"disagree: Linux stops at a none {stop} entry, the MMU faults at {where}"
-    return verdict
-
-
-def _first_rejected(
-    ops: LinuxPgtable, walk: WalkResult, stop_at: str | None = None, addr: int | None = None
-) -> str | None:
-    """The first entry of the walk (top down) the architecture rejects, as '<level> entry ...:
-    why'; with ``stop_at``, only an entry whose rejection the MMU reports as a fault at that
-    hardware level counts (``ops.hw_fault_level``).  A read that a later read at the same Linux
-    level supersedes is not an entry of the path (s390x: pgd_offset() reads the top table's
-    first entry for its table type)."""
-    trace = walk.trace
-    last = len(trace) - 1
-    for i, (lv, pa, val) in enumerate(trace):
-        if any(t[0] == lv for t in trace[i + 1 :]):
-            continue
-        name = ops.hw_level(lv).name
-        why = ops.hw_rejects(lv, val, leaf=i == last, addr=addr)
-        if why and stop_at is not None and ops.hw_fault_level(lv, val, leaf=i == last, addr=addr) != stop_at:
-            continue
-        if why:
-            return f"{name} entry {val:#x} at {pa:#x} is rejected by the architecture: {why}"
-    return None
-
-
-def _explained_by_the_architecture(
-    ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, addr: int | None = None
-) -> str | None:
-    """A 'disagree' that the architecture manual explains: Linux walked through (or returned) an
-    entry the hardware must reject, or the hardware uses an entry Linux reads as not present.
-    Linux never writes such entries; the row is ``linux-only`` with the reason, never agreement."""
-    if isinstance(mmu, Fault):
-        why = _first_rejected(ops, walk, addr=addr)
-        return f"linux-only: {why}" if why else None
-    if isinstance(mmu, Translation) and not walk.found and not walk.reason.startswith(_REFUSED_PRESENT):
-        lv, pa, val = walk.trace[-1]
-        why = ops.hw_uses(lv, val)
-        if why:
-            return f"linux-only: {ops.hw_level(lv).name} entry {val:#x} at {pa:#x} is used by the MMU: {why}"
-    return None
-
-
-def _judge(walk: WalkResult, mmu: ProbeResult) -> str:
-    translated = isinstance(mmu, Translation)
-    pa = mmu.pa if isinstance(mmu, Translation) else None
-    if walk.found and walk.kind == "migration-entry":
-        return "linux-only: migration-entry" if not translated else f"disagree: migration entry, MMU reached {pa:#x}"
-    if walk.found or walk.reason.startswith(_REFUSED_PRESENT):
-        if translated:
-            if pa != walk.expected_pa:
-                exp = f"{walk.expected_pa:#x}" if walk.expected_pa is not None else "?"
-                return f"disagree: entry maps {exp}, MMU reached {pa:#x}"
-            return "agree" if walk.found else f"linux-only: {walk.reason}"
-        if walk.hw_absent:
-            return f"linux-only: {walk.hw_absent}" if walk.found else "agree"
-        if walk.reason.endswith(":pfn-beyond-memmap"):
-            return "agree"  # vm_normal_page() refuses a pfn beyond the memmap; the MMU has no memory there
-        return "disagree: Linux sees a present entry, the MMU faults"
-    if walk.reason.startswith(_STOPPED_ABOVE):
-        return f"linux-only: {walk.reason}" if translated else "agree"
-    if translated:
-        return f"disagree: Linux finds nothing ({walk.reason}), MMU reached {pa:#x}"
-    return "agree"
 
 
 @dataclass
@@ -390,8 +276,7 @@ def verify_configs(keys: list[str], kernel: str | None = None) -> Report:
     """Build the default scenario of each configuration (of each half, where the configuration
     translates two: arm64 TTBR0 and TTBR1), verify it, and collect the rows."""
     import archs
-
-    from .scenarios import build_default, halves
+    from emu.mm.scenarios import build_default, halves
 
     start = time.perf_counter()
     rows: list[Row] = []

@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from emu.errors import AddressError
+
 AccessKind = Literal["read", "write", "fetch"]
 
 
@@ -145,3 +147,14 @@ class RawProbes:
             errors[i] = result
         else:
             raise ValueError(f"{result!r} has no raw form here")
+
+
+def address_ndarray(vas: np.ndarray) -> np.ndarray:
+    """A numpy array of virtual addresses as a flat uint64 array, without a copy where it
+    already is one; refused (:class:`~emu.errors.AddressError`) unless it is a flat array of
+    non-negative integers (numpy would turn floats into truncated integers)."""
+    if vas.ndim != 1 or vas.dtype.kind not in "iu":
+        raise AddressError(f"virtual addresses must be a flat integer array, not {vas.dtype}{vas.shape}")
+    if vas.dtype.kind == "i" and len(vas) and int(vas.min()) < 0:
+        raise AddressError("virtual addresses must not be negative")
+    return vas.astype(np.uint64, copy=False)

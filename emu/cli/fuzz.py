@@ -1,0 +1,173 @@
+"""``foliowalk fuzz``: random entry encodings, walked and probed, disagreements shrunk and saved.
+
+    foliowalk fuzz --arch x86_64 --seconds 60 --seed 7 --out findings/ [--jobs N]
+
+A live progress line goes to stderr; Ctrl-C stops the campaign and keeps what it found.  The
+report (stdout) gives the rate, the verdicts by class and by the level of the deciding entry, and
+every finding with the fixture set that replays it (``foliowalk fixtures check DIR``).
+``--replay FILE`` re-runs a saved hierarchy (``*.hierarchy.json``, e.g. a crash) in a separate
+process and prints its rows.  Exit status: 1 if a ``disagree``, a crash or a hang was found,
+130 if interrupted, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from archs.linux import DEFAULT_KERNEL, KERNELS
+from emu.errors import FoliowalkError
+
+#: ``--jobs`` beyond this many worker processes per CPU (and beyond MIN_JOBS_LIMIT) is refused:
+#: each worker holds its own emulators and guest RAM.
+MAX_JOBS_PER_CPU = 4
+MIN_JOBS_LIMIT = 8
+
+
+def add_parser(sub: Any) -> None:
+    from emu.cli import int_arg
+
+    p = sub.add_parser("fuzz", help="fuzz entry encodings: walker vs MMU; shrink and save disagreements")
+    p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: x86_64")
+    p.add_argument(
+        "--config", action="append", default=[], metavar="ARCH:NAME",
+        help="one configuration, e.g. x86_64:5level (repeatable); default: all of --arch",
+    )
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default 60 unless "
+                   "--hierarchies is given)")
+    p.add_argument("--hierarchies", type=int_arg, default=None, metavar="N",
+                   help="stop after hierarchies 0..N-1 (a fixed, reproducible set of cases)")
+    p.add_argument("--seed", type=int_arg, default=0, help="campaign seed (default 0)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="where findings (fixture sets, hierarchy specs) and campaign.json go")
+    p.add_argument("--jobs", type=int_arg, default=1, metavar="N",
+                   help="worker processes (default 1; 0 runs in this process, without crash isolation)")
+    p.add_argument("--kernel", default=DEFAULT_KERNEL, choices=KERNELS, help="folio_walk_start() version")
+    p.add_argument("--mix", choices=("default", "bench"), default="default",
+                   help="entry mix: default (hostile), bench (mostly valid, ~10%% faults)")
+    p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")
+    p.add_argument("--max-findings", type=int_arg, default=50, metavar="N",
+                   help="distinct findings to shrink and save (default 50); all are counted")
+    p.add_argument("--json", action="store_true", help="print the campaign summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--replay", type=Path, default=None, metavar="FILE",
+                   help="re-run a saved *.hierarchy.json in a separate process and print its rows")
+    p.set_defaults(func=run)
+
+
+def _configs(args: argparse.Namespace) -> list[str]:
+    from emu.cli.verify import selected_configs
+
+    if not args.arch and not args.config:
+        return selected_configs(["x86_64"], [])
+    return selected_configs(args.arch, args.config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from emu.cli import UsageError
+    from emu.fuzz import CampaignOptions, GenParams, format_report, run_campaign
+
+    if args.replay is not None:
+        return replay(args.replay, as_json=args.json)
+    cpus = os.cpu_count() or 1
+    if args.jobs < 0:
+        raise UsageError("foliowalk fuzz: --jobs must be 0 or more")
+    if args.jobs > max(MAX_JOBS_PER_CPU * cpus, MIN_JOBS_LIMIT):
+        raise UsageError(f"foliowalk fuzz: --jobs {args.jobs} is more than {MAX_JOBS_PER_CPU} worker processes "
+                         f"per CPU ({cpus} CPUs here)")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise UsageError(f"foliowalk fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
+    if args.hierarchies is not None and args.hierarchies <= 0:
+        raise UsageError("foliowalk fuzz: --hierarchies must be positive")
+    if args.max_findings < 0:
+        raise UsageError("foliowalk fuzz: --max-findings must be 0 or more")
+    if args.out is not None:
+        from emu.cli import output_dir
+
+        output_dir(args.out, "--out")
+    seconds = args.seconds if args.seconds is not None or args.hierarchies is not None else 60.0
+    opts = CampaignOptions(
+        configs=_configs(args),
+        seed=args.seed,
+        seconds=seconds,
+        hierarchies=args.hierarchies,
+        jobs=args.jobs,
+        out=args.out,
+        kernel=args.kernel,
+        params=GenParams.bench() if args.mix == "bench" else GenParams(),
+        shrink=not args.no_shrink,
+        max_findings=args.max_findings,
+        progress=not args.quiet,
+    )
+    res = run_campaign(opts)
+    if args.json:
+        json.dump(res.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_report(res))
+        if args.out is not None:
+            print(f"  summary: {args.out / 'campaign.json'}")
+    if not res.ok:
+        return 1
+    return 130 if res.interrupted else 0
+
+
+def replay(path: Path, *, as_json: bool = False) -> int:
+    """Re-run one saved hierarchy in a child process (a crash there does not take us down)."""
+    import multiprocessing as mp
+
+    from emu.fuzz import Hierarchy
+
+    try:
+        spec = json.loads(path.read_text())
+        if isinstance(spec, dict) and isinstance(spec.get("hierarchy"), dict):
+            spec = spec["hierarchy"]
+        if not isinstance(spec, dict):
+            raise ValueError("the file holds no JSON object")
+        h = Hierarchy.from_json(spec)
+    except (FoliowalkError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise FoliowalkError(f"{path}: not a saved hierarchy: {exc}") from None
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_replay_child, args=(child, h), daemon=True)
+    proc.start()
+    child.close()
+    rows: list[dict[str, Any]] | None = None
+    try:
+        rows = parent.recv()
+    except EOFError:
+        pass
+    proc.join(30)
+    if isinstance(rows, tuple):  # ("invalid", why): the hierarchy itself is bad input
+        raise FoliowalkError(f"{path}: not a valid hierarchy: {rows[1]}")
+    if rows is None:
+        from emu.fuzz.pool import exit_text
+
+        print(f"foliowalk fuzz: the replay of {path} died: {exit_text(proc.exitcode)}", file=sys.stderr)
+        return 1
+    if as_json:
+        json.dump({"hierarchy": str(path), "rows": rows}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        for r in rows:
+            print(f"{r['addr']:#018x} {r['flags']:<25} {r['walk']:<44} {r['mmu']:<28} {r['verdict']}")
+    return 1 if any(r["verdict"].startswith("disagree") for r in rows) else 0
+
+
+def _replay_child(conn: Any, h: Any) -> None:
+    """The child of ``--replay``: the rows, or ``("invalid", why)`` when the hierarchy is not one
+    this foliowalk can build (unknown configuration, entries outside the fuzzing pool, a bad VMA
+    or address) -- bad input, not a crash.  Anything else still kills the child, and is reported
+    as a death."""
+    from emu.fuzz import replay_in_child
+
+    try:
+        replay_in_child(conn, h)
+    except (FoliowalkError, ValueError) as exc:  # archs.UnknownConfig is a ValueError
+        conn.send(("invalid", str(exc)))
+        conn.close()

@@ -1,0 +1,155 @@
+"""``foliowalk verify``: walk and MMU on the default scenarios (or chosen addresses), with verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import archs
+from archs.linux import KERNELS
+from emu.errors import AddressError
+from emu.verify import VERDICT_CLASSES, Report, Row, mmu_summary
+
+
+def add_parser(sub: Any) -> None:
+    from emu.cli import int_arg
+
+    p = sub.add_parser("verify", help="walk and probe the default scenarios; exit 1 on any disagree")
+    p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: all")
+    p.add_argument(
+        "--config", action="append", default=[], metavar="ARCH:NAME",
+        help="one configuration, e.g. x86_64:5level (repeatable); default: all of --arch",
+    )
+    p.add_argument("--kernel", default=None, choices=KERNELS, help="folio_walk_start() version (default v6.12)")
+    p.add_argument(
+        "--addr", action="append", default=[], type=int_arg, metavar="VA",
+        help="walk and probe this address in the default scenario instead of its cases (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--fixture", action="append", default=[], type=Path, metavar="DIR",
+        help="replay a fixture set (or a folder of sets) instead of the default scenarios (repeatable)",
+    )
+    p.set_defaults(func=run)
+
+
+def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
+    """Configuration keys from ``--arch``/``--config`` (unknown names raise UnknownConfig)."""
+    keys = [archs.get_config(c).key for c in configs]
+    if arches or not keys:
+        keys += archs.all_config_keys([archs.ALIASES.get(a, a) for a in arches] or None)
+    return list(dict.fromkeys(keys))
+
+
+def run(args: argparse.Namespace) -> int:
+    keys = selected_configs(args.arch, args.config)
+    if args.fixture:  # the recorded cases of fixture sets (emu/fixtures/), re-walked and re-probed
+        from emu.cli import UsageError
+        from emu.fixtures import replay_report
+
+        if args.addr or args.kernel:
+            raise UsageError("foliowalk verify: --fixture replays the recorded cases; no --addr or --kernel")
+        report = replay_report(args.fixture)
+    elif args.addr:
+        report = verify_addresses(keys, args.addr, args.kernel)
+    else:
+        from emu.verify import verify_configs
+
+        report = verify_configs(keys, args.kernel)
+    if args.json:
+        json.dump(report_json(report), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print_table(report)
+    return 0 if report.ok else 1
+
+
+def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None) -> Report:
+    """Rows for user-chosen addresses, each walked in the VMA of the default scenario (of either
+    half, where the configuration has two) that holds it."""
+    import time
+
+    from emu.mm.scenarios import Case, build_default, halves
+    from emu.verify import verify_scenario
+
+    start = time.perf_counter()
+    rows: list[Row] = []
+    regs = {}
+    for key in keys:
+        ops = archs.get_ops(key, kernel) if kernel else archs.get_ops(key)
+        for va in addrs:
+            if not ops.va_valid(va):
+                raise AddressError(f"{va:#x} is not a canonical virtual address for {key}")
+        placed: set[int] = set()
+        spans: list[str] = []
+        for half in halves(ops):
+            sc = build_default(ops, half=half)
+            try:
+                sc.cases = []
+                for va in addrs:
+                    vma = sc.mm.find_vma(va)
+                    if vma is not None:
+                        sc.cases.append(Case(f"user address in {vma.name}", va, vma))
+                        placed.add(va)
+                spans += [f"{v.name} {v.vm_start:#x}..{v.vm_end:#x}" for v in sc.mm.vmas]
+                if sc.cases:
+                    rows += verify_scenario(sc)
+                    regs[sc.config] = sc.oracle.registers()
+            finally:
+                sc.close()
+        for va in addrs:
+            if va not in placed:
+                raise AddressError(f"{va:#x} is outside every VMA of the {key} default scenario ({', '.join(spans)})")
+    return Report(rows, [], regs, time.perf_counter() - start)
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    return {
+        "format": "foliowalk-verify/1",
+        "rows": [r.to_json() for r in report.rows],
+        "summary": {c: report.counts().get(c, 0) for c in VERDICT_CLASSES},
+        "omitted": report.omitted,
+        "registers": report.registers,
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def _entry(row: Row) -> str:
+    w = row.walk
+    if w.entry_pa is None or w.entry is None:
+        if w.trace:
+            lv, pa, val = w.trace[-1]
+            return f"{lv}@{pa:#x}={val:#018x}"
+        return "-"
+    return f"{(w.level or '?').lower()}@{w.entry_pa:#x}={w.entry:#018x}"
+
+
+def print_table(report: Report, out: Any = None) -> None:
+    out = out or sys.stdout
+    config = case = None
+    for row in report.rows:
+        if row.config != config:
+            config = row.config
+            print(f"\n== {config}", file=out)
+            print(
+                f"  {'flags':<25} {'walk (folio_walk_start)':<44} {'entry':<38} {'MMU':<28} verdict",
+                file=out,
+            )
+        if (row.case, row.addr) != case:
+            case = (row.case, row.addr)
+            print(f" {row.addr:#018x}  {row.case}", file=out)
+        from emu.mm.pagewalk import flags_str
+
+        print(
+            f"  {flags_str(row.walk.flags):<25} {row.walk.summary():<44} {_entry(row):<38} "
+            f"{mmu_summary(row.mmu):<28} {row.verdict}",
+            file=out,
+        )
+    counts = report.counts()
+    print("\nsummary: " + ", ".join(f"{c} {counts.get(c, 0)}" for c in VERDICT_CLASSES)
+          + f"  ({len(report.rows)} rows, {report.seconds:.2f} s)", file=out)
+    for o in report.omitted:
+        print(f"omitted: {o}", file=out)

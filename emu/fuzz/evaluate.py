@@ -1,0 +1,343 @@
+"""Materializing a hierarchy in guest RAM and evaluating it: every address walked with every
+FW_* combination, probed once on the MMU, each row judged by :func:`emu.judge.judge`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import archs
+from archs.linux import (
+    DEFAULT_KERNEL,
+    LinuxPgtable,
+)
+from emu.errors import ConfigError, MemoryLayoutError
+from emu.fuzz.hierarchy_gen import ANON_FLAGS
+from emu.fuzz.layout import low_allocations, plan_layout
+from emu.fuzz.spec import Hierarchy
+from emu.judge import judge
+from emu.machines.base import Fault, ProbeError, ProbeResult
+from emu.mm.mm_types import (
+    VMA,
+)
+from emu.mm.pagewalk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, folio_walk_end, folio_walk_start
+from emu.mm.scenarios import Case, Scenario
+from emu.verify import Row, WalkResult, walk_result
+
+
+# -- materializing and evaluating -----------------------------------------------------------
+@dataclass
+class Evaluation:
+    """One hierarchy run: walks (per address, per flags), probes and verdicts."""
+
+    hierarchy: Hierarchy
+    addrs: list[int]
+    vmas: list[VMA]
+    walks: list[list[WalkResult]]
+    probes: list[ProbeResult]
+    verdicts: list[list[str]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def rows(self, config: str, name: str = "fuzz") -> list[Row]:
+        return [
+            Row(config, name, a, w, self.probes[i], self.verdicts[i][j])
+            for i, a in enumerate(self.addrs)
+            for j, w in enumerate(self.walks[i])
+        ]
+
+
+def deciding_level(w: WalkResult) -> str:
+    """The Linux level of the entry the walk decided on (its last read), or '-'."""
+    return w.trace[-1][0] if w.trace else "-"
+
+
+_HEX = re.compile(r"0x[0-9a-fA-F]+|\b\d{3,}\b|(?<=-)\d+\b")
+
+
+def signature(w: WalkResult, mmu: ProbeResult, verdict: str) -> str:
+    """What identifies a finding while it is shrunk: verdict (with numbers blanked), the walk's
+    reason, the deciding level, and what the MMU did."""
+    cls = verdict.split(":", 1)[0]
+    mmu_kind = type(mmu).__name__
+    if isinstance(mmu, Fault):
+        mmu_kind = f"Fault:{mmu.kind}"
+    return "|".join((cls, _HEX.sub("#", verdict), _HEX.sub("#", w.reason), deciding_level(w), mmu_kind))
+
+
+class Target:
+    """A configuration's fuzzing machine: guest RAM with the pool, an mm, optionally the MMU
+    oracle.  ``load(h)`` writes a hierarchy (wiping the previous one); ``evaluate(h)`` walks,
+    probes and judges it.  Also usable as a context manager (closes the oracle and RAM)."""
+
+    def __init__(
+        self, key: str, kernel: str = DEFAULT_KERNEL, *, oracle: bool = True, walker: str = "auto"
+    ) -> None:
+        if walker not in ("auto", "batch", "scalar"):
+            raise ConfigError(f"walker must be auto, batch or scalar, not {walker!r}")
+        self.ops = archs.get_ops(key, kernel)
+        self.key = self.ops.config.key
+        self.kernel = kernel
+        self.layout = lay = plan_layout(self.key)
+        ram, alloc, memmap, mm, builder, hz, _low = low_allocations(self.ops, lay.ram_size)
+        if (mm.pgd, mm.zero_pfn, hz) != (lay.root, lay.zero_pfn, lay.huge_zero_pfn):
+            raise MemoryLayoutError(
+                f"{self.key}: the fuzzing layout moved (pgd {mm.pgd:#x}, planned {lay.root:#x})"
+            )
+        alloc.reserve(lay.pool_start, lay.pool_end)
+        for pfn, order in lay.folios:
+            memmap.add_folio(pfn, order)
+        for pa, size in lay.tagged:
+            ram.tag(pa, size)
+        levels = self.ops.config.levels
+        self._clear: list[bytes] = []
+        byteorder: Literal["little", "big"] = "big" if self.ops.big_endian else "little"
+        for d, lv in enumerate(levels):
+            cv = int(self.ops.clear_value(lv.linux))
+            self._clear.append(cv.to_bytes(lv.entry_size, byteorder) * lv.entries)
+            for pa in lay.tables[d]:
+                ram.buf[pa : pa + lv.table_size] = self._clear[d]
+        self.sc = Scenario(self.ops, ram, alloc, memmap, mm, builder)
+        self.oracle: Any = None
+        if oracle:
+            from emu.machines.oracle import make_oracle
+
+            self.oracle = make_oracle(self.ops, ram, alloc)
+            self.sc.oracle = self.oracle
+            builder.reserved = list(self.oracle.reserved_va())
+            got = tuple((int(a), int(b)) for a, b in builder.reserved)
+            if got != lay.reserved_va:
+                raise MemoryLayoutError(
+                    f"{self.key}: the probe machine's reserved VA moved: {got} != {lay.reserved_va}"
+                )
+        self._loaded: list[tuple[int, int]] = []
+        self.hierarchy: Hierarchy | None = None
+        self._batch = _batch_walker(walker)
+
+    # -- context manager ----------------------------------------------------------------------
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sc.close()
+        self.oracle = None
+
+    # -- loading ------------------------------------------------------------------------------
+    def load(self, h: Hierarchy) -> None:
+        """Write ``h`` into guest RAM: wipe the previous hierarchy's tables, write every entry,
+        install the VMAs and the cases (``self.sc.cases``)."""
+        if h.config != self.key:
+            raise ConfigError(f"hierarchy is for {h.config}, this target is {self.key}")
+        ram, levels, lay = self.sc.ram, self.ops.config.levels, self.layout
+        buf = ram.buf
+        for pa, d in self._loaded:
+            buf[pa : pa + levels[d].table_size] = self._clear[d]
+        root_size = levels[0].table_size
+        buf[lay.root : lay.root + root_size] = self._clear[0]
+        pool_lo, pool_hi = lay.pool_start, lay.pool_end
+        for pa, _d in h.tables:
+            if not (pool_lo <= pa < pool_hi):
+                raise MemoryLayoutError(f"table frame {pa:#x} is outside the fuzzing pool")
+        self._loaded = list(h.tables)
+        for e in h.entries:
+            if not (lay.root <= e.pa < lay.root + root_size or pool_lo <= e.pa < pool_hi):
+                raise MemoryLayoutError(f"entry address {e.pa:#x} is outside the hierarchy's tables")
+            ram.write_u64(e.pa, e.value)
+        mm = self.sc.mm
+        mm.vmas = []
+        for v in h.vmas:
+            mm.add_vma(VMA(v.start, v.end, v.flags, v.pgoff, name=v.name or "fuzz"))
+        self.sc.builder.tables = [(lay.root, root_size)] + [(pa, levels[d].table_size) for pa, d in h.tables]
+        self.sc.cases = [Case(f"fuzz {h.config} #{h.index}", a, self.vma_for(a)) for a in h.addrs]
+        if self.oracle is not None:
+            # The probe machine's own root entry (x86-64 slot 511) is part of the tables Linux
+            # walks too, like the kernel half of a real pgd: a hostile pointer may reach it.
+            self.oracle.attach(self.sc.mm)
+        self.hierarchy = h
+
+    def vma_for(self, addr: int) -> VMA:
+        """The VMA holding ``addr``, else the nearest one (the walk then says outside-vma)."""
+        mm = self.sc.mm
+        vma = mm.find_vma(addr)
+        if vma is not None:
+            return vma
+        if not mm.vmas:  # no VMA at all: a placeholder one page long at the address
+            start = addr & ~(self.ops.PAGE_SIZE - 1)
+            start = start if start + self.ops.PAGE_SIZE < 1 << 64 else start - self.ops.PAGE_SIZE
+            return mm.add_vma(VMA(start, start + self.ops.PAGE_SIZE, ANON_FLAGS, name="placeholder"))
+        return min(mm.vmas, key=lambda v: min(abs(v.vm_start - addr), abs(v.vm_end - addr)))
+
+    # -- running ------------------------------------------------------------------------------
+    def walk(self, flag_sets: Sequence[int] = FLAG_COMBINATIONS) -> list[list[WalkResult]]:
+        """folio_walk_start()/folio_walk_end() of every case with every flag set: through
+        ``walk_many()`` (the batch walker) unless ``walker="scalar"``; both give identical
+        results (tests/fuzz/test_fuzz.py)."""
+        if self._batch is not None:
+            return self._batch(self.sc, self.sc.cases, tuple(flag_sets))
+        return self._scalar_walk(flag_sets)
+
+    def _scalar_walk(self, flag_sets: Sequence[int]) -> list[list[WalkResult]]:
+        sc = self.sc
+        ops, mm, ram = sc.ops, sc.mm, sc.ram
+        out = []
+        with mm.mmap_read():
+            for case in sc.cases:
+                vma, va = case.vma, case.addr
+                row = []
+                for f in flag_sets:
+                    with ram.undo():
+                        fw = FolioWalk()
+                        folio = folio_walk_start(fw, vma, va, f)
+                        row.append(walk_result(ops, fw, va, f))
+                        if folio is not None:
+                            folio_walk_end(fw, vma)
+                out.append(row)
+        return out
+
+    def probe(self) -> list[ProbeResult]:
+        """The MMU on every case (tables restored afterwards: the MMU sets accessed/dirty)."""
+        sc = self.sc
+        if self.oracle is None:
+            return [ProbeError("no MMU oracle") for _ in sc.cases]
+        saved = sc.ram.snapshot(sc.builder.tables)
+        try:
+            self.oracle.attach(sc.mm)
+            return list(self.oracle.probe_many([c.addr for c in sc.cases]))
+        finally:
+            sc.ram.restore(saved)
+
+    def evaluate(self, h: Hierarchy, flag_sets: Sequence[int] = FLAG_COMBINATIONS) -> Evaluation:
+        t0 = time.perf_counter()
+        self.load(h)
+        t1 = time.perf_counter()
+        walks = self.walk(flag_sets)
+        t2 = time.perf_counter()
+        probes = self.probe()
+        t3 = time.perf_counter()
+        ops, oracle = self.ops, self.oracle
+        verdicts = []
+        for i, row in enumerate(walks):
+            mmu = probes[i]
+            first = row[0]
+            addr = self.sc.cases[i].addr
+            v0 = judge(ops, first, mmu, oracle, addr=addr)
+            # A row that batch_results() copied from the first (same record, other flags: it
+            # shares the trace list) gets the same verdict: judge() does not read the flags.
+            verdicts.append(
+                [v0] + [v0 if w.trace is first.trace else judge(ops, w, mmu, oracle, addr=addr) for w in row[1:]]
+            )
+        t4 = time.perf_counter()
+        return Evaluation(
+            h, [c.addr for c in self.sc.cases], [c.vma for c in self.sc.cases], walks, probes, verdicts,
+            {"load": t1 - t0, "walk": t2 - t1, "probe": t3 - t2, "judge": t4 - t3},
+        )
+
+
+def _batch_walker(walker: str) -> Callable[..., list[list[WalkResult]]] | None:
+    """``emu.mm.pagewalk_batch.walk_many`` (the batch walker) adapted to rows per case, or None for the
+    per-address walker (``walker="scalar"``, or no emu.mm.pagewalk_batch)."""
+    if walker == "scalar":
+        return None
+    try:
+        mod = importlib.import_module("emu.mm.pagewalk_batch")
+    except ImportError:
+        if walker == "batch":
+            raise ConfigError("walker=batch needs emu.mm.pagewalk_batch") from None
+        return None
+    fn = getattr(mod, "walk_many", None)
+    return _adapt_walk_many(fn) if fn is not None else None
+
+
+def _adapt_walk_many(fn: Callable[..., Any]) -> Callable[..., list[list[WalkResult]]]:
+    """``walk_many(vma, addrs, flags, isolated=True)`` per (VMA, flags), back to rows per case."""
+
+    def call(sc: Scenario, cases: list[Case], flag_sets: tuple[int, ...]) -> list[list[WalkResult]]:
+        ops = sc.ops
+        groups: dict[int, tuple[VMA, list[int]]] = {}
+        for i, c in enumerate(cases):
+            groups.setdefault(id(c.vma), (c.vma, []))[1].append(i)
+        out: list[list[WalkResult | None]] = [[None] * len(flag_sets) for _ in cases]
+        with sc.mm.mmap_read():
+            for vma, idx in groups.values():
+                addrs = [cases[i].addr for i in idx]
+                first: list[WalkResult] | None = None
+                for j, f in enumerate(flag_sets):
+                    res = batch_results(ops, fn(vma, addrs, f, isolated=True), addrs, f, first)
+                    first = first or res
+                    for k, wr in enumerate(res):
+                        out[idx[k]][j] = wr
+        return out  # type: ignore[return-value]
+
+    return call
+
+
+def batch_results(
+    ops: LinuxPgtable, b: Any, addrs: Sequence[int], flags: int, same: Sequence[WalkResult] | None = None
+) -> list[WalkResult]:
+    """:func:`emu.verify.walk_result` of every record of a ``WalkBatch``, read from its columns
+    for the addresses the vectorised walk decided (found normal leaves, none entries) instead of
+    materialising a FolioWalk for each; records of the per-address walker go through
+    walk_result() itself.  ``same``: the results of the same addresses under another flag set;
+    a vector-decided record equal to it (the flags change nothing there) is a copy of it that
+    shares its ``trace`` list -- :meth:`Target.evaluate` judges such a row once.
+    tests/fuzz/test_fuzz.py proves all of it equal to walk_result() on every record."""
+    from emu.verify import leaf_expectations
+
+    n = len(addrs)
+    scalar = b.scalar.tolist()
+    found = b.found.tolist()
+    level = b.level.tolist()
+    entry_pa = b.entry_pa.tolist()
+    entry = b.entry.tolist()
+    folio_pfn = b.folio_pfn.tolist()
+    folio_order = b.folio_order.tolist()
+    page_pfn = b.page_pfn.tolist()
+    out: list[WalkResult] = []
+    for i in range(n):
+        reason = b.reason(i)
+        if scalar[i] or reason == "outside-vma":
+            out.append(walk_result(ops, b[i], addrs[i], flags))
+            continue
+        lv = LEVEL_NAMES[level[i]] if level[i] >= 0 else None
+        ent = entry[i] if lv is not None else None
+        epa = entry_pa[i] if lv is not None else None
+        if same is not None:
+            o = same[i]
+            if (o.reason == reason and o.level == lv and o.entry == ent and o.entry_pa == epa
+                    and (not found[i] or (o.folio_pfn == folio_pfn[i] and o.page_pfn == page_pfn[i]))
+                    and not o.cleared and not o.warnings):
+                wr = object.__new__(WalkResult)  # copy.copy() without its generic machinery
+                wr.__dict__.update(o.__dict__)
+                wr.flags = flags
+                out.append(wr)
+                continue
+        wr = WalkResult(
+            flags=flags, reason=reason, kind=b.kind(i) if found[i] else "", level=lv,
+            entry_pa=epa, entry=ent, trace=b.trace(i),
+        )
+        if found[i]:
+            wr.folio_pfn, wr.folio_order = folio_pfn[i], folio_order[i]
+            wr.page_pfn = page_pfn[i] if page_pfn[i] >= 0 else None
+        leaf_expectations(ops, wr, addrs[i])  # as walk_result()
+        out.append(wr)
+    return out
+
+
+@contextlib.contextmanager
+def materialize(h: Hierarchy, *, oracle: bool = False) -> Iterator[Scenario]:
+    """``with materialize(h) as sc:`` -- ``h`` built in fresh guest RAM: ``sc.mm``, ``sc.cases``
+    (one :class:`~emu.mm.scenarios.Case` per address, in its VMA), ``sc.oracle`` if ``oracle``."""
+    t = Target(h.config, h.kernel, oracle=oracle)
+    try:
+        t.load(h)
+        yield t.sc
+    finally:
+        t.close()

@@ -1,0 +1,147 @@
+"""s390x architecture constants the machine uses (PoP ch. 3, 4, 6: PSW, ASCE, lowcore,
+program-interruption codes) and the hand-assembled probe routines (LRAG, LG/STG through the
+secondary space; PoP ch. 7, 10).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+# -- architecture constants (PoP ch. 3, 4, 6) ---------------------------------------------------
+#: PSW mask: DAT (bit 5) | ASC = 10 secondary-space (bits 16-17) | EA (bit 31) | BA (bit 32).
+PSW_MASK = 0x0400_8001_8000_0000
+_PSW_ASC_MASK = 0x0000_C000_0000_0000
+_PSW_ASC_ACCESS_REGISTER = 0x0000_4000_0000_0000
+assert PSW_MASK & _PSW_ASC_MASK != _PSW_ASC_ACCESS_REGISTER, "access-register mode aborts the process"
+
+#: ASCE with the real-space control (bit 58): identity mapping, used in CR1 for instruction fetch.
+REAL_SPACE_ASCE = 0x20
+#: CR0 bit 37, secondary-space control (required architecturally for secondary-space mode tools).
+CR0_SECONDARY_SPACE = 0x0000_0000_0400_0000
+#: CR0 bit 40, enhanced-DAT enablement (EDAT-1; EDAT-2 needs it too).
+CR0_EDAT = 0x0000_0000_0080_0000
+
+LOWCORE_SIZE = 0x2000
+#: Translation-exception identification: real locations 168-175.
+TEID_ADDRESS = 0xA8
+
+#: Exception number the UC_HOOK_INTR hook receives for every program interruption (EXCP_PGM).
+EXCP_PGM = 3
+
+LEVEL_PAGE = 0
+LEVEL_SEGMENT = 1
+LEVEL_REGION3 = 2
+LEVEL_REGION2 = 3
+LEVEL_REGION1 = 4
+
+#: Program-interruption code -> fault kind (PoP ch. 6 "Program-Interruption Conditions").
+PGM_KINDS: dict[int, str] = {
+    0x04: "protection",
+    0x05: "addressing",
+    0x10: "segment-translation",
+    0x11: "page-translation",
+    0x12: "translation-specification",
+    0x38: "asce-type",
+    0x39: "region-first-translation",
+    0x3A: "region-second-translation",
+    0x3B: "region-third-translation",
+}
+#: Program-interruption code -> the table level it names (None: no single table).
+PGM_LEVELS: dict[int, int | None] = {
+    0x04: None,
+    0x05: None,
+    0x10: LEVEL_SEGMENT,
+    0x11: LEVEL_PAGE,
+    0x12: None,
+    0x38: None,
+    0x39: LEVEL_REGION1,
+    0x3A: LEVEL_REGION2,
+    0x3B: LEVEL_REGION3,
+}
+
+U64_MASK = (1 << 64) - 1
+
+
+# -- guest code -----------------------------------------------------------------------------------
+# Hand-encoded (PoP Appendix B formats) so the module needs no assembler at run time; the test file
+# disassembles every routine with capstone and checks the instruction list.
+def _rxy(op: int, r1: int, b2: int, d2: int = 0) -> bytes:
+    """RXY-a (E3 xx): op r1, d2(0, b2) with a 20-bit displacement."""
+    return bytes([0xE3, r1 << 4, (b2 << 4) | ((d2 >> 8) & 0xF), d2 & 0xFF, (d2 >> 12) & 0xFF, op])
+
+
+def _rre(op: int, r1: int, r2: int) -> bytes:
+    return bytes([op >> 8, op & 0xFF, 0, (r1 << 4) | r2])
+
+
+def _lrag(r1: int, b2: int) -> bytes:
+    return _rxy(0x03, r1, b2)
+
+
+def _lg(r1: int, b2: int) -> bytes:
+    return _rxy(0x04, r1, b2)
+
+
+def _stg(r1: int, b2: int) -> bytes:
+    return _rxy(0x24, r1, b2)
+
+
+def _ipm(r1: int) -> bytes:
+    return bytes([0xB2, 0x22, 0x00, r1 << 4])
+
+
+def _nill(r1: int, imm: int) -> bytes:
+    return bytes([0xA5, (r1 << 4) | 0x7, imm >> 8, imm & 0xFF])
+
+
+def _lurag(r1: int, r2: int) -> bytes:
+    return _rre(0xB905, r1, r2)
+
+
+def _sturg(r1: int, r2: int) -> bytes:
+    return _rre(0xB925, r1, r2)
+
+
+def _la(r1: int, b2: int, d2: int) -> bytes:
+    return bytes([0x41, r1 << 4, (b2 << 4) | (d2 >> 8), d2 & 0xFF])
+
+
+def _brctg(r1: int, offset: int) -> bytes:
+    """BRANCH RELATIVE ON COUNT (64): offset in bytes from this instruction."""
+    return bytes([0xA7, (r1 << 4) | 0x7]) + struct.pack(">h", offset // 2)
+
+
+@dataclass(frozen=True)
+class Routine:
+    start: int  # real address of the first instruction
+    end: int  # real address after the last one (emu_start's `until`)
+    access_pcs: frozenset[int]  # addresses of the LG / STG that may fault
+    resume: int  # where the batch loop continues after a faulting access (batch routines)
+    n_insns: int
+
+
+def single_code(write: bool) -> tuple[bytes, list[int], int]:
+    """r2 = va -> r1 = LRAG result, r4 = IPM (cc in bits 28-29), r3 = loaded word."""
+    parts = [_lrag(1, 2), _ipm(4), _nill(2, 0xFFF8)]
+    access = [sum(map(len, parts))]
+    parts.append(_lg(3, 2))
+    if write:
+        access.append(sum(map(len, parts)))
+        parts.append(_stg(3, 2))
+    return b"".join(parts), access, len(parts)
+
+
+def batch_code(write: bool) -> tuple[bytes, list[int], int, int]:
+    """r6 -> VA array (real), r7 -> 24-byte output records (real), r8 = count (> 0)."""
+    parts = [_lurag(2, 6), _lrag(1, 2), _ipm(4), _nill(2, 0xFFF8)]
+    access = [sum(map(len, parts))]
+    parts.append(_lg(3, 2))
+    if write:
+        access.append(sum(map(len, parts)))
+        parts.append(_stg(3, 2))
+    parts += [_sturg(1, 7), _la(9, 7, 8), _sturg(3, 9), _la(9, 7, 16), _sturg(4, 9)]
+    resume = sum(map(len, parts))
+    parts += [_la(6, 6, 8), _la(7, 7, 24)]
+    parts.append(_brctg(8, -sum(map(len, parts))))
+    return b"".join(parts), access, resume, len(parts)

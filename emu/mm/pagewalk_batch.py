@@ -1,0 +1,567 @@
+"""``walk_many()``: folio_walk_start() + folio_walk_end() over many addresses in one call.
+
+``walk_many(vma, addrs, flags)`` gives, for every address, exactly the record that
+
+    fw = FolioWalk()
+    if folio_walk_start(fw, vma, addr, flags) is not None:
+        folio_walk_end(fw, vma)
+
+leaves behind (``emu/mm/pagewalk.py``; mm/pagewalk.c v6.12 or the seed ``aa39ca6940f1``, as ``ops.kernel``
+says), with the addresses walked one after another in the order given -- so a bad entry that
+``pgd_none_or_clear_bad()`` clears for one address is already clear for the next.  With
+``isolated=True`` every address instead sees the tables as they were when the call began (each
+walk's writes are undone, as ``foliowalk verify`` needs).
+
+How it is fast: the walk is done for all addresses at once with numpy -- index extraction, the
+table reads (``np.frombuffer`` over guest RAM: the same bytes the MMU reads), and Linux's
+predicates for the shapes nearly every entry has: good table entries, present normal leaves (PTE,
+PMD, PUD), none entries at any level, and addresses outside the VMA.  The predicates come from
+*vector rules* (emu/mm/pagewalk_batch_rules.py; emu/mm/WALKERS.md says what they may
+decide): :class:`X86_64Rules` (masks derived from archs/x86_64.py's construct
+declarations), or for any other architecture :class:`MemoRules`, which asks the arch's own scalar
+predicates once per distinct entry value.  Every other address (swap, migration, PROT_NONE,
+special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
+:func:`~emu.mm.pagewalk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions
+of its own (s390x: folding decided by each entry's table type, and pgd_offset()'s shift by the
+type of the top table's first entry) gets :class:`DynamicFoldingRules`: the walks whose entries
+have the types of the configuration's static folding -- the tables Linux builds -- are
+vectorised (the arch's own offset functions are asked once per distinct entry value whether they
+agree with the static ones), every other walk is the per-address walker's.
+
+The result, :class:`WalkBatch`, is columns (numpy arrays, one element per address) that verify and
+the fuzzer read without building any Python object per address, plus ``batch[i]`` which
+materialises the :class:`~emu.mm.pagewalk.FolioWalk` record of address ``i`` (trace, warnings and cleared
+entries included) on demand:
+
+==================  ==========  ==================================================================
+column              dtype       meaning
+==================  ==========  ==================================================================
+``addrs``           uint64      the addresses, as given
+``found``           bool        folio_walk_start() returned a folio
+``level``           int8        ``fw.level``: FW_LEVEL_PTE/PMD/PUD, or -1 (not set)
+``entry_pa``        uint64      ``fw.ptep``/``pmdp``/``pudp`` (physical), where ``level >= 0``
+``entry``           uint64      ``fw.pte``/``pmd``/``pud`` (raw value), where ``level >= 0``
+``folio_pfn``       int64       the returned folio's head pfn, -1 for NULL
+``folio_order``     int8        its order, -1 for NULL
+``page_pfn``        int64       ``fw.page``'s pfn, -1 for NULL (also for zero pages and migration
+                                entries, where folio_walk_start() leaves it NULL)
+``scalar``          bool        the address was decided by the per-address walker
+==================  ==========  ==================================================================
+
+``batch.reason(i)`` / ``batch.kind(i)`` give ``fw.reason`` / ``fw.kind`` without building the record.
+
+Page-table locks: the vectorised part takes none (each per-address walk takes and drops its PTL
+before the next starts, so nothing is held between addresses either way); like a sequence of
+folio_walk_start() calls, the result assumes no other thread changes the tables meanwhile.  The
+mmap lock must be held, as for folio_walk_start().
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, Folio, Page
+from emu.mm.pagewalk import (
+    FW_LEVEL_PMD,
+    FW_LEVEL_PTE,
+    FW_LEVEL_PUD,
+    FolioWalk,
+    TraceStep,
+    folio_walk_end,
+    folio_walk_start,
+    outside_vma_warning,
+)
+from emu.mm.pagewalk_batch_rules import VECTOR_RULES, DynamicFoldingRules, MemoRules, X86_64Rules
+
+__all__ = ["walk_many", "WalkBatch", "VECTOR_RULES", "X86_64Rules", "MemoRules", "DynamicFoldingRules"]
+
+_U64 = np.uint64
+
+# Outcome codes of the vectorised walk (WalkBatch._status).  0: decided by the per-address walker.
+_SCALAR = 0
+_FOUND_PTE, _FOUND_PMD, _FOUND_PUD = 1, 2, 3
+_NONE_PGD, _NONE_P4D, _NONE_PUD, _NONE_PMD, _NONE_PTE = 4, 5, 6, 7, 8
+_OUTSIDE = 9
+_REASON = {
+    _FOUND_PTE: "found", _FOUND_PMD: "found", _FOUND_PUD: "found",
+    _NONE_PGD: "none@pgd", _NONE_P4D: "none@p4d", _NONE_PUD: "none@pud", _NONE_PMD: "none@pmd",
+    _NONE_PTE: "none@pte", _OUTSIDE: "outside-vma",
+}
+# The traced reads (level, column) of each outcome: the same as the scalar walker's trace.
+# Columns: 0 pgd, 1 p4d, 2 pud, 3 pmd, 4 pte.
+_PTE_PATH = (("pgd", 0), ("p4d", 1), ("pud", 2), ("pmd", 3), ("pmd", 3), ("pte", 4))
+_TRACE = {
+    _FOUND_PTE: _PTE_PATH,
+    _NONE_PTE: _PTE_PATH,
+    _FOUND_PMD: _PTE_PATH[:5],
+    _FOUND_PUD: (("pgd", 0), ("p4d", 1), ("pud", 2), ("pud", 2)),
+    _NONE_PGD: _PTE_PATH[:1],
+    _NONE_P4D: _PTE_PATH[:2],
+    _NONE_PUD: _PTE_PATH[:3],
+    _NONE_PMD: _PTE_PATH[:4],
+    _OUTSIDE: (),
+}
+
+
+class WalkBatch(Sequence[FolioWalk]):
+    """The records of :func:`walk_many`: numpy columns plus lazily built :class:`FolioWalk`\\ s
+    (see the module docstring for the columns).  ``batch[i]`` equals the ``fw`` that
+    folio_walk_start()/folio_walk_end() leave for ``addrs[i]`` (``ptl`` is None: the walk ended)."""
+
+    def __init__(self, vma: VMA, addrs: np.ndarray, flags: int) -> None:
+        n = len(addrs)
+        self.vma = vma
+        self.flags = flags
+        self.addrs = addrs
+        self._found = np.zeros(n, dtype=bool)
+        self._level = np.full(n, -1, dtype=np.int8)
+        self._entry_pa = np.zeros(n, dtype=np.uint64)
+        self._entry = np.zeros(n, dtype=np.uint64)
+        self._folio_pfn = np.full(n, -1, dtype=np.int64)
+        self._folio_order = np.full(n, -1, dtype=np.int8)
+        self._page_pfn = np.full(n, -1, dtype=np.int64)
+        self._status = np.zeros(n, dtype=np.int8)
+        # The entries each vectorised walk read, per Linux level (pgd, p4d, pud, pmd, pte).
+        # (Only the columns an outcome's trace names are ever read: np.empty is enough.)
+        self._tpa = np.empty((5, n), dtype=np.uint64)
+        self._tval = np.empty((5, n), dtype=np.uint64)
+        self._alias: tuple[int, ...] = (0, 1, 2, 3, 4)  # folded level -> its upper level's column
+        # Reads the arch's own pgd_offset() made before the walk proper (s390x: the first entry of
+        # the top table, whose table type gives the index shift), flat (pa, value, ...): the same
+        # for every vectorised walk, and the head of each one's trace (the reference's too).
+        self._pre: tuple[int, ...] = ()
+        self._records: dict[int, FolioWalk] = {}  # the per-address walker's records
+        self._unsynced: list[int] = []  # records not yet copied into the columns
+
+    def _sync(self) -> None:
+        """Copy the per-address walker's records into the columns (once, when first read)."""
+        if not self._unsynced:
+            return
+        idx = np.array(self._unsynced, dtype=np.intp)
+        recs = [self._records[i] for i in self._unsynced]
+        self._unsynced = []
+        self._found[idx] = [r.folio is not None for r in recs]
+        self._level[idx] = [-1 if r.level is None else r.level for r in recs]
+        self._entry_pa[idx] = [r.entryp or 0 for r in recs]
+        self._entry[idx] = [r.entry or 0 for r in recs]
+        self._folio_pfn[idx] = [-1 if r.folio is None else r.folio.pfn for r in recs]
+        self._folio_order[idx] = [-1 if r.folio is None else r.folio.order for r in recs]
+        self._page_pfn[idx] = [-1 if r.page is None else r.page.pfn for r in recs]
+
+    # The columns (module docstring).
+    @property
+    def found(self) -> np.ndarray:
+        self._sync()
+        return self._found
+
+    @property
+    def level(self) -> np.ndarray:
+        self._sync()
+        return self._level
+
+    @property
+    def entry_pa(self) -> np.ndarray:
+        self._sync()
+        return self._entry_pa
+
+    @property
+    def entry(self) -> np.ndarray:
+        self._sync()
+        return self._entry
+
+    @property
+    def folio_pfn(self) -> np.ndarray:
+        self._sync()
+        return self._folio_pfn
+
+    @property
+    def folio_order(self) -> np.ndarray:
+        self._sync()
+        return self._folio_order
+
+    @property
+    def page_pfn(self) -> np.ndarray:
+        self._sync()
+        return self._page_pfn
+
+    @property
+    def scalar(self) -> np.ndarray:
+        return self._status == _SCALAR
+
+    def __len__(self) -> int:
+        return len(self.addrs)
+
+    def reason(self, i: int) -> str:
+        rec = self._records.get(i)
+        return rec.reason if rec is not None else _REASON[int(self._status[i])]
+
+    def kind(self, i: int) -> str:
+        rec = self._records.get(i)
+        if rec is not None:
+            return rec.kind
+        return "normal" if self._status[i] in (_FOUND_PTE, _FOUND_PMD, _FOUND_PUD) else ""
+
+    def trace(self, i: int) -> list[tuple[str, int, int]]:
+        """Record ``i``'s trace as ``(level, pa, value)`` tuples."""
+        rec = self._records.get(i)
+        if rec is not None:
+            return rec.trace_tuples()
+        tpa, tval, al, pre = self._tpa, self._tval, self._alias, self._pre
+        st = int(self._status[i])
+        head = [("pgd", pre[k], pre[k + 1]) for k in range(0, len(pre), 2)] if pre and st != _OUTSIDE else []
+        return head + [(name, int(tpa[al[c], i]), int(tval[al[c], i])) for name, c in _TRACE[st]]
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rec = self._records.get(i)
+        if rec is not None:
+            return rec
+        st = int(self._status[i])
+        fw = FolioWalk(vma=self.vma, reason=_REASON[st])
+        if st == _OUTSIDE:
+            fw.warnings.append(outside_vma_warning(int(self.addrs[i]), self.vma))
+            return fw
+        lvl = int(self._level[i])
+        if lvl >= 0:
+            fw.level, fw.entryp, fw.entry = lvl, int(self._entry_pa[i]), int(self._entry[i])
+        if st in (_FOUND_PTE, _FOUND_PMD, _FOUND_PUD):
+            fw.kind = "normal"
+            fw.folio = Folio(int(self._folio_pfn[i]), int(self._folio_order[i]))
+            fw.page = Page(int(self._page_pfn[i]))
+        fw.trace = [TraceStep(name, pa, val) for name, pa, val in self.trace(i)]
+        return fw
+
+    def __iter__(self) -> Iterator[FolioWalk]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def records(self) -> list[FolioWalk]:
+        return list(self)
+
+    def _decided_after(self, i: int, pas: list[int]) -> list[int]:
+        """Vector-decided records after ``i`` whose walk read an entry at one of ``pas``; they
+        become per-address records (to be walked again)."""
+        st = self._status[i + 1 :]
+        hit = np.zeros(len(st), dtype=bool)
+        if set(pas) & set(self._pre[0::2]):  # every vectorised walk read it first (pgd_offset())
+            hit = st != _OUTSIDE
+        for c in sorted(set(self._alias)):
+            for pa in pas:
+                hit |= self._tpa[c, i + 1 :] == _U64(pa)  # (an unused column only adds re-walks)
+        hit &= st != _SCALAR
+        idx = (np.flatnonzero(hit) + i + 1).tolist()
+        self._status[idx] = _SCALAR
+        return idx
+
+    def _put_record(self, i: int, fw: FolioWalk) -> None:
+        self._records[i] = fw
+        self._unsynced.append(i)
+
+
+Sel = Any  # the addresses still walking: slice(lo, hi) while all of them are, else an index array
+
+
+def _narrow(sel: Sel, mask: np.ndarray, *arrays: np.ndarray) -> tuple[Sel, list[np.ndarray]]:
+    """Keep the addresses where ``mask`` holds (no copy while all of them do)."""
+    if mask.all():
+        return sel, list(arrays)
+    sel = np.flatnonzero(mask) + sel.start if isinstance(sel, slice) else sel[mask]
+    return sel, [x[mask] for x in arrays]
+
+
+def _pick(sel: Sel, mask: np.ndarray) -> np.ndarray:
+    """The batch indices of the addresses where ``mask`` holds."""
+    return np.flatnonzero(mask) + sel.start if isinstance(sel, slice) else sel[mask]
+
+
+_DENSE_FOLIO_SPAN = 1 << 22  # pfns: above this, page_folio() searches the sorted heads instead
+
+
+class _VectorWalk:
+    """The vectorised walk for one mm (kept on the mm, like the scalar fast path)."""
+
+    def __init__(self, mm: MM, rules: Any) -> None:
+        ops = mm.ops
+        self.mm, self.ops, self.ram, self.memmap = mm, ops, mm.ram, mm.memmap
+        self.rules = rules
+        self.tbl = np.frombuffer(mm.ram.buf, dtype=">u8" if mm.ram.big_endian else "<u8")
+        hw = ops.hw_level
+        names = ("pgd", "p4d", "pud", "pmd", "pte")
+        self.index = {n: (_U64(hw(n).shift - 3), _U64((hw(n).entries - 1) << 3)) for n in names}
+        self.table_bytes = {n: hw(n).table_size for n in names}
+        # An arch with pXd_offset() of its own (s390x) folds per entry: its rules classify every
+        # level (a folded level's none/bad depend on the entry too) and its pgd_offset() is asked.
+        self.custom = bool(getattr(rules, "lower", None))
+        self.folded = {n: ops.folded(n) and not self.custom for n in ("pgd", "p4d", "pud", "pmd")}
+        self.same = {u: hw(lower) is hw(u) for u, lower in (("pgd", "p4d"), ("p4d", "pud"), ("pud", "pmd"))}
+        # Trace columns: a folded level's entry is its upper neighbour's (pgtable-nop*.h), so its
+        # column is an alias of the upper one.
+        alias = [0, 1, 2, 3, 4]
+        for col, upper in ((1, "pgd"), (2, "p4d"), (3, "pud")):
+            if self.same[upper]:
+                alias[col] = alias[col - 1]
+        self.alias = tuple(alias)
+        self.PUD_SIZE = int(ops.PUD_SIZE)
+        self.PMD_SIZE = int(ops.PMD_SIZE)
+        self.PAGE_SHIFT = _U64(ops.PAGE_SHIFT)
+        self._folio_version = -1
+        self._heads = np.zeros(0, dtype=np.int64)
+        self._orders = np.zeros(0, dtype=np.int64)
+        self._dense: np.ndarray | None = None  # pfn - _dense_lo -> index into _heads, or -1
+        self._dense_lo = 0
+
+    def _offset(self, level: str, base: Any, a: np.ndarray) -> np.ndarray:
+        s, m = self.index[level]
+        return base + ((a >> s) & m)  # type: ignore[no-any-return]
+
+    def _read(self, entp: np.ndarray) -> np.ndarray:
+        v = self.tbl[(entp >> _U64(3)).astype(np.intp)]
+        return v if v.dtype.isnative else v.astype(np.uint64)  # big-endian guest: native values
+
+    def _pre_reads(self, pgd_base: int) -> tuple[int, ...] | None:
+        """The arch's own pgd_offset() on ``mm->pgd`` (its reads, or None: not static)."""
+        tbl, size = self.tbl, self.ram.size
+
+        def read(pa: int) -> int:
+            if pa & 7 or pa < 0 or pa + 8 > size:
+                raise IndexError(pa)  # the reference reports it (unreadable@pgd)
+            return int(tbl[pa >> 3])
+
+        return self.rules.pgd_offset_reads(self.ops, pgd_base, read)  # type: ignore[no-any-return]
+
+    def _folios(self) -> None:
+        memmap = self.memmap
+        if len(memmap._heads) == self._folio_version:  # MemMap only ever adds folios
+            return
+        folios = memmap.folios()
+        self._heads = np.array([f.pfn for f in folios], dtype=np.int64)
+        self._orders = np.array([f.order for f in folios], dtype=np.int64)
+        self._folio_version = len(folios)
+        self._dense = None
+        if folios:
+            lo = folios[0].pfn
+            hi = folios[-1].pfn + folios[-1].nr_pages
+            if hi - lo <= _DENSE_FOLIO_SPAN:
+                dense = np.full(hi - lo, -1, dtype=np.int32)
+                for k, f in enumerate(folios):
+                    dense[f.pfn - lo : f.pfn - lo + f.nr_pages] = k
+                self._dense, self._dense_lo = dense, lo
+
+    def page_folio(self, pfn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``page_folio()`` of many pages: (head pfn, order); a pfn in no folio is its own
+        order-0 folio (emu/machines/ram.py MemMap)."""
+        self._folios()
+        heads, orders = self._heads, self._orders
+        if not len(heads):
+            return pfn, np.zeros(len(pfn), dtype=np.int64)
+        if self._dense is not None:
+            off = pfn - self._dense_lo
+            dense = self._dense
+            k = dense[np.clip(off, 0, len(dense) - 1)]
+            inside = (off >= 0) & (off < len(dense)) & (k >= 0)
+        else:
+            k = np.searchsorted(heads, pfn, side="right") - 1
+            inside = k >= 0
+            k = np.maximum(k, 0)
+            inside &= pfn < heads[k] + (np.int64(1) << orders[k])
+        if inside.all():
+            return heads[k], orders[k]
+        return np.where(inside, heads[k], pfn), np.where(inside, orders[k], 0)
+
+    def run(self, b: WalkBatch) -> None:
+        """Decide the addresses of a new batch ``b`` that the rules can; leave the rest _SCALAR.
+        The steps are folio_walk_start()'s (mm/pagewalk.c), for all addresses at once."""
+        r, vma, mm = self.rules, b.vma, self.mm
+        status, tpa, tval = b._status, b._tpa, b._tval
+        b._alias = self.alias
+        lo, hi = 0, len(b)
+        a = b.addrs
+        inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
+        sel: Sel = slice(lo, hi)
+        if not inside.all():  # WARN_ON_ONCE(addr outside the VMA): not found
+            status[_pick(sel, ~inside)] = _OUTSIDE
+            sel, (a,) = _narrow(sel, inside, a)
+        pgd_base = mm.pgd
+        if pgd_base & 7 or pgd_base < 0 or pgd_base + self.table_bytes["pgd"] > self.ram.size:
+            return  # everything inside the VMA goes to the scalar walker
+        if self.custom:
+            pre = self._pre_reads(pgd_base)
+            if pre is None:
+                return  # pgd_offset() is not the static one here: everything to the scalar walker
+            b._pre = pre
+
+        # pgd = pgdp_get(pgd_offset(mm, addr))
+        entp = self._offset("pgd", _U64(pgd_base), a)
+        v = self._read(entp)
+        tpa[0, sel], tval[0, sel] = entp, v
+        # pgd_none_or_clear_bad(), p4d_offset(), p4d_none_or_clear_bad(), pud_offset()
+        for col, (level, lower, code) in enumerate((("pgd", "p4d", _NONE_PGD), ("p4d", "pud", _NONE_P4D))):
+            if self.folded[level]:
+                nxt = entp  # unused: the lower level shares this entry
+            else:
+                none, good, nxt = r.upper(level, v)
+                if none.any():
+                    status[_pick(sel, none)] = code
+                sel, (a, entp, v, nxt) = _narrow(sel, good, a, entp, v, nxt)
+            if not self.same[level]:
+                sel, (a, nxt) = _narrow(sel, nxt <= _U64(self.ram.size - self.table_bytes[lower]), a, nxt)
+                entp = self._offset(lower, nxt, a)
+                v = self._read(entp)
+                tpa[col + 1, sel], tval[col + 1, sel] = entp, v
+        # pud = pudp_get(pudp)
+        nxt = entp
+        if not self.folded["pud"]:
+            none, table, leaf, nxt, pfn = r.pud(v)
+            if none.any():
+                status[_pick(sel, none)] = _NONE_PUD
+            if leaf.any():  # ptl = pud_lock(); a present, normal PUD leaf: found
+                li = _pick(sel, leaf)
+                la, lp, lv = a[leaf], entp[leaf], v[leaf]
+                nth = (la & _U64(self.PUD_SIZE - 1)) >> self.PAGE_SHIFT
+                self._found(b, li, _FOUND_PUD, FW_LEVEL_PUD, lp, lv, pfn[leaf], nth)
+            sel, (a, entp, v, nxt) = _narrow(sel, table, a, entp, v, nxt)
+        # pmd_table: pmd = pmdp_get_lockless(pmd_offset(pudp, addr))
+        if not self.same["pud"]:
+            sel, (a, nxt) = _narrow(sel, nxt <= _U64(self.ram.size - self.table_bytes["pmd"]), a, nxt)
+            entp = self._offset("pmd", nxt, a)
+            v = self._read(entp)
+            tpa[3, sel], tval[3, sel] = entp, v
+        none, table, leaf, nxt, pfn = r.pmd(v)  # (rules apply pgtable-nopmd.h folding themselves)
+        if none.any():
+            status[_pick(sel, none)] = _NONE_PMD
+        if leaf.any() and not vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP):
+            # ptl = pmd_lock(); vm_normal_page_pmd() gives a page: found
+            la, lp, lv, pfn = a[leaf], entp[leaf], v[leaf], pfn[leaf]
+            li = _pick(sel, leaf)
+            ok = pfn <= _U64(self.memmap.highest_memmap_pfn)
+            if mm.huge_zero_pfn is not None:
+                ok &= pfn != _U64(mm.huge_zero_pfn)  # is_huge_zero_pmd()
+            li, (la, lp, lv, pfn) = _narrow(li, ok, la, lp, lv, pfn)
+            nth = (la & _U64(self.PMD_SIZE - 1)) >> self.PAGE_SHIFT
+            self._found(b, li, _FOUND_PMD, FW_LEVEL_PMD, lp, lv, pfn, nth)
+        sel, (a, v, nxt) = _narrow(sel, table, a, v, nxt)
+        # pte_table: pte_offset_map_lock(); pte = ptep_get(ptep)
+        sel, (a, nxt) = _narrow(sel, nxt <= _U64(self.ram.size - self.table_bytes["pte"]), a, nxt)
+        entp = self._offset("pte", nxt, a)
+        v = self._read(entp)
+        tpa[4, sel], tval[4, sel] = entp, v
+        none, normal, pfn = r.pte(v)
+        if none.any():  # pte_none(): not found, with fw->level/ptep/pte set
+            ni = _pick(sel, none)
+            status[ni] = _NONE_PTE
+            b._level[ni] = FW_LEVEL_PTE
+            b._entry_pa[ni] = entp[none]
+            b._entry[ni] = v[none]
+        normal &= pfn <= _U64(self.memmap.highest_memmap_pfn)  # vm_normal_page()
+        sel, (entp, v, pfn) = _narrow(sel, normal, entp, v, pfn)
+        self._found(b, sel, _FOUND_PTE, FW_LEVEL_PTE, entp, v, pfn, None)
+
+    def _found(self, b: WalkBatch, sel: Sel, status: int, level: int, entp: np.ndarray,
+               v: np.ndarray, pfn: np.ndarray, nth: np.ndarray | None) -> None:
+        # found: folio = page_folio(page); fw->page = nth_page(page, offset) (normal pages only)
+        b._status[sel] = status
+        b._found[sel] = True
+        b._level[sel] = level
+        b._entry_pa[sel] = entp
+        b._entry[sel] = v
+        base = pfn.astype(np.int64)
+        head, order = self.page_folio(base)
+        b._folio_pfn[sel] = head
+        b._folio_order[sel] = order
+        b._page_pfn[sel] = base if nth is None else base + nth.astype(np.int64)
+
+
+def _vector_walker(mm: MM) -> _VectorWalk | None:
+    """The mm's vectorised walk: the arch's VECTOR_RULES, else MemoRules (DynamicFoldingRules for
+    an arch with pXd_offset() of its own); None where the scalar fast path is off."""
+    from emu.mm.pagewalk_fast import fast_walker
+
+    vw: _VectorWalk | None = getattr(mm, "_folio_walk_vector", None)
+    if vw is not None and vw.ops is mm.ops and vw.ram is mm.ram and vw.memmap is mm.memmap:
+        return vw
+    fast = fast_walker(mm)
+    if not fast.enabled:
+        return None
+    rules_cls = VECTOR_RULES.get(mm.ops.arch, DynamicFoldingRules if fast.custom else MemoRules)
+    if fast.custom and not issubclass(rules_cls, DynamicFoldingRules):
+        return None  # the vector pass inlines static pXd_offset(): only these rules check them
+    vw = _VectorWalk(mm, rules_cls(mm.ops, mm))
+    mm._folio_walk_vector = vw  # type: ignore[attr-defined]
+    return vw
+
+
+def walk_many(vma: VMA, addrs: Sequence[int] | np.ndarray, flags: int = 0, *, isolated: bool = False,
+              vectorize: bool = True) -> WalkBatch:
+    """folio_walk_start() + folio_walk_end() for each of ``addrs`` in ``vma``, in order.
+
+    ``flags``: FW_MIGRATION / FW_ZEROPAGE, as for folio_walk_start().  ``isolated``: undo each
+    walk's writes (bad entries Linux clears) before the next address, so that every address sees
+    the tables as they were at the call.  ``vectorize=False`` walks every address with the
+    per-address walker (for comparison).  The mmap lock must be held in read mode.
+    Returns a :class:`WalkBatch` (module docstring).
+    """
+    mm = vma.vm_mm
+    if mm is None:
+        raise ValueError("VMA is not attached to an mm (mm.add_vma)")
+    mm.mmap_assert_locked()
+    try:
+        arr = np.asarray(addrs, dtype=np.uint64)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ValueError(f"addresses must be 64-bit unsigned integers: {exc}") from None
+    if arr.ndim != 1:
+        raise ValueError("walk_many takes a flat sequence of addresses")
+    b = WalkBatch(vma, arr, flags)
+    vw = _vector_walker(mm) if vectorize else None
+    if vw is not None and len(arr):
+        vw.run(b)
+    # The rest, one by one and in order.  In a sequence, a walk that clears a bad entry
+    # (pXd_clear_bad()) changes what every later walk reads there: a later address the vector
+    # pass decided from that entry's old value (hostile tables can reach one entry at two
+    # levels) is walked again, after the clear, by the per-address walker.
+    todo = np.flatnonzero(b._status == _SCALAR).tolist()
+    heapq.heapify(todo)
+    # Many kept records (no cycles among them): the cyclic GC would rescan them over and over.
+    gc_was_enabled = gc.isenabled()
+    if len(todo) > 1000:
+        gc.disable()
+    try:
+        _walk_each(b, vma, arr, flags, isolated, vw is not None, todo)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return b
+
+
+def _walk_each(b: WalkBatch, vma: VMA, arr: np.ndarray, flags: int, isolated: bool, vector: bool,
+               todo: list[int]) -> None:
+    """The per-address walks of :func:`walk_many`, in address order (``todo`` is a heap)."""
+    addr_of = arr.tolist() if len(todo) > len(arr) // 8 else None
+    records, unsynced = b._records, b._unsynced
+    ram = vma.vm_mm.ram  # type: ignore[union-attr]
+    while todo:
+        i = heapq.heappop(todo)
+        a = addr_of[i] if addr_of is not None else int(arr[i])
+        fw = FolioWalk()
+        if isolated:
+            with ram.undo():
+                if folio_walk_start(fw, vma, a, flags) is not None:
+                    folio_walk_end(fw, vma)
+        else:
+            if folio_walk_start(fw, vma, a, flags) is not None:
+                folio_walk_end(fw, vma)
+            if fw._cleared and vector:
+                for j in b._decided_after(i, [s.pa for s in fw.cleared]):
+                    heapq.heappush(todo, j)
+        records[i] = fw
+        unsynced.append(i)

@@ -1,0 +1,1 @@
+"""Tests of archs/: entry formats declared once, Linux's predicates, derived masks."""

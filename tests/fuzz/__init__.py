@@ -1,0 +1,1 @@
+"""Tests of the fuzzer (emu/fuzz/) and the Hypothesis strategies."""

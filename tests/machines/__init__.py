@@ -1,0 +1,1 @@
+"""Tests of the Unicorn machines (emu/machines/): probes, faults, batch probes, deviations."""

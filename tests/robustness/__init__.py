@@ -1,0 +1,1 @@
+"""What foliowalk promises under wrong input, hostile tables, killed writes and emulator aborts (README: Robustness)."""

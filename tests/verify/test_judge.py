@@ -1,0 +1,76 @@
+"""The judge is one ordered table of named rules (emu/judge.py), and the README's verdict table
+names, for every verdict, exactly the rules that give it."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import archs
+from emu.judge import COMPARISON, RULES, RULES_BY_VERDICT, Views, decide
+from emu.mm.scenarios import build_default
+from emu.verify import VERDICT_CLASSES, verify_scenario
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_rules_are_one_ordered_table_with_unique_names() -> None:
+    names = [r.name for r in RULES]
+    assert len(names) == len(set(names))
+    assert RULES[-1].name == "agree" and RULES[-1].verdict == "agree"
+    assert {r.verdict for r in RULES} == set(VERDICT_CLASSES)
+    assert all(r.means for r in RULES)
+    assert [n for n in names if n in COMPARISON] == list(COMPARISON)  # in the table's order
+
+
+def test_readme_verdict_table_names_the_rules_of_each_verdict() -> None:
+    text = README.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    named: dict[str, set[str]] = {}
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        classes = {m.split(":")[0] for m in re.findall(r"`([a-z-]+)(?::[^`]*)?`", cells[0])}
+        if not classes <= set(VERDICT_CLASSES):
+            continue
+        rules = set(re.findall(r"`([a-z-]+)`", cells[2]))
+        for cls in classes:
+            named[cls] = named.get(cls, set()) | (rules if len(classes) == 1 else {r for r in rules if
+                                                                                     r in RULES_BY_VERDICT[cls]})
+    assert set(named) == set(VERDICT_CLASSES)
+    for cls in VERDICT_CLASSES:
+        assert named[cls] == set(RULES_BY_VERDICT[cls]), cls
+
+
+def test_each_default_row_is_decided_by_a_rule_of_its_verdict() -> None:
+    """On a default scenario, the deciding rule gives the row's verdict class, and the rules that
+    tell Linux's design from the hardware's are the ones that decide its linux-only rows."""
+    sc = build_default(archs.get_ops("x86_64:4level"))
+    try:
+        rows = verify_scenario(sc)
+        used: Counter[str] = Counter()
+        for row in rows:
+            rule, verdict = decide(Views(sc.ops, row.walk, row.mmu, sc.oracle, row.addr))
+            assert verdict == row.verdict and rule.verdict == row.verdict_class
+            used[rule.name] += 1
+    finally:
+        sc.close()
+    assert {"agree", "migration-entry", "absent-to-hardware", "refused-page", "stopped-above"} <= set(used)
+
+
+def test_a_rules_needs_only_skip_rows_its_test_refuses() -> None:
+    """``needs`` is a quick filter: with every filter off, the same rules decide the same rows."""
+    unfiltered = tuple(replace(r, needs=0) for r in RULES)
+    for key in ("x86_64:4level", "s390x:region1", "arm64:4k:48"):
+        sc = build_default(archs.get_ops(key))
+        try:
+            for row in verify_scenario(sc):
+                v = Views(sc.ops, row.walk, row.mmu, sc.oracle, row.addr)
+                rule, verdict = decide(v)
+                bare, bare_verdict = decide(v, unfiltered)
+                assert (rule.name, verdict) == (bare.name, bare_verdict) == (rule.name, row.verdict)
+        finally:
+            sc.close()
