@@ -773,12 +773,15 @@ class Arm64(LinuxPgtable):
         refuses by design: PROT_NONE; ``present-invalid``, nG with bit[0] clear but not PROT_NONE
         (``pte_mkinvalid()``/``pmd_mkinvalid()``, e.g. ``pmdp_invalidate()`` while a THP is
         split); ``old-page``, AF = 0 (``pte_mkold()``: the next access takes an Access flag fault
-        and Linux's handler makes it young), where AF is what the walk stops at."""
+        and Linux's handler makes it young), where AF is what the walk stops at.  v6.1: a PMD with
+        PMD_PRESENT_INVALID (bit 59) and bit[0] clear (v6.1 ``pmd_mkinvalid()``, pgtable.h:493)."""
         why = super().hw_absent_reason(linux, val)
         if why:
             return why
         if self.pte_present_invalid(val):
             return "present-invalid (nG set, bit[0] clear: pte_mkinvalid(); Translation fault)"
+        if linux == "pmd" and val & self.PMD_PRESENT_INVALID and not val & PTE_VALID:
+            return "present-invalid (PMD_PRESENT_INVALID set, bit[0] clear: pmd_mkinvalid(); Translation fault)"
         fault = self.hw_fault(linux, val)
         if fault is not None and fault[0] == "access-flag":
             return "old-page (AF = 0: pte_mkold(); Access flag fault)"
