@@ -1,4 +1,5 @@
-"""arm64 (AArch64) stage-1 paging: 4K/16K/64K granules, 36..48-bit VAs, and Linux v6.12's view.
+"""arm64 (AArch64) stage-1 paging: 4K/16K/64K granules, 36..48-bit VAs, and Linux v6.12's view
+(and v6.1's).
 
 Hardware: Arm Architecture Reference Manual for A-profile (DDI 0487), chapter D8 "The AArch64
 Virtual Memory System Architecture": D8.2 "Translation process" (granule sizes, initial lookup
@@ -14,6 +15,12 @@ PTE_SWP_EXCLUSIVE, PAGE_NONE and the PAGE_* protections), pgtable.h (predicates,
 layout), pgalloc.h (pXd_populate), sparsemem.h (MAX_PHYSMEM_BITS), arch/arm64/Kconfig
 (PGTABLE_LEVELS per granule and VA size; no HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD), and the
 asm-generic pgtable-nop4d.h / -nopud.h / -nopmd.h folding.
+
+Linux v6.1 (Debian linux-source-6.1, 6.1.192), keyed by ``kconfig.version``, has the layout arm64
+had before v6.10 (PTE_PRESENT_INVALID and uffd-wp support): PROT_NONE is PTE_PROT_NONE (bit 58) instead
+of nG without PTE_VALID, a PMD may be PMD_PRESENT_INVALID (bit 59), there is no uffd-wp bit
+(arm64 v6.1 selects no HAVE_ARCH_USERFAULTFD_WP), the swap PTE keeps its type in bits 3-7 and its
+offset in bits 8-57, and PTE_ADDR_LOW covers output-address bits 47:PAGE_SHIFT only (v6.12: 49).
 
 Never imports Unicorn.
 """
@@ -77,8 +84,28 @@ def table_format(granule: int) -> EntryFormat:
     )
 
 
-def _upper_attributes() -> list[cs.Construct]:
-    """Bits 63..50 of a block or page descriptor: hardware upper attributes and Linux's bits."""
+def _upper_attributes(version: str = "6.12") -> list[cs.Construct]:
+    """Bits 63..50 of a block or page descriptor: hardware upper attributes and Linux's bits
+    (``version``: the kernel whose software-bit names are used)."""
+    if version == "6.1":
+        return [
+            "ignored_63" / cs.BitsInteger(1),
+            "pbha_62_60" / cs.BitsInteger(3),  # 62:60 IGNORED, or PBHA[3:1] with FEAT_HPDS2
+            # linux v6.1 arch/arm64/include/asm/pgtable-prot.h:28 PMD_PRESENT_INVALID (1 << 59),
+            # "only when !PMD_SECT_VALID"; to the hardware IGNORED (PBHA[0] with FEAT_HPDS2)
+            "present_invalid" / cs.BitsInteger(1),
+            # linux v6.1 pgtable-prot.h:21 PTE_PROT_NONE (1 << 58), "only when !PTE_VALID"
+            "prot_none" / cs.BitsInteger(1),
+            "devmap" / cs.BitsInteger(1),  # 57 software: Linux PTE_DEVMAP (v6.1 pgtable-prot.h:20)
+            "special" / cs.BitsInteger(1),  # 56 software: Linux PTE_SPECIAL (:19)
+            "dirty" / cs.BitsInteger(1),  # 55 software: Linux PTE_DIRTY (:18)
+            "uxn" / cs.BitsInteger(1),  # 54 UXN (Linux PTE_UXN)
+            "pxn" / cs.BitsInteger(1),  # 53 PXN (Linux PTE_PXN)
+            "cont" / cs.BitsInteger(1),  # 52 Contiguous hint (Linux PTE_CONT)
+            "dbm" / cs.BitsInteger(1),  # 51 DBM; Linux PTE_WRITE == PTE_DBM
+            "gp" / cs.BitsInteger(1),  # 50 GP (Linux PTE_GP)
+            "res0_49_48" / cs.BitsInteger(2),  # RES0 with a 48-bit OA; v6.1's PTE_ADDR_LOW leaves them out
+        ]
     return [
         "ignored_63" / cs.BitsInteger(1),
         "pbha" / cs.BitsInteger(4),  # 62:59 IGNORED, or PBHA[3:0] with FEAT_HPDS2 (POIndex 62:60, S1POE)
@@ -110,28 +137,36 @@ def _lower_attributes(table_bit: str) -> list[cs.Construct]:
     ]
 
 
-def page_format(granule: int) -> EntryFormat:
-    """A level-3 descriptor with bits[1:0] = 0b11: a page of one granule (D8.3)."""
+def _sw_source(version: str) -> tuple[str, str]:
+    """(name suffix, source of the software bits) of the formats of kernel ``version``."""
+    return ("", _LINUX_SW) if version == "6.12" else (f"-v{version}", _LINUX_SW.replace("v6.12", f"v{version}"))
+
+
+def page_format(granule: int, version: str = "6.12") -> EntryFormat:
+    """A level-3 descriptor with bits[1:0] = 0b11: a page of one granule (D8.3), with the software
+    bits of kernel ``version``."""
     m = GRANULE_SHIFT[granule]
+    suffix, sw = _sw_source(version)
     return _le(
-        f"page-{GRANULE_NAME[granule]}",
-        f"{_D8_LEAF}; {_LINUX_SW}",
-        *_upper_attributes(),
+        f"page-{GRANULE_NAME[granule]}{suffix}",
+        f"{_D8_LEAF}; {sw}",
+        *_upper_attributes(version),
         "addr" / cs.BitsInteger(OA_BITS - m),  # 47:m output address
         *_bits(f"res0_{m - 1}_12", m - 12),  # 16KB: RES0; 64KB: OA[51:48] with FEAT_LPA, else RES0
         *_lower_attributes("table"),
     )
 
 
-def block_format(granule: int, level: int) -> EntryFormat:
+def block_format(granule: int, level: int, version: str = "6.12") -> EntryFormat:
     """A level 0..2 descriptor with bits[1:0] = 0b01: a block (D8.3).  Also declared for levels the
     architecture gives no block (D8.3: there 0b01 is invalid), so such an entry can be decoded."""
     m = GRANULE_SHIFT[granule]
     n = m + (m - 3) * (3 - level)  # block size 2**n
+    suffix, sw = _sw_source(version)
     return _le(
-        f"block-l{level}-{GRANULE_NAME[granule]}",
-        f"{_D8_LEAF}; {_LINUX_SW}",
-        *_upper_attributes(),
+        f"block-l{level}-{GRANULE_NAME[granule]}{suffix}",
+        f"{_D8_LEAF}; {sw}",
+        *_upper_attributes(version),
         "addr" / cs.BitsInteger(OA_BITS - n),  # 47:n output address
         *_bits(f"res0_{n - 1}_17", n - 17),
         "nt" / cs.BitsInteger(1),  # 16 nT (FEAT_BBM level 1); RES0 without it
@@ -156,12 +191,38 @@ SWAP = _le(
     "present" / cs.BitsInteger(2),  # 1:0 must be 0 (PTE_VALID and the table/page bit)
 )
 
+#: Linux v6.1's non-present swap entry (linux v6.1 arch/arm64/include/asm/pgtable.h:1000-1016,
+#: "Encode and decode a swap entry": bits 0-1 present (must be zero), 2 PG_anon_exclusive, 3-7
+#: swap type, 8-57 swap offset, 58 PTE_PROT_NONE (must be zero); __SWP_TYPE_SHIFT 3,
+#: __SWP_OFFSET_SHIFT = __SWP_TYPE_BITS + __SWP_TYPE_SHIFT = 8).  Bit 59 is PMD_PRESENT_INVALID:
+#: a PMD swap entry must not have it (pmd_present() would be true).
+SWAP_V61 = _le(
+    "swap-v6.1",
+    "linux v6.1 arch/arm64/include/asm/pgtable.h (swap entry layout comment, __SWP_* macros)",
+    "unused_63_60" / cs.BitsInteger(4),
+    "present_invalid" / cs.BitsInteger(1),  # 59 PMD_PRESENT_INVALID: must be 0 in a PMD swap entry
+    "prot_none" / cs.BitsInteger(1),  # 58 PTE_PROT_NONE: must be 0, else pte_present()
+    "offset" / cs.BitsInteger(50),  # 57:8 __swp_offset (__SWP_OFFSET_SHIFT 8, __SWP_OFFSET_BITS 50)
+    "type" / cs.BitsInteger(5),  # 7:3 __swp_type (__SWP_TYPE_SHIFT 3, __SWP_TYPE_BITS 5)
+    "exclusive" / cs.BitsInteger(1),  # 2 PTE_SWP_EXCLUSIVE (v6.1 pgtable-prot.h:17)
+    "present" / cs.BitsInteger(2),  # 1:0 must be 0
+)
+
 TABLE = {g: table_format(g) for g in GRANULE_SHIFT}
 PAGE = {g: page_format(g) for g in GRANULE_SHIFT}
 #: Levels 0..2 of each granule (64KB has no level 0 with VAs of 48 bits or fewer).
 LOOKUP_LEVELS = {4096: (0, 1, 2, 3), 16384: (0, 1, 2, 3), 65536: (1, 2, 3)}
 BLOCK = {(g, lv): block_format(g, lv) for g in GRANULE_SHIFT for lv in LOOKUP_LEVELS[g][:-1]}
-FORMATS = (*TABLE.values(), *PAGE.values(), *BLOCK.values(), SWAP)
+#: The same descriptors with Linux v6.1's software bits (the hardware layout is the same).
+PAGE_V61 = {g: page_format(g, "6.1") for g in GRANULE_SHIFT}
+BLOCK_V61 = {(g, lv): block_format(g, lv, "6.1") for g in GRANULE_SHIFT for lv in LOOKUP_LEVELS[g][:-1]}
+#: kernel version -> (page formats by granule, block formats by (granule, level), swap format).
+LINUX_FORMATS: dict[str, tuple[dict[int, EntryFormat], dict[tuple[int, int], EntryFormat], EntryFormat]] = {
+    "6.12": (PAGE, BLOCK, SWAP),
+    "6.1": (PAGE_V61, BLOCK_V61, SWAP_V61),
+}
+FORMATS = (*TABLE.values(), *PAGE.values(), *BLOCK.values(), SWAP, *PAGE_V61.values(), *BLOCK_V61.values(),
+           SWAP_V61)
 
 # -- pgtable-hwdef.h / pgtable-prot.h, every mask derived from the declarations above ---------------
 _P = PAGE[4096]  # the flag bits are the same in every granule's page and block formats
@@ -198,6 +259,14 @@ _PAGE_DEFAULT = PTE_TYPE_PAGE | PTE_AF | PTE_SHARED | (MT_NORMAL << _P.masks["at
 #: PAGE_NONE (pgtable-prot.h): not valid to the MMU, present to Linux.
 PAGE_NONE = (_PAGE_DEFAULT & ~PTE_VALID) | PTE_PRESENT_INVALID | PTE_RDONLY | PTE_NG | PTE_PXN | PTE_UXN
 
+# -- linux v6.1 arch/arm64/include/asm/pgtable-prot.h, derived from the v6.1 declarations ------------
+_P61 = PAGE_V61[4096]
+PTE_PROT_NONE = _P61.mask("prot_none")  # v6.1 pgtable-prot.h:21, bit 58, "only when !PTE_VALID"
+PMD_PRESENT_INVALID = _P61.mask("present_invalid")  # v6.1 pgtable-prot.h:28, bit 59
+#: v6.1 pgtable-prot.h:100: PAGE_NONE = ((_PAGE_DEFAULT) & ~PTE_VALID) | PTE_PROT_NONE | PTE_RDONLY
+#: | PTE_NG | PTE_PXN | PTE_UXN.
+PAGE_NONE_V61 = (_PAGE_DEFAULT & ~PTE_VALID) | PTE_PROT_NONE | PTE_RDONLY | PTE_NG | PTE_PXN | PTE_UXN
+
 _SWP_TYPE_SHIFT, _SWP_TYPE_MASK = SWAP.masks["type"][0], (1 << SWAP.width("type")) - 1
 _SWP_OFFSET_SHIFT, _SWP_OFFSET_MASK = SWAP.masks["offset"][0], (1 << SWAP.width("offset")) - 1
 
@@ -205,11 +274,13 @@ _SWP_OFFSET_SHIFT, _SWP_OFFSET_MASK = SWAP.masks["offset"][0], (1 << SWAP.width(
 MAX_PHYSMEM_BITS = 48
 
 
-def pte_addr_low(page_shift: int) -> int:
+def pte_addr_low(page_shift: int, version: str = "6.12") -> int:
     """pgtable-hwdef.h: ``PTE_ADDR_LOW = ((1 << (50 - PAGE_SHIFT)) - 1) << PAGE_SHIFT``, derived
-    from the page format: its address field plus bits 49:48 (RES0 with a 48-bit OA)."""
-    fmt = PAGE[1 << page_shift]
-    return fmt.mask("addr", "res0_49_48")
+    from the page format: its address field plus bits 49:48 (RES0 with a 48-bit OA).  Linux v6.1
+    (arch/arm64/include/asm/pgtable-hwdef.h:158, ``((1 << (48 - PAGE_SHIFT)) - 1) << PAGE_SHIFT``,
+    = PTE_ADDR_MASK without ARM64_PA_BITS_52, :163): the address field alone."""
+    fmt = LINUX_FORMATS[version][0][1 << page_shift]
+    return fmt.mask("addr") if version == "6.1" else fmt.mask("addr", "res0_49_48")
 
 
 # -- geometry ----------------------------------------------------------------------------------------
@@ -277,7 +348,8 @@ CONFIGS = {
 class Arm64(LinuxPgtable):
     """Linux v6.12's arm64 page-table API (arch/arm64/include/asm/pgtable.h) for one configuration
     (CONFIG_ARM64_PA_BITS_48, no LPA2, CONFIG_TRANSPARENT_HUGEPAGE, CONFIG_NUMA_BALANCING,
-    CONFIG_HAVE_ARCH_USERFAULTFD_WP)."""
+    CONFIG_HAVE_ARCH_USERFAULTFD_WP), or v6.1's when ``kconfig.version`` is "6.1" (the module
+    says what differs: PTE_PROT_NONE, PMD_PRESENT_INVALID, the swap layout, PTE_ADDR_LOW)."""
 
     arch = ARCH
     #: arch/arm64/Kconfig selects no HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD: no PUD THP or DAX PUDs,
@@ -290,11 +362,32 @@ class Arm64(LinuxPgtable):
         super().__init__(config, kernel, kconfig)
         self.granule = 1 << config.page_shift
         self.pgtable_levels = len(config.levels)  # CONFIG_PGTABLE_LEVELS
-        self.PTE_ADDR_LOW = pte_addr_low(config.page_shift)
+        version = self.kconfig.version
+        self.PTE_ADDR_LOW = pte_addr_low(config.page_shift, version)
         self.PMD_MASK = ~(self.PMD_SIZE - 1)
         self.PUD_MASK = ~(self.PUD_SIZE - 1)
-        self.page_fmt = PAGE[self.granule]
+        # The formats (and the masks that move between versions, derived from them) of this
+        # kernel version's headers (LINUX_FORMATS).
+        pages, blocks, self.swap_fmt = LINUX_FORMATS[version]
+        self.page_fmt = pages[self.granule]
+        self.block_fmts = blocks
         self.table_fmt = TABLE[self.granule]
+        swap = self.swap_fmt
+        self._swp_type_shift, self._swp_type_mask = swap.masks["type"][0], (1 << swap.width("type")) - 1
+        self._swp_offset_shift, self._swp_offset_mask = swap.masks["offset"][0], (1 << swap.width("offset")) - 1
+        self.PTE_SWP_EXCLUSIVE = swap.mask("exclusive")
+        # v6.12 PTE_SWP_UFFD_WP (bit 3); v6.1 arm64 has no uffd-wp (no HAVE_ARCH_USERFAULTFD_WP), so
+        # pte_swp_clear_uffd_wp() is the generic no-op
+        self.PTE_SWP_UFFD_WP = swap.mask("uffd_wp") if "uffd_wp" in swap.fields else 0
+        if version == "6.1":
+            # the bit that makes a !PTE_VALID entry present: v6.1 PTE_PROT_NONE (bit 58)
+            self._present_invalid = self.page_fmt.mask("prot_none")
+            self.PMD_PRESENT_INVALID = self.page_fmt.mask("present_invalid")  # bit 59, PMDs only
+            self.PAGE_NONE = PAGE_NONE_V61
+        else:
+            self._present_invalid = PTE_PRESENT_INVALID  # v6.12: nG (bit 11) "only when !PTE_VALID"
+            self.PMD_PRESENT_INVALID = 0  # v6.12 has none: pmd_present() is pte_present()
+            self.PAGE_NONE = PAGE_NONE
 
     def max_physmem_bits(self) -> int:
         return MAX_PHYSMEM_BITS
@@ -319,9 +412,11 @@ class Arm64(LinuxPgtable):
     def pte_valid(pte: int) -> bool:
         return bool(pte & PTE_VALID)
 
-    @staticmethod
-    def pte_present_invalid(pte: int) -> bool:
-        return pte & (PTE_VALID | PTE_PRESENT_INVALID) == PTE_PRESENT_INVALID
+    def pte_present_invalid(self, pte: int) -> bool:
+        """v6.12 ``pte_present_invalid()``: PTE_PRESENT_INVALID (nG) without PTE_VALID.  v6.1 has no
+        such function; the same question there -- present to Linux, invalid to the MMU -- is
+        PTE_PROT_NONE without PTE_VALID (v6.1 pgtable.h:102 pte_present())."""
+        return pte & (PTE_VALID | self._present_invalid) == self._present_invalid
 
     def pte_present(self, pte: int) -> bool:
         return self.pte_valid(pte) or self.pte_present_invalid(pte)
@@ -373,6 +468,10 @@ class Arm64(LinuxPgtable):
         return bool(pte & PTE_DIRTY) or self.pte_hw_dirty(pte)
 
     def pte_protnone(self, pte: int) -> bool:  # CONFIG_NUMA_BALANCING
+        if self.kconfig.version == "6.1":
+            # linux v6.1 arch/arm64/include/asm/pgtable.h:451-454:
+            # (pte_val(pte) & (PTE_VALID | PTE_PROT_NONE)) == PTE_PROT_NONE
+            return self.pte_present_invalid(pte)
         return self.pte_present_invalid(pte) and not self.pte_user(pte) and not self.pte_user_exec(pte)
 
     def pmd_protnone(self, pmd: int) -> bool:
@@ -440,10 +539,12 @@ class Arm64(LinuxPgtable):
 
     # -- PMD -----------------------------------------------------------------------------------------
     def _pmd_present(self, pmd: int) -> bool:
-        return self.pte_present(pmd)
+        # v6.1 arch/arm64/include/asm/pgtable.h:464-467: pte_present(pmd_pte(pmd)) ||
+        # pmd_present_invalid(pmd) (PMD_PRESENT_INVALID, bit 59); v6.12: pte_present(pmd_pte(pmd))
+        return self.pte_present(pmd) or bool(pmd & self.PMD_PRESENT_INVALID)
 
     def _pmd_leaf(self, pmd: int) -> bool:
-        return self.pte_present(pmd) and not self.pmd_table(pmd)
+        return self._pmd_present(pmd) and not self.pmd_table(pmd)  # pmd_present() && !pmd_table()
 
     def pmd_trans_huge(self, pmd: int) -> bool:
         return pmd != 0 and self.pmd_present(pmd) and not pmd & PTE_TABLE_BIT
@@ -458,34 +559,33 @@ class Arm64(LinuxPgtable):
         return (self.__pte_to_phys(pmd) & self.PMD_MASK) >> self.PAGE_SHIFT
 
     # -- swap entries (pgtable.h __swp_* + include/linux/swapops.h) --------------------------------
-    @staticmethod
-    def __swp_type(val: int) -> int:
-        return (val >> _SWP_TYPE_SHIFT) & _SWP_TYPE_MASK
+    # __SWP_TYPE_SHIFT / __SWP_OFFSET_SHIFT come from this version's swap format (self.swap_fmt)
+    def __swp_type(self, val: int) -> int:
+        return (val >> self._swp_type_shift) & self._swp_type_mask
 
-    @staticmethod
-    def __swp_offset(val: int) -> int:
-        return (val >> _SWP_OFFSET_SHIFT) & _SWP_OFFSET_MASK
+    def __swp_offset(self, val: int) -> int:
+        return (val >> self._swp_offset_shift) & self._swp_offset_mask
 
-    @staticmethod
-    def __swp_entry(swp_type: int, offset: int) -> int:
-        return (swp_type << _SWP_TYPE_SHIFT) | (offset << _SWP_OFFSET_SHIFT)
+    def __swp_entry(self, swp_type: int, offset: int) -> int:
+        return (swp_type << self._swp_type_shift) | (offset << self._swp_offset_shift)
 
     def pte_to_swp_entry(self, pte: int) -> SwpEntry:
-        """``pte_to_swp_entry()``: ``pte_swp_clear_flags()`` (exclusive, uffd-wp; arm64 has no
-        soft-dirty), then ``__swp_type``/``__swp_offset`` of ``__pte_to_swp_entry`` (= the value)."""
-        val = pte & ~(PTE_SWP_EXCLUSIVE | PTE_SWP_UFFD_WP)
+        """``pte_to_swp_entry()``: ``pte_swp_clear_flags()`` (exclusive, uffd-wp -- none in v6.1;
+        arm64 has no soft-dirty), then ``__swp_type``/``__swp_offset`` of ``__pte_to_swp_entry``
+        (= the value)."""
+        val = pte & ~(self.PTE_SWP_EXCLUSIVE | self.PTE_SWP_UFFD_WP)
         return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
 
     def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
-        val = pmd & ~PTE_SWP_UFFD_WP  # pmd_swp_clear_uffd_wp()
+        val = pmd & ~self.PTE_SWP_UFFD_WP  # pmd_swp_clear_uffd_wp()
         return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
 
     def swp_entry_to_pte(self, entry: SwpEntry, *, exclusive: bool = False) -> int:
         """``swp_entry_to_pte()`` = ``__swp_entry_to_pte(__swp_entry(type, offset))``, and
         ``pte_swp_mkexclusive()`` if ``exclusive``."""
-        if not 0 <= entry.type <= _SWP_TYPE_MASK or not 0 <= entry.offset <= _SWP_OFFSET_MASK:
+        if not 0 <= entry.type <= self._swp_type_mask or not 0 <= entry.offset <= self._swp_offset_mask:
             raise ValueError(f"swap entry {entry} does not fit arm64's 5-bit type / 50-bit offset")
-        return self.__swp_entry(entry.type, entry.offset) | (PTE_SWP_EXCLUSIVE if exclusive else 0)
+        return self.__swp_entry(entry.type, entry.offset) | (self.PTE_SWP_EXCLUSIVE if exclusive else 0)
 
     def swp_entry_to_pmd(self, entry: SwpEntry) -> int:
         return self.swp_entry_to_pte(entry)
@@ -510,7 +610,7 @@ class Arm64(LinuxPgtable):
         and PTE_RDONLY cleared if writable), ``pte_mkold()`` if not young, ``pte_mkspecial()``.
         """
         if prot.protnone:
-            return PAGE_NONE
+            return self.PAGE_NONE
         val = _PAGE_DEFAULT | PTE_RDONLY
         if prot.user:
             val |= PTE_USER | PTE_NG | PTE_PXN | (0 if prot.exec else PTE_UXN)
@@ -561,15 +661,16 @@ class Arm64(LinuxPgtable):
         """The format an entry at Linux level ``linux`` has, by its own bits."""
         level = self.hw_level_number(linux)
         if not val & PTE_VALID:
-            if val and linux in ("pmd", "pte") and not self.pte_present_invalid(val):
-                return SWAP
-            if not self.pte_present_invalid(val):
+            present = self.pte_present_invalid(val) or (linux == "pmd" and self._pmd_present(val))
+            if val and linux in ("pmd", "pte") and not present:
+                return self.swap_fmt
+            if not present:
                 return self.page_fmt if level == 3 else self.table_fmt
         if level == 3:
             return self.page_fmt
         if val & PTE_TABLE_BIT:
             return self.table_fmt
-        return BLOCK[(self.granule, level)]
+        return self.block_fmts[(self.granule, level)]
 
     def decode(self, linux: str, val: int) -> dict[str, int]:
         fmt = self.entry_format(linux, val)
@@ -622,7 +723,11 @@ class Arm64(LinuxPgtable):
         """
         level = self.hw_level_number(linux)
         if not val & PTE_VALID:
-            extra = ", nG set: Linux's PTE_PRESENT_INVALID" if val & PTE_PRESENT_INVALID else ""
+            extra = ""
+            if self.kconfig.version == "6.1" and val & PTE_PROT_NONE:
+                extra = ", bit 58 set: Linux v6.1's PTE_PROT_NONE"
+            elif self.kconfig.version != "6.1" and val & PTE_PRESENT_INVALID:
+                extra = ", nG set: Linux's PTE_PRESENT_INVALID"
             return ("translation", level, f"invalid descriptor (bit[0] = 0{extra})")
         if not val & PTE_TABLE_BIT:
             if level == 3:
@@ -668,12 +773,15 @@ class Arm64(LinuxPgtable):
         refuses by design: PROT_NONE; ``present-invalid``, nG with bit[0] clear but not PROT_NONE
         (``pte_mkinvalid()``/``pmd_mkinvalid()``, e.g. ``pmdp_invalidate()`` while a THP is
         split); ``old-page``, AF = 0 (``pte_mkold()``: the next access takes an Access flag fault
-        and Linux's handler makes it young), where AF is what the walk stops at."""
+        and Linux's handler makes it young), where AF is what the walk stops at.  v6.1: a PMD with
+        PMD_PRESENT_INVALID (bit 59) and bit[0] clear (v6.1 ``pmd_mkinvalid()``, pgtable.h:493)."""
         why = super().hw_absent_reason(linux, val)
         if why:
             return why
         if self.pte_present_invalid(val):
             return "present-invalid (nG set, bit[0] clear: pte_mkinvalid(); Translation fault)"
+        if linux == "pmd" and val & self.PMD_PRESENT_INVALID and not val & PTE_VALID:
+            return "present-invalid (PMD_PRESENT_INVALID set, bit[0] clear: pmd_mkinvalid(); Translation fault)"
         fault = self.hw_fault(linux, val)
         if fault is not None and fault[0] == "access-flag":
             return "old-page (AF = 0: pte_mkold(); Access flag fault)"

@@ -85,6 +85,26 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
     "x86_64": {},
 }
 
+#: What a version's Kconfig cannot hold on an arch on top of :data:`UNSUPPORTED` (which holds in
+#: both versions), with the fact that says so.
+UNSUPPORTED_IN: dict[str, dict[str, dict[str, str]]] = {
+    "6.1": {
+        "arm64": {
+            # linux v6.1 mm/Kconfig:1144-1148: PTE_MARKER_UFFD_WP "depends on HAVE_ARCH_USERFAULTFD_WP", which
+            # v6.1 selects only on x86 (arch/x86/Kconfig:188), not arm64 (v6.12 arch/arm64/Kconfig:268 does, "if
+            # USERFAULTFD"); so neither PTE_MARKER_UFFD_WP nor the PTE_MARKER it selects is set
+            "PTE_MARKER_UFFD_WP": "v6.1 arch/arm64/Kconfig does not select HAVE_ARCH_USERFAULTFD_WP",
+        },
+    },
+    "6.12": {},
+}
+
+
+def unsupported(arch: str, version: str = DEFAULT_VERSION) -> dict[str, str]:
+    """The layout options ``arch``'s Kconfig in ``version`` cannot hold, each with its reason."""
+    return {**UNSUPPORTED[arch], **UNSUPPORTED_IN.get(version, {}).get(arch, {})}
+
+
 #: What each arch's ``defconfig`` (v6.12 and v6.1) sets of the layout options when a profile
 #: leaves them alone (the ``defconfig`` profile).
 DEFCONFIG: dict[str, dict[str, bool]] = {
@@ -139,13 +159,16 @@ class KernelConfig:
 def resolve(arch: str, requested: dict[str, bool], version: str = DEFAULT_VERSION) -> dict[str, bool]:
     """The layout options a ``.config`` ends up with: ``defconfig``'s, then ``requested``, then
     Kconfig's dependencies (what the arch cannot select, DEVICE_PRIVATE without ZONE_DEVICE,
-    NUMA_BALANCING without MIGRATION, v6.1's PTE_MARKER selected by PTE_MARKER_UFFD_WP)."""
+    NUMA_BALANCING without MIGRATION, v6.1's PTE_MARKER selected by PTE_MARKER_UFFD_WP); what the
+    arch cannot select depends on ``version`` (:func:`unsupported`)."""
     if arch not in UNSUPPORTED:
         raise UnknownKernelConfig(f"unknown architecture {arch!r}")
+    if version not in VERSIONS:
+        raise UnknownKernelConfig(f"unknown kernel version {version!r}; known: {', '.join(VERSIONS)}")
     out = {name: False for name in LAYOUT_OPTIONS}
     out.update({k: v for k, v in DEFCONFIG[arch].items() if k in out})
     out.update({k: v for k, v in requested.items() if k in out})
-    for name in UNSUPPORTED[arch]:
+    for name in unsupported(arch, version):
         out[name] = False
     if not out["ZONE_DEVICE"]:
         out["DEVICE_PRIVATE"] = False

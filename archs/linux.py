@@ -54,7 +54,11 @@ class SwapTypes:
     device-exclusive write/read; kernels after "mm: use single SWP_DEVICE_EXCLUSIVE entry type"
     (2025) have 3), ``SWP_PTE_MARKER_NUM`` 1 (v6.12 always; v6.1 with CONFIG_PTE_MARKER); else 0.
     ``MAX_SWAPFILES`` = 32 minus all of them; HWPOISON, MIGRATION x3, DEVICE x4, PTE_MARKER follow it
-    in that order.  A type the config lacks is None (its predicate is constant false)."""
+    in that order.  v6.1 swap.h also reserves ``SWP_SWAPIN_ERROR_NUM`` 1, whatever the Kconfig, as
+    the last type (``SWP_SWAPIN_ERROR`` = MAX_SWAPFILES + HWPOISON + MIGRATION + DEVICE + PTE_MARKER
+    nums; linux v6.1 include/linux/swap.h:58-61, 125-128); v6.12 has no such type (a swap-in error
+    is the PTE marker PTE_MARKER_POISONED there, swapops.h:434).  A type the config lacks is None
+    (its predicate is constant false)."""
 
     def __init__(self, kconfig: KernelConfig) -> None:
         self.kconfig = kconfig
@@ -62,8 +66,11 @@ class SwapTypes:
         self.SWP_MIGRATION_NUM = 3 if kconfig.enabled("MIGRATION") else 0
         self.SWP_DEVICE_NUM = 4 if kconfig.enabled("DEVICE_PRIVATE") else 0
         self.SWP_PTE_MARKER_NUM = 1 if kconfig.pte_marker else 0
+        # linux v6.1 include/linux/swap.h:58 "#define SWP_SWAPIN_ERROR_NUM 1" (unconditional);
+        # v6.12 swap.h defines no SWP_SWAPIN_ERROR
+        self.SWP_SWAPIN_ERROR_NUM = 1 if kconfig.version == "6.1" else 0
         self.MAX_SWAPFILES = (1 << MAX_SWAPFILES_SHIFT) - self.SWP_DEVICE_NUM - self.SWP_MIGRATION_NUM \
-            - self.SWP_HWPOISON_NUM - self.SWP_PTE_MARKER_NUM
+            - self.SWP_HWPOISON_NUM - self.SWP_PTE_MARKER_NUM - self.SWP_SWAPIN_ERROR_NUM
         m = self.MAX_SWAPFILES
         self.SWP_HWPOISON = m if self.SWP_HWPOISON_NUM else None
         mig = m + self.SWP_HWPOISON_NUM
@@ -76,6 +83,8 @@ class SwapTypes:
         self.SWP_DEVICE_EXCLUSIVE_WRITE = dev + 2 if self.SWP_DEVICE_NUM else None
         self.SWP_DEVICE_EXCLUSIVE_READ = dev + 3 if self.SWP_DEVICE_NUM else None
         self.SWP_PTE_MARKER = dev + self.SWP_DEVICE_NUM if self.SWP_PTE_MARKER_NUM else None
+        self.SWP_SWAPIN_ERROR = dev + self.SWP_DEVICE_NUM + self.SWP_PTE_MARKER_NUM \
+            if self.SWP_SWAPIN_ERROR_NUM else None
         self.migration_types: dict[str, int] = {} if not self.SWP_MIGRATION_NUM else {
             "read": mig, "read-exclusive": mig + 1, "write": mig + 2}
         names = {
@@ -88,6 +97,7 @@ class SwapTypes:
             self.SWP_DEVICE_EXCLUSIVE_WRITE: "device-exclusive-write",
             self.SWP_DEVICE_EXCLUSIVE_READ: "device-exclusive-read",
             self.SWP_PTE_MARKER: "pte-marker",
+            self.SWP_SWAPIN_ERROR: "swapin-error",
         }
         self._names = {t: n for t, n in names.items() if t is not None}
 
@@ -97,7 +107,9 @@ class SwapTypes:
             "MAX_SWAPFILES", "SWP_HWPOISON_NUM", "SWP_MIGRATION_NUM", "SWP_DEVICE_NUM", "SWP_PTE_MARKER_NUM",
             "SWP_HWPOISON", "SWP_MIGRATION_READ", "SWP_MIGRATION_READ_EXCLUSIVE", "SWP_MIGRATION_WRITE",
             "SWP_DEVICE_WRITE", "SWP_DEVICE_READ", "SWP_DEVICE_EXCLUSIVE_WRITE", "SWP_DEVICE_EXCLUSIVE_READ",
-            "SWP_PTE_MARKER")}
+            "SWP_PTE_MARKER", "SWP_SWAPIN_ERROR_NUM", "SWP_SWAPIN_ERROR")}
+        if not self.SWP_SWAPIN_ERROR_NUM:  # v6.12 swap.h has no SWP_SWAPIN_ERROR_NUM to state
+            del out["SWP_SWAPIN_ERROR_NUM"]
         out["MAX_SWAPFILES_SHIFT"] = MAX_SWAPFILES_SHIFT
         return {k: v for k, v in out.items() if v is not None}
 
@@ -127,6 +139,11 @@ class SwapTypes:
 
     def is_pte_marker_entry(self, entry: SwpEntry) -> bool:
         return self.SWP_PTE_MARKER_NUM > 0 and entry.type == self.SWP_PTE_MARKER
+
+    def is_swapin_error_entry(self, entry: SwpEntry) -> bool:
+        """v6.1 ``is_swapin_error_entry()`` (include/linux/swapops.h:172-175): type SWP_SWAPIN_ERROR.
+        Not a pfn swap entry there (is_pfn_swap_entry(), swapops.h:569-576, does not name it)."""
+        return self.SWP_SWAPIN_ERROR_NUM > 0 and entry.type == self.SWP_SWAPIN_ERROR
 
     def is_pfn_swap_entry(self, entry: SwpEntry) -> bool:
         """``is_pfn_swap_entry()``: migration, device-private/-exclusive or hwpoison."""
@@ -446,7 +463,11 @@ class LinuxPgtable:
         return entry.offset & ((1 << self.swp_pfn_bits()) - 1)
 
     def swp_pfn_bits(self) -> int:
-        """``SWP_PFN_BITS`` = min(MAX_PHYSMEM_BITS - PAGE_SHIFT, SWP_TYPE_SHIFT) (swapops.h)."""
+        """``SWP_PFN_BITS`` = min(MAX_PHYSMEM_BITS - PAGE_SHIFT, SWP_TYPE_SHIFT) (v6.12 swapops.h);
+        v6.1 swapops.h:36-37 has no min(): MAX_PHYSMEM_BITS - PAGE_SHIFT (the same number on every
+        configuration here, where it is below SWP_TYPE_SHIFT)."""
+        if self.kconfig.version == "6.1":
+            return self.max_physmem_bits() - self.PAGE_SHIFT
         return min(self.max_physmem_bits() - self.PAGE_SHIFT, SWP_TYPE_SHIFT)
 
     def max_physmem_bits(self) -> int:

@@ -1,4 +1,4 @@
-"""x86-64 paging: 4-level and 5-level (LA57), entry formats, and Linux v6.12's view of them.
+"""x86-64 paging: 4-level and 5-level (LA57), entry formats, and Linux v6.12's (and v6.1's) view.
 
 Hardware: Intel SDM vol. 3A ch. 4, "Paging": §4.5 (4-level and 5-level paging), Tables 4-14..4-20
 (PML5E, PML4E, PDPTE, PDE, PTE formats), §4.6 (access rights), §4.7 (page-fault error code).
@@ -6,6 +6,8 @@ The processor the configurations describe (MAXPHYADDR, IA32_EFER.NXE, 1-GByte pa
 :data:`CPU`; :meth:`X86_64.hw_rejects` says where the SDM makes a walk stop on an entry.
 Linux: arch/x86/include/asm/pgtable_types.h (bit names), pgtable.h (predicates), pgtable_64.h
 (swap entry encoding), pgtable-invert.h (inverted PFN of non-present entries, L1TF).
+Linux v6.1 (Debian linux-source-6.1, 6.1.192) differs in two facts, keyed by ``kconfig.version``:
+_PAGE_BIT_DEVMAP is bit 58 (v6.12: 57) and pud_leaf() = pud_large() asks for _PAGE_PRESENT too.
 
 Never imports Unicorn.
 """
@@ -38,12 +40,21 @@ _LOW_FLAGS = (  # bits 6..0 of every format (SDM Tables 4-14..4-20)
     "rw" / cs.BitsInteger(1),  # 1: read/write
     "p" / cs.BitsInteger(1),  # 0: present
 )
-_LINUX_HIGH = (  # bits 63..52 of a leaf: XD, protection key, then ignored bits Linux names
+_LINUX_HIGH = (  # bits 63..52 of a leaf: XD, protection key, then ignored bits Linux v6.12 names
     "xd" / cs.BitsInteger(1),  # 63: execute-disable (with EFER.NXE); Linux _PAGE_NX
     "pkey" / cs.BitsInteger(4),  # 62:59: protection key (CR4.PKE); Linux _PAGE_PKEY_BIT0..3
     "saved_dirty" / cs.BitsInteger(1),  # 58: ignored; Linux _PAGE_SAVED_DIRTY (_PAGE_BIT_SOFTW5)
     "devmap" / cs.BitsInteger(1),  # 57: ignored; Linux _PAGE_DEVMAP (_PAGE_BIT_SOFTW4)
     "ignored_56_52" / cs.BitsInteger(5),
+)
+#: The same bits as Linux v6.1 names them (linux v6.1 arch/x86/include/asm/pgtable_types.h:24
+#: "#define _PAGE_BIT_SOFTW4 58", :35 "#define _PAGE_BIT_DEVMAP _PAGE_BIT_SOFTW4"; v6.1 has no
+#: _PAGE_BIT_SOFTW5 / _PAGE_SAVED_DIRTY, so bit 57 is an ignored bit it does not name).
+_LINUX_HIGH_V61 = (
+    "xd" / cs.BitsInteger(1),  # 63: execute-disable; Linux _PAGE_NX
+    "pkey" / cs.BitsInteger(4),  # 62:59: protection key; Linux _PAGE_PKEY_BIT0..3
+    "devmap" / cs.BitsInteger(1),  # 58: ignored; Linux v6.1 _PAGE_DEVMAP (_PAGE_BIT_SOFTW4 = 58)
+    "ignored_57_52" / cs.BitsInteger(6),
 )
 _LINUX_SW = (  # bits 11..9 of a leaf: ignored by hardware, Linux's software bits
     "soft_dirty" / cs.BitsInteger(1),  # 11: _PAGE_SOFT_DIRTY (_PAGE_BIT_SOFTW3)
@@ -63,45 +74,69 @@ TABLE = _le(
     *_LOW_FLAGS,
 )
 
-#: PDPTE that maps a 1-GByte page (Table 4-16).
-PDPTE_1G = _le(
-    "pdpte-1g",
-    "Intel SDM vol. 3A Table 4-16",
-    *_LINUX_HIGH,
-    "addr" / cs.BitsInteger(22),  # 51:30
-    "reserved_29_13" / cs.BitsInteger(17),  # must be 0
-    "pat" / cs.BitsInteger(1),  # 12
-    *_LINUX_SW,
-    "g" / cs.BitsInteger(1),  # 8: global; Linux _PAGE_PROTNONE when P=0
-    "ps" / cs.BitsInteger(1),  # 7: 1
-    *_LOW_FLAGS,
-)
+def _pdpte_1g(name: str, source: str, high: tuple[cs.Construct, ...]) -> EntryFormat:
+    return _le(
+        name,
+        source,
+        *high,
+        "addr" / cs.BitsInteger(22),  # 51:30
+        "reserved_29_13" / cs.BitsInteger(17),  # must be 0
+        "pat" / cs.BitsInteger(1),  # 12
+        *_LINUX_SW,
+        "g" / cs.BitsInteger(1),  # 8: global; Linux _PAGE_PROTNONE when P=0
+        "ps" / cs.BitsInteger(1),  # 7: 1
+        *_LOW_FLAGS,
+    )
+
+
+def _pde_2m(name: str, source: str, high: tuple[cs.Construct, ...]) -> EntryFormat:
+    return _le(
+        name,
+        source,
+        *high,
+        "addr" / cs.BitsInteger(31),  # 51:21
+        "reserved_20_13" / cs.BitsInteger(8),  # must be 0
+        "pat" / cs.BitsInteger(1),  # 12
+        *_LINUX_SW,
+        "g" / cs.BitsInteger(1),
+        "ps" / cs.BitsInteger(1),
+        *_LOW_FLAGS,
+    )
+
+
+def _pte_4k(name: str, source: str, high: tuple[cs.Construct, ...]) -> EntryFormat:
+    return _le(
+        name,
+        source,
+        *high,
+        "addr" / cs.BitsInteger(40),  # 51:12
+        *_LINUX_SW,
+        "g" / cs.BitsInteger(1),  # 8: global; Linux _PAGE_PROTNONE when P=0
+        "pat" / cs.BitsInteger(1),  # 7
+        *_LOW_FLAGS,
+    )
+
+
+#: PDPTE that maps a 1-GByte page (Table 4-16), Linux v6.12's software bits.
+PDPTE_1G = _pdpte_1g("pdpte-1g", "Intel SDM vol. 3A Table 4-16", _LINUX_HIGH)
 
 #: PDE that maps a 2-MByte page (Table 4-18).
-PDE_2M = _le(
-    "pde-2m",
-    "Intel SDM vol. 3A Table 4-18",
-    *_LINUX_HIGH,
-    "addr" / cs.BitsInteger(31),  # 51:21
-    "reserved_20_13" / cs.BitsInteger(8),  # must be 0
-    "pat" / cs.BitsInteger(1),  # 12
-    *_LINUX_SW,
-    "g" / cs.BitsInteger(1),
-    "ps" / cs.BitsInteger(1),
-    *_LOW_FLAGS,
-)
+PDE_2M = _pde_2m("pde-2m", "Intel SDM vol. 3A Table 4-18", _LINUX_HIGH)
 
 #: PTE that maps a 4-KByte page (Table 4-20).
-PTE_4K = _le(
-    "pte-4k",
-    "Intel SDM vol. 3A Table 4-20",
-    *_LINUX_HIGH,
-    "addr" / cs.BitsInteger(40),  # 51:12
-    *_LINUX_SW,
-    "g" / cs.BitsInteger(1),  # 8: global; Linux _PAGE_PROTNONE when P=0
-    "pat" / cs.BitsInteger(1),  # 7
-    *_LOW_FLAGS,
-)
+PTE_4K = _pte_4k("pte-4k", "Intel SDM vol. 3A Table 4-20", _LINUX_HIGH)
+
+_V61_SOURCE = "linux v6.1 arch/x86/include/asm/pgtable_types.h (_PAGE_BIT_SOFTW4 58 = _PAGE_BIT_DEVMAP)"
+#: The leaf formats as Linux v6.1 names their software bits (the hardware layout is the same).
+PDPTE_1G_V61 = _pdpte_1g("pdpte-1g-v6.1", f"Intel SDM vol. 3A Table 4-16; {_V61_SOURCE}", _LINUX_HIGH_V61)
+PDE_2M_V61 = _pde_2m("pde-2m-v6.1", f"Intel SDM vol. 3A Table 4-18; {_V61_SOURCE}", _LINUX_HIGH_V61)
+PTE_4K_V61 = _pte_4k("pte-4k-v6.1", f"Intel SDM vol. 3A Table 4-20; {_V61_SOURCE}", _LINUX_HIGH_V61)
+
+#: The leaf formats (1 GB, 2 MB, 4 KB) whose software bits each kernel version's headers name.
+LEAF_FORMATS: dict[str, tuple[EntryFormat, EntryFormat, EntryFormat]] = {
+    "6.12": (PDPTE_1G, PDE_2M, PTE_4K),
+    "6.1": (PDPTE_1G_V61, PDE_2M_V61, PTE_4K_V61),
+}
 
 #: Linux's non-present swap entry (arch/x86/include/asm/pgtable_64.h, v6.12):
 #: | TYPE (59-63) | ~OFFSET (9-58) |0|0|X|X| X| E|F|SD|0|
@@ -121,7 +156,7 @@ SWAP = _le(
     "present" / cs.BitsInteger(1),  # 0  must be 0
 )
 
-FORMATS = (TABLE, PDPTE_1G, PDE_2M, PTE_4K, SWAP)
+FORMATS = (TABLE, PDPTE_1G, PDE_2M, PTE_4K, SWAP, PDPTE_1G_V61, PDE_2M_V61, PTE_4K_V61)
 
 # -- arch/x86/include/asm/pgtable_types.h, every mask derived from the declarations above -------
 _PAGE_PRESENT = PTE_4K.mask("p")
@@ -137,7 +172,7 @@ _PAGE_PROTNONE = _PAGE_GLOBAL  # _PAGE_BIT_PROTNONE = _PAGE_BIT_GLOBAL
 _PAGE_SPECIAL = PTE_4K.mask("special")
 _PAGE_UFFD_WP = PTE_4K.mask("uffd_wp")
 _PAGE_SOFT_DIRTY = PTE_4K.mask("soft_dirty")
-_PAGE_DEVMAP = PTE_4K.mask("devmap")
+_PAGE_DEVMAP = PTE_4K.mask("devmap")  # v6.12 (bit 57); X86_64._PAGE_DEVMAP follows the kconfig's version
 _PAGE_NX = PTE_4K.mask("xd")
 _PAGE_SWP_SOFT_DIRTY = SWAP.mask("soft_dirty")
 _PAGE_SWP_UFFD_WP = SWAP.mask("uffd_wp")
@@ -231,7 +266,8 @@ def protnone_mask(val: int) -> int:
 
 
 class X86_64(LinuxPgtable):
-    """Linux v6.12's x86-64 page-table API (arch/x86/include/asm/pgtable.h).
+    """Linux v6.12's x86-64 page-table API (arch/x86/include/asm/pgtable.h), or v6.1's when
+    ``kconfig.version`` is "6.1" (the devmap bit and pud_leaf() differ, see the module).
 
     ``pti`` models CONFIG_PAGE_TABLE_ISOLATION, which makes pgd_bad/p4d_bad ignore _PAGE_NX.
     """
@@ -246,6 +282,10 @@ class X86_64(LinuxPgtable):
         super().__init__(config, kernel, kconfig)
         self.pgtable_l5_enabled = len(config.levels) == 5
         self.pti = pti
+        #: The leaf formats whose software bits this kernel version names (:data:`LEAF_FORMATS`),
+        #: and the masks that move between versions, derived from them.
+        self.pdpte_1g, self.pde_2m, self.pte_4k = LEAF_FORMATS[self.kconfig.version]
+        self._PAGE_DEVMAP = self.pte_4k.mask("devmap")  # v6.12: bit 57; v6.1: bit 58
 
     def max_physmem_bits(self) -> int:
         # arch/x86/include/asm/sparsemem.h: MAX_PHYSMEM_BITS (pgtable_l5_enabled() ? 52 : 46)
@@ -296,12 +336,18 @@ class X86_64(LinuxPgtable):
         return bool(self.pud_flags(pud) & _PAGE_PRESENT)
 
     def _pud_leaf(self, pud: int) -> bool:
+        if self.kconfig.version == "6.1":
+            # linux v6.1 arch/x86/include/asm/pgtable.h:850-855: "#define pud_leaf pud_large",
+            # pud_large() is "(pud_val(pud) & (_PAGE_PSE | _PAGE_PRESENT)) == (_PAGE_PSE |
+            # _PAGE_PRESENT)" -- PSE and PRESENT (found by the kernel harness on 6.1.192)
+            return pud & (_PAGE_PSE | _PAGE_PRESENT) == _PAGE_PSE | _PAGE_PRESENT
         # v6.12 arch/x86/include/asm/pgtable.h: "return pud_val(pud) & _PAGE_PSE;" -- PSE only, no
         # present check (found by the kernel harness: a non-present PUD with PSE is a leaf)
         return bool(pud & _PAGE_PSE)
 
     def pud_devmap(self, pud: int) -> bool:
-        return bool(pud & _PAGE_DEVMAP)
+        # CONFIG_HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD: !!(pud_val(pud) & _PAGE_DEVMAP) (v6.1 pgtable.h:260)
+        return bool(pud & self._PAGE_DEVMAP)
 
     def pud_special(self, pud: int) -> bool:  # v6.12, CONFIG_ARCH_SUPPORTS_PUD_PFNMAP
         return bool(self.pud_flags(pud) & _PAGE_SPECIAL)
@@ -319,10 +365,11 @@ class X86_64(LinuxPgtable):
         return bool(self.pmd_flags(pmd) & _PAGE_PSE)
 
     def pmd_trans_huge(self, pmd: int) -> bool:
-        return pmd & (_PAGE_PSE | _PAGE_DEVMAP) == _PAGE_PSE
+        # (pmd_val(pmd) & (_PAGE_PSE|_PAGE_DEVMAP)) == _PAGE_PSE, with this version's _PAGE_DEVMAP
+        return pmd & (_PAGE_PSE | self._PAGE_DEVMAP) == _PAGE_PSE
 
     def pmd_devmap(self, pmd: int) -> bool:
-        return bool(pmd & _PAGE_DEVMAP)
+        return bool(pmd & self._PAGE_DEVMAP)
 
     def pmd_special(self, pmd: int) -> bool:  # v6.12, CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
         return bool(self.pmd_flags(pmd) & _PAGE_SPECIAL)
@@ -351,7 +398,7 @@ class X86_64(LinuxPgtable):
         return bool(pte & _PAGE_SPECIAL)
 
     def pte_devmap(self, pte: int) -> bool:
-        return bool(pte & _PAGE_DEVMAP)
+        return bool(pte & self._PAGE_DEVMAP)
 
     # -- swap entries (pgtable_64.h + swapops.h) -------------------------------------------------
     @staticmethod
@@ -396,7 +443,7 @@ class X86_64(LinuxPgtable):
         val |= _PAGE_DIRTY if prot.dirty else 0
         val |= 0 if prot.exec else _PAGE_NX
         val |= _PAGE_SPECIAL if prot.special else 0
-        val |= _PAGE_DEVMAP if prot.devmap else 0
+        val |= self._PAGE_DEVMAP if prot.devmap else 0
         return val
 
     def _pfn_entry(self, pfn: int, prot: Prot, mask: int, huge: bool) -> int:
@@ -495,11 +542,11 @@ class X86_64(LinuxPgtable):
     def entry_format(self, linux: str, val: int) -> EntryFormat:
         """The format an entry at Linux level ``linux`` has, by its own bits."""
         if not val & (_PAGE_PRESENT | _PAGE_PROTNONE) or (linux in ("pgd", "p4d") and not val & _PAGE_PRESENT):
-            return SWAP if linux in ("pmd", "pte") and val else (PTE_4K if linux == "pte" else TABLE)
+            return SWAP if linux in ("pmd", "pte") and val else (self.pte_4k if linux == "pte" else TABLE)
         if linux == "pte":
-            return PTE_4K
+            return self.pte_4k
         if linux in ("pud", "pmd") and val & _PAGE_PSE:
-            return PDPTE_1G if linux == "pud" else PDE_2M
+            return self.pdpte_1g if linux == "pud" else self.pde_2m
         return TABLE
 
     def decode(self, linux: str, val: int) -> dict[str, Any]:

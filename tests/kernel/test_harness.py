@@ -46,12 +46,13 @@ def test_model_matches_the_compiled_kernel(config: str, harness_build: Callable[
 @pytest.mark.parametrize("arch,config", [("x86_64", "x86_64:4level"), ("arm64", "arm64:4k:48"),
                                          ("s390x", "s390x:region3")])
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_kconfig_resolution_matches_kbuild(arch: str, config: str, profile: str,
+@pytest.mark.parametrize("version", ["6.12", "6.1"])
+def test_kconfig_resolution_matches_kbuild(arch: str, config: str, profile: str, version: str,
                                            harness_build: Callable[..., HarnessBuild]) -> None:
-    """archs.kconfig predicts which layout options a profile ends up with on each arch; the
-    .config that Kconfig itself resolved must say the same."""
-    build = harness_build(config, profile)
-    assert build.kconfig.options == kernel_config(arch, profile).options
+    """archs.kconfig predicts which layout options a profile ends up with on each arch and kernel
+    version; the .config that Kconfig itself resolved must say the same."""
+    build = harness_build(config, profile, version)
+    assert build.kconfig.options == kernel_config(arch, profile, version).options
 
 
 def test_device_private_decides_what_a_swap_type_means(harness: Callable[..., KernelHarness]) -> None:
