@@ -63,7 +63,8 @@ def test_device_private_decides_what_a_swap_type_means(harness: Callable[..., Ke
         h = harness("x86_64:4level", profile)
         ops = archs.get_ops("x86_64:4level", kconfig=h.build.kconfig)
         vals = [MIGRATION_READ_24, TYPE_25]
-        kernel = [(int(t), bool(m)) for t, m in zip(h.eval("pte_swp_type", vals), h.eval("is_migration_entry", vals))]
+        types, mig = h.eval("pte_swp_type", vals), h.eval("is_migration_entry", vals)
+        kernel = [(int(t), bool(m)) for t, m in zip(types, mig, strict=True)]
         model = [(ops.pte_to_swp_entry(v).type, ops.swap.is_migration_entry(ops.pte_to_swp_entry(v))) for v in vals]
         assert model == kernel
         answers[profile] = kernel
