@@ -12,10 +12,15 @@ The views (:class:`Views`):
   :class:`~emu.machines.base.Fault` or a :class:`~emu.machines.base.ProbeError`), with its
   oracle glue (``cannot_check``, ``fault_hw_level``) and the deviation registry
   (:mod:`emu.machines.deviations`);
-* later **kernel** -- the compiled kernel's own ``folio_walk_start()``.
+* **kernel** -- the compiled kernel's answers (:mod:`emu.kernel`) on every entry the model's walk
+  read: ``model-vs-kernel <function> ...`` where one of the kernel's own functions of an entry
+  on the path (``pte_present``, ``pmd_leaf``, ``pte_to_swp_entry`` ...) answers otherwise than
+  the model, else None (later also the kernel's own ``folio_walk_start()``).
 
 The first rule whose test gives a reason decides: the verdict is ``<class>: <reason>`` (just
-``agree`` for the last rule).  Each rule also names the facts of a row it needs (``needs``: bits
+``agree`` for the last rule).  Before all of them: the model and the compiled kernel disagree on
+an entry of the path (``disagree: model-vs-kernel ...``) -- a wrong model explains nothing.
+Each rule also names the facts of a row it needs (``needs``: bits
 of :attr:`Views.facts`, worked out once per row), so that most rows are decided after three
 tests, not fifteen; a test never relies on its filter.  Every verdict class of the README's verdict table is given by
 the rules named for it in :data:`RULES_BY_VERDICT`.  The rules read, in order:
@@ -60,6 +65,7 @@ STOPPED_ABOVE = ("bad@", "outside-vma", "leaf@pmd")
 # Facts of a row, as bits of Views.facts: a rule's ``needs`` are the facts its test requires.
 ORACLE, PROBE_ERROR, TRANSLATED, FAULTED, MISMATCH, TRACE = 1, 2, 4, 8, 16, 32
 FOUND, HW_ABSENT, MIGRATION, REFUSED, STOPPED, NONE_AT = 64, 128, 256, 512, 1024, 2048
+KERNEL_DIFFERS = 4096
 
 
 class Views:
@@ -68,16 +74,17 @@ class Views:
     need (``diverges``, ``fault_level``) when first asked.  (A plain class with slots: the
     fuzzer judges every row it makes.)"""
 
-    __slots__ = ("ops", "model", "emulator", "oracle", "addr", "translated", "faulted", "refused",
+    __slots__ = ("ops", "model", "emulator", "oracle", "addr", "kernel", "translated", "faulted", "refused",
                  "mismatch", "facts", "_diverges", "_fault_level")
 
     def __init__(self, ops: LinuxPgtable, model: WalkResult, emulator: ProbeResult, oracle: Any = None,
-                 addr: int | None = None) -> None:
+                 addr: int | None = None, kernel: str | None = None) -> None:
         self.ops = ops  # the architecture's facts (archs/)
         self.model = model  # foliowalk's folio_walk_start()
         self.emulator = emulator  # what the MMU did
         self.oracle = oracle  # the machine's oracle glue (emu.machines.oracle.Oracle), if any
         self.addr = addr  # the row's address, for facts that depend on it
+        self.kernel = kernel  # the compiled kernel's disagreement with the model on the path, or None
         self.translated = isinstance(emulator, Translation)
         self.faulted = isinstance(emulator, Fault)
         #: Linux refuses a page whose entry is present to the hardware (vm_normal_page() etc.)
@@ -93,6 +100,7 @@ class Views:
             | (FOUND if reason == "found" else 0) | (HW_ABSENT if model.hw_absent else 0)
             | (MIGRATION if model.kind == "migration-entry" else 0) | (REFUSED if self.refused else 0)
             | (STOPPED if reason.startswith(STOPPED_ABOVE) else 0) | (NONE_AT if reason.startswith("none@") else 0)
+            | (KERNEL_DIFFERS if kernel else 0)
         )
         self._diverges: Any = _UNSET
         self._fault_level: Any = _UNSET
@@ -275,7 +283,14 @@ class Rule:
 
 
 #: The judge's table, in order: the first rule whose test gives a reason decides the row.
+def _model_vs_kernel(v: Views) -> str | None:
+    return v.kernel
+
+
 RULES: tuple[Rule, ...] = (
+    Rule("model-vs-kernel", "disagree", KERNEL_DIFFERS,
+         "the compiled kernel answers a function of an entry on the walk's path otherwise than the model",
+         _model_vs_kernel),
     Rule("oracle-cannot-check", "oracle-cannot-check", ORACLE,
          "the oracle cannot check the entry the walk decided on (e.g. s390x EDAT off)", _cannot_check),
     Rule("oracle-error", "oracle-error", PROBE_ERROR, "the MMU probe could not answer", _oracle_error),
@@ -335,12 +350,14 @@ _TESTS = tuple((r.needs, r.test, "agree" if r.verdict == "agree" else r.verdict 
 
 
 def judge(
-    ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None, *, addr: int | None = None
+    ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None, *, addr: int | None = None,
+    kernel: str | None = None,
 ) -> str:
     """The verdict for one row: the model's ``walk``, the emulator's ``mmu`` answer (with its
     ``oracle`` glue) and the architecture's facts in ``ops``; ``addr`` (the row's address) lets
-    facts depend on it."""
-    v = Views(ops, walk, mmu, oracle, addr)
+    facts depend on it; ``kernel`` is the compiled kernel's disagreement with the model on the
+    walk's entries (:meth:`emu.kernel.audit.EntryAudit.verdict`), if any."""
+    v = Views(ops, walk, mmu, oracle, addr, kernel)
     facts = v.facts
     for needs, test, verdict in _TESTS:  # decide(v), without building the (rule, verdict) pair
         if needs & facts != needs:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import archs
+from archs.kconfig import KernelConfig
 from archs.linux import LinuxPgtable
 from emu.errors import EmulatorError
 from emu.judge import REFUSED_PRESENT, VERDICT_CLASSES, judge
@@ -33,6 +35,9 @@ from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult, Tran
 from emu.mm.mm_types import VMA
 from emu.mm.pagewalk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
 from emu.mm.scenarios import Case, Scenario
+
+if TYPE_CHECKING:
+    from emu.kernel.audit import EntryAudit
 
 __all__ = ["VERDICT_CLASSES", "WalkResult", "Row", "Report", "leaf_expectations", "walk_result",
            "run_walk", "walk_cases", "probe_cases", "verify_scenario", "verify_configs", "mmu_json", "mmu_summary"]
@@ -211,6 +216,7 @@ class Report:
     omitted: list[str]
     registers: dict[str, dict[str, int]]
     seconds: float
+    kernel: list[str] = field(default_factory=list)  # per configuration: which kernel checked the model
 
     def counts(self) -> Counter[str]:
         return Counter(r.verdict_class for r in self.rows)
@@ -254,36 +260,54 @@ def probe_cases(sc: Scenario, addrs: list[int], access: Access = READ) -> list[P
 
 
 def verify_scenario(
-    sc: Scenario, *, flag_sets: tuple[int, ...] = FLAG_COMBINATIONS, access: Access = READ
+    sc: Scenario, *, flag_sets: tuple[int, ...] = FLAG_COMBINATIONS, access: Access = READ,
+    audit: EntryAudit | None = None,
 ) -> list[Row]:
+    """Walk, probe and judge every case of ``sc`` with every flag set; with ``audit`` (a kernel
+    harness), every entry the walks read is also asked of the compiled kernel first."""
     if sc.oracle is not None:
         # Attach first: the probe machine's own root entry (x86-64 slot 511) is then part of the
         # tables Linux walks as well, as the kernel half of a real pgd would be.
         sc.oracle.attach(sc.mm)
     walks = walk_cases(sc, sc.cases, flag_sets)
+    if audit is not None:
+        for w in walks.values():
+            audit.add_trace(w.trace)
+        audit.run()
     _tag_expected(sc, list(walks.values()))
     mmu = probe_cases(sc, [c.addr for c in sc.cases], access)
     rows = []
     for i, case in enumerate(sc.cases):
         for f in flag_sets:
             w = walks[(i, f)]
-            verdict = judge(sc.ops, w, mmu[i], sc.oracle, addr=case.addr)
+            kernel = audit.verdict(w.trace) if audit is not None else None
+            verdict = judge(sc.ops, w, mmu[i], sc.oracle, addr=case.addr, kernel=kernel)
             rows.append(Row(sc.config, case.name, case.addr, w, mmu[i], verdict, str(access)))
     return rows
 
 
-def verify_configs(keys: list[str], kernel: str | None = None) -> Report:
+def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str | None = None,
+                   harness: str = "auto") -> Report:
     """Build the default scenario of each configuration (of each half, where the configuration
-    translates two: arm64 TTBR0 and TTBR1), verify it, and collect the rows."""
-    import archs
+    translates two: arm64 TTBR0 and TTBR1), verify it, and collect the rows.
+
+    ``kconfig`` names the Kconfig profile the model follows (:data:`archs.kconfig.PROFILES`,
+    default "distro"); ``harness`` says whether the compiled kernel checks every entry the walks
+    read: "auto" when a harness for that profile is already built, "on" (build it if needed),
+    "off"."""
     from emu.mm.scenarios import build_default, halves
 
     start = time.perf_counter()
     rows: list[Row] = []
     omitted: list[str] = []
     regs: dict[str, dict[str, int]] = {}
+    notes: list[str] = []
     for key in keys:
-        ops = archs.get_ops(key, kernel) if kernel else archs.get_ops(key)
+        kc, audit, note = kernel_view(key, kconfig, harness)
+        notes.append(note)
+        ops = archs.get_ops(key, kernel, kconfig=kc) if kernel else archs.get_ops(key, kconfig=kc)
+        if audit is not None:
+            audit.ops = ops
         for half in halves(ops):  # arm64: the TTBR0 (low) and the TTBR1 (high) half
             try:
                 sc = build_default(ops, half=half)
@@ -293,10 +317,37 @@ def verify_configs(keys: list[str], kernel: str | None = None) -> Report:
                 sc = build_default(ops, half=half, with_oracle=False)
                 sc.oracle_error = f"the {ops.arch} probe machine did not start: {err}"
             try:
-                rows += verify_scenario(sc)
+                rows += verify_scenario(sc, audit=audit)
                 omitted += [f"{sc.config}: {o}" for o in sc.omitted]
                 if sc.oracle is not None:
                     regs[sc.config] = sc.oracle.registers()
             finally:
                 sc.close()
-    return Report(rows, omitted, regs, time.perf_counter() - start)
+        if audit is not None:
+            s = audit.summary()
+            notes[-1] += f": {s['entries']} entries, {s['evaluations']} evaluations, {s['differences']} differ"
+            audit.harness.close()
+    return Report(rows, omitted, regs, time.perf_counter() - start, notes)
+
+
+def kernel_view(key: str, profile: str | None, harness: str) -> tuple[KernelConfig, EntryAudit | None, str]:
+    """The model's :class:`KernelConfig` for ``key`` and, where a kernel harness is to be used,
+    the :class:`EntryAudit` that checks entries against it, with a line saying which."""
+    from archs.kconfig import DEFAULT_PROFILE, kernel_config
+
+    profile = profile or DEFAULT_PROFILE
+    config = archs.get_config(key)
+    predicted = kernel_config(config.arch, profile)
+    if harness == "off":
+        return predicted, None, f"{key}: kernel {predicted.describe()} (model only: --harness off)"
+    from emu.kernel.audit import EntryAudit
+    from emu.kernel.build import build_harness, cached_build
+    from emu.kernel.runner import KernelHarness
+
+    build = build_harness(key, profile) if harness == "on" else cached_build(key, profile)
+    if build is None:
+        return predicted, None, (f"{key}: kernel {predicted.describe()} (model only: no harness built; "
+                                 f"foliowalk kernel build --config {key} --kconfig {profile})")
+    ops = archs.get_ops(key, kconfig=build.kconfig)
+    audit = EntryAudit(KernelHarness(build, key), ops)
+    return build.kconfig, audit, f"{key}: kernel linux {build.tree.release} {build.kconfig.describe()} (compiled)"

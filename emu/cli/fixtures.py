@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from archs.kconfig import DEFAULT_PROFILE, PROFILES
 from archs.linux import KERNELS
 from emu.errors import FixtureError, FoliowalkError
 
@@ -35,6 +36,10 @@ def add_parser(sub: Any) -> None:
     b.add_argument(
         "--kernel", default=None, choices=KERNELS, help="folio_walk_start() version (default v6.12)"
     )
+    b.add_argument("--kernel-config", dest="kconfig", default=None, choices=sorted(PROFILES),
+                   help=f"the Kconfig profile the sets are built for (default {DEFAULT_PROFILE}); recorded")
+    b.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
+                   help="check every entry against the compiled kernel: auto = when built, on = build it, off")
     b.set_defaults(func=run_build)
 
     c = fsub.add_parser("check", help="re-walk and re-probe fixture sets; exit 1 on any difference")
@@ -67,7 +72,7 @@ def run_build(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     try:
-        build_fixture_sets(args.out, keys, args.kernel, progress)
+        build_fixture_sets(args.out, keys, args.kernel, progress, kconfig=args.kconfig, harness=args.harness)
     except KeyboardInterrupt:
         print(f"foliowalk: interrupted; {len(written)} of {len(keys)} sets written and kept", file=sys.stderr)
         return 130

@@ -50,6 +50,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--kernel", default=DEFAULT_KERNEL, choices=KERNELS, help="folio_walk_start() version")
     p.add_argument("--mix", choices=("default", "bench"), default="default",
                    help="entry mix: default (hostile), bench (mostly valid, ~10%% faults)")
+    p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
+                   help="also ask the compiled kernel about every entry walked: auto = when a harness is "
+                        "built (foliowalk kernel build), on = build it, off = model only")
     p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")
     p.add_argument("--max-findings", type=int_arg, default=50, metavar="N",
                    help="distinct findings to shrink and save (default 50); all are counted")
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         shrink=not args.no_shrink,
         max_findings=args.max_findings,
         progress=not args.quiet,
+        harness=args.harness,
     )
     res = run_campaign(opts)
     if args.json:

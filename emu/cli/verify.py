@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import archs
+from archs.kconfig import DEFAULT_PROFILE, PROFILES
 from archs.linux import KERNELS
 from emu.errors import AddressError
 from emu.verify import VERDICT_CLASSES, Report, Row, mmu_summary
@@ -28,6 +29,11 @@ def add_parser(sub: Any) -> None:
         "--addr", action="append", default=[], type=int_arg, metavar="VA",
         help="walk and probe this address in the default scenario instead of its cases (repeatable)",
     )
+    p.add_argument("--kernel-config", dest="kconfig", default=None, choices=sorted(PROFILES),
+                   help=f"the Kconfig profile the model follows (default {DEFAULT_PROFILE}; archs/kconfig.py)")
+    p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
+                   help="check every entry against the compiled kernel: auto = when a harness is built "
+                        "(foliowalk kernel build), on = build it if needed, off = model only")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from emu.verify import verify_configs
 
-        report = verify_configs(keys, args.kernel)
+        report = verify_configs(keys, args.kernel, kconfig=args.kconfig, harness=args.harness)
     if args.json:
         json.dump(report_json(report), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -113,6 +119,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "summary": {c: report.counts().get(c, 0) for c in VERDICT_CLASSES},
         "omitted": report.omitted,
         "registers": report.registers,
+        "kernel": report.kernel,
         "seconds": round(report.seconds, 3),
     }
 
@@ -153,3 +160,5 @@ def print_table(report: Report, out: Any = None) -> None:
           + f"  ({len(report.rows)} rows, {report.seconds:.2f} s)", file=out)
     for o in report.omitted:
         print(f"omitted: {o}", file=out)
+    for k in report.kernel:
+        print(f"kernel: {k}", file=out)

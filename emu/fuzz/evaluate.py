@@ -76,11 +76,18 @@ class Target:
     probes and judges it.  Also usable as a context manager (closes the oracle and RAM)."""
 
     def __init__(
-        self, key: str, kernel: str = DEFAULT_KERNEL, *, oracle: bool = True, walker: str = "auto"
+        self, key: str, kernel: str = DEFAULT_KERNEL, *, oracle: bool = True, walker: str = "auto",
+        harness: str = "off",
     ) -> None:
         if walker not in ("auto", "batch", "scalar"):
             raise ConfigError(f"walker must be auto, batch or scalar, not {walker!r}")
-        self.ops = archs.get_ops(key, kernel)
+        from emu.verify import kernel_view
+
+        # harness: "auto"/"on" -- every entry a walk reads is also asked of the compiled kernel
+        kconfig, self.audit, self.kernel_note = kernel_view(key, None, harness)
+        self.ops = archs.get_ops(key, kernel, kconfig=kconfig)
+        if self.audit is not None:
+            self.audit.ops = self.ops
         self.key = self.ops.config.key
         self.kernel = kernel
         self.layout = lay = plan_layout(self.key)
@@ -129,6 +136,9 @@ class Target:
     def close(self) -> None:
         self.sc.close()
         self.oracle = None
+        if self.audit is not None:
+            self.audit.harness.close()
+            self.audit = None
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, h: Hierarchy) -> None:
@@ -222,18 +232,26 @@ class Target:
         t2 = time.perf_counter()
         probes = self.probe()
         t3 = time.perf_counter()
-        ops, oracle = self.ops, self.oracle
+        ops, oracle, audit = self.ops, self.oracle, self.audit
+        if audit is not None:
+            for row in walks:
+                for w in row:
+                    audit.add_trace(w.trace)
+            audit.run()
         verdicts = []
         for i, row in enumerate(walks):
             mmu = probes[i]
             first = row[0]
             addr = self.sc.cases[i].addr
-            v0 = judge(ops, first, mmu, oracle, addr=addr)
+            k0 = audit.verdict(first.trace) if audit is not None else None
+            v0 = judge(ops, first, mmu, oracle, addr=addr, kernel=k0)
             # A row that batch_results() copied from the first (same record, other flags: it
             # shares the trace list) gets the same verdict: judge() does not read the flags.
-            verdicts.append(
-                [v0] + [v0 if w.trace is first.trace else judge(ops, w, mmu, oracle, addr=addr) for w in row[1:]]
-            )
+            verdicts.append([v0] + [
+                v0 if w.trace is first.trace else judge(
+                    ops, w, mmu, oracle, addr=addr, kernel=audit.verdict(w.trace) if audit is not None else None)
+                for w in row[1:]
+            ])
         t4 = time.perf_counter()
         return Evaluation(
             h, [c.addr for c in self.sc.cases], [c.vma for c in self.sc.cases], walks, probes, verdicts,

@@ -41,6 +41,9 @@ class CampaignOptions:
     #: auto | batch | scalar: which walker evaluates the rows (auto: the batch walker when
     #: emu.mm.pagewalk_batch is there; see :meth:`Target.walk`).
     walker: str = "auto"
+    #: auto | on | off: ask the compiled kernel about every entry walked (emu.kernel): "auto" when
+    #: a harness is already built for the configuration, "on" builds it, "off" the model alone.
+    harness: str = "off"
 
 
 @dataclass

@@ -36,7 +36,7 @@ class Worker:
 
     def target(self, key: str) -> Target:
         if key not in self.targets:
-            self.targets[key] = Target(key, self.opts.kernel, walker=self.opts.walker)
+            self.targets[key] = Target(key, self.opts.kernel, walker=self.opts.walker, harness=self.opts.harness)
             self.gens[key] = HierarchyGenerator(key, self.opts.kernel, self.opts.params)
         return self.targets[key]
 

@@ -176,6 +176,11 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True, half: str = "l
     b.map_folio(ptes + 45 * P, fp, Prot(protnone=True))
     sc.add("PROT_NONE PTE", ptes + 45 * P + 0x18, anon)
     sc.add("none PTE", ptes + 46 * P, anon)
+    # A raw swap type whose meaning is Kconfig's (include/linux/swap.h, v6.12): 24 is migration-read
+    # with DEVICE_PRIVATE=y (SWP_DEVICE_NUM 4), an ordinary swap file without -- for page 2 of f4.
+    b.set_swap(ptes + 47 * P, "pte", SwpEntry(24, f4.pfn + 2))
+    sc.add("swap type 24 for page 2 of the order-4 folio (migration-read iff DEVICE_PRIVATE=y), PTE",
+           ptes + 47 * P + 0x10, anon)
 
     pmd_leaf = take(M, M)
     fm = b.alloc_folio((M // P).bit_length() - 1)
