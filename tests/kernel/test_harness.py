@@ -116,3 +116,33 @@ def test_kernel_check_command(harness_build: Callable[..., HarnessBuild]) -> Non
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc[0]["differences"] == 0 and doc[0]["release"].startswith("6.12.")
+
+
+def test_verify_names_the_function_a_broken_model_gets_wrong(
+    harness_build: Callable[..., HarnessBuild], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model whose pte_pfn() is off by one: with the harness, verify's rows say which kernel
+    function disagrees (before the MMU comparison), and verify exits 1."""
+    import emu.mm.pagewalk_batch
+    from archs import x86_64
+    from emu import cli
+
+    harness_build("x86_64:4level")
+    real = x86_64.X86_64.pte_pfn
+    monkeypatch.setattr(x86_64.X86_64, "pte_pfn", lambda self, pte: real(self, pte) + 1)
+    monkeypatch.setattr(emu.mm.pagewalk_batch, "VECTOR_RULES", {})
+    assert cli.main(["verify", "--config", "x86_64:4level", "--harness", "on"]) == 1
+    out = capsys.readouterr().out
+    assert "disagree: model-vs-kernel pte_pfn on pte@" in out
+    assert "(compiled)" in out and " differ" in out and ", 0 differ" not in out
+
+
+def test_verify_with_the_harness_is_clean_on_every_configuration(harness_build: Callable[..., HarnessBuild]) -> None:
+    """The default scenarios with every entry also asked of the compiled kernel: no difference."""
+    from emu.verify import verify_configs
+
+    for key in ALL_CONFIGS:
+        harness_build(key)
+    report = verify_configs(ALL_CONFIGS, harness="on")
+    assert report.ok and len(report.kernel) == len(ALL_CONFIGS)
+    assert all("(compiled)" in k and k.endswith(", 0 differ") for k in report.kernel), report.kernel
