@@ -319,7 +319,6 @@ class KernelWalk:
         if mm.huge_zero_pfn is not None:
             self._w64(self._sym("huge_zero_pfn"), mm.huge_zero_pfn)
         if l5:  # head64.c check_la57_support() and identify_cpu(): LA57 in boot_cpu_data
-            self._w64(self._sym("__pgtable_l5_enabled"), 1, 4)
             self._w64(self._sym("pgdir_shift"), 48, 4)
             self._w64(self._sym("ptrs_per_p4d"), 512, 4)
             cap = self._sym("boot_cpu_data") + self.layout["cpuinfo_x86_capability"]

@@ -170,7 +170,7 @@ unsigned long page_offset_base = __PAGE_OFFSET_BASE_L4;
 unsigned long vmemmap_base = __VMEMMAP_BASE_L4;
 unsigned long phys_base;
 #ifdef CONFIG_X86_5LEVEL
-unsigned int __pgtable_l5_enabled;
+/* pgtable_l5_enabled() itself tests X86_FEATURE_LA57 in boot_cpu_data (fw_prelude.h) */
 unsigned int pgdir_shift = 39;
 unsigned int ptrs_per_p4d = 1;
 #endif
