@@ -9,7 +9,8 @@ Unicorn x86-64 CPU with paging on and a kernel-like address space:
 * foliowalk's guest RAM (the tables under test) at physical 0, shared with the Python model;
 * the linear map: ``page_offset_base`` -> physical 0 (``__va()`` of every table frame);
 * ``vmemmap_base`` -> a ``struct page`` array for every pfn of RAM, initialised and made
-  compound by the kernel's own inlines (``fw_memmap_init``, ``fw_prep_compound``);
+  compound by the kernel's own inlines (``fw_memmap_init``, ``fw_prep_compound``), and the
+  SPARSEMEM sections over it (``fw_sparse_init``: ``pfn_valid()`` reads them);
 * the image (linked at :data:`IMAGE`, in the kernel text map as ``-mcmodel=kernel`` wants),
   its stack and buffers, the ``mm_struct`` and VMAs in one area at :data:`KVA`, physically at
   :data:`PRIV_PA`, above any guest RAM;
@@ -47,7 +48,7 @@ from .tree import cache_lock
 
 WALK_FILES = ("Kbuild", "fw_prelude.h", "fw_walk.c", "fw_mm_pagewalk.c", "fw_mm_memory.c",
               "fw_mm_pgtable_generic.c", "fw_locking_spinlock.c", "walk.lds")
-ENTRIES = ("fw_walk_batch", "fw_memmap_init", "fw_prep_compound", "fw_lock_folio")
+ENTRIES = ("fw_walk_batch", "fw_memmap_init", "fw_prep_compound", "fw_lock_folio", "fw_sparse_init")
 
 KVA = 0xFFFF_FFFF_8000_0000  # __START_KERNEL_map: the guest-private area's virtual base
 PRIV_PA = 0x10_0000_0000  # ... and its physical base (64 GiB, above any foliowalk RAM)
@@ -58,6 +59,7 @@ PAGE_OFFSET_BASE = 0xFFFF_8880_0000_0000  # __PAGE_OFFSET_BASE_L4 (no KASLR)
 VMEMMAP_BASE = 0xFFFF_EA00_0000_0000  # __VMEMMAP_BASE_L4
 _RET = KVA + PRIV_SIZE - 0x1000  # fw_* return here (HLT); a code hook stops
 _STACK = _RET - 0x1000
+_SPARSE = KVA + 0x0180_0000  # mem_section roots and sections (fw_sparse_init), 8 MiB
 _DATA = KVA + 0x0200_0000  # mm, vmas, in/out buffers
 _PT = KVA + 0x0300_0000  # the guest's own page tables
 _CR0 = 0x8001_0011  # PG | WP | NE | ET | PE
@@ -252,6 +254,10 @@ class KernelWalk:
         self._paging(ram.size)
         self._kernel_data(len(mm.ops.config.levels) == 5)
         self._memmap(npages)
+        if "fw_sparse_init" in self.image.symbols:
+            used = self._call("fw_sparse_init", npages, _SPARSE)
+            if used > _DATA - _SPARSE:  # pragma: no cover - 52-bit roots take 1 MiB
+                raise WalkBuildError(f"mem_section needs {used:#x} bytes")
         for pfn in (locked if locked is not None else [f.pfn for f in mm.memmap.folios()]):
             self._call("fw_lock_folio", pfn)
         self._mm = self._write_mm()

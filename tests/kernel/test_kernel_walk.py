@@ -12,7 +12,7 @@ import archs
 from archs.linux import Prot
 from emu.errors import FoliowalkError
 from emu.kernel.walk import KernelWalk, KernelWalkResult, WalkBuild, build_walk
-from emu.mm import VMA
+from emu.mm import VM_MIXEDMAP, VMA
 from emu.scenarios import ANON_FLAGS, build_default, new_address_space
 from emu.walk import FolioWalk, folio_walk_end, folio_walk_start
 
@@ -107,6 +107,26 @@ def test_warn_is_reported_per_call(small) -> None:  # type: ignore[no-untyped-de
     inside, outside = kw.walk(vma, [(addrs["pte"], 0), (vma.vm_end + 0x1000, 0)])
     assert inside.warnings == ()
     assert outside.folio_pfn is None and outside.warnings == ("mm/pagewalk.c:789",)
+
+
+def test_pfn_valid_reads_real_sections(walk_build: Callable[[str], WalkBuild]) -> None:
+    """vm_normal_page_pmd() in a VM_MIXEDMAP VMA asks pfn_valid(): the SPARSEMEM sections are
+    built over RAM, so a PMD leaf on RAM is a normal page, one beyond RAM is not."""
+    ops = archs.get_ops("x86_64:4level")
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+    mixed = mm.add_vma(VMA(0x4000_0000, 0x4080_0000, ANON_FLAGS | VM_MIXEDMAP, name="mixed"))
+    fm = b.alloc_folio(9)
+    b.map_folio(0x4020_0000, fm, Prot(), linux="pmd")
+    b.map_pfn(0x4040_0000, "pmd", 1 << 20, Prot(), in_ram=False)  # 4 GiB: no struct page
+    kw = KernelWalk(walk_build("x86_64:4level"), mm)
+    mm.mmap_lock.down_read()
+    calls = [(0x4020_1000, 0), (0x4040_1000, 0)]
+    on_ram, beyond = kw.walk(mixed, calls)
+    assert on_ram.folio_pfn == fm.pfn and on_ram.page_pfn == fm.pfn + 1
+    assert beyond.folio_pfn is None
+    for (addr, flags), r in zip(calls, (on_ram, beyond), strict=True):
+        assert kernel(r) == model(mixed, addr, flags)
+    kw.close()
 
 
 @pytest.mark.parametrize("config", ["x86_64:4level", "x86_64:5level"])

@@ -192,8 +192,7 @@ unsigned long volatile __cacheline_aligned_in_smp jiffies;
 unsigned long huge_zero_pfn __read_mostly = ~0UL;
 #endif
 #ifdef CONFIG_SPARSEMEM_EXTREME
-/* mm/sparse.c: NULL = no section, pfn_valid() false everywhere.  TODO: build the sections
- * (SECTION_HAS_MEM_MAP, subsection map) for VM_MIXEDMAP walks, which call pfn_valid(). */
+/* mm/sparse.c: the section roots, built by fw_sparse_init() (pfn_valid() reads them) */
 struct mem_section **mem_section;
 #endif
 /* mm/memory.c defines zero_pfn and highest_memmap_pfn itself; the driver writes them (what
@@ -286,6 +285,36 @@ unsigned long fw_lock_folio(unsigned long pfn)
 	__folio_set_locked(page_folio(pfn_to_page(pfn)));
 	return 1;
 }
+
+#ifdef CONFIG_SPARSEMEM_EXTREME
+/* mm/sparse.c at boot, for pfns [0, nr_pages): memblocks_present() -> sparse_index_init() makes
+ * the root array (NR_SECTION_ROOTS pointers, memblock_alloc()ed: here `area`, zeroed by the
+ * driver) and one page of sections per root; sparse_init_one_section() stores the encoded
+ * mem_map (sparse_encode_mem_map(): mem_map - section_nr_to_pfn()) with the state bits of a
+ * boot-time, online section.  SECTION_IS_EARLY: pfn_valid() then needs no subsection map.
+ * Returns the bytes of `area` used. */
+unsigned long fw_sparse_init(unsigned long nr_pages, unsigned long area);
+unsigned long fw_sparse_init(unsigned long nr_pages, unsigned long area)
+{
+	unsigned long next = area + ALIGN(sizeof(struct mem_section *) * NR_SECTION_ROOTS, PAGE_SIZE);
+	unsigned long nr, last = pfn_to_section_nr(nr_pages - 1);
+
+	mem_section = (struct mem_section **)area;
+	for (nr = 0; nr <= last; nr++) {
+		unsigned long root = SECTION_NR_TO_ROOT(nr);
+		unsigned long start = section_nr_to_pfn(nr);
+
+		if (!mem_section[root]) {
+			mem_section[root] = (struct mem_section *)next;
+			next += PAGE_SIZE;
+		}
+		__nr_to_section(nr)->section_mem_map =
+			(unsigned long)(pfn_to_page(start) - start) | SECTION_MARKED_PRESENT |
+			SECTION_HAS_MEM_MAP | SECTION_IS_ONLINE | SECTION_IS_EARLY;
+	}
+	return next - area;
+}
+#endif
 
 /* ---- the walk ------------------------------------------------------------------------------ */
 static void fw_walk_one(const struct fw_walk_req *rq, struct fw_walk_res *rs)
