@@ -48,7 +48,8 @@ from .tree import cache_lock
 
 WALK_FILES = ("Kbuild", "fw_prelude.h", "fw_walk.c", "fw_mm_pagewalk.c", "fw_mm_memory.c",
               "fw_mm_pgtable_generic.c", "fw_locking_spinlock.c", "walk.lds")
-ENTRIES = ("fw_walk_batch", "fw_memmap_init", "fw_prep_compound", "fw_lock_folio", "fw_sparse_init")
+ENTRIES = ("fw_walk_batch", "fw_memmap_init", "fw_memmap_reserve", "fw_prep_compound", "fw_lock_folios",
+           "fw_sparse_init")
 
 KVA = 0xFFFF_FFFF_8000_0000  # __START_KERNEL_map: the guest-private area's virtual base
 PRIV_PA = 0x10_0000_0000  # ... and its physical base (64 GiB, above any foliowalk RAM)
@@ -73,6 +74,16 @@ _PMD = 1 << 21
 
 class WalkBuildError(FoliowalkError):
     """The walk harness did not build or link."""
+
+
+class _Oops(Exception):
+    """A page fault or general-protection fault (a non-canonical __va()) in the kernel code:
+    the kernel would oops."""
+
+    def __init__(self, pc: int, what: str) -> None:
+        super().__init__(what)
+        self.pc = pc
+        self.what = what
 
 
 @dataclass(frozen=True)
@@ -210,6 +221,7 @@ class KernelWalkResult:
     ptl_is_mm_lock: bool  # fw.ptl == &mm->page_table_lock (else a split ptlock in a struct page)
     stubs: tuple[str, ...]  # stubs reached during the call
     warnings: tuple[str, ...]  # the kernel's WARN()s hit during the call, as "file:line"
+    oops: str | None  # the kernel faulted (e.g. __va() of a table beyond RAM): where and on what
     preempt: int
     rcu_nesting: int
 
@@ -223,11 +235,11 @@ class KernelWalk:
     """The compiled walk on one x86-64 CPU over ``mm``'s RAM (shared, never copied)."""
 
     def __init__(self, build: WalkBuild, mm: MM, *, locked: list[int] | None = None) -> None:
-        """``locked``: head pfns of the folios to lock (PG_locked); default every large or small
-        folio foliowalk allocated.  The kernel keeps a folio locked while migration entries
-        point at it (pfn_swap_entry_to_page() BUG()s otherwise), and any folio may be locked at
-        any time, so "all locked" is a state the kernel can be in that satisfies that rule
-        without knowing which folios are migration targets."""
+        """``locked``: head pfns of the folios to lock (PG_locked); default every folio of RAM.
+        The kernel keeps a folio locked while migration entries point at it
+        (pfn_swap_entry_to_page() BUG()s otherwise), and any folio may be locked at any time, so
+        "all locked" is a state the kernel can be in that satisfies that rule without knowing
+        which folios are migration targets (a fuzzed entry may name any pfn)."""
         self.build = build
         self.mm = mm
         ram = mm.ram
@@ -242,7 +254,9 @@ class KernelWalk:
         uc.mem_map_ptr(0, ram.size, UC_PROT_ALL, ram.host_address)
         uc.mem_map(PRIV_PA, PRIV_SIZE)
         npages = ram.size >> 12
-        self._memmap_size = _align(npages * self.layout["sizeof_page"], _PMD)
+        # SPARSEMEM: the memmap exists for whole sections (mm/sparse.c), so up to here
+        self._sec_pages = _align(npages, self.layout["PAGES_PER_SECTION"])
+        self._memmap_size = _align(self._sec_pages * self.layout["sizeof_page"], _PMD)
         uc.mem_map(MEMMAP_PA, self._memmap_size)
         for seg in self.image.segments:
             self._wv(seg.vaddr, seg.data)
@@ -258,10 +272,22 @@ class KernelWalk:
             used = self._call("fw_sparse_init", npages, _SPARSE)
             if used > _DATA - _SPARSE:  # pragma: no cover - 52-bit roots take 1 MiB
                 raise WalkBuildError(f"mem_section needs {used:#x} bytes")
-        for pfn in (locked if locked is not None else [f.pfn for f in mm.memmap.folios()]):
-            self._call("fw_lock_folio", pfn)
+        if locked is None:
+            self._call("fw_lock_folios", 0, self._sec_pages)
+        for pfn in locked or ():
+            self._call("fw_lock_folios", pfn, 1)
         self._mm = self._write_mm()
         self._vmas: dict[int, int] = {}
+        # what an oops may leave behind (preempt count, RCU nesting) is put back from here; the
+        # CPU context too (QEMU never delivers a fault, so a 2nd one would become #DF)
+        self._pcpu = (self._sym("pcpu_hot"), self._rv(self._sym("pcpu_hot"), self.layout["sizeof_pcpu_hot"]))
+        self._ctx = self.uc.context_save()
+        # every lock _raw_spin_lock() takes, so that an oops can release what it left held
+        self._locks: list[int] = []
+        lock_fn = self._sym("_raw_spin_lock")
+        self.uc.hook_add(UC_HOOK_CODE, lambda u, *_: self._locks.append(int(u.reg_read(X.UC_X86_REG_RDI))),
+                         begin=lock_fn, end=lock_fn)
+        self._base = 0  # first record of the running sub-batch
 
     # -- guest setup --------------------------------------------------------------------------
     def _u64s(self, addr: int) -> list[int]:
@@ -334,6 +360,8 @@ class KernelWalk:
 
     def _memmap(self, npages: int) -> None:
         self._call("fw_memmap_init", 0, npages)
+        if self._sec_pages > npages:
+            self._call("fw_memmap_reserve", npages, self._sec_pages - npages)
         for folio in self.mm.memmap.folios():
             if folio.order:
                 self._call("fw_prep_compound", folio.pfn, folio.order)
@@ -346,6 +374,11 @@ class KernelWalk:
         self._w64(mm_addr + lay["mm_mmap_lock"], _RWSEM_READER_BIAS)  # mmap_read_lock() held
         self._next = _align(mm_addr + lay["sizeof_mm"], 64)
         return mm_addr
+
+    def forget_vmas(self) -> None:
+        """Drop every VMA written so far (a new hierarchy brings new ones)."""
+        self._vmas.clear()
+        self._next = _align(self._mm + self.layout["sizeof_mm"], 64)
 
     def _vma(self, vma: VMA) -> int:
         key = id(vma)
@@ -393,13 +426,17 @@ class KernelWalk:
                 # ud2 of the kernel's BUG()/WARN() (Unicorn stops with INSN_INVALID): a WARN is
                 # reported and skipped, as the kernel's #UD handler (handle_bug()) does
                 where = f"{bug['file']}:{bug['line']}"
-                if not int(bug["flags"]) & _BUGFLAG_WARNING:
-                    raise HarnessRunError(f"{fn}: kernel BUG() at {where} ({self._where(pc)})") from None
+                if not int(bug["flags"]) & _BUGFLAG_WARNING:  # BUG(): the kernel oopses
+                    raise _Oops(pc, f"BUG() at {where}") from None
                 cur = int.from_bytes(self._rv(self._sym("fw_current_call"), 8), "little")
-                self._warned.append((cur, where))
+                self._warned.append((self._base + cur, where))
                 start = pc + 2
         if self._exc:
             intno, pc = self._exc[0]
+            if intno == 14:
+                raise _Oops(pc, f"page fault at {int(uc.reg_read(X.UC_X86_REG_CR2)):#x}")
+            if intno == 13:
+                raise _Oops(pc, "general protection fault")
             what = "#UD (ud2: BUG/WARN)" if intno == 6 else f"exception {intno}"
             raise HarnessRunError(f"{fn}: guest {what} at {self._where(pc)}")
         return int(uc.reg_read(X.UC_X86_REG_RAX))
@@ -415,12 +452,27 @@ class KernelWalk:
             raise WalkBuildError(f"batch of {n} does not fit the guest's buffers")
         self._wv(req, b"".join(struct.pack("<3Q", vaddr, a, f) for a, f in calls))
         self._warned.clear()
-        got = self._call("fw_walk_batch", req, res, n)
+        self._locks.clear()
+        oopses: dict[int, str] = {}
+        sreq, sres = lay["sizeof_req"], lay["sizeof_res"]
+        done = 0
+        while done < n:
+            self._base = done
+            try:
+                got = self._call("fw_walk_batch", req + done * sreq, res + done * sres, n - done)
+            except _Oops as o:
+                cur = done + int.from_bytes(self._rv(self._sym("fw_current_call"), 8), "little")
+                oopses[cur] = f"{o.what} in {self._where(o.pc)}"
+                self._recover()
+                self._wv(res + cur * sres, struct.pack("<2Q", _NONE, _NONE) + bytes(sres - 16))
+                done = cur + 1
+                continue
+            if got != n - done:
+                raise HarnessRunError(f"fw_walk_batch returned {got}, not {n - done}")
+            break
         warned: dict[int, list[str]] = {}
         for i, where in self._warned:
             warned.setdefault(i, []).append(where)
-        if got != n:
-            raise HarnessRunError(f"fw_walk_batch returned {got}, not {n}")
         out = []
         raw = self._rv(res, n * lay["sizeof_res"])
         mm_ptl = self._mm + lay["mm_page_table_lock"]
@@ -438,9 +490,32 @@ class KernelWalk:
                 bool(r["ptl_held"]), found and not r["ptl_after"], found and r["ptl"] == mm_ptl,
                 tuple(name for b, name in enumerate(self.stub_names) if r["stubs"] >> b & 1),
                 tuple(warned.get(i, ())),
+                oopses.get(i),
                 r["preempt"], _s32(r["rcu_nesting"]),
             ))
         return out
+
+    def _kernel_pa(self, va: int) -> int | None:
+        """The physical address behind a kernel VA of the guest's own mappings, None if unmapped."""
+        if KVA <= va < KVA + PRIV_SIZE:
+            return _pa(va)
+        if VMEMMAP_BASE <= va < VMEMMAP_BASE + self._memmap_size:
+            return va - VMEMMAP_BASE + MEMMAP_PA
+        if PAGE_OFFSET_BASE <= va < PAGE_OFFSET_BASE + self.mm.ram.size:
+            return va - PAGE_OFFSET_BASE
+        return None
+
+    def _recover(self) -> None:
+        """After an oops: the CPU context, preempt count and RCU nesting as before any call, and
+        every spinlock taken since the last oops unlocked (the oopsed task held it forever)."""
+        self.uc.context_restore(self._ctx)
+        for lock in set(self._locks):
+            pa = self._kernel_pa(lock)
+            if pa is not None and bytes(self.uc.mem_read(pa, 4)) != bytes(4):
+                self.uc.mem_write(pa, bytes(4))
+        self._locks.clear()
+        self._wv(*self._pcpu)
+        self._w64(self._sym("fw_task") + self.layout["task_rcu_read_lock_nesting"], 0, 4)
 
     def close(self) -> None:
         del self.uc

@@ -129,6 +129,30 @@ def test_pfn_valid_reads_real_sections(walk_build: Callable[[str], WalkBuild]) -
     kw.close()
 
 
+def test_an_oops_ends_one_call_not_the_batch(walk_build: Callable[[str], WalkBuild]) -> None:
+    """A PUD leaf whose pfn has no struct page: folio_walk_start() takes the PUD lock, then
+    page_folio() reads the missing struct page -- the kernel oopses (here: a page fault in
+    vmemmap).  The call is reported as such, the lock it left held is released, and the batch
+    goes on.  (The Python model returns a folio here: a known model-vs-kernel difference.)"""
+    ops = archs.get_ops("x86_64:4level")
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+    vma = mm.add_vma(VMA(0x4000_0000, 0xC000_0000, ANON_FLAGS, name="anon"))
+    f0 = b.alloc_folio(0)
+    b.map_folio(0x4000_0000, f0, Prot())
+    b.map_pfn(0x8000_0000, "pud", 1 << 28, Prot(), in_ram=False)  # 1 TiB: no memmap there
+    kw = KernelWalk(walk_build("x86_64:4level"), mm)
+    before, oops, after, again = kw.walk(vma, [(0x4000_0000, 0), (0x8000_1000, 0), (0x4000_0000, 0),
+                                               (0x8000_1000, 0)])
+    assert oops.oops is not None and "page fault at 0xffffea" in oops.oops and oops.folio_pfn is None
+    assert again.oops == oops.oops
+    # the PUD lock (mm->page_table_lock) the oopsed call left held was released
+    assert kw._rv(kw._mm + kw.layout["mm_page_table_lock"], 4) == bytes(4)
+    for r in (before, after):
+        assert r.folio_pfn == f0.pfn and r.ptl_held and r.ptl_released and r.oops is None
+        assert r.preempt == 0 and r.rcu_nesting == 0 and "spin_slowpath" not in r.stubs
+    kw.close()
+
+
 @pytest.mark.parametrize("config", ["x86_64:4level", "x86_64:5level"])
 def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     sc = build_default(archs.get_ops(config), with_oracle=False)

@@ -225,12 +225,15 @@ struct mem_section **mem_section;
 	X(VM_MAYWRITE, VM_MAYWRITE) \
 	X(VM_SHARED, VM_SHARED) \
 	X(PG_head, PG_head) \
+	X(PAGES_PER_SECTION, PAGES_PER_SECTION) \
 	X(FW_MIGRATION, (__force unsigned long)FW_MIGRATION) \
 	X(FW_ZEROPAGE, (__force unsigned long)FW_ZEROPAGE) \
 	FW_LAYOUT_ARCH(X)
 
 #ifdef CONFIG_X86_64
-#define FW_LAYOUT_ARCH(X) X(cpuinfo_x86_capability, offsetof(struct cpuinfo_x86, x86_capability))
+#define FW_LAYOUT_ARCH(X) X(cpuinfo_x86_capability, offsetof(struct cpuinfo_x86, x86_capability)) \
+	X(sizeof_pcpu_hot, sizeof(struct pcpu_hot)) \
+	X(task_rcu_read_lock_nesting, offsetof(struct task_struct, rcu_read_lock_nesting))
 #else
 #define FW_LAYOUT_ARCH(X)
 #endif
@@ -262,6 +265,19 @@ unsigned long fw_memmap_init(unsigned long start_pfn, unsigned long nr)
 	return nr;
 }
 
+/* mm/mm_init.c init_unavailable_range(): the struct pages of a present section beyond the end of
+ * RAM (memmap_init() rounds the last range up to PAGES_PER_SECTION) are initialised and reserved */
+unsigned long fw_memmap_reserve(unsigned long start_pfn, unsigned long nr);
+unsigned long fw_memmap_reserve(unsigned long start_pfn, unsigned long nr)
+{
+	unsigned long pfn;
+
+	fw_memmap_init(start_pfn, nr);
+	for (pfn = start_pfn; pfn < start_pfn + nr; pfn++)
+		__SetPageReserved(pfn_to_page(pfn));
+	return nr;
+}
+
 /* mm/page_alloc.c prep_compound_page(): head flag, folio order and counters, tails pointing at
  * the head (compound_head = head | 1) */
 unsigned long fw_prep_compound(unsigned long pfn, unsigned long order);
@@ -279,11 +295,18 @@ unsigned long fw_prep_compound(unsigned long pfn, unsigned long order)
 
 /* A folio under migration is locked by migrate_pages() (migrate_folio_unmap()) for as long as
  * migration entries point at it; pfn_swap_entry_to_page() BUG()s otherwise. */
-unsigned long fw_lock_folio(unsigned long pfn);
-unsigned long fw_lock_folio(unsigned long pfn)
+unsigned long fw_lock_folios(unsigned long start_pfn, unsigned long nr);
+unsigned long fw_lock_folios(unsigned long start_pfn, unsigned long nr)
 {
-	__folio_set_locked(page_folio(pfn_to_page(pfn)));
-	return 1;
+	unsigned long pfn;
+
+	for (pfn = start_pfn; pfn < start_pfn + nr; pfn++) {
+		struct page *page = pfn_to_page(pfn);
+
+		if (!PageTail(page))
+			__folio_set_locked(page_folio(page));
+	}
+	return nr;
 }
 
 #ifdef CONFIG_SPARSEMEM_EXTREME
