@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc, UcError
 from unicorn import x86_const as X
 
@@ -443,14 +444,33 @@ class KernelWalk:
 
     def walk(self, vma: VMA, calls: list[tuple[int, int]]) -> list[KernelWalkResult]:
         """folio_walk_start(&fw, vma, addr, flags) ... folio_walk_end() for each (addr, flags)."""
+        addrs = np.array([a for a, _ in calls], dtype=np.uint64)
+        flags = np.array([f for _, f in calls], dtype=np.uint64)
+        raw, warned, oopses = self.walk_raw(vma, addrs, flags)
+        return self._results(calls, raw, warned, oopses)
+
+    def max_batch(self) -> int:
+        """The most calls one walk_raw() takes (the guest's buffer area)."""
+        per = self.layout["sizeof_req"] + self.layout["sizeof_res"]
+        return (_PT - _align(self._next, 64) - 128) // per
+
+    def walk_raw(self, vma: VMA, addrs: np.ndarray, flags: np.ndarray
+                 ) -> tuple[np.ndarray, dict[int, list[str]], dict[int, str]]:
+        """The batch in one emu_start (more only after an oops): the raw result records
+        (``n x len(_RES_FIELDS)`` uint64, fields as ``struct fw_walk_res``), the WARNs and the
+        oopses by call index."""
         lay = self.layout
         vaddr = self._vma(vma)
-        n = len(calls)
+        n = len(addrs)
         req = _align(self._next, 64)
         res = _align(req + n * lay["sizeof_req"], 64)
         if res + n * lay["sizeof_res"] > _PT:
-            raise WalkBuildError(f"batch of {n} does not fit the guest's buffers")
-        self._wv(req, b"".join(struct.pack("<3Q", vaddr, a, f) for a, f in calls))
+            raise WalkBuildError(f"batch of {n} does not fit the guest's buffers (max {self.max_batch()})")
+        rq = np.empty((n, lay["sizeof_req"] // 8), dtype="<u8")
+        rq[:, 0] = vaddr
+        rq[:, 1] = addrs
+        rq[:, 2] = flags
+        self._wv(req, rq.tobytes())
         self._warned.clear()
         self._locks.clear()
         oopses: dict[int, str] = {}
@@ -473,12 +493,15 @@ class KernelWalk:
         warned: dict[int, list[str]] = {}
         for i, where in self._warned:
             warned.setdefault(i, []).append(where)
+        raw = np.frombuffer(self._rv(res, n * lay["sizeof_res"]), dtype="<u8").reshape(n, -1)
+        return raw, warned, oopses
+
+    def _results(self, calls: list[tuple[int, int]], raw: np.ndarray, warned: dict[int, list[str]],
+                 oopses: dict[int, str]) -> list[KernelWalkResult]:
         out = []
-        raw = self._rv(res, n * lay["sizeof_res"])
-        mm_ptl = self._mm + lay["mm_page_table_lock"]
+        mm_ptl = self._mm + self.layout["mm_page_table_lock"]
         for i, (addr, flags) in enumerate(calls):
-            r = dict(zip(_RES_FIELDS, struct.unpack_from(f"<{len(_RES_FIELDS)}Q", raw, i * lay["sizeof_res"]),
-                         strict=False))
+            r = {name: int(v) for name, v in zip(_RES_FIELDS, raw[i], strict=False)}
             found = r["folio_pfn"] != _NONE
             out.append(KernelWalkResult(
                 addr, flags,
