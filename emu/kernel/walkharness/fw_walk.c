@@ -73,6 +73,7 @@ __attribute__((used)) const char fw_stub_names[] =
 __attribute__((used)) fw_u64 fw_stub_hits;
 #define FW_HIT(name) (fw_stub_hits |= 1ULL << FW_STUB_##name)
 
+#ifdef CONFIG_PREEMPT_RCU
 void __rcu_read_lock(void)
 {
 	FW_HIT(rcu_read_lock);
@@ -86,6 +87,7 @@ void __rcu_read_unlock(void)
 	barrier();
 	WRITE_ONCE(current->rcu_read_lock_nesting, READ_ONCE(current->rcu_read_lock_nesting) - 1);
 }
+#endif
 
 asmlinkage __visible int _printk(const char *fmt, ...)
 {
@@ -372,7 +374,11 @@ static void fw_walk_one(const struct fw_walk_req *rq, struct fw_walk_res *rs)
 #endif
 	rs->stubs = fw_stub_hits;
 	rs->preempt = preempt_count();
+#ifdef CONFIG_PREEMPT_RCU
 	rs->rcu_nesting = current->rcu_read_lock_nesting;
+#else
+	rs->rcu_nesting = 0;	/* non-preemptible RCU: rcu_read_lock() is preempt_disable() */
+#endif
 }
 
 /* which record of the batch is running: the driver attributes a WARN (ud2 trap) to it */
