@@ -283,11 +283,7 @@ class KernelWalk:
         # CPU context too (QEMU never delivers a fault, so a 2nd one would become #DF)
         self._pcpu = (self._sym("pcpu_hot"), self._rv(self._sym("pcpu_hot"), self.layout["sizeof_pcpu_hot"]))
         self._ctx = self.uc.context_save()
-        # every lock _raw_spin_lock() takes, so that an oops can release what it left held
-        self._locks: list[int] = []
-        lock_fn = self._sym("_raw_spin_lock")
-        self.uc.hook_add(UC_HOOK_CODE, lambda u, *_: self._locks.append(int(u.reg_read(X.UC_X86_REG_RDI))),
-                         begin=lock_fn, end=lock_fn)
+        self._locks: list[int] = []  # locks the re-run of an oopsed call took (_release_locks)
         self._base = 0  # first record of the running sub-batch
 
     # -- guest setup --------------------------------------------------------------------------
@@ -472,7 +468,6 @@ class KernelWalk:
         rq[:, 2] = flags
         self._wv(req, rq.tobytes())
         self._warned.clear()
-        self._locks.clear()
         oopses: dict[int, str] = {}
         sreq, sres = lay["sizeof_req"], lay["sizeof_res"]
         done = 0
@@ -484,6 +479,7 @@ class KernelWalk:
                 cur = done + int.from_bytes(self._rv(self._sym("fw_current_call"), 8), "little")
                 oopses[cur] = f"{o.what} in {self._where(o.pc)}"
                 self._recover()
+                self._release_locks(req + cur * sreq, res + cur * sres)
                 self._wv(res + cur * sres, struct.pack("<2Q", _NONE, _NONE) + bytes(sres - 16))
                 done = cur + 1
                 continue
@@ -528,15 +524,36 @@ class KernelWalk:
             return va - PAGE_OFFSET_BASE
         return None
 
-    def _recover(self) -> None:
-        """After an oops: the CPU context, preempt count and RCU nesting as before any call, and
-        every spinlock taken since the last oops unlocked (the oopsed task held it forever)."""
-        self.uc.context_restore(self._ctx)
+    def _release_locks(self, req: int, res: int) -> None:
+        """Unlock what the oopsed call left held (the task died holding it).  The call is run
+        again with a hook on _raw_spin_lock(): being deterministic it takes the same locks (a
+        held one through the slowpath stub) and oopses at the same place; every lock it named is
+        then unlocked.  The hook exists only for this re-run: on every call it would halve the
+        batch rate."""
+        warned = len(self._warned)
+        lock_fn = self._sym("_raw_spin_lock")
+        hook = self.uc.hook_add(UC_HOOK_CODE, lambda u, *_: self._locks.append(int(u.reg_read(X.UC_X86_REG_RDI))),
+                                begin=lock_fn, end=lock_fn)
+        # a hook reaches only code translated after it was added: drop the cached translation
+        self.uc.ctl_remove_cache(lock_fn, lock_fn + 1)
+        try:
+            self._call("fw_walk_batch", req, res, 1)
+        except _Oops:
+            pass
+        finally:
+            self.uc.hook_del(hook)
+            self.uc.ctl_remove_cache(lock_fn, lock_fn + 1)
+        del self._warned[warned:]  # its WARNs were reported by the first run
         for lock in set(self._locks):
             pa = self._kernel_pa(lock)
             if pa is not None and bytes(self.uc.mem_read(pa, 4)) != bytes(4):
                 self.uc.mem_write(pa, bytes(4))
         self._locks.clear()
+        self._recover()
+
+    def _recover(self) -> None:
+        """After an oops: the CPU context, preempt count and RCU nesting as before any call."""
+        self.uc.context_restore(self._ctx)
         self._wv(*self._pcpu)
         self._w64(self._sym("fw_task") + self.layout["task_rcu_read_lock_nesting"], 0, 4)
 
