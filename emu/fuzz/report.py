@@ -19,6 +19,7 @@ def format_report(res: CampaignResult) -> str:
     o = res.options
     lines = [
         f"foliowalk fuzz: {', '.join(o.configs)}  kernel {o.kernel}  seed {o.seed}  jobs {o.jobs}"
+        f"  harness {o.harness}"
         + ("  (interrupted)" if res.interrupted else ""),
         f"  {st.hierarchies:,} hierarchies, {st.cases:,} cases (addresses), {st.rows:,} rows "
         f"(x{len(FLAG_COMBINATIONS)} FW_* flag sets) in {res.wall_s:.1f} s",
