@@ -1,0 +1,260 @@
+"""Robustness (issue 20): what a hostile user found after issue 8 -- a clobbered device, resource
+bombs in small consistent sets, tracebacks on hostile numbers and strings, runaways on special
+files, and campaigns that did not survive a full disk or a kill.
+
+* Output paths: ``fixtures export --raw`` refuses a device, FIFO, socket, folder or dangling
+  symbolic link (one line, exit 2) and leaves it as it was; a symbolic link to a regular file is
+  followed.  Never run against ``/dev/null`` itself: a FIFO and a symbolic link to ``/dev/null``
+  in ``tmp_path`` are what an unfixed export would have replaced.
+* Budgets: a set asking for more guest RAM, or more populated (filled/tagged/extent) bytes than
+  the documented limits is refused by the loader naming the field and the limit, before any RAM
+  is mapped (``PhysicalMemory`` is replaced by a stub that fails the test).
+* Hostile JSON in ``manifest.json``, ``entries.jsonl`` and ``--replay`` files: a 5,000-digit
+  integer, a lone surrogate, ``Infinity``, ``1e400``.
+* Replay files: special files (``/dev/zero``, a FIFO) and oversized files are refused without
+  reading them; hierarchies with impossible table depths or VMA bounds are bad input (exit 2),
+  not a death of the replay child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import emu.fixtures as fx
+from emu import cli
+from emu.errors import FileError, FixtureError
+from emu.files import output_target, read_regular
+from emu.fixtures.format import MAX_POPULATED_BYTES, MAX_RAM_SIZE
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "fixtures" / "x86_64-4level"
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], rc: int, fragment: str) -> str:
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2, (rc, out, err)
+    assert len(lines) == 1 and lines[0].startswith("foliowalk"), err
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in out + err
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Output paths: never replace a special file
+# ------------------------------------------------------------------------------------------------
+def test_export_refuses_a_fifo_and_leaves_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    rc = cli.main(["fixtures", "export", str(FIXTURE), "--raw", str(fifo)])
+    _one_line(capsys, rc, "is a FIFO, not a regular file")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file left
+
+
+def test_export_refuses_a_link_to_a_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What ``--raw /dev/null`` did, one step removed: the unfixed export renamed a 3 GiB file
+    over the link (over ``/dev/null`` itself, given that path)."""
+    link = tmp_path / "null"
+    link.symlink_to(os.devnull)
+    rc = cli.main(["fixtures", "export", str(FIXTURE), "--raw", str(link)])
+    _one_line(capsys, rc, "is a character device, not a regular file")
+    assert link.is_symlink() and os.readlink(link) == os.devnull
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_export_refuses_a_dangling_link_and_a_socket(tmp_path: Path) -> None:
+    import socket
+
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileError, match="symbolic link to nothing"):
+        fx.export_raw(FIXTURE, dangling)
+    sock_path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock_path))
+        with pytest.raises(FileError, match="is a socket"):
+            fx.export_raw(FIXTURE, sock_path)
+    assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
+    assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+
+
+def test_the_device_itself_is_refused_without_being_opened() -> None:
+    with pytest.raises(FileError, match="character device"):
+        output_target(Path(os.devnull), "--raw")
+
+
+def test_export_follows_a_link_to_a_regular_file(tmp_path: Path) -> None:
+    real = tmp_path / "real.raw"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.raw"
+    link.symlink_to(real)
+    fs = fx.load_fixture_set(FIXTURE)
+    assert fx.export_raw(FIXTURE, link) == real
+    assert link.is_symlink() and real.stat().st_size == fs.ram_size
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixture sets: budgets checked before any RAM is mapped, hostile JSON values
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def a_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of a committed set; mapping guest RAM fails the test (a budget must be
+    checked before it)."""
+    d = tmp_path / "set"
+    shutil.copytree(FIXTURE, d)
+    import emu.fixtures.load as fx_load
+
+    def mapped(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("guest RAM was mapped for a set the loader should have refused")
+
+    monkeypatch.setattr(fx_load, "PhysicalMemory", mapped)
+    return d
+
+
+def _edit(d: Path, fn: Any) -> None:
+    m = json.loads((d / "manifest.json").read_text())
+    fn(m)
+    (d / "manifest.json").write_text(json.dumps(m))
+
+
+def _refused(d: Path, capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
+    """``fixtures check`` and ``fixtures export`` both refuse the set: one line, exit 2."""
+    line = ""
+    for argv in (["fixtures", "check", str(d)], ["fixtures", "export", str(d), "--raw", str(d.parent / "x.raw")]):
+        rc = cli.main(argv)
+        out, err = capsys.readouterr()
+        lines = [x for x in err.strip().splitlines() if x]
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in out + err, (argv, rc, out, err)
+        line = lines[0]
+        for f in fragments:
+            assert f in line, line
+    assert not (d.parent / "x.raw").exists()
+    return line
+
+
+def _bomb_ram(m: dict[str, Any]) -> None:
+    m["ram_size"] = MAX_RAM_SIZE + (1 << 30)
+    m["memmap"]["highest_memmap_pfn"] = m["ram_size"] // 4096 - 1
+
+
+def _bomb_tagged(m: dict[str, Any]) -> None:
+    """16 GiB of RAM (allowed) with a 12 GiB tagged range above everything else."""
+    m["ram_size"] = 16 << 30
+    m["memmap"]["highest_memmap_pfn"] = m["ram_size"] // 4096 - 1
+    m["image"]["tagged"].append({"pa": 4 << 30, "size": 12 << 30})
+
+
+def _bomb_fills(m: dict[str, Any]) -> None:
+    m["ram_size"] = 16 << 30
+    m["memmap"]["highest_memmap_pfn"] = m["ram_size"] // 4096 - 1
+    m["image"]["fills"].append({"pa": 4 << 30, "size": 12 << 30, "word": 0x1234})
+
+
+def _bomb_many_small(m: dict[str, Any]) -> None:
+    """No single range is big: the total crosses the limit (1.5 GiB in 64 MiB ranges)."""
+    m["ram_size"] = 16 << 30
+    m["memmap"]["highest_memmap_pfn"] = m["ram_size"] // 4096 - 1
+    m["image"]["tagged"] += [{"pa": (4 << 30) + i * (64 << 20), "size": 64 << 20} for i in range(24)]
+
+
+@pytest.mark.parametrize("bomb,fragments", [
+    (_bomb_ram, ["ram_size", f"{MAX_RAM_SIZE:#x}"]),
+    (_bomb_tagged, ["image.tagged[", f"{MAX_POPULATED_BYTES:#x}"]),
+    (_bomb_fills, ["image.fills[", f"{MAX_POPULATED_BYTES:#x}"]),
+    (_bomb_many_small, ["image.tagged[", f"{MAX_POPULATED_BYTES:#x}"]),
+], ids=["ram_size", "tagged", "fills", "many-small-tagged"])
+def test_resource_bombs_are_refused_before_ram_is_mapped(bomb: Any, fragments: list[str], a_set: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _edit(a_set, bomb)
+    _refused(a_set, capsys, "manifest.json", *fragments)
+
+
+def test_a_set_just_inside_the_budget_loads(a_set: Path) -> None:
+    """The limits refuse bombs, not big sets: 16 GiB of RAM and a 512 MiB tagged range load."""
+    def big(m: dict[str, Any]) -> None:
+        m["ram_size"] = 16 << 30
+        m["memmap"]["highest_memmap_pfn"] = m["ram_size"] // 4096 - 1
+        m["image"]["tagged"].append({"pa": 4 << 30, "size": 512 << 20})
+
+    _edit(a_set, big)
+    fs = fx.load_fixture_set(a_set)
+    assert fs.ram_size == 16 << 30 and (4 << 30, 512 << 20) in fs.tagged
+
+
+HUGE = "1" * 5000
+
+
+def _raw_edit(d: Path, old: str, new: str, name: str = "manifest.json") -> None:
+    text = (d / name).read_text()
+    assert old in text, old
+    (d / name).write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("old,new,fragments", [
+    ('"zero_page_nr": 1', f'"zero_page_nr": {HUGE}', ["integer of 5000 digits", "out of range"]),
+    ('"zero_page_nr": 1', f'"zero_page_nr": -{HUGE}', ["integer of 5000 digits"]),
+    ('"zero_page_nr": 1', '"zero_page_nr": 1e400', ["1e400", "out of range"]),
+    ('"zero_page_nr": 1', '"zero_page_nr": Infinity', ["Infinity is not allowed"]),
+], ids=["huge-int", "huge-negative", "1e400", "Infinity"])
+def test_hostile_numbers_in_a_manifest(old: str, new: str, fragments: list[str], a_set: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    _raw_edit(a_set, old, new)
+    _refused(a_set, capsys, "manifest.json", *fragments)
+
+
+def _set_case_name(m: dict[str, Any]) -> None:
+    m["cases"][0]["name"] = "pte \ud83d"
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda m: m["image"].update(file="\ud800"), "image.file"),
+    (lambda m: m["entries"].update(file="x\udfff"), "entries.file"),
+    (lambda m: m.update(omitted=["\ud800"]), "omitted[0]"),
+    (_set_case_name, "cases[0].name"),
+    (lambda m: m.update({"\udc80": 1}), "a key"),
+], ids=["image.file", "entries.file", "omitted", "case-name", "key"])
+def test_lone_surrogates_in_a_manifest(edit: Any, fragment: str, a_set: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``json.dumps`` writes a lone surrogate as the escape ``\\ud800``, as a hostile file would."""
+    _edit(a_set, edit)
+    assert "\\ud" in (a_set / "manifest.json").read_text()
+    _refused(a_set, capsys, "manifest.json", fragment, "lone surrogate")
+
+
+def _reseal_entries(d: Path) -> None:
+    """Update the manifest's digest of entries.jsonl, so the loader reads the lines."""
+    import hashlib
+
+    data = (d / "entries.jsonl").read_bytes()
+    _edit(d, lambda m: m["entries"].update(sha256=hashlib.sha256(data).hexdigest()))
+
+
+@pytest.mark.parametrize("new,fragments", [
+    (f'"value": {HUGE}', ["line 1", "integer of 5000 digits"]),
+    ('"value": 1e400', ["line 1", "out of range"]),
+    ('"value": "\\ud800"', ["line 1.value", "lone surrogate"]),
+], ids=["huge-int", "1e400", "surrogate"])
+def test_hostile_values_in_entries_jsonl(new: str, fragments: list[str], a_set: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    lines = (a_set / "entries.jsonl").read_text().splitlines()
+    e = json.loads(lines[0])
+    lines[0] = json.dumps(e).replace(f'"value": {e["value"]}', new, 1)
+    (a_set / "entries.jsonl").write_text("\n".join(lines) + "\n")
+    _reseal_entries(a_set)
+    _refused(a_set, capsys, "entries.jsonl", *fragments)
+
+
+def test_a_set_whose_files_are_special_is_refused(a_set: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (a_set / "entries.jsonl").unlink()
+    os.mkfifo(a_set / "entries.jsonl")  # the loader must neither block on it nor read it
+    _refused(a_set, capsys, "entries.jsonl", "not a regular file")
