@@ -57,7 +57,7 @@ def output_target(path: Path | str, what: str = "") -> Path:
     label = f"{what} {path}" if what else str(path)
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (the folder is checked by the writer)
         if os.path.islink(path):
             raise FileError(f"{label}: is a symbolic link to nothing; refusing to replace it") from None
         return path

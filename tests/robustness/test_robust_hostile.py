@@ -258,3 +258,111 @@ def test_a_set_whose_files_are_special_is_refused(a_set: Path, capsys: pytest.Ca
     (a_set / "entries.jsonl").unlink()
     os.mkfifo(a_set / "entries.jsonl")  # the loader must neither block on it nor read it
     _refused(a_set, capsys, "entries.jsonl", "not a regular file")
+
+
+# ------------------------------------------------------------------------------------------------
+# fuzz --replay: special files, size, hostile values, impossible hierarchies
+# ------------------------------------------------------------------------------------------------
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emu", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False, cwd=ROOT)
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/urandom", "fifo"])
+def test_replay_of_a_special_file_is_refused_without_reading_it(special: str, tmp_path: Path) -> None:
+    """Unfixed, ``/dev/zero`` was read until memory ran out and a FIFO blocked for ever: as a
+    subprocess with a timeout, so that fails instead of hanging the suite."""
+    if special == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)
+    res = _run("fuzz", "--replay", special, timeout=60)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "not a regular file" in lines[0], res
+    assert lines[0].startswith(f"foliowalk: error: {special}: not a saved hierarchy")
+
+
+def test_replay_file_size_is_limited(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from emu.fuzz.spec import MAX_REPLAY_BYTES
+
+    big = tmp_path / "big.hierarchy.json"
+    with open(big, "wb") as f:
+        f.truncate(MAX_REPLAY_BYTES + 1)  # sparse: nothing is written, and nothing may be read
+    rc = cli.main(["fuzz", "--replay", str(big)])
+    _one_line(capsys, rc, f"more than the {MAX_REPLAY_BYTES}-byte limit")
+    with pytest.raises(FileError, match="limit"):
+        read_regular(big, MAX_REPLAY_BYTES)
+
+
+def _hierarchy() -> dict[str, Any]:
+    from emu.fuzz import HierarchyGenerator
+
+    return HierarchyGenerator("x86_64:4level").generate(0, 0).to_json()  # type: ignore[no-any-return]
+
+
+def _with(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    h = json.loads(json.dumps(_hierarchy()))
+    node = h
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return h
+
+
+U64 = (1 << 64) - 1
+
+
+#: (what, the saved file's text, a fragment of the one line)
+HOSTILE_REPLAYS: list[tuple[str, Any, str]] = [
+    ("huge-int", lambda: json.dumps({"hierarchy": _hierarchy()}).replace('"addrs": [', f'"addrs": [{HUGE}, ', 1),
+     "integer of 5000 digits"),
+    ("1e400", lambda: json.dumps(_hierarchy()).replace('"addrs": [', '"addrs": [1e400, ', 1), "out of range"),
+    ("Infinity", lambda: json.dumps(_hierarchy()).replace('"addrs": [', '"addrs": [Infinity, ', 1),
+     "Infinity is not allowed"),
+    ("-Infinity-vma", lambda: json.dumps(_hierarchy()).replace('"start": ', '"start": -Infinity, "x": ', 1),
+     "-Infinity is not allowed"),
+    ("surrogate-config", lambda: json.dumps(_with(("config",), "x86_64:\ud800")), "lone surrogate"),
+    ("surrogate-vma-name", lambda: json.dumps(_with(("vmas", 0, "name"), "\udfff")), "lone surrogate"),
+    ("float-address", lambda: json.dumps(_with(("addrs", 0), 1.5)), "addrs[0]"),
+    ("depth-7", lambda: json.dumps(_with(("entries", 0, "depth"), 7)), "entries[0].depth: 7 is not a table depth"),
+    ("depth-2^40", lambda: json.dumps(_with(("entries", 0, "depth"), 1 << 40)), "is not a table depth"),
+    ("table-depth-0", lambda: json.dumps(_with(("tables", 0), [_hierarchy()["tables"][0][0], 0])),
+     "tables[0]: depth 0"),
+    ("vma-end-2^64", lambda: json.dumps(_with(("vmas", 0, "end"), 1 << 64)), "not inside the 64-bit address"),
+    ("vma-start-negative", lambda: json.dumps(_with(("vmas", 0, "start"), -4096)), "vmas[0]"),
+    ("vma-unaligned", lambda: json.dumps(_with(("vmas", 0, "end"), _hierarchy()["vmas"][0]["end"] - 1)),
+     "not page aligned"),
+    ("vmas-overlap", lambda: json.dumps(_with(("vmas",), [{"start": 0x1000, "end": 0x3000, "flags": 0},
+                                                          {"start": 0x2000, "end": 0x4000, "flags": 0}])),
+     "vmas[1] overlaps vmas[0]"),
+    ("value-beyond-64-bits", lambda: json.dumps(_with(("entries", 0, "value"), U64 + 1)), "not a 64-bit value"),
+    ("too-many-addresses", lambda: json.dumps(_with(("addrs",), [0x1000] * 20000)), "more than the limit of"),
+    ("too-many-vmas", lambda: json.dumps(_with(("vmas",), [{"start": (i + 1) << 12, "end": (i + 2) << 12,
+                                                             "flags": 0} for i in range(5000)])),
+     "more than the limit of"),
+]
+
+
+@pytest.mark.parametrize("make,fragment", [(m, f) for _, m, f in HOSTILE_REPLAYS],
+                         ids=[n for n, _, _ in HOSTILE_REPLAYS])
+def test_hostile_replay_files_are_one_line_and_exit_2(make: Any, fragment: str, tmp_path: Path,
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "h.hierarchy.json"
+    p.write_text(make())
+    rc = cli.main(["fuzz", "--replay", str(p)])
+    out, err = capfd.readouterr()  # capfd: a replay child would write to the same stderr
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and fragment in lines[0], (rc, out, err)
+    assert lines[0].startswith(f"foliowalk: error: {p}: not a")
+    assert "Traceback" not in out + err
+
+
+def test_replay_waits_for_its_child_only_so_long(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The parent's wait for the child's rows is bounded; a child that gives no answer in time is
+    killed and reported (no child can answer in 0 s: it is still starting Python)."""
+    from emu.cli.fuzz import replay
+
+    p = tmp_path / "h.hierarchy.json"
+    p.write_text(json.dumps(_hierarchy()))
+    assert replay(p, timeout_s=0.0) == 1
+    err = capfd.readouterr().err
+    assert err.strip() == f"foliowalk fuzz: the replay of {p} gave no answer in 0 s", err
