@@ -27,6 +27,9 @@ from emu.errors import FoliowalkError
 #: each worker holds its own emulators and guest RAM.
 MAX_JOBS_PER_CPU = 4
 MIN_JOBS_LIMIT = 8
+#: ``--seconds`` beyond this (30 days) is refused: a longer campaign is a typo (1e308), and should
+#: be several campaigns into the same --out folder anyway.
+MAX_SECONDS = 30 * 24 * 3600
 
 
 def add_parser(sub: Any) -> None:
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
                          f"per CPU ({cpus} CPUs here)")
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise UsageError(f"foliowalk fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
+    if args.seconds is not None and args.seconds > MAX_SECONDS:
+        raise UsageError(f"foliowalk fuzz: --seconds {args.seconds:g} is more than {MAX_SECONDS} (30 days)")
     if args.hierarchies is not None and args.hierarchies <= 0:
         raise UsageError("foliowalk fuzz: --hierarchies must be positive")
     if args.max_findings < 0:

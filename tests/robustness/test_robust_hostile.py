@@ -419,3 +419,16 @@ def test_vma_insert_and_lookup_touch_log_n_vmas() -> None:
     finally:
         ram.close()
 
+
+@pytest.mark.parametrize("seconds", ["1e308", "2592001", "1e10"])
+def test_fuzz_seconds_is_bounded(seconds: str, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``--seconds 1e308`` was accepted and ran until killed."""
+    import emu.fuzz
+
+    def started(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the campaign started")
+
+    monkeypatch.setattr(emu.fuzz, "run_campaign", started)
+    rc = cli.main(["fuzz", "--seconds", seconds])
+    _one_line(capsys, rc, "(30 days)")
