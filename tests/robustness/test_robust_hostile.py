@@ -608,3 +608,38 @@ def contextlib_suppress() -> Any:
     import contextlib
 
     return contextlib.suppress(ProcessLookupError)
+
+
+@pytest.fixture
+def full_fs(tmp_path: Path) -> Any:
+    """A 4 MiB tmpfs, filled to the last byte (root only; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True,
+                         check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.decode(errors='replace').strip()}")
+    try:
+        with open(mnt / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\xff" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_export_on_a_full_disk_names_the_file(full_fs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["fixtures", "export", str(FIXTURE), "--raw", str(full_fs / "x.raw")])
+    _one_line(capsys, rc, f"{full_fs / 'x.raw'}: No space left on device")
+    assert sorted(p.name for p in full_fs.iterdir()) == ["filler"]  # no temporary file left
+
+
+def test_build_on_a_full_disk_names_the_set(full_fs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["fixtures", "build", "--out", str(full_fs), "--config", "s390x:segment", "--harness", "off"])
+    line = _one_line(capsys, rc, "No space left on device")
+    assert f"{full_fs / 's390x-segment'}: No space left on device" in line, line
+    assert sorted(p.name for p in full_fs.iterdir()) == ["filler"]
