@@ -684,3 +684,31 @@ def test_campaign_killed_at_random_moments_leaves_every_finding_indexed_after_th
         assert res.returncode in (0, 1) and not res.stderr.strip(), res
         assert _unindexed(out) == [], (t, _unindexed(out))
     assert any(p.name.endswith(".hierarchy.json") for p in out.iterdir()), "no finding was ever saved"
+
+
+@pytest.mark.parametrize("fld,count,limit", [("vmas", 5000, 4096), ("cases", 70000, 65536),
+                                             ("tables", 70000, 65536)])
+def test_counts_in_a_manifest_are_limited(fld: str, count: int, limit: int, a_set: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Huge arrays the checks would then walk (VMAs, cases, tables) are refused by the schema,
+    in one short line (not jsonschema's own message, which prints the whole array)."""
+    _edit(a_set, lambda m: m.update({fld: [m[fld][0]] * count}))
+    line = _refused(a_set, capsys, "manifest.json", f"{fld}: {count} items, more than the limit of {limit}")
+    assert len(line) < 300
+
+
+def test_the_writer_refuses_a_set_the_loader_would_refuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    import emu.fixtures.render as render
+    from emu.mm.scenarios import build_default
+    from emu.verify import verify_scenario
+
+    import archs
+
+    sc = build_default(archs.get_ops("s390x:segment"))
+    try:
+        rows = verify_scenario(sc)
+        monkeypatch.setattr(render, "MAX_POPULATED_BYTES", 4096)
+        with pytest.raises(FixtureError, match=r"not written.*populated RAM"):
+            render.render_fixture_set(sc, rows, name="s390x-segment")
+    finally:
+        sc.close()
