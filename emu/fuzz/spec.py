@@ -232,7 +232,12 @@ def load_hierarchy_file(path: Path) -> Hierarchy:
     if errors:
         first = min(errors, key=lambda e: (len(e.absolute_path), [(isinstance(p, str), p) for p in e.absolute_path]))
         fld = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.absolute_path).lstrip(".")
-        fail(where + fld if fld else where.rstrip(".") or "(document)", first.message[:200])
+        msg = first.message[:200]
+        if first.validator == "not" and isinstance(first.instance, str):
+            msg = f"{first.instance[:40]!r} holds a control character"
+        elif first.validator == "maxLength":
+            msg = f"{len(first.instance)} characters, more than the limit of {first.validator_value}"
+        fail(where + fld if fld else where.rstrip(".") or "(document)", msg)
     h = Hierarchy.from_json(doc)
     try:
         check_hierarchy(h)

@@ -323,6 +323,7 @@ HOSTILE_REPLAYS: list[tuple[str, Any, str]] = [
     ("surrogate-config", lambda: json.dumps(_with(("config",), "x86_64:\ud800")), "lone surrogate"),
     ("surrogate-vma-name", lambda: json.dumps(_with(("vmas", 0, "name"), "\udfff")), "lone surrogate"),
     ("float-address", lambda: json.dumps(_with(("addrs", 0), 1.5)), "addrs[0]"),
+    ("vma-name-escape", lambda: json.dumps(_with(("vmas", 0, "name"), "anon\x1b[2J")), "control character"),
     ("depth-7", lambda: json.dumps(_with(("entries", 0, "depth"), 7)), "entries[0].depth: 7 is not a table depth"),
     ("depth-2^40", lambda: json.dumps(_with(("entries", 0, "depth"), 1 << 40)), "is not a table depth"),
     ("table-depth-0", lambda: json.dumps(_with(("tables", 0), [_hierarchy()["tables"][0][0], 0])),
@@ -712,3 +713,19 @@ def test_the_writer_refuses_a_set_the_loader_would_refuse(monkeypatch: pytest.Mo
             render.render_fixture_set(sc, rows, name="s390x-segment")
     finally:
         sc.close()
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda m: m["cases"][0].update(name="pte\n\x1b[2Jfake line"), "cases[0].name"),
+    (lambda m: m["vmas"][0].update(name="anon\n"), "vmas[0].name"),
+    (lambda m: m.update(omitted=["\x07bell"]), "omitted[0]"),
+    (lambda m: m.update(name="set\x9b31m"), "name"),
+    (lambda m: m["cases"][0].update(name="x" * 5000), "cases[0].name"),
+], ids=["case-name-escape", "vma-name-newline", "omitted-bell", "name-c1", "case-name-long"])
+def test_names_are_one_printable_line(edit: Any, fragment: str, a_set: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Names a set prints (case and VMA names, notes) hold no control character -- a newline or a
+    terminal escape in a case name would forge output lines -- and are at most 4096 characters."""
+    _edit(a_set, edit)
+    line = _refused(a_set, capsys, "manifest.json", fragment)
+    assert "control character" in line or "more than the limit of 4096" in line, line
