@@ -110,7 +110,9 @@ def read_index(out: Path) -> list[dict[str, Any]]:
 
 def index_findings(out: Path, recs: list[FindingRecord]) -> None:
     """Append ``recs`` to ``out/findings.jsonl``: the whole file rewritten through a temporary
-    file, fsynced and renamed (never torn; the caller holds the campaign lock)."""
+    file, fsynced and renamed (never torn; the caller holds the campaign lock).  The index is
+    deduplicated by file: a finding saved again under a name already indexed (a later run found
+    it again and replaced its files) is not added twice."""
     from emu.fuzz.worker import atomic_write
 
     if not recs:
@@ -123,18 +125,26 @@ def index_findings(out: Path, recs: list[FindingRecord]) -> None:
         old = read_regular(path, MAX_INDEX_BYTES)
         if old and not old.endswith(b"\n"):
             old = old[: old.rfind(b"\n") + 1]  # a line torn by a run killed before writes were atomic
-    new = "".join(json.dumps(r.to_json()) + "\n" for r in recs).encode()
-    atomic_write(path, old + new)
+    known = _indexed_names(read_index(out))
+    lines = []
+    for r in recs:
+        name = _finding_name(r.path) if r.path else None
+        if name is not None and name in known:
+            continue
+        if name is not None:
+            known.add(name)
+        lines.append(json.dumps(r.to_json()) + "\n")
+    if lines:
+        atomic_write(path, old + "".join(lines).encode())
+
+
+def _finding_name(path: str) -> str:
+    name = Path(path).name
+    return name[: -len(_SPEC_SUFFIX)] if name.endswith(_SPEC_SUFFIX) else name
 
 
 def _indexed_names(recs: list[dict[str, Any]]) -> set[str]:
-    names = set()
-    for r in recs:
-        p = r.get("path")
-        if isinstance(p, str):
-            name = Path(p).name
-            names.add(name[: -len(_SPEC_SUFFIX)] if name.endswith(_SPEC_SUFFIX) else name)
-    return names
+    return {_finding_name(r["path"]) for r in recs if isinstance(r.get("path"), str)}
 
 
 def unindexed_findings(out: Path) -> list[FindingRecord]:

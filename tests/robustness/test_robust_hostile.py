@@ -729,3 +729,19 @@ def test_names_are_one_printable_line(edit: Any, fragment: str, a_set: Path,
     _edit(a_set, edit)
     line = _refused(a_set, capsys, "manifest.json", fragment)
     assert "control character" in line or "more than the limit of 4096" in line, line
+
+
+def test_the_index_holds_each_saved_finding_once(tmp_path: Path) -> None:
+    """The same finding found again by a later run (its files replaced under the same name) is
+    not indexed twice (the kill trials above grew 252 index lines for 176 findings)."""
+    from emu.fuzz.outdir import index_findings, read_index
+    from emu.fuzz.records import FindingRecord
+
+    out = tmp_path / "out"
+    out.mkdir()
+    a = FindingRecord("disagree", "k", "x86_64:4level", 1, 0x1000, "disagree: x", str(out / "f-a"))
+    b = FindingRecord("disagree", "k", "x86_64:4level", 2, 0x2000, "disagree: y", str(out / "f-b.hierarchy.json"))
+    index_findings(out, [a])
+    index_findings(out, [a, b, b])
+    index_findings(out, [FindingRecord("disagree", "k", "x86_64:4level", 2, 0x2000, "d", str(out / "f-b"))])
+    assert [r["index"] for r in read_index(out)] == [1, 2]
