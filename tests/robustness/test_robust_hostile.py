@@ -18,6 +18,7 @@ files, and campaigns that did not survive a full disk or a kill.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -599,16 +600,11 @@ def test_workers_exit_quietly_when_the_campaign_is_killed(tmp_path: Path) -> Non
             time.sleep(0.1)
         assert not any(_alive(w) for w in workers), "a worker outlived its campaign"
     finally:
-        with contextlib_suppress():
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     text = err_path.read_text()
     assert "Traceback" not in text and "BrokenPipeError" not in text, text
 
-
-def contextlib_suppress() -> Any:
-    import contextlib
-
-    return contextlib.suppress(ProcessLookupError)
 
 
 @pytest.fixture
@@ -677,7 +673,7 @@ def test_campaign_killed_at_random_moments_leaves_every_finding_indexed_after_th
                                 env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         time.sleep(t)
-        with contextlib_suppress():
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         res = subprocess.run([*base, "--hierarchies", "1", "--jobs", "0", "--seed", "99"], cwd=ROOT, env=_env(),
@@ -699,11 +695,10 @@ def test_counts_in_a_manifest_are_limited(fld: str, count: int, limit: int, a_se
 
 
 def test_the_writer_refuses_a_set_the_loader_would_refuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    import archs
     import emu.fixtures.render as render
     from emu.mm.scenarios import build_default
     from emu.verify import verify_scenario
-
-    import archs
 
     sc = build_default(archs.get_ops("s390x:segment"))
     try:
