@@ -30,3 +30,8 @@ class FixtureError(FoliowalkError):
 
 class EmulatorError(FoliowalkError):
     """The emulator failed in a way it should not (an unexpected exception, a timeout)."""
+
+
+class FileError(FoliowalkError):
+    """A file the command was pointed at that is the wrong kind (a device, a FIFO, a folder), too
+    large, or not valid data: refused before anything is read from or written over it."""

@@ -57,11 +57,15 @@ def output_dir(path: Path, option: str) -> Path:
 
 
 def output_file(path: Path, option: str) -> Path:
-    """``path`` as a file the command can create or replace (its folder must be writable)."""
+    """``path`` as a file the command can create or replace: a new name or a regular file (its
+    folder must be writable).  A folder, device, FIFO or socket is refused with one line."""
+    from emu.files import output_target
+
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a folder, not a file")
-    output_dir(path.parent, option)
-    return path
+    target = output_target(path, option)
+    output_dir(target.parent, option)
+    return target
 
 
 def build_parser() -> Parser:

@@ -27,6 +27,9 @@ from emu.errors import FoliowalkError
 #: each worker holds its own emulators and guest RAM.
 MAX_JOBS_PER_CPU = 4
 MIN_JOBS_LIMIT = 8
+#: ``--seconds`` beyond this (30 days) is refused: a longer campaign is a typo (1e308), and should
+#: be several campaigns into the same --out folder anyway.
+MAX_SECONDS = 30 * 24 * 3600
 
 
 def add_parser(sub: Any) -> None:
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
                          f"per CPU ({cpus} CPUs here)")
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise UsageError(f"foliowalk fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
+    if args.seconds is not None and args.seconds > MAX_SECONDS:
+        raise UsageError(f"foliowalk fuzz: --seconds {args.seconds:g} is more than {MAX_SECONDS} (30 days)")
     if args.hierarchies is not None and args.hierarchies <= 0:
         raise UsageError("foliowalk fuzz: --hierarchies must be positive")
     if args.max_findings < 0:
@@ -121,38 +126,49 @@ def run(args: argparse.Namespace) -> int:
     return 130 if res.interrupted else 0
 
 
-def replay(path: Path, *, as_json: bool = False) -> int:
-    """Re-run one saved hierarchy in a child process (a crash there does not take us down)."""
+#: How long ``--replay`` waits for its child's rows (a hierarchy within the budget takes seconds;
+#: the campaign's hang timeout is the same).
+REPLAY_TIMEOUT_S = 120.0
+
+
+def replay(path: Path, *, as_json: bool = False, timeout_s: float = REPLAY_TIMEOUT_S) -> int:
+    """Re-run one saved hierarchy in a child process (a crash there does not take us down).
+
+    The file is checked first, in this process (:func:`emu.fuzz.spec.load_hierarchy_file`: a
+    regular file within the size limit, strict JSON, the schema, every value in range for its
+    configuration): bad input is one line and exit 2, never a death of the child.  The child's
+    answer is awaited for at most ``timeout_s`` seconds."""
     import multiprocessing as mp
 
-    from emu.fuzz import Hierarchy
+    from emu.fuzz.spec import load_hierarchy_file
 
-    try:
-        spec = json.loads(path.read_text())
-        if isinstance(spec, dict) and isinstance(spec.get("hierarchy"), dict):
-            spec = spec["hierarchy"]
-        if not isinstance(spec, dict):
-            raise ValueError("the file holds no JSON object")
-        h = Hierarchy.from_json(spec)
-    except (FoliowalkError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise FoliowalkError(f"{path}: not a saved hierarchy: {exc}") from None
+    h = load_hierarchy_file(path)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_replay_child, args=(child, h), daemon=True)
     proc.start()
     child.close()
     rows: list[dict[str, Any]] | None = None
+    timed_out = False
     try:
-        rows = parent.recv()
+        if parent.poll(timeout_s):
+            rows = parent.recv()
+        else:
+            timed_out = True
     except EOFError:
         pass
-    proc.join(30)
+    finally:
+        if timed_out:
+            proc.kill()
+        proc.join(30)
+        parent.close()
     if isinstance(rows, tuple):  # ("invalid", why): the hierarchy itself is bad input
         raise FoliowalkError(f"{path}: not a valid hierarchy: {rows[1]}")
     if rows is None:
         from emu.fuzz.pool import exit_text
 
-        print(f"foliowalk fuzz: the replay of {path} died: {exit_text(proc.exitcode)}", file=sys.stderr)
+        why = f"gave no answer in {timeout_s:g} s" if timed_out else f"died: {exit_text(proc.exitcode)}"
+        print(f"foliowalk fuzz: the replay of {path} {why}", file=sys.stderr)
         return 1
     if as_json:
         json.dump({"hierarchy": str(path), "rows": rows}, sys.stdout, indent=1)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import archs
-from emu.errors import ConfigError
+from emu.errors import ConfigError, FileError
 from emu.fuzz.layout import plan_layout
+from emu.fuzz.outdir import campaign_lock, index_findings, remove_stale_temp, unindexed_findings
 from emu.fuzz.pool import _run_processes
 from emu.fuzz.progress import Progress
 from emu.fuzz.records import CampaignOptions, CampaignResult, FindingRecord, Stats, campaign_digest
@@ -33,37 +34,58 @@ def check_campaign_configs(configs: Sequence[str]) -> list[str]:
 
 def run_campaign(opts: CampaignOptions) -> CampaignResult:
     """Run a campaign: in-process with ``jobs=0`` (no crash isolation), else in ``jobs`` worker
-    processes.  Ctrl-C stops it and keeps what was found."""
+    processes.  Ctrl-C stops it and keeps what was found.
+
+    With ``opts.out``: the folder is locked for the campaign (a second campaign into it is
+    refused), temporary files of killed writers are removed, findings an earlier killed run saved
+    without indexing are indexed, and every finding is indexed in ``findings.jsonl`` as soon as
+    it arrives.  A failing file operation (a full disk) stops the campaign and raises
+    :class:`~emu.errors.FileError` naming the file; it is never recorded as a finding."""
     if opts.seconds is None and opts.hierarchies is None:
         raise ConfigError("a campaign needs --seconds or --hierarchies")
     opts.configs = check_campaign_configs(opts.configs)
-    if opts.out is not None:
-        opts.out = Path(opts.out)
-        opts.out.mkdir(parents=True, exist_ok=True)
-    if opts.jobs <= 0:
-        result = _run_inline(opts)
-    else:
-        result = _run_processes(opts)
-    if opts.out is not None:
-        atomic_write(opts.out / "campaign.json", json.dumps(result.to_json(), indent=1).encode())
-        # findings.jsonl accumulates over runs: the old lines plus this run's, replaced whole.
-        index = opts.out / "findings.jsonl"
-        old = index.read_bytes() if index.exists() else b""
-        if old and not old.endswith(b"\n"):
-            old = old[: old.rfind(b"\n") + 1]  # a line torn by a run killed before this fix
-        new = "".join(json.dumps(rec.to_json()) + "\n" for rec in result.findings).encode()
-        atomic_write(index, old + new)
+    if opts.out is None:
+        return _run(opts, None)
+    out = opts.out = Path(opts.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FileError(f"{out}: {err.strerror or err}") from None
+    with campaign_lock(out):
+        remove_stale_temp(out)
+        earlier = unindexed_findings(out)
+        index_findings(out, earlier)
+        result = _run(opts, lambda rec: index_findings(out, [rec]))
+        result.reindexed = len(earlier)
+        try:
+            atomic_write(out / "campaign.json", json.dumps(result.to_json(), indent=1).encode())
+        except FileError:
+            if result.error is None:
+                raise
+    if result.error is not None:
+        raise FileError(f"the campaign stopped: {result.error}")
     return result
 
 
-def _run_inline(opts: CampaignOptions) -> CampaignResult:
+def _run(opts: CampaignOptions, record: Callable[[FindingRecord], None] | None) -> CampaignResult:
+    if opts.jobs <= 0:
+        return _run_inline(opts, record)
+    return _run_processes(opts, record)
+
+
+def _run_inline(opts: CampaignOptions, record: Callable[[FindingRecord], None] | None = None) -> CampaignResult:
     stats = Stats()
     findings: list[FindingRecord] = []
     claimed: set[str] = set()
     digests: dict[int, str] = {}
     busy = 0.0
     progress = Progress(opts.progress, ",".join(opts.configs))
-    worker = Worker(opts, finding_claimer(opts, claimed), findings.append)
+    def found(rec: FindingRecord) -> None:
+        findings.append(rec)
+        if record is not None:
+            record(rec)
+
+    worker = Worker(opts, finding_claimer(opts, claimed), found)
     t0 = time.perf_counter()
     deadline = t0 + opts.seconds if opts.seconds is not None else None
     interrupted = False

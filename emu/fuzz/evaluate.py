@@ -183,7 +183,9 @@ class Target:
             start = addr & ~(self.ops.PAGE_SIZE - 1)
             start = start if start + self.ops.PAGE_SIZE < 1 << 64 else start - self.ops.PAGE_SIZE
             return mm.add_vma(VMA(start, start + self.ops.PAGE_SIZE, ANON_FLAGS, name="placeholder"))
-        return min(mm.vmas, key=lambda v: min(abs(v.vm_start - addr), abs(v.vm_end - addr)))
+        near = mm.nearest_vma(addr)
+        assert near is not None
+        return near
 
     # -- running ------------------------------------------------------------------------------
     def walk(self, flag_sets: Sequence[int] = FLAG_COMBINATIONS) -> list[list[WalkResult]]:

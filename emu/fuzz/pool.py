@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,13 +35,23 @@ class _Slot:
     respawns: int = 0
 
 
-def _run_processes(opts: CampaignOptions) -> CampaignResult:
+def _run_processes(opts: CampaignOptions, record: Callable[[FindingRecord], None] | None = None) -> CampaignResult:
+    """The campaign in ``opts.jobs`` worker processes.  ``record`` is called with every finding as
+    it arrives (the campaign indexes it on disk at once).  A worker's ("fatal", line) -- an
+    OSError of its files, a full disk -- stops the campaign; the line is the result's ``error``."""
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")  # never fork a process that holds Unicorn engines and threads
     stats = Stats()
     findings: list[FindingRecord] = []
+    fatal: list[str] = []
+
+    def found(rec: FindingRecord) -> None:
+        findings.append(rec)
+        if record is not None:
+            record(rec)
+
     claimed: set[str] = set()
     claim = finding_claimer(opts, claimed)
     digests: dict[int, str] = {}
@@ -107,13 +118,13 @@ def _run_processes(opts: CampaignOptions) -> CampaignResult:
             except Exception as exc:  # the record itself still counts
                 rec.note += f"; hierarchy not saved: {exc!r}"
             slot.next_index = idx + opts.jobs
-        findings.append(rec)
+        found(rec)
         slot.current = None
         slot.exited = True
         if slot.conn is not None:
             slot.conn.close()
         slot.respawns += 1
-        if more_to_do(slot) and slot.respawns <= 100 and not interrupted[0]:
+        if more_to_do(slot) and slot.respawns <= 100 and not interrupted[0] and not fatal:
             spawn(slot)
 
     interrupted = [False]
@@ -145,9 +156,14 @@ def _run_processes(opts: CampaignOptions) -> CampaignResult:
                             s.current = None
                             s.next_index = idx + opts.jobs
                         elif tag == "claim":
-                            s.conn.send(("claim", claim(msg[1]) and not interrupted[0]))
+                            s.conn.send(("claim", claim(msg[1]) and not interrupted[0] and not fatal))
                         elif tag == "finding":
-                            findings.append(msg[1])
+                            found(msg[1])
+                        elif tag == "fatal":
+                            if not fatal:
+                                fatal.append(msg[1])
+                                grace_until = time.monotonic() + 30
+                                stop_all()
                         elif tag == "exit":
                             s.exited = True
                             s.proc.join(5)
@@ -189,7 +205,7 @@ def _run_processes(opts: CampaignOptions) -> CampaignResult:
         progress.update(stats, len(findings), crashes, force=True)
         progress.done()
     return CampaignResult(opts, stats, findings, time.perf_counter() - t0, busy, interrupted[0], crashes,
-                          campaign_digest(digests), sorted(digests))
+                          campaign_digest(digests), sorted(digests), error=fatal[0] if fatal else None)
 
 
 def exit_text(code: int | None) -> str:

@@ -115,6 +115,11 @@ class CampaignResult:
     crashes: int
     digest: str | None = None  # over the hierarchies run, in index order (count-limited runs)
     indices: list[int] = field(default_factory=list)
+    #: Why the campaign stopped early, when its environment failed it (a full disk): one line
+    #: naming the file.  None otherwise.
+    error: str | None = None
+    #: Findings of earlier, killed runs found on disk unindexed and indexed by this one.
+    reindexed: int = 0
 
     @property
     def cases_per_s(self) -> float:
@@ -157,6 +162,8 @@ class CampaignResult:
             "cases_per_cpu_s": round(self.cases_per_cpu_s, 1),
             "fault_rate": round(self.fault_rate, 4),
             "interrupted": self.interrupted,
+            "error": self.error,
+            "reindexed": self.reindexed,
             "crashes": self.crashes,
             "digest": self.digest,
             "stats": self.stats.to_json(),

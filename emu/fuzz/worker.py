@@ -4,6 +4,7 @@ judge; shrink and save the findings the campaign lets it claim.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emu.errors import FoliowalkError
+from emu.errors import FileError, FoliowalkError
 from emu.fuzz.evaluate import Evaluation, Target, deciding_level, signature
 from emu.fuzz.hierarchy_gen import HierarchyGenerator
 from emu.fuzz.records import CampaignOptions, FindingRecord, Stats
@@ -153,12 +154,21 @@ def save_hierarchy_finding(out: Path, h: Hierarchy, name: str, sig: str, verdict
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` whole: a temporary file, fsync, rename, fsync the folder."""
+    """Replace ``path`` with ``data`` whole: a temporary file, fsync, rename, fsync the folder.
+    Any failure (a full disk) removes the temporary file; an OSError becomes a
+    :class:`~emu.errors.FileError` naming ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    _fsync(tmp)
-    os.replace(tmp, path)
-    _fsync(path.parent)
+    try:
+        tmp.write_bytes(data)
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise FileError(f"{path}: {exc.strerror or exc}") from None
+        raise
 
 
 def _fsync(path: Path) -> None:
@@ -179,14 +189,27 @@ def finding_claimer(opts: CampaignOptions, claimed: set[str]) -> Callable[[str],
     return claim
 
 
+def os_error_text(exc: BaseException) -> str:
+    """An OSError / FileError as one line naming its file."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileError):
+        return f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc.strerror or exc)
+    return str(exc)
+
+
 def worker_main(conn: Any, opts: CampaignOptions, first: int, stride: int, deadline: float | None) -> None:
     """A worker process: hierarchies ``first, first+stride, ...`` until the deadline, the count
     or a "stop" from the campaign.  Messages to the campaign: ("start", i), ("done", i, stats,
-    digest, busy_s), ("claim", key) -> ("claim", bool), ("finding", record), ("exit",)."""
+    digest, busy_s), ("claim", key) -> ("claim", bool), ("finding", record), ("fatal", line),
+    ("exit",).
+
+    An OSError of the worker's own files (a full disk, EIO) is no finding: it is sent as
+    ("fatal", "<file>: <why>") and the worker stops.  When the campaign is gone (killed) the
+    worker exits quietly at its next message."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the campaign decides when to stop
     stop = [False]
+    parent = os.getppid()
 
     def recv_reply(tag: str) -> Any:
         while True:
@@ -203,24 +226,36 @@ def worker_main(conn: Any, opts: CampaignOptions, first: int, stride: int, deadl
     def report(rec: FindingRecord) -> None:
         conn.send(("finding", rec))
 
+    gone = (BrokenPipeError, ConnectionError, EOFError)
     worker = Worker(opts, claim, report)
     try:
-        idx = first
-        while not stop[0]:
-            if opts.hierarchies is not None and idx >= opts.hierarchies:
-                break
-            if deadline is not None and time.time() >= deadline:
-                break
-            while conn.poll():
-                if conn.recv()[0] == "stop":
-                    stop[0] = True
-            if stop[0]:
-                break
-            conn.send(("start", idx))
-            t0 = time.perf_counter()
-            st, dg = worker.run_one(idx)
-            conn.send(("done", idx, st, dg, time.perf_counter() - t0))
-            idx += stride
-    finally:
-        worker.close()
-    conn.send(("exit",))
+        try:
+            idx = first
+            while not stop[0]:
+                if opts.hierarchies is not None and idx >= opts.hierarchies:
+                    break
+                if deadline is not None and time.time() >= deadline:
+                    break
+                if os.getppid() != parent:
+                    return  # the campaign died: nobody to report to
+                while conn.poll():
+                    if conn.recv()[0] == "stop":
+                        stop[0] = True
+                if stop[0]:
+                    break
+                conn.send(("start", idx))
+                t0 = time.perf_counter()
+                try:
+                    st, dg = worker.run_one(idx)
+                except gone:
+                    raise
+                except (OSError, FileError) as exc:
+                    conn.send(("fatal", os_error_text(exc)))
+                    break
+                conn.send(("done", idx, st, dg, time.perf_counter() - t0))
+                idx += stride
+        finally:
+            worker.close()
+        conn.send(("exit",))
+    except gone:
+        return  # the campaign is gone (killed): exit quietly, no traceback

@@ -153,6 +153,10 @@ class VMA:
         return self.vm_start <= addr < self.vm_end
 
 
+def _vm_start(vma: VMA) -> int:
+    return vma.vm_start
+
+
 class RwSemaphore:
     """``struct rw_semaphore`` for the mmap lock: many readers or one writer."""
 
@@ -287,26 +291,40 @@ class MM:
 
     # -- VMAs ----------------------------------------------------------------------------------
     def add_vma(self, vma: VMA) -> VMA:
+        """Insert ``vma`` (``self.vmas`` stays sorted by ``vm_start``); O(log n) to find its
+        place and its neighbours, the only VMAs it could overlap."""
         if vma.vm_start >= vma.vm_end:
             raise AddressError(f"VMA {vma.vm_start:#x}..{vma.vm_end:#x} is empty")
         if vma.vm_start % self.ops.PAGE_SIZE or vma.vm_end % self.ops.PAGE_SIZE:
             raise AddressError(f"VMA {vma.vm_start:#x}..{vma.vm_end:#x} is not page aligned")
-        for other in self.vmas:
+        vmas = self.vmas
+        i = bisect.bisect_left(vmas, vma.vm_start, key=_vm_start)
+        for other in vmas[max(i - 1, 0) : i + 1]:
             if vma.vm_start < other.vm_end and other.vm_start < vma.vm_end:
                 raise MemoryLayoutError(
                     f"VMA {vma.name or hex(vma.vm_start)} overlaps VMA {other.name or hex(other.vm_start)}"
                 )
         vma.vm_mm = self
-        self.vmas.append(vma)
-        self.vmas.sort(key=lambda v: v.vm_start)
+        vmas.insert(i, vma)
         return vma
 
     def find_vma(self, addr: int) -> VMA | None:
-        """The VMA that contains ``addr`` (``vma_lookup()``), or None."""
-        for vma in self.vmas:
-            if addr in vma:
-                return vma
+        """The VMA that contains ``addr`` (``vma_lookup()``), or None; a binary search (the VMAs
+        never overlap, so only the last one starting at or below ``addr`` can hold it)."""
+        i = bisect.bisect_right(self.vmas, addr, key=_vm_start) - 1
+        if i >= 0 and addr in self.vmas[i]:
+            return self.vmas[i]
         return None
+
+    def nearest_vma(self, addr: int) -> VMA | None:
+        """The VMA holding ``addr``, else the one whose start or end is closest to it (None when
+        there are no VMAs); a binary search."""
+        vmas = self.vmas
+        i = bisect.bisect_right(vmas, addr, key=_vm_start)
+        near = vmas[max(i - 1, 0) : i + 1]
+        if not near:
+            return None
+        return min(near, key=lambda v: 0 if addr in v else min(abs(v.vm_start - addr), abs(v.vm_end - addr)))
 
     # -- locks ---------------------------------------------------------------------------------
     def mmap_read_lock(self) -> None:
