@@ -287,6 +287,10 @@ class X86_64(LinuxPgtable):
         self.pdpte_1g, self.pde_2m, self.pte_4k = LEAF_FORMATS[self.kconfig.version]
         self._PAGE_DEVMAP = self.pte_4k.mask("devmap")  # v6.12: bit 57; v6.1: bit 58
 
+    def section_size_bits(self) -> int:
+        # arch/x86/include/asm/sparsemem.h (v6.12 and v6.1): X86_64 "# define SECTION_SIZE_BITS 27"
+        return 27
+
     def max_physmem_bits(self) -> int:
         # arch/x86/include/asm/sparsemem.h: MAX_PHYSMEM_BITS (pgtable_l5_enabled() ? 52 : 46)
         return 52 if self.pgtable_l5_enabled else 46

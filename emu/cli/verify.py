@@ -134,15 +134,28 @@ def _entry(row: Row) -> str:
     return f"{(w.level or '?').lower()}@{w.entry_pa:#x}={w.entry:#018x}"
 
 
+def _kernel(row: Row) -> str:
+    """The kernel column: ``= <its answer>`` where the judge found it equal to the model's
+    (every compared field), ``<its answer>`` where not, ``-`` where the kernel walk did not run."""
+    if row.kernel is None:
+        return "-"
+    differs = "model-vs-kernel folio_walk_start" in row.verdict
+    return ("" if differs else "= ") + row.kernel.summary()
+
+
 def print_table(report: Report, out: Any = None) -> None:
     out = out or sys.stdout
     config = case = None
+    # the compiled kernel's folio_walk_start() (emu/kernel/walkview.py), where it ran: "=" when
+    # it gives the model's answer exactly (the judge compared them), else its own answer
+    with_kernel = any(r.kernel is not None for r in report.rows)
+    kcol = f"{'kernel':<30} " if with_kernel else ""
     for row in report.rows:
         if row.config != config:
             config = row.config
             print(f"\n== {config}", file=out)
             print(
-                f"  {'flags':<25} {'walk (folio_walk_start)':<44} {'entry':<38} {'MMU':<28} verdict",
+                f"  {'flags':<25} {'walk (folio_walk_start)':<44} {'entry':<38} {'MMU':<28} {kcol}verdict",
                 file=out,
             )
         if (row.case, row.addr) != case:
@@ -150,9 +163,10 @@ def print_table(report: Report, out: Any = None) -> None:
             print(f" {row.addr:#018x}  {row.case}", file=out)
         from emu.mm.pagewalk import flags_str
 
+        kernel = f"{_kernel(row):<30} " if with_kernel else ""
         print(
             f"  {flags_str(row.walk.flags):<25} {row.walk.summary():<44} {_entry(row):<38} "
-            f"{mmu_summary(row.mmu):<28} {row.verdict}",
+            f"{mmu_summary(row.mmu):<28} {kernel}{row.verdict}",
             file=out,
         )
     counts = report.counts()
