@@ -189,11 +189,11 @@ class KernelWalkView:
                    model: dict[tuple[int, int], WalkResult], tables: Sequence[tuple[int, int]] = ()
                    ) -> dict[tuple[int, int], KernelAnswer]:
         """A :class:`KernelAnswer` for every (case index, flags), each call seeing the tables as
-        built.  Calls run in batches per (VMA, flags); a batch ends after a call the model says
-        clears a bad entry, and RAM is put back after each batch (the kernel writes the same RAM).
-        The words the kernel wrote are found by comparing the frames of ``tables`` and of every
-        entry the model read before and after the batch; where they are not exactly what the
-        model's last call cleared, the batch is run again one call at a time, so each call's own
+        built.  Calls run in batches per (VMA, flags); a batch ends before a call that reads an
+        entry the model says an earlier call of the batch clears, and RAM is put back after each
+        batch (the kernel writes the same RAM).  The words the kernel wrote are found by comparing
+        the frames of ``tables`` and of every entry the model read before and after the batch;
+        where they are not exactly what the model's calls cleared, the batch is run again one call at a time, so each call's own
         writes are known."""
         ram = self.mm.ram
         page = 1 << self.mm.memmap.page_shift
@@ -212,11 +212,18 @@ class KernelWalkView:
         for vma, idx in groups.values():
             for f in flag_sets:
                 seg: list[int] = []
-                for n, i in enumerate(idx):
-                    seg.append(i)
-                    if model[(i, f)].cleared or n == len(idx) - 1:
+                pending: set[int] = set()  # entries the model's calls of this batch clear
+                for i in idx:
+                    w = model[(i, f)]
+                    if pending and any(pa in pending for _, pa, _ in w.trace):
+                        # this call reads an entry an earlier call of the batch clears: it must
+                        # see the tables as built, so a new batch (after RAM is put back)
                         self._segment(vma, cases, seg, f, model, watched, saved, before, out)
-                        seg = []
+                        seg, pending = [], set()
+                    seg.append(i)
+                    pending.update(pa for _, pa, _ in w.cleared)
+                if seg:
+                    self._segment(vma, cases, seg, f, model, watched, saved, before, out)
         return out
 
     def _run(self, vma: VMA, cases: Sequence[Case], seg: list[int], flags: int) -> list[KernelWalkResult]:
@@ -247,11 +254,14 @@ class KernelWalkView:
                  model: dict[tuple[int, int], WalkResult], watched: list[int], saved: list[tuple[int, bytes]],
                  before: np.ndarray, out: dict[tuple[int, int], KernelAnswer]) -> None:
         res = self._run(vma, cases, seg, flags)
-        wrote = self._written(watched, saved, before)
-        expect = sorted(pa for _, pa, _ in model[(seg[-1], flags)].cleared)
-        if sorted(pa for pa, _ in wrote) == expect:
+        wrote = dict(self._written(watched, saved, before))
+        expect = {pa for i in seg for _, pa, _ in model[(i, flags)].cleared}
+        if set(wrote) == expect:
+            # the kernel wrote exactly the entries the model's calls clear, and no call of the
+            # batch reads an entry another clears (see walk_cases): each call's are its own
             for n, i in enumerate(seg):
-                out[(i, flags)] = KernelAnswer(res[n], tuple(wrote) if n == len(seg) - 1 else ())
+                mine = tuple((pa, wrote[pa]) for _, pa, _ in model[(i, flags)].cleared)
+                out[(i, flags)] = KernelAnswer(res[n], mine)
             return
         for i in seg:  # someone wrote what the model did not predict: one call at a time
             (r,) = self._run(vma, cases, [i], flags)
