@@ -80,8 +80,10 @@ class Target:
 
     def __init__(
         self, key: str, kernel: str = DEFAULT_KERNEL, *, oracle: bool = True, walker: str = "auto",
-        harness: str = "off",
+        harness: str = "off", walk_build: Any = None,
     ) -> None:
+        """``walk_build``: the compiled walk (emu.kernel.walk.WalkBuild) to judge every row with,
+        instead of the one ``harness`` finds for the distribution's tree (``kernel verify``)."""
         if walker not in ("auto", "batch", "scalar"):
             raise ConfigError(f"walker must be auto, batch or scalar, not {walker!r}")
         from emu.verify import kernel_view
@@ -132,7 +134,10 @@ class Target:
         from emu.kernel.walkview import KernelWalkView, walk_build_for
 
         self.kwalk: KernelWalkView | None = None
-        wbuild, self.kwalk_note = walk_build_for(self.key, None, harness, model_kernel=self.ops.kernel)
+        if walk_build is not None:
+            wbuild, self.kwalk_note = walk_build, "kernel walk: given"
+        else:
+            wbuild, self.kwalk_note = walk_build_for(self.key, None, harness, model_kernel=self.ops.kernel)
         if wbuild is not None:
             self.kwalk = KernelWalkView(wbuild, mm)
 

@@ -193,8 +193,8 @@ class KernelWalkView:
         entry the model says an earlier call of the batch clears, and RAM is put back after each
         batch (the kernel writes the same RAM).  The words the kernel wrote are found by comparing
         the frames of ``tables`` and of every entry the model read before and after the batch;
-        where they are not exactly what the model's calls cleared, the batch is run again one call at a time, so each call's own
-        writes are known."""
+        where they are not exactly what the model's calls cleared, the batch is run again one
+        call at a time, so each call's own writes are known."""
         ram = self.mm.ram
         page = 1 << self.mm.memmap.page_shift
         out: dict[tuple[int, int], KernelAnswer] = {}

@@ -39,8 +39,8 @@ def test_every_default_row_has_the_kernels_answer_and_it_agrees(walk_build, conf
     rep = verify_configs([config], harness="on")
     assert rep.rows and all(r.kernel is not None for r in rep.rows)
     assert not [r.verdict for r in rep.rows if "model-vs-kernel" in r.verdict]
-    assert any(f"{config}: kernel walk: folio_walk_start() of linux 6.12" in k and f"{len(rep.rows)} rows walked, 0 differ"
-               in k for k in rep.kernel)
+    assert any(f"{config}: kernel walk: folio_walk_start() of linux 6.12" in k
+               and f"{len(rep.rows)} rows walked, 0 differ" in k for k in rep.kernel)
     # the kernel's answers themselves: a found row holds the PTL and releases it; the bad p4d the
     # default scenario has are cleared by the kernel's pXd_clear_bad() -- to 0 on x86-64
     # (arch/x86/include/asm/pgtable_64.h native_p4d_clear()/native_pgd_clear(): set to 0)
