@@ -50,6 +50,7 @@ class TreeReport:
     fuzz_rows: int = 0
     departures: list[Departure] = field(default_factory=list)  # the first ``keep`` of each source
     counts: dict[str, int] = field(default_factory=dict)  # departures by source ("default", "fuzz")
+    kinds: dict[str, int] = field(default_factory=dict)  # departures by "model <what> / kernel <what>"
     seconds: float = 0.0
 
     @property
@@ -59,8 +60,35 @@ class TreeReport:
     def to_json(self) -> dict[str, Any]:
         return {"config": self.config, "kernel": self.kernel, "available": self.available,
                 "default_rows": self.default_rows, "fuzz_cases": self.fuzz_cases, "fuzz_rows": self.fuzz_rows,
-                "departures": self.counts, "examples": [d.to_json() for d in self.departures],
+                "departures": self.counts, "kinds": self.kinds, "examples": [d.to_json() for d in self.departures],
                 "seconds": round(self.seconds, 2)}
+
+
+def kind_of(row: Any) -> str:
+    """A departure's class: what the model and the kernel each did, without the numbers."""
+    from emu.kernel.walkview import OOPS_REASONS
+
+    w, k = row.walk, row.kernel
+    if w.reason.startswith(OOPS_REASONS):
+        m = f"oops ({w.reason})"
+    else:
+        m = f"{w.level} {w.kind}" if w.found else f"NULL ({w.reason.split(':')[0]})"
+    m += " + clears" if w.cleared else ""
+    if k is None:
+        return f"model {m} / kernel -"
+    if k.result.oops:
+        kk = "oops (" + k.result.oops.split(" at ")[0].split(" in ")[0] + ")"
+    else:
+        kk = ({0: "PTE", 1: "PMD", 2: "PUD"}.get(k.result.level or 0, "?") + " folio") if k.found else "NULL"
+    kk += " + clears" if k.cleared else ""
+    same = (w.found == k.found and not k.result.oops and not w.reason.startswith(OOPS_REASONS)
+            and bool(w.cleared) == bool(k.cleared))
+    return f"model {m} / kernel {kk}" + (" (other fields differ)" if same else "")
+
+
+def _count(rep: TreeReport, row: Any) -> None:
+    kind = kind_of(row)
+    rep.kinds[kind] = rep.kinds.get(kind, 0) + 1
 
 
 def _departure(where: str, row: Any) -> Departure:
@@ -120,6 +148,7 @@ def _default(rep: TreeReport, key: str, wb: Any, keep: int) -> None:
         for r in rows:
             if DEPARTS in r.verdict:
                 n += 1
+                _count(rep, r)
                 if n <= keep:
                     rep.departures.append(_departure("default", r))
     rep.counts["default"] = n
@@ -144,6 +173,7 @@ def _fuzz(rep: TreeReport, key: str, wb: Any, cases: int, seed: int, keep: int) 
                 rep.fuzz_rows += 1
                 if DEPARTS in r.verdict:
                     n += 1
+                    _count(rep, r)
                     if n <= keep:
                         rep.departures.append(_departure(f"fuzz #{i}", r))
             i += 1
@@ -161,6 +191,8 @@ def format_reports(reports: list[TreeReport], out: Callable[[str], None] = print
         if "fuzz" in rep.counts:
             out(f"   fuzz: {rep.fuzz_cases:,} cases ({rep.fuzz_rows:,} rows): {rep.counts['fuzz']:,} depart "
                 f"from the model")
+        for kind, count in sorted(rep.kinds.items(), key=lambda kv: -kv[1]):
+            out(f"   {count:>8,}  {kind}")
         for src in ("default", "fuzz"):
             # one block per address and answers, its flag sets joined
             blocks: dict[tuple[str, int, str, str, str], list[Departure]] = {}
