@@ -34,7 +34,7 @@ def test_the_seed_patch_makes_a_copy_and_reverts_both_fixes() -> None:
     # 6.12 (after "fix usage of pmd_leaf()/pud_leaf() without present check" and "check pfnmap
     # for folio_walk_start()") ...
     assert "(!pud_present(pud) || pud_leaf(pud))" in old and "pud_special(pud)" in old
-    # ... and the seed patch's text (/work/shared/seed/folio_walk_start.patch.txt)
+    # ... and the seed patch's text (shared/seed/folio_walk_start.patch.txt)
     assert "if (IS_ENABLED(CONFIG_PGTABLE_HAS_HUGE_LEAVES) && pud_leaf(pud)) {" in new
     assert "if (IS_ENABLED(CONFIG_PGTABLE_HAS_HUGE_LEAVES) && pmd_leaf(pmd)) {" in new
     assert "} else if (!pmd_leaf(pmd)) {" in new and "VM_WARN_ON_ONCE(pud_leaf(*pudp));" in new
