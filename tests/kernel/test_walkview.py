@@ -104,3 +104,21 @@ def test_an_unsupported_arch_is_said_not_hidden(monkeypatch, capsys) -> None:  #
     assert main(["verify", "--config", "arm64:4k:48", "--harness", "auto"]) == 0
     out = capsys.readouterr().out
     assert "kernel: arm64:4k:48: kernel walk not available on arm64: no runner for arm64:4k:48 yet" in out
+
+
+def test_a_fixture_set_records_the_kernels_answer(walk_build, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from emu.fixtures import build_fixture_sets, check_fixture_set
+
+    walk_build("x86_64:4level")
+    (path,) = build_fixture_sets(tmp_path, ["x86_64:4level"], harness="on")
+    m = json.loads((path / "manifest.json").read_text())
+    walks = [w for c in m["checks"] for w in c["walks"]]
+    assert walks and all("kernel" in w for w in walks)
+    for w in walks:
+        k, mw = w["kernel"], w["walk"]
+        assert k["found"] == mw["found"]
+        if k["found"]:
+            assert (k["folio_pfn"], k["page_pfn"], k["level"], k["entry_pa"], k["entry"]) == (
+                mw["folio_pfn"], mw["page_pfn"], mw["level"], mw["entry_pa"], mw["entry"])
+            assert k["ptl_held"] and k["ptl_released"]
+    assert check_fixture_set(path) == []
