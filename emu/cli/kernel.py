@@ -41,8 +41,9 @@ def add_parser(sub: Any) -> None:
         q = ksub.add_parser(name, help=helptext)
         q.add_argument("--arch", action="append", choices=sorted(archs.ARCHES), help="architecture (repeatable)")
         q.add_argument("--config", action="append", metavar="ARCH:NAME", help="paging configuration (repeatable)")
-        q.add_argument("--kernel-version", dest="version", action="append", choices=VERSIONS,
-                       help=f"kernel version (repeatable; default {DEFAULT_VERSION})")
+        q.add_argument("--kernel-version", dest="version", action="append", choices=(*VERSIONS, "seed"),
+                       help=f"kernel version (repeatable; default {DEFAULT_VERSION}; seed = 6.12 with "
+                            "emu/kernel/patches/seed-folio_walk_start.patch)")
         q.add_argument("--kconfig", action="append", choices=sorted(PROFILES),
                        help=f"Kconfig profile (repeatable; default {DEFAULT_PROFILE})")
         q.add_argument("--tree", help="a kernel source tree to use instead of the distribution's")
@@ -114,13 +115,24 @@ def run(args: argparse.Namespace) -> int:
     from emu.kernel.build import build_harness
 
     keys = _targets(args)
+    from emu.kernel.patched import resolve_tree
+
     if args.kernel_action == "build":
+        from emu.kernel.walk import WalkBuildError, build_walk
+
         for v in versions:
+            rv, tree = resolve_tree(v, args.tree)
             for prof in profiles:
                 for key in keys:
                     t = time.monotonic()
-                    b = build_harness(key, prof, v, args.tree, log=_log)
-                    print(f"{key:16} {b.tree.release:9} {prof:15} {time.monotonic() - t:6.1f} s  {b.path}")
+                    b = build_harness(key, prof, rv, tree, log=_log)
+                    try:  # the kernel's own folio_walk_start() beside it, where it runs
+                        build_walk(key, prof, rv, tree, log=_log)
+                        walk = "+ walk"
+                    except WalkBuildError as e:
+                        walk = f"(kernel walk not available on {key.split(':')[0]}: {e})"
+                    label = f"{b.tree.release}{'+seed' if v == 'seed' else ''}"
+                    print(f"{key:16} {label:14} {prof:15} {time.monotonic() - t:6.1f} s  {b.path} {walk}")
         return EXIT_OK
     from emu.kernel.check import check
 
@@ -133,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     for v in versions:
         for prof in profiles:
             for key in keys:
-                b = build_harness(key, prof, v, args.tree, log=_log)
+                rv, tree = resolve_tree(v, args.tree)
+                b = build_harness(key, prof, rv, tree, log=_log)
                 r = check(b, key, args.entries, args.seed)
                 reports.append(r)
                 total += r.differences
