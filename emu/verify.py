@@ -350,7 +350,10 @@ def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str |
         if harness != "off":
             mine = [r for r in rows if r.config.split(":ttbr1")[0] == key and r.kernel is not None]
             if mine:
-                differ = sum(1 for r in mine if "model-vs-kernel folio_walk_start" in r.verdict)
+                from emu.kernel.walkview import walk_differs
+
+                # every row whose kernel answer differs, whichever rule decided its verdict
+                differ = sum(1 for r in mine if walk_differs(r.walk, r.kernel, ops.clear_value) is not None)
                 wnote += f": {len(mine)} rows walked, {differ} differ"
             notes.append(f"{key}: {wnote}")
     return Report(rows, omitted, regs, time.perf_counter() - start, notes)
