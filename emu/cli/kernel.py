@@ -87,6 +87,9 @@ def run_verify(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_json() for r in reports], indent=1))
     else:
         format_reports(reports, show=args.show)
+    if not any(r.available for r in reports):
+        print("foliowalk kernel verify: no configuration could be walked by this tree's kernel", file=sys.stderr)
+        return 2
     return EXIT_DIFFER if any(r.total for r in reports) else EXIT_OK
 
 

@@ -108,11 +108,18 @@ def verify_tree(keys: list[str], *, version: str = "6.12", tree: str | None = No
     rows whose kernel departs from the model (the first ``keep`` per source, all counted)."""
     from archs.kconfig import DEFAULT_PROFILE
     from emu.kernel.patched import SEED, resolve_tree
+    from emu.kernel.tree import find_tree
     from emu.kernel.walk import WalkBuildError, build_walk
 
     profile = profile or DEFAULT_PROFILE
     what = " + seed-folio_walk_start.patch" if version == SEED else (f" + {patch}" if patch else "")
     v, t = resolve_tree(version, tree, patch)
+    src = find_tree(v, t)
+    pagewalk = src.path / "mm" / "pagewalk.c"
+    if "struct folio *folio_walk_start(" not in pagewalk.read_text(errors="replace"):
+        # v6.1 and older: folio_walk_start() came with the seed patch (merged for 6.12)
+        return [TreeReport(key, f"kernel walk not available: linux {src.release} has no folio_walk_start() "
+                                f"in {pagewalk}", False) for key in keys]
     out = []
     for key in keys:
         start = time.perf_counter()

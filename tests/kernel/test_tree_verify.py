@@ -94,3 +94,12 @@ def test_a_patch_that_does_not_apply_is_one_line(capsys, tmp_path) -> None:  # t
     rc = main(["kernel", "verify", "--config", "x86_64:4level", "--patch", str(p), "--cases", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and "does not apply" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_tree_without_folio_walk_start_says_so(capsys) -> None:  # type: ignore[no-untyped-def]
+    """6.1 predates the seed patch (merged for 6.12): nothing to walk, said in one line, exit 2."""
+    need_toolchain("x86_64", "6.1")
+    rc = main(["kernel", "verify", "--config", "x86_64:4level", "--kernel-version", "6.1", "--cases", "0"])
+    cap = capsys.readouterr()
+    assert rc == 2 and "has no folio_walk_start()" in cap.out
+    assert cap.err.strip() == "foliowalk kernel verify: no configuration could be walked by this tree's kernel"
