@@ -122,3 +122,14 @@ def test_a_fixture_set_records_the_kernels_answer(walk_build, tmp_path) -> None:
                 mw["folio_pfn"], mw["page_pfn"], mw["level"], mw["entry_pa"], mw["entry"])
             assert k["ptl_held"] and k["ptl_released"]
     assert check_fixture_set(path) == []
+
+
+def test_user_addresses_get_the_kernels_answer_too(walk_build, capsys) -> None:  # type: ignore[no-untyped-def]
+    from emu.cli import main
+
+    walk_build("x86_64:4level")
+    assert main(["verify", "--config", "x86_64:4level", "--addr", "0x8000015238", "--harness", "on", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["rows"]) == 4
+    for r in data["rows"]:  # page 5 of the default scenario's order-4 folio (README)
+        assert r["kernel"]["found"] and r["kernel"]["page_pfn"] == r["walk"]["page_pfn"] == r["kernel"]["folio_pfn"] + 5
