@@ -189,9 +189,9 @@ class KernelWalkView:
                    model: dict[tuple[int, int], WalkResult], tables: Sequence[tuple[int, int]] = ()
                    ) -> dict[tuple[int, int], KernelAnswer]:
         """A :class:`KernelAnswer` for every (case index, flags), each call seeing the tables as
-        built.  Calls run in batches per (VMA, flags); a batch ends before a call that reads an
-        entry the model says an earlier call of the batch clears, and RAM is put back after each
-        batch (the kernel writes the same RAM).  The words the kernel wrote are found by comparing
+        built.  Calls run in batches per (VMA, flags), none holding a call that reads an entry
+        the model says an earlier call of the batch clears, and RAM is put back after each batch
+        (the kernel writes the same RAM).  The words the kernel wrote are found by comparing
         the frames of ``tables`` and of every entry the model read before and after the batch;
         where they are not exactly what the model's calls cleared, the batch is run again one
         call at a time, so each call's own writes are known."""
@@ -211,18 +211,21 @@ class KernelWalkView:
         before = np.frombuffer(b"".join(d for _, d in saved), dtype=np.uint8)
         for vma, idx in groups.values():
             for f in flag_sets:
-                seg: list[int] = []
-                pending: set[int] = set()  # entries the model's calls of this batch clear
+                # first fit: a call joins the first batch none of whose calls clears an entry it
+                # reads (each call must see the tables as built; RAM is put back between batches)
+                batches: list[tuple[list[int], set[int]]] = []  # (calls, entries they clear)
                 for i in idx:
                     w = model[(i, f)]
-                    if pending and any(pa in pending for _, pa, _ in w.trace):
-                        # this call reads an entry an earlier call of the batch clears: it must
-                        # see the tables as built, so a new batch (after RAM is put back)
-                        self._segment(vma, cases, seg, f, model, watched, saved, before, out)
+                    reads = {pa for _, pa, _ in w.trace}
+                    for seg, pending in batches:
+                        if not (pending and reads & pending):
+                            break
+                    else:
                         seg, pending = [], set()
+                        batches.append((seg, pending))
                     seg.append(i)
                     pending.update(pa for _, pa, _ in w.cleared)
-                if seg:
+                for seg, _pending in batches:
                     self._segment(vma, cases, seg, f, model, watched, saved, before, out)
         return out
 
