@@ -217,14 +217,11 @@ class KernelWalkView:
                 for i in idx:
                     w = model[(i, f)]
                     reads = {pa for _, pa, _ in w.trace}
-                    for seg, pending in batches:
-                        if not (pending and reads & pending):
-                            break
-                    else:
-                        seg, pending = [], set()
-                        batches.append((seg, pending))
-                    seg.append(i)
-                    pending.update(pa for _, pa, _ in w.cleared)
+                    k = next((k for k, (_s, pending) in enumerate(batches) if not reads & pending), len(batches))
+                    if k == len(batches):
+                        batches.append(([], set()))
+                    batches[k][0].append(i)
+                    batches[k][1].update(pa for _, pa, _ in w.cleared)
                 for seg, _pending in batches:
                     self._segment(vma, cases, seg, f, model, watched, saved, before, out)
         return out
