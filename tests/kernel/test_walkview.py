@@ -133,3 +133,35 @@ def test_user_addresses_get_the_kernels_answer_too(walk_build, capsys) -> None: 
     assert len(data["rows"]) == 4
     for r in data["rows"]:  # page 5 of the default scenario's order-4 folio (README)
         assert r["kernel"]["found"] and r["kernel"]["page_pfn"] == r["walk"]["page_pfn"] == r["kernel"]["folio_pfn"] + 5
+
+
+def test_a_model_that_does_not_clear_a_bad_entry_is_caught(walk_build) -> None:  # type: ignore[no-untyped-def]
+    """The kernel's p4d_none_or_clear_bad() clears the default scenario's bad p4d entry (to 0 on
+    x86-64).  A model that says it does not is a difference, found on the very call that wrote,
+    and the tables are as built afterwards."""
+    from emu.kernel.walkview import KernelWalkView, walk_differs
+    from emu.verify import walk_cases
+
+    sc = build_default(archs.get_ops("x86_64:4level"), with_oracle=False)
+    try:
+        model = walk_cases(sc, sc.cases, (0,))
+        bad = [k for k, w in model.items() if w.cleared]
+        assert bad
+        before = sc.ram.snapshot(sc.builder.tables)
+        for k in bad:
+            model[k].cleared = []  # the broken model
+        view = KernelWalkView(walk_build("x86_64:4level"), sc.mm)
+        try:
+            got = view.walk_cases(sc.cases, (0,), model, sc.builder.tables)
+        finally:
+            view.close()
+        assert sc.ram.snapshot(sc.builder.tables) == before
+        for k, w in model.items():
+            diff = walk_differs(w, got[k], sc.ops.clear_value)
+            if k in bad:
+                assert got[k].cleared and all(v == 0 for _pa, v in got[k].cleared)
+                assert diff is not None and "cleared" in diff
+            else:
+                assert diff is None and not got[k].cleared
+    finally:
+        sc.close()
