@@ -389,6 +389,11 @@ class Arm64(LinuxPgtable):
             self.PMD_PRESENT_INVALID = 0  # v6.12 has none: pmd_present() is pte_present()
             self.PAGE_NONE = PAGE_NONE
 
+    def section_size_bits(self) -> int:
+        # arch/arm64/include/asm/sparsemem.h (v6.12 and v6.1): 29 with CONFIG_ARM64_64K_PAGES,
+        # else 27 ("16K follows 4K for simplicity")
+        return 29 if self.PAGE_SHIFT == 16 else 27
+
     def max_physmem_bits(self) -> int:
         return MAX_PHYSMEM_BITS
 

@@ -211,6 +211,11 @@ class LinuxPgtable:
         self.PMD_SIZE = self._hw["pmd"].leaf_size or (1 << self._hw["pmd"].shift)
         self.PUD_SIZE = self._hw["pud"].leaf_size or (1 << self._hw["pud"].shift)
 
+    def section_size_bits(self) -> int:
+        """``SECTION_SIZE_BITS`` (CONFIG_SPARSEMEM, asm/sparsemem.h): the span of one memory
+        section, the unit ``pfn_valid()`` answers for (include/linux/mmzone.h)."""
+        raise NotImplementedError
+
     def va_valid(self, va: int) -> bool:
         """A translatable virtual address: canonical (sign-extended from bit va_bits-1)."""
         if not 0 <= va < 1 << 64:

@@ -448,6 +448,10 @@ class S390x(LinuxPgtable):
         it (PoP "Translation Process": else an ASCE-type or region/segment-translation exception)."""
         return 0 <= va < 1 << self.config.va_bits
 
+    def section_size_bits(self) -> int:
+        # arch/s390/include/asm/sparsemem.h (v6.12 and v6.1): "#define SECTION_SIZE_BITS 28"
+        return 28
+
     def max_physmem_bits(self) -> int:
         return MAX_PHYSMEM_BITS
 

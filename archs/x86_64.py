@@ -296,6 +296,10 @@ class X86_64(LinuxPgtable):
         self._numa_balancing = self.kconfig.enabled("NUMA_BALANCING")
         self.has_thp_migration = self._thp
 
+    def section_size_bits(self) -> int:
+        # arch/x86/include/asm/sparsemem.h (v6.12 and v6.1): X86_64 "# define SECTION_SIZE_BITS 27"
+        return 27
+
     def max_physmem_bits(self) -> int:
         # arch/x86/include/asm/sparsemem.h: MAX_PHYSMEM_BITS (pgtable_l5_enabled() ? 52 : 46)
         return 52 if self.pgtable_l5_enabled else 46

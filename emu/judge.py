@@ -15,11 +15,15 @@ The views (:class:`Views`):
 * **kernel** -- the compiled kernel's answers (:mod:`emu.kernel`) on every entry the model's walk
   read: ``model-vs-kernel <function> ...`` where one of the kernel's own functions of an entry
   on the path (``pte_present``, ``pmd_leaf``, ``pte_to_swp_entry`` ...) answers otherwise than
-  the model, else None (later also the kernel's own ``folio_walk_start()``).
+  the model, else None; and the kernel's own ``folio_walk_start()`` on the row's (address,
+  flags) (:class:`emu.kernel.walkview.KernelAnswer`), compared with the model's walk by
+  :func:`emu.kernel.walkview.walk_differs`.
 
 The first rule whose test gives a reason decides: the verdict is ``<class>: <reason>`` (just
 ``agree`` for the last rule).  Before all of them: the model and the compiled kernel disagree on
-an entry of the path (``disagree: model-vs-kernel ...``) -- a wrong model explains nothing.
+an entry of the path (``disagree: model-vs-kernel <function> ...``), or the kernel's own
+``folio_walk_start()`` answers the row otherwise (``disagree: model-vs-kernel folio_walk_start:
+kernel ..., model ...``) -- a wrong model explains nothing.
 Each rule also names the facts of a row it needs (``needs``: bits
 of :attr:`Views.facts`, worked out once per row), so that most rows are decided after three
 tests, not fifteen; a test never relies on its filter.  Every verdict class of the README's verdict table is given by
@@ -30,7 +34,8 @@ the rules named for it in :data:`RULES_BY_VERDICT`.  The rules read, in order:
 2. the row hits a registered emulator deviation: the MMU's answer proves nothing either way;
 3. the model and the MMU mismatch (:func:`mismatch`): Linux's walk reads other entries by its
    own convention, or the architecture explains it (an entry it rejects, an entry the MMU uses
-   although Linux does not), else ``disagree``;
+   although Linux does not), or the kernel oopses (``kernel-oops@...``: it reads a struct page
+   that does not exist, for a pfn the MMU has no memory for either), else ``disagree``;
 4. Linux returns a leaf the MMU must not translate but the MMU faults *above* it: an entry the
    architecture rejects there explains it, else ``disagree``;
 5. Linux and the MMU differ by design (``linux-only``): a migration entry, a PROT_NONE/old
@@ -56,8 +61,9 @@ if TYPE_CHECKING:
 #: The verdict classes, in the order reports count them (README: the verdict table).
 VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
 
-#: Not-found reasons where the entry is present to the hardware but Linux refuses the page.
-REFUSED_PRESENT = ("not-normal@", "devmap@pud", "special@pud")
+#: Not-found reasons where the entry is present to the hardware but Linux refuses the page (or,
+#: ``oops@pud``, oopses reading its struct page: a present PUD leaf whose pfn has none).
+REFUSED_PRESENT = ("not-normal@", "devmap@pud", "special@pud", "oops@pud")
 #: Not-found reasons where Linux stops above a subtree the hardware may still walk.
 STOPPED_ABOVE = ("bad@", "outside-vma", "leaf@pmd")
 
@@ -65,7 +71,7 @@ STOPPED_ABOVE = ("bad@", "outside-vma", "leaf@pmd")
 # Facts of a row, as bits of Views.facts: a rule's ``needs`` are the facts its test requires.
 ORACLE, PROBE_ERROR, TRANSLATED, FAULTED, MISMATCH, TRACE = 1, 2, 4, 8, 16, 32
 FOUND, HW_ABSENT, MIGRATION, REFUSED, STOPPED, NONE_AT = 64, 128, 256, 512, 1024, 2048
-KERNEL_DIFFERS = 4096
+KERNEL_DIFFERS, KERNEL_WALK, OOPS = 4096, 8192, 16384
 
 
 class Views:
@@ -74,17 +80,18 @@ class Views:
     need (``diverges``, ``fault_level``) when first asked.  (A plain class with slots: the
     fuzzer judges every row it makes.)"""
 
-    __slots__ = ("ops", "model", "emulator", "oracle", "addr", "kernel", "translated", "faulted", "refused",
-                 "mismatch", "facts", "_diverges", "_fault_level")
+    __slots__ = ("ops", "model", "emulator", "oracle", "addr", "kernel", "kernel_walk", "translated", "faulted",
+                 "refused", "mismatch", "facts", "_diverges", "_fault_level")
 
     def __init__(self, ops: LinuxPgtable, model: WalkResult, emulator: ProbeResult, oracle: Any = None,
-                 addr: int | None = None, kernel: str | None = None) -> None:
+                 addr: int | None = None, kernel: str | None = None, kernel_walk: Any = None) -> None:
         self.ops = ops  # the architecture's facts (archs/)
         self.model = model  # foliowalk's folio_walk_start()
         self.emulator = emulator  # what the MMU did
         self.oracle = oracle  # the machine's oracle glue (emu.machines.oracle.Oracle), if any
         self.addr = addr  # the row's address, for facts that depend on it
         self.kernel = kernel  # the compiled kernel's disagreement with the model on the path, or None
+        self.kernel_walk = kernel_walk  # the compiled folio_walk_start()'s answer (KernelAnswer), or None
         self.translated = isinstance(emulator, Translation)
         self.faulted = isinstance(emulator, Fault)
         #: Linux refuses a page whose entry is present to the hardware (vm_normal_page() etc.)
@@ -100,7 +107,8 @@ class Views:
             | (FOUND if reason == "found" else 0) | (HW_ABSENT if model.hw_absent else 0)
             | (MIGRATION if model.kind == "migration-entry" else 0) | (REFUSED if self.refused else 0)
             | (STOPPED if reason.startswith(STOPPED_ABOVE) else 0) | (NONE_AT if reason.startswith("none@") else 0)
-            | (KERNEL_DIFFERS if kernel else 0)
+            | (KERNEL_DIFFERS if kernel else 0) | (KERNEL_WALK if kernel_walk is not None else 0)
+            | (OOPS if reason.startswith("oops@") else 0)
         )
         self._diverges: Any = _UNSET
         self._fault_level: Any = _UNSET
@@ -287,10 +295,32 @@ def _model_vs_kernel(v: Views) -> str | None:
     return v.kernel
 
 
+def _model_vs_kernel_walk(v: Views) -> str | None:
+    if v.kernel_walk is None:
+        return None
+    from emu.kernel.walkview import walk_differs
+
+    return walk_differs(v.model, v.kernel_walk, v.ops.clear_value if v.ops is not None else None)
+
+
+def _kernel_oops(v: Views) -> str | None:
+    """The model predicts that the kernel oopses on this walk (it reads a struct page that does
+    not exist: a PUD leaf or a migration entry naming a pfn of no present memory section); the
+    MMU has no memory there either."""
+    w = v.model
+    if v.translated or not w.reason.startswith("oops@"):
+        return None
+    return f"kernel-{w.reason} ({w.warnings[-1]})" if w.warnings else f"kernel-{w.reason}"
+
+
 RULES: tuple[Rule, ...] = (
     Rule("model-vs-kernel", "disagree", KERNEL_DIFFERS,
          "the compiled kernel answers a function of an entry on the walk's path otherwise than the model",
          _model_vs_kernel),
+    Rule("model-vs-kernel-walk", "disagree", KERNEL_WALK,
+         "the compiled kernel's own folio_walk_start() answers the row otherwise than the model "
+         "(folio, page, level, entry address and value, PTL held/released, entries cleared, oops)",
+         _model_vs_kernel_walk),
     Rule("oracle-cannot-check", "oracle-cannot-check", ORACLE,
          "the oracle cannot check the entry the walk decided on (e.g. s390x EDAT off)", _cannot_check),
     Rule("oracle-error", "oracle-error", PROBE_ERROR, "the MMU probe could not answer", _oracle_error),
@@ -302,6 +332,9 @@ RULES: tuple[Rule, ...] = (
          "the MMU faults at an entry on the path the architecture rejects (hw_rejects)", _rejected_on_path),
     Rule("used-by-mmu", "linux-only", MISMATCH | TRACE | TRANSLATED,
          "the MMU translates through an entry Linux reads as not present (hw_uses)", _used_by_mmu),
+    Rule("kernel-oops", "linux-only", OOPS,
+         "the kernel oopses on this walk (a struct page that does not exist); the MMU does not translate",
+         _kernel_oops),
     Rule("mismatch", "disagree", MISMATCH, "the walk and the MMU differ and nothing explains it", _mismatch),
     Rule("rejected-above-leaf", "linux-only", FOUND | HW_ABSENT | FAULTED | ORACLE,
          "the MMU faults above a PROT_NONE/old leaf at an entry the architecture rejects", _rejected_above_leaf),
@@ -351,13 +384,14 @@ _TESTS = tuple((r.needs, r.test, "agree" if r.verdict == "agree" else r.verdict 
 
 def judge(
     ops: LinuxPgtable, walk: WalkResult, mmu: ProbeResult, oracle: Any = None, *, addr: int | None = None,
-    kernel: str | None = None,
+    kernel: str | None = None, kernel_walk: Any = None,
 ) -> str:
     """The verdict for one row: the model's ``walk``, the emulator's ``mmu`` answer (with its
     ``oracle`` glue) and the architecture's facts in ``ops``; ``addr`` (the row's address) lets
     facts depend on it; ``kernel`` is the compiled kernel's disagreement with the model on the
-    walk's entries (:meth:`emu.kernel.audit.EntryAudit.verdict`), if any."""
-    v = Views(ops, walk, mmu, oracle, addr, kernel)
+    walk's entries (:meth:`emu.kernel.audit.EntryAudit.verdict`), if any; ``kernel_walk`` the
+    compiled ``folio_walk_start()``'s answer for the row (:class:`emu.kernel.walkview.KernelAnswer`)."""
+    v = Views(ops, walk, mmu, oracle, addr, kernel, kernel_walk)
     facts = v.facts
     for needs, test, verdict in _TESTS:  # decide(v), without building the (rule, verdict) pair
         if needs & facts != needs:

@@ -38,6 +38,8 @@ from emu.mm.scenarios import Case, Scenario
 
 if TYPE_CHECKING:
     from emu.kernel.audit import EntryAudit
+    from emu.kernel.walk import WalkBuild
+    from emu.kernel.walkview import KernelAnswer
 
 __all__ = ["VERDICT_CLASSES", "WalkResult", "Row", "Report", "leaf_expectations", "walk_result",
            "run_walk", "walk_cases", "probe_cases", "verify_scenario", "verify_configs", "mmu_json", "mmu_summary"]
@@ -118,6 +120,7 @@ class Row:
     mmu: ProbeResult
     verdict: str
     access: str = "kernel-read"
+    kernel: KernelAnswer | None = None  # the compiled folio_walk_start()'s answer, where it ran
 
     @property
     def verdict_class(self) -> str:
@@ -132,6 +135,7 @@ class Row:
             "walk": self.walk.to_json(),
             "mmu": mmu_json(self.mmu),
             "verdict": self.verdict,
+            **({"kernel": self.kernel.to_json()} if self.kernel is not None else {}),
         }
 
 
@@ -261,15 +265,27 @@ def probe_cases(sc: Scenario, addrs: list[int], access: Access = READ) -> list[P
 
 def verify_scenario(
     sc: Scenario, *, flag_sets: tuple[int, ...] = FLAG_COMBINATIONS, access: Access = READ,
-    audit: EntryAudit | None = None,
+    audit: EntryAudit | None = None, walk_build: WalkBuild | None = None,
 ) -> list[Row]:
     """Walk, probe and judge every case of ``sc`` with every flag set; with ``audit`` (a kernel
-    harness), every entry the walks read is also asked of the compiled kernel first."""
+    harness), every entry the walks read is also asked of the compiled kernel first; with
+    ``walk_build`` (emu.kernel.walk), the compiled ``folio_walk_start()`` walks every row too and
+    its answer is the row's kernel view."""
     if sc.oracle is not None:
         # Attach first: the probe machine's own root entry (x86-64 slot 511) is then part of the
         # tables Linux walks as well, as the kernel half of a real pgd would be.
         sc.oracle.attach(sc.mm)
     walks = walk_cases(sc, sc.cases, flag_sets)
+    kernel_walks: dict[tuple[int, int], KernelAnswer] = {}
+    if walk_build is not None:
+        from emu.kernel.walkview import KernelWalkView
+
+        view = KernelWalkView(walk_build, sc.mm)
+        try:
+            with sc.mm.mmap_read():
+                kernel_walks = view.walk_cases(sc.cases, flag_sets, walks, sc.builder.tables)
+        finally:
+            view.close()
     if audit is not None:
         for w in walks.values():
             audit.add_trace(w.trace)
@@ -281,8 +297,9 @@ def verify_scenario(
         for f in flag_sets:
             w = walks[(i, f)]
             kernel = audit.verdict(w.trace) if audit is not None else None
-            verdict = judge(sc.ops, w, mmu[i], sc.oracle, addr=case.addr, kernel=kernel)
-            rows.append(Row(sc.config, case.name, case.addr, w, mmu[i], verdict, str(access)))
+            kw = kernel_walks.get((i, f))
+            verdict = judge(sc.ops, w, mmu[i], sc.oracle, addr=case.addr, kernel=kernel, kernel_walk=kw)
+            rows.append(Row(sc.config, case.name, case.addr, w, mmu[i], verdict, str(access), kw))
     return rows
 
 
@@ -302,9 +319,11 @@ def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str |
     omitted: list[str] = []
     regs: dict[str, dict[str, int]] = {}
     notes: list[str] = []
+    from emu.kernel.walkview import walk_build_for
+
     for key in keys:
         kc, audit, note = kernel_view(key, kconfig, harness)
-        notes.append(note)
+        wbuild, wnote = walk_build_for(key, kconfig, harness, model_kernel=kernel)
         ops = archs.get_ops(key, kernel, kconfig=kc) if kernel else archs.get_ops(key, kconfig=kc)
         if audit is not None:
             audit.ops = ops
@@ -317,7 +336,7 @@ def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str |
                 sc = build_default(ops, half=half, with_oracle=False)
                 sc.oracle_error = f"the {ops.arch} probe machine did not start: {err}"
             try:
-                rows += verify_scenario(sc, audit=audit)
+                rows += verify_scenario(sc, audit=audit, walk_build=wbuild)
                 omitted += [f"{sc.config}: {o}" for o in sc.omitted]
                 if sc.oracle is not None:
                     regs[sc.config] = sc.oracle.registers()
@@ -325,8 +344,19 @@ def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str |
                 sc.close()
         if audit is not None:
             s = audit.summary()
-            notes[-1] += f": {s['entries']} entries, {s['evaluations']} evaluations, {s['differences']} differ"
+            note += f": {s['entries']} entries, {s['evaluations']} evaluations, {s['differences']} differ"
             audit.harness.close()
+        notes.append(note)
+        if harness != "off":
+            mine = [r for r in rows if r.config.split(":ttbr1")[0] == key and r.kernel is not None]
+            if mine:
+                from emu.kernel.walkview import walk_differs
+
+                # every row whose kernel answer differs, whichever rule decided its verdict
+                differ = sum(1 for r in mine
+                             if r.kernel is not None and walk_differs(r.walk, r.kernel, ops.clear_value) is not None)
+                wnote += f": {len(mine)} rows walked, {differ} differ"
+            notes.append(f"{key}: {wnote}")
     return Report(rows, omitted, regs, time.perf_counter() - start, notes)
 
 

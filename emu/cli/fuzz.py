@@ -113,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         harness=args.harness,
     )
+    if args.harness != "off":
+        # which kernel walks each configuration's rows (built here once, so workers find it cached)
+        from emu.kernel.walkview import walk_build_for
+
+        for key in opts.configs:
+            print(f"foliowalk fuzz: {key}: {walk_build_for(key, None, args.harness, model_kernel=args.kernel)[1]}",
+                  file=sys.stderr)
     res = run_campaign(opts)
     if args.json:
         json.dump(res.to_json(), sys.stdout, indent=1)

@@ -4,7 +4,9 @@ oracle of the Linux half.
 * ``kernel build``  -- build (or find in the cache) the harness for configurations/profiles;
 * ``kernel check``  -- every harness op and constant, kernel against model, on N entries per
   configuration; exit 1 on any difference;
-* ``kernel info``   -- what is installed, what is cached, what is missing and how to get it.
+* ``kernel info``   -- what is installed, what is cached, what is missing and how to get it;
+* ``kernel verify`` -- a (patched) tree's own ``folio_walk_start()`` on the default scenarios and
+  fuzzed hierarchies, against the model and the MMU; exit 1 where it departs from the model.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def add_parser(sub: Any) -> None:
         q = ksub.add_parser(name, help=helptext)
         q.add_argument("--arch", action="append", choices=sorted(archs.ARCHES), help="architecture (repeatable)")
         q.add_argument("--config", action="append", metavar="ARCH:NAME", help="paging configuration (repeatable)")
-        q.add_argument("--kernel-version", dest="version", action="append", choices=VERSIONS,
-                       help=f"kernel version (repeatable; default {DEFAULT_VERSION})")
+        q.add_argument("--kernel-version", dest="version", action="append", choices=(*VERSIONS, "seed"),
+                       help=f"kernel version (repeatable; default {DEFAULT_VERSION}; seed = 6.12 with "
+                            "emu/kernel/patches/seed-folio_walk_start.patch)")
         q.add_argument("--kconfig", action="append", choices=sorted(PROFILES),
                        help=f"Kconfig profile (repeatable; default {DEFAULT_PROFILE})")
         q.add_argument("--tree", help="a kernel source tree to use instead of the distribution's")
@@ -49,7 +52,45 @@ def add_parser(sub: Any) -> None:
             q.add_argument("-n", "--entries", type=int, default=100_000, help="entries per configuration")
             q.add_argument("--seed", type=int, default=0)
         q.set_defaults(func=run, kernel_action=name)
+    q = ksub.add_parser("verify", help="a (patched) tree's own folio_walk_start() against the model and the MMU")
+    q.add_argument("--arch", action="append", choices=sorted(archs.ARCHES), help="architecture (repeatable)")
+    q.add_argument("--config", action="append", metavar="ARCH:NAME", help="paging configuration (repeatable)")
+    q.add_argument("--kernel-version", dest="version", default=DEFAULT_VERSION, choices=(*VERSIONS, "seed"),
+                   help=f"the distribution's tree of this version (default {DEFAULT_VERSION}); seed = 6.12 with "
+                        "foliowalk's patch reverting folio_walk_start()'s later fixes")
+    q.add_argument("--tree", help="your kernel source tree (never modified)")
+    q.add_argument("--patch", help="a patch (-p1) to apply to a copy of the tree first")
+    q.add_argument("--kconfig", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                   help=f"Kconfig profile (default {DEFAULT_PROFILE})")
+    q.add_argument("--cases", type=int, default=20_000,
+                   help="fuzzed addresses per configuration (default 20000; 0: none)")
+    q.add_argument("--seed", type=int, default=0, help="fuzzing seed")
+    q.add_argument("--show", type=int, default=8, help="departures printed per source and configuration")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=run_verify)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """``foliowalk kernel verify``: exit 1 if any row of the tree's kernel departs from the model."""
+    from emu.cli import UsageError
+    from emu.kernel.treeverify import format_reports, verify_tree
+
+    if args.cases < 0 or args.show < 0:
+        raise UsageError("foliowalk kernel verify: --cases and --show must be 0 or more")
+    if args.patch and not os.path.isfile(args.patch):
+        raise UsageError(f"foliowalk kernel verify: --patch {args.patch}: no such file")
+    keys = _targets(args)
+    reports = verify_tree(keys, version=args.version, tree=args.tree, patch=args.patch, profile=args.kconfig,
+                          cases=args.cases, seed=args.seed, keep=max(args.show, 20), log=_log)
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=1))
+    else:
+        format_reports(reports, show=args.show)
+    if not any(r.available for r in reports):
+        print("foliowalk kernel verify: no configuration could be walked by this tree's kernel", file=sys.stderr)
+        return 2
+    return EXIT_DIFFER if any(r.total for r in reports) else EXIT_OK
 
 
 def _log(msg: str) -> None:
@@ -77,13 +118,24 @@ def run(args: argparse.Namespace) -> int:
     from emu.kernel.build import build_harness
 
     keys = _targets(args)
+    from emu.kernel.patched import resolve_tree
+
     if args.kernel_action == "build":
+        from emu.kernel.walk import WalkBuildError, build_walk
+
         for v in versions:
+            rv, tree = resolve_tree(v, args.tree)
             for prof in profiles:
                 for key in keys:
                     t = time.monotonic()
-                    b = build_harness(key, prof, v, args.tree, log=_log)
-                    print(f"{key:16} {b.tree.release:9} {prof:15} {time.monotonic() - t:6.1f} s  {b.path}")
+                    b = build_harness(key, prof, rv, tree, log=_log)
+                    try:  # the kernel's own folio_walk_start() beside it, where it runs
+                        build_walk(key, prof, rv, tree, log=_log)
+                        walk = "+ walk"
+                    except WalkBuildError as e:
+                        walk = f"(kernel walk not available on {key.split(':')[0]}: {e})"
+                    label = f"{b.tree.release}{'+seed' if v == 'seed' else ''}"
+                    print(f"{key:16} {label:14} {prof:15} {time.monotonic() - t:6.1f} s  {b.path} {walk}")
         return EXIT_OK
     from emu.kernel.check import check
 
@@ -96,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     for v in versions:
         for prof in profiles:
             for key in keys:
-                b = build_harness(key, prof, v, args.tree, log=_log)
+                rv, tree = resolve_tree(v, args.tree)
+                b = build_harness(key, prof, rv, tree, log=_log)
                 r = check(b, key, args.entries, args.seed)
                 reports.append(r)
                 total += r.differences

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("foliowalk verify: --fixture replays the recorded cases; no --addr or --kernel")
         report = replay_report(args.fixture)
     elif args.addr:
-        report = verify_addresses(keys, args.addr, args.kernel)
+        report = verify_addresses(keys, args.addr, args.kernel, harness=args.harness)
     else:
         from emu.verify import verify_configs
 
@@ -73,18 +73,24 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None) -> Report:
+def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None, *, harness: str = "off") -> Report:
     """Rows for user-chosen addresses, each walked in the VMA of the default scenario (of either
-    half, where the configuration has two) that holds it."""
+    half, where the configuration has two) that holds it; with ``harness`` (auto/on), the
+    compiled folio_walk_start() walks them too, where it is built."""
     import time
 
+    from emu.kernel.walkview import walk_build_for
     from emu.mm.scenarios import Case, build_default, halves
     from emu.verify import verify_scenario
 
     start = time.perf_counter()
     rows: list[Row] = []
     regs = {}
+    notes: list[str] = []
     for key in keys:
+        wbuild, wnote = walk_build_for(key, None, harness, model_kernel=kernel)
+        if harness != "off":
+            notes.append(f"{key}: {wnote}")
         ops = archs.get_ops(key, kernel) if kernel else archs.get_ops(key)
         for va in addrs:
             if not ops.va_valid(va):
@@ -102,14 +108,14 @@ def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None) -> R
                         placed.add(va)
                 spans += [f"{v.name} {v.vm_start:#x}..{v.vm_end:#x}" for v in sc.mm.vmas]
                 if sc.cases:
-                    rows += verify_scenario(sc)
+                    rows += verify_scenario(sc, walk_build=wbuild)
                     regs[sc.config] = sc.oracle.registers()
             finally:
                 sc.close()
         for va in addrs:
             if va not in placed:
                 raise AddressError(f"{va:#x} is outside every VMA of the {key} default scenario ({', '.join(spans)})")
-    return Report(rows, [], regs, time.perf_counter() - start)
+    return Report(rows, [], regs, time.perf_counter() - start, notes)
 
 
 def report_json(report: Report) -> dict[str, Any]:
@@ -134,15 +140,28 @@ def _entry(row: Row) -> str:
     return f"{(w.level or '?').lower()}@{w.entry_pa:#x}={w.entry:#018x}"
 
 
+def _kernel(row: Row) -> str:
+    """The kernel column: ``= <its answer>`` where the judge found it equal to the model's
+    (every compared field), ``<its answer>`` where not, ``-`` where the kernel walk did not run."""
+    if row.kernel is None:
+        return "-"
+    differs = "model-vs-kernel folio_walk_start" in row.verdict
+    return ("" if differs else "= ") + row.kernel.summary()
+
+
 def print_table(report: Report, out: Any = None) -> None:
     out = out or sys.stdout
     config = case = None
+    # the compiled kernel's folio_walk_start() (emu/kernel/walkview.py), where it ran: "=" when
+    # it gives the model's answer exactly (the judge compared them), else its own answer
+    with_kernel = any(r.kernel is not None for r in report.rows)
+    kcol = f"{'kernel':<30} " if with_kernel else ""
     for row in report.rows:
         if row.config != config:
             config = row.config
             print(f"\n== {config}", file=out)
             print(
-                f"  {'flags':<25} {'walk (folio_walk_start)':<44} {'entry':<38} {'MMU':<28} verdict",
+                f"  {'flags':<25} {'walk (folio_walk_start)':<44} {'entry':<38} {'MMU':<28} {kcol}verdict",
                 file=out,
             )
         if (row.case, row.addr) != case:
@@ -150,9 +169,10 @@ def print_table(report: Report, out: Any = None) -> None:
             print(f" {row.addr:#018x}  {row.case}", file=out)
         from emu.mm.pagewalk import flags_str
 
+        kernel = f"{_kernel(row):<30} " if with_kernel else ""
         print(
             f"  {flags_str(row.walk.flags):<25} {row.walk.summary():<44} {_entry(row):<38} "
-            f"{mmu_summary(row.mmu):<28} {row.verdict}",
+            f"{mmu_summary(row.mmu):<28} {kernel}{row.verdict}",
             file=out,
         )
     counts = report.counts()

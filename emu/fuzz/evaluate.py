@@ -43,10 +43,13 @@ class Evaluation:
     probes: list[ProbeResult]
     verdicts: list[list[str]]
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the compiled folio_walk_start()'s answer per address and flag set, where it ran
+    kernel: list[list[Any]] | None = None
 
     def rows(self, config: str, name: str = "fuzz") -> list[Row]:
         return [
-            Row(config, name, a, w, self.probes[i], self.verdicts[i][j])
+            Row(config, name, a, w, self.probes[i], self.verdicts[i][j],
+                kernel=self.kernel[i][j] if self.kernel is not None else None)
             for i, a in enumerate(self.addrs)
             for j, w in enumerate(self.walks[i])
         ]
@@ -77,8 +80,10 @@ class Target:
 
     def __init__(
         self, key: str, kernel: str = DEFAULT_KERNEL, *, oracle: bool = True, walker: str = "auto",
-        harness: str = "off",
+        harness: str = "off", walk_build: Any = None,
     ) -> None:
+        """``walk_build``: the compiled walk (emu.kernel.walk.WalkBuild) to judge every row with,
+        instead of the one ``harness`` finds for the distribution's tree (``kernel verify``)."""
         if walker not in ("auto", "batch", "scalar"):
             raise ConfigError(f"walker must be auto, batch or scalar, not {walker!r}")
         from emu.verify import kernel_view
@@ -125,6 +130,16 @@ class Target:
         self._loaded: list[tuple[int, int]] = []
         self.hierarchy: Hierarchy | None = None
         self._batch = _batch_walker(walker)
+        # harness "auto"/"on": the compiled folio_walk_start() walks every row too (emu/kernel/walkview.py)
+        from emu.kernel.walkview import KernelWalkView, walk_build_for
+
+        self.kwalk: KernelWalkView | None = None
+        if walk_build is not None:
+            wbuild, self.kwalk_note = walk_build, "kernel walk: given"
+        else:
+            wbuild, self.kwalk_note = walk_build_for(self.key, None, harness, model_kernel=self.ops.kernel)
+        if wbuild is not None:
+            self.kwalk = KernelWalkView(wbuild, mm)
 
     # -- context manager ----------------------------------------------------------------------
     def __enter__(self) -> Target:
@@ -139,6 +154,9 @@ class Target:
         if self.audit is not None:
             self.audit.harness.close()
             self.audit = None
+        if self.kwalk is not None:
+            self.kwalk.close()
+            self.kwalk = None
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, h: Hierarchy) -> None:
@@ -163,6 +181,8 @@ class Target:
             ram.write_u64(e.pa, e.value)
         mm = self.sc.mm
         mm.vmas = []
+        if self.kwalk is not None:
+            self.kwalk.forget_vmas()  # new VMA objects (an id may be reused)
         for v in h.vmas:
             mm.add_vma(VMA(v.start, v.end, v.flags, v.pgoff, name=v.name or "fuzz"))
         self.sc.builder.tables = [(lay.root, root_size)] + [(pa, levels[d].table_size) for pa, d in h.tables]
@@ -240,24 +260,34 @@ class Target:
                 for w in row:
                     audit.add_trace(w.trace)
             audit.run()
+        kernel: list[list[Any]] | None = None
+        if self.kwalk is not None:
+            fl = tuple(flag_sets)
+            model = {(i, f): row[j] for i, row in enumerate(walks) for j, f in enumerate(fl)}
+            got = self.kwalk.walk_cases(self.sc.cases, fl, model, self.sc.builder.tables)
+            kernel = [[got[(i, f)] for f in fl] for i in range(len(walks))]
+        t4 = time.perf_counter()
         verdicts = []
         for i, row in enumerate(walks):
             mmu = probes[i]
             first = row[0]
             addr = self.sc.cases[i].addr
             k0 = audit.verdict(first.trace) if audit is not None else None
-            v0 = judge(ops, first, mmu, oracle, addr=addr, kernel=k0)
+            kw = kernel[i] if kernel is not None else None
+            v0 = judge(ops, first, mmu, oracle, addr=addr, kernel=k0, kernel_walk=kw[0] if kw else None)
             # A row that batch_results() copied from the first (same record, other flags: it
-            # shares the trace list) gets the same verdict: judge() does not read the flags.
+            # shares the trace list) gets the same verdict: judge() does not read the flags
+            # (the kernel's answer for those flags is compared on its own).
             verdicts.append([v0] + [
-                v0 if w.trace is first.trace else judge(
-                    ops, w, mmu, oracle, addr=addr, kernel=audit.verdict(w.trace) if audit is not None else None)
-                for w in row[1:]
+                v0 if w.trace is first.trace and kw is None else judge(
+                    ops, w, mmu, oracle, addr=addr, kernel=audit.verdict(w.trace) if audit is not None else None,
+                    kernel_walk=kw[j + 1] if kw else None)
+                for j, w in enumerate(row[1:])
             ])
-        t4 = time.perf_counter()
+        t5 = time.perf_counter()
         return Evaluation(
             h, [c.addr for c in self.sc.cases], [c.vma for c in self.sc.cases], walks, probes, verdicts,
-            {"load": t1 - t0, "walk": t2 - t1, "probe": t3 - t2, "judge": t4 - t3},
+            {"load": t1 - t0, "walk": t2 - t1, "probe": t3 - t2, "kernel": t4 - t3, "judge": t5 - t4}, kernel,
         )
 
 

@@ -11,5 +11,11 @@ its Linux half.  For one (architecture, kernel version, Kconfig profile) it
   cached by tree, version and configuration -- :mod:`emu.kernel.build`;
 * loads that image into Unicorn and calls the kernel's inline functions on batches of raw entry
   values in one ``emu_start`` -- :mod:`emu.kernel.runner`;
-* compares every answer with foliowalk's Python model -- :mod:`emu.kernel.check`.
+* compares every answer with foliowalk's Python model -- :mod:`emu.kernel.check`;
+* compiles the tree's own ``folio_walk_start()`` and runs it against the tables under test --
+  :mod:`emu.kernel.walk`; as the kernel view of every verify/fixtures/fuzz row, compared with the
+  model by the judge -- :mod:`emu.kernel.walkview`;
+* applies a patch to a copy of a tree (the seed: ``patches/seed-folio_walk_start.patch``) --
+  :mod:`emu.kernel.patched`; runs a (patched) tree's walk against the model and the MMU
+  (``foliowalk kernel verify``) -- :mod:`emu.kernel.treeverify`.
 """

@@ -49,6 +49,8 @@ from .tree import cache_lock
 
 WALK_FILES = ("Kbuild", "fw_prelude.h", "fw_walk.c", "fw_mm_pagewalk.c", "fw_mm_memory.c",
               "fw_mm_pgtable_generic.c", "fw_locking_spinlock.c", "walk.lds")
+#: the tree's files the walk image is compiled from (the fw_*.c wrappers #include them)
+TREE_FILES = ("mm/pagewalk.c", "mm/memory.c", "mm/pgtable-generic.c", "kernel/locking/spinlock.c")
 ENTRIES = ("fw_walk_batch", "fw_memmap_init", "fw_memmap_reserve", "fw_prep_compound", "fw_lock_folios",
            "fw_sparse_init")
 
@@ -112,6 +114,9 @@ def build_walk(config_key: str = "x86_64:4level", profile: str = "distro", versi
     h = hashlib.sha256()
     for name in WALK_FILES:
         h.update(name.encode() + b"\0" + _source(name))
+    for sub in TREE_FILES:  # a user's tree (--tree) may be edited between runs
+        p = hb.tree.path / sub
+        h.update(sub.encode() + b"\0" + (p.read_bytes() if p.exists() else b""))
     dest = hb.path / f"walk-{h.hexdigest()[:12]}"
     with cache_lock(f"walk-{hb.path.name}"):
         if not (dest / "walk.elf").exists():

@@ -84,25 +84,48 @@ class MemMap:
     """The memory map (``mem_map`` / vmemmap): pfn -> page, compound heads and orders.
 
     Only folios that were allocated are compound; any other pfn is its own order-0 folio, as for
-    a page that was never part of a large allocation.  ``max_pfn`` plays ``highest_memmap_pfn``.
+    a page that was never part of a large allocation.  ``highest_memmap_pfn`` is the last pfn of
+    RAM (mm/mm_init.c memmap_init_range()).
+
+    SPARSEMEM (all three architectures): memory is managed in sections of
+    ``2**section_size_bits`` bytes (asm/sparsemem.h SECTION_SIZE_BITS); a section that holds any
+    RAM is present and has a struct page for *every* pfn of it (mm/sparse.c; the pfns beyond RAM
+    are initialised reserved by init_unavailable_range()), a pfn of no present section has none
+    (its vmemmap is not populated: reading its struct page faults).  ``section_size_bits=None``
+    makes the memmap end at RAM's end (a section per byte of RAM, as before sections were modelled).
     """
 
-    def __init__(self, ram: PhysicalMemory, page_shift: int) -> None:
+    def __init__(self, ram: PhysicalMemory, page_shift: int, section_size_bits: int | None = None) -> None:
         self.page_shift = page_shift
         self.page_size = 1 << page_shift
         self.highest_memmap_pfn = (ram.size >> page_shift) - 1
+        #: PFN_SECTION_SHIFT = SECTION_SIZE_BITS - PAGE_SHIFT (include/linux/mmzone.h)
+        self.pfn_section_shift = (section_size_bits - page_shift) if section_size_bits is not None else None
+        if self.pfn_section_shift is None:
+            self.section_end_pfn = self.highest_memmap_pfn + 1
+        else:
+            per = 1 << self.pfn_section_shift
+            self.section_end_pfn = (self.highest_memmap_pfn // per + 1) * per
         self._heads: list[int] = []  # sorted head pfns
         self._orders: dict[int, int] = {}
 
     def pfn_valid(self, pfn: int) -> bool:
-        """``pfn_valid()``: the pfn has a struct page (it lies in RAM)."""
-        return 0 <= pfn <= self.highest_memmap_pfn
+        """``pfn_valid()`` (include/linux/mmzone.h, v6.12, CONFIG_SPARSEMEM): the pfn's section is
+        present; RAM's sections are early sections, valid for their whole span
+        (``early_section(ms) || pfn_section_valid(ms, pfn)``).  With SPARSEMEM_VMEMMAP this is
+        also "the pfn has a struct page": :meth:`has_struct_page`."""
+        return 0 <= pfn < self.section_end_pfn
+
+    def has_struct_page(self, pfn: int) -> bool:
+        """``pfn_to_page(pfn)`` points at a struct page that exists (vmemmap populated for its
+        section); the kernel oopses reading any other one."""
+        return 0 <= pfn < self.section_end_pfn
 
     def add_folio(self, pfn: int, order: int) -> Folio:
         """Make ``[pfn, pfn + 2**order)`` one compound folio (``prep_compound_page``)."""
         if pfn & ((1 << order) - 1):
             raise AddressError(f"folio at pfn {pfn:#x} is not aligned to its order {order}")
-        if not self.pfn_valid(pfn + (1 << order) - 1):
+        if not 0 <= pfn + (1 << order) - 1 <= self.highest_memmap_pfn:
             raise MemoryLayoutError(f"folio pfn {pfn:#x} order {order} is beyond RAM")
         i = bisect.bisect_right(self._heads, pfn)
         if i and self._heads[i - 1] + (1 << self._orders[self._heads[i - 1]]) > pfn:

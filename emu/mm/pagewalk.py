@@ -95,6 +95,22 @@ class _Unreadable(Exception):
         self.pa = pa
 
 
+class _Oops(Exception):
+    """The kernel would oops here: it reads the struct page of a pfn that has none (no memmap
+    for its SPARSEMEM section, so ``vmemmap + pfn`` is not mapped).  The walk ends and says so:
+    ``fw.reason`` ``oops@<level>:no-struct-page``, and a warning naming the pfn."""
+
+    def __init__(self, level: str, pfn: int) -> None:
+        super().__init__(oops_no_struct_page(pfn))
+        self.level = level
+        self.pfn = pfn
+
+
+def oops_no_struct_page(pfn: int) -> str:
+    """The model's named outcome for a struct page the kernel reads but that does not exist."""
+    return f"kernel oops: struct page of pfn {pfn:#x} does not exist"
+
+
 class _Walker:
     """One folio_walk_start() call; its methods are the kernel helpers it uses."""
 
@@ -115,6 +131,14 @@ class _Walker:
         val = self.mm.ram.read_u64(pa)
         self.fw.trace.append(TraceStep(level, pa, val))
         return val
+
+    def page_of(self, level: str, pfn: int) -> Page:
+        """``pfn_to_page(pfn)`` whose struct page the kernel is about to read (``page_folio()``
+        after ``pud_page()``; ``PageLocked()`` in ``pfn_swap_entry_to_page()``): a pfn without a
+        struct page oopses (include/linux/swapops.h, include/linux/page-flags.h, v6.12)."""
+        if not self.mm.memmap.has_struct_page(pfn):
+            raise _Oops(level, pfn)
+        return self.mm.memmap.pfn_to_page(pfn)
 
     def warn(self, what: str) -> None:
         self.fw.warnings.append(what)
@@ -222,7 +246,7 @@ class _Walker:
                     ptl = None
                 else:
                     # TODO in the kernel: vm_normal_page_pud() for PFNMAP/MIXEDMAP PUD mappings.
-                    page = mm.memmap.pfn_to_page(ops.pud_pfn(pud))  # pud_page()
+                    page = self.page_of("pud", ops.pud_pfn(pud))  # pud_page(), read by page_folio()
                     fw.kind = "normal"
                     goto_pmd_table = False
 
@@ -294,6 +318,14 @@ class _Walker:
             self.warn(str(err))
             fw.reason = f"unreadable@{err.level}"
             return self.not_found()
+        except _Oops as err:
+            # The task dies holding the PTL; the kernel view releases it (emu/kernel/walk.py), and
+            # so does the model: no lock is left held by a walk that returned nothing.
+            if ptl is not None and ptl.is_locked():
+                ptl.unlock()
+            self.warn(str(err))
+            fw.reason = f"oops@{err.level}:no-struct-page"
+            return self.not_found()
 
         # found:
         assert page is not None  # every branch that gets here has a page
@@ -324,7 +356,7 @@ class _Walker:
         elif self.flags & FW_MIGRATION and ops.is_pmd_migration_entry(pmd):
             entry = ops.pmd_to_swp_entry(pmd)
             fw.kind = "migration-entry"
-            return mm.memmap.pfn_to_page(ops.swp_offset_pfn(entry))  # pfn_swap_entry_to_page()
+            return self.page_of("pmd", ops.swp_offset_pfn(entry))  # pfn_swap_entry_to_page()
         entry = ops.pmd_to_swp_entry(pmd)
         fw.reason = (
             "migration-entry@pmd" if ops.swap.is_migration_entry(entry) else f"swap@pmd:{ops.swap.name(entry.type)}"
@@ -348,7 +380,7 @@ class _Walker:
             entry = ops.pte_to_swp_entry(pte)
             if self.flags & FW_MIGRATION and ops.swap.is_migration_entry(entry):
                 fw.kind = "migration-entry"
-                return mm.memmap.pfn_to_page(ops.swp_offset_pfn(entry))  # pfn_swap_entry_to_page()
+                return self.page_of("pte", ops.swp_offset_pfn(entry))  # pfn_swap_entry_to_page()
             fw.reason = (
                 "migration-entry@pte" if ops.swap.is_migration_entry(entry)
                 else f"swap@pte:{ops.swap.name(entry.type)}"

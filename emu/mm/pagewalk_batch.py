@@ -426,6 +426,8 @@ class _VectorWalk:
             if none.any():
                 status[_pick(sel, none)] = _NONE_PUD
             if leaf.any():  # ptl = pud_lock(); a present, normal PUD leaf: found
+                # ... if its pfn has a struct page (else page_folio() oopses: the reference says so)
+                leaf &= pfn < _U64(self.memmap.section_end_pfn)
                 li = _pick(sel, leaf)
                 la, lp, lv = a[leaf], entp[leaf], v[leaf]
                 nth = (la & _U64(self.PUD_SIZE - 1)) >> self.PAGE_SHIFT

@@ -157,7 +157,10 @@ class FastWalk:
         elif ops.pud_leaf(val) or (self.v612 and not ops.pud_present(val)):
             # The PUD-leaf branch: found only for a present, non-devmap (v6.12: non-special) leaf.
             if (ops.pud_present(val) and ops.pud_leaf(val) and not ops.pud_devmap(val)  # type: ignore[attr-defined]
-                    and not (self.v612 and ops.pud_special(val))):  # type: ignore[attr-defined]
+                    and not (self.v612 and ops.pud_special(val))  # type: ignore[attr-defined]
+                    and self.memmap.has_struct_page(int(ops.pud_pfn(val)))):  # type: ignore[attr-defined]
+                # (pud_page() of a pfn without a struct page: the kernel oopses in page_folio();
+                # the reference says so)
                 code = C_LEAF
                 self.pud_leaf_pfn[val] = int(ops.pud_pfn(val))  # type: ignore[attr-defined]
             else:

@@ -115,7 +115,7 @@ def new_address_space(
     """Empty guest RAM with an mm whose pgd table is allocated (``mm_alloc`` + ``pgd_alloc``)."""
     ram = PhysicalMemory(ram_size or ram_size_for(ops), big_endian=ops.big_endian)
     alloc = FrameAllocator(ram, reserved=[(0, reserved_low)] if reserved_low else None)
-    memmap = MemMap(ram, ops.PAGE_SHIFT)
+    memmap = MemMap(ram, ops.PAGE_SHIFT, ops.section_size_bits())
     top = ops.config.levels[0]
     pgd = alloc.alloc(top.table_size, max(top.table_size, 8))
     mm = MM(ops, ram, alloc, memmap, pgd)

@@ -74,3 +74,25 @@ def test_a_rules_needs_only_skip_rows_its_test_refuses() -> None:
                 assert (rule.name, verdict) == (bare.name, bare_verdict) == (rule.name, row.verdict)
         finally:
             sc.close()
+
+
+def test_a_kernel_oops_the_model_predicts_is_linux_only() -> None:
+    """A migration entry naming a pfn with no struct page (4 TiB: no present memory section),
+    walked with FW_MIGRATION: pfn_swap_entry_to_page() reads it and the kernel oopses
+    (include/linux/swapops.h, v6.12); the MMU faults on the non-present PTE.  Without
+    FW_MIGRATION nothing reads the page: an ordinary migration-entry row."""
+    from emu.mm.scenarios import Case
+
+    sc = build_default(archs.get_ops("x86_64:4level"))
+    try:
+        anon = sc.mm.vmas[0]
+        va = 0x100_4000_1000
+        sc.builder.set_swap(va, "pte", sc.ops.make_pfn_swp_entry(sc.ops.swap.migration_types["read"], 1 << 30))
+        sc.cases = [Case("migration entry, no struct page", va, anon)]
+        rows = {r.walk.flags: r for r in verify_scenario(sc)}
+    finally:
+        sc.close()
+    assert rows[0].walk.reason == "migration-entry@pte" and rows[0].verdict == "agree"
+    assert rows[1].walk.reason == "oops@pte:no-struct-page"
+    assert rows[1].verdict == ("linux-only: kernel-oops@pte:no-struct-page "
+                               "(kernel oops: struct page of pfn 0x40000000 does not exist)")
