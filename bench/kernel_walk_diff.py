@@ -13,6 +13,21 @@ history).  Rows are compared on (folio pfn, page pfn, level, entry address, entr
   the memmap) and faulted; the model returns ``Folio(pfn, 0)``;
 * ``pfn-valid-section`` -- vm_normal_page_pmd() in a VM_MIXEDMAP VMA: the kernel's pfn_valid()
   is true for a whole present SPARSEMEM section, the model's stops at highest_memmap_pfn;
+* ``contpte-ad-gather`` -- arm64 only: a PTE with the contiguous bit (PTE_CONT): the kernel's
+  ptep_get() (arch/arm64/include/asm/pgtable.h, CONFIG_ARM64_CONTPTE) returns it with the
+  access/dirty bits of its whole contiguous block gathered in (contpte_ptep_get(),
+  arch/arm64/mm/contpte.c: pte_mkyoung()/pte_mkdirty()), the model returns the entry as stored;
+  the rows differ only in fw.pte's AF, PTE_DIRTY and PTE_RDONLY bits;
+* ``pud-page-unmasked`` -- arm64 only: a PUD leaf whose output address has bits below PUD_SIZE
+  set (RES0 in a block descriptor): the kernel's ``pud_page()`` is ``phys_to_page(__pud_to_phys())``
+  (arch/arm64/include/asm/pgtable.h), which keeps them, while ``pud_pfn()`` masks with PUD_MASK;
+  the model's pud_page() is pfn_to_page(pud_pfn()) (x86's definition), so the folio and page
+  differ by those bits, the entry does not;
+* ``va-or-alias`` -- arm64 only: a table entry whose address has bits at or above VA_BITS (v6.12
+  PTE_ADDR_LOW spans bits 49:12 for 4K/16K pages, 47:16 for 64K): the model finds the next table
+  beyond RAM (unreadable), the kernel's ``__va(pa) = (pa - PHYS_OFFSET) | PAGE_OFFSET``
+  (arch/arm64/include/asm/memory.h ``__phys_to_virt``) ORs those bits into PAGE_OFFSET's and
+  reads a table inside the linear map without faulting;
 * ``other`` -- anything else (printed).
 """
 
@@ -22,6 +37,27 @@ import argparse
 import sys
 import time
 from typing import Any
+
+
+def _contpte_ad_gather(key: str, k_row: tuple[Any, ...], m: tuple[Any, ...]) -> bool:
+    """Equal but for fw.pte's access/dirty bits, on an arm64 PTE with the contiguous bit."""
+    if not key.startswith("arm64") or k_row[:4] != m[:4] or m[2] != 0 or k_row[4] is None or m[4] is None:
+        return False
+    from archs.arm64 import PTE_AF, PTE_CONT, PTE_DIRTY, PTE_RDONLY
+
+    return bool(m[4] & PTE_CONT) and not (k_row[4] ^ m[4]) & ~(PTE_AF | PTE_DIRTY | PTE_RDONLY)
+
+
+def _pud_page_unmasked(key: str, k_row: tuple[Any, ...], m: tuple[Any, ...]) -> bool:
+    """A PUD leaf (level 2) where the kernel's folio/page pfns are the model's plus the entry's
+    address bits below PUD_SIZE: arm64 pud_page() = phys_to_page(__pud_to_phys(pud))."""
+    if not key.startswith("arm64") or k_row[2:] != m[2:] or m[2] != 2 or None in k_row[:2] or None in m[:2]:
+        return False
+    import archs
+
+    ops = archs.get_ops(key)
+    low = (ops.pte_pfn(m[4]) - ops.pud_pfn(m[4]))  # __pte_to_phys() keeps what PUD_MASK drops
+    return bool(low) and k_row[1] - m[1] == low and k_row[0] >= m[0]
 
 
 def run(key: str, n: int, seed: int, show: int = 5) -> dict[str, Any]:
@@ -74,6 +110,12 @@ def run(key: str, n: int, seed: int, show: int = 5) -> dict[str, Any]:
                     cls = "oops-no-struct-page"
                 elif fw.reason == "not-normal@pmd:mixedmap-invalid-pfn" and r.folio_pfn is not None:
                     cls = "pfn-valid-section"
+                elif _contpte_ad_gather(key, k_row, m):
+                    cls = "contpte-ad-gather"
+                elif _pud_page_unmasked(key, k_row, m):
+                    cls = "pud-page-unmasked"
+                elif key.startswith("arm64") and model_oops and not r.oops:
+                    cls = "va-or-alias"
                 else:
                     cls = "other"
                     if show > 0:

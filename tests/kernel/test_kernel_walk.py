@@ -1,6 +1,6 @@
 """The kernel's own folio_walk_start()/folio_walk_end() (mm/pagewalk.c, mm/memory.c of the 6.12
-tree), compiled and run as x86-64 guest code, against foliowalk's Python walker on the same
-bytes of guest RAM (issue 13)."""
+tree), compiled and run as guest code of each architecture, against foliowalk's Python walker on
+the same bytes of guest RAM (issue 13)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ FW_MIGRATION, FW_ZEROPAGE = 1, 2
 BOOKKEEPING = {"rcu_read_lock", "rcu_read_unlock"}
 
 _BUILDS: dict[str, WalkBuild] = {}
+# the hand-built 4K-page tests run where a 2 MiB PMD leaf and a 1 GiB PUD leaf exist
+HAND_BUILT = ["x86_64:4level", "arm64:4k:48"]
+DEFAULT_SCENARIO = [*archs.all_config_keys(["x86_64", "arm64"])]
 
 
 @pytest.fixture(scope="module")
 def walk_build() -> Callable[[str], WalkBuild]:
     def get(config: str) -> WalkBuild:
-        need_toolchain("x86_64")
+        need_toolchain(config.split(":")[0])
         if config not in _BUILDS:
             try:
                 _BUILDS[config] = build_walk(config)
@@ -52,10 +55,11 @@ def kernel(r: KernelWalkResult) -> tuple[int | None, ...]:
     return (r.folio_pfn, r.page_pfn, r.level, r.entryp, r.entry)
 
 
-@pytest.fixture
-def small(walk_build: Callable[[str], WalkBuild]) -> Iterator[tuple[KernelWalk, VMA, dict[str, int], object]]:
+@pytest.fixture(params=HAND_BUILT)
+def small(walk_build: Callable[[str], WalkBuild], request: pytest.FixtureRequest
+          ) -> Iterator[tuple[KernelWalk, VMA, dict[str, int], object]]:
     """A hand-built 16 MiB address space: 4K pages, a none entry, a 2M PMD leaf, the zero page."""
-    ops = archs.get_ops("x86_64:4level")
+    ops = archs.get_ops(request.param)
     ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
     vma = mm.add_vma(VMA(0x4000_0000, 0x4080_0000, ANON_FLAGS, name="anon"))
     f0 = b.alloc_folio(0)
@@ -67,7 +71,8 @@ def small(walk_build: Callable[[str], WalkBuild]) -> Iterator[tuple[KernelWalk, 
     b.map_folio(0x4020_0000, fm, Prot(), linux="pmd")
     addrs = {"pte": 0x4000_0010, "pte-order2-page3": 0x4000_7123, "none-pte": 0x4000_9000,
              "zero": 0x4000_8008, "pmd": 0x4020_5120, "none-pmd": 0x4060_0000}
-    kw = KernelWalk(walk_build("x86_64:4level"), mm)
+    kw = KernelWalk(walk_build(request.param), mm)
+    assert kw.ARCH == request.param.split(":")[0]
     mm.mmap_lock.down_read()
     yield kw, vma, addrs, mm
     kw.close()
@@ -109,16 +114,17 @@ def test_warn_is_reported_per_call(small) -> None:  # type: ignore[no-untyped-de
     assert outside.folio_pfn is None and outside.warnings == ("mm/pagewalk.c:789",)
 
 
-def test_pfn_valid_reads_real_sections(walk_build: Callable[[str], WalkBuild]) -> None:
+@pytest.mark.parametrize("config", HAND_BUILT)
+def test_pfn_valid_reads_real_sections(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     """vm_normal_page_pmd() in a VM_MIXEDMAP VMA asks pfn_valid(): the SPARSEMEM sections are
     built over RAM, so a PMD leaf on RAM is a normal page, one beyond RAM is not."""
-    ops = archs.get_ops("x86_64:4level")
+    ops = archs.get_ops(config)
     ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
     mixed = mm.add_vma(VMA(0x4000_0000, 0x4080_0000, ANON_FLAGS | VM_MIXEDMAP, name="mixed"))
     fm = b.alloc_folio(9)
     b.map_folio(0x4020_0000, fm, Prot(), linux="pmd")
     b.map_pfn(0x4040_0000, "pmd", 1 << 20, Prot(), in_ram=False)  # 4 GiB: no struct page
-    kw = KernelWalk(walk_build("x86_64:4level"), mm)
+    kw = KernelWalk(walk_build(config), mm)
     mm.mmap_lock.down_read()
     calls = [(0x4020_1000, 0), (0x4040_1000, 0)]
     on_ram, beyond = kw.walk(mixed, calls)
@@ -129,21 +135,28 @@ def test_pfn_valid_reads_real_sections(walk_build: Callable[[str], WalkBuild]) -
     kw.close()
 
 
-def test_an_oops_ends_one_call_not_the_batch(walk_build: Callable[[str], WalkBuild]) -> None:
+# page_folio() reads compound_head (offset 8) of the struct page of pfn 1 << 28 in the vmemmap:
+# x86 vmemmap_base 0xffffea0000000000; arm64 4K/48 (asm/memory.h): VMEMMAP_START = -1 GiB -
+# (2**47 >> 12) * 64 = 0xfffffdffc0000000, + (1 << 28) * 64 + 8
+OOPS_ON_VMEMMAP = {"x86_64": "page fault at 0xffffea0400000008", "arm64": "data abort at 0xfffffe03c0000008"}
+
+
+@pytest.mark.parametrize("config", HAND_BUILT)
+def test_an_oops_ends_one_call_not_the_batch(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     """A PUD leaf whose pfn has no struct page: folio_walk_start() takes the PUD lock, then
     page_folio() reads the missing struct page -- the kernel oopses (here: a page fault in
     vmemmap).  The call is reported as such, the lock it left held is released, and the batch
     goes on.  (The Python model returns a folio here: a known model-vs-kernel difference.)"""
-    ops = archs.get_ops("x86_64:4level")
+    ops = archs.get_ops(config)
     ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
     vma = mm.add_vma(VMA(0x4000_0000, 0xC000_0000, ANON_FLAGS, name="anon"))
     f0 = b.alloc_folio(0)
     b.map_folio(0x4000_0000, f0, Prot())
     b.map_pfn(0x8000_0000, "pud", 1 << 28, Prot(), in_ram=False)  # 1 TiB: no memmap there
-    kw = KernelWalk(walk_build("x86_64:4level"), mm)
+    kw = KernelWalk(walk_build(config), mm)
     before, oops, after, again = kw.walk(vma, [(0x4000_0000, 0), (0x8000_1000, 0), (0x4000_0000, 0),
                                                (0x8000_1000, 0)])
-    assert oops.oops is not None and "page fault at 0xffffea" in oops.oops and oops.folio_pfn is None
+    assert oops.oops is not None and OOPS_ON_VMEMMAP[kw.ARCH] in oops.oops and oops.folio_pfn is None
     assert again.oops == oops.oops
     # the PUD lock (mm->page_table_lock) the oopsed call left held was released
     assert kw._rv(kw._mm + kw.layout["mm_page_table_lock"], 4) == bytes(4)
@@ -153,7 +166,7 @@ def test_an_oops_ends_one_call_not_the_batch(walk_build: Callable[[str], WalkBui
     kw.close()
 
 
-@pytest.mark.parametrize("config", ["x86_64:4level", "x86_64:5level"])
+@pytest.mark.parametrize("config", DEFAULT_SCENARIO)
 def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     sc = build_default(archs.get_ops(config), with_oracle=False)
     kw = KernelWalk(walk_build(config), sc.mm)
@@ -169,9 +182,17 @@ def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config:
     kw.close()
 
 
-def test_the_tree_needs_only_what_the_guest_provides(walk_build: Callable[[str], WalkBuild]) -> None:
-    """The undefined symbols of the tree's code alone (after --gc-sections) are exactly what
-    fw_walk.c defines (kernel data or a listed stub) -- a new one means a new tree needs more."""
-    wb = walk_build("x86_64:4level")
+NEEDS = {"x86_64:4level": {"page_offset_base", "vmemmap_base", "pcpu_hot", "_printk"},
+         # arm64: PHYS_OFFSET; the 2-level configurations' folded set_pmd() also needs the
+         # kernel's own table (swapper_pg_dir) and set_swapper_pgd()
+         "arm64:4k:48": {"memstart_addr", "mem_section", "_printk"},
+         "arm64:16k:36": {"memstart_addr", "swapper_pg_dir", "set_swapper_pgd"}}
+
+
+@pytest.mark.parametrize("config", list(NEEDS))
+def test_the_tree_needs_only_what_the_guest_provides(walk_build: Callable[[str], WalkBuild], config: str) -> None:
+    """The undefined symbols of the tree's code alone (after --gc-sections) are what fw_walk.c
+    defines (kernel data or a listed stub) -- a new one means a new tree needs more."""
+    wb = walk_build(config)
     assert "folio_walk_start" not in wb.undefined_before_stubs
-    assert {"page_offset_base", "vmemmap_base", "pcpu_hot", "_printk"} <= set(wb.undefined_before_stubs)
+    assert NEEDS[config] <= set(wb.undefined_before_stubs)

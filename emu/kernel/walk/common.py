@@ -55,7 +55,7 @@ from ..tree import cache_lock
 WALK_FILES = ("Kbuild", "fw_prelude.h", "fw_walk.c", "fw_mm_pagewalk.c", "fw_mm_memory.c",
               "fw_mm_pgtable_generic.c", "fw_locking_spinlock.c", "fw_arm64_mm_contpte.c", "walk.lds")
 ENTRIES = ("fw_walk_batch", "fw_memmap_init", "fw_memmap_reserve", "fw_prep_compound", "fw_lock_folios",
-           "fw_sparse_init")
+           "fw_sparse_init", "fw_task")  # fw_task: current, which arm64 reads from SP_EL0 only
 ARCH_MODULES = {"x86_64": "emu.kernel.walk.x86_64", "arm64": "emu.kernel.walk.arm64",
                 "s390x": "emu.kernel.walk.s390x"}
 
@@ -115,7 +115,7 @@ def build_walk(config_key: str = "x86_64:4level", profile: str = "distro", versi
     mod = arch_module(config.arch)
     hb = build_harness(config_key, profile, version, tree, log=log)
     base = mod.image_base(config)
-    h = hashlib.sha256(f"{base:#x}".encode())
+    h = hashlib.sha256(f"{base:#x} {ENTRIES}".encode())
     for name in WALK_FILES:
         h.update(name.encode() + b"\0" + _source(name))
     dest = hb.path / f"walk-{h.hexdigest()[:12]}"
@@ -145,6 +145,7 @@ def _build_walk(hb: HarnessBuild, dest: Path, base: int) -> None:
           *(f"--undefined={e}" for e in ENTRIES), "-defsym", f"FW_BASE={base:#x}",
           "-T", str(work / "src" / "walk.lds")]
     # what the tree's code needs from outside: link the kernel files alone, listing the unresolved
+    # (linked low, where calls to the unresolved, at 0, are in reach of every branch encoding)
     und = work / "undefined.txt"
     tree_only = [str(p) for p in sorted((work / "src").glob("fw_*.o"))
                  if p.name not in ("fw_walk.o", "fw_walk_all.o")]
@@ -153,7 +154,7 @@ def _build_walk(hb: HarnessBuild, dest: Path, base: int) -> None:
                                                 if "PROVIDE(" not in line))
     _run([tc.ld, "-static", "-nostdlib", "--no-dynamic-linker", "--no-warn-rwx-segments", "--gc-sections",
           "-e", "folio_walk_start", "--undefined=vm_normal_page", "--undefined=vm_normal_page_pmd",
-          "--unresolved-symbols=ignore-all", "-defsym", f"FW_BASE={base:#x}", "-T", str(work / "tree-only.lds"),
+          "--unresolved-symbols=ignore-all", "-defsym", "FW_BASE=0x400000", "-T", str(work / "tree-only.lds"),
           "-o", str(work / "tree-only.elf"), *tree_only], logf)
     nm = subprocess.run([tc.cross_compile + "nm" if tc.cross_compile else "nm", "-u", str(work / "tree-only.elf")],
                         capture_output=True, text=True)
@@ -270,10 +271,6 @@ class KernelWalk:
         if self.config.arch != build.harness.arch:
             raise WalkBuildError(f"a {build.harness.arch} walk image cannot walk {self.config.key} tables")
         ram = mm.ram
-        self._place(self.config)
-        if ram.size > self.priv_pa:
-            raise WalkBuildError(f"guest RAM of {ram.size:#x} bytes overlaps the walk guest's own area at "
-                                 f"{self.priv_pa:#x}")
         self._end = ">" if self.BIG_ENDIAN else "<"
         self._u64 = np.dtype(f"{self._end}u8")
         self.image: HarnessImage = _load(build.image)
@@ -281,7 +278,11 @@ class KernelWalk:
         self.layout = dict(zip(_strings_at(self.image, sym["fw_layout_names"]),
                                self._u64s(sym["fw_layout"]), strict=False))
         self.stub_names = _strings_at(self.image, sym["fw_stub_names"])
+        self._place(self.config)
         self._check_layout()
+        if ram.size > self.priv_pa:
+            raise WalkBuildError(f"guest RAM of {ram.size:#x} bytes overlaps the walk guest's own area at "
+                                 f"{self.priv_pa:#x}")
         uc = self.uc = self._new_uc()
         uc.mem_map_ptr(0, ram.size, UC_PROT_ALL, ram.host_address)
         uc.mem_map(self.priv_pa, PRIV_SIZE)

@@ -61,7 +61,8 @@ unsigned long fw_walk_batch(const struct fw_walk_req *in, struct fw_walk_res *ou
 	X(hugetlb_vma_lock)	/* hugetlb_vma_lock_read/unlock(): mm/hugetlb.c; VM_HUGETLB VMAs only */ \
 	X(preempt_schedule)	/* __SCT__preempt_schedule: preempt_enable() hit zero with need_resched */ \
 	X(spin_slowpath)	/* queued_*_slowpath(): contention, impossible single-CPU unless a lock leaks */ \
-	X(local_bh_enable)	/* __local_bh_enable_ip(): kernel/softirq.c (spin_unlock_bh, unused by the walk) */
+	X(local_bh_enable)	/* __local_bh_enable_ip(): kernel/softirq.c (spin_unlock_bh, unused by the walk) */ \
+	X(set_swapper_pgd)	/* arm64 set_swapper_pgd(): arch/arm64/mm/mmu.c, writes the kernel's own table */
 
 enum {
 #define FW_STUB_ENUM(name) FW_STUB_##name,
@@ -162,7 +163,42 @@ asm(".pushsection .text.__SCT__preempt_schedule, \"ax\"\n"
     ".popsection\n");
 #endif
 
+#if defined(CONFIG_ARM64) && defined(CONFIG_PREEMPTION) && !defined(CONFIG_PREEMPT_DYNAMIC)
+/* kernel/sched/core.c: preempt_enable() (asm/preempt.h __preempt_schedule()) calls it when the
+ * count drops to zero with a resched pending, which the guest never sets */
+asmlinkage __visible void preempt_schedule(void)
+{
+	FW_HIT(preempt_schedule);
+}
+#endif
+
+#ifdef CONFIG_ARM64
+/* arch/arm64/mm/mmu.c: set_pmd() of a folded PMD (2-level configurations) in swapper_pg_dir goes
+ * here; the real one writes the entry through a fixmap alias under swapper_pgdir_lock, as the
+ * kernel's own table is mapped read-only.  The tables under test are never swapper_pg_dir. */
+void set_swapper_pgd(pgd_t *pgdp, pgd_t pgd)
+{
+	FW_HIT(set_swapper_pgd);
+	WRITE_ONCE(*pgdp, pgd);
+}
+#endif
+
 /* ---- the kernel's data, defined as the kernel defines it (the driver writes the values) ---- */
+/* the one task: current (init_task is a kernel-image datum too) */
+#ifdef CONFIG_ARM64
+/* arm64: current is SP_EL0 (asm/current.h get_current()), which the driver points here; the
+ * preempt count is thread_info's (THREAD_INFO_IN_TASK, asm/preempt.h): PREEMPT_ENABLED is
+ * "count 0, need_resched bit set" = no resched pending */
+struct task_struct fw_task = { .thread_info = { .preempt_count = PREEMPT_ENABLED } };
+/* arch/arm64/mm/init.c: PHYS_OFFSET, -1 until arm64_memblock_init(); the driver writes the
+ * start of RAM (0).  vmemmap (asm/pgtable.h) is VMEMMAP_START - (memstart_addr >> PAGE_SHIFT) */
+s64 memstart_addr __ro_after_init = -1;
+/* arch/arm64/kernel/vmlinux.lds.S: the kernel's own page table, TTBR1's root: the driver builds
+ * the guest's TTBR1 tables here (in_swapper_pgdir() compares with it) */
+pgd_t swapper_pg_dir[PTRS_PER_PGD] __aligned(PAGE_SIZE);
+#else
+struct task_struct fw_task;
+#endif
 #ifdef CONFIG_X86_64
 /* arch/x86/kernel/setup.c: filled by identify_boot_cpu(); zero = no optional feature (no LA57,
  * no PTI); the driver sets X86_FEATURE_LA57 for 5-level paging */
@@ -176,8 +212,6 @@ unsigned long phys_base;
 unsigned int pgdir_shift = 39;
 unsigned int ptrs_per_p4d = 1;
 #endif
-/* the one task: current (init_task is a kernel-image datum too) */
-struct task_struct fw_task;
 /* arch/x86/kernel/cpu/common.c: per-CPU hot data.  The guest's GS base is 0, so %gs:pcpu_hot
  * is this very variable (a one-CPU per-CPU area at its link address); const_pcpu_hot is its
  * alias (walk.lds, as arch/x86/kernel/vmlinux.lds.S).  PREEMPT_ENABLED: x86 keeps
@@ -235,6 +269,18 @@ struct mem_section **mem_section;
 #ifdef CONFIG_X86_64
 #define FW_LAYOUT_ARCH(X) X(cpuinfo_x86_capability, offsetof(struct cpuinfo_x86, x86_capability)) \
 	X(sizeof_pcpu_hot, sizeof(struct pcpu_hot)) \
+	X(task_rcu_read_lock_nesting, offsetof(struct task_struct, rcu_read_lock_nesting))
+#elif defined(CONFIG_ARM64)
+/* arch/arm64/include/asm/memory.h: where the kernel's macros put the linear map, vmemmap and
+ * image for this VA size (the driver checks its placement against them) */
+#define FW_LAYOUT_ARCH(X) X(PAGE_OFFSET, PAGE_OFFSET) \
+	X(PAGE_END, PAGE_END) \
+	X(VMEMMAP_START, VMEMMAP_START) \
+	X(VMEMMAP_END, VMEMMAP_END) \
+	X(KIMAGE_VADDR, KIMAGE_VADDR) \
+	X(PAGE_SHIFT, PAGE_SHIFT) \
+	X(PTRS_PER_PGD, PTRS_PER_PGD) \
+	X(task_preempt_count, offsetof(struct task_struct, thread_info.preempt_count)) \
 	X(task_rcu_read_lock_nesting, offsetof(struct task_struct, rcu_read_lock_nesting))
 #else
 #define FW_LAYOUT_ARCH(X)
