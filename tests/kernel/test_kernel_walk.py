@@ -19,13 +19,16 @@ from emu.mm.scenarios import ANON_FLAGS, build_default, new_address_space
 from .conftest import need_toolchain
 
 FW_MIGRATION, FW_ZEROPAGE = 1, 2
-# stubs a normal walk reaches: __pte_offset_map()'s rcu_read_lock()/rcu_read_unlock()
+# stubs a normal walk reaches: __pte_offset_map()'s rcu_read_lock()/rcu_read_unlock(), out of
+# line with PREEMPT_RCU (x86-64 and arm64 distro configs; s390's has PREEMPT_NONE: inline)
 BOOKKEEPING = {"rcu_read_lock", "rcu_read_unlock"}
+PREEMPT_RCU = {"x86_64": True, "arm64": True, "s390x": False}
 
 _BUILDS: dict[str, WalkBuild] = {}
-# the hand-built 4K-page tests run where a 2 MiB PMD leaf and a 1 GiB PUD leaf exist
-HAND_BUILT = ["x86_64:4level", "arm64:4k:48"]
-DEFAULT_SCENARIO = [*archs.all_config_keys(["x86_64", "arm64"])]
+# the hand-built 4K-page tests run where PMD leaves (2 MiB; s390 1 MiB) and PUD leaves (1 GiB;
+# s390 2 GiB region-third entries) exist
+HAND_BUILT = ["x86_64:4level", "arm64:4k:48", "s390x:region3"]
+DEFAULT_SCENARIO = archs.all_config_keys()
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +58,24 @@ def kernel(r: KernelWalkResult) -> tuple[int | None, ...]:
     return (r.folio_pfn, r.page_pfn, r.level, r.entryp, r.entry)
 
 
+def _pmd_order(ops) -> int:  # type: ignore[no-untyped-def]
+    return (ops.PMD_SIZE // ops.PAGE_SIZE).bit_length() - 1
+
+
 @pytest.fixture(params=HAND_BUILT)
 def small(walk_build: Callable[[str], WalkBuild], request: pytest.FixtureRequest
           ) -> Iterator[tuple[KernelWalk, VMA, dict[str, int], object]]:
-    """A hand-built 16 MiB address space: 4K pages, a none entry, a 2M PMD leaf, the zero page."""
+    """A hand-built 16 MiB address space: 4K pages, a none entry, a PMD leaf, the zero page."""
     ops = archs.get_ops(request.param)
-    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20,
+                                                  reserved_low=getattr(ops, "RESERVED_LOW", 0))
     vma = mm.add_vma(VMA(0x4000_0000, 0x4080_0000, ANON_FLAGS, name="anon"))
     f0 = b.alloc_folio(0)
     b.map_folio(0x4000_0000, f0, Prot())
     f2 = b.alloc_folio(2)
     b.map_folio(0x4000_4000, f2, Prot())
     b.map_pfn(0x4000_8000, "pte", mm.my_zero_pfn(0x4000_8000), Prot(write=False, special=True))
-    fm = b.alloc_folio(9)
+    fm = b.alloc_folio(_pmd_order(ops))
     b.map_folio(0x4020_0000, fm, Prot(), linux="pmd")
     addrs = {"pte": 0x4000_0010, "pte-order2-page3": 0x4000_7123, "none-pte": 0x4000_9000,
              "zero": 0x4000_8008, "pmd": 0x4020_5120, "none-pmd": 0x4060_0000}
@@ -97,11 +105,12 @@ def test_what_the_kernel_found(small) -> None:  # type: ignore[no-untyped-def]
         (addrs["pmd"], 0), (addrs["zero"], FW_ZEROPAGE)])
     # a 4K PTE-mapped normal page: FW_LEVEL_PTE, a split PTE lock (in the table's struct page)
     assert pte.level == 0 and pte.folio_pfn == pte.page_pfn and not pte.ptl_is_mm_lock
-    assert pte.stubs == ("rcu_read_lock", "rcu_read_unlock")
+    assert pte.stubs == (("rcu_read_lock", "rcu_read_unlock") if PREEMPT_RCU[kw.ARCH] else ())
     assert page3.page_pfn == page3.folio_pfn + 3
     assert none_pte.folio_pfn is None and not none_pte.ptl_held
     assert zero.folio_pfn is None  # vm_normal_page(): special; not asked for
-    assert zero_flagged.folio_pfn == mm.zero_pfn and zero_flagged.page_pfn is None  # not exposed
+    # the zero page mapped there (s390: one of the coloured zero pages, ZERO_PAGE(vaddr)); not exposed
+    assert zero_flagged.folio_pfn == mm.my_zero_pfn(addrs["zero"]) and zero_flagged.page_pfn is None
     # a 2M PMD leaf: FW_LEVEL_PMD, page 5 of the folio, the split PMD lock
     assert pmd.level == 1 and pmd.page_pfn == pmd.folio_pfn + 5 and not pmd.ptl_is_mm_lock
     assert pmd.stubs == ()
@@ -119,9 +128,10 @@ def test_pfn_valid_reads_real_sections(walk_build: Callable[[str], WalkBuild], c
     """vm_normal_page_pmd() in a VM_MIXEDMAP VMA asks pfn_valid(): the SPARSEMEM sections are
     built over RAM, so a PMD leaf on RAM is a normal page, one beyond RAM is not."""
     ops = archs.get_ops(config)
-    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20,
+                                                  reserved_low=getattr(ops, "RESERVED_LOW", 0))
     mixed = mm.add_vma(VMA(0x4000_0000, 0x4080_0000, ANON_FLAGS | VM_MIXEDMAP, name="mixed"))
-    fm = b.alloc_folio(9)
+    fm = b.alloc_folio(_pmd_order(ops))
     b.map_folio(0x4020_0000, fm, Prot(), linux="pmd")
     b.map_pfn(0x4040_0000, "pmd", 1 << 20, Prot(), in_ram=False)  # 4 GiB: no struct page
     kw = KernelWalk(walk_build(config), mm)
@@ -137,8 +147,10 @@ def test_pfn_valid_reads_real_sections(walk_build: Callable[[str], WalkBuild], c
 
 # page_folio() reads compound_head (offset 8) of the struct page of pfn 1 << 28 in the vmemmap:
 # x86 vmemmap_base 0xffffea0000000000; arm64 4K/48 (asm/memory.h): VMEMMAP_START = -1 GiB -
-# (2**47 >> 12) * 64 = 0xfffffdffc0000000, + (1 << 28) * 64 + 8
-OOPS_ON_VMEMMAP = {"x86_64": "page fault at 0xffffea0400000008", "arm64": "data abort at 0xfffffe03c0000008"}
+# (2**47 >> 12) * 64 = 0xfffffdffc0000000, + (1 << 28) * 64 + 8; s390 (the guest's vmemmap at
+# 2 TiB) names the page of the failing address (TEID): 0x20000000000 + (1 << 28) * 64
+OOPS_ON_VMEMMAP = {"x86_64": "page fault at 0xffffea0400000008", "arm64": "data abort at 0xfffffe03c0000008",
+                   "s390x": "program interruption (translation of 0x20400000000)"}
 
 
 @pytest.mark.parametrize("config", HAND_BUILT)
@@ -148,7 +160,8 @@ def test_an_oops_ends_one_call_not_the_batch(walk_build: Callable[[str], WalkBui
     vmemmap).  The call is reported as such, the lock it left held is released, and the batch
     goes on.  (The Python model returns a folio here: a known model-vs-kernel difference.)"""
     ops = archs.get_ops(config)
-    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20,
+                                                  reserved_low=getattr(ops, "RESERVED_LOW", 0))
     vma = mm.add_vma(VMA(0x4000_0000, 0xC000_0000, ANON_FLAGS, name="anon"))
     f0 = b.alloc_folio(0)
     b.map_folio(0x4000_0000, f0, Prot())
@@ -183,6 +196,8 @@ def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config:
 
 
 NEEDS = {"x86_64:4level": {"page_offset_base", "vmemmap_base", "pcpu_hot", "_printk"},
+         # s390: the decompressor's layout (vm_layout: __va/__pa), vmemmap, the zero page colours
+         "s390x:region3": {"vm_layout", "vmemmap", "zero_page_mask", "arch_spin_lock_wait"},
          # arm64: PHYS_OFFSET; the 2-level configurations' folded set_pmd() also needs the
          # kernel's own table (swapper_pg_dir) and set_swapper_pgd()
          "arm64:4k:48": {"memstart_addr", "mem_section", "_printk"},

@@ -55,7 +55,7 @@ from ..tree import cache_lock
 WALK_FILES = ("Kbuild", "fw_prelude.h", "fw_walk.c", "fw_mm_pagewalk.c", "fw_mm_memory.c",
               "fw_mm_pgtable_generic.c", "fw_locking_spinlock.c", "fw_arm64_mm_contpte.c", "walk.lds")
 ENTRIES = ("fw_walk_batch", "fw_memmap_init", "fw_memmap_reserve", "fw_prep_compound", "fw_lock_folios",
-           "fw_sparse_init", "fw_task")  # fw_task: current, which arm64 reads from SP_EL0 only
+           "fw_sparse_init", "fw_cpu_init", "fw_task")  # fw_task: current (arm64 reads SP_EL0 only)
 ARCH_MODULES = {"x86_64": "emu.kernel.walk.x86_64", "arm64": "emu.kernel.walk.arm64",
                 "s390x": "emu.kernel.walk.s390x"}
 
@@ -580,25 +580,35 @@ class KernelWalk:
         then unlocked.  The hook exists only for this re-run: on every call it would halve the
         batch rate."""
         warned = len(self._warned)
-        lock_fn = self._sym("_raw_spin_lock")
-        hook = self.uc.hook_add(UC_HOOK_CODE, lambda u, *_: self._locks.append(self._lock_arg(u)),
-                                begin=lock_fn, end=lock_fn)
+        begin, end, on_code = self._lock_hook()
+        hook = self.uc.hook_add(UC_HOOK_CODE, on_code, begin=begin, end=end)
         # a hook reaches only code translated after it was added: drop the cached translation
-        self.uc.ctl_remove_cache(lock_fn, lock_fn + 1)
+        self.uc.ctl_remove_cache(begin, end + 1)
         try:
             self._call("fw_walk_batch", req, res, 1)
         except _Oops:
             pass
         finally:
             self.uc.hook_del(hook)
-            self.uc.ctl_remove_cache(lock_fn, lock_fn + 1)
+            self.uc.ctl_remove_cache(begin, end + 1)
         del self._warned[warned:]  # its WARNs were reported by the first run
         for lock in set(self._locks):
             pa = self._kernel_pa(lock)
-            if pa is not None and bytes(self.uc.mem_read(pa, 4)) != bytes(4):
+            if pa is not None and self._held(bytes(self.uc.mem_read(pa, 4))):
                 self.uc.mem_write(pa, bytes(4))
         self._locks.clear()
         self._recover()
+
+    def _lock_hook(self) -> tuple[int, int, Any]:
+        """(first, last address, code hook) that records in ``self._locks`` every spinlock the
+        re-run takes: here _raw_spin_lock()'s argument (kernel/locking/spinlock.c, out of line
+        in the x86-64 and arm64 configurations)."""
+        lock_fn = self._sym("_raw_spin_lock")
+        return lock_fn, lock_fn, lambda u, *_: self._locks.append(self._lock_arg(u))
+
+    def _held(self, word: bytes) -> bool:
+        """Whether a lock word the re-run named is still held (queued spinlocks: not 0)."""
+        return word != bytes(4)
 
     def _recover(self) -> None:
         """After an oops: the CPU context, preempt count and RCU nesting as before any call."""

@@ -19,6 +19,10 @@
 #include <linux/sched.h>
 #include <linux/hugetlb.h>
 #include <linux/preempt.h>
+#ifdef CONFIG_S390
+#include <asm/lowcore.h>
+#include <asm/spinlock.h>
+#endif
 #include <mm/internal.h>	/* prep_compound_head(), prep_compound_tail() */
 
 typedef unsigned long long fw_u64;
@@ -183,6 +187,14 @@ void set_swapper_pgd(pgd_t *pgdp, pgd_t pgd)
 }
 #endif
 
+#ifdef CONFIG_S390
+/* arch/s390/lib/spinlock.c: arch_spin_lock() found the lock taken (asm/spinlock.h) */
+void arch_spin_lock_wait(arch_spinlock_t *lp)
+{
+	FW_HIT(spin_slowpath);
+}
+#endif
+
 /* ---- the kernel's data, defined as the kernel defines it (the driver writes the values) ---- */
 /* the one task: current (init_task is a kernel-image datum too) */
 #ifdef CONFIG_ARM64
@@ -197,7 +209,18 @@ s64 memstart_addr __ro_after_init = -1;
  * the guest's TTBR1 tables here (in_swapper_pgdir() compares with it) */
 pgd_t swapper_pg_dir[PTRS_PER_PGD] __aligned(PAGE_SIZE);
 #else
+/* x86: pcpu_hot.current_task below; s390: the lowcore's current_task (asm/current.h), which the
+ * driver writes (with preempt_count and spinlock_lockval) into the lowcore it maps at 0 */
 struct task_struct fw_task;
+#endif
+#ifdef CONFIG_S390
+/* arch/s390/kernel/setup.c, filled by the decompressor (arch/s390/boot/startup.c
+ * setup_kernel_memory_layout()): the image's virtual/physical base, __identity_base (0 without
+ * RANDOMIZE_IDENTITY_BASE: __va(pa) = pa), ident_map_size; the driver writes them */
+struct vm_layout __bootdata_preserved(vm_layout);
+struct page *vmemmap;
+/* arch/s390/mm/init.c setup_zero_pages(): the colored zero pages' mask (is_zero_pfn()) */
+unsigned long zero_page_mask;
 #endif
 #ifdef CONFIG_X86_64
 /* arch/x86/kernel/setup.c: filled by identify_boot_cpu(); zero = no optional feature (no LA57,
@@ -282,6 +305,19 @@ struct mem_section **mem_section;
 	X(PTRS_PER_PGD, PTRS_PER_PGD) \
 	X(task_preempt_count, offsetof(struct task_struct, thread_info.preempt_count)) \
 	X(task_rcu_read_lock_nesting, offsetof(struct task_struct, rcu_read_lock_nesting))
+#elif defined(CONFIG_S390)
+/* arch/s390/include/asm/lowcore.h: what the walk reads from the lowcore (get_lowcore() is 0:
+ * the alternative unpatched) */
+#define FW_LAYOUT_ARCH(X) X(sizeof_lowcore, sizeof(struct lowcore)) \
+	X(lc_current_task, offsetof(struct lowcore, current_task)) \
+	X(lc_preempt_count, offsetof(struct lowcore, preempt_count)) \
+	X(lc_spinlock_lockval, offsetof(struct lowcore, spinlock_lockval)) \
+	X(lc_percpu_offset, offsetof(struct lowcore, percpu_offset)) \
+	X(vm_layout_kaslr_offset, offsetof(struct vm_layout, kaslr_offset)) \
+	X(vm_layout_kaslr_offset_phys, offsetof(struct vm_layout, kaslr_offset_phys)) \
+	X(vm_layout_identity_base, offsetof(struct vm_layout, identity_base)) \
+	X(vm_layout_identity_size, offsetof(struct vm_layout, identity_size)) \
+	X(PREEMPT_ENABLED, PREEMPT_ENABLED)
 #else
 #define FW_LAYOUT_ARCH(X)
 #endif
@@ -386,6 +422,27 @@ unsigned long fw_sparse_init(unsigned long nr_pages, unsigned long area)
 	return next - area;
 }
 #endif
+
+/* ---- this CPU's state, as boot code sets it up ------------------------------------------- */
+/* s390: arch/s390/kernel/setup.c setup_lowcore() (current_task, preempt_count, percpu_offset of
+ * CPU 0) and arch/s390/lib/spinlock.c arch_spin_lock_setup() (spinlock_lockval); the driver
+ * maps the lowcore (prefix area) at 0 first.  Elsewhere the driver sets the registers. */
+unsigned long fw_cpu_init(void);
+unsigned long fw_cpu_init(void)
+{
+#ifdef CONFIG_S390
+	struct lowcore *lc = get_lowcore();
+
+	lc->current_task = (unsigned long)&fw_task;
+	lc->preempt_count = PREEMPT_ENABLED;
+	lc->percpu_offset = 0;
+	lc->spinlock_lockval = arch_spin_lockval(0);
+	lc->spinlock_index = 0;
+	return (unsigned long)lc;
+#else
+	return 0;
+#endif
+}
 
 /* ---- the walk ------------------------------------------------------------------------------ */
 static void fw_walk_one(const struct fw_walk_req *rq, struct fw_walk_res *rs)
