@@ -33,6 +33,7 @@ import re
 import shutil
 import struct
 import subprocess
+import time
 from dataclasses import dataclass
 from importlib import import_module, resources
 from pathlib import Path
@@ -139,7 +140,9 @@ def _build_walk(hb: HarnessBuild, dest: Path, base: int) -> None:
     logf = work / "build.log"
     make = ["make", "-s", "-C", str(hb.tree.path), f"O={hb.path / 'kbuild'}", f"ARCH={tc.kbuild_arch}",
             f"CROSS_COMPILE={tc.cross_compile}", f"-j{os.cpu_count() or 1}"]
+    t0 = time.monotonic()
     _run([*make, f"M={work / 'src'}", "fw_walk_all.o"], logf)
+    t1 = time.monotonic()
     obj = str(work / "src" / "fw_walk_all.o")
     ld = [tc.ld, "-static", "-nostdlib", "--no-dynamic-linker", "--no-warn-rwx-segments", "--gc-sections",
           *(f"--undefined={e}" for e in ENTRIES), "-defsym", f"FW_BASE={base:#x}",
@@ -162,6 +165,8 @@ def _build_walk(hb: HarnessBuild, dest: Path, base: int) -> None:
     _run([*ld, "-o", str(work / "walk.elf"), f"-Map={work / 'walk.map'}", obj], logf)
     bugs = _bug_table(work / "src" / "fw_walk_all.o", work / "walk.map")
     (work / "bugs.json").write_text(json.dumps(bugs, indent=0) + "\n")
+    seconds = {"compile": round(t1 - t0, 1), "link": round(time.monotonic() - t1, 1)}
+    (work / "build.json").write_text(json.dumps({"arch": hb.arch, "base": f"{base:#x}", "seconds": seconds}) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     work.rename(dest)
 
