@@ -1,6 +1,8 @@
 """Compiled kernel walk against the Python walker on fuzzed hierarchies (issue 13 groundwork).
 
-    python -m bench.kernel_walk_diff [--config x86_64:4level] [--hierarchies 100] [--seed 1]
+    python -m bench.kernel_walk_diff [--config x86_64:4level ...] [--hierarchies 100] [--seed 1]
+
+``--config`` takes any paging configuration, an architecture (all its configurations) or ``all``.
 
 Each hierarchy of ``emu.fuzz.HierarchyGenerator`` is loaded into one fuzzing target's RAM and
 every case walked twice (flags 0 and FW_MIGRATION|FW_ZEROPAGE) by the kernel, then reloaded and
@@ -171,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hierarchies", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
-    for key in args.config or ["x86_64:4level"]:
+    from bench.kernel_walk_rate import _keys
+
+    for key in _keys(args.config or ["x86_64:4level"]):
         r = run(key, args.hierarchies, args.seed)
         print(f"{r['config']}: {r['hierarchies']} hierarchies, {r['walks']} walks "
               f"(kernel {r['kernel_per_s']:,}/s in per-VMA batches, model {r['model_per_s']:,}/s)")
