@@ -89,7 +89,7 @@ def _keys(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.kernel_walk_rate", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", action="append", help="paging configuration, architecture or all (default x86_64:4level)")
+    ap.add_argument("--config", action="append", help="configuration, architecture or all (default x86_64:4level)")
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

@@ -179,6 +179,35 @@ def test_an_oops_ends_one_call_not_the_batch(walk_build: Callable[[str], WalkBui
     kw.close()
 
 
+@pytest.mark.parametrize("config", HAND_BUILT)
+def test_a_bug_is_an_oops(walk_build: Callable[[str], WalkBuild], config: str) -> None:
+    """A migration entry of a folio that is not locked: pfn_swap_entry_to_page() BUG()s
+    (include/linux/swapops.h swap_entry_migration_sync()).  The architecture's BUG trap (x86
+    ud2, arm64 brk #0x800, s390 mc 0,0), found through the kernel's __bug_table, ends that call
+    as an oops; with the folio locked the same walk finds it, as the model does."""
+    ops = archs.get_ops(config)
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20,
+                                                  reserved_low=getattr(ops, "RESERVED_LOW", 0))
+    vma = mm.add_vma(VMA(0x4000_0000, 0x4080_0000, ANON_FLAGS, name="anon"))
+    folio = b.alloc_folio(0)
+    b.set_migration(0x4000_0000, "pte", folio, "read")
+    mm.mmap_lock.down_read()
+    unlocked = KernelWalk(walk_build(config), mm, locked=[])
+    bug, plain, again = unlocked.walk(vma, [(0x4000_0010, FW_MIGRATION), (0x4000_0010, 0),
+                                            (0x4000_0010, FW_MIGRATION)])
+    assert bug.oops is not None and bug.oops.startswith("BUG() at include/linux/swapops.h:"), bug.oops
+    assert bug.folio_pfn is None and again.oops == bug.oops
+    # without FW_MIGRATION the walk takes the same PTE lock and finds nothing: the oopsed call's
+    # lock was released (a held one would go through the slow-path stub)
+    assert plain.oops is None and plain.folio_pfn is None and "spin_slowpath" not in plain.stubs
+    unlocked.close()
+    locked = KernelWalk(walk_build(config), mm, locked=[folio.pfn])
+    (found,) = locked.walk(vma, [(0x4000_0010, FW_MIGRATION)])
+    assert found.oops is None and found.folio_pfn == folio.pfn
+    assert kernel(found) == model(vma, 0x4000_0010, FW_MIGRATION)
+    locked.close()
+
+
 @pytest.mark.parametrize("config", DEFAULT_SCENARIO)
 def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     sc = build_default(archs.get_ops(config), with_oracle=False)
