@@ -585,17 +585,19 @@ class KernelWalk:
         then unlocked.  The hook exists only for this re-run: on every call it would halve the
         batch rate."""
         warned = len(self._warned)
-        begin, end, on_code = self._lock_hook()
-        hook = self.uc.hook_add(UC_HOOK_CODE, on_code, begin=begin, end=end)
-        # a hook reaches only code translated after it was added: drop the cached translation
-        self.uc.ctl_remove_cache(begin, end + 1)
+        hooks = []
+        for begin, end, on_code in self._lock_hooks():
+            hooks.append((self.uc.hook_add(UC_HOOK_CODE, on_code, begin=begin, end=end), begin, end))
+            # a hook reaches only code translated after it was added: drop the cached translation
+            self.uc.ctl_remove_cache(begin, end + 1)
         try:
             self._call("fw_walk_batch", req, res, 1)
         except _Oops:
             pass
         finally:
-            self.uc.hook_del(hook)
-            self.uc.ctl_remove_cache(begin, end + 1)
+            for hook, begin, end in hooks:
+                self.uc.hook_del(hook)
+                self.uc.ctl_remove_cache(begin, end + 1)
         del self._warned[warned:]  # its WARNs were reported by the first run
         for lock in set(self._locks):
             pa = self._kernel_pa(lock)
@@ -604,12 +606,12 @@ class KernelWalk:
         self._locks.clear()
         self._recover()
 
-    def _lock_hook(self) -> tuple[int, int, Any]:
-        """(first, last address, code hook) that records in ``self._locks`` every spinlock the
+    def _lock_hooks(self) -> list[tuple[int, int, Any]]:
+        """(first, last address, code hook)s that record in ``self._locks`` every spinlock the
         re-run takes: here _raw_spin_lock()'s argument (kernel/locking/spinlock.c, out of line
         in the x86-64 and arm64 configurations)."""
         lock_fn = self._sym("_raw_spin_lock")
-        return lock_fn, lock_fn, lambda u, *_: self._locks.append(self._lock_arg(u))
+        return [(lock_fn, lock_fn, lambda u, *_: self._locks.append(self._lock_arg(u)))]
 
     def _held(self, word: bytes) -> bool:
         """Whether a lock word the re-run named is still held (queued spinlocks: not 0)."""

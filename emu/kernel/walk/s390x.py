@@ -184,23 +184,25 @@ class S390xWalk(KernelWalk):
         raise _Oops(pc, f"program interruption (translation of {teid & ~0xFFF:#x})" if teid
                     else "program interruption")
 
-    def _lock_hook(self) -> tuple[int, int, Any]:
+    def _lock_hooks(self) -> list[tuple[int, int, Any]]:
         """PREEMPT_NONE inlines spin_lock() (no _raw_spin_lock()): arch_spin_lock() is a COMPARE
         AND SWAP of the lock word (asm/spinlock.h arch_spin_trylock_once(), asm/atomic_ops.h
-        __atomic_cmpxchg_bool()), so the re-run hooks the image's code and records the operand
-        address of every CS (RS-a format: 0xBA, R1 R3, B2 D2; PoP "COMPARE AND SWAP").  Only
-        words that then hold this CPU's SPINLOCK_LOCKVAL are unlocked."""
+        __atomic_cmpxchg_bool()), so the re-run hooks every place of the image's code where a CS
+        may start (RS-a format: 0xBA, R1 R3, B2 D2; PoP "COMPARE AND SWAP"; a hook on a byte that
+        is no instruction start never fires) and records its operand address.  Only words that
+        then hold this CPU's SPINLOCK_LOCKVAL are unlocked."""
         text = min(self.image.segments, key=lambda seg: seg.vaddr)
+        hooks = []
+        for i in range(len(text.data) - 3):
+            if text.data[i] == 0xBA:
+                b2, d2 = text.data[i + 2] >> 4, (text.data[i + 2] & 0xF) << 8 | text.data[i + 3]
 
-        def on_code(uc: Uc, address: int, size: int, _user: Any) -> None:
-            if size == 4:
-                insn = bytes(uc.mem_read(self._pa(address), 4))
-                if insn[0] == 0xBA:
-                    b2, d2 = insn[2] >> 4, (insn[2] & 0xF) << 8 | insn[3]
+                def on_code(uc: Uc, _address: int, _size: int, _user: Any, b2: int = b2, d2: int = d2) -> None:
                     base = int(uc.reg_read(S.UC_S390X_REG_R0 + b2)) if b2 else 0
                     self._locks.append((base + d2) & (1 << 64) - 1)
 
-        return text.vaddr, text.vaddr + len(text.data) - 1, on_code
+                hooks.append((text.vaddr + i, text.vaddr + i, on_code))
+        return hooks
 
     def _held(self, word: bytes) -> bool:
         # held by this CPU: the lock word is its SPINLOCK_LOCKVAL (the lowcore's spinlock_lockval)
