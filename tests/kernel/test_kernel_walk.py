@@ -208,6 +208,30 @@ def test_a_bug_is_an_oops(walk_build: Callable[[str], WalkBuild], config: str) -
     locked.close()
 
 
+def test_arm64_contpte_gathers_access_and_dirty(walk_build: Callable[[str], WalkBuild]) -> None:
+    """arm64 ptep_get() of a PTE with the contiguous bit is contpte_ptep_get()
+    (arch/arm64/mm/contpte.c, compiled unchanged from the tree): fw.pte carries the access and
+    dirty bits of the whole 16-entry block (CONT_PTES for 4K pages), set here on other entries."""
+    from archs.arm64 import PTE_AF, PTE_CONT, PTE_DIRTY
+
+    ops = archs.get_ops("arm64:4k:48")
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+    vma = mm.add_vma(VMA(0x4000_0000, 0x4080_0000, ANON_FLAGS, name="anon"))
+    folio = b.alloc_folio(4)
+    ptes = b.map_folio(0x4000_0000, folio, Prot(write=False, young=False, dirty=False))
+    for i, pa in enumerate(ptes):
+        ram.write_u64(pa, ram.read_u64(pa) | PTE_CONT | (PTE_AF if i == 3 else 0) | (PTE_DIRTY if i == 5 else 0))
+    stored = ram.read_u64(ptes[0])
+    assert not stored & (PTE_AF | PTE_DIRTY)
+    kw = KernelWalk(walk_build("arm64:4k:48"), mm)
+    mm.mmap_lock.down_read()
+    (r,) = kw.walk(vma, [(0x4000_0000, 0)])
+    # pte_mkyoung() sets PTE_AF; pte_mkdirty() sets PTE_DIRTY (PTE_RDONLY stays: not writable)
+    assert r.folio_pfn == folio.pfn and r.entryp == ptes[0] and r.entry == stored | PTE_AF | PTE_DIRTY
+    assert ram.read_u64(ptes[0]) == stored  # a read: the table is unchanged
+    kw.close()
+
+
 @pytest.mark.parametrize("config", DEFAULT_SCENARIO)
 def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     sc = build_default(archs.get_ops(config), with_oracle=False)
