@@ -607,20 +607,23 @@ class Arm64(LinuxPgtable):
         PTE_PXN`` (+ ``PTE_UXN`` unless exec, + ``PTE_WRITE`` if write) as ``PAGE_READONLY`` /
         ``PAGE_SHARED`` / ``*_EXEC``.  Kernel: ``PROT_NORMAL`` (``PTE_PXN | PTE_UXN | PTE_WRITE``;
         exec clears PXN, read-only is ``_PAGE_KERNEL_RO``).  Then ``pte_mkdirty()`` (PTE_DIRTY,
-        and PTE_RDONLY cleared if writable), ``pte_mkold()`` if not young, ``pte_mkspecial()``.
+        and PTE_RDONLY cleared if writable), ``pte_mkold()`` if not young, ``pte_mkspecial()`` --
+        on PAGE_NONE as on any other pgprot (a NUMA-hinting entry keeps its old AF and dirtiness;
+        found by the kernel harness's pfn_pte op).
         """
         if prot.protnone:
-            return self.PAGE_NONE
-        val = _PAGE_DEFAULT | PTE_RDONLY
-        if prot.user:
-            val |= PTE_USER | PTE_NG | PTE_PXN | (0 if prot.exec else PTE_UXN)
+            val = self.PAGE_NONE
         else:
-            val |= PTE_UXN | (0 if prot.exec else PTE_PXN)
-        if prot.write:
-            val |= PTE_WRITE
+            val = _PAGE_DEFAULT | PTE_RDONLY
+            if prot.user:
+                val |= PTE_USER | PTE_NG | PTE_PXN | (0 if prot.exec else PTE_UXN)
+            else:
+                val |= PTE_UXN | (0 if prot.exec else PTE_PXN)
+            if prot.write:
+                val |= PTE_WRITE
         if prot.dirty:
             val |= PTE_DIRTY
-            if prot.write:
+            if val & PTE_WRITE:  # pte_mkdirty(): "if (pte_write(pte))"
                 val &= ~PTE_RDONLY
         if not prot.young:
             val &= ~PTE_AF
@@ -642,6 +645,7 @@ class Arm64(LinuxPgtable):
     def pfn_pmd(self, pfn: int, prot: Prot) -> int:
         """``pmd_mkhuge(pfn_pmd(pfn, prot))``: bits[1:0] = 0b01 (a block, or 0b00 for PROT_NONE);
         devmap is ``pmd_mkdevmap()`` (PTE_DEVMAP only)."""
+        self.check_pmd_prot(prot)
         val = self._check_pfn(pfn, self.PMD_SIZE) | self.prot_bits(prot)
         return (val & ~PTE_TABLE_BIT) | (PTE_DEVMAP if prot.devmap else 0)
 
@@ -650,6 +654,23 @@ class Arm64(LinuxPgtable):
         no ``pud_mkdevmap()`` and ``pud_devmap()`` ignores it."""
         val = self._check_pfn(pfn, self.PUD_SIZE) | self.prot_bits(prot)
         return (val & ~PTE_TABLE_BIT) | (PTE_DEVMAP if prot.devmap else 0)
+
+    @staticmethod
+    def pte_mkspecial(pte: int) -> int:
+        """v6.12 arch/arm64/include/asm/pgtable.h:260: ``set_pte_bit(pte, PTE_SPECIAL)``."""
+        return pte | PTE_SPECIAL
+
+    @staticmethod
+    def pmd_mkhuge(pmd: int) -> int:
+        """v6.12 arch/arm64/include/asm/pgtable.h:581: ``pmd_val(pmd) & ~PMD_TABLE_BIT``."""
+        return pmd & ~PTE_TABLE_BIT
+
+    def pmd_mkinvalid(self, pmd: int) -> int:
+        """v6.12 pgtable.h:568 ``pte_mkinvalid()``: PTE_PRESENT_INVALID set, PTE_VALID cleared;
+        v6.1 pgtable.h:493: PMD_PRESENT_INVALID (bit 59) set, PMD_SECT_VALID cleared."""
+        if self.kconfig.version == "6.1":
+            return (pmd | PMD_PRESENT_INVALID) & ~PTE_VALID
+        return (pmd | PTE_PRESENT_INVALID) & ~PTE_VALID
 
     def mk_bad(self, linux: str, val: int) -> int:
         """An entry ``pXd_bad()`` rejects: the table bit cleared (``!(val & 2)``).  To the MMU it

@@ -287,8 +287,19 @@ class LinuxPgtable:
     def pgd_bad(self, pgd: int) -> bool:
         return False if self.folded("pgd") else self.entry_bad("pgd", pgd)
 
+    def pgd_present(self, pgd: int) -> bool:
+        return True if self.folded("pgd") else self.upper_present("pgd", pgd)
+
     def p4d_none(self, p4d: int) -> bool:
         return False if self.folded("p4d") else self.entry_none("p4d", p4d)
+
+    def p4d_present(self, p4d: int) -> bool:
+        return True if self.folded("p4d") else self.upper_present("p4d", p4d)
+
+    def upper_present(self, linux: str, val: int) -> bool:
+        """``pgd_present``/``p4d_present`` of a real level: arm64 pgtable.h:901/1025 (v6.12)
+        ``!p?d_none()``; x86 and s390 override."""
+        return not self.entry_none(linux, val)
 
     def p4d_bad(self, p4d: int) -> bool:
         return False if self.folded("p4d") else self.entry_bad("p4d", p4d)
@@ -392,9 +403,28 @@ class LinuxPgtable:
         """``pmd_mkhuge(pfn_pmd())``: a PMD leaf."""
         raise self._arch("pfn_pmd")
 
+    def check_pmd_prot(self, prot: Prot) -> None:
+        """Raise ValueError where this kernel cannot make a PMD leaf of ``prot``: pmd_mkspecial()
+        exists from v6.12 ("mm: introduce ARCH_SUPPORTS_HUGE_PFNMAP and special bits to pmd/pud",
+        include/linux/mm.h); before it, no special PMD is ever made."""
+        if prot.special and self.kconfig.version == "6.1":
+            raise ValueError("no pmd_mkspecial() before v6.12: a special PMD leaf cannot be made")
+
     def pfn_pud(self, pfn: int, prot: Prot) -> int:
         """A PUD leaf."""
         raise self._arch("pfn_pud")
+
+    def pte_mkspecial(self, pte: int) -> int:
+        """``pte_mkspecial()`` on a raw PTE value."""
+        raise self._arch("pte_mkspecial")
+
+    def pmd_mkhuge(self, pmd: int) -> int:
+        """``pmd_mkhuge()`` on a raw PMD value."""
+        raise self._arch("pmd_mkhuge")
+
+    def pmd_mkinvalid(self, pmd: int) -> int:
+        """``pmd_mkinvalid()`` (``pmdp_invalidate()`` of a THP split) on a raw PMD value."""
+        raise self._arch("pmd_mkinvalid")
 
     def mk_table(self, linux: str, table_pa: int) -> int:
         """``pXd_populate()``: an entry at Linux level ``linux`` pointing to a table."""

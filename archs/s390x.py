@@ -519,6 +519,14 @@ class S390x(LinuxPgtable):
     def p4d_none(self, p4d: int) -> bool:
         return False if self.p4d_folded(p4d) else p4d == _REGION2_ENTRY_EMPTY
 
+    def pgd_present(self, pgd: int) -> bool:
+        """v6.12 pgtable.h:684: 1 if folded, else an origin at all."""
+        return True if self.pgd_folded(pgd) else bool(pgd & _REGION_ENTRY_ORIGIN)
+
+    def p4d_present(self, p4d: int) -> bool:
+        """v6.12 pgtable.h:718."""
+        return True if self.p4d_folded(p4d) else bool(p4d & _REGION_ENTRY_ORIGIN)
+
     def p4d_bad(self, p4d: int) -> bool:
         t = p4d & _REGION_ENTRY_TYPE_MASK
         if t > _REGION_ENTRY_TYPE_R2:
@@ -832,6 +840,16 @@ class S390x(LinuxPgtable):
         pte |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
         return pte & ~_PAGE_PROTECT if pte & _PAGE_WRITE else pte
 
+    @staticmethod
+    def pte_mkspecial(pte: int) -> int:
+        """v6.12 arch/s390/include/asm/pgtable.h:1094: ``set_pte_bit(pte, _PAGE_SPECIAL)``."""
+        return pte | _PAGE_SPECIAL
+
+    @staticmethod
+    def pmd_mkhuge(pmd: int) -> int:
+        """v6.12 arch/s390/include/asm/pgtable.h:1781: LARGE | YOUNG | PROTECT set."""
+        return pmd | _SEGMENT_ENTRY_LARGE | _SEGMENT_ENTRY_YOUNG | _SEGMENT_ENTRY_PROTECT
+
     def mk_pte_phys(self, physpage: int, pgprot: int) -> int:
         """``mk_pte_phys()``: physpage | pgprot, _PAGE_NOEXEC dropped without NX, then pte_mkyoung."""
         pte = physpage | pgprot
@@ -863,6 +881,7 @@ class S390x(LinuxPgtable):
         """A THP leaf: ``pmd_mkhuge(pfn_pmd(pfn, vm_page_prot))`` (mk_pmd_phys + LARGE|YOUNG|PROTECT)
         then pmd_mkyoung/pmd_mkold and pmd_mkdirty.  pmd_mkspecial() is a no-op on s390 v6.12
         (no ARCH_SUPPORTS_PMD_PFNMAP)."""
+        self.check_pmd_prot(prot)
         if prot.devmap:
             raise ValueError("s390 has no devmap PMDs (no CONFIG_ARCH_HAS_PTE_DEVMAP)")
         pa = pfn << PAGE_SHIFT

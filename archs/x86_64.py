@@ -172,6 +172,7 @@ _PAGE_PROTNONE = _PAGE_GLOBAL  # _PAGE_BIT_PROTNONE = _PAGE_BIT_GLOBAL
 _PAGE_SPECIAL = PTE_4K.mask("special")
 _PAGE_UFFD_WP = PTE_4K.mask("uffd_wp")
 _PAGE_SOFT_DIRTY = PTE_4K.mask("soft_dirty")
+_PAGE_SAVED_DIRTY = PTE_4K.mask("saved_dirty")  # v6.6+ only
 _PAGE_DEVMAP = PTE_4K.mask("devmap")  # v6.12 (bit 57); X86_64._PAGE_DEVMAP follows the kconfig's version
 _PAGE_NX = PTE_4K.mask("xd")
 _PAGE_SWP_SOFT_DIRTY = SWAP.mask("soft_dirty")
@@ -286,6 +287,14 @@ class X86_64(LinuxPgtable):
         #: and the masks that move between versions, derived from them.
         self.pdpte_1g, self.pde_2m, self.pte_4k = LEAF_FORMATS[self.kconfig.version]
         self._PAGE_DEVMAP = self.pte_4k.mask("devmap")  # v6.12: bit 57; v6.1: bit 58
+        # Without CONFIG_TRANSPARENT_HUGEPAGE (x86 defconfig) pgtable.h's pmd_trans_huge(),
+        # p?d_devmap() and p?d_special() are not compiled and include/linux/pgtable.h's / mm.h's
+        # fallbacks answer 0; ARCH_ENABLE_THP_MIGRATION (arch/x86/Kconfig: "depends on X86_64
+        # && TRANSPARENT_HUGEPAGE") goes with it, so swapops.h's PMD swap functions are the stubs.
+        # Without CONFIG_NUMA_BALANCING, p?d_protnone() are pgtable.h's "return 0" (v6.12, v6.1).
+        self._thp = self.kconfig.enabled("TRANSPARENT_HUGEPAGE")
+        self._numa_balancing = self.kconfig.enabled("NUMA_BALANCING")
+        self.has_thp_migration = self._thp
 
     def max_physmem_bits(self) -> int:
         # arch/x86/include/asm/sparsemem.h: MAX_PHYSMEM_BITS (pgtable_l5_enabled() ? 52 : 46)
@@ -310,6 +319,10 @@ class X86_64(LinuxPgtable):
         # p4d_none/pud_none/pmd_none/pte_none ignore A/D: Xeon Phi (KNL) erratum sets them on
         # non-present entries.
         return val & ~_PAGE_KNL_ERRATUM_MASK == 0
+
+    def upper_present(self, linux: str, val: int) -> bool:
+        """v6.12 pgtable.h:1150/1183: ``p?d_flags() & _PAGE_PRESENT``."""
+        return bool(val & _PAGE_PRESENT)
 
     def entry_bad(self, linux: str, val: int) -> bool:
         nx = _PAGE_NX if self.pti else 0
@@ -347,10 +360,10 @@ class X86_64(LinuxPgtable):
 
     def pud_devmap(self, pud: int) -> bool:
         # CONFIG_HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD: !!(pud_val(pud) & _PAGE_DEVMAP) (v6.1 pgtable.h:260)
-        return bool(pud & self._PAGE_DEVMAP)
+        return self._thp and bool(pud & self._PAGE_DEVMAP)
 
     def pud_special(self, pud: int) -> bool:  # v6.12, CONFIG_ARCH_SUPPORTS_PUD_PFNMAP
-        return bool(self.pud_flags(pud) & _PAGE_SPECIAL)
+        return self._thp and bool(self.pud_flags(pud) & _PAGE_SPECIAL)
 
     def pud_pfn(self, pud: int) -> int:
         pfn = pud ^ protnone_mask(pud)
@@ -366,13 +379,13 @@ class X86_64(LinuxPgtable):
 
     def pmd_trans_huge(self, pmd: int) -> bool:
         # (pmd_val(pmd) & (_PAGE_PSE|_PAGE_DEVMAP)) == _PAGE_PSE, with this version's _PAGE_DEVMAP
-        return pmd & (_PAGE_PSE | self._PAGE_DEVMAP) == _PAGE_PSE
+        return self._thp and pmd & (_PAGE_PSE | self._PAGE_DEVMAP) == _PAGE_PSE
 
     def pmd_devmap(self, pmd: int) -> bool:
-        return bool(pmd & self._PAGE_DEVMAP)
+        return self._thp and bool(pmd & self._PAGE_DEVMAP)
 
     def pmd_special(self, pmd: int) -> bool:  # v6.12, CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
-        return bool(self.pmd_flags(pmd) & _PAGE_SPECIAL)
+        return self._thp and bool(self.pmd_flags(pmd) & _PAGE_SPECIAL)
 
     def pmd_pfn(self, pmd: int) -> int:
         pfn = pmd ^ protnone_mask(pmd)
@@ -386,10 +399,10 @@ class X86_64(LinuxPgtable):
         return bool(pte & (_PAGE_PRESENT | _PAGE_PROTNONE))
 
     def pte_protnone(self, pte: int) -> bool:  # CONFIG_NUMA_BALANCING
-        return pte & (_PAGE_PROTNONE | _PAGE_PRESENT) == _PAGE_PROTNONE
+        return self._numa_balancing and pte & (_PAGE_PROTNONE | _PAGE_PRESENT) == _PAGE_PROTNONE
 
     def pmd_protnone(self, pmd: int) -> bool:
-        return pmd & (_PAGE_PROTNONE | _PAGE_PRESENT) == _PAGE_PROTNONE
+        return self._numa_balancing and pmd & (_PAGE_PROTNONE | _PAGE_PRESENT) == _PAGE_PROTNONE
 
     def pte_pfn(self, pte: int) -> int:
         return ((pte ^ protnone_mask(pte)) & PTE_PFN_MASK) >> PAGE_SHIFT
@@ -415,6 +428,8 @@ class X86_64(LinuxPgtable):
         return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
 
     def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
+        if not self.has_thp_migration:  # swapops.h without ARCH_ENABLE_THP_MIGRATION
+            return SwpEntry(0, 0)
         val = pmd & ~(_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP)
         return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
 
@@ -434,14 +449,25 @@ class X86_64(LinuxPgtable):
         return TABLE.build(p=1, rw=1, us=1, a=1, d=1, addr=table_pa >> PAGE_SHIFT)
 
     def _prot_bits(self, prot: Prot) -> int:
-        val = _PAGE_ACCESSED if prot.young or prot.protnone else 0
-        if prot.protnone:  # PAGE_NONE = ___A | ___G (no present, no user)
-            return val | _PAGE_PROTNONE
-        val |= _PAGE_PRESENT
-        val |= _PAGE_RW if prot.write else 0
-        val |= _PAGE_USER if prot.user else 0
-        val |= _PAGE_DIRTY if prot.dirty else 0
-        val |= 0 if prot.exec else _PAGE_NX
+        """The pgprot (PAGE_NONE, or PAGE_READONLY/SHARED[_EXEC]: pgtable_types.h) then
+        pte_mkyoung()/pte_mkold(), pte_mkdirty(), pte_mkspecial(), pte_mkdevmap() (pgtable.h),
+        as the kernel harness's pfn_pte op makes them."""
+        val = _PAGE_ACCESSED if prot.young else 0  # PAGE_* have ___A; pte_mkold() clears it
+        if prot.protnone:  # PAGE_NONE = ___A | ___G: not present, no user
+            val |= _PAGE_PROTNONE
+        else:
+            val |= _PAGE_PRESENT
+            val |= _PAGE_RW if prot.write else 0
+            val |= _PAGE_USER if prot.user else 0
+            val |= 0 if prot.exec else _PAGE_NX
+        if prot.dirty:
+            # pte_mkdirty(): _PAGE_DIRTY | _PAGE_SOFT_DIRTY (the latter 0 without
+            # CONFIG_MEM_SOFT_DIRTY), then since v6.6 ("x86/mm: Introduce _PAGE_SAVED_DIRTY")
+            # pte_mksaveddirty(): a Write=0 entry keeps Dirty in _PAGE_SAVED_DIRTY (bit 58) instead
+            # of _PAGE_DIRTY, which would make it a shadow-stack entry (pgtable.h:404).
+            val |= _PAGE_DIRTY | (_PAGE_SOFT_DIRTY if self.kconfig.enabled("MEM_SOFT_DIRTY") else 0)
+            if self.kconfig.version != "6.1" and not val & _PAGE_RW:
+                val = (val & ~_PAGE_DIRTY) | _PAGE_SAVED_DIRTY
         val |= _PAGE_SPECIAL if prot.special else 0
         val |= self._PAGE_DEVMAP if prot.devmap else 0
         return val
@@ -460,10 +486,29 @@ class X86_64(LinuxPgtable):
 
     def pfn_pmd(self, pfn: int, prot: Prot) -> int:
         """``pmd_mkhuge(pfn_pmd(pfn, prot))``."""
+        self.check_pmd_prot(prot)
         return self._pfn_entry(pfn, prot, PHYSICAL_PMD_PAGE_MASK, huge=True)
 
     def pfn_pud(self, pfn: int, prot: Prot) -> int:
         return self._pfn_entry(pfn, prot, PHYSICAL_PUD_PAGE_MASK, huge=True)
+
+    @staticmethod
+    def pte_mkspecial(pte: int) -> int:
+        """v6.12 arch/x86/include/asm/pgtable.h:532: ``pte_set_flags(pte, _PAGE_SPECIAL)``."""
+        return pte | _PAGE_SPECIAL
+
+    @staticmethod
+    def pmd_mkhuge(pmd: int) -> int:
+        """v6.12 arch/x86/include/asm/pgtable.h:618: ``pmd_set_flags(pmd, _PAGE_PSE)``."""
+        return pmd | _PAGE_PSE
+
+    def pmd_mkinvalid(self, pmd: int) -> int:
+        """v6.12 arch/x86/include/asm/pgtable.h:808 (same in v6.1): ``pfn_pmd(pmd_pfn(pmd),
+        pmd_flags(pmd) & ~(_PAGE_PRESENT | _PAGE_PROTNONE))`` -- pfn_pmd() inverts the pfn again
+        when the flags left are non-zero and not present (protnone_mask(), L1TF)."""
+        flags = self.pmd_flags(pmd) & ~(_PAGE_PRESENT | _PAGE_PROTNONE)
+        pa = ((self.pmd_pfn(pmd) << PAGE_SHIFT) ^ protnone_mask(flags)) & PHYSICAL_PMD_PAGE_MASK
+        return pa | flags
 
     def mk_bad(self, linux: str, val: int) -> int:
         """A table entry that ``pXd_bad()`` rejects but the MMU still walks: bit 9 is ignored by

@@ -20,6 +20,8 @@ import numpy as np
 
 import archs
 from archs.linux import LinuxPgtable, Prot, SwpEntry
+from emu.mm.mm_types import MM
+from emu.mm.scenarios import new_address_space
 
 from .build import HarnessBuild
 from .runner import KernelHarness
@@ -47,11 +49,46 @@ def _mig_pte(o: LinuxPgtable, a: int, b: int) -> int:
     return o.swp_entry_to_pte(o.make_pfn_swp_entry(t, a, young=bool(b & 4), dirty=bool(b & 8)))
 
 
+#: foliowalk's Prot as the bits the harness's pfn_pte/pfn_pmd ops take (foliowalk_harness.c FW_PROT_*)
+PROT_BITS = ("write", "exec", "young", "dirty", "special", "devmap", "protnone")
+
+
+def prot_of(b: int) -> Prot:
+    """The :class:`Prot` the harness's protection bits ``b`` stand for (a shared user mapping)."""
+    return Prot(**{name: bool(b >> i & 1) for i, name in enumerate(PROT_BITS)})
+
+
+def _encoder(make: Callable[[LinuxPgtable], Callable[[int, Prot], int]]) -> Op:
+    """A model encoder over (pfn, protection bits); where the model says the arch cannot make
+    that entry (ValueError: no devmap on s390, no pmd_mkspecial() before v6.12), the answer is
+    ~0, the harness's FW_ABSENT for the same request."""
+    def op(o: LinuxPgtable, a: int, b: int) -> int:
+        try:
+            return make(o)(a, prot_of(b))
+        except ValueError:
+            return U64
+    return op
+
+
+_ZERO_MM: dict[int, MM] = {}
+
+
+def zero_page_mm(ops: LinuxPgtable) -> MM:
+    """An address space of the model's (its zero page(s) allocated as at boot): what
+    ``is_zero_pfn`` is asked against; the harness's zero_pfn/zero_page_mask are set to its own."""
+    if id(ops) not in _ZERO_MM:
+        _ZERO_MM.clear()
+        _ZERO_MM[id(ops)] = new_address_space(ops)[3]
+    return _ZERO_MM[id(ops)]
+
+
 #: op name -> the model's answer (ints; booleans as 0/1), named as the kernel names them.
 MODEL_OPS: dict[str, Op] = {
     "pgd_none": lambda o, a, b: o.pgd_none(a),
     "pgd_bad": lambda o, a, b: o.pgd_bad(a),
+    "pgd_present": lambda o, a, b: o.pgd_present(a),
     "p4d_none": lambda o, a, b: o.p4d_none(a),
+    "p4d_present": lambda o, a, b: o.p4d_present(a),
     "p4d_bad": lambda o, a, b: o.p4d_bad(a),
     "pud_none": lambda o, a, b: o.pud_none(a),
     "pud_bad": lambda o, a, b: o.pud_bad(a),
@@ -93,6 +130,12 @@ MODEL_OPS: dict[str, Op] = {
     "swp_entry_to_pte": lambda o, a, b: o.swp_entry_to_pte(SwpEntry(a, b)),
     "swp_entry_to_pmd": _swp_entry_to_pmd,
     "migration_entry_to_pte": _mig_pte,
+    "pfn_pte": _encoder(lambda o: o.pfn_pte),
+    "pfn_pmd": _encoder(lambda o: o.pfn_pmd),
+    "pte_mkspecial": lambda o, a, b: o.pte_mkspecial(a),
+    "pmd_mkhuge": lambda o, a, b: o.pmd_mkhuge(a),
+    "pmd_mkinvalid": lambda o, a, b: o.pmd_mkinvalid(a),
+    "is_zero_pfn": lambda o, a, b: zero_page_mm(o).is_zero_pfn(a),
     "pgd_index": _index("pgd"),
     "p4d_index": _index("p4d"),
     "pud_index": _index("pud"),
@@ -110,7 +153,7 @@ PREDICATES = frozenset(
 )
 
 #: Ops whose inputs are not entry values: (a, b) come from :func:`op_inputs`.
-ENCODER_OPS = ("swp_entry_to_pte", "swp_entry_to_pmd", "migration_entry_to_pte")
+ENCODER_OPS = ("swp_entry_to_pte", "swp_entry_to_pmd", "migration_entry_to_pte", "pfn_pte", "pfn_pmd")
 ADDRESS_OPS = ("pgd_index", "p4d_index", "pud_index", "pmd_index", "pte_index")
 #: Ops the harness leaves out where the kernel does not define the function (the harness then
 #: answers ~0 for every value): arm64 pud_pfn() exists only with CONFIG_PGTABLE_LEVELS > 2,
@@ -121,9 +164,12 @@ MAY_BE_ABSENT = {
     "pmd_special": "before v6.12",
     "pud_special": "before v6.12",
     "p4d_index": "arm64 before v6.9",
+    "pfn_pmd": "CONFIG_TRANSPARENT_HUGEPAGE=n",
+    "pmd_mkhuge": "CONFIG_TRANSPARENT_HUGEPAGE=n",
+    "pmd_mkinvalid": "s390 (no pmd_mkinvalid()) or CONFIG_TRANSPARENT_HUGEPAGE=n",
 }
 #: Kernel constants the model must state the same (``swap`` attributes and geometry).
-HARNESS_ONLY = ("setup",)
+HARNESS_ONLY = ("setup", "set_zero_page")
 
 
 def entry_samples(ops: LinuxPgtable, n: int, seed: int = 0) -> np.ndarray:
@@ -189,6 +235,19 @@ def op_inputs(op: str, ops: LinuxPgtable, harness: KernelHarness, values: np.nda
         top = int(harness.eval("pte_swp_offset", harness.eval("swp_entry_to_pte", [0], [U64 >> 6]))[0])
         types = rng.integers(0, 32, n, dtype=np.uint64)
         return types, values % np.uint64(top + 1)
+    if op in ("pfn_pte", "pfn_pmd"):
+        # pfns the arch can map (below MAX_PHYSMEM_BITS), PMD-aligned for a PMD leaf; every
+        # combination of protection bits
+        c = harness.constants()
+        shift = c["PMD_SHIFT"] if op == "pfn_pmd" else c["PAGE_SHIFT"]
+        top = np.uint64((1 << (c["MAX_PHYSMEM_BITS"] - c["PAGE_SHIFT"])) - 1)
+        align = np.uint64(~((1 << (shift - c["PAGE_SHIFT"])) - 1) & U64)
+        return (values >> np.uint64(12)) & top & align, rng.integers(0, 1 << len(PROT_BITS), n, dtype=np.uint64)
+    if op == "is_zero_pfn":
+        # around the zero page(s), and anywhere
+        mm = zero_page_mm(ops)
+        near = np.uint64(mm.zero_pfn) + values % np.uint64(4 * mm.zero_page_nr + 4) - np.uint64(mm.zero_page_nr + 2)
+        return np.where(np.arange(n) % 4 == 0, values >> np.uint64(12), near), zeros
     if op == "migration_entry_to_pte":
         pfn_bits = harness.constants()["SWP_PFN_BITS"]
         return values & np.uint64((1 << pfn_bits) - 1), rng.integers(0, 16, n, dtype=np.uint64)
@@ -256,6 +315,9 @@ def check(build: HarnessBuild, config_key: str, n: int = 100_000, seed: int = 0,
     kernel_s = model_s = 0.0
     results = []
     unmodelled = [op for op in harness.ops if op not in MODEL_OPS and op not in HARNESS_ONLY]
+    if "is_zero_pfn" in harness.ops:
+        zmm = zero_page_mm(ops)
+        harness.eval("set_zero_page", [zmm.zero_pfn], [zmm.zero_page_mask])
     for op in harness.ops:
         if op not in MODEL_OPS:
             continue

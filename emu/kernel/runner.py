@@ -49,6 +49,9 @@ _OUT = 0x11000000  # CHUNK * 8 bytes of results
 _STACK = 0x12000000  # 1 MiB below this is the stack
 _RET = 0x13000000  # fw_batch returns here; emu_start stops at it
 _PAGE = 0x1000
+_S390_LOWCORE_SIZE = 0x2000  # struct lowcore (arch/s390/include/asm/lowcore.h)
+_S390_MACHINE_FLAGS = 0x3C8  # lowcore.machine_flags
+_S390_MACHINE_FLAG_NX = 1 << 15  # arch/s390/include/asm/setup.h MACHINE_FLAG_NX
 # The first four integer arguments of each ABI (SysV x86-64, AAPCS64, s390x ELF ABI)
 _ARGS = {
     "x86_64": (X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX, X.UC_X86_REG_RCX),
@@ -122,6 +125,12 @@ class KernelHarness:
         elif arch == "s390x":
             # PSW: EA|BA (64-bit addressing), DAT off
             uc.reg_write(S.UC_S390X_REG_PSWM, 0x0000000180000000)
+            # The lowcore at 0 (get_lowcore(), unrelocated): MACHINE_HAS_NX reads machine_flags
+            # (pfn_pte()'s mk_pte_phys(), set_pmd_at()); boot sets MACHINE_FLAG_NX on machines
+            # with facility 130 (arch/s390/kernel/early.c detect_machine_facilities(), v6.12),
+            # z14 and later, the machine foliowalk's s390x model assumes (machine_has_nx=True).
+            uc.mem_map(0, _S390_LOWCORE_SIZE)
+            uc.mem_write(_S390_MACHINE_FLAGS, _S390_MACHINE_FLAG_NX.to_bytes(8, "big"))
         return uc
 
     def _on_intr(self, uc: Uc, intno: int, _user: Any) -> None:

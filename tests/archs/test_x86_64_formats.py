@@ -125,9 +125,13 @@ def test_migration_entry_offset_holds_the_pfn_then_young_dirty_bits() -> None:
 
 def test_protnone_pte_holds_inverted_pfn() -> None:
     ops = get_ops("x86_64:4level")
-    pte = ops.pfn_pte(0x1234, Prot(protnone=True))
+    pte = ops.pfn_pte(0x1234, Prot(protnone=True, dirty=False))
     # PAGE_NONE = _PAGE_ACCESSED | _PAGE_PROTNONE, no present bit; pfn bits 12..51 inverted.
-    assert pte & 0xFFF == 0x120
+    assert pte & 0xFFF == 0x120 and pte >> 52 == 0
+    # dirty: pte_mkdirty() adds _PAGE_SOFT_DIRTY (bit 11) and, Write being 0, keeps Dirty in
+    # _PAGE_SAVED_DIRTY (bit 58) not bit 6 (v6.12 pgtable.h mksaveddirty_shift())
+    dirty = ops.pfn_pte(0x1234, Prot(protnone=True))
+    assert dirty & 0xFFF == 0x920 and dirty >> 52 == 1 << 6
     assert (pte >> 12) & ((1 << 40) - 1) == (~0x1234) & ((1 << 40) - 1)
     assert ops.pte_present(pte) and ops.pte_protnone(pte) and ops.pte_pfn(pte) == 0x1234
 

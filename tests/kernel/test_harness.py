@@ -16,7 +16,7 @@ from archs.kconfig import PROFILES, kernel_config
 from emu.errors import ConfigError
 from emu.kernel import toolchain as tc_mod
 from emu.kernel.build import HarnessBuild
-from emu.kernel.check import MODEL_OPS, check
+from emu.kernel.check import MODEL_OPS, check, prot_of
 from emu.kernel.image import HarnessImageError
 from emu.kernel.runner import HarnessRunError, KernelHarness
 from emu.kernel.tree import user_tree
@@ -35,7 +35,7 @@ def test_model_matches_the_compiled_kernel(config: str, harness_build: Callable[
     report = check(build, config, n=20_000, seed=1)
     compared = [o for o in report.ops if not o.note]
     assert len(compared) >= 40
-    assert report.unmodelled == ["pgd_present", "p4d_present"]
+    assert report.unmodelled == []  # every op the harness exports has a model answer
     problems = [(o.op, o.count, o.examples[:2]) for o in report.ops if o.count]
     problems += [(n, k, m) for n, k, m in report.constants if m is not None and k != m]
     assert problems == []
@@ -83,6 +83,28 @@ def test_an_altered_model_predicate_is_caught(harness_build: Callable[..., Harne
     bad = {o.op: o for o in report.ops if o.count}
     assert "pte_present" in bad and bad["pte_present"].examples
     assert report.differences > 0
+
+
+def test_encoders_the_harness_found(harness: Callable[..., KernelHarness]) -> None:
+    """The leaves the model made wrong until the compiled kernel's pfn_pte op showed it, as hand-
+    built values from v6.12 arch/x86/include/asm/pgtable.h and pgtable_types.h: pte_mkdirty() sets
+    _PAGE_SOFT_DIRTY (bit 11, MEM_SOFT_DIRTY=y) and on a Write=0 entry moves Dirty to
+    _PAGE_SAVED_DIRTY (bit 58, mksaveddirty_shift()); pte_mkold() clears PAGE_NONE's Accessed;
+    pte_mkspecial() applies to PROT_NONE as to any pgprot."""
+    h = harness("x86_64:4level")
+    ops = archs.get_ops("x86_64:4level", kconfig=h.build.kconfig)
+    pfn = 0x1234
+    p, rw, us, a, d, g, special, soft_dirty, saved_dirty, nx = (
+        1, 2, 4, 1 << 5, 1 << 6, 1 << 8, 1 << 9, 1 << 11, 1 << 58, 1 << 63)
+    cases = {  # harness protection bits (check.PROT_BITS) -> the entry the kernel makes
+        0b0001101: (pfn << 12) | p | rw | us | a | d | soft_dirty | nx,  # write young dirty
+        0b0001100: (pfn << 12) | p | us | a | saved_dirty | soft_dirty | nx,  # read-only young dirty
+        0b1000000: (~pfn << 12) & ((1 << 52) - 1) & ~0xFFF | g,  # PROT_NONE, old (pfn inverted: L1TF)
+        0b1010100: (~pfn << 12) & ((1 << 52) - 1) & ~0xFFF | a | g | special,  # PROT_NONE young special
+    }
+    got = h.eval("pfn_pte", [pfn] * len(cases), list(cases)).tolist()
+    assert got == list(cases.values())
+    assert [ops.pfn_pte(pfn, prot_of(b)) for b in cases] == got
 
 
 def test_runner_errors_are_named(harness: Callable[..., KernelHarness]) -> None:

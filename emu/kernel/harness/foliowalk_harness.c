@@ -31,6 +31,10 @@ typedef unsigned long long fw_u64;
 unsigned long fw_batch(unsigned long op, const fw_u64 *in, fw_u64 *out, unsigned long n);
 unsigned long fw_consts(fw_u64 *out, unsigned long n);
 
+/* A function a kernel does not define answers FW_ABSENT for every value (the runner's check
+ * reports it as absent, never compares it). */
+#define FW_ABSENT	(~0ULL)
+
 /* ---- run-time state the inlines read (set by fw_setup, op 0) -------------------------- */
 #ifdef CONFIG_X86_64
 #ifdef CONFIG_X86_5LEVEL
@@ -46,6 +50,12 @@ phys_addr_t physical_mask = (1ULL << __PHYSICAL_MASK_SHIFT) - 1;
 /* arch/x86/mm/init.c / head64.c: __supported_pte_mask = ~0 (NX present), kernel mask ~0 */
 pteval_t __supported_pte_mask = ~0ULL;
 pteval_t __default_kernel_pte_mask = ~0ULL;
+#endif
+
+#ifdef CONFIG_ARM64
+/* arch/arm64/kernel/cpufeature.c (v6.12, v6.1): false until KPTI/KASLR asks for nG kernel
+ * mappings; PROT_DEFAULT's PTE_MAYBE_NG reads it (user PAGE_* set PTE_NG themselves). */
+bool arm64_use_ng_mappings;
 #endif
 
 #if defined(CONFIG_S390) && defined(__identity_base)
@@ -105,6 +115,114 @@ static inline swp_entry_t fw_mig(fw_u64 pfn, fw_u64 b)
 #define FW_MIG_PTE(a, b)	FW_ABSENT
 #endif
 
+/* ---- encoders: a leaf as the kernel makes one ------------------------------------------
+ * b: foliowalk's archs.linux.Prot as bits (bit 0 write, 1 exec, 2 young, 3 dirty, 4 special,
+ * 5 devmap, 6 protnone); a: the pfn.  The pgprot is vm_get_page_prot() of a shared user mapping
+ * (VM_SHARED|VM_READ [|VM_WRITE][|VM_EXEC], or VM_NONE for PROT_NONE): protection_map[] of
+ * arch/x86/mm/pgprot.c, arch/arm64/mm/mmap.c, arch/s390/mm/mmap.c (v6.12, same in v6.1), whose
+ * entries are these PAGE_* macros of the arch's headers.  Then the pte_mk*() calls in the order
+ * mm/memory.c makes them (mk_pte, young/old, dirty, special, devmap).
+ */
+#define FW_PROT_WRITE	1
+#define FW_PROT_EXEC	2
+#define FW_PROT_YOUNG	4
+#define FW_PROT_DIRTY	8
+#define FW_PROT_SPECIAL	16
+#define FW_PROT_DEVMAP	32
+#define FW_PROT_NONE	64
+#ifdef CONFIG_S390
+#define FW_PAGE_R	PAGE_RO
+#define FW_PAGE_RW	PAGE_RW
+#define FW_PAGE_RX	PAGE_RX
+#define FW_PAGE_RWX	PAGE_RWX
+#else
+#define FW_PAGE_R	PAGE_READONLY
+#define FW_PAGE_RW	PAGE_SHARED
+#define FW_PAGE_RX	PAGE_READONLY_EXEC
+#define FW_PAGE_RWX	PAGE_SHARED_EXEC
+#endif
+
+static inline pgprot_t fw_prot(fw_u64 b)
+{
+	if (b & FW_PROT_NONE)
+		return PAGE_NONE;
+	switch (b & (FW_PROT_WRITE | FW_PROT_EXEC)) {
+	case 0: return FW_PAGE_R;
+	case FW_PROT_WRITE: return FW_PAGE_RW;
+	case FW_PROT_EXEC: return FW_PAGE_RX;
+	default: return FW_PAGE_RWX;
+	}
+}
+
+static inline fw_u64 fw_pfn_pte(fw_u64 pfn, fw_u64 b)
+{
+	pte_t pte = pfn_pte(pfn, fw_prot(b));
+
+	pte = (b & FW_PROT_YOUNG) ? pte_mkyoung(pte) : pte_mkold(pte);
+	if (b & FW_PROT_DIRTY)
+		pte = pte_mkdirty(pte);
+	if (b & FW_PROT_SPECIAL)
+		pte = pte_mkspecial(pte);
+	if (b & FW_PROT_DEVMAP) {
+#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+		pte = pte_mkdevmap(pte);
+#else
+		return FW_ABSENT;
+#endif
+	}
+	return pte_val(pte);
+}
+
+/* A THP leaf: pmd_mkhuge(pfn_pmd()) as mm/huge_memory.c's mk_huge_pmd() makes it. */
+static inline fw_u64 fw_pfn_pmd(fw_u64 pfn, fw_u64 b)
+{
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	pmd_t pmd = pmd_mkhuge(pfn_pmd(pfn, fw_prot(b)));
+
+	pmd = (b & FW_PROT_YOUNG) ? pmd_mkyoung(pmd) : pmd_mkold(pmd);
+	if (b & FW_PROT_DIRTY)
+		pmd = pmd_mkdirty(pmd);
+	if (b & FW_PROT_SPECIAL) {
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+		pmd = pmd_mkspecial(pmd);	/* a no-op without ARCH_SUPPORTS_PMD_PFNMAP */
+#else
+		return FW_ABSENT;
+#endif
+	}
+	if (b & FW_PROT_DEVMAP) {
+#ifdef CONFIG_ARCH_HAS_PTE_DEVMAP
+		pmd = pmd_mkdevmap(pmd);
+#else
+		return FW_ABSENT;
+#endif
+	}
+	return pmd_val(pmd);
+#else
+	return FW_ABSENT;
+#endif
+}
+
+#if defined(CONFIG_TRANSPARENT_HUGEPAGE) && !defined(CONFIG_S390)
+#define FW_PMD_MKINVALID(a)	pmd_val(pmd_mkinvalid(__pmd(a)))	/* s390 has none */
+#else
+#define FW_PMD_MKINVALID(a)	FW_ABSENT
+#endif
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+#define FW_PMD_MKHUGE(a)	pmd_val(pmd_mkhuge(__pmd(a)))
+#else
+#define FW_PMD_MKHUGE(a)	FW_ABSENT
+#endif
+
+/* mm/memory.c: zero_pfn; s390 (__HAVE_COLOR_ZERO_PAGE) also zero_page_mask, arch/s390/mm/init.c.
+ * The harness defines them (it links no mm/memory.c); op set_zero_page sets them. */
+unsigned long zero_pfn;
+#ifdef __HAVE_COLOR_ZERO_PAGE
+unsigned long zero_page_mask;
+#define FW_SET_ZERO_MASK(b)	(zero_page_mask = (b))
+#else
+#define FW_SET_ZERO_MASK(b)	((void)(b))
+#endif
+
 /* X(name, expression over a and b); pud-level names bind a variable called pud because
  * arm64 v6.12 `#define pud_special(pte) pte_special(pud_pte(pud))` uses it by that name. */
 #define FW_OPS(X) \
@@ -155,15 +273,19 @@ static inline swp_entry_t fw_mig(fw_u64 pfn, fw_u64 b)
 	X(swp_entry_to_pte,		pte_val(swp_entry_to_pte(swp_entry(a, b)))) \
 	X(swp_entry_to_pmd,		pmd_val(swp_entry_to_pmd(swp_entry(a, b)))) \
 	X(migration_entry_to_pte,	FW_MIG_PTE(a, b)) \
+	X(pfn_pte,			fw_pfn_pte(a, b)) \
+	X(pfn_pmd,			fw_pfn_pmd(a, b)) \
+	X(pte_mkspecial,		pte_val(pte_mkspecial(__pte(a)))) \
+	X(pmd_mkhuge,			FW_PMD_MKHUGE(a)) \
+	X(pmd_mkinvalid,		FW_PMD_MKINVALID(a)) \
+	X(set_zero_page,		(zero_pfn = a, FW_SET_ZERO_MASK(b), 0)) \
+	X(is_zero_pfn,			is_zero_pfn(a)) \
 	X(pgd_index,			pgd_index(a)) \
 	X(p4d_index,			FW_P4D_INDEX(a)) \
 	X(pud_index,			pud_index(a)) \
 	X(pmd_index,			pmd_index(a)) \
 	X(pte_index,			pte_index(a))
 
-/* A function a kernel does not define answers FW_ABSENT for every value (the runner's check
- * reports it as absent, never compares it). */
-#define FW_ABSENT	(~0ULL)
 #if defined(CONFIG_X86_64) || defined(CONFIG_S390) || CONFIG_PGTABLE_LEVELS > 2
 #define FW_PUD_PFN(pud)	pud_pfn(pud)
 #else
