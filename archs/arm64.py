@@ -537,6 +537,14 @@ class Arm64(LinuxPgtable):
     def pud_pfn(self, pud: int) -> int:
         return (self.__pte_to_phys(pud) & self.PUD_MASK) >> self.PAGE_SHIFT
 
+    def pud_page_pfn(self, pud: int) -> int:
+        """v6.12 arch/arm64/include/asm/pgtable.h:859 ``pud_page(pud)`` is
+        ``phys_to_page(__pud_to_phys(pud))`` (:611 ``__pte_to_phys(pud_pte(pud))`` = ``pud_val &
+        PTE_ADDR_LOW``, :87; asm/memory.h:360 ``phys_to_page(phys) = pfn_to_page(__phys_to_pfn(phys))``):
+        unlike ``pud_pfn()`` (:613) it does not mask with PUD_MASK, so output-address bits below
+        PUD_SIZE (RES0 in a block descriptor) stay in the page.  The same in v6.1."""
+        return self.__pte_to_phys(pud) >> self.PAGE_SHIFT
+
     # -- PMD -----------------------------------------------------------------------------------------
     def _pmd_present(self, pmd: int) -> bool:
         # v6.1 arch/arm64/include/asm/pgtable.h:464-467: pte_present(pmd_pte(pmd)) ||

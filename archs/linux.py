@@ -347,6 +347,13 @@ class LinuxPgtable:
     def pud_pfn(self, pud: int) -> int:
         raise self._arch("pud_pfn")
 
+    def pud_page_pfn(self, pud: int) -> int:
+        """The pfn of ``pud_page(pud)`` (folio_walk_start()'s PUD leaf, v6.12 mm/pagewalk.c:829).
+        x86-64 and s390 define it as ``pfn_to_page(pud_pfn(pud))`` (v6.12
+        arch/x86/include/asm/pgtable.h:1130, arch/s390/include/asm/pgtable.h:1543); an arch
+        whose pud_page() is not that overrides this."""
+        return self.pud_pfn(pud)
+
     def pud_devmap(self, pud: int) -> bool:
         raise self._arch("pud_devmap")
 

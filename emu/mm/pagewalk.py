@@ -222,7 +222,7 @@ class _Walker:
                     ptl = None
                 else:
                     # TODO in the kernel: vm_normal_page_pud() for PFNMAP/MIXEDMAP PUD mappings.
-                    page = mm.memmap.pfn_to_page(ops.pud_pfn(pud))  # pud_page()
+                    page = mm.memmap.pfn_to_page(ops.pud_page_pfn(pud))  # pud_page(), mm/pagewalk.c:829
                     fw.kind = "normal"
                     goto_pmd_table = False
 

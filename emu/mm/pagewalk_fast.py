@@ -159,7 +159,7 @@ class FastWalk:
             if (ops.pud_present(val) and ops.pud_leaf(val) and not ops.pud_devmap(val)  # type: ignore[attr-defined]
                     and not (self.v612 and ops.pud_special(val))):  # type: ignore[attr-defined]
                 code = C_LEAF
-                self.pud_leaf_pfn[val] = int(ops.pud_pfn(val))  # type: ignore[attr-defined]
+                self.pud_leaf_pfn[val] = int(ops.pud_page_pfn(val))  # pud_page(), mm/pagewalk.c:829
             else:
                 code = C_OTHER
         elif ops.pud_present(val):

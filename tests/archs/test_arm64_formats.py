@@ -243,6 +243,25 @@ def test_pud_predicates_follow_the_granule() -> None:
         assert not ops.pud_devmap(block | 1 << 57) and not ops.pud_special(block | 1 << 56)
 
 
+def test_pud_page_keeps_the_bits_pud_pfn_masks() -> None:
+    """v6.12 arch/arm64/include/asm/pgtable.h:859 ``pud_page(pud) = phys_to_page(__pud_to_phys(pud))``
+    with :611/:87 ``__pud_to_phys(pud) = pud_val(pud) & PTE_ADDR_LOW`` (bits 49:12 with 4K pages),
+    while :613 ``pud_pfn(pud) = (__pud_to_phys(pud) & PUD_MASK) >> PAGE_SHIFT``: a 1G block at
+    0x4000_0000 with bit 21 (RES0 in the descriptor) set is page 0x40200 to pud_page(), pfn
+    0x40000 to pud_pfn()."""
+    four_k = get_ops("arm64:4k:48")
+    block = 0x4000_0000 | 0x20_0000 | 0x741
+    assert four_k.pud_pfn(block) == 0x4_0000
+    assert four_k.pud_page_pfn(block) == (block & (((1 << 38) - 1) << 12)) >> 12 == 0x4_0200
+    # bits 49:48 are PTE_ADDR_LOW's too (v6.12; RES0 with a 48-bit OA)
+    assert four_k.pud_page_pfn(block | 1 << 49) == 0x4_0200 | 1 << 37
+    # x86-64 and s390 define pud_page() as pfn_to_page(pud_pfn()) (x86 pgtable.h:1130, s390 :1543)
+    for key in ("x86_64:4level", "s390x:region3"):
+        ops = get_ops(key)
+        leaf = ops.pfn_pud(0x8_0000, Prot())  # 2 GiB: aligned for both
+        assert ops.pud_page_pfn(leaf) == ops.pud_pfn(leaf) == 0x8_0000
+
+
 def test_p4d_bad_is_the_table_bit() -> None:
     ops = get_ops("arm64:4k:48")
     # p4d_bad(p4d) = pgtable_l4_enabled() && !(p4d_val(p4d) & 2); p4d_none = !p4d_val

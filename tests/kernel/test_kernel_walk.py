@@ -232,6 +232,28 @@ def test_arm64_contpte_gathers_access_and_dirty(walk_build: Callable[[str], Walk
     kw.close()
 
 
+def test_arm64_pud_page_keeps_the_bits_below_pud_size(walk_build: Callable[[str], WalkBuild]) -> None:
+    """arm64 ``pud_page(pud) = phys_to_page(__pud_to_phys(pud))`` (v6.12 arch/arm64/include/asm/
+    pgtable.h:859, :611, :87: ``pud_val & PTE_ADDR_LOW``), not ``pfn_to_page(pud_pfn(pud))``
+    (:613 masks with PUD_MASK): a 1 GiB block at physical 0 whose RES0 bits 29:12 hold a folio's
+    address is, to folio_walk_start() (mm/pagewalk.c:829), that folio."""
+    ops = archs.get_ops("arm64:4k:48")
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+    vma = mm.add_vma(VMA(0x4000_0000, 0xC000_0000, ANON_FLAGS, name="anon"))
+    folio = b.alloc_folio(2)
+    pudp = b.map_pfn(0x8000_0000, "pud", 0, Prot(), in_ram=False)
+    ram.write_u64(pudp, ram.read_u64(pudp) | folio.pfn << 12)
+    assert ops.pud_pfn(ram.read_u64(pudp)) == 0  # the masked pfn: PUD_MASK drops bits 29:12
+    kw = KernelWalk(walk_build("arm64:4k:48"), mm)
+    mm.mmap_lock.down_read()
+    (r,) = kw.walk(vma, [(0x8000_1000, 0)])
+    # page = pud_page(pud) = folio.pfn; fw->page = nth_page(page, (addr & (PUD_SIZE - 1)) >> 12)
+    assert r.oops is None and r.level == 2 and r.entryp == pudp
+    assert r.folio_pfn == folio.pfn and r.page_pfn == folio.pfn + 1
+    assert kernel(r) == model(vma, 0x8000_1000, 0)
+    kw.close()
+
+
 @pytest.mark.parametrize("config", DEFAULT_SCENARIO)
 def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     sc = build_default(archs.get_ops(config), with_oracle=False)

@@ -428,7 +428,7 @@ def test_x86_vector_rules_imply_the_scalar_predicates(config: str, kernel: str, 
             assert int(nxt) == ops.table_pa("pud", x)
         if leaf:
             assert ops.pud_leaf(x) and ops.pud_present(x) and not ops.pud_devmap(x), hex(x)
-            assert not (v612 and ops.pud_special(x)) and int(pfn) == ops.pud_pfn(x), hex(x)
+            assert not (v612 and ops.pud_special(x)) and int(pfn) == ops.pud_page_pfn(x), hex(x)
         none, table, leaf, nxt, pfn = (a[i] for a in pmd)
         assert none == ops.pmd_none(x), hex(x)
         if table:
