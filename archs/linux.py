@@ -280,6 +280,12 @@ class LinuxPgtable:
         """What ``pXd_clear()`` stores (0 on x86/arm64; an invalid typed entry on s390)."""
         return 0
 
+    def pxd_clear(self, linux: str, val: int) -> int | None:
+        """What ``pXd_clear()`` stores over the entry ``val`` (``pXd_clear_bad()``, v6.12
+        mm/pgtable-generic.c:25-56), or None where it stores nothing.  By default it always
+        stores :meth:`clear_value`; s390 looks at the entry first."""
+        return self.clear_value(linux)
+
     # -- Linux names for the upper levels (folding applied) ---------------------------------
     def pgd_none(self, pgd: int) -> bool:
         return False if self.folded("pgd") else self.entry_none("pgd", pgd)

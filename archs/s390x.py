@@ -593,6 +593,24 @@ class S390x(LinuxPgtable):
         ``crst_table_init()``: the typed empty entry of the table ``linux`` lives in."""
         return _EMPTY[self._hw[linux].linux]
 
+    #: pgd/p4d/pud_clear() write only an entry of their own region type (v6.12
+    #: arch/s390/include/asm/pgtable.h:1001-1017); pmd_clear() always writes (:1019-1022).
+    _CLEAR_TYPE = {"pgd": (_REGION_ENTRY_TYPE_R1, _REGION1_ENTRY_EMPTY),
+                   "p4d": (_REGION_ENTRY_TYPE_R2, _REGION2_ENTRY_EMPTY),
+                   "pud": (_REGION_ENTRY_TYPE_R3, _REGION3_ENTRY_EMPTY)}
+
+    def pxd_clear(self, linux: str, val: int) -> int | None:
+        """v6.12 arch/s390/include/asm/pgtable.h:1001-1022: ``pgd_clear()`` stores
+        ``_REGION1_ENTRY_EMPTY`` only ``if ((pgd_val(*pgd) & _REGION_ENTRY_TYPE_MASK) ==
+        _REGION_ENTRY_TYPE_R1)``, ``p4d_clear()`` / ``pud_clear()`` likewise for R2 / R3;
+        ``pmd_clear()`` stores ``_SEGMENT_ENTRY_EMPTY`` unconditionally.  So a bad p4d of type R1
+        (``p4d_bad()``: a type above R2) or a bad pud of type R1/R2 is reported and left as it is."""
+        typed = self._CLEAR_TYPE.get(linux)
+        if typed is None:
+            return self.clear_value(linux)
+        typ, empty = typed
+        return empty if val & _REGION_ENTRY_TYPE_MASK == typ else None
+
     # -- PUD / PMD leaves --------------------------------------------------------------------------
     def pud_pfn(self, pud: int) -> int:
         return self.pud_deref(pud) >> PAGE_SHIFT

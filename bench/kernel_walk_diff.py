@@ -33,8 +33,8 @@ history).  Rows are compared on (folio pfn, page pfn, level, entry address, entr
 * ``s390-clear-untyped`` -- s390x only: a row after the model cleared a bad pgd/p4d/pud entry the
   kernel does not clear: the kernel's ``pgd_clear()``/``p4d_clear()``/``pud_clear()``
   (arch/s390/include/asm/pgtable.h) store ``_REGIONn_ENTRY_EMPTY`` only into an entry of their
-  own region type, the model stores the empty entry of the table's type whatever the entry's
-  type (archs/s390x.py ``clear_value``); from there on the two runs walk different tables (e.g.
+  own region type, the model (before archs/s390x.py ``pxd_clear``) stored the empty entry of the table's
+  type whatever the entry's type; from there on the two runs walk different tables (e.g.
   a cleared first entry changes ``pgd_offset()``'s shift), so every later differing row of that
   hierarchy run is counted here;
 * ``s390-table-address-wraps`` -- s390x only: the model finds the next table unreadable, the
@@ -85,7 +85,7 @@ def _s390_clear_differs(ops: Any, cleared: list[Any]) -> bool:
         if typ is None:
             continue
         kernel_writes = (step.value >> 2) & 3 == typ
-        if not kernel_writes or ops.clear_value(step.level) != (typ << 2 | 0x20):
+        if not kernel_writes or ops.pxd_clear(step.level, step.value) != (typ << 2 | 0x20):
             return True
     return False
 

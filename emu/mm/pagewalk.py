@@ -120,10 +120,14 @@ class _Walker:
         self.fw.warnings.append(what)
 
     def clear_bad(self, level: str, pa: int, val: int) -> None:
-        """``pXd_clear_bad()``: ``pXd_ERROR()`` then ``pXd_clear()`` (mm/pgtable-generic.c)."""
+        """``pXd_clear_bad()``: ``pXd_ERROR()`` then ``pXd_clear()`` (mm/pgtable-generic.c:25-56);
+        ``pXd_clear()`` may store nothing (s390: an entry of another region type, ``ops.pxd_clear``),
+        and only a stored clear is recorded in ``fw.cleared``."""
         self.warn(f"{level}_ERROR: bad {level} {val:#018x} at {pa:#x}")
-        self.fw.cleared.append(TraceStep(level, pa, val))
-        self.mm.ram.write_u64(pa, self.ops.clear_value(level))
+        new = self.ops.pxd_clear(level, val)
+        if new is not None:
+            self.fw.cleared.append(TraceStep(level, pa, val))
+            self.mm.ram.write_u64(pa, new)
 
     def none_or_clear_bad(self, level: str, pa: int) -> bool:
         """``pgd_none_or_clear_bad()`` / ``p4d_none_or_clear_bad()`` (include/linux/pgtable.h)."""

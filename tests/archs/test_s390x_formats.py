@@ -327,6 +327,24 @@ def test_clear_and_populate_values() -> None:
     assert ops.mk_bad("pmd", 0x12800) == 0x12900 and ops.pmd_bad(0x12900)
 
 
+def test_pxd_clear_writes_only_its_own_region_type() -> None:
+    """v6.12 arch/s390/include/asm/pgtable.h:1001-1022, transcribed: pgd_clear() stores
+    _REGION1_ENTRY_EMPTY (TT 11 | I = 0x2c) only if (val & _REGION_ENTRY_TYPE_MASK (0xc)) ==
+    _REGION_ENTRY_TYPE_R1 (0xc); p4d_clear() 0x28 only for TT 10 (0x8); pud_clear() 0x24 only
+    for TT 01 (0x4); pmd_clear() stores _SEGMENT_ENTRY_EMPTY (0x20) whatever the entry."""
+    for key in ("s390x:region1", "s390x:region2", "s390x:region3", "s390x:segment"):
+        ops = get_ops(key)
+        for tt in range(4):
+            val = 0x12000 | tt << 2 | 0x10  # an origin, the type, a bit pXd_bad() rejects
+            assert ops.pxd_clear("pgd", val) == (0x2C if tt == 3 else None), (key, tt)
+            assert ops.pxd_clear("p4d", val) == (0x28 if tt == 2 else None), (key, tt)
+            assert ops.pxd_clear("pud", val) == (0x24 if tt == 1 else None), (key, tt)
+            assert ops.pxd_clear("pmd", val) == 0x20
+    # the other architectures' pXd_clear() always store 0 (x86 native_p?d_clear, arm64 set_p?d(0))
+    for key in ("x86_64:4level", "arm64:4k:48"):
+        assert _get_ops(key).pxd_clear("p4d", 0x1234_5000) == 0
+
+
 def test_pfn_pte_follows_mk_pte_phys_and_pte_mkdirty() -> None:
     ops = get_ops("s390x:region2")
     pa = 0x2B000

@@ -254,6 +254,31 @@ def test_arm64_pud_page_keeps_the_bits_below_pud_size(walk_build: Callable[[str]
     kw.close()
 
 
+def test_s390_p4d_clear_leaves_an_entry_of_another_region_type(walk_build: Callable[[str], WalkBuild]) -> None:
+    """A region-second-table entry with the region-first type (TT 11): ``p4d_bad()`` is true for
+    a type above R2, so p4d_none_or_clear_bad() calls p4d_clear_bad(), whose ``p4d_clear()``
+    (v6.12 arch/s390/include/asm/pgtable.h:1007-1011) stores _REGION2_ENTRY_EMPTY only into an
+    entry of type R2: the entry stays as it is, in the kernel and in the model."""
+    ops = archs.get_ops("s390x:region1")
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20, reserved_low=ops.RESERVED_LOW)
+    vma = mm.add_vma(VMA(0x4000_0000, 0x4080_0000, ANON_FLAGS, name="anon"))
+    b.map_folio(0x4000_0000, b.alloc_folio(0), Prot())
+    p4dp = b.entry_pa(0x4000_0000, "p4d", create=False)
+    bad = ram.read_u64(p4dp) | 0xC  # TT 10 -> 11
+    ram.write_u64(p4dp, bad)
+    assert ops.p4d_bad(bad) and not ops.p4d_none(bad)
+    kw = KernelWalk(walk_build("s390x:region1"), mm)
+    mm.mmap_lock.down_read()
+    (r,) = kw.walk(vma, [(0x4000_0000, 0)])
+    assert r.oops is None and r.folio_pfn is None and "printk" in r.stubs  # p4d_ERROR()
+    assert ram.read_u64(p4dp) == bad  # not cleared
+    fw = FolioWalk()
+    assert folio_walk_start(fw, vma, 0x4000_0000, 0) is None
+    assert fw.reason == "bad@p4d" and fw.cleared == [] and ram.read_u64(p4dp) == bad
+    assert any(w.startswith("p4d_ERROR") for w in fw.warnings)
+    kw.close()
+
+
 @pytest.mark.parametrize("config", DEFAULT_SCENARIO)
 def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     sc = build_default(archs.get_ops(config), with_oracle=False)
