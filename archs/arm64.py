@@ -31,7 +31,7 @@ import construct as cs
 
 from .base import EntryFormat, HwLevel, PagingConfig
 from .kconfig import KernelConfig
-from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
+from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, Reader, SwpEntry
 
 ARCH = "arm64"
 
@@ -379,6 +379,14 @@ class Arm64(LinuxPgtable):
         # v6.12 PTE_SWP_UFFD_WP (bit 3); v6.1 arm64 has no uffd-wp (no HAVE_ARCH_USERFAULTFD_WP), so
         # pte_swp_clear_uffd_wp() is the generic no-op
         self.PTE_SWP_UFFD_WP = swap.mask("uffd_wp") if "uffd_wp" in swap.fields else 0
+        # CONFIG_ARM64_CONTPTE (v6.12 arch/arm64/Kconfig:2412-2415: "depends on
+        # TRANSPARENT_HUGEPAGE", default y; new in v6.9, so not in v6.1): ptep_get() of a valid
+        # PTE with PTE_CONT is contpte_ptep_get() (pgtable.h:1632-1640)
+        self.contpte = version != "6.1" and self.kconfig.enabled("TRANSPARENT_HUGEPAGE")
+        self.PTEP_GET_GATHER = PTE_VALID | PTE_CONT if self.contpte else 0
+        # pgtable-hwdef.h:84-85 CONT_PTES = 1 << CONFIG_ARM64_CONT_PTE_SHIFT (Kconfig:304-308:
+        # 4 with 4K pages, 7 with 16K, 5 with 64K)
+        self.CONT_PTES = 1 << {12: 4, 14: 7, 16: 5}[config.page_shift]
         if version == "6.1":
             # the bit that makes a !PTE_VALID entry present: v6.1 PTE_PROT_NONE (bit 58)
             self._present_invalid = self.page_fmt.mask("prot_none")
@@ -466,6 +474,34 @@ class Arm64(LinuxPgtable):
 
     def pte_dirty(self, pte: int) -> bool:
         return bool(pte & PTE_DIRTY) or self.pte_hw_dirty(pte)
+
+    def pte_mkdirty(self, pte: int) -> int:
+        """v6.12 pgtable.h:226-234: PTE_DIRTY set; PTE_RDONLY cleared if pte_write()."""
+        pte |= PTE_DIRTY
+        return pte & ~PTE_RDONLY if self.pte_write(pte) else pte
+
+    @staticmethod
+    def pte_mkyoung(pte: int) -> int:
+        """v6.12 pgtable.h:255-258: PTE_AF set."""
+        return pte | PTE_AF
+
+    def ptep_get(self, ptep: int, pte: int, read: Reader) -> int:
+        """v6.12 arch/arm64/include/asm/pgtable.h:1632-1640 (CONFIG_ARM64_CONTPTE): a PTE that is
+        ``pte_valid_cont()`` (:139, PTE_VALID and PTE_CONT) is ``contpte_ptep_get(ptep, pte)``
+        (arch/arm64/mm/contpte.c:155-180): for each of the CONT_PTES entries of the naturally
+        aligned block (``contpte_align_down()``, :24-27), ``pte_dirty()`` makes the result
+        ``pte_mkdirty()`` and ``pte_young()`` makes it ``pte_mkyoung()`` -- the access and dirty
+        bits of the whole block gathered into the entry read.  Else the entry itself."""
+        if not self.ptep_get_gathers(pte):
+            return pte
+        block = ptep & ~(self.CONT_PTES * 8 - 1)
+        for i in range(self.CONT_PTES):
+            other = read(block + 8 * i)
+            if self.pte_dirty(other):
+                pte = self.pte_mkdirty(pte)
+            if self.pte_young(other):
+                pte = self.pte_mkyoung(pte)
+        return pte
 
     def pte_protnone(self, pte: int) -> bool:  # CONFIG_NUMA_BALANCING
         if self.kconfig.version == "6.1":

@@ -381,6 +381,21 @@ class LinuxPgtable:
     def pmd_protnone(self, pmd: int) -> bool:
         raise self._arch("pmd_protnone")
 
+    #: PTE bits with which ``ptep_get()`` returns more than the entry it reads (arm64's contiguous
+    #: PTEs): an entry that has all of them set goes from the fast walkers to the reference walker,
+    #: which asks :meth:`ptep_get`.  0: ``ptep_get()`` is ``READ_ONCE(*ptep)`` for every entry.
+    PTEP_GET_GATHER = 0
+
+    def ptep_get(self, ptep: int, pte: int, read: Reader) -> int:
+        """``ptep_get(ptep)`` under the PTE lock, given ``pte = READ_ONCE(*ptep)`` and ``read``
+        for other entries: the generic one (v6.12 include/linux/pgtable.h:316-320) is the entry."""
+        return pte
+
+    def ptep_get_gathers(self, pte: int) -> bool:
+        """Whether ``ptep_get()`` of this entry reads other entries (:data:`PTEP_GET_GATHER`)."""
+        g = self.PTEP_GET_GATHER
+        return bool(g) and pte & g == g
+
     def pte_none(self, pte: int) -> bool:
         raise self._arch("pte_none")
 

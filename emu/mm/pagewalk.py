@@ -281,7 +281,8 @@ class _Walker:
                     ptep, ptl = self.pte_offset_map_lock(pmdp)
                     if ptep is None or ptl is None:
                         return self.not_found()
-                    pte = self.get("pte", ptep)  # ptep_get()
+                    # ptep_get(): the entry read, or more (arm64 contiguous PTEs, archs ptep_get())
+                    pte = ops.ptep_get(ptep, self.get("pte", ptep), mm.ram.read_u64)
 
                     entry_size = ops.PAGE_SIZE
                     fw.level = FW_LEVEL_PTE

@@ -206,7 +206,9 @@ class MemoRules:
             return (_M_NONE, 0) if t[0] == C_NONE else (_M_OTHER, 0)
         ops = self.ops  # pte: the vm_normal_page() part that does not depend on the VMA
         if ops.pte_present(x):
-            return (_M_OTHER, 0) if ops.pte_special(x) else (_M_LEAF, int(ops.pte_pfn(x)))
+            if ops.pte_special(x) or ops.ptep_get_gathers(x):  # (arm64 contiguous: ptep_get() reads more)
+                return _M_OTHER, 0
+            return _M_LEAF, int(ops.pte_pfn(x))
         return (_M_NONE, 0) if ops.pte_none(x) else (_M_OTHER, 0)
 
     def classify(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

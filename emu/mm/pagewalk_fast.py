@@ -106,6 +106,7 @@ class FastWalk:
         self.PAGE_SHIFT = ops.PAGE_SHIFT
         self.pte_present, self.pte_special, self.pte_pfn, self.pte_none = (
             ops.pte_present, ops.pte_special, ops.pte_pfn, ops.pte_none)  # type: ignore[attr-defined]
+        self.gather = int(ops.PTEP_GET_GATHER)  # arm64 contiguous PTEs: ptep_get() reads the block
         self.memo: dict[str, dict[int, Any]] = {n: {} for n in ("pgd", "p4d", "pud", "pmd")}
         self.memo_t = tuple(self.memo[n] for n in ("pgd", "p4d", "pud", "pmd"))
         self.pud_leaf_pfn: dict[int, int] = {}
@@ -369,6 +370,10 @@ class FastWalk:
                 ptl.unlock()
                 return FALLBACK
             pte = q[ptep >> 3]  # ptep_get()
+            g = self.gather
+            if g and pte & g == g:  # ptep_get() reads more than this entry: the reference decides
+                ptl.unlock()
+                return FALLBACK
             if self.pte_present(pte):
                 if not self.pte_special(pte):  # vm_normal_page(): a normal PTE
                     pfn = self.pte_pfn(pte)

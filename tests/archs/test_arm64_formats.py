@@ -262,6 +262,30 @@ def test_pud_page_keeps_the_bits_pud_pfn_masks() -> None:
         assert ops.pud_page_pfn(leaf) == ops.pud_pfn(leaf) == 0x8_0000
 
 
+def test_ptep_get_of_a_contiguous_pte_gathers_the_block() -> None:
+    """v6.12 arch/arm64/include/asm/pgtable.h:1632-1640 and arch/arm64/mm/contpte.c:155-180,
+    transcribed: a valid PTE with PTE_CONT (bit 52) gets PTE_AF (bit 10) if any entry of its
+    CONT_PTES-aligned block is young, and pte_mkdirty() -- PTE_DIRTY (bit 55), and PTE_RDONLY
+    (bit 7) cleared if PTE_WRITE (bit 51) -- if any is dirty (PTE_DIRTY, or PTE_WRITE without
+    PTE_RDONLY)."""
+    ops = get_ops("arm64:4k:48")
+    assert ops.CONT_PTES == 16 and get_ops("arm64:16k:47").CONT_PTES == 128 and get_ops("arm64:64k:48").CONT_PTES == 32
+    clean_ro = 0x4_0000_0000 | 1 << 52 | 1 << 7 | 0x3  # valid page, CONT, RDONLY, old, clean
+    clean_rw = clean_ro | 1 << 51  # PTE_WRITE, still RDONLY: writable but clean
+    table = {0x5000 + 8 * i: clean_ro for i in range(16)}
+    table[0x5000 + 8 * 3] |= 1 << 10  # young
+    table[0x5000 + 8 * 12] = clean_rw & ~(1 << 7)  # hardware dirty: writable, RDONLY clear
+    table[0x5080] = 1 << 10 | 1 << 55  # the next block: not read
+    read = table.__getitem__
+    assert ops.ptep_get(0x5038, clean_ro, read) == clean_ro | 1 << 10 | 1 << 55
+    assert ops.ptep_get(0x5038, clean_rw, read) == (clean_rw | 1 << 10 | 1 << 55) & ~(1 << 7)
+    assert ops.ptep_get(0x5038, clean_ro & ~(1 << 52), read) == clean_ro & ~(1 << 52)  # not contiguous
+    assert ops.ptep_get(0x5038, clean_ro & ~1, read) == clean_ro & ~1  # not valid
+    # v6.1 has no CONFIG_ARM64_CONTPTE (new in v6.9): ptep_get() is READ_ONCE(*ptep)
+    v61 = a64.Arm64(get_config("arm64:4k:48"), kconfig=kernel_config("arm64", version="6.1"))
+    assert v61.ptep_get(0x5038, clean_ro, read) == clean_ro
+
+
 def test_p4d_bad_is_the_table_bit() -> None:
     ops = get_ops("arm64:4k:48")
     # p4d_bad(p4d) = pgtable_l4_enabled() && !(p4d_val(p4d) & 2); p4d_none = !p4d_val

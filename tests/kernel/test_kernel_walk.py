@@ -229,6 +229,9 @@ def test_arm64_contpte_gathers_access_and_dirty(walk_build: Callable[[str], Walk
     # pte_mkyoung() sets PTE_AF; pte_mkdirty() sets PTE_DIRTY (PTE_RDONLY stays: not writable)
     assert r.folio_pfn == folio.pfn and r.entryp == ptes[0] and r.entry == stored | PTE_AF | PTE_DIRTY
     assert ram.read_u64(ptes[0]) == stored  # a read: the table is unchanged
+    # the model's ptep_get() (archs/arm64.py, all three walkers) gathers the same bits
+    assert kernel(r) == model(vma, 0x4000_0000, 0)
+    assert ram.read_u64(ptes[0]) == stored
     kw.close()
 
 
