@@ -479,19 +479,28 @@ class S390x(LinuxPgtable):
         shift = _tt(rste) * 11 + 20
         return pgd_base + ((addr >> shift) & (_CRST_ENTRIES - 1)) * 8
 
+    # p4d/pud/pmd_offset() (v6.12 arch/s390/include/asm/pgtable.h:1486-1525) add the index to a
+    # pointer, ``(p4d_t *) pgd_deref(pgd) + p4d_index(address)``, with pgd_deref() =
+    # __va(pgd_val & _REGION_ENTRY_ORIGIN) (:1427-1428) and __va(x) = x + __identity_base
+    # (asm/page.h:241; 0 without RANDOMIZE_IDENTITY_BASE, as foliowalk assumes): a table origin in
+    # the last page of the 64-bit space plus index * 8 wraps around 2**64.  (A page
+    # table's origin is 2K-aligned and its index at most 255: pte_offset() cannot wrap.)  A wrap to
+    # real 0..0x1fff reaches, on a machine, the CPU's own lowcore by prefixing; the model reads its
+    # RAM there, which RESERVED_LOW keeps free (zero): the same answer only while the lowcore
+    # words read hold no table or PTE the walk would take.
     def p4d_offset(self, pgdp: int, pgd: int, addr: int) -> int:
         if (pgd & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R1:
-            return (pgd & _REGION_ENTRY_ORIGIN) + REGION2.index(addr) * 8
+            return ((pgd & _REGION_ENTRY_ORIGIN) + REGION2.index(addr) * 8) & U64
         return pgdp
 
     def pud_offset(self, p4dp: int, p4d: int, addr: int) -> int:
         if (p4d & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R2:
-            return (p4d & _REGION_ENTRY_ORIGIN) + REGION3.index(addr) * 8
+            return ((p4d & _REGION_ENTRY_ORIGIN) + REGION3.index(addr) * 8) & U64
         return p4dp
 
     def pmd_offset(self, pudp: int, pud: int, addr: int) -> int:
         if (pud & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R3:
-            return self.pud_deref(pud) + SEGMENT_LEVEL.index(addr) * 8
+            return (self.pud_deref(pud) + SEGMENT_LEVEL.index(addr) * 8) & U64
         return pudp
 
     def pud_deref(self, pud: int) -> int:

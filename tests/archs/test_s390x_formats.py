@@ -307,6 +307,24 @@ def test_pgd_offset_takes_the_shift_from_the_first_entry() -> None:
     assert ops.pte_offset(0x9800, va | field(44, 51, 0xFF)) == 0x9800 + 8 * 0xFF
 
 
+def test_lower_offsets_wrap_around_2_to_the_64() -> None:
+    """v6.12 arch/s390/include/asm/pgtable.h:1486-1525: ``(p4d_t *) pgd_deref(pgd) +
+    p4d_index(address)`` is pointer arithmetic (an unsigned long, modulo 2**64), pgd_deref()
+    = __va(val & _REGION_ENTRY_ORIGIN) (:1427-1428), __va(x) = x + __identity_base (asm/page.h:241,
+    0 here).  An origin of 0xffff_ffff_ffff_f000 and index 0x7ff: 0xffff_ffff_ffff_f000 + 0x3ff8
+    = 2**64 + 0x2ff8, so the entry is read at 0x2ff8."""
+    ops = get_ops("s390x:region1")
+    last = 0xFFFF_FFFF_FFFF_F000
+    va2 = field(11, 21, 0x7FF)  # region-second index 0x7ff
+    va3 = field(22, 32, 0x7FF)
+    vas = field(33, 43, 0x7FF)
+    assert ops.p4d_offset(0x4008, last | 0x0F, va2) == 0x2FF8
+    assert ops.pud_offset(0x4008, last | 0x0B, va3) == 0x2FF8
+    assert ops.pmd_offset(0x4008, last | 0x07, vas) == 0x2FF8
+    # index 0x1ff: 0xffff_ffff_ffff_fff8, the last entry before the wrap
+    assert ops.pud_offset(0x4008, last | 0x0B, field(22, 32, 0x1FF)) == 0xFFFF_FFFF_FFFF_FFF8
+
+
 def test_clear_and_populate_values() -> None:
     ops = get_ops("s390x:region1")
     levels = ("pgd", "p4d", "pud", "pmd", "pte")

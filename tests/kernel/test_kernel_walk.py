@@ -282,6 +282,37 @@ def test_s390_p4d_clear_leaves_an_entry_of_another_region_type(walk_build: Calla
     kw.close()
 
 
+def test_s390_table_address_wraps_around_2_to_the_64(walk_build: Callable[[str], WalkBuild]) -> None:
+    """A region-third entry whose segment-table origin is the last page of the 64-bit space:
+    pmd_offset() = ``(pmd_t *) pud_deref(pud) + pmd_index(address)`` (v6.12
+    arch/s390/include/asm/pgtable.h:1513-1518) wraps: 0xffff_ffff_ffff_f000 + 0x7ff * 8 is
+    0x2ff8 modulo 2**64, where a segment entry to the folio's page table is put; the kernel and
+    the model both find the folio through it."""
+    ops = archs.get_ops("s390x:region2")
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20, reserved_low=ops.RESERVED_LOW)
+    addr = 0x7FF << 20  # segment index 0x7ff, region-third and region-second index 0
+    vma = mm.add_vma(VMA(addr, addr + (1 << 20), ANON_FLAGS, name="anon"))
+    assert alloc.alloc(0x1000) == 0x2000  # the page the wrapped pointer lands in: ours
+    folio = b.alloc_folio(0)
+    ptes = b.map_folio(addr, folio, Prot())
+    pudp = b.entry_pa(addr, "pud", create=False)
+    pmdp = b.entry_pa(addr, "pmd", create=False)
+    assert ram.read_u64(0x2FF8) == 0
+    ram.write_u64(0x2FF8, ram.read_u64(pmdp))
+    ram.write_u64(pmdp, 0x20)  # _SEGMENT_ENTRY_EMPTY: only the wrapped pointer finds the folio
+    ram.write_u64(pudp, 0xFFFF_FFFF_FFFF_F000 | ram.read_u64(pudp) & 0xFFF)
+    kw = KernelWalk(walk_build("s390x:region2"), mm)
+    mm.mmap_lock.down_read()
+    (r,) = kw.walk(vma, [(addr, 0)])
+    assert r.oops is None and r.folio_pfn == folio.pfn and r.entryp == ptes[0]
+    assert kernel(r) == model(vma, addr, 0)
+    fw = FolioWalk()
+    assert folio_walk_start(fw, vma, addr, 0) is not None
+    assert [(s.level, s.pa) for s in fw.trace if s.level == "pmd"][0] == ("pmd", 0x2FF8)
+    folio_walk_end(fw, vma)
+    kw.close()
+
+
 @pytest.mark.parametrize("config", DEFAULT_SCENARIO)
 def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     sc = build_default(archs.get_ops(config), with_oracle=False)
