@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import construct as cs
 
-from .base import EntryFormat, HwLevel, PagingConfig
+from .base import U64, EntryFormat, HwLevel, PagingConfig
 from .kconfig import KernelConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, Reader, SwpEntry
 
@@ -521,6 +521,20 @@ class Arm64(LinuxPgtable):
         """``p4d_page_paddr``/``pud_page_paddr``/``pmd_page_paddr``: ``__pXd_to_phys(val)``."""
         return self.__pte_to_phys(val)
 
+    def pgtable_pa(self, linux: str, val: int) -> int:
+        """``__pa(__va(table_pa))``: v6.12 arch/arm64/include/asm/memory.h:353 ``__phys_to_virt(x) =
+        ((x) - PHYS_OFFSET) | PAGE_OFFSET`` (:393 ``__va``; :45/:44 ``PAGE_OFFSET = -(1 << VA_BITS)``)
+        ORs, so table-address bits at or above VA_BITS (PTE_ADDR_LOW reaches bit 49 with 4K/16K
+        pages, :87) vanish into PAGE_OFFSET's and the kernel reads the table at ``pa mod
+        2**VA_BITS`` through the linear map (:333-335 ``__is_lm_address()``, ``__lm_to_phys(va) =
+        va - PAGE_OFFSET + PHYS_OFFSET``).  PHYS_OFFSET (memstart_addr) is 0: foliowalk's RAM starts
+        at 0.  A result outside the linear map (at or above PAGE_END - PAGE_OFFSET = 2**(VA_BITS-1))
+        is not RAM: the table address itself is returned, which the walk finds beyond RAM."""
+        pa = self.table_pa(linux, val)
+        va = pa | (U64 & -(1 << self.config.va_bits))  # __phys_to_virt(), PHYS_OFFSET 0
+        lm = va - (U64 & -(1 << self.config.va_bits))  # __lm_to_phys()
+        return lm if lm < 1 << (self.config.va_bits - 1) else pa
+
     # -- none / bad ----------------------------------------------------------------------------------
     def entry_none(self, linux: str, val: int) -> bool:
         # p4d_none: pgtable_l4_enabled() && !p4d_val (l4 is on without LPA2); pud_none, pmd_none: !val
@@ -832,6 +846,22 @@ class Arm64(LinuxPgtable):
             return None
         kind, level, why = fault
         return f"{why}: {self._FAULT_NAME[kind]} fault, level {level} (Arm ARM {self._FAULT_SECTION[kind]})"
+
+    def walk_diverges(self, trace: list[tuple[str, int, int]], addr: int) -> str | None:
+        """Linux reads a next-level table through ``__va()`` (:meth:`pgtable_pa`), which ORs a
+        table address's bits at or above VA_BITS into PAGE_OFFSET: where the walk went on below
+        such an entry, it read the table at ``pa mod 2**VA_BITS``, the MMU at ``pa`` itself (or an
+        Address size fault).  The two walks then read other entries -- by Linux's convention."""
+        for (lv, pa, val), (nlv, npa, _nval) in zip(trace, trace[1:], strict=False):
+            if nlv == lv or lv == "pte":
+                continue  # a re-read of the same entry (or the last level)
+            linux_table, hw_table = self.pgtable_pa(lv, val), self.table_pa(lv, val)
+            size = self.hw_level(nlv).table_size
+            if linux_table != hw_table and linux_table <= npa < linux_table + size:
+                return (f"__va() ORs the {lv} entry's table address {hw_table:#x} into PAGE_OFFSET "
+                        f"({val:#x} at {pa:#x}): Linux reads the {nlv} table at {linux_table:#x}, the MMU "
+                        f"at {hw_table:#x}")
+        return None
 
     def hw_absent_reason(self, linux: str, val: int) -> str | None:
         """A leaf Linux treats as present (``pte_present()``/``pmd_present()``) that the MMU

@@ -230,7 +230,7 @@ class LinuxPgtable:
         hw = self._hw[lower]
         if hw is self._hw[upper]:
             return upperp  # e.g. pgtable-nop4d.h: p4d_offset() returns (p4d_t *)pgd
-        return self.table_pa(upper, upper_val) + hw.index(addr) * hw.entry_size
+        return self.pgtable_pa(upper, upper_val) + hw.index(addr) * hw.entry_size
 
     def pgd_offset(self, pgd_base: int, addr: int, read: Reader) -> int:
         """``pgd_offset(mm, addr)``: the top-level entry for ``addr`` (``mm->pgd`` = pgd_base)."""
@@ -249,7 +249,7 @@ class LinuxPgtable:
     def pte_offset(self, pmd: int, addr: int) -> int:
         """``pte_offset_kernel()`` / ``__pte_map()``: the PTE for ``addr`` under table entry ``pmd``."""
         hw = self._hw["pte"]
-        return self.table_pa("pmd", pmd) + hw.index(addr) * hw.entry_size
+        return self.pgtable_pa("pmd", pmd) + hw.index(addr) * hw.entry_size
 
     def pxd_index(self, linux: str, addr: int) -> int:
         """``pgd_index()`` .. ``pte_index()``: ``(addr >> <level>_SHIFT) & (PTRS_PER_<level> - 1)``.
@@ -267,6 +267,14 @@ class LinuxPgtable:
     def table_pa(self, linux: str, val: int) -> int:
         """Physical address of the next-level table an entry points to (``pXd_page_vaddr``)."""
         raise NotImplementedError
+
+    def pgtable_pa(self, linux: str, val: int) -> int:
+        """Where the kernel reads the table an entry points to: pXd_offset() and
+        pte_offset_kernel() index ``__va(<table_pa()>)`` (``p4d_pgtable()``, ``pud_pgtable()``,
+        ``pmd_page_vaddr()`` ...), a linear-map address, so this is ``__pa(__va(table_pa()))``.
+        That is :meth:`table_pa` itself where ``__va()`` adds (x86-64 ``x + PAGE_OFFSET``, s390
+        ``x + __identity_base``); arm64's ORs (its override)."""
+        return self.table_pa(linux, val)
 
     def entry_none(self, linux: str, val: int) -> bool:
         """``pXd_none`` of a real level."""

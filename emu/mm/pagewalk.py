@@ -89,8 +89,8 @@ def outside_vma_warning(addr: int, vma: VMA) -> str:
 class _Unreadable(Exception):
     """An entry address outside RAM: the kernel would oops; we end the walk and say so."""
 
-    def __init__(self, level: str, pa: int) -> None:
-        super().__init__(f"{level} entry at {pa:#x} is outside RAM")
+    def __init__(self, level: str, pa: int, why: str | None = None) -> None:
+        super().__init__(why or f"{level} entry at {pa:#x} is outside RAM")
         self.level = level
         self.pa = pa
 
@@ -161,6 +161,14 @@ class _Walker:
                 self.fw.reason = "bad@pmd"
                 return None, None
             ptep = ops.pte_offset(pmdval, self.addr)
+            # pte_lockptr() = ptlock_ptr(page_ptdesc(pmd_page(*pmd))) (include/linux/mm.h:3000-3003):
+            # the lock is in the struct page of the table's own address, which arm64's __va()
+            # may alias elsewhere (ops.pgtable_pa); spin_lock() (mm/pgtable-generic.c:375) on a
+            # struct page the memmap lacks oopses.  (A table outside RAM: the PTE read says so.)
+            table = ops.table_pa("pmd", pmdval)
+            if not self.mm.memmap.pfn_valid(table >> ops.PAGE_SHIFT) and self.mm.ram.contains(ptep, 8):
+                raise _Unreadable("pte", ptep, f"the PTE table at {ptep & ~(ops.PAGE_SIZE - 1):#x} is read "
+                                  f"as __va({table:#x}), whose struct page (pte_lockptr()) is not in the memmap")
             ptl = self.mm.pte_lockptr(pmdval)
             ptl.lock()
             if self.mm.ram.read_u64(pmdp) == pmdval:  # pmd_same(pmdval, pmdp_get_lockless(pmd))

@@ -285,7 +285,7 @@ class DynamicFoldingRules(MemoRules):
             if self.same[level]:
                 ok = all(int(offset(p, x, a)) == p for a in _OFFSET_PROBES for p in _SENTINELS)
                 return (_M_SAME, 0) if ok else (_M_OTHER, 0)
-            base = int(self.ops.table_pa(level, x))
+            base = int(self.ops.pgtable_pa(level, x))
             if base & 7 or base < 0 or base + hw.table_size > self.ram_size:
                 return _M_OTHER, 0
             ok = all(int(offset(p, x, a)) == base + hw.index(a) * hw.entry_size

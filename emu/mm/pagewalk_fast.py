@@ -135,7 +135,7 @@ class FastWalk:
         inside RAM (else C_OTHER)."""
         if self.same[upper] or self.custom:
             return C_SAME
-        base = int(self.ops.table_pa(upper, val))
+        base = int(self.ops.pgtable_pa(upper, val))  # __pa(__va()) of the table: pXd_offset()
         if base & 7 or base < 0 or base + self.table_bytes[lower] > self.ram.size:
             return C_OTHER
         return base
@@ -185,8 +185,10 @@ class FastWalk:
               and not ops.pmd_trans_huge(val) and not ops.pmd_devmap(val)  # type: ignore[attr-defined]
               and not ops.pmd_bad(val)):
             # A table that __pte_offset_map() accepts: pte_offset() and pte_lockptr() of it.
-            base = int(ops.table_pa("pmd", val))
-            if base & 7 or base < 0 or base + self.table_bytes["pte"] > self.ram.size:
+            base = int(ops.pgtable_pa("pmd", val))  # pte_offset_kernel(): __va(pmd_page_paddr())
+            if (base & 7 or base < 0 or base + self.table_bytes["pte"] > self.ram.size
+                    or not self.memmap.pfn_valid(int(ops.table_pa("pmd", val)) >> ops.PAGE_SHIFT)):
+                # (the last: pte_lockptr()'s struct page is missing, the reference says why)
                 out = (C_OTHER, 0, None)
             else:
                 out = (base, base, mm.pte_lockptr(val))

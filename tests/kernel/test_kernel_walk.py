@@ -313,6 +313,41 @@ def test_s390_table_address_wraps_around_2_to_the_64(walk_build: Callable[[str],
     kw.close()
 
 
+def test_arm64_va_ors_table_address_bits_into_page_offset(walk_build: Callable[[str], WalkBuild]) -> None:
+    """arm64 ``__va(pa) = (pa - PHYS_OFFSET) | PAGE_OFFSET`` (v6.12 arch/arm64/include/asm/
+    memory.h:353, :393): a table address with bit 49 set (PTE_ADDR_LOW, pgtable.h:87, reaches bit
+    49 with 4K pages) is read at the address without it, inside the linear map.  A PUD entry so
+    made leads the kernel and the model to the PMD table and the folio; a PMD entry so made leads
+    to the PTE table, but pte_lockptr() takes the struct page of pmd_page() -- the address WITH
+    bit 49 (include/linux/mm.h:3000-3003), not in the vmemmap -- and spin_lock() oopses; the
+    model stops there too."""
+    ops = archs.get_ops("arm64:4k:48")
+    ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+    vma = mm.add_vma(VMA(0x4000_0000, 0xC000_0000, ANON_FLAGS, name="anon"))
+    f1, f2 = b.alloc_folio(0), b.alloc_folio(0)
+    b.map_folio(0x4000_0000, f1, Prot())
+    b.map_folio(0x8000_0000, f2, Prot())
+    pudp = b.entry_pa(0x4000_0000, "pud", create=False)
+    pmdp = b.entry_pa(0x8000_0000, "pmd", create=False)
+    pud, pmd = ram.read_u64(pudp) | 1 << 49, ram.read_u64(pmdp) | 1 << 49
+    ram.write_u64(pudp, pud)
+    ram.write_u64(pmdp, pmd)
+    assert ops.table_pa("pud", pud) == (pud & (((1 << 38) - 1) << 12)) and ops.table_pa("pud", pud) >> 48
+    assert ops.pgtable_pa("pud", pud) == ops.table_pa("pud", pud) - (1 << 49)
+    kw = KernelWalk(walk_build("arm64:4k:48"), mm)
+    mm.mmap_lock.down_read()
+    via_pud, via_pmd = kw.walk(vma, [(0x4000_0000, 0), (0x8000_0000, 0)])
+    assert via_pud.oops is None and via_pud.folio_pfn == f1.pfn
+    assert kernel(via_pud) == model(vma, 0x4000_0000, 0)
+    # struct page of pfn (pmd & PTE_ADDR_LOW) >> 12 in the vmemmap: VMEMMAP_START (0xfffffdffc0000000)
+    # + pfn * 64 wraps around 2**64
+    assert via_pmd.oops is not None and "_raw_spin_lock" in via_pmd.oops and via_pmd.folio_pfn is None
+    fw = FolioWalk()
+    assert folio_walk_start(fw, vma, 0x8000_0000, 0) is None
+    assert fw.reason == "unreadable@pte" and "pte_lockptr()" in fw.warnings[-1]
+    kw.close()
+
+
 @pytest.mark.parametrize("config", DEFAULT_SCENARIO)
 def test_default_scenario_agrees(walk_build: Callable[[str], WalkBuild], config: str) -> None:
     sc = build_default(archs.get_ops(config), with_oracle=False)
