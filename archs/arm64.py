@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import construct as cs
 
-from .base import EntryFormat, HwLevel, PagingConfig
+from .base import U64, EntryFormat, HwLevel, PagingConfig
 from .kconfig import KernelConfig
-from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
+from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, Reader, SwpEntry
 
 ARCH = "arm64"
 
@@ -379,6 +379,14 @@ class Arm64(LinuxPgtable):
         # v6.12 PTE_SWP_UFFD_WP (bit 3); v6.1 arm64 has no uffd-wp (no HAVE_ARCH_USERFAULTFD_WP), so
         # pte_swp_clear_uffd_wp() is the generic no-op
         self.PTE_SWP_UFFD_WP = swap.mask("uffd_wp") if "uffd_wp" in swap.fields else 0
+        # CONFIG_ARM64_CONTPTE (v6.12 arch/arm64/Kconfig:2412-2415: "depends on
+        # TRANSPARENT_HUGEPAGE", default y; new in v6.9, so not in v6.1): ptep_get() of a valid
+        # PTE with PTE_CONT is contpte_ptep_get() (pgtable.h:1632-1640)
+        self.contpte = version != "6.1" and self.kconfig.enabled("TRANSPARENT_HUGEPAGE")
+        self.PTEP_GET_GATHER = PTE_VALID | PTE_CONT if self.contpte else 0
+        # pgtable-hwdef.h:84-85 CONT_PTES = 1 << CONFIG_ARM64_CONT_PTE_SHIFT (Kconfig:304-308:
+        # 4 with 4K pages, 7 with 16K, 5 with 64K)
+        self.CONT_PTES = 1 << {12: 4, 14: 7, 16: 5}[config.page_shift]
         if version == "6.1":
             # the bit that makes a !PTE_VALID entry present: v6.1 PTE_PROT_NONE (bit 58)
             self._present_invalid = self.page_fmt.mask("prot_none")
@@ -472,6 +480,34 @@ class Arm64(LinuxPgtable):
     def pte_dirty(self, pte: int) -> bool:
         return bool(pte & PTE_DIRTY) or self.pte_hw_dirty(pte)
 
+    def pte_mkdirty(self, pte: int) -> int:
+        """v6.12 pgtable.h:226-234: PTE_DIRTY set; PTE_RDONLY cleared if pte_write()."""
+        pte |= PTE_DIRTY
+        return pte & ~PTE_RDONLY if self.pte_write(pte) else pte
+
+    @staticmethod
+    def pte_mkyoung(pte: int) -> int:
+        """v6.12 pgtable.h:255-258: PTE_AF set."""
+        return pte | PTE_AF
+
+    def ptep_get(self, ptep: int, pte: int, read: Reader) -> int:
+        """v6.12 arch/arm64/include/asm/pgtable.h:1632-1640 (CONFIG_ARM64_CONTPTE): a PTE that is
+        ``pte_valid_cont()`` (:139, PTE_VALID and PTE_CONT) is ``contpte_ptep_get(ptep, pte)``
+        (arch/arm64/mm/contpte.c:155-180): for each of the CONT_PTES entries of the naturally
+        aligned block (``contpte_align_down()``, :24-27), ``pte_dirty()`` makes the result
+        ``pte_mkdirty()`` and ``pte_young()`` makes it ``pte_mkyoung()`` -- the access and dirty
+        bits of the whole block gathered into the entry read.  Else the entry itself."""
+        if not self.ptep_get_gathers(pte):
+            return pte
+        block = ptep & ~(self.CONT_PTES * 8 - 1)
+        for i in range(self.CONT_PTES):
+            other = read(block + 8 * i)
+            if self.pte_dirty(other):
+                pte = self.pte_mkdirty(pte)
+            if self.pte_young(other):
+                pte = self.pte_mkyoung(pte)
+        return pte
+
     def pte_protnone(self, pte: int) -> bool:  # CONFIG_NUMA_BALANCING
         if self.kconfig.version == "6.1":
             # linux v6.1 arch/arm64/include/asm/pgtable.h:451-454:
@@ -489,6 +525,20 @@ class Arm64(LinuxPgtable):
     def table_pa(self, linux: str, val: int) -> int:
         """``p4d_page_paddr``/``pud_page_paddr``/``pmd_page_paddr``: ``__pXd_to_phys(val)``."""
         return self.__pte_to_phys(val)
+
+    def pgtable_pa(self, linux: str, val: int) -> int:
+        """``__pa(__va(table_pa))``: v6.12 arch/arm64/include/asm/memory.h:353 ``__phys_to_virt(x) =
+        ((x) - PHYS_OFFSET) | PAGE_OFFSET`` (:393 ``__va``; :45/:44 ``PAGE_OFFSET = -(1 << VA_BITS)``)
+        ORs, so table-address bits at or above VA_BITS (PTE_ADDR_LOW reaches bit 49 with 4K/16K
+        pages, :87) vanish into PAGE_OFFSET's and the kernel reads the table at ``pa mod
+        2**VA_BITS`` through the linear map (:333-335 ``__is_lm_address()``, ``__lm_to_phys(va) =
+        va - PAGE_OFFSET + PHYS_OFFSET``).  PHYS_OFFSET (memstart_addr) is 0: foliowalk's RAM starts
+        at 0.  A result outside the linear map (at or above PAGE_END - PAGE_OFFSET = 2**(VA_BITS-1))
+        is not RAM: the table address itself is returned, which the walk finds beyond RAM."""
+        pa = self.table_pa(linux, val)
+        va = pa | (U64 & -(1 << self.config.va_bits))  # __phys_to_virt(), PHYS_OFFSET 0
+        lm = va - (U64 & -(1 << self.config.va_bits))  # __lm_to_phys()
+        return lm if lm < 1 << (self.config.va_bits - 1) else pa
 
     # -- none / bad ----------------------------------------------------------------------------------
     def entry_none(self, linux: str, val: int) -> bool:
@@ -541,6 +591,14 @@ class Arm64(LinuxPgtable):
 
     def pud_pfn(self, pud: int) -> int:
         return (self.__pte_to_phys(pud) & self.PUD_MASK) >> self.PAGE_SHIFT
+
+    def pud_page_pfn(self, pud: int) -> int:
+        """v6.12 arch/arm64/include/asm/pgtable.h:859 ``pud_page(pud)`` is
+        ``phys_to_page(__pud_to_phys(pud))`` (:611 ``__pte_to_phys(pud_pte(pud))`` = ``pud_val &
+        PTE_ADDR_LOW``, :87; asm/memory.h:360 ``phys_to_page(phys) = pfn_to_page(__phys_to_pfn(phys))``):
+        unlike ``pud_pfn()`` (:613) it does not mask with PUD_MASK, so output-address bits below
+        PUD_SIZE (RES0 in a block descriptor) stay in the page.  The same in v6.1."""
+        return self.__pte_to_phys(pud) >> self.PAGE_SHIFT
 
     # -- PMD -----------------------------------------------------------------------------------------
     def _pmd_present(self, pmd: int) -> bool:
@@ -793,6 +851,22 @@ class Arm64(LinuxPgtable):
             return None
         kind, level, why = fault
         return f"{why}: {self._FAULT_NAME[kind]} fault, level {level} (Arm ARM {self._FAULT_SECTION[kind]})"
+
+    def walk_diverges(self, trace: list[tuple[str, int, int]], addr: int) -> str | None:
+        """Linux reads a next-level table through ``__va()`` (:meth:`pgtable_pa`), which ORs a
+        table address's bits at or above VA_BITS into PAGE_OFFSET: where the walk went on below
+        such an entry, it read the table at ``pa mod 2**VA_BITS``, the MMU at ``pa`` itself (or an
+        Address size fault).  The two walks then read other entries -- by Linux's convention."""
+        for (lv, pa, val), (nlv, npa, _nval) in zip(trace, trace[1:], strict=False):
+            if nlv == lv or lv == "pte":
+                continue  # a re-read of the same entry (or the last level)
+            linux_table, hw_table = self.pgtable_pa(lv, val), self.table_pa(lv, val)
+            size = self.hw_level(nlv).table_size
+            if linux_table != hw_table and linux_table <= npa < linux_table + size:
+                return (f"__va() ORs the {lv} entry's table address {hw_table:#x} into PAGE_OFFSET "
+                        f"({val:#x} at {pa:#x}): Linux reads the {nlv} table at {linux_table:#x}, the MMU "
+                        f"at {hw_table:#x}")
+        return None
 
     def hw_absent_reason(self, linux: str, val: int) -> str | None:
         """A leaf Linux treats as present (``pte_present()``/``pmd_present()``) that the MMU

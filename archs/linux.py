@@ -235,7 +235,7 @@ class LinuxPgtable:
         hw = self._hw[lower]
         if hw is self._hw[upper]:
             return upperp  # e.g. pgtable-nop4d.h: p4d_offset() returns (p4d_t *)pgd
-        return self.table_pa(upper, upper_val) + hw.index(addr) * hw.entry_size
+        return self.pgtable_pa(upper, upper_val) + hw.index(addr) * hw.entry_size
 
     def pgd_offset(self, pgd_base: int, addr: int, read: Reader) -> int:
         """``pgd_offset(mm, addr)``: the top-level entry for ``addr`` (``mm->pgd`` = pgd_base)."""
@@ -254,7 +254,7 @@ class LinuxPgtable:
     def pte_offset(self, pmd: int, addr: int) -> int:
         """``pte_offset_kernel()`` / ``__pte_map()``: the PTE for ``addr`` under table entry ``pmd``."""
         hw = self._hw["pte"]
-        return self.table_pa("pmd", pmd) + hw.index(addr) * hw.entry_size
+        return self.pgtable_pa("pmd", pmd) + hw.index(addr) * hw.entry_size
 
     def pxd_index(self, linux: str, addr: int) -> int:
         """``pgd_index()`` .. ``pte_index()``: ``(addr >> <level>_SHIFT) & (PTRS_PER_<level> - 1)``.
@@ -273,6 +273,14 @@ class LinuxPgtable:
         """Physical address of the next-level table an entry points to (``pXd_page_vaddr``)."""
         raise NotImplementedError
 
+    def pgtable_pa(self, linux: str, val: int) -> int:
+        """Where the kernel reads the table an entry points to: pXd_offset() and
+        pte_offset_kernel() index ``__va(<table_pa()>)`` (``p4d_pgtable()``, ``pud_pgtable()``,
+        ``pmd_page_vaddr()`` ...), a linear-map address, so this is ``__pa(__va(table_pa()))``.
+        That is :meth:`table_pa` itself where ``__va()`` adds (x86-64 ``x + PAGE_OFFSET``, s390
+        ``x + __identity_base``); arm64's ORs (its override)."""
+        return self.table_pa(linux, val)
+
     def entry_none(self, linux: str, val: int) -> bool:
         """``pXd_none`` of a real level."""
         raise NotImplementedError
@@ -284,6 +292,12 @@ class LinuxPgtable:
     def clear_value(self, linux: str) -> int:
         """What ``pXd_clear()`` stores (0 on x86/arm64; an invalid typed entry on s390)."""
         return 0
+
+    def pxd_clear(self, linux: str, val: int) -> int | None:
+        """What ``pXd_clear()`` stores over the entry ``val`` (``pXd_clear_bad()``, v6.12
+        mm/pgtable-generic.c:25-56), or None where it stores nothing.  By default it always
+        stores :meth:`clear_value`; s390 looks at the entry first."""
+        return self.clear_value(linux)
 
     # -- Linux names for the upper levels (folding applied) ---------------------------------
     def pgd_none(self, pgd: int) -> bool:
@@ -352,6 +366,13 @@ class LinuxPgtable:
     def pud_pfn(self, pud: int) -> int:
         raise self._arch("pud_pfn")
 
+    def pud_page_pfn(self, pud: int) -> int:
+        """The pfn of ``pud_page(pud)`` (folio_walk_start()'s PUD leaf, v6.12 mm/pagewalk.c:829).
+        x86-64 and s390 define it as ``pfn_to_page(pud_pfn(pud))`` (v6.12
+        arch/x86/include/asm/pgtable.h:1130, arch/s390/include/asm/pgtable.h:1543); an arch
+        whose pud_page() is not that overrides this."""
+        return self.pud_pfn(pud)
+
     def pud_devmap(self, pud: int) -> bool:
         raise self._arch("pud_devmap")
 
@@ -372,6 +393,21 @@ class LinuxPgtable:
 
     def pmd_protnone(self, pmd: int) -> bool:
         raise self._arch("pmd_protnone")
+
+    #: PTE bits with which ``ptep_get()`` returns more than the entry it reads (arm64's contiguous
+    #: PTEs): an entry that has all of them set goes from the fast walkers to the reference walker,
+    #: which asks :meth:`ptep_get`.  0: ``ptep_get()`` is ``READ_ONCE(*ptep)`` for every entry.
+    PTEP_GET_GATHER = 0
+
+    def ptep_get(self, ptep: int, pte: int, read: Reader) -> int:
+        """``ptep_get(ptep)`` under the PTE lock, given ``pte = READ_ONCE(*ptep)`` and ``read``
+        for other entries: the generic one (v6.12 include/linux/pgtable.h:316-320) is the entry."""
+        return pte
+
+    def ptep_get_gathers(self, pte: int) -> bool:
+        """Whether ``ptep_get()`` of this entry reads other entries (:data:`PTEP_GET_GATHER`)."""
+        g = self.PTEP_GET_GATHER
+        return bool(g) and pte & g == g
 
     def pte_none(self, pte: int) -> bool:
         raise self._arch("pte_none")

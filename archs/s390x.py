@@ -483,19 +483,28 @@ class S390x(LinuxPgtable):
         shift = _tt(rste) * 11 + 20
         return pgd_base + ((addr >> shift) & (_CRST_ENTRIES - 1)) * 8
 
+    # p4d/pud/pmd_offset() (v6.12 arch/s390/include/asm/pgtable.h:1486-1525) add the index to a
+    # pointer, ``(p4d_t *) pgd_deref(pgd) + p4d_index(address)``, with pgd_deref() =
+    # __va(pgd_val & _REGION_ENTRY_ORIGIN) (:1427-1428) and __va(x) = x + __identity_base
+    # (asm/page.h:241; 0 without RANDOMIZE_IDENTITY_BASE, as foliowalk assumes): a table origin in
+    # the last page of the 64-bit space plus index * 8 wraps around 2**64.  (A page
+    # table's origin is 2K-aligned and its index at most 255: pte_offset() cannot wrap.)  A wrap to
+    # real 0..0x1fff reaches, on a machine, the CPU's own lowcore by prefixing; the model reads its
+    # RAM there, which RESERVED_LOW keeps free (zero): the same answer only while the lowcore
+    # words read hold no table or PTE the walk would take.
     def p4d_offset(self, pgdp: int, pgd: int, addr: int) -> int:
         if (pgd & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R1:
-            return (pgd & _REGION_ENTRY_ORIGIN) + REGION2.index(addr) * 8
+            return ((pgd & _REGION_ENTRY_ORIGIN) + REGION2.index(addr) * 8) & U64
         return pgdp
 
     def pud_offset(self, p4dp: int, p4d: int, addr: int) -> int:
         if (p4d & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R2:
-            return (p4d & _REGION_ENTRY_ORIGIN) + REGION3.index(addr) * 8
+            return ((p4d & _REGION_ENTRY_ORIGIN) + REGION3.index(addr) * 8) & U64
         return p4dp
 
     def pmd_offset(self, pudp: int, pud: int, addr: int) -> int:
         if (pud & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R3:
-            return self.pud_deref(pud) + SEGMENT_LEVEL.index(addr) * 8
+            return (self.pud_deref(pud) + SEGMENT_LEVEL.index(addr) * 8) & U64
         return pudp
 
     def pud_deref(self, pud: int) -> int:
@@ -596,6 +605,24 @@ class S390x(LinuxPgtable):
         """``pgd_clear``/``p4d_clear``/``pud_clear``/``pmd_clear``/``pte_clear`` and
         ``crst_table_init()``: the typed empty entry of the table ``linux`` lives in."""
         return _EMPTY[self._hw[linux].linux]
+
+    #: pgd/p4d/pud_clear() write only an entry of their own region type (v6.12
+    #: arch/s390/include/asm/pgtable.h:1001-1017); pmd_clear() always writes (:1019-1022).
+    _CLEAR_TYPE = {"pgd": (_REGION_ENTRY_TYPE_R1, _REGION1_ENTRY_EMPTY),
+                   "p4d": (_REGION_ENTRY_TYPE_R2, _REGION2_ENTRY_EMPTY),
+                   "pud": (_REGION_ENTRY_TYPE_R3, _REGION3_ENTRY_EMPTY)}
+
+    def pxd_clear(self, linux: str, val: int) -> int | None:
+        """v6.12 arch/s390/include/asm/pgtable.h:1001-1022: ``pgd_clear()`` stores
+        ``_REGION1_ENTRY_EMPTY`` only ``if ((pgd_val(*pgd) & _REGION_ENTRY_TYPE_MASK) ==
+        _REGION_ENTRY_TYPE_R1)``, ``p4d_clear()`` / ``pud_clear()`` likewise for R2 / R3;
+        ``pmd_clear()`` stores ``_SEGMENT_ENTRY_EMPTY`` unconditionally.  So a bad p4d of type R1
+        (``p4d_bad()``: a type above R2) or a bad pud of type R1/R2 is reported and left as it is."""
+        typed = self._CLEAR_TYPE.get(linux)
+        if typed is None:
+            return self.clear_value(linux)
+        typ, empty = typed
+        return empty if val & _REGION_ENTRY_TYPE_MASK == typ else None
 
     # -- PUD / PMD leaves --------------------------------------------------------------------------
     def pud_pfn(self, pud: int) -> int:

@@ -1,7 +1,10 @@
 """Compiled-walk rate (issue 13): the kernel's own folio_walk_start()/folio_walk_end() per second
 in the guest, in batch, against the Python walker on the same calls, in one process.
 
-    python -m bench.kernel_walk_rate [--config x86_64:4level] [--calls 100000] [--json]
+    python -m bench.kernel_walk_rate [--config x86_64:4level ...] [--calls 100000] [--json]
+
+``--config`` takes any paging configuration (``arm64:4k:48``, ``s390x:region3``), an architecture
+(all its configurations) or ``all``; repeat it for several.
 
 The default scenario's cases (every kind of entry the builder installs), each with flags 0 and
 FW_MIGRATION|FW_ZEROPAGE, repeated to ``--calls`` calls on its anonymous VMA (the cases of
@@ -74,13 +77,23 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - t
 
 
+def _keys(args: list[str]) -> list[str]:
+    """Configuration keys from ``--config`` values: a key, an architecture, or ``all``."""
+    import archs
+
+    keys: list[str] = []
+    for a in args:
+        keys += archs.all_config_keys() if a == "all" else archs.all_config_keys([a]) if ":" not in a else [a]
+    return keys
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.kernel_walk_rate", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", action="append", help="paging configuration (default x86_64:4level)")
+    ap.add_argument("--config", action="append", help="configuration, architecture or all (default x86_64:4level)")
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    rows = [run(k, args.calls) for k in (args.config or ["x86_64:4level"])]
+    rows = [run(k, args.calls) for k in _keys(args.config or ["x86_64:4level"])]
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         print()

@@ -89,8 +89,8 @@ def outside_vma_warning(addr: int, vma: VMA) -> str:
 class _Unreadable(Exception):
     """An entry address outside RAM: the kernel would oops; we end the walk and say so."""
 
-    def __init__(self, level: str, pa: int) -> None:
-        super().__init__(f"{level} entry at {pa:#x} is outside RAM")
+    def __init__(self, level: str, pa: int, why: str | None = None) -> None:
+        super().__init__(why or f"{level} entry at {pa:#x} is outside RAM")
         self.level = level
         self.pa = pa
 
@@ -144,10 +144,14 @@ class _Walker:
         self.fw.warnings.append(what)
 
     def clear_bad(self, level: str, pa: int, val: int) -> None:
-        """``pXd_clear_bad()``: ``pXd_ERROR()`` then ``pXd_clear()`` (mm/pgtable-generic.c)."""
+        """``pXd_clear_bad()``: ``pXd_ERROR()`` then ``pXd_clear()`` (mm/pgtable-generic.c:25-56);
+        ``pXd_clear()`` may store nothing (s390: an entry of another region type, ``ops.pxd_clear``),
+        and only a stored clear is recorded in ``fw.cleared``."""
         self.warn(f"{level}_ERROR: bad {level} {val:#018x} at {pa:#x}")
-        self.fw.cleared.append(TraceStep(level, pa, val))
-        self.mm.ram.write_u64(pa, self.ops.clear_value(level))
+        new = self.ops.pxd_clear(level, val)
+        if new is not None:
+            self.fw.cleared.append(TraceStep(level, pa, val))
+            self.mm.ram.write_u64(pa, new)
 
     def none_or_clear_bad(self, level: str, pa: int) -> bool:
         """``pgd_none_or_clear_bad()`` / ``p4d_none_or_clear_bad()`` (include/linux/pgtable.h)."""
@@ -181,6 +185,14 @@ class _Walker:
                 self.fw.reason = "bad@pmd"
                 return None, None
             ptep = ops.pte_offset(pmdval, self.addr)
+            # pte_lockptr() = ptlock_ptr(page_ptdesc(pmd_page(*pmd))) (include/linux/mm.h:3000-3003):
+            # the lock is in the struct page of the table's own address, which arm64's __va()
+            # may alias elsewhere (ops.pgtable_pa); spin_lock() (mm/pgtable-generic.c:375) on a
+            # struct page the memmap lacks oopses.  (A table outside RAM: the PTE read says so.)
+            table = ops.table_pa("pmd", pmdval)
+            if not self.mm.memmap.pfn_valid(table >> ops.PAGE_SHIFT) and self.mm.ram.contains(ptep, 8):
+                raise _Unreadable("pte", ptep, f"the PTE table at {ptep & ~(ops.PAGE_SIZE - 1):#x} is read "
+                                  f"as __va({table:#x}), whose struct page (pte_lockptr()) is not in the memmap")
             ptl = self.mm.pte_lockptr(pmdval)
             ptl.lock()
             if self.mm.ram.read_u64(pmdp) == pmdval:  # pmd_same(pmdval, pmdp_get_lockless(pmd))
@@ -246,7 +258,9 @@ class _Walker:
                     ptl = None
                 else:
                     # TODO in the kernel: vm_normal_page_pud() for PFNMAP/MIXEDMAP PUD mappings.
-                    page = self.page_of("pud", ops.pud_pfn(pud))  # pud_page(), read by page_folio()
+                    # pud_page() keeps the address bits below PUD_SIZE (arm64); page_of(): the
+                    # kernel oopses where no struct page exists (read by page_folio())
+                    page = self.page_of("pud", ops.pud_page_pfn(pud))  # mm/pagewalk.c:829
                     fw.kind = "normal"
                     goto_pmd_table = False
 
@@ -301,7 +315,8 @@ class _Walker:
                     ptep, ptl = self.pte_offset_map_lock(pmdp)
                     if ptep is None or ptl is None:
                         return self.not_found()
-                    pte = self.get("pte", ptep)  # ptep_get()
+                    # ptep_get(): the entry read, or more (arm64 contiguous PTEs, archs ptep_get())
+                    pte = ops.ptep_get(ptep, self.get("pte", ptep), mm.ram.read_u64)
 
                     entry_size = ops.PAGE_SIZE
                     fw.level = FW_LEVEL_PTE

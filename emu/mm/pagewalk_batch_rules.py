@@ -206,7 +206,9 @@ class MemoRules:
             return (_M_NONE, 0) if t[0] == C_NONE else (_M_OTHER, 0)
         ops = self.ops  # pte: the vm_normal_page() part that does not depend on the VMA
         if ops.pte_present(x):
-            return (_M_OTHER, 0) if ops.pte_special(x) else (_M_LEAF, int(ops.pte_pfn(x)))
+            if ops.pte_special(x) or ops.ptep_get_gathers(x):  # (arm64 contiguous: ptep_get() reads more)
+                return _M_OTHER, 0
+            return _M_LEAF, int(ops.pte_pfn(x))
         return (_M_NONE, 0) if ops.pte_none(x) else (_M_OTHER, 0)
 
     def classify(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +285,7 @@ class DynamicFoldingRules(MemoRules):
             if self.same[level]:
                 ok = all(int(offset(p, x, a)) == p for a in _OFFSET_PROBES for p in _SENTINELS)
                 return (_M_SAME, 0) if ok else (_M_OTHER, 0)
-            base = int(self.ops.table_pa(level, x))
+            base = int(self.ops.pgtable_pa(level, x))
             if base & 7 or base < 0 or base + hw.table_size > self.ram_size:
                 return _M_OTHER, 0
             ok = all(int(offset(p, x, a)) == base + hw.index(a) * hw.entry_size

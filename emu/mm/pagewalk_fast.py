@@ -106,6 +106,7 @@ class FastWalk:
         self.PAGE_SHIFT = ops.PAGE_SHIFT
         self.pte_present, self.pte_special, self.pte_pfn, self.pte_none = (
             ops.pte_present, ops.pte_special, ops.pte_pfn, ops.pte_none)  # type: ignore[attr-defined]
+        self.gather = int(ops.PTEP_GET_GATHER)  # arm64 contiguous PTEs: ptep_get() reads the block
         self.memo: dict[str, dict[int, Any]] = {n: {} for n in ("pgd", "p4d", "pud", "pmd")}
         self.memo_t = tuple(self.memo[n] for n in ("pgd", "p4d", "pud", "pmd"))
         self.pud_leaf_pfn: dict[int, int] = {}
@@ -134,7 +135,7 @@ class FastWalk:
         inside RAM (else C_OTHER)."""
         if self.same[upper] or self.custom:
             return C_SAME
-        base = int(self.ops.table_pa(upper, val))
+        base = int(self.ops.pgtable_pa(upper, val))  # __pa(__va()) of the table: pXd_offset()
         if base & 7 or base < 0 or base + self.table_bytes[lower] > self.ram.size:
             return C_OTHER
         return base
@@ -158,11 +159,11 @@ class FastWalk:
             # The PUD-leaf branch: found only for a present, non-devmap (v6.12: non-special) leaf.
             if (ops.pud_present(val) and ops.pud_leaf(val) and not ops.pud_devmap(val)  # type: ignore[attr-defined]
                     and not (self.v612 and ops.pud_special(val))  # type: ignore[attr-defined]
-                    and self.memmap.has_struct_page(int(ops.pud_pfn(val)))):  # type: ignore[attr-defined]
+                    and self.memmap.has_struct_page(int(ops.pud_page_pfn(val)))):  # type: ignore[attr-defined]
                 # (pud_page() of a pfn without a struct page: the kernel oopses in page_folio();
                 # the reference says so)
                 code = C_LEAF
-                self.pud_leaf_pfn[val] = int(ops.pud_pfn(val))  # type: ignore[attr-defined]
+                self.pud_leaf_pfn[val] = int(ops.pud_page_pfn(val))  # pud_page(), mm/pagewalk.c:829
             else:
                 code = C_OTHER
         elif ops.pud_present(val):
@@ -187,8 +188,10 @@ class FastWalk:
               and not ops.pmd_trans_huge(val) and not ops.pmd_devmap(val)  # type: ignore[attr-defined]
               and not ops.pmd_bad(val)):
             # A table that __pte_offset_map() accepts: pte_offset() and pte_lockptr() of it.
-            base = int(ops.table_pa("pmd", val))
-            if base & 7 or base < 0 or base + self.table_bytes["pte"] > self.ram.size:
+            base = int(ops.pgtable_pa("pmd", val))  # pte_offset_kernel(): __va(pmd_page_paddr())
+            if (base & 7 or base < 0 or base + self.table_bytes["pte"] > self.ram.size
+                    or not self.memmap.pfn_valid(int(ops.table_pa("pmd", val)) >> ops.PAGE_SHIFT)):
+                # (the last: pte_lockptr()'s struct page is missing, the reference says why)
                 out = (C_OTHER, 0, None)
             else:
                 out = (base, base, mm.pte_lockptr(val))
@@ -372,6 +375,10 @@ class FastWalk:
                 ptl.unlock()
                 return FALLBACK
             pte = q[ptep >> 3]  # ptep_get()
+            g = self.gather
+            if g and pte & g == g:  # ptep_get() reads more than this entry: the reference decides
+                ptl.unlock()
+                return FALLBACK
             if self.pte_present(pte):
                 if not self.pte_special(pte):  # vm_normal_page(): a normal PTE
                     pfn = self.pte_pfn(pte)

@@ -307,6 +307,24 @@ def test_pgd_offset_takes_the_shift_from_the_first_entry() -> None:
     assert ops.pte_offset(0x9800, va | field(44, 51, 0xFF)) == 0x9800 + 8 * 0xFF
 
 
+def test_lower_offsets_wrap_around_2_to_the_64() -> None:
+    """v6.12 arch/s390/include/asm/pgtable.h:1486-1525: ``(p4d_t *) pgd_deref(pgd) +
+    p4d_index(address)`` is pointer arithmetic (an unsigned long, modulo 2**64), pgd_deref()
+    = __va(val & _REGION_ENTRY_ORIGIN) (:1427-1428), __va(x) = x + __identity_base (asm/page.h:241,
+    0 here).  An origin of 0xffff_ffff_ffff_f000 and index 0x7ff: 0xffff_ffff_ffff_f000 + 0x3ff8
+    = 2**64 + 0x2ff8, so the entry is read at 0x2ff8."""
+    ops = get_ops("s390x:region1")
+    last = 0xFFFF_FFFF_FFFF_F000
+    va2 = field(11, 21, 0x7FF)  # region-second index 0x7ff
+    va3 = field(22, 32, 0x7FF)
+    vas = field(33, 43, 0x7FF)
+    assert ops.p4d_offset(0x4008, last | 0x0F, va2) == 0x2FF8
+    assert ops.pud_offset(0x4008, last | 0x0B, va3) == 0x2FF8
+    assert ops.pmd_offset(0x4008, last | 0x07, vas) == 0x2FF8
+    # index 0x1ff: 0xffff_ffff_ffff_fff8, the last entry before the wrap
+    assert ops.pud_offset(0x4008, last | 0x0B, field(22, 32, 0x1FF)) == 0xFFFF_FFFF_FFFF_FFF8
+
+
 def test_clear_and_populate_values() -> None:
     ops = get_ops("s390x:region1")
     levels = ("pgd", "p4d", "pud", "pmd", "pte")
@@ -325,6 +343,24 @@ def test_clear_and_populate_values() -> None:
     assert ops.mk_bad("p4d", 0x1200B) == 0x1201B and ops.p4d_bad(0x1201B)
     assert ops.mk_bad("pud", 0x12007) == 0x12107 and ops.pud_bad(0x12107)
     assert ops.mk_bad("pmd", 0x12800) == 0x12900 and ops.pmd_bad(0x12900)
+
+
+def test_pxd_clear_writes_only_its_own_region_type() -> None:
+    """v6.12 arch/s390/include/asm/pgtable.h:1001-1022, transcribed: pgd_clear() stores
+    _REGION1_ENTRY_EMPTY (TT 11 | I = 0x2c) only if (val & _REGION_ENTRY_TYPE_MASK (0xc)) ==
+    _REGION_ENTRY_TYPE_R1 (0xc); p4d_clear() 0x28 only for TT 10 (0x8); pud_clear() 0x24 only
+    for TT 01 (0x4); pmd_clear() stores _SEGMENT_ENTRY_EMPTY (0x20) whatever the entry."""
+    for key in ("s390x:region1", "s390x:region2", "s390x:region3", "s390x:segment"):
+        ops = get_ops(key)
+        for tt in range(4):
+            val = 0x12000 | tt << 2 | 0x10  # an origin, the type, a bit pXd_bad() rejects
+            assert ops.pxd_clear("pgd", val) == (0x2C if tt == 3 else None), (key, tt)
+            assert ops.pxd_clear("p4d", val) == (0x28 if tt == 2 else None), (key, tt)
+            assert ops.pxd_clear("pud", val) == (0x24 if tt == 1 else None), (key, tt)
+            assert ops.pxd_clear("pmd", val) == 0x20
+    # the other architectures' pXd_clear() always store 0 (x86 native_p?d_clear, arm64 set_p?d(0))
+    for key in ("x86_64:4level", "arm64:4k:48"):
+        assert _get_ops(key).pxd_clear("p4d", 0x1234_5000) == 0
 
 
 def test_pfn_pte_follows_mk_pte_phys_and_pte_mkdirty() -> None:

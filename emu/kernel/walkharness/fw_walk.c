@@ -19,6 +19,10 @@
 #include <linux/sched.h>
 #include <linux/hugetlb.h>
 #include <linux/preempt.h>
+#ifdef CONFIG_S390
+#include <asm/lowcore.h>
+#include <asm/spinlock.h>
+#endif
 #include <mm/internal.h>	/* prep_compound_head(), prep_compound_tail() */
 
 typedef unsigned long long fw_u64;
@@ -61,7 +65,8 @@ unsigned long fw_walk_batch(const struct fw_walk_req *in, struct fw_walk_res *ou
 	X(hugetlb_vma_lock)	/* hugetlb_vma_lock_read/unlock(): mm/hugetlb.c; VM_HUGETLB VMAs only */ \
 	X(preempt_schedule)	/* __SCT__preempt_schedule: preempt_enable() hit zero with need_resched */ \
 	X(spin_slowpath)	/* queued_*_slowpath(): contention, impossible single-CPU unless a lock leaks */ \
-	X(local_bh_enable)	/* __local_bh_enable_ip(): kernel/softirq.c (spin_unlock_bh, unused by the walk) */
+	X(local_bh_enable)	/* __local_bh_enable_ip(): kernel/softirq.c (spin_unlock_bh, unused by the walk) */ \
+	X(set_swapper_pgd)	/* arm64 set_swapper_pgd(): arch/arm64/mm/mmu.c, writes the kernel's own table */
 
 enum {
 #define FW_STUB_ENUM(name) FW_STUB_##name,
@@ -162,7 +167,61 @@ asm(".pushsection .text.__SCT__preempt_schedule, \"ax\"\n"
     ".popsection\n");
 #endif
 
+#if defined(CONFIG_ARM64) && defined(CONFIG_PREEMPTION) && !defined(CONFIG_PREEMPT_DYNAMIC)
+/* kernel/sched/core.c: preempt_enable() (asm/preempt.h __preempt_schedule()) calls it when the
+ * count drops to zero with a resched pending, which the guest never sets */
+asmlinkage __visible void preempt_schedule(void)
+{
+	FW_HIT(preempt_schedule);
+}
+#endif
+
+#ifdef CONFIG_ARM64
+/* arch/arm64/mm/mmu.c: set_pmd() of a folded PMD (2-level configurations) in swapper_pg_dir goes
+ * here; the real one writes the entry through a fixmap alias under swapper_pgdir_lock, as the
+ * kernel's own table is mapped read-only.  The tables under test are never swapper_pg_dir. */
+void set_swapper_pgd(pgd_t *pgdp, pgd_t pgd)
+{
+	FW_HIT(set_swapper_pgd);
+	WRITE_ONCE(*pgdp, pgd);
+}
+#endif
+
+#ifdef CONFIG_S390
+/* arch/s390/lib/spinlock.c: arch_spin_lock() found the lock taken (asm/spinlock.h) */
+void arch_spin_lock_wait(arch_spinlock_t *lp)
+{
+	FW_HIT(spin_slowpath);
+}
+#endif
+
 /* ---- the kernel's data, defined as the kernel defines it (the driver writes the values) ---- */
+/* the one task: current (init_task is a kernel-image datum too) */
+#ifdef CONFIG_ARM64
+/* arm64: current is SP_EL0 (asm/current.h get_current()), which the driver points here; the
+ * preempt count is thread_info's (THREAD_INFO_IN_TASK, asm/preempt.h): PREEMPT_ENABLED is
+ * "count 0, need_resched bit set" = no resched pending */
+struct task_struct fw_task = { .thread_info = { .preempt_count = PREEMPT_ENABLED } };
+/* arch/arm64/mm/init.c: PHYS_OFFSET, -1 until arm64_memblock_init(); the driver writes the
+ * start of RAM (0).  vmemmap (asm/pgtable.h) is VMEMMAP_START - (memstart_addr >> PAGE_SHIFT) */
+s64 memstart_addr __ro_after_init = -1;
+/* arch/arm64/kernel/vmlinux.lds.S: the kernel's own page table, TTBR1's root: the driver builds
+ * the guest's TTBR1 tables here (in_swapper_pgdir() compares with it) */
+pgd_t swapper_pg_dir[PTRS_PER_PGD] __aligned(PAGE_SIZE);
+#else
+/* x86: pcpu_hot.current_task below; s390: the lowcore's current_task (asm/current.h), which the
+ * driver writes (with preempt_count and spinlock_lockval) into the lowcore it maps at 0 */
+struct task_struct fw_task;
+#endif
+#ifdef CONFIG_S390
+/* arch/s390/kernel/setup.c, filled by the decompressor (arch/s390/boot/startup.c
+ * setup_kernel_memory_layout()): the image's virtual/physical base, __identity_base (0 without
+ * RANDOMIZE_IDENTITY_BASE: __va(pa) = pa), ident_map_size; the driver writes them */
+struct vm_layout __bootdata_preserved(vm_layout);
+struct page *vmemmap;
+/* arch/s390/mm/init.c setup_zero_pages(): the colored zero pages' mask (is_zero_pfn()) */
+unsigned long zero_page_mask;
+#endif
 #ifdef CONFIG_X86_64
 /* arch/x86/kernel/setup.c: filled by identify_boot_cpu(); zero = no optional feature (no LA57,
  * no PTI); the driver sets X86_FEATURE_LA57 for 5-level paging */
@@ -176,8 +235,6 @@ unsigned long phys_base;
 unsigned int pgdir_shift = 39;
 unsigned int ptrs_per_p4d = 1;
 #endif
-/* the one task: current (init_task is a kernel-image datum too) */
-struct task_struct fw_task;
 /* arch/x86/kernel/cpu/common.c: per-CPU hot data.  The guest's GS base is 0, so %gs:pcpu_hot
  * is this very variable (a one-CPU per-CPU area at its link address); const_pcpu_hot is its
  * alias (walk.lds, as arch/x86/kernel/vmlinux.lds.S).  PREEMPT_ENABLED: x86 keeps
@@ -236,6 +293,31 @@ struct mem_section **mem_section;
 #define FW_LAYOUT_ARCH(X) X(cpuinfo_x86_capability, offsetof(struct cpuinfo_x86, x86_capability)) \
 	X(sizeof_pcpu_hot, sizeof(struct pcpu_hot)) \
 	X(task_rcu_read_lock_nesting, offsetof(struct task_struct, rcu_read_lock_nesting))
+#elif defined(CONFIG_ARM64)
+/* arch/arm64/include/asm/memory.h: where the kernel's macros put the linear map, vmemmap and
+ * image for this VA size (the driver checks its placement against them) */
+#define FW_LAYOUT_ARCH(X) X(PAGE_OFFSET, PAGE_OFFSET) \
+	X(PAGE_END, PAGE_END) \
+	X(VMEMMAP_START, VMEMMAP_START) \
+	X(VMEMMAP_END, VMEMMAP_END) \
+	X(KIMAGE_VADDR, KIMAGE_VADDR) \
+	X(PAGE_SHIFT, PAGE_SHIFT) \
+	X(PTRS_PER_PGD, PTRS_PER_PGD) \
+	X(task_preempt_count, offsetof(struct task_struct, thread_info.preempt_count)) \
+	X(task_rcu_read_lock_nesting, offsetof(struct task_struct, rcu_read_lock_nesting))
+#elif defined(CONFIG_S390)
+/* arch/s390/include/asm/lowcore.h: what the walk reads from the lowcore (get_lowcore() is 0:
+ * the alternative unpatched) */
+#define FW_LAYOUT_ARCH(X) X(sizeof_lowcore, sizeof(struct lowcore)) \
+	X(lc_current_task, offsetof(struct lowcore, current_task)) \
+	X(lc_preempt_count, offsetof(struct lowcore, preempt_count)) \
+	X(lc_spinlock_lockval, offsetof(struct lowcore, spinlock_lockval)) \
+	X(lc_percpu_offset, offsetof(struct lowcore, percpu_offset)) \
+	X(vm_layout_kaslr_offset, offsetof(struct vm_layout, kaslr_offset)) \
+	X(vm_layout_kaslr_offset_phys, offsetof(struct vm_layout, kaslr_offset_phys)) \
+	X(vm_layout_identity_base, offsetof(struct vm_layout, identity_base)) \
+	X(vm_layout_identity_size, offsetof(struct vm_layout, identity_size)) \
+	X(PREEMPT_ENABLED, PREEMPT_ENABLED)
 #else
 #define FW_LAYOUT_ARCH(X)
 #endif
@@ -340,6 +422,27 @@ unsigned long fw_sparse_init(unsigned long nr_pages, unsigned long area)
 	return next - area;
 }
 #endif
+
+/* ---- this CPU's state, as boot code sets it up ------------------------------------------- */
+/* s390: arch/s390/kernel/setup.c setup_lowcore() (current_task, preempt_count, percpu_offset of
+ * CPU 0) and arch/s390/lib/spinlock.c arch_spin_lock_setup() (spinlock_lockval); the driver
+ * maps the lowcore (prefix area) at 0 first.  Elsewhere the driver sets the registers. */
+unsigned long fw_cpu_init(void);
+unsigned long fw_cpu_init(void)
+{
+#ifdef CONFIG_S390
+	struct lowcore *lc = get_lowcore();
+
+	lc->current_task = (unsigned long)&fw_task;
+	lc->preempt_count = PREEMPT_ENABLED;
+	lc->percpu_offset = 0;
+	lc->spinlock_lockval = arch_spin_lockval(0);
+	lc->spinlock_index = 0;
+	return (unsigned long)lc;
+#else
+	return 0;
+#endif
+}
 
 /* ---- the walk ------------------------------------------------------------------------------ */
 static void fw_walk_one(const struct fw_walk_req *rq, struct fw_walk_res *rs)
