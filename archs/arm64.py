@@ -718,6 +718,14 @@ class Arm64(LinuxPgtable):
         val = self._check_pfn(pfn, self.PUD_SIZE) | self.prot_bits(prot)
         return (val & ~PTE_TABLE_BIT) | (PTE_DEVMAP if prot.devmap else 0)
 
+    def clear_bad_is_noop(self, linux: str) -> bool:
+        """arm64 includes asm-generic/pgtable-nop4d.h below 5 levels and pgtable-nopud.h below 4
+        (v6.12 arch/arm64/include/asm/pgtable-types.h), so p4d_clear_bad() / pud_clear_bad() do
+        nothing there -- yet with 4 levels p4d_bad() is arm64's own test of the level-0 entry
+        (pgtable.h:900): folio_walk_start() returns NULL for a bad level-0 entry and leaves it
+        (found by the compiled walk on arm64:4k:48; the model had cleared it)."""
+        return (linux == "p4d" and self.pgtable_levels < 5) or (linux == "pud" and self.pgtable_levels < 4)
+
     @staticmethod
     def pte_mkspecial(pte: int) -> int:
         """v6.12 arch/arm64/include/asm/pgtable.h:260: ``set_pte_bit(pte, PTE_SPECIAL)``."""

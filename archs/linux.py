@@ -293,6 +293,13 @@ class LinuxPgtable:
         """What ``pXd_clear()`` stores (0 on x86/arm64; an invalid typed entry on s390)."""
         return 0
 
+    def clear_bad_is_noop(self, linux: str) -> bool:
+        """Whether ``pXd_clear_bad()`` is ``do { } while (0)``: include/linux/pgtable.h:1232-1242
+        (v6.12; the same in v6.1) defines p4d_clear_bad()/pud_clear_bad() so where the level is
+        folded at compile time (``__PAGETABLE_P4D_FOLDED`` / ``__PAGETABLE_PUD_FOLDED``), even
+        where the arch's own p4d_bad()/pud_bad() still test the entry: no p?d_ERROR(), no clear."""
+        return False
+
     def pxd_clear(self, linux: str, val: int) -> int | None:
         """What ``pXd_clear()`` stores over the entry ``val`` (``pXd_clear_bad()``, v6.12
         mm/pgtable-generic.c:25-56), or None where it stores nothing.  By default it always

@@ -147,6 +147,8 @@ class _Walker:
         """``pXd_clear_bad()``: ``pXd_ERROR()`` then ``pXd_clear()`` (mm/pgtable-generic.c:25-56);
         ``pXd_clear()`` may store nothing (s390: an entry of another region type, ``ops.pxd_clear``),
         and only a stored clear is recorded in ``fw.cleared``."""
+        if self.ops.clear_bad_is_noop(level):
+            return
         self.warn(f"{level}_ERROR: bad {level} {val:#018x} at {pa:#x}")
         new = self.ops.pxd_clear(level, val)
         if new is not None:

@@ -426,3 +426,32 @@ def test_the_model_predicts_the_kernels_section_answers(walk_build: Callable[[st
     for key, r in got.items():
         assert walk_differs(model[key], KernelAnswer(r), ops.clear_value) is None, (sc.cases[key[0]].name, key[1])
     assert model[(2, 0)].reason == "oops@pud:no-struct-page" and model[(4, 3)].reason == "oops@pte:no-struct-page"
+
+
+def test_a_bad_level0_entry_is_left_where_linux_folds_p4d(walk_build: Callable[[str], WalkBuild]) -> None:
+    """arm64 with 4 levels includes pgtable-nop4d.h, so p4d_clear_bad() is `do { } while (0)`
+    (include/linux/pgtable.h:1232-1236, v6.12) while p4d_bad() still tests the level-0 entry
+    (arch/arm64/include/asm/pgtable.h:900): the compiled walk returns NULL and leaves the entry;
+    the model must too.  x86-64 (X86_5LEVEL=y: p4d not folded at compile time) clears it."""
+    for key, kept in (("arm64:4k:48", True), ("x86_64:4level", False)):
+        ops = archs.get_ops(key)
+        ram, alloc, memmap, mm, b = new_address_space(ops, ram_size=16 << 20)
+        vma = mm.add_vma(VMA(0x80_0000_0000, 0x100_0000_0000, ANON_FLAGS, name="anon"))
+        f0 = b.alloc_folio(0)
+        b.map_folio(0x80_0000_0000, f0, Prot())
+        top = mm.pgd + 8 * (0x80_0000_0000 >> 39)
+        good = ram.read_u64(top)
+        bad = ops.mk_bad("p4d", good)
+        assert ops.p4d_bad(bad)
+        ram.write_u64(top, bad)
+        mm.mmap_lock.down_read()
+        kw = KernelWalk(walk_build(key), mm)
+        (r,) = kw.walk(vma, [(0x80_0000_0000, 0)])
+        kw.close()
+        assert r.folio_pfn is None and r.oops is None
+        assert (ram.read_u64(top) == bad) is kept  # the kernel's answer
+        ram.write_u64(top, bad)
+        fw = FolioWalk()
+        assert folio_walk_start(fw, vma, 0x80_0000_0000, 0) is None and fw.reason == "bad@p4d"
+        assert (ram.read_u64(top) == bad) is kept  # ... and the model's
+        mm.mmap_lock.up_read()
