@@ -10,7 +10,10 @@ walked in the same order by the model (a walk may clear a bad entry, so both see
 history).  Rows are compared by :func:`emu.kernel.walkview.walk_differs` (the judge's
 ``model-vs-kernel-walk`` rule): folio pfn, page pfn, level, entry address and value, PTL held and
 released, and "the kernel oopsed" vs the model's predicted oops.  Differences are counted by
-class (the first two were found by this bench and are now predicted by the model, so both count 0):
+class; every class was found by this bench and is now predicted by the model (archs
+``pud_page_pfn``, ``ptep_get``, ``pgtable_pa``, ``pxd_clear``, s390's wrapping ``pXd_offset()``,
+``MemMap.pfn_valid()`` per section, the ``oops@<level>:no-struct-page`` outcome), so each counts 0;
+a row counted in one again is a regression:
 
 * ``oops-no-struct-page`` -- the kernel dereferenced the struct page of a pfn that has none
   (pud_page()/page_folio() of a PUD leaf, pfn_swap_entry_to_page() of a migration entry, beyond
@@ -133,9 +136,13 @@ def run(key: str, n: int, seed: int, show: int = 5) -> dict[str, Any]:
                 fw = FolioWalk()
                 f = folio_walk_start(fw, c.vma, c.addr, flags)
                 w = walk_result(t.sc.ops, fw, c.addr, flags)
+                m = (f.pfn if f else None, fw.page.pfn if (f and fw.page) else None,
+                     fw.level if f else None, fw.entryp if f else None, fw.entry if f else None)
                 if f is not None:
                     folio_walk_end(fw, c.vma)
                 walks += 1
+                k_row = (r.folio_pfn, r.page_pfn, r.level, r.entryp, r.entry)
+                model_oops = fw.reason.startswith("unreadable")
                 # the library's comparison (the judge's model-vs-kernel-walk rule); both sides ran
                 # in the same order on the same history, so the clears are not compared here
                 w.cleared = []

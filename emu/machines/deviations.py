@@ -202,10 +202,23 @@ def _arm64_walk_outside_ram(ops: LinuxPgtable, walk: Any, mmu: Any) -> bool:
     """Linux's walk reached a table outside RAM (it would read a bus error); the MMU's walk read
     zeros there and reports a Translation fault at that table's level instead of a Synchronous
     External abort.  A Translation fault at another level (an invalid descriptor above the table,
-    which Linux walked through) is the architecture's answer: the MMU never read outside RAM."""
-    if not walk.reason.startswith("unreadable@") or getattr(mmu, "kind", None) != "translation":
+    which Linux walked through) is the architecture's answer: the MMU never read outside RAM.
+    Also where Linux read a table through arm64's ``__va()`` alias and the MMU the table's own
+    address beyond RAM (a Translation fault at that table's level)."""
+    if getattr(mmu, "kind", None) != "translation":
         return False
-    return getattr(mmu, "level", None) == int(ops.hw_level(walk.reason.split("@", 1)[1]).name[1:])
+    if walk.reason.startswith("unreadable@"):
+        return getattr(mmu, "level", None) == int(ops.hw_level(walk.reason.split("@", 1)[1]).name[1:])
+    # Linux read a table through a __va() alias (archs/arm64.py pgtable_pa(): an address with bits
+    # at or above VA_BITS, so at or above 2**VA_BITS >= 64 GiB, beyond guest RAM), the MMU at the
+    # address itself: a Translation fault at that table's level is the MMU reading zeros there.
+    for (lv, _pa, val), (nlv, npa, _nval) in zip(walk.trace, walk.trace[1:], strict=False):
+        if nlv == lv or lv == "pte":
+            continue
+        alias, table = ops.pgtable_pa(lv, val), ops.table_pa(lv, val)
+        if alias != table and alias <= npa < alias + ops.hw_level(nlv).table_size:
+            return getattr(mmu, "level", None) == int(ops.hw_level(nlv).name[1:])
+    return False
 
 
 #: name -> detector, in the order rows are matched (configuration-wide first, then the walk
