@@ -109,6 +109,14 @@ class Arm64Walk(KernelWalk):
     def map_align(self) -> int:
         return 1 << (self.config.page_shift + self._bits)  # a level-2 block
 
+    def memmap_align(self) -> int:
+        """v6.12 arch/arm64/mm/mmu.c vmemmap_populate(): PMD blocks (vmemmap_populate_hugepages)
+        only with 4K pages (2 MiB of struct pages = one 128 MiB section), base pages otherwise --
+        so with 16K/64K pages no struct page beyond the last present section is mapped (a level-2
+        block here would map 32 MiB / 512 MiB of them and hide the kernel's oops on a pfn there,
+        seen on arm64:16k:47 by bench/kernel_walk_diff)."""
+        return self.map_align() if self.config.page_shift == 12 else 1 << self.config.page_shift
+
     def _wr(self, name: str, value: int) -> None:
         cast(UcAArch64, self.uc).cpr_write(*SYSREGS[name], value)
 

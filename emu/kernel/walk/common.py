@@ -301,7 +301,7 @@ class KernelWalk:
         npages = ram.size >> self.config.page_shift
         # SPARSEMEM: the memmap exists for whole sections (mm/sparse.c), so up to here
         self._sec_pages = _align(npages, self.layout["PAGES_PER_SECTION"])
-        self._memmap_size = _align(self._sec_pages * self.layout["sizeof_page"], self.map_align())
+        self._memmap_size = _align(self._sec_pages * self.layout["sizeof_page"], self.memmap_align())
         uc.mem_map(self.memmap_pa, self._memmap_size)
         for seg in self.image.segments:
             self._wv(seg.vaddr, seg.data)
@@ -341,6 +341,13 @@ class KernelWalk:
     def map_align(self) -> int:
         """The alignment of the guest's own mappings (its largest block size)."""
         raise NotImplementedError
+
+    def memmap_align(self) -> int:
+        """What the kernel's vmemmap_populate() maps the struct pages of the present sections in:
+        struct pages beyond them are mapped (readable, no oops) only up to this.  Default: the
+        guest's block size (x86-64 2 MiB and s390x 1 MiB, the kernel's own PMD-size vmemmap
+        blocks, each holding the struct pages of whole sections)."""
+        return self.map_align()
 
     def _paging(self, ram_size: int) -> None:
         """The guest's own tables: private area, linear map, vmemmap; paging on."""
