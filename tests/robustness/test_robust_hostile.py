@@ -756,3 +756,22 @@ def test_campaign_outputs_never_replace_a_special_file(tmp_path: Path, capsys: p
     assert stat.S_ISFIFO(os.lstat(out / "campaign.json").st_mode)
     rc = cli.main(["fuzz", "--hierarchies", "1", "--out", os.devnull])
     _one_line(capsys, rc, f"--out {os.devnull}: is a character device, not a folder")
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--hierarchies", str(1 << 40)], "--hierarchies 1099511627776 is more than 4294967296"),
+    (["--seed", "9" * 4000], "--seed must be 0.."),
+    (["--seed=-1"], "--seed must be 0.."),
+], ids=["hierarchies-2^40", "seed-4000-digits", "seed-negative"])
+def test_fuzz_counts_and_seed_are_bounded(argv: list[str], fragment: str, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A 4,000-digit seed was accepted and put into every finding's file name (too long for the
+    filesystem); --hierarchies had no bound at all."""
+    import emu.fuzz
+
+    def started(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the campaign started")
+
+    monkeypatch.setattr(emu.fuzz, "run_campaign", started)
+    rc = cli.main(["fuzz", *argv])
+    _one_line(capsys, rc, fragment)
