@@ -2,9 +2,9 @@
 slow leak (seen: a worker growing ~1.3 MB/min over 240 s) can be measured over an hour.
 
     python -m bench.soak [--minutes 60] [--config x86_64:4level ...] [--jobs 1] [--interval 60]
-                         [--out DIR] [--json]
+                         [--harness auto|on|off] [--out DIR] [--json]
 
-Runs ``python -m emu fuzz --seconds <minutes*60> --jobs N --quiet --out DIR`` (DIR: a temporary
+Runs ``python -m emu fuzz --seconds <minutes*60> --jobs N --quiet --out DIR --harness H`` (DIR: a temporary
 folder unless given) and, every ``--interval`` seconds, reads the resident set size (VmRSS,
 ``/proc/<pid>/status``) of the campaign process and of each worker.  Prints one line per sample
 (minute, campaign MiB, each worker's MiB, total) and at the end each process's growth: the
@@ -64,13 +64,13 @@ def slope(points: list[tuple[float, float]]) -> float | None:
 
 
 def run(minutes: float, configs: list[str], jobs: int, interval: float, out: Path | None,
-        echo: bool = True) -> dict[str, Any]:
+        echo: bool = True, harness: str = "auto") -> dict[str, Any]:
     tmp = None
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="foliowalk-soak-")
         out = Path(tmp.name)
     argv = [sys.executable, "-m", "emu", "fuzz", "--seconds", str(minutes * 60), "--jobs", str(jobs), "--quiet",
-            "--out", str(out)]
+            "--out", str(out), "--harness", harness]
     for c in configs:
         argv += ["--config", c]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -110,7 +110,7 @@ def run(minutes: float, configs: list[str], jobs: int, interval: float, out: Pat
             tmp.cleanup()
     growth = {k: slope([p for p in pts if p[0] > 1.0]) for k, pts in series.items()}
     result = {
-        "minutes": minutes, "configs": configs, "jobs": jobs, "interval_s": interval,
+        "minutes": minutes, "configs": configs, "jobs": jobs, "harness": harness, "interval_s": interval,
         "exit_status": proc.returncode, "samples": samples,
         "growth_mib_per_min": {k: (round(v, 3) if v is not None else None) for k, v in growth.items()},
         "campaign_stderr": stderr.strip().splitlines()[-3:],
@@ -126,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--interval", type=float, default=60.0, help="seconds between samples (default 60)")
     p.add_argument("--out", type=Path, default=None, help="the campaign's --out (default: a temporary folder)")
+    p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
+                   help="the campaign's --harness (default auto: the compiled kernel when built)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not Path("/proc/self/status").exists():
         print("python -m bench.soak: needs Linux /proc", file=sys.stderr)
         return 2
     res = run(args.minutes, args.config or ["x86_64:4level"], args.jobs, args.interval, args.out,
-              echo=not args.json)
+              echo=not args.json, harness=args.harness)
     if args.json:
         json.dump(res, sys.stdout, indent=1)
         sys.stdout.write("\n")

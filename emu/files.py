@@ -76,7 +76,7 @@ def check_replaceable(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISREG(st.st_mode):
-        raise FileError(f"{path}: is {file_kind(st.st_mode)} now, not a regular file; refusing to replace it")
+        raise FileError(f"{path}: is {file_kind(st.st_mode)}, not a regular file; refusing to replace it")
 
 
 def read_regular(path: Path | str, limit: int, what: str = "") -> bytes:

@@ -46,7 +46,10 @@ def output_dir(path: Path, option: str) -> Path:
     is made and removed in it.  Raises :class:`UsageError` (one line, exit 2) if that fails, so a
     command refuses an unwritable output folder before it starts its work."""
     if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} {path}: is a file, not a folder")
+        from emu.files import file_kind
+
+        kind = file_kind(path.stat().st_mode)
+        raise UsageError(f"{option} {path}: is {'a file' if kind == 'a regular file' else kind}, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

@@ -30,6 +30,11 @@ MIN_JOBS_LIMIT = 8
 #: ``--seconds`` beyond this (30 days) is refused: a longer campaign is a typo (1e308), and should
 #: be several campaigns into the same --out folder anyway.
 MAX_SECONDS = 30 * 24 * 3600
+#: ``--hierarchies`` beyond 2**32 is refused (days of work per core even at full speed; and the
+#: index is part of every saved finding's name).
+MAX_HIERARCHIES = 1 << 32
+#: ``--seed`` is a 64-bit number (it is part of every saved finding's name).
+MAX_SEED = (1 << 64) - 1
 
 
 def add_parser(sub: Any) -> None:
@@ -92,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"foliowalk fuzz: --seconds {args.seconds:g} is more than {MAX_SECONDS} (30 days)")
     if args.hierarchies is not None and args.hierarchies <= 0:
         raise UsageError("foliowalk fuzz: --hierarchies must be positive")
+    if args.hierarchies is not None and args.hierarchies > MAX_HIERARCHIES:
+        raise UsageError(f"foliowalk fuzz: --hierarchies {args.hierarchies} is more than {MAX_HIERARCHIES}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"foliowalk fuzz: --seed must be 0..{MAX_SEED} (a 64-bit number), not {args.seed}")
     if args.max_findings < 0:
         raise UsageError("foliowalk fuzz: --max-findings must be 0 or more")
     if args.out is not None:

@@ -157,10 +157,14 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` whole: a temporary file, fsync, rename, fsync the folder.
     Any failure (a full disk) removes the temporary file; an OSError becomes a
     :class:`~emu.errors.FileError` naming ``path``."""
+    from emu.files import check_replaceable
+
+    check_replaceable(path)  # never put a file where a FIFO, device or folder was
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
         _fsync(tmp)
+        check_replaceable(path)
         os.replace(tmp, path)
         _fsync(path.parent)
     except BaseException as exc:

@@ -740,3 +740,38 @@ def test_the_index_holds_each_saved_finding_once(tmp_path: Path) -> None:
     index_findings(out, [a, b, b])
     index_findings(out, [FindingRecord("disagree", "k", "x86_64:4level", 2, 0x2000, "d", str(out / "f-b"))])
     assert [r["index"] for r in read_index(out)] == [1, 2]
+
+
+def test_campaign_outputs_never_replace_a_special_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A FIFO where campaign.json goes (or a device given as --out) is refused and left as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "campaign.json")
+    rc = cli.main(["fuzz", "--config", "x86_64:4level", "--hierarchies", "1", "--jobs", "0", "--out", str(out),
+                   "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"foliowalk: error: {out / 'campaign.json'}: is a FIFO, not a regular file; "
+                   "refusing to replace it"], err
+    assert stat.S_ISFIFO(os.lstat(out / "campaign.json").st_mode)
+    rc = cli.main(["fuzz", "--hierarchies", "1", "--out", os.devnull])
+    _one_line(capsys, rc, f"--out {os.devnull}: is a character device, not a folder")
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--hierarchies", str(1 << 40)], "--hierarchies 1099511627776 is more than 4294967296"),
+    (["--seed", "9" * 4000], "--seed must be 0.."),
+    (["--seed=-1"], "--seed must be 0.."),
+], ids=["hierarchies-2^40", "seed-4000-digits", "seed-negative"])
+def test_fuzz_counts_and_seed_are_bounded(argv: list[str], fragment: str, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A 4,000-digit seed was accepted and put into every finding's file name (too long for the
+    filesystem); --hierarchies had no bound at all."""
+    import emu.fuzz
+
+    def started(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the campaign started")
+
+    monkeypatch.setattr(emu.fuzz, "run_campaign", started)
+    rc = cli.main(["fuzz", *argv])
+    _one_line(capsys, rc, fragment)
