@@ -184,3 +184,14 @@ def _check_text(s: str, p: tuple[Any, ...], fld: str, fail: Callable[[str, str],
         at = f"{fld}.{at}" if fld and at else (fld or at or "(document)")
         what = "a key" if key else "a string"
         fail(at, f"{what} holds {s[err.start]!a}, a lone surrogate: not valid Unicode")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a temporary file's writer that may still be writing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emu.errors import FileError
+from emu.files import pid_alive
 from emu.fuzz.records import FindingRecord
 
 INDEX = "findings.jsonl"
@@ -31,16 +32,6 @@ _SPEC_SUFFIX = ".hierarchy.json"
 #: Temporary files and folders of this package's writers: ``.<name>.<pid>.tmp`` (atomic_write),
 #: ``.<name>.tmp-<pid>-*`` / ``.<name>.old-<pid>-*`` (fixture sets).
 _TEMP = re.compile(r"^\..+?\.(?:(\d+)\.tmp|(?:tmp|old)-(\d+)-.*)$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -77,7 +68,7 @@ def remove_stale_temp(out: Path) -> list[str]:
         if not m:
             continue
         pid = int(m.group(1) or m.group(2))
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

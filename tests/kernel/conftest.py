@@ -15,6 +15,7 @@ from emu.kernel.build import HarnessBuild, build_harness
 from emu.kernel.runner import KernelHarness
 from emu.kernel.toolchain import INSTALL_HINT, TOOLCHAINS
 from emu.kernel.tree import DISTRO_TARBALL
+from emu.kernel.walk import WalkBuild, build_walk
 
 
 def toolchain_problem(arch: str, version: str = "6.12") -> str | None:
@@ -62,5 +63,24 @@ def harness(harness_build: Callable[..., HarnessBuild]) -> Callable[..., KernelH
         if key not in cache:
             cache[key] = KernelHarness(harness_build(config, profile, version), config)
         return cache[key]
+
+    return get
+
+
+_WALK_BUILDS: dict[str, WalkBuild] = {}
+
+
+@pytest.fixture(scope="session")
+def walk_build() -> Callable[[str], WalkBuild]:
+    """``walk_build(config)``: the (cached) build of the kernel's own folio_walk_start()."""
+
+    def get(config: str) -> WalkBuild:
+        need_toolchain(config.split(":")[0])
+        if config not in _WALK_BUILDS:
+            try:
+                _WALK_BUILDS[config] = build_walk(config)
+            except FoliowalkError as e:
+                pytest.fail(f"walk harness build failed: {e}")
+        return _WALK_BUILDS[config]
 
     return get

@@ -10,13 +10,10 @@ import pytest
 
 import archs
 from archs.linux import Prot
-from emu.errors import FoliowalkError
-from emu.kernel.walk import KernelWalk, KernelWalkResult, WalkBuild, build_walk
+from emu.kernel.walk import KernelWalk, KernelWalkResult, WalkBuild
 from emu.mm.mm_types import VM_MIXEDMAP, VMA
 from emu.mm.pagewalk import FolioWalk, folio_walk_end, folio_walk_start
 from emu.mm.scenarios import ANON_FLAGS, build_default, new_address_space
-
-from .conftest import need_toolchain
 
 FW_MIGRATION, FW_ZEROPAGE = 1, 2
 # stubs a normal walk reaches: __pte_offset_map()'s rcu_read_lock()/rcu_read_unlock(), out of
@@ -24,25 +21,11 @@ FW_MIGRATION, FW_ZEROPAGE = 1, 2
 BOOKKEEPING = {"rcu_read_lock", "rcu_read_unlock"}
 PREEMPT_RCU = {"x86_64": True, "arm64": True, "s390x": False}
 
-_BUILDS: dict[str, WalkBuild] = {}
 # the hand-built 4K-page tests run where PMD leaves (2 MiB; s390 1 MiB) and PUD leaves (1 GiB;
 # s390 2 GiB region-third entries) exist
 HAND_BUILT = ["x86_64:4level", "arm64:4k:48", "s390x:region3"]
 DEFAULT_SCENARIO = archs.all_config_keys()
 
-
-@pytest.fixture(scope="module")
-def walk_build() -> Callable[[str], WalkBuild]:
-    def get(config: str) -> WalkBuild:
-        need_toolchain(config.split(":")[0])
-        if config not in _BUILDS:
-            try:
-                _BUILDS[config] = build_walk(config)
-            except FoliowalkError as e:
-                pytest.fail(f"walk harness build failed: {e}")
-        return _BUILDS[config]
-
-    return get
 
 
 def model(vma: VMA, addr: int, flags: int) -> tuple[int | None, ...]:

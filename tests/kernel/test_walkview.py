@@ -4,33 +4,13 @@ and the MMU, compared by the judge's ``model-vs-kernel-walk`` rule (issue 13).""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import pytest
 
 import archs
-from emu.errors import FoliowalkError
-from emu.kernel.walk import WalkBuild, WalkBuildError, build_walk
+from emu.kernel.walk import WalkBuildError
 from emu.mm.scenarios import build_default
 from emu.verify import verify_configs, verify_scenario
-
-from .conftest import need_toolchain
-
-_BUILDS: dict[str, WalkBuild] = {}
-
-
-@pytest.fixture(scope="module")
-def walk_build() -> Callable[[str], WalkBuild]:
-    def get(config: str) -> WalkBuild:
-        need_toolchain("x86_64")
-        if config not in _BUILDS:
-            try:
-                _BUILDS[config] = build_walk(config)
-            except FoliowalkError as e:
-                pytest.fail(f"walk harness build failed: {e}")
-        return _BUILDS[config]
-
-    return get
 
 
 @pytest.mark.parametrize("config", ["x86_64:4level", "x86_64:5level"])
