@@ -300,7 +300,7 @@ def _model_vs_kernel_walk(v: Views) -> str | None:
         return None
     from emu.kernel.walkview import walk_differs
 
-    return walk_differs(v.model, v.kernel_walk, v.ops.clear_value if v.ops is not None else None)
+    return walk_differs(v.model, v.kernel_walk, v.ops.pxd_clear if v.ops is not None else None)
 
 
 def _kernel_oops(v: Views) -> str | None:

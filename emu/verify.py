@@ -354,7 +354,7 @@ def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str |
 
                 # every row whose kernel answer differs, whichever rule decided its verdict
                 differ = sum(1 for r in mine
-                             if r.kernel is not None and walk_differs(r.walk, r.kernel, ops.clear_value) is not None)
+                             if r.kernel is not None and walk_differs(r.walk, r.kernel, ops.pxd_clear) is not None)
                 wnote += f": {len(mine)} rows walked, {differ} differ"
             notes.append(f"{key}: {wnote}")
     return Report(rows, omitted, regs, time.perf_counter() - start, notes)

@@ -101,12 +101,13 @@ def model_describe(w: WalkResult, clear_value: Any = None) -> str:
             f"{w.entry:#x} PTL held/released" + cleared)
 
 
-def walk_differs(model: WalkResult, kernel: KernelAnswer, clear_value: Any = None) -> str | None:
+def walk_differs(model: WalkResult, kernel: KernelAnswer, pxd_clear: Any = None) -> str | None:
     """``model-vs-kernel folio_walk_start: kernel ..., model ...`` where the two answers differ,
     else None.  Compared: whether each oopses (the model names the reason: a struct page that
     does not exist, a table outside RAM); else found or not, and when found the folio pfn, page
     pfn, level, entry address and value, and that the PTL was held and then released; the bad
-    entries cleared (addresses, and the value written when ``clear_value(level)`` is given)."""
+    entries cleared (addresses, and the value written when ``pxd_clear(level, old)`` -- the
+    model's ``pXd_clear()``, which on s390 depends on the entry it clears -- is given)."""
     r = kernel.result
     m_oops = model.reason.startswith(OOPS_REASONS)
     same = bool(r.oops) == m_oops
@@ -118,9 +119,13 @@ def walk_differs(model: WalkResult, kernel: KernelAnswer, clear_value: Any = Non
                     == (model.folio_pfn, model.page_pfn, model.level, model.entry_pa, model.entry)
                     and r.ptl_held and r.ptl_released)
         if same:
-            want = [(pa, clear_value(lv) if clear_value is not None else None) for lv, pa, _ in model.cleared]
-            got = [(pa, v if clear_value is not None else None) for pa, v in kernel.cleared]
+            want = [(pa, pxd_clear(lv, old) if pxd_clear is not None else None) for lv, pa, old in model.cleared]
+            got = [(pa, v if pxd_clear is not None else None) for pa, v in kernel.cleared]
             same = sorted(want) == sorted(got)
+            if not same and pxd_clear is not None and [p for p, _ in sorted(want)] == [p for p, _ in sorted(got)]:
+                written = ", ".join(f"{pa:#x}: kernel {k:#x}, model {m:#x}"
+                                    for (pa, m), (_, k) in zip(sorted(want), sorted(got), strict=True) if m != k)
+                return f"model-vs-kernel folio_walk_start: the clears write other values ({written})"
     if same:
         return None
     return f"model-vs-kernel folio_walk_start: kernel {kernel.describe()}, model {model_describe(model)}"

@@ -407,7 +407,7 @@ def test_the_model_predicts_the_kernels_section_answers(walk_build: Callable[[st
     assert got[(4, 3)].oops and got[(4, 0)].oops is None and got[(4, 0)].folio_pfn is None
     # ... and the model says the same, row by row
     for key, r in got.items():
-        assert walk_differs(model[key], KernelAnswer(r), ops.clear_value) is None, (sc.cases[key[0]].name, key[1])
+        assert walk_differs(model[key], KernelAnswer(r), ops.pxd_clear) is None, (sc.cases[key[0]].name, key[1])
     assert model[(2, 0)].reason == "oops@pud:no-struct-page" and model[(4, 3)].reason == "oops@pte:no-struct-page"
 
 

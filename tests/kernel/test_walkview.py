@@ -137,7 +137,7 @@ def test_a_model_that_does_not_clear_a_bad_entry_is_caught(walk_build) -> None: 
             view.close()
         assert sc.ram.snapshot(sc.builder.tables) == before
         for k, w in model.items():
-            diff = walk_differs(w, got[k], sc.ops.clear_value)
+            diff = walk_differs(w, got[k], sc.ops.pxd_clear)
             if k in bad:
                 assert got[k].cleared and all(v == 0 for _pa, v in got[k].cleared)
                 assert diff is not None and "cleared" in diff
