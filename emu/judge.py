@@ -174,6 +174,8 @@ def mismatch(v: Views) -> str | None:
             return None
         if walk.hw_absent or walk.reason.endswith(":pfn-beyond-memmap"):
             return None  # by design / vm_normal_page() refuses a pfn the MMU has no memory for
+        if isinstance(mmu, Fault) and mmu.access_refused:
+            return None  # translated; the access's rights are refused (rule access-refused)
         return "Linux sees a present entry, the MMU faults"
     if pa is not None and not walk.reason.startswith(STOPPED_ABOVE):
         return f"Linux finds nothing ({walk.reason}), MMU reached {pa:#x}"
@@ -246,6 +248,15 @@ def _migration_entry(v: Views) -> str | None:
 
 def _absent_to_hardware(v: Views) -> str | None:
     return v.model.hw_absent if v.model.found and not v.translated and v.model.hw_absent else None
+
+
+def _access_refused(v: Views) -> str | None:
+    """The MMU translates the leaf Linux found but refuses this access (a write to the read-only
+    zero page, a user access to a kernel page): folio_walk_start() checks no access rights."""
+    mmu = v.emulator
+    if v.model.found and isinstance(mmu, Fault) and mmu.access_refused:
+        return f"access-refused ({mmu.kind} code {mmu.code:#x})"
+    return None
 
 
 def _refused_page(v: Views) -> str | None:
@@ -345,6 +356,10 @@ RULES: tuple[Rule, ...] = (
          "FW_MIGRATION returns a migration entry's folio; the MMU faults", _migration_entry),
     Rule("absent-to-hardware", "linux-only", FOUND | HW_ABSENT,
          "a leaf present to Linux the MMU must not translate (hw_absent: PROT_NONE, old page)", _absent_to_hardware),
+    Rule("access-refused", "linux-only", FOUND | FAULTED,
+         "the MMU translates the leaf Linux found but refuses the access's rights (write to a "
+         "read-only page, user access to a kernel page); folio_walk_start() checks no rights",
+         _access_refused),
     Rule("refused-page", "linux-only", REFUSED | TRANSLATED,
          "vm_normal_page() (or a devmap/special PUD) refuses a page the MMU translates", _refused_page),
     Rule("stopped-above", "linux-only", STOPPED | TRANSLATED,

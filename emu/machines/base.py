@@ -63,6 +63,15 @@ class Fault:
     code: int
     vector: int
 
+    @property
+    def access_refused(self) -> bool:
+        """The address translates but this access is not allowed (rights, not translation): an
+        x86 #PF with error-code bit 0 set ("the fault was caused by a page-level protection
+        violation", SDM vol. 3A §4.7), an arm64 permission fault (FSC 0b0011xx, Arm ARM D8.13),
+        an s390x protection exception (program-interruption code 0x04, PoP ch. 3 "Protection")."""
+        return ((self.kind == "page-fault" and bool(self.code & 1)) or self.kind == "permission"
+                or self.kind == "protection")
+
 
 @dataclass(frozen=True)
 class ProbeError:

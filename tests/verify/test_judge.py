@@ -96,3 +96,22 @@ def test_a_kernel_oops_the_model_predicts_is_linux_only() -> None:
     assert rows[1].walk.reason == "oops@pte:no-struct-page"
     assert rows[1].verdict == ("linux-only: kernel-oops@pte:no-struct-page "
                                "(kernel oops: struct page of pfn 0x40000000 does not exist)")
+
+
+def test_a_refused_write_is_not_a_disagreement() -> None:
+    """A user write to the shared zero page (read-only, present): the MMU translates it and
+    refuses the write (x86 #PF error code P|W|U = 0x7, arm64 permission fault, s390x protection);
+    Linux's walk returns the page, and folio_walk_start() checks no rights: linux-only
+    access-refused, never "Linux sees a present entry, the MMU faults"."""
+    from emu.machines.base import Access, Fault
+
+    for key in ("x86_64:4level", "arm64:4k:48", "s390x:region3"):
+        sc = build_default(archs.get_ops(key))
+        try:
+            rows = verify_scenario(sc, access=Access("write", user=True))
+        finally:
+            sc.close()
+        assert not [r for r in rows if r.verdict.startswith("disagree")], key
+        zero = [r for r in rows if "zero page" in r.case and r.walk.found and isinstance(r.mmu, Fault)]
+        assert zero, key
+        assert all(r.verdict.startswith("linux-only: access-refused") for r in zero), (key, zero[0].verdict)
