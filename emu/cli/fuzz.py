@@ -122,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         harness=args.harness,
     )
-    if args.harness != "off":
-        # which kernel walks each configuration's rows (built here once, so workers find it cached)
+    if args.harness != "off" and not args.quiet:
+        # which kernel walks each configuration's rows (built here once, so workers find it cached;
+        # with --quiet the workers build it, and stderr holds only errors)
         from emu.kernel.walkview import walk_build_for
 
         for key in opts.configs:

@@ -67,10 +67,11 @@ class Fault:
     def access_refused(self) -> bool:
         """The address translates but this access is not allowed (rights, not translation): an
         x86 #PF with error-code bit 0 set ("the fault was caused by a page-level protection
-        violation", SDM vol. 3A §4.7), an arm64 permission fault (FSC 0b0011xx, Arm ARM D8.13),
-        an s390x protection exception (program-interruption code 0x04, PoP ch. 3 "Protection")."""
-        return ((self.kind == "page-fault" and bool(self.code & 1)) or self.kind == "permission"
-                or self.kind == "protection")
+        violation", SDM vol. 3A §4.7) and bit 3 clear (RSVD=1 is a reserved bit set in some
+        paging-structure entry, with P=1 too), an arm64 permission fault (FSC 0b0011xx, Arm ARM
+        D8.13), an s390x protection exception (program-interruption code 0x04, PoP ch. 3)."""
+        x86_rights = self.kind == "page-fault" and self.code & 1 and not self.code & 8
+        return bool(x86_rights) or self.kind in ("permission", "protection")
 
 
 @dataclass(frozen=True)
