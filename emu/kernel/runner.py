@@ -222,6 +222,7 @@ class KernelHarness:
 
     def close(self) -> None:
         del self.uc
+        gc.collect()  # the Uc and its hook callbacks hold each other (see _fresh_uc)
 
     def __enter__(self) -> KernelHarness:
         return self
