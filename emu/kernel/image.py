@@ -54,7 +54,9 @@ def _strings(elf: ELFFile, addr: int) -> tuple[str, ...]:
     raise HarnessImageError(f"address {addr:#x} is in no loadable segment")
 
 
-def load_image(path: Path) -> HarnessImage:
+def load_image(path: Path, *, predicates: bool = True) -> HarnessImage:
+    """The image at ``path``: its loadable segments (``.bss`` included as zeros) and symbols, and
+    for the predicate harness (``predicates``) its op and constant names, which it must have."""
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
@@ -62,16 +64,15 @@ def load_image(path: Path) -> HarnessImage:
             if not isinstance(symtab, SymbolTableSection):
                 raise HarnessImageError(f"{path} has no symbol table")
             symbols = {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name}
-            for need in ("fw_batch", "fw_consts", "fw_op_names", "fw_const_names"):
+            for need in ("fw_batch", "fw_consts", "fw_op_names", "fw_const_names") if predicates else ():
                 if need not in symbols:
                     raise HarnessImageError(f"{path} has no symbol {need}")
             segments = tuple(
-                Segment(seg["p_vaddr"], seg.data(), seg["p_memsz"])
+                Segment(seg["p_vaddr"], seg.data() + bytes(seg["p_memsz"] - seg["p_filesz"]), seg["p_memsz"])
                 for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"
             )
-            return HarnessImage(
-                path, not elf.little_endian, segments, symbols,
-                _strings(elf, symbols["fw_op_names"]), _strings(elf, symbols["fw_const_names"]),
-            )
+            names = (_strings(elf, symbols["fw_op_names"]), _strings(elf, symbols["fw_const_names"])) \
+                if predicates else ((), ())
+            return HarnessImage(path, not elf.little_endian, segments, symbols, *names)
     except OSError as e:
         raise HarnessImageError(f"cannot read harness image {path}: {e.strerror}") from None

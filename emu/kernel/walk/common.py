@@ -49,7 +49,7 @@ from emu.errors import FoliowalkError
 from emu.mm.mm_types import MM, VMA
 
 from ..build import HarnessBuild, _run, build_harness
-from ..image import HarnessImage, Segment
+from ..image import HarnessImage, load_image
 from ..runner import HarnessRunError
 from ..toolchain import toolchain
 from ..tree import cache_lock
@@ -285,7 +285,7 @@ class KernelWalk:
         ram = mm.ram
         self._end = ">" if self.BIG_ENDIAN else "<"
         self._u64 = np.dtype(f"{self._end}u8")
-        self.image: HarnessImage = _load(build.image)
+        self.image: HarnessImage = load_image(build.image, predicates=False)
         sym = self.image.symbols
         self.layout = dict(zip(_strings_at(self.image, sym["fw_layout_names"]),
                                self._u64s(sym["fw_layout"]), strict=False))
@@ -662,19 +662,3 @@ def _strings_at(image: HarnessImage, addr: int) -> tuple[str, ...]:
     raise WalkBuildError(f"no strings at {addr:#x}")
 
 
-def _load(path: Path) -> HarnessImage:
-    """The walk image (it has no predicate op tables, so not through load_image's checks)."""
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.sections import SymbolTableSection
-
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        symtab = elf.get_section_by_name(".symtab")
-        if not isinstance(symtab, SymbolTableSection):
-            raise WalkBuildError(f"{path} has no symbol table")
-        symbols = {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name}
-        segments = tuple(Segment(seg["p_vaddr"], seg.data() + bytes(seg["p_memsz"] - seg["p_filesz"]),
-                                 seg["p_memsz"])
-                         for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD")
-        big = not elf.little_endian
-    return HarnessImage(path, big, segments, symbols, (), ())
