@@ -119,6 +119,10 @@ def build_walk(config_key: str = "x86_64:4level", profile: str = "distro", versi
     config = archs.get_config(config_key)
     mod = arch_module(config.arch)
     hb = build_harness(config_key, profile, version, tree, log=log)
+    pagewalk = hb.tree.path / "mm" / "pagewalk.c"
+    if "folio_walk_start(" not in pagewalk.read_text(errors="replace"):
+        # mm/pagewalk.c gained folio_walk_start() in v6.12 (the seed patch); 6.1 has none
+        raise WalkBuildError(f"linux {hb.tree.release} has no folio_walk_start() in mm/pagewalk.c (it came with v6.12)")
     base = mod.image_base(config)
     h = hashlib.sha256(f"{base:#x} {ENTRIES}".encode())
     for name in WALK_FILES:
