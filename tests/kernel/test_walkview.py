@@ -145,3 +145,24 @@ def test_a_model_that_does_not_clear_a_bad_entry_is_caught(walk_build) -> None: 
                 assert diff is None and not got[k].cleared
     finally:
         sc.close()
+
+
+def test_a_renewed_guest_answers_as_the_first(walk_build, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The view takes a fresh guest after RENEW_STARTS emu_start() calls (Unicorn keeps memory per
+    call until the Uc is closed); with a renewal before every batch the answers are the model's."""
+    import emu.kernel.walkview as wv
+    from emu.verify import walk_cases
+
+    monkeypatch.setattr(wv, "RENEW_STARTS", 1)
+    sc = build_default(archs.get_ops("x86_64:4level"), with_oracle=False)
+    view = wv.KernelWalkView(walk_build("x86_64:4level"), sc.mm)
+    try:
+        first = view.kw
+        for _ in range(2):
+            model = walk_cases(sc, sc.cases, (0, 3))
+            got = view.walk_cases(sc.cases, (0, 3), model, sc.builder.tables)
+            assert all(wv.walk_differs(w, got[k], sc.ops.pxd_clear) is None for k, w in model.items())
+        assert view.kw is not first
+    finally:
+        view.close()
+        sc.close()

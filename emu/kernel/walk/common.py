@@ -314,6 +314,7 @@ class KernelWalk:
         self._wv(self._ret, self.RET_INSN)
         self._exc: list[tuple[int, int]] = []
         self._warned: list[tuple[int, str]] = []  # (batch index, file:line)
+        self.starts = 0  # emu_start() calls (Unicorn keeps ~300 bytes each until the Uc is closed)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_CODE, lambda u, *_: u.emu_stop(), begin=self._ret, end=self._ret)
         self._paging(ram.size)
@@ -496,6 +497,7 @@ class KernelWalk:
         start = self._sym(fn)
         while True:
             self._exc.clear()
+            self.starts += 1
             try:
                 self.uc.emu_start(start, self._ret + 0x100)
             except UcError as e:
