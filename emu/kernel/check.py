@@ -70,16 +70,17 @@ def _encoder(make: Callable[[LinuxPgtable], Callable[[int, Prot], int]]) -> Op:
     return op
 
 
-_ZERO_MM: dict[int, MM] = {}
+#: the address space of the model asked last, matched by the model object itself (an id() may be
+#: reused by another configuration's model once the first is gone)
+_ZERO_MM: list[MM] = []
 
 
 def zero_page_mm(ops: LinuxPgtable) -> MM:
     """An address space of the model's (its zero page(s) allocated as at boot): what
     ``is_zero_pfn`` is asked against; the harness's zero_pfn/zero_page_mask are set to its own."""
-    if id(ops) not in _ZERO_MM:
-        _ZERO_MM.clear()
-        _ZERO_MM[id(ops)] = new_address_space(ops)[3]
-    return _ZERO_MM[id(ops)]
+    if not _ZERO_MM or _ZERO_MM[0].ops is not ops:
+        _ZERO_MM[:] = [new_address_space(ops)[3]]
+    return _ZERO_MM[0]
 
 
 #: op name -> the model's answer (ints; booleans as 0/1), named as the kernel names them.

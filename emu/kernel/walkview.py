@@ -89,7 +89,7 @@ def _cleared(c: Sequence[tuple[int, int]]) -> str:
     return ",".join(f"{pa:#x}" for pa, _ in c)
 
 
-def model_describe(w: WalkResult, clear_value: Any = None) -> str:
+def model_describe(w: WalkResult) -> str:
     """The model's answer in :meth:`KernelAnswer.describe`'s terms."""
     if w.reason.startswith(OOPS_REASONS):
         return f"oops ({w.reason}: {w.warnings[-1] if w.warnings else ''})"
