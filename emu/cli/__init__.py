@@ -17,7 +17,7 @@ from pathlib import Path
 from archs import UnknownConfig
 from emu.errors import FoliowalkError
 
-COMMAND_MODULES = ["emu.cli.verify", "emu.cli.fixtures", "emu.cli.fuzz", "emu.cli.kernel", "emu.cli.bench"]
+COMMAND_MODULES = ["emu.cli.verify", "emu.cli.explain", "emu.cli.fixtures", "emu.cli.fuzz", "emu.cli.kernel", "emu.cli.bench"]
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -27,10 +27,12 @@ class UsageError(FoliowalkError):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``foliowalk: error: ...``) and exit 2."""
+    """argparse, but a usage error is one line (``foliowalk: error: [<sub-command>: ]...``) and exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        # "foliowalk: error: <sub-command>: <message>" -- main() adds the "foliowalk: error: "
+        sub = self.prog.partition(" ")[2]
+        raise UsageError(f"{sub}: {message}" if sub else message)
 
 
 def int_arg(text: str) -> int:

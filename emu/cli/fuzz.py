@@ -87,22 +87,22 @@ def run(args: argparse.Namespace) -> int:
         return replay(args.replay, as_json=args.json)
     cpus = os.cpu_count() or 1
     if args.jobs < 0:
-        raise UsageError("foliowalk fuzz: --jobs must be 0 or more")
+        raise UsageError("fuzz: --jobs must be 0 or more")
     if args.jobs > max(MAX_JOBS_PER_CPU * cpus, MIN_JOBS_LIMIT):
-        raise UsageError(f"foliowalk fuzz: --jobs {args.jobs} is more than {MAX_JOBS_PER_CPU} worker processes "
+        raise UsageError(f"fuzz: --jobs {args.jobs} is more than {MAX_JOBS_PER_CPU} worker processes "
                          f"per CPU ({cpus} CPUs here)")
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
-        raise UsageError(f"foliowalk fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
+        raise UsageError(f"fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
     if args.seconds is not None and args.seconds > MAX_SECONDS:
-        raise UsageError(f"foliowalk fuzz: --seconds {args.seconds:g} is more than {MAX_SECONDS} (30 days)")
+        raise UsageError(f"fuzz: --seconds {args.seconds:g} is more than {MAX_SECONDS} (30 days)")
     if args.hierarchies is not None and args.hierarchies <= 0:
-        raise UsageError("foliowalk fuzz: --hierarchies must be positive")
+        raise UsageError("fuzz: --hierarchies must be positive")
     if args.hierarchies is not None and args.hierarchies > MAX_HIERARCHIES:
-        raise UsageError(f"foliowalk fuzz: --hierarchies {args.hierarchies} is more than {MAX_HIERARCHIES}")
+        raise UsageError(f"fuzz: --hierarchies {args.hierarchies} is more than {MAX_HIERARCHIES}")
     if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"foliowalk fuzz: --seed must be 0..{MAX_SEED} (a 64-bit number), not {args.seed}")
+        raise UsageError(f"fuzz: --seed must be 0..{MAX_SEED} (a 64-bit number), not {args.seed}")
     if args.max_findings < 0:
-        raise UsageError("foliowalk fuzz: --max-findings must be 0 or more")
+        raise UsageError("fuzz: --max-findings must be 0 or more")
     if args.out is not None:
         from emu.cli import output_dir
 

@@ -77,9 +77,9 @@ def run_verify(args: argparse.Namespace) -> int:
     from emu.kernel.treeverify import format_reports, verify_tree
 
     if args.cases < 0 or args.show < 0:
-        raise UsageError("foliowalk kernel verify: --cases and --show must be 0 or more")
+        raise UsageError("kernel verify: --cases and --show must be 0 or more")
     if args.patch and not os.path.isfile(args.patch):
-        raise UsageError(f"foliowalk kernel verify: --patch {args.patch}: no such file")
+        raise UsageError(f"kernel verify: --patch {args.patch}: no such file")
     keys = _targets(args)
     reports = verify_tree(keys, version=args.version, tree=args.tree, patch=args.patch, profile=args.kconfig,
                           cases=args.cases, seed=args.seed, keep=max(args.show, 20), log=_log)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         from emu.fixtures import replay_report
 
         if args.addr or args.kernel:
-            raise UsageError("foliowalk verify: --fixture replays the recorded cases; no --addr or --kernel")
+            raise UsageError("verify: --fixture replays the recorded cases; no --addr or --kernel")
         report = replay_report(args.fixture)
     elif args.addr:
         report = verify_addresses(keys, args.addr, args.kernel, harness=args.harness)
