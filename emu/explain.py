@@ -32,6 +32,7 @@ from archs.base import LINUX_LEVELS, U64
 from archs.linux import DEFAULT_KERNEL, LinuxPgtable
 from emu.errors import AddressError, ConfigError
 
+
 def vma_kinds() -> dict[str, int]:
     """``{name: vm_flags}`` of the VMA kinds an explanation can place the address in (the
     fuzzer's VMA flag sets, :mod:`emu.fuzz.hierarchy_gen`)."""
