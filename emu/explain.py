@@ -93,6 +93,8 @@ class Explanation:
     placed: list[Placement]
     rows: list[Any]  # emu.verify.Row, one per FW_* flag set
     notes: list[str]
+    #: the minimal hierarchy as a spec (:class:`emu.fuzz.spec.Hierarchy`; docs/hierarchy.md), or None
+    hierarchy: Any = None
 
     @property
     def ok(self) -> bool:
@@ -321,6 +323,6 @@ def explain(config: str, entries: dict[str, int], *, addr: int | None = None, ke
 
         vjson = {"start": start, "end": end, "flags": kinds[vma], "flags_str": vm_flags_str(kinds[vma]),
                  "pgoff": pgoff, "name": vma}
-        return Explanation(key, kernel, addr, vjson, views, placed, rows, notes)
+        return Explanation(key, kernel, addr, vjson, views, placed, rows, notes, h)
     finally:
         target.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import archs
@@ -46,6 +47,9 @@ def add_parser(sub: Any) -> None:
                    help="the compiled kernel's answers: auto = where built, on = build if needed, off = model only")
     p.add_argument("--no-walk", action="store_true", help="only the entry views: no hierarchy, walk or MMU")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--spec-out", type=Path, default=None, metavar="FILE",
+                   help="also save the minimal hierarchy as a spec (docs/hierarchy.md) for verify --spec, "
+                        "fixtures build --spec")
     p.set_defaults(func=run)
 
 
@@ -68,8 +72,18 @@ def run(args: argparse.Namespace) -> int:
     from archs.linux import DEFAULT_KERNEL
     from emu.explain import explain
 
+    if args.spec_out is not None:
+        from emu.cli import UsageError, output_file
+
+        if args.no_walk:
+            raise UsageError("explain: --spec-out saves the hierarchy the walk uses; not with --no-walk")
+        output_file(args.spec_out, "--spec-out")
     ex = explain(args.config, entries_of(args), addr=args.addr, kernel=args.kernel or DEFAULT_KERNEL,
                  vma=args.vma, pgoff=args.pgoff, harness=args.harness, walk=not args.no_walk)
+    if args.spec_out is not None:
+        from emu.fuzz.worker import atomic_write
+
+        atomic_write(args.spec_out, (json.dumps(ex.hierarchy.to_json(), indent=1) + "\n").encode())
     if args.json:
         json.dump(ex.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -40,6 +40,9 @@ def add_parser(sub: Any) -> None:
                    help=f"the Kconfig profile the sets are built for (default {DEFAULT_PROFILE}); recorded")
     b.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="check every entry against the compiled kernel: auto = when built, on = build it, off")
+    b.add_argument("--spec", action="append", default=[], type=Path, metavar="FILE",
+                   help="a set of your own hierarchy instead of the default scenarios: a spec file "
+                        "(docs/hierarchy.md), named after the file (repeatable)")
     b.set_defaults(func=run_build)
 
     c = fsub.add_parser("check", help="re-walk and re-probe fixture sets; exit 1 on any difference")
@@ -63,6 +66,8 @@ def run_build(args: argparse.Namespace) -> int:
     from emu.cli.verify import selected_configs
     from emu.fixtures import build_fixture_sets
 
+    if args.spec:
+        return _build_specs(args)
     keys = selected_configs(args.arch, args.config)
     output_dir(args.out, "--out")
     written: list[str] = []
@@ -80,10 +85,53 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_specs(args: argparse.Namespace) -> int:
+    """``fixtures build --spec FILE...``: one set per spec, named after the file (``x.hierarchy.json``
+    -> ``x``); every spec is checked before the first set is written."""
+    from emu.cli import UsageError, output_dir
+    from emu.specs import build_spec_fixture, load_spec
+
+    if args.arch or args.config or args.kernel or args.kconfig:
+        raise UsageError("fixtures build: --spec names its own configuration and kernel; "
+                         "no --arch, --config, --kernel or --kernel-config")
+    specs = [(p, load_spec(p)) for p in args.spec]
+    names = [p.name.removesuffix(".json").removesuffix(".hierarchy") for p in args.spec]
+    if len(set(names)) != len(names):
+        raise UsageError("fixtures build: two --spec files have the same name; each set is named after its file")
+    output_dir(args.out, "--out")
+    done = 0
+    try:
+        for (path, h), name in zip(specs, names, strict=True):
+            out = build_spec_fixture(args.out, h, name)
+            done += 1
+            print(f"{out}  ({h.config}, {len(h.addrs)} address{'es' if len(h.addrs) != 1 else ''}, from {path})",
+                  flush=True)
+    except KeyboardInterrupt:
+        print(f"foliowalk: interrupted; {done} of {len(specs)} sets written and kept", file=sys.stderr)
+        return 130
+    print(f"{done} fixture set{'s' if done != 1 else ''} in {args.out}")
+    return 0
+
+
 def run_check(args: argparse.Namespace) -> int:
     from emu.fixtures import check_fixture_set, find_sets
+    from emu.fixtures.format import MANIFEST
 
-    sets = find_sets(args.dirs)
+    # A folder with nothing in it (or only the campaign.json of a fuzz --out that found nothing)
+    # has nothing to check: said, exit 0.  Anything else that holds no set is an error.
+    empty = [d for d in args.dirs if d.is_dir() and not (d / MANIFEST).exists()
+             and all(c.name.startswith(".") or c.name == "campaign.json" for c in d.iterdir())]
+    for d in empty:
+        print(f"nothing to check in {d}: it holds no fixture set (nor anything else)", file=sys.stderr)
+    dirs = [d for d in args.dirs if d not in empty]
+    if not dirs:
+        if args.json:
+            json.dump({"format": "foliowalk-fixtures-check/1", "sets": []}, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+        else:
+            print("checked 0 sets")
+        return 0
+    sets = find_sets(dirs)
     corrupt = differ = 0
     results: list[dict[str, Any]] = []
     for path in sets:

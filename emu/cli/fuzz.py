@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from emu.fuzz import CampaignOptions, GenParams, format_report, run_campaign
 
     if args.replay is not None:
-        return replay(args.replay, as_json=args.json)
+        return replay(args.replay, as_json=args.json, harness=args.harness)
     cpus = os.cpu_count() or 1
     if args.jobs < 0:
         raise UsageError("fuzz: --jobs must be 0 or more")
@@ -148,24 +148,30 @@ def run(args: argparse.Namespace) -> int:
 REPLAY_TIMEOUT_S = 120.0
 
 
-def replay(path: Path, *, as_json: bool = False, timeout_s: float = REPLAY_TIMEOUT_S) -> int:
-    """Re-run one saved hierarchy in a child process (a crash there does not take us down).
+def replay(path: Path, *, as_json: bool = False, timeout_s: float = REPLAY_TIMEOUT_S, harness: str = "off") -> int:
+    """Re-run one saved hierarchy (a spec, docs/hierarchy.md) in a child process (a crash there
+    does not take us down) and print its rows as ``foliowalk verify`` does (the same table, the
+    same ``--json``).
 
     The file is checked first, in this process (:func:`emu.fuzz.spec.load_hierarchy_file`: a
     regular file within the size limit, strict JSON, the schema, every value in range for its
     configuration): bad input is one line and exit 2, never a death of the child.  The child's
     answer is awaited for at most ``timeout_s`` seconds."""
     import multiprocessing as mp
+    import time
 
+    from emu.cli.verify import print_table, report_json
     from emu.fuzz.spec import load_hierarchy_file
+    from emu.verify import Report
 
     h = load_hierarchy_file(path)
+    t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_replay_child, args=(child, h), daemon=True)
+    proc = ctx.Process(target=_replay_child, args=(child, h, harness, f"spec {path.name}"), daemon=True)
     proc.start()
     child.close()
-    rows: list[dict[str, Any]] | None = None
+    rows: Any = None
     timed_out = False
     try:
         if parent.poll(timeout_s):
@@ -185,26 +191,29 @@ def replay(path: Path, *, as_json: bool = False, timeout_s: float = REPLAY_TIMEO
         from emu.fuzz.pool import exit_text
 
         why = f"gave no answer in {timeout_s:g} s" if timed_out else f"died: {exit_text(proc.exitcode)}"
-        print(f"foliowalk fuzz: the replay of {path} {why}", file=sys.stderr)
+        print(f"foliowalk: the replay of {path} {why}", file=sys.stderr)
         return 1
+    report = Report(rows, [], {}, time.perf_counter() - t0, [])
     if as_json:
-        json.dump({"hierarchy": str(path), "rows": rows}, sys.stdout, indent=1)
+        json.dump({"spec": str(path), **report_json(report)}, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        for r in rows:
-            print(f"{r['addr']:#018x} {r['flags']:<25} {r['walk']:<44} {r['mmu']:<28} {r['verdict']}")
-    return 1 if any(r["verdict"].startswith("disagree") for r in rows) else 0
+        print_table(report)
+    return 0 if report.ok else 1
 
 
-def _replay_child(conn: Any, h: Any) -> None:
-    """The child of ``--replay``: the rows, or ``("invalid", why)`` when the hierarchy is not one
-    this foliowalk can build (unknown configuration, entries outside the fuzzing pool, a bad VMA
-    or address) -- bad input, not a crash.  Anything else still kills the child, and is reported
-    as a death."""
-    from emu.fuzz import replay_in_child
+def _replay_child(conn: Any, h: Any, harness: str = "off", name: str | None = None) -> None:
+    """The child of ``--replay`` / ``verify --spec``: the rows (:class:`emu.verify.Row`), or
+    ``("invalid", why)`` when the hierarchy is not one this foliowalk can build (unknown
+    configuration, entries outside the fuzzing pool, a bad VMA or address) -- bad input, not a
+    crash.  Anything else still kills the child, and is reported as a death."""
+    from emu.specs import spec_rows
 
     try:
-        replay_in_child(conn, h)
+        rows = spec_rows(h, harness=harness, name=name)
     except (FoliowalkError, ValueError) as exc:  # archs.UnknownConfig is a ValueError
         conn.send(("invalid", str(exc)))
         conn.close()
+        return
+    conn.send(rows)
+    conn.close()

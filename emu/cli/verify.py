@@ -39,6 +39,10 @@ def add_parser(sub: Any) -> None:
         "--fixture", action="append", default=[], type=Path, metavar="DIR",
         help="replay a fixture set (or a folder of sets) instead of the default scenarios (repeatable)",
     )
+    p.add_argument(
+        "--spec", type=Path, default=None, metavar="FILE",
+        help="walk and probe your own hierarchy: a spec file (docs/hierarchy.md; the fuzzer's *.hierarchy.json)",
+    )
     p.set_defaults(func=run)
 
 
@@ -51,6 +55,14 @@ def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.spec is not None:  # a user's own hierarchy (docs/hierarchy.md), run in a child process
+        from emu.cli import UsageError
+        from emu.cli.fuzz import replay
+
+        if args.fixture or args.addr or args.kernel or args.arch or args.config or args.kconfig:
+            raise UsageError("verify: --spec names its own configuration, kernel and addresses; "
+                             "no --fixture, --addr, --kernel, --arch, --config or --kernel-config")
+        return replay(args.spec, as_json=args.json, harness=args.harness)
     keys = selected_configs(args.arch, args.config)
     if args.fixture:  # the recorded cases of fixture sets (emu/fixtures/), re-walked and re-probed
         from emu.cli import UsageError

@@ -63,7 +63,7 @@ from emu.fuzz.evaluate import Evaluation, Target, batch_results, deciding_level,
 from emu.fuzz.hierarchy_gen import HierarchyGenerator
 from emu.fuzz.layout import Layout, plan_layout
 from emu.fuzz.records import CampaignOptions, CampaignResult, FindingRecord, Stats
-from emu.fuzz.report import format_report, replay_in_child
+from emu.fuzz.report import format_report
 from emu.fuzz.shrinking import Shrunk, shrink
 from emu.fuzz.spec import Entry, Hierarchy, VmaSpec, hierarchy_seed
 from emu.fuzz.worker import save_hierarchy_finding
@@ -94,7 +94,6 @@ __all__ = [
     "check_campaign_configs",
     "hierarchy_seed",
     "format_report",
-    "replay_in_child",
     "save_hierarchy_finding",
     "batch_results",
     "deciding_level",

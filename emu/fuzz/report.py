@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from emu.fuzz.evaluate import Target
 from emu.fuzz.records import CampaignResult
-from emu.fuzz.spec import Hierarchy
 from emu.mm.pagewalk import FLAG_COMBINATIONS
 from emu.verify import VERDICT_CLASSES
 
@@ -64,19 +60,3 @@ def format_report(res: CampaignResult) -> str:
     else:
         lines.append("  findings: none")
     return "\n".join(lines)
-
-
-def replay_in_child(conn: Any, h: Hierarchy) -> None:
-    """Child side of ``foliowalk fuzz --replay``: evaluate ``h`` and send its rows as text."""
-    from emu.mm.pagewalk import flags_str
-    from emu.verify import mmu_summary
-
-    with Target(h.config, h.kernel) as t:
-        ev = t.evaluate(h)
-        rows = [
-            {"addr": a, "flags": flags_str(w.flags), "walk": w.summary(), "mmu": mmu_summary(ev.probes[i]),
-             "verdict": ev.verdicts[i][j]}
-            for i, a in enumerate(ev.addrs) for j, w in enumerate(ev.walks[i])
-        ]
-    conn.send(rows)
-    conn.close()

@@ -6,6 +6,7 @@ its fast forms (:mod:`emu.mm.pagewalk_fast`, :mod:`emu.mm.pagewalk_batch`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from emu.mm.mm_types import VMA, Folio, Page, SpinLock
@@ -15,9 +16,28 @@ LINUX_LEVELS5 = ("pgd", "p4d", "pud", "pmd", "pte")
 # include/linux/pagewalk.h
 FW_MIGRATION = 1 << 0  # walk migration entries as well
 FW_ZEROPAGE = 1 << 1  # walk shared zeropages (small + huge) as well
-FW_LEVEL_PTE = 0
-FW_LEVEL_PMD = 1
-FW_LEVEL_PUD = 2
+
+
+class FwLevel(IntEnum):
+    """``enum folio_walk_level``: an int (as in the kernel) that prints its name (``FwLevel.PTE``)."""
+
+    PTE = 0
+    PMD = 1
+    PUD = 2
+
+    def __str__(self) -> str:
+        return f"FwLevel.{self.name}"
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else format(int(self), spec)
+
+
+FW_LEVEL_PTE = FwLevel.PTE
+FW_LEVEL_PMD = FwLevel.PMD
+FW_LEVEL_PUD = FwLevel.PUD
+_FW_LEVELS = tuple(FwLevel)
 LEVEL_NAMES = {FW_LEVEL_PTE: "PTE", FW_LEVEL_PMD: "PMD", FW_LEVEL_PUD: "PUD"}
 FLAG_COMBINATIONS = (0, FW_MIGRATION, FW_ZEROPAGE, FW_MIGRATION | FW_ZEROPAGE)
 
@@ -52,7 +72,7 @@ class FolioWalk:
     into :class:`TraceStep` objects only when someone reads it.
     """
 
-    __slots__ = ("page", "level", "entryp", "entry", "vma", "ptl", "folio", "reason", "kind",
+    __slots__ = ("page", "_level", "entryp", "entry", "vma", "ptl", "folio", "reason", "kind",
                  "_trace", "_cleared", "_warnings")
 
     def __init__(
@@ -83,6 +103,17 @@ class FolioWalk:
         self._trace: list[TraceStep] | tuple[Any, ...] = trace if trace is not None else []
         self._cleared: list[TraceStep] | tuple[()] = cleared if cleared is not None else NO_LIST
         self._warnings: list[str] | tuple[()] = warnings if warnings is not None else NO_LIST
+
+    @property
+    def level(self) -> FwLevel | None:
+        """``fw->level``: :class:`FwLevel` (an int that prints its name), None before a walk found
+        anything."""
+        v = self._level
+        return v if v is None else _FW_LEVELS[v]
+
+    @level.setter
+    def level(self, value: int | None) -> None:
+        self._level = value
 
     # foliowalk's record, materialised on first use.
     @property
