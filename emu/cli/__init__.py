@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import archs
 from archs import UnknownConfig
 from emu.errors import FoliowalkError
 
@@ -76,7 +77,16 @@ def output_file(path: Path, option: str) -> Path:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="foliowalk", description=__doc__.splitlines()[0] if __doc__ else None)
+    import emu
+
+    keys = ", ".join(archs.all_config_keys())
+    parser = Parser(
+        prog="foliowalk", description="Linux's folio_walk_start() over real x86-64, arm64 and s390x page "
+        f"tables, checked by an emulated MMU and the compiled kernel.  Configurations: {keys}.",
+        epilog="foliowalk COMMAND --help describes a command.  Exit status: 0 ok, 1 a disagree (or a "
+        "difference, a crash), 2 bad input, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"foliowalk {emu.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
@@ -86,7 +96,9 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "any_options", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USAGE

@@ -46,6 +46,9 @@ class Translation:
     pa: int
     observed_by: str
 
+    def __repr__(self) -> str:
+        return f"Translation(pa={self.pa:#x}, observed_by={self.observed_by!r})"
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -62,6 +65,9 @@ class Fault:
     level: int | None
     code: int
     vector: int
+
+    def __repr__(self) -> str:
+        return f"Fault(kind={self.kind!r}, level={self.level!r}, code={self.code:#x}, vector={self.vector})"
 
     @property
     def access_refused(self) -> bool:
