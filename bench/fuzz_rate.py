@@ -113,15 +113,36 @@ def format_result(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad option is one line on stderr and exit status 2 (no usage block, no traceback)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.fuzz_rate", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="x86_64:4level")
-    p.add_argument("--seconds", type=float, default=20.0)
+    import math
+
+    import archs
+
+    p = _Parser(prog="python -m bench.fuzz_rate", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="x86_64:4level",
+                   help=f"the configuration (default x86_64:4level): {', '.join(archs.all_config_keys())}")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")
     p.add_argument("--walker", choices=("auto", "batch", "scalar"), default="auto")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", action="store_true", help="cProfile the run (slower; for the breakdown)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    try:
+        args.config = archs.get_config(args.config).key
+    except archs.UnknownConfig as err:
+        p.error(str(err))
+    if not (math.isfinite(args.seconds) and 0 < args.seconds <= 24 * 3600):
+        p.error(f"--seconds must be a positive number of seconds up to a day, not {args.seconds:g}")
+    if not 0 <= args.seed < 1 << 64:
+        p.error(f"--seed must be 0..2**64-1, not {args.seed}")
     r = run(args.config, args.seconds, args.walker, args.seed, args.profile)
     if args.json:
         json.dump(r, sys.stdout, indent=1)

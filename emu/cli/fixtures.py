@@ -16,9 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import archs
 from archs.kconfig import DEFAULT_PROFILE, PROFILES
 from archs.linux import KERNELS
 from emu.errors import FixtureError, FoliowalkError
+
+#: every configuration name, for the help texts
+CONFIG_NAMES = ", ".join(archs.all_config_keys())
 
 
 def add_parser(sub: Any) -> None:
@@ -31,7 +35,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: all")
     b.add_argument(
         "--config", action="append", default=[], metavar="ARCH:NAME",
-        help="one configuration, e.g. x86_64:5level (repeatable); default: all of --arch",
+        help=f"one configuration (repeatable); default: all of --arch. One of: {CONFIG_NAMES}",
     )
     b.add_argument(
         "--kernel", default=None, choices=KERNELS, help="folio_walk_start() version (default v6.12)"

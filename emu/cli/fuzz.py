@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import archs
 from archs.linux import DEFAULT_KERNEL, KERNELS
 from emu.errors import FoliowalkError
 
@@ -37,6 +38,10 @@ MAX_HIERARCHIES = 1 << 32
 MAX_SEED = (1 << 64) - 1
 
 
+#: every configuration name, for the help texts
+CONFIG_NAMES = ", ".join(archs.all_config_keys())
+
+
 def add_parser(sub: Any) -> None:
     from emu.cli import int_arg
 
@@ -44,7 +49,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: x86_64")
     p.add_argument(
         "--config", action="append", default=[], metavar="ARCH:NAME",
-        help="one configuration, e.g. x86_64:5level (repeatable); default: all of --arch",
+        help=f"one configuration (repeatable); default: all of --arch. One of: {CONFIG_NAMES}",
     )
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default 60 unless "
                    "--hierarchies is given)")

@@ -32,6 +32,10 @@ def _targets(args: argparse.Namespace) -> list[str]:
     return archs.all_config_keys(args.arch or None)
 
 
+#: every configuration name, for the help texts
+CONFIG_NAMES = ", ".join(archs.all_config_keys())
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("kernel", help="the compiled kernel as the oracle of the Linux side")
     ksub = p.add_subparsers(dest="kernel_command", metavar="ACTION")
@@ -40,7 +44,8 @@ def add_parser(sub: Any) -> None:
                            ("info", "toolchain, trees and cached builds")):
         q = ksub.add_parser(name, help=helptext)
         q.add_argument("--arch", action="append", choices=sorted(archs.ARCHES), help="architecture (repeatable)")
-        q.add_argument("--config", action="append", metavar="ARCH:NAME", help="paging configuration (repeatable)")
+        q.add_argument("--config", action="append", metavar="ARCH:NAME",
+                       help=f"paging configuration (repeatable): {CONFIG_NAMES}")
         q.add_argument("--kernel-version", dest="version", action="append", choices=(*VERSIONS, "seed"),
                        help=f"kernel version (repeatable; default {DEFAULT_VERSION}; seed = 6.12 with "
                             "emu/kernel/patches/seed-folio_walk_start.patch)")
@@ -54,7 +59,8 @@ def add_parser(sub: Any) -> None:
         q.set_defaults(func=run, kernel_action=name)
     q = ksub.add_parser("verify", help="a (patched) tree's own folio_walk_start() against the model and the MMU")
     q.add_argument("--arch", action="append", choices=sorted(archs.ARCHES), help="architecture (repeatable)")
-    q.add_argument("--config", action="append", metavar="ARCH:NAME", help="paging configuration (repeatable)")
+    q.add_argument("--config", action="append", metavar="ARCH:NAME",
+                       help=f"paging configuration (repeatable): {CONFIG_NAMES}")
     q.add_argument("--kernel-version", dest="version", default=DEFAULT_VERSION, choices=(*VERSIONS, "seed"),
                    help=f"the distribution's tree of this version (default {DEFAULT_VERSION}); seed = 6.12 with "
                         "foliowalk's patch reverting folio_walk_start()'s later fixes")

@@ -14,6 +14,9 @@ from archs.linux import KERNELS
 from emu.errors import AddressError
 from emu.verify import VERDICT_CLASSES, Report, Row, mmu_summary
 
+#: every configuration name, for the help texts
+CONFIG_NAMES = ", ".join(archs.all_config_keys())
+
 
 def add_parser(sub: Any) -> None:
     from emu.cli import int_arg
@@ -22,7 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: all")
     p.add_argument(
         "--config", action="append", default=[], metavar="ARCH:NAME",
-        help="one configuration, e.g. x86_64:5level (repeatable); default: all of --arch",
+        help=f"one configuration (repeatable); default: all of --arch. One of: {CONFIG_NAMES}",
     )
     p.add_argument("--kernel", default=None, choices=KERNELS, help="folio_walk_start() version (default v6.12)")
     p.add_argument(

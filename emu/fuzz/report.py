@@ -1,4 +1,4 @@
-"""The campaign's summary report, and replaying one hierarchy in a child process.
+"""The campaign's summary report (replaying one hierarchy: ``emu/cli/fuzz.py``, ``emu/specs.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ def format_report(res: CampaignResult) -> str:
                 lines.append(f"     saved: {f.path}")
             if f.note:
                 lines.append(f"     {f.note}")
+        if o.out is None:
+            lines.append("  findings not saved: no --out DIR was given; the same command with --out DIR (same "
+                         "--seed) saves each as a fixture set and a hierarchy spec")
     else:
         lines.append("  findings: none")
     return "\n".join(lines)

@@ -94,3 +94,24 @@ def test_explain_saves_a_spec_that_verify_runs(tmp_path: Path) -> None:
 def test_fixtures_check_of_an_empty_folder_says_so(tmp_path: Path) -> None:
     res = run("fixtures", "check", str(tmp_path))
     assert res.returncode == 0 and "nothing to check" in res.stderr and "checked 0 sets" in res.stdout
+
+
+def test_fuzz_rate_bad_options_are_one_line() -> None:
+    for args in (["--config", "x86_64:9level"], ["--seconds", "-1"], ["--walker", "bad"], ["--bogus"]):
+        res = subprocess.run([sys.executable, "-m", "bench.fuzz_rate", *args], capture_output=True, text=True,
+                             timeout=120, check=False, cwd=ROOT)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, (args, res.stderr)
+        assert lines[0].startswith("python -m bench.fuzz_rate: error: ") and "Traceback" not in res.stderr
+
+
+def test_help_lists_the_configuration_names() -> None:
+    for cmd in (["verify"], ["fuzz"], ["fixtures", "build"], ["explain"], []):
+        out = " ".join(run(*cmd, "--help").stdout.split())
+        assert "arm64:64k:48" in out and "s390x:segment" in out and "x86_64:5level" in out, cmd
+        assert "``" not in out, cmd
+
+
+def test_version() -> None:
+    res = run("--version")
+    assert res.returncode == 0 and re.fullmatch(r"foliowalk \d+\.\d+\.\d+\S*", res.stdout.strip())
