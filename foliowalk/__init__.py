@@ -67,8 +67,8 @@ __all__ = [
     "AddressSpace", "Explanation", "FLAG_COMBINATIONS", "FW_LEVEL_PMD", "FW_LEVEL_PTE", "FW_LEVEL_PUD",
     "FW_MIGRATION", "FW_ZEROPAGE", "Fault", "Hierarchy", "Folio", "FolioWalk", "FoliowalkError", "FwLevel", "Prot",
     "ProbeError", "Report", "Row", "SwpEntry", "Translation", "VMA", "WalkResult", "__version__", "configs",
-    "explain", "folio_walk", "folio_walk_end", "folio_walk_start", "ops", "probe", "probe_many", "verify",
-    "walk", "walk_many", "fixtures",
+    "explain", "folio_walk", "folio_walk_end", "folio_walk_start", "ops", "probe", "probe_many", "spec_layout",
+    "verify", "walk", "walk_many", "fixtures",
 ]
 
 
@@ -90,6 +90,17 @@ def ops(config: str, kernel: str = DEFAULT_KERNEL) -> LinuxPgtable:
     ``ops.pte_pfn(v)``, ``ops.pte_to_swp_entry(v)``, ``ops.pfn_pte(pfn, Prot())``, ...) and
     ``ops.decode(level, v)``, an entry's hardware fields by the manual's names."""
     return _archs.get_ops(config, kernel)
+
+
+def spec_layout(config: str) -> Any:
+    """Where a hierarchy spec of ``config`` may put things (docs/hierarchy.md), the same in every
+    process: ``root`` (the top table, ``mm->pgd``), ``tables[d]`` (the table frames of depth ``d``
+    in the pool), ``folios`` (``(pfn, order)`` with a ``struct page``), ``leaf_folios``
+    (PMD/PUD-sized ones), ``pool_start``/``pool_end``, ``ram_size``, ``reserved_va`` (virtual
+    ranges the probe machine keeps).  Returns an :class:`emu.fuzz.layout.Layout`."""
+    from emu.fuzz.layout import plan_layout
+
+    return plan_layout(_archs.get_config(config).key)
 
 
 class AddressSpace:
