@@ -639,7 +639,7 @@ class Arm64(LinuxPgtable):
         val = pte & ~(self.PTE_SWP_EXCLUSIVE | self.PTE_SWP_UFFD_WP)
         return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
 
-    def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
+    def _pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
         val = pmd & ~self.PTE_SWP_UFFD_WP  # pmd_swp_clear_uffd_wp()
         return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
 

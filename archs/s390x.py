@@ -826,10 +826,6 @@ class S390x(LinuxPgtable):
     def swp_entry_to_pte(self, entry: SwpEntry, *, exclusive: bool = False) -> int:
         return self.mk_swap_pte(entry.type, entry.offset) | (_PAGE_SWP_EXCLUSIVE if exclusive else 0)
 
-    def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
-        """!CONFIG_ARCH_ENABLE_THP_MIGRATION (swapops.h): ``swp_entry(0, 0)``."""
-        return SwpEntry(0, 0)
-
     def swp_entry_to_pmd(self, entry: SwpEntry) -> int:
         raise ValueError("s390 (Linux v6.12) has no PMD swap entries: no CONFIG_ARCH_ENABLE_THP_MIGRATION")
 

@@ -431,9 +431,7 @@ class X86_64(LinuxPgtable):
         val = pte & ~(_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP | _PAGE_SWP_EXCLUSIVE)
         return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
 
-    def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
-        if not self.has_thp_migration:  # swapops.h without ARCH_ENABLE_THP_MIGRATION
-            return SwpEntry(0, 0)
+    def _pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
         val = pmd & ~(_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP)
         return SwpEntry(self.__swp_type(val), self.__swp_offset(val))
 
