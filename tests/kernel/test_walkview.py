@@ -151,9 +151,10 @@ def test_a_renewed_guest_answers_as_the_first(walk_build, monkeypatch) -> None: 
     """The view takes a fresh guest after RENEW_STARTS emu_start() calls (Unicorn keeps memory per
     call until the Uc is closed); with a renewal before every batch the answers are the model's."""
     import emu.kernel.walkview as wv
+    from emu.kernel import uc_renewal
     from emu.verify import walk_cases
 
-    monkeypatch.setattr(wv, "RENEW_STARTS", 1)
+    monkeypatch.setattr(uc_renewal, "RENEW_STARTS", 1)
     sc = build_default(archs.get_ops("x86_64:4level"), with_oracle=False)
     view = wv.KernelWalkView(walk_build("x86_64:4level"), sc.mm)
     try:
