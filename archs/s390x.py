@@ -1073,10 +1073,19 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
     if ASCE.get(asce, "r"):
         return Translation(va, 1 << PAGE_SHIFT, Permissions(True, True, True, None), ())
     config = config_of_asce(asce)
-    if isinstance(config_or_ops, (S390x, PagingConfig)) or config_or_ops is None:
-        pass
-    elif str(config_or_ops).split(":", 1)[-1] not in CONFIGS:
-        raise ValueError(f"unknown s390x configuration {config_or_ops!r}; known: {', '.join(CONFIGS)}")
+    if isinstance(config_or_ops, S390x):
+        named: str | None = config_or_ops.config.name
+    elif isinstance(config_or_ops, PagingConfig):
+        named = config_or_ops.name
+    elif config_or_ops is None or str(config_or_ops) in (ARCH, "s390"):
+        named = None
+    else:
+        named = str(config_or_ops).split(":", 1)[-1]
+        if named not in CONFIGS:
+            raise ValueError(f"unknown s390x configuration {config_or_ops!r}; known: s390x, {', '.join(CONFIGS)}")
+    if named is not None and named != config.name:
+        raise ValueError(f"the ASCE {asce:#x} designates a {config.name} table (DT {ASCE.get(asce, 'dt'):02b}), "
+                         f"not the configuration's {named}")
     ops = S390x(config)
     ops.storage_size = storage  # type: ignore[assignment]
     ops.asce_private = bool(ASCE.get(asce, "p"))

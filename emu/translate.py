@@ -112,11 +112,12 @@ class AddressSpace:
         if unknown:
             raise ConfigError(f"{self.arch} roots are {', '.join(ROOTS[self.arch])}, not {', '.join(sorted(unknown))}")
         if self.arch == "x86_64" and roots.get("cr3") is None:
-            raise ConfigError("x86_64 needs cr3= (the root table's physical address)")
+            raise ConfigError("x86_64 needs CR3 (cr3=, --cr3): the root table's physical address")
         if self.arch == "s390x" and roots.get("asce") is None:
-            raise ConfigError("s390x needs asce= (the address-space-control element)")
+            raise ConfigError("s390x needs the address-space-control element (asce=, --asce)")
         if self.arch == "arm64" and roots.get("ttbr0") is None and roots.get("ttbr1") is None:
-            raise ConfigError("arm64 needs ttbr0= and/or ttbr1= (a missing half is disabled, TCR_EL1.EPDn = 1)")
+            raise ConfigError("arm64 needs TTBR0_EL1 and/or TTBR1_EL1 (ttbr0=/ttbr1=, --ttbr0/--ttbr1; "
+                              "a missing half is disabled)")
         if (entries is None) == (image is None):
             raise ConfigError("give the tables as entries {pa: value} or as a raw image, not both or neither")
         self.entries = dict(entries or {})
