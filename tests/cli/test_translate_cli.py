@@ -110,3 +110,17 @@ def test_malformed_entries_line(tmp_path: Path) -> None:
 def test_va_out_of_range(tmp_path: Path) -> None:
     got = run("--config", "arm64:4k:48", "--ttbr0", "0", "--entries", entries_file(tmp_path, {0: 3}), hex(1 << 64))
     assert got.returncode == 2 and "64-bit" in got.stderr
+
+
+def test_docs_example_runs() -> None:
+    """docs/translate.md's Python example, as a user would paste it (documented names only)."""
+    import re
+
+    text = (ROOT / "docs" / "translate.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    assert code is not None and len(code.group(1).strip().splitlines()) <= 10
+    got = subprocess.run([sys.executable, "-c", code.group(1)], capture_output=True, text=True, timeout=300,
+                         check=False, cwd=ROOT)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith("pa 0x100123 (0x4000-byte page")
+    assert got.stdout.count("| agree") == 2
