@@ -1059,8 +1059,10 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
       main storage); an entry address beyond main storage: addressing exception (0x05);
     * FC=1 segment (EDAT-1) / region-third (EDAT-2) entries are frames; without the facility
       FC is ignored and the entry designates a table;
-    * DAT protection (any P bit on the path) refuses stores, IEP refuses fetches (protection
-      exception, 0x04).  No user/supervisor distinction (storage keys are not modelled).
+    * DAT protection (the P bit of the segment-table entry or PTE, and of region-table entries
+      with EDAT-1) refuses stores, IEP refuses fetches (protection exception, 0x04).  No
+      user/supervisor distinction (storage keys are not modelled); the prefix is 0 (real
+      addresses are absolute, PoP ch. 3 "Prefixing").
     """
 
     kind, _user = parse_access(access)
@@ -1123,7 +1125,7 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
         if exc is not None:
             name, code, named, reason = exc
             return Fault(name, named, code, f"{reason} (PoP ch. 3 'Translation Process')", tuple(trace))
-        if lv.name != REGION3.name or facts["edat1"]:
+        if lv.name in (SEGMENT_LEVEL.name, PAGE_LEVEL.name) or facts["edat1"]:
             protected |= bool(val & REGION.mask("p"))  # bit 54 in every form (region P needs EDAT-1)
         if fmt in (PTE, SEGMENT_LARGE, REGION3_LARGE):
             noexec |= bool(facts["iep"] and val & fmt.mask("iep"))

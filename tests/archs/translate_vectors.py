@@ -291,3 +291,15 @@ S390_VECTORS = [
 ]
 
 ALL_VECTORS = X86_VECTORS + ARM64_VECTORS + S390_VECTORS
+
+# Region-table DAT protection applies only with EDAT-1 (PoP ch. 3 "DAT Protection").
+S390_VECTORS += [
+    Vector("s390-region-protection-edat1", "s390x:region3", {**S390_SEG, 0x10000: _rte(0x4000, 1) | PB},
+           {"asce": _asce(0x10000, 1)}, 0x123, "write", F("protection", None, 0x04),
+           "PoP ch. 3 'DAT Protection': with EDAT-1 the region-third entry's P bit 54 protects what it maps"),
+    Vector("s390-region-protection-no-edat1", "s390x:region3", {**S390_SEG, 0x10000: _rte(0x4000, 1) | PB},
+           {"asce": _asce(0x10000, 1)}, 0x123, "write", T(0x5123, 0x1000),
+           "PoP ch. 3 'DAT Protection': without EDAT-1 region-table entries have no DAT-protection bit",
+           cpu={"edat1": False}),
+]
+ALL_VECTORS = X86_VECTORS + ARM64_VECTORS + S390_VECTORS
