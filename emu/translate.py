@@ -154,8 +154,13 @@ class AddressSpace:
 
     def ram_size(self) -> int:
         """Bytes of RAM the probe machine gets: every entry, then 64 MiB for the machine's own
-        frames, in whole MiB."""
-        return ((self._extent() + _SPARE + (1 << 20) - 1) >> 20) << 20
+        frames, in whole MiB -- on s390x the ``storage_size`` CPU fact when one is given and it
+        holds that much (main storage is what the machine's RAM is)."""
+        need = ((self._extent() + _SPARE + (1 << 20) - 1) >> 20) << 20
+        given = self.cpu.get("storage_size") if self.arch == "s390x" else None
+        if isinstance(given, int) and given >= need and given % (1 << 20) == 0:
+            return given
+        return need
 
     def _occupied(self) -> list[tuple[int, int]]:
         """The 4 KiB pages the user's tables occupy (never handed to the machine)."""
@@ -179,7 +184,8 @@ class AddressSpace:
                 return f"the probe machine's CPU has {fact}={fixed[fact]!r}, not {value!r}"
         if self.arch == "s390x":
             if self.cpu.get("storage_size") != self.ram_size():
-                return f"the probe machine's main storage is {self.ram_size():#x} bytes, not {self.cpu['storage_size']}"
+                return (f"the probe machine's main storage must hold the entries and 64 MiB of its own in whole "
+                        f"MiB: {self.ram_size():#x} bytes, not {self.cpu['storage_size']}")
             low = [pa for pa in self.entries if pa < S390X_LOWCORE and self.entries[pa]]
             if self.image is not None and self.image_base < S390X_LOWCORE and any(
                     self.image[:S390X_LOWCORE - self.image_base]):
