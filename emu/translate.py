@@ -135,6 +135,7 @@ class AddressSpace:
         self.translate(0)  # bad roots / configuration / CPU facts: refused now, in one line
         self._machine: Any = None
         self._cannot: str | None = None
+        self._frames: list[tuple[int, int]] = []
 
     # -- the manual ------------------------------------------------------------------------------
     def translate(self, va: int, access: Any = "read") -> Translation | Fault:
@@ -163,18 +164,10 @@ class AddressSpace:
         return need
 
     def _occupied(self) -> list[tuple[int, int]]:
-        """The 4 KiB pages the user's tables occupy (never handed to the machine)."""
-        if self.image is not None:
-            start = self.image_base & ~0xFFF
-            return [(start, (self.image_base + len(self.image) + 0xFFF) & ~0xFFF)]
-        pages = sorted({pa & ~0xFFF for pa in self.entries})
-        out: list[tuple[int, int]] = []
-        for p in pages:
-            if out and out[-1][1] == p:
-                out[-1] = (out[-1][0], p + 0x1000)
-            else:
-                out.append((p, p + 0x1000))
-        return out
+        """Physical memory never handed to the machine: everything from 0 up to the last entry
+        (whole 64 KiB), so that memory your tables reach but do not give reads as zeros on the
+        machine as in the manual's walk; the machine's own frames go above."""
+        return [(0, (self._extent() + 0xFFFF) & ~0xFFFF)]
 
     def cannot_check(self) -> str | None:
         """Why the probe machine cannot answer for these tables at all, or None."""
@@ -213,6 +206,7 @@ class AddressSpace:
         if self.arch == "s390x":  # the machine reserves the lowcore itself
             reserved = [(max(s, S390X_LOWCORE), e) for s, e in reserved if e > S390X_LOWCORE]
         alloc = FrameAllocator(ram, reserved=reserved)
+        before = list(alloc._free)  # FrameAllocator keeps its free list private
         if self.arch == "x86_64":
             from emu.machines.x86_64 import X86_64Machine
 
@@ -236,7 +230,17 @@ class AddressSpace:
                 if self.cpu.get(fact, True) != works:
                     self._cannot = f"the probe machine has {fact}={works} (emu/machines/s390x/edat.py)"
             machine.set_asce(self.roots["asce"])
+        self._frames = _taken(before, list(alloc._free))
         return machine
+
+    def machine_frame(self, answer: Translation | Fault) -> int | None:
+        """The first entry the manual's walk read inside one of the probe machine's own frames
+        (its code, tables, buffers: memory your entries do not give, which the manual reads as
+        zeros and the machine has filled), or None."""
+        for e in answer.trace:
+            if any(start <= e.pa < end for start, end in self._frames):
+                return e.pa
+        return None
 
     def mmu(self, vas: Sequence[int], access: Any = "read") -> list[Any]:
         """The probe machine's answer per address: ``emu.machines.base`` Translation / Fault /
@@ -268,6 +272,10 @@ class AddressSpace:
         for va, got in zip(vas, answers, strict=True):
             manual = self.translate(va, access)
             verdict = "manual-only" if got is None else judge(self.ops_for(va), manual, got)
+            hit = None if got is None else self.machine_frame(manual)
+            if hit is not None and not verdict.startswith("oracle-cannot-check"):
+                verdict = (f"oracle-cannot-check: the walk reads {hit:#x}, in the probe machine's own frames "
+                           "(beyond the entries given)")
             rows.append(Row(va, str(access), manual, got, verdict))
         return rows
 
@@ -288,6 +296,22 @@ class AddressSpace:
         if self._machine is not None and hasattr(self._machine, "close"):
             self._machine.close()
         self._machine = None
+
+
+def _taken(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of the free ranges ``before`` that are no longer free ``after``."""
+    taken = []
+    for s, e in before:
+        pos = s
+        for a, b in sorted(after):
+            if b <= s or a >= e:
+                continue
+            if a > pos:
+                taken.append((pos, a))
+            pos = max(pos, b)
+        if pos < e:
+            taken.append((pos, e))
+    return taken
 
 
 def _typed(result: Any) -> Any:
