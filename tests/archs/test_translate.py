@@ -89,3 +89,23 @@ def test_arm64_any_va_size() -> None:
 def test_bad_input_is_one_clear_error(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_arm64_t1sz_differs_from_t0sz() -> None:
+    """TCR_EL1.T1SZ 34: the TTBR1 half is 2**30 bytes (bits 63:30 all 1) and its walk starts at
+    level 2 (Arm ARM D8.2), while TTBR0 keeps 48 bits from level 0."""
+    read = entries_reader({0x8000 + 8 * 0x1FF: 0x20_0000 | 0x401})  # L2[511]: 2MB block
+    got = archs.arm64.translate("arm64:4k:48", read, 0xFFFF_FFFF_FFE0_0042, "read", ttbr1=0x8000, t1sz=34)
+    assert isinstance(got, Translation) and got.pa == 0x20_0042 and [e.level for e in got.trace] == ["L2"]
+    miss = archs.arm64.translate("arm64:4k:48", read, 0xFFFF_FFFF_8000_0000, "read", ttbr1=0x8000, t1sz=34)
+    assert isinstance(miss, Fault) and (miss.kind, miss.level) == ("translation", "L0")  # bit 30 clear: no half
+
+
+def test_parse_config_any_arm64_size() -> None:
+    import archs
+
+    cfg = archs.parse_config("arm64:16k:48")
+    assert cfg.key == "arm64:16k:48" and [lv.name for lv in cfg.levels] == ["L0", "L1", "L2", "L3"]
+    assert archs.get_ops(cfg).config is cfg
+    with pytest.raises(archs.UnknownConfig, match="granule"):
+        archs.parse_config("arm64:8k:48")
