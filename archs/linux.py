@@ -534,7 +534,18 @@ class LinuxPgtable:
         return not self.pmd_present(pmd) and self.swap.is_migration_entry(self.pmd_to_swp_entry(pmd))
 
     def pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
-        raise NotImplementedError
+        """``pmd_to_swp_entry()`` (include/linux/swapops.h, v6.12 and v6.1): ``swp_entry(0, 0)``
+        without CONFIG_ARCH_ENABLE_THP_MIGRATION, else the architecture's
+        :meth:`_pmd_to_swp_entry`."""
+        if not self.has_thp_migration:
+            return SwpEntry(0, 0)
+        return self._pmd_to_swp_entry(pmd)
+
+    def _pmd_to_swp_entry(self, pmd: int) -> SwpEntry:
+        """The CONFIG_ARCH_ENABLE_THP_MIGRATION half of ``pmd_to_swp_entry()``: the architecture's
+        ``pmd_swp_clear_soft_dirty()``/``pmd_swp_clear_uffd_wp()``, then ``__pmd_to_swp_entry()``
+        and ``__swp_type()``/``__swp_offset()``."""
+        raise NotImplementedError(f"{type(self).__name__} has THP migration but no __pmd_to_swp_entry()")
 
     def swp_offset_pfn(self, entry: SwpEntry) -> int:
         """``swp_offset_pfn()``: the pfn bits of a pfn swap entry's offset (SWP_PFN_BITS)."""

@@ -19,7 +19,8 @@ from archs import UnknownConfig
 from emu.errors import FoliowalkError
 
 COMMAND_MODULES = [
-    "emu.cli.verify", "emu.cli.explain", "emu.cli.fixtures", "emu.cli.fuzz", "emu.cli.kernel", "emu.cli.bench",
+    "emu.cli.verify", "emu.cli.explain", "emu.cli.translate", "emu.cli.fixtures", "emu.cli.fuzz", "emu.cli.kernel",
+    "emu.cli.bench",
 ]
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -40,6 +40,7 @@ from unicorn import x86_const as X
 import archs
 from archs.base import PagingConfig
 from emu.errors import EmulatorError
+from emu.kernel import uc_renewal
 
 from .build import HarnessBuild
 from .image import HarnessImage, load_image
@@ -52,7 +53,6 @@ _RET = 0x13000000  # fw_batch returns here; emu_start stops at it
 _PAGE = 0x1000
 #: Ops that set the run-time state other ops read: replayed on a fresh CPU (KernelHarness._fresh_uc).
 STATE_OPS = ("setup", "set_zero_page")
-RECYCLE_STARTS = 10_000
 _S390_LOWCORE_SIZE = 0x2000  # struct lowcore (arch/s390/include/asm/lowcore.h)
 _S390_MACHINE_FLAGS = 0x3C8  # lowcore.machine_flags
 _S390_MACHINE_FLAG_NX = 1 << 15  # arch/s390/include/asm/setup.h MACHINE_FLAG_NX
@@ -97,7 +97,7 @@ class KernelHarness:
         """A new CPU with the image loaded and the run-time state (:data:`STATE_OPS`) set again.
         Unicorn 2.1.4 keeps ~300 bytes per emu_start() until the Uc is closed (measured: 60,000
         calls of a 3-instruction guest add 17 MiB; closing frees them), so a long campaign
-        gets a fresh CPU every :data:`RECYCLE_STARTS` calls instead of growing."""
+        gets a fresh CPU every :data:`~emu.kernel.uc_renewal.RENEW_STARTS` calls instead of growing."""
         uc = self._new_uc()
         for seg in self.image.segments:
             uc.mem_write(seg.vaddr, seg.data)
@@ -194,7 +194,7 @@ class KernelHarness:
         b = np.zeros_like(a) if b is None else np.asarray(b, dtype=np.uint64)
         if op in STATE_OPS:
             self._state[op] = (a.copy(), b.copy())
-        elif self._starts >= RECYCLE_STARTS:
+        elif self._starts >= uc_renewal.RENEW_STARTS:
             old, self._starts = self.uc, 0
             self._fresh_uc()
             del old

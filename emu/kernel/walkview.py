@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emu.errors import FoliowalkError
+from emu.kernel import uc_renewal
 
 if TYPE_CHECKING:
     from emu.kernel.walk import KernelWalk, KernelWalkResult, WalkBuild
@@ -101,8 +102,6 @@ def model_describe(w: WalkResult) -> str:
             f"{w.entry:#x} PTL held/released" + cleared)
 
 
-#: emu_start() calls after which KernelWalkView takes a fresh guest (KernelWalkView._renew).
-RENEW_STARTS = 10_000
 
 
 def walk_differs(model: WalkResult, kernel: KernelAnswer, pxd_clear: Any = None) -> str | None:
@@ -195,7 +194,7 @@ class KernelWalkView:
         self.kw.forget_vmas()
 
     def _renew(self) -> None:
-        """A fresh guest every :data:`RENEW_STARTS` emu_start() calls: Unicorn 2.1.4 keeps ~300
+        """A fresh guest every :data:`~emu.kernel.uc_renewal.RENEW_STARTS` emu_start() calls: Unicorn 2.1.4 keeps ~300
         bytes per call until the Uc is closed (a fuzz worker with the kernel walk grew ~30 MiB a
         minute).  Nothing carries over but the build and the mm (VMAs are written again)."""
         from emu.kernel.walk import KernelWalk
@@ -213,7 +212,7 @@ class KernelWalkView:
         the frames of ``tables`` and of every entry the model read before and after the batch;
         where they are not exactly what the model's calls cleared, the batch is run again one
         call at a time, so each call's own writes are known."""
-        if self.kw.starts >= RENEW_STARTS:
+        if self.kw.starts >= uc_renewal.RENEW_STARTS:
             self._renew()
         ram = self.mm.ram
         page = 1 << self.mm.memmap.page_shift

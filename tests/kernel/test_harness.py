@@ -175,3 +175,27 @@ def test_verify_with_the_harness_is_clean_on_every_configuration(harness_build: 
         assert k.startswith(f"{key}: kernel walk")
         assert k.endswith(" rows walked, 0 differ") or f"kernel walk not available on {key.split(':')[0]}: " in k, k
     assert any(k.endswith(" rows walked, 0 differ") for k in walks)
+
+
+def test_a_fresh_cpu_answers_as_the_first(harness_build, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The predicate harness takes a fresh CPU after RENEW_STARTS emu_start() calls (Unicorn keeps
+    memory per call until the Uc is closed) and replays the run-time state (zero page, 5-level
+    paging): with a renewal before every eval, every answer is the model's."""
+    from emu.kernel import uc_renewal
+
+    config = "x86_64:5level"
+    ops = archs.get_ops(config)
+    h = KernelHarness(harness_build(config), config)
+    try:
+        h.eval("set_zero_page", [0x1234])
+        monkeypatch.setattr(uc_renewal, "RENEW_STARTS", 1)
+        first = h.uc
+        vals = [0x8000_0000_0000_0025, 0x1234_000 | 0x67, 0x80 | 0x1, 0]
+        pfns = h.eval("pte_pfn", vals)
+        assert h.uc is not first
+        assert pfns.tolist() == [MODEL_OPS["pte_pfn"](ops, v, 0) for v in vals]
+        assert h.eval("is_zero_pfn", [0x1234, 0x1235]).tolist() == [1, 0]  # the zero pfn set above
+        # bit 48 is PGD index 1 with 5-level paging (fw_setup's __pgtable_l5_enabled), 0 without
+        assert h.eval("pgd_index", [1 << 48]).tolist() == [1]
+    finally:
+        h.close()

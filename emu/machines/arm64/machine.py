@@ -309,6 +309,11 @@ class Arm64Machine:
                 self._wr(uc, name, value)
         self.flush_tlb()
 
+    def scratch_ranges(self) -> list[tuple[int, int]]:
+        """``(pa, size)`` of the guest RAM a probe writes: the batch buffer (addresses in, PAR_EL1
+        values out).  Exceptions push nothing to memory on arm64."""
+        return [(self.buf_pa, 8 * self.chunk)]
+
     def registers(self) -> dict[str, int]:
         """The translation registers as the CPU holds them (for fixture manifests):
         SCTLR_EL1, TCR_EL1, MAIR_EL1, TTBR0_EL1, TTBR1_EL1, SCR_EL3 and HCR_EL2."""

@@ -173,6 +173,12 @@ class S390xMachine:
         """Drop QEMU's TLB: table edits and CR writes are not seen otherwise (ORACLE-NOTES)."""
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
+    def scratch_ranges(self) -> list[tuple[int, int]]:
+        """``(pa, size)`` of the guest RAM a probe writes: the lowcore (a program interruption
+        stores the old PSW, the interruption code and the TEID there, PoP ch. 6) and the batch's
+        address and result buffers."""
+        return [(0, LOWCORE_SIZE), (self._vbuf, 8 * self.chunk), (self._obuf, 24 * self.chunk)]
+
     def registers(self) -> dict[str, int]:
         """The translation-relevant CPU state, for fixture manifests: CR0 (bit 37 secondary-space
         control, bit 40 EDAT when enabled), CR1 (real-space ASCE for instruction fetch), CR7 (the

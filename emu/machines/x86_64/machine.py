@@ -302,6 +302,12 @@ class X86_64Machine:
         if status:
             raise EmulatorError(f"uc_ctl(UC_CTL_TLB_FLUSH) failed with Unicorn error {status}")
 
+    def scratch_ranges(self) -> list[tuple[int, int]]:
+        """``(pa, size)`` of the guest RAM a probe writes: the redirect word, run_code()'s page and
+        stack (a #PF pushes its frame there), and the batch address and result tables."""
+        pages = [(self._frames[i], PAGE_4K) for i in (PG_DUMMY, PG_RUN, PG_STACK)]
+        return pages + [(self._atab_pa, 2 * TABLE_PAGES * PAGE_4K)]
+
     def registers(self) -> dict[str, int]:
         """CR0, CR3, CR4 and EFER as the guest runs with them (for fixture manifests)."""
         uc = self._uc
