@@ -95,6 +95,8 @@ class Explanation:
     notes: list[str]
     #: the minimal hierarchy as a spec (:class:`emu.fuzz.spec.Hierarchy`; docs/hierarchy.md), or None
     hierarchy: Any = None
+    #: seconds the walk, probe and judge took
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -316,13 +318,17 @@ def explain(config: str, entries: dict[str, int], *, addr: int | None = None, ke
         vspec = VmaSpec(start, end, kinds[vma], pgoff, vma)
         h = Hierarchy(key, kernel, tuple(hents), tuple(tables), (vspec,), (addr,))
         check_hierarchy(h)
+        import time
+
+        t0 = time.perf_counter()
         ev = target.evaluate(h)
+        seconds = time.perf_counter() - t0
         rows = ev.rows(key, f"explain ({vma} VMA {start:#x}..{end:#x})")
         notes.append(target.kwalk_note)
         from emu.mm.mm_types import vm_flags_str
 
         vjson = {"start": start, "end": end, "flags": kinds[vma], "flags_str": vm_flags_str(kinds[vma]),
                  "pgoff": pgoff, "name": vma}
-        return Explanation(key, kernel, addr, vjson, views, placed, rows, notes, h)
+        return Explanation(key, kernel, addr, vjson, views, placed, rows, notes, h, seconds)
     finally:
         target.close()

@@ -26,8 +26,8 @@ an entry of the path (``disagree: model-vs-kernel <function> ...``), or the kern
 kernel ..., model ...``) -- a wrong model explains nothing.
 Each rule also names the facts of a row it needs (``needs``: bits
 of :attr:`Views.facts`, worked out once per row), so that most rows are decided after three
-tests, not fifteen; a test never relies on its filter.  Every verdict class of the README's verdict table is given by
-the rules named for it in :data:`RULES_BY_VERDICT`.  The rules read, in order:
+tests, not fifteen; a test never relies on its filter.  Every verdict class of docs/verify.md's
+verdict table is given by the rules named for it in :data:`RULES_BY_VERDICT`.  The rules read, in order:
 
 1. the oracle cannot check the deciding entry, or could not answer: ``oracle-cannot-check``,
    ``oracle-error`` -- counted, never agreement;
@@ -58,7 +58,7 @@ from emu.machines.base import Fault, ProbeError, ProbeResult, Translation
 if TYPE_CHECKING:
     from emu.verify import WalkResult
 
-#: The verdict classes, in the order reports count them (README: the verdict table).
+#: The verdict classes, in the order reports count them (docs/verify.md: the verdict table).
 VERDICT_CLASSES = ("agree", "linux-only", "emulator-deviation", "oracle-cannot-check", "oracle-error", "disagree")
 
 #: Not-found reasons where the entry is present to the hardware but Linux refuses the page (or,
@@ -370,7 +370,7 @@ RULES: tuple[Rule, ...] = (
     Rule("agree", "agree", 0, "the same physical address, or both nothing", _agree),
 )
 
-#: verdict class -> the names of the rules that give it (README: the verdict table).
+#: verdict class -> the names of the rules that give it (docs/verify.md: the verdict table).
 RULES_BY_VERDICT: dict[str, tuple[str, ...]] = {
     cls: tuple(r.name for r in RULES if r.verdict == cls)
     for cls in VERDICT_CLASSES

@@ -148,6 +148,6 @@ def print_explanation(ex: Any, out: Any = None) -> None:
         from emu.cli.verify import print_table
         from emu.verify import Report
 
-        print_table(Report(ex.rows, [], {}, 0.0, []), out)
+        print_table(Report(ex.rows, [], {}, ex.seconds, []), out)
     for n in ex.notes:
         print(f"note: {n}", file=out)

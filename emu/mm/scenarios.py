@@ -123,7 +123,7 @@ def new_address_space(
 
 
 def build_default(ops: LinuxPgtable, *, with_oracle: bool = True, half: str = "low") -> Scenario:
-    """Build the default scenario for ``ops.config`` (see README: the case list), with the MMU
+    """Build the default scenario for ``ops.config`` (see docs/verify.md: the case list), with the MMU
     oracle attached unless ``with_oracle`` is False (walk-only use).  ``half="high"`` (where
     :func:`halves` lists it) puts every VMA in the high half, walked from the same ``mm->pgd``
     and probed through the high half's root (arm64: TTBR1_EL1)."""
