@@ -1,4 +1,4 @@
-"""foliowalk benchmarks (not tests): ``python -m bench`` or ``foliowalk bench``.
+"""foliowalk benchmarks (not tests): ``python -m bench`` from a source checkout (not installed).
 
 One run measures, for every landed paging configuration (``archs.all_config_keys()``) on the
 same workload, and prints each figure with its ratio to the baseline it replaces and the target
