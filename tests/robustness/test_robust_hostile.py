@@ -367,7 +367,7 @@ def test_replay_waits_for_its_child_only_so_long(tmp_path: Path, capfd: pytest.C
     p.write_text(json.dumps(_hierarchy()))
     assert replay(p, timeout_s=0.0) == 1
     err = capfd.readouterr().err
-    assert err.strip() == f"foliowalk fuzz: the replay of {p} gave no answer in 0 s", err
+    assert err.strip() == f"foliowalk: the replay of {p} gave no answer in 0 s", err
 
 
 # ------------------------------------------------------------------------------------------------
