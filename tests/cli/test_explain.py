@@ -127,3 +127,18 @@ def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("foliowalk: error: ") and message in lines[0], res.stderr
     assert "foliowalk: error: foliowalk" not in lines[0]
+
+
+def test_s390x_empty_pte() -> None:
+    """z/Architecture PoP ch. 3, page-table entry: bit 53 (0x400 in the 64-bit value, counting
+    from the MSB) is the page-invalid bit I; Linux v6.12's empty PTE is exactly _PAGE_INVALID.
+    DAT gives a page-translation exception (program-interruption code 0x11)."""
+    res = run("--config", "s390x:region3", "--pte", "0x400", "--harness", "off", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    (view,) = doc["entries"]
+    assert view["fields"]["i"] == 1 and view["fields"]["pfra"] == 0
+    assert view["architecture"]["verdict"] == "faults" and "0x11" in view["architecture"]["why"]
+    assert view["linux"]["pte_none"] == 1 and view["linux"]["pte_present"] == 0
+    assert {(r["mmu"]["fault"], r["mmu"]["code"]) for r in doc["rows"]} == {("page-translation", 0x11)}
+    assert {(r["walk"]["reason"], r["verdict"]) for r in doc["rows"]} == {("none@pte", "agree")}
