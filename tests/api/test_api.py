@@ -159,3 +159,26 @@ def test_api_reference_builds(tmp_path: Path) -> None:
     for name in ("AddressSpace", "walk_many", "probe_many", "folio_walk_start", "FwLevel", "explain"):
         assert f'id="{name}"' in page, name
     assert "Write fixture sets into folder" in (tmp_path / "foliowalk" / "fixtures.html").read_text()
+
+
+def test_fixtures_build_load_check_from_python(tmp_path: Path) -> None:
+    spec = ROOT / "examples" / "x86_64-4level.hierarchy.json"
+    (path,) = foliowalk.fixtures.build(tmp_path, spec=spec)
+    assert path == tmp_path / "x86_64-4level"
+    fs = foliowalk.fixtures.load(path)
+    assert fs.config == "x86_64:4level"
+    assert foliowalk.fixtures.check(path) == []
+
+
+def test_strategies_draw_entries_the_arch_decodes() -> None:
+    from hypothesis import given, settings
+
+    ops = fw.ops("arm64:4k:48")
+
+    @settings(max_examples=20, deadline=None)
+    @given(foliowalk.strategies.entries("arm64:4k:48", "pte"))
+    def check(value: int) -> None:
+        assert 0 <= value < 1 << 64
+        assert "format" in ops.decode("pte", value)
+
+    check()
