@@ -14,8 +14,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import emu
 import foliowalk as fw
 import foliowalk.fixtures
@@ -152,7 +150,6 @@ def test_bench_command_refuses_somebody_elses_bench(tmp_path: Path) -> None:
 def test_api_reference_builds(tmp_path: Path) -> None:
     """docs/api: pdoc renders the docstrings of foliowalk, foliowalk.fixtures and
     foliowalk.strategies; the pages hold every public name of the facade."""
-    pytest.importorskip("pdoc", reason="pdoc is in the test extra: pip install '.[test]'")
     res = _py("-m", "pdoc", "-o", str(tmp_path), "foliowalk", "foliowalk.fixtures", "foliowalk.strategies")
     assert res.returncode == 0, res.stderr
     page = (tmp_path / "foliowalk.html").read_text()
