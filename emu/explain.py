@@ -229,9 +229,24 @@ def default_addr(ops: LinuxPgtable) -> int:
     return base + sum(1 << lv.shift for lv in ops.config.levels[1:])
 
 
+def _is_table(ops: LinuxPgtable, level: str, value: int) -> bool:
+    """Whether Linux takes ``value`` at ``level`` for a pointer to a next-level table: not none,
+    not bad, and (pud, pmd) present and not a leaf."""
+    if ops.entry_none(level, value) or ops.entry_bad(level, value):
+        return False
+    if level == "pud":
+        return ops.pud_present(value) and not ops.pud_leaf(value)
+    if level == "pmd":
+        return ops.pmd_present(value) and not ops.pmd_leaf(value)
+    return level != "pte"
+
+
 def _relocate(ops: LinuxPgtable, level: str, value: int, target: int) -> int | None:
     """``value`` with its table address replaced by ``target`` (every other bit kept), or None
-    where that cannot be done through ``mk_table`` (not a table pointer's address field)."""
+    where it is no table pointer to Linux (a leaf, a none, bad or swap entry is kept as given) or
+    that cannot be done through ``mk_table`` (not a table pointer's address field)."""
+    if not _is_table(ops, level, value):
+        return None
     try:
         orig = ops.table_pa(level, value)
         moved = value ^ ops.mk_table(level, orig) ^ ops.mk_table(level, target)
@@ -304,7 +319,8 @@ def explain(config: str, entries: dict[str, int], *, addr: int | None = None, ke
                                 f"{nxt:#x} (the next given entry's table)")
                         value = moved
                     else:
-                        what = "given (its table address is not the next entry's table: kept as given)"
+                        what = ("given, kept as it is (not a table pointer to Linux, or one whose address "
+                                "cannot be moved): the walk may not reach the entries below")
                 base = None
             else:
                 assert nxt is not None

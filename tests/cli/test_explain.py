@@ -142,3 +142,17 @@ def test_s390x_empty_pte() -> None:
     assert view["linux"]["pte_none"] == 1 and view["linux"]["pte_present"] == 0
     assert {(r["mmu"]["fault"], r["mmu"]["code"]) for r in doc["rows"]} == {("page-translation", 0x11)}
     assert {(r["walk"]["reason"], r["verdict"]) for r in doc["rows"]} == {("none@pte", "agree")}
+
+
+def test_a_given_leaf_above_is_kept_as_given() -> None:
+    """A 2M PDE (PS = bit 7, SDM table 4-18: 0xe7 = P, R/W, U/S, A, D, PS) above a given PTE is a
+    leaf: its bits are never changed to point at the PTE's table, and the walk stops at it."""
+    pde = 0x80000000062000E7
+    res = run("--config", "x86_64:4level", "--pmd", hex(pde), "--pte", "0x8000000000065067", "--harness", "off",
+              "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    placed = {p["level"]: p for p in doc["hierarchy"]}
+    assert placed["pmd"]["value"] == pde and "kept as it is" in placed["pmd"]["what"]
+    assert {r["walk"]["level"] for r in doc["rows"]} == {"PMD"}
+    assert {r["mmu"]["pa"] for r in doc["rows"]} == {0x6200000 + (doc["addr"] & 0x1FFFFF)}
