@@ -16,7 +16,7 @@ from typing import Any
 
 from emu.fuzz.spec import Hierarchy, load_hierarchy_file
 
-__all__ = ["Hierarchy", "load_spec", "spec_rows", "spec_report", "build_spec_fixture"]
+__all__ = ["Hierarchy", "load_spec", "spec_rows", "build_spec_fixture"]
 
 
 def load_spec(path: Path | str) -> Hierarchy:
@@ -33,17 +33,6 @@ def spec_rows(h: Hierarchy, *, harness: str = "off", name: str | None = None) ->
     with Target(h.config, h.kernel, harness=harness) as t:
         ev = t.evaluate(h)
         return ev.rows(h.config, name or f"spec {h.config}" + (f" #{h.index}" if h.index is not None else ""))
-
-
-def spec_report(h: Hierarchy, *, harness: str = "off") -> Any:
-    """:func:`spec_rows` as an :class:`emu.verify.Report` (what ``print_table`` and ``--json`` take)."""
-    import time
-
-    from emu.verify import Report
-
-    t0 = time.perf_counter()
-    rows = spec_rows(h, harness=harness)
-    return Report(rows, [], {}, time.perf_counter() - t0, [])
 
 
 def build_spec_fixture(out: Path, h: Hierarchy, name: str, *, extra: dict[str, Any] | None = None) -> Path:
