@@ -291,6 +291,13 @@ def explain(config: str, entries: dict[str, int], *, addr: int | None = None, ke
         if walk and any(lo <= addr < hi for lo, hi in lay.reserved_va):
             raise AddressError(f"{addr:#x} is in the probe machine's own address range "
                                f"({', '.join(f'{lo:#x}..{hi:#x}' for lo, hi in lay.reserved_va)})")
+        if walk and target.oracle is not None:
+            from emu.mm.scenarios import half_base, halves
+
+            # arm64: an address in the high half is probed through TTBR1_EL1 (the low half disabled)
+            if "high" in halves(ops) and addr >= half_base(ops, "high"):
+                target.oracle.half = "high"
+                notes.append("the address is in the high half: the MMU walks from TTBR1_EL1 (TTBR0 disabled)")
         h_audit = target.audit.harness if target.audit is not None else None
         notes.append(target.kernel_note if h_audit is not None else
                      f"{target.kernel_note}; the compiled kernel's answers are not shown")

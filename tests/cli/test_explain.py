@@ -156,3 +156,16 @@ def test_a_given_leaf_above_is_kept_as_given() -> None:
     assert placed["pmd"]["value"] == pde and "kept as it is" in placed["pmd"]["what"]
     assert {r["walk"]["level"] for r in doc["rows"]} == {"PMD"}
     assert {r["mmu"]["pa"] for r in doc["rows"]} == {0x6200000 + (doc["addr"] & 0x1FFFFF)}
+
+
+def test_arm64_high_half_goes_through_ttbr1() -> None:
+    """An address with bits 63:48 set is translated through TTBR1_EL1 (Arm ARM D8 "Translation
+    table base address": the upper VA range); the page descriptor's OA 0x200000 (4K granule:
+    bits 47:12) is reached there as in the low half."""
+    res = run("--config", "arm64:4k:48", "--pte", hex(0x0060000000200F43), "--addr", "0xffff000000201000",
+              "--harness", "off", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert {r["mmu"].get("pa") for r in doc["rows"]} == {0x200000}
+    assert {r["verdict"] for r in doc["rows"]} == {"agree"}
+    assert any("TTBR1_EL1" in n for n in doc["notes"])
