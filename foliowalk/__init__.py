@@ -254,26 +254,51 @@ class AddressSpace:
         (the MMU sets accessed/dirty bits)."""
         return self.probe_many([addr])[0]
 
+    def _halves(self, addrs: Sequence[int]) -> dict[str, list[int]]:
+        """Indices of ``addrs`` by the half of the address space the MMU translates them in
+        (arm64: ``high`` through TTBR1_EL1; everything else ``low``)."""
+        from emu.mm.scenarios import half_base, halves
+
+        high = half_base(self.ops, "high") if "high" in halves(self.ops) else None
+        out: dict[str, list[int]] = {}
+        for i, a in enumerate(addrs):
+            out.setdefault("high" if high is not None and a >= high else "low", []).append(i)
+        return out
+
     def probe_many(self, addrs: Sequence[int]) -> list[ProbeResult]:
-        """:meth:`probe` of every address, in one batch.  Returns one result per address."""
+        """:meth:`probe` of every address, in one batch per half of the address space (arm64:
+        TTBR0_EL1 / TTBR1_EL1).  Returns one result per address, in order."""
         from emu.verify import probe_cases
 
-        if self._sc.oracle is not None:
-            self._sc.oracle.attach(self._sc.mm)
-        return probe_cases(self._sc, list(addrs))
+        addrs = list(addrs)
+        out: list[Any] = [None] * len(addrs)
+        oracle = self._sc.oracle
+        for half, idx in self._halves(addrs).items():
+            if oracle is not None:
+                oracle.half = half
+                oracle.attach(self._sc.mm)
+            for i, r in zip(idx, probe_cases(self._sc, [addrs[i] for i in idx]), strict=True):
+                out[i] = r
+        return out
 
     def verify(self, addrs: Iterable[int] | None = None, *, flags: Sequence[int] = FLAG_COMBINATIONS) -> list[Row]:
         """Walk (with every flag set in ``flags``), probe and judge ``addrs`` (default:
         :attr:`addrs`), as ``foliowalk verify`` does.  Returns one :class:`Row` per (address,
-        flags): ``walk``, ``mmu``, ``verdict`` (``agree``, ``linux-only: ...``, ``disagree: ...``)."""
+        flags): ``walk``, ``mmu``, ``verdict`` (``agree``, ``linux-only: ...``, ``disagree: ...``);
+        on arm64 the low-half addresses' rows first, then the high half's (TTBR1_EL1)."""
         from emu.mm.scenarios import Case
         from emu.verify import verify_scenario
 
         saved = self._sc.cases
-        if addrs is not None:
-            self._sc.cases = [Case(f"address {a:#x}", a, self._vma(a)) for a in addrs]
+        cases = saved if addrs is None else [Case(f"address {a:#x}", a, self._vma(a)) for a in addrs]
+        rows: list[Row] = []
         try:
-            return verify_scenario(self._sc, flag_sets=tuple(flags))  # type: ignore[no-any-return]
+            for half, idx in self._halves([c.addr for c in cases]).items():  # arm64: TTBR0, TTBR1
+                if self._sc.oracle is not None:
+                    self._sc.oracle.half = half
+                self._sc.cases = [cases[i] for i in idx]
+                rows += verify_scenario(self._sc, flag_sets=tuple(flags))
+            return rows
         finally:
             self._sc.cases = saved
 

@@ -179,3 +179,18 @@ def test_strategies_draw_entries_the_arch_decodes() -> None:
         assert "format" in ops.decode("pte", value)
 
     check()
+
+
+def test_arm64_both_halves() -> None:
+    """arm64 translates the low half through TTBR0_EL1 and the high half (bits 63:48 set) through
+    TTBR1_EL1: a page mapped in each is reached at its own frame (4K granule, offset 0x10)."""
+    with fw.AddressSpace("arm64:4k:48") as space:
+        space.add_vma(0xFFFF000000000000, 0xFFFF000000200000)
+        space.add_vma(0x7F0000000000, 0x7F0000200000)
+        hi, lo = space.alloc_folio(0), space.alloc_folio(0)
+        space.map(0xFFFF000000010000, hi)
+        space.map(0x7F0000010000, lo)
+        addrs = [0xFFFF000000010010, 0x7F0000010010]
+        got = space.probe_many(addrs)
+        assert [r.pa for r in got] == [(hi.pfn << 12) + 0x10, (lo.pfn << 12) + 0x10]  # type: ignore[union-attr]
+        assert {r.verdict for r in space.verify(addrs)} == {"agree"}
