@@ -78,11 +78,14 @@ def run_build(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     try:
-        build_fixture_sets(args.out, keys, args.kernel, progress, kconfig=args.kconfig, harness=args.harness)
+        paths = build_fixture_sets(args.out, keys, args.kernel, progress, kconfig=args.kconfig, harness=args.harness)
     except KeyboardInterrupt:
-        print(f"foliowalk: interrupted; {len(written)} of {len(keys)} sets written and kept", file=sys.stderr)
+        from emu.fixtures.build import fixture_jobs
+
+        total = len(fixture_jobs(keys))  # arm64: a TTBR0 and a TTBR1 set; x86-64: a kernel-half set
+        print(f"foliowalk: interrupted; {len(written)} of {total} sets written and kept", file=sys.stderr)
         return 130
-    print(f"{len(keys)} fixture set{'s' if len(keys) != 1 else ''} in {args.out}")
+    print(f"{len(paths)} fixture set{'s' if len(paths) != 1 else ''} in {args.out}")
     return 0
 
 
