@@ -2,8 +2,9 @@
 
 * ``build --out DIR [--arch A] [--config K] [--kernel V]`` -- one set per configuration of the
   default scenarios, a progress line per set; Ctrl-C keeps the sets already written.
-* ``check DIR...`` -- re-walk and re-probe every recorded address; exit 1 on any difference,
-  2 on a corrupt set, 0 otherwise.  A DIR is a set or a folder of sets.
+* ``check DIR... [--rebuild]`` -- re-walk and re-probe every recorded address (with
+  ``--rebuild``, also build each set again and compare the files byte for byte); exit 1 on any
+  difference, 2 on a corrupt set, 0 otherwise.  A DIR is a set or a folder of sets.
 * ``export DIR --format raw|lime|elf|libaddrxlat --out FILE`` -- the set for other tools: a flat
   raw physical image (sparse; ``--raw FILE`` is short for ``--format raw --out FILE``), LiME, an
   ELF core file, or a libaddrxlat test script (docs/fixtures.md, "Exports").
@@ -46,6 +47,8 @@ def add_parser(sub: Any) -> None:
     c = fsub.add_parser("check", help="re-walk and re-probe fixture sets; exit 1 on any difference")
     c.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="a fixture set, or a folder of sets")
     c.add_argument("--json", action="store_true", help="print JSON instead of text")
+    c.add_argument("--rebuild", action="store_true",
+                   help="also build each set again and name every file that is not byte for byte the same")
     c.set_defaults(func=run_check)
 
     e = fsub.add_parser("export", help="write a set for other tools: raw, LiME, ELF core, libaddrxlat test")
@@ -98,6 +101,10 @@ def run_check(args: argparse.Namespace) -> int:
     for path in sets:
         try:
             diffs = check_fixture_set(path)
+            if args.rebuild:
+                from emu.fixtures.replay import rebuild_differences
+
+                diffs += rebuild_differences(path)
         except FixtureError as err:
             corrupt += 1
             print(f"foliowalk: error: {err}", file=sys.stderr)
