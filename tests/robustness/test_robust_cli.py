@@ -152,7 +152,7 @@ BAD: list[tuple[str, str]] = [
     ("fixtures build --out {empty} --spec {missing}", "not a saved hierarchy"),
     ("fixtures build --out {empty} --spec {not-json}", "not a saved hierarchy"),
     ("fixtures build --out {empty} --spec {wrong-format} --config x86_64:4level", "--spec names its own"),
-    ("fixtures export {fixture}", "required: --raw"),
+    ("fixtures export {fixture}", "one of the arguments --out --raw is required"),
     ("fixtures export {missing} --raw {empty}/out.raw", "no such fixture-set folder"),
     ("fixtures export {file} --raw {empty}/out.raw", "no such fixture-set folder"),
     ("fixtures export {fixture} --raw {empty}", "is a folder, not a file"),
