@@ -304,14 +304,14 @@ def verify_scenario(
 
 
 def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str | None = None,
-                   harness: str = "auto") -> Report:
+                   harness: str = "auto", emulator: str = "unicorn") -> Report:
     """Build the default scenario of each configuration (of each half, where the configuration
     translates two: arm64 TTBR0 and TTBR1), verify it, and collect the rows.
 
     ``kconfig`` names the Kconfig profile the model follows (:data:`archs.kconfig.PROFILES`,
     default "distro"); ``harness`` says whether the compiled kernel checks every entry the walks
     read: "auto" when a harness for that profile is already built, "on" (build it if needed),
-    "off"."""
+    "off".  ``emulator`` is the MMU oracle's emulator (emu.machines.oracle.EMULATORS)."""
     from emu.mm.scenarios import build_default, halves
 
     start = time.perf_counter()
@@ -329,7 +329,7 @@ def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str |
             audit.ops = ops
         for half in halves(ops):  # arm64: the TTBR0 (low) and the TTBR1 (high) half
             try:
-                sc = build_default(ops, half=half)
+                sc = build_default(ops, half=half, emulator=emulator)
             except EmulatorError as err:
                 # The machine did not start: the walks still run, and every row says the MMU
                 # could not answer (counted as oracle-error), instead of ending the whole run.
