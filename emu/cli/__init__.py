@@ -17,7 +17,8 @@ from pathlib import Path
 from archs import UnknownConfig
 from emu.errors import FoliowalkError
 
-COMMAND_MODULES = ["emu.cli.verify", "emu.cli.fixtures", "emu.cli.fuzz", "emu.cli.kernel", "emu.cli.bench"]
+COMMAND_MODULES = ["emu.cli.verify", "emu.cli.fixtures", "emu.cli.fuzz", "emu.cli.kernel", "emu.cli.bench",
+                   "emu.cli.deviations"]
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

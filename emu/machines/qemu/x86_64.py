@@ -389,6 +389,27 @@ class QemuX86_64Machine:
             raw.status[i] = RAW_ERROR
             errors[i] = ProbeError(why)
 
+    def flip_la57(self) -> ProbeResult | None:
+        """Run MOV to CR4 with CR4.LA57 flipped in 64-bit mode (the architecture: #GP(0), SDM
+        vol. 3A §4.1.1).  Returns the exception's ProbeError (``#GP (vector 13 ...``) or None if
+        the write took effect -- then the CPU walks its tables in the other paging mode and QEMU
+        usually stops (:class:`EmulatorError` from the next request)."""
+        if self._root is None:
+            raise ConfigError("QemuX86_64Machine: call set_root(root_pa) before running code")
+        self.ram.buf[self._rtab : self._rtab + 16] = bytes(16)
+        w = self.ram.write_u64
+        w(self._mailbox + MB_CR3, self._root)
+        w(self._mailbox + MB_COUNT, 0)
+        w(self._mailbox + MB_KIND, 2)
+        self._req += 1
+        w(self._mailbox + MB_REQ, self._req)
+        self._wait(1)
+        status = self.ram.read_u64(self._rtab)
+        if status & 0xFF == ST_OK:
+            return None
+        vec, code = (status >> 8) & 0xFF, status >> 32
+        return ProbeError(f"{VECTOR_NAMES.get(vec, 'exception')} (vector {vec}, error code {code:#x})")
+
     def _gva2gpa(self, va: int) -> int | None:
         text = self._qmp[0].hmp(f"gva2gpa {va:#x}")
         if text.startswith("gpa:"):

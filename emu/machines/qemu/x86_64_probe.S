@@ -21,7 +21,7 @@
         .set MB_DONE,    SLOT_RAM + 0x08
         .set MB_CR3,     SLOT_RAM + 0x10
         .set MB_COUNT,   SLOT_RAM + 0x18
-        .set MB_KIND,    SLOT_RAM + 0x20     /* 0 read, 1 write */
+        .set MB_KIND,    SLOT_RAM + 0x20     /* 0 read, 1 write, 2 flip CR4.LA57 */
         .set MB_PANIC,   SLOT_RAM + 0x28     /* vector | 0x100 when the machine's own code faulted */
         .set MB_PANIC_RIP, SLOT_RAM + 0x30
         .set MB_PANIC_CODE, SLOT_RAM + 0x38
@@ -117,6 +117,8 @@ serve:
         xorq %r12, %r12
         cmpq $1, MB_KIND(%rip)
         je w_loop
+        cmpq $2, MB_KIND(%rip)
+        je cr4_flip
 r_loop:
         cmpq %rcx, %r12
         jae done
@@ -154,6 +156,15 @@ w_store2:
         movq %rax, (%rbx)
         movq $5, (%r13)                      /* the store succeeded although the load faulted */
         jmp w_next
+
+cr4_flip:                                    /* MOV to CR4 changing LA57 with EFER.LMA = 1: */
+        movq %rdi, %r13                      /* #GP(0) (SDM vol. 3A §2.5, §4.1.1) */
+        movq %cr4, %rax
+        xorq $0x1000, %rax
+cr4_write:
+        movq %rax, %cr4
+        movq $1, (%r13)                      /* it took effect (and paging changed under us) */
+        jmp done
 
 done:
         movq MB_REQ(%rip), %rax
@@ -195,7 +206,15 @@ exception:
         leaq w_load(%rip), %rdx
         cmpq %rdx, %rax
         je 3f
+        leaq cr4_write(%rip), %rdx
+        cmpq %rdx, %rax
+        je 4f
         jmp panic
+4:      leaq done(%rip), %rdx
+        movq %rdx, 16(%rsp)
+        call record
+        addq $16, %rsp
+        iretq
 1:      leaq r_next(%rip), %rdx              /* record; resume at the next address */
         cmpq $0, MB_KIND(%rip)
         je 2f

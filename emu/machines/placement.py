@@ -1,0 +1,176 @@
+"""Where each registered deviation occurs: per emulator (Unicorn 2.1.4, QEMU 7.2 system
+emulation), each cell produced by running the deviation on that emulator where a check exists.
+
+The registry (:mod:`emu.machines.deviations`) was measured on Unicorn.  A deviation that QEMU 7.2
+shares is a QEMU bug-report candidate (still upstream in 7.2); one that only Unicorn shows was
+fixed in QEMU after 5.0.1 or is Unicorn's own.  The judge lets a deviation explain a row of an
+emulator only where :data:`RECORDED` places it on that emulator, so a Unicorn-only deviation
+never excuses a QEMU row; ``tests/machines/test_placement.py`` re-runs every check and fails if
+a recorded cell no longer holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from emu.errors import EmulatorError, FoliowalkError
+from emu.machines.base import Fault, ProbeError, Translation
+from emu.machines.ram import FrameAllocator, PhysicalMemory
+
+EMULATOR_NAMES = {"unicorn": "Unicorn 2.1.4", "qemu": "QEMU 7.2"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One deviation on one emulator: ``present`` / ``absent`` (a check ran here), ``registered``
+    (Unicorn: from the registry's measurements, no live check) or ``not-checked``, and what was run
+    (or why nothing could be)."""
+
+    status: str
+    detail: str
+
+
+#: What the checks found (tests/machines/test_placement.py proves each cell still holds).
+RECORDED: dict[str, dict[str, str]] = {
+    "x86-1g-pages-without-pdpe1gb": {"unicorn": "present", "qemu": "present"},
+    "x86-la57-cleared-in-long-mode": {"unicorn": "present", "qemu": "absent"},
+}
+
+
+def occurs_on(name: str, emulator: str) -> bool:
+    """Whether deviation ``name`` explains rows of ``emulator``: every registered deviation on
+    Unicorn (the registry's own emulator), elsewhere only where :data:`RECORDED` places it."""
+    return emulator == "unicorn" or RECORDED.get(name, {}).get(emulator) == "present"
+
+
+# -- the checks: each builds its own guest RAM and machine, and closes both ---------------------
+P, RW, PS, A, D = 1, 2, 0x80, 0x20, 0x40
+GIB = 1 << 30
+
+
+def _x86_machine(emulator: str, ram: PhysicalMemory, alloc: FrameAllocator, levels: int):  # type: ignore[no-untyped-def]
+    if emulator == "qemu":
+        from emu.machines.qemu.x86_64 import QemuX86_64Machine
+
+        return QemuX86_64Machine(ram, alloc, levels=levels)
+    from emu.machines.x86_64 import X86_64Machine
+
+    return X86_64Machine(ram, alloc, levels=levels)
+
+
+def check_x86_1g_pages(emulator: str) -> Cell:
+    """A PDPTE with PS = 1 (a 1-GByte page) on a CPU model whose CPUID.80000001H:EDX.Page1GB[26]
+    is 0 (both machines run QEMU's ``qemu64`` model): SDM vol. 3A §4.5.5 makes PS reserved there,
+    so a read must give #PF with P | RSVD (error code 0x9)."""
+    ram = PhysicalMemory(2 * GIB + (64 << 20))
+    alloc = FrameAllocator(ram, reserved=[(0, 0x10000)])
+    machine = None
+    try:
+        machine = _x86_machine(emulator, ram, alloc, 4)
+        root, pdpt = alloc.alloc(4096), alloc.alloc(4096)
+        ram.write(root, bytes(4096))
+        ram.write(pdpt, bytes(4096))
+        page = alloc.alloc(GIB)
+        ram.tag(page + 0x1000, 4096)
+        ram.write_u64(root + 8 * 1, pdpt | P | RW | A)
+        ram.write_u64(pdpt, page | P | RW | PS | A | D)
+        machine.set_root(root)
+        va = (1 << 39) + 0x1010
+        got = machine.probe(va)
+    finally:
+        if machine is not None:
+            machine.close()
+        ram.close()
+    if got == Translation(page + 0x1010, "tag"):
+        return Cell("present", f"read of {va:#x} through a 1-GByte PDPTE translated to {page + 0x1010:#x}")
+    if isinstance(got, Fault) and got.code == 0x9:
+        return Cell("absent", f"read of {va:#x}: #PF error code 0x9 (P|RSVD), as the SDM requires")
+    return Cell("not-checked", f"unexpected answer {got}")
+
+
+def check_x86_la57(emulator: str) -> Cell:
+    """MOV to CR4 clearing LA57 in 64-bit mode with 5-level paging: #GP(0) (SDM vol. 3A §4.1.1)."""
+    ram = PhysicalMemory(64 << 20)
+    alloc = FrameAllocator(ram, reserved=[(0, 0x10000)])
+    machine = None
+    try:
+        machine = _x86_machine(emulator, ram, alloc, 5)
+        root = alloc.alloc(4096)
+        ram.write(root, bytes(4096))
+        machine.set_root(root)
+        if emulator == "qemu":
+            err = machine.flip_la57()
+        else:  # mov rax, cr4; btr rax, 12; mov cr4, rax
+            res = machine.run_code(bytes.fromhex("0f20e0 480fbaf00c 0f22e0"))
+            err = res if isinstance(res, ProbeError) else None
+            if err is not None and err.reason.startswith("#GP"):
+                # The guest's MOV is refused; the registered deviation is Unicorn's register
+                # interface (uc_reg_write), which changes LA57 in long mode all the same.
+                from unicorn import x86_const
+
+                uc = machine._uc
+                cr4 = uc.reg_read(x86_const.UC_X86_REG_CR4)
+                uc.reg_write(x86_const.UC_X86_REG_CR4, cr4 & ~(1 << 12))
+                if not uc.reg_read(x86_const.UC_X86_REG_CR4) & (1 << 12):
+                    return Cell("present", "uc_reg_write(CR4) clears LA57 with EFER.LMA = 1 (a guest MOV to CR4 "
+                                           f"raises #GP as the SDM requires: {err.reason})")
+    except EmulatorError as exc:
+        return Cell("not-checked", f"the machine failed: {exc}")
+    finally:
+        if machine is not None:
+            machine.close()
+        ram.close()
+    if err is None:
+        return Cell("present", "MOV to CR4 clearing LA57 with EFER.LMA = 1 completed without #GP")
+    if err.reason.startswith("#GP"):
+        return Cell("absent", f"MOV to CR4 clearing LA57 with EFER.LMA = 1: {err.reason}")
+    return Cell("not-checked", f"unexpected answer {err.reason}")
+
+
+CHECKS: dict[str, Callable[[str], Cell]] = {
+    "x86-1g-pages-without-pdpe1gb": check_x86_1g_pages,
+    "x86-la57-cleared-in-long-mode": check_x86_la57,
+}
+
+#: Why a deviation has no check on any emulator.
+UNCHECKABLE = {
+    "x86-pat-pcd-pwt-g-ignored": "no translation result depends on PAT/PCD/PWT/G (memory type, TLB-global): "
+                                 "a probe cannot observe it",
+}
+
+
+def check(name: str, arch: str, emulator: str) -> Cell:
+    """Run deviation ``name`` on ``emulator`` (``not-checked`` with the reason where no check
+    or no machine exists, or the emulator is not installed)."""
+    if name in UNCHECKABLE:
+        return Cell("not-checked", UNCHECKABLE[name])
+    if emulator == "qemu":
+        from emu.machines.qemu import missing
+        from emu.machines.qemu.oracle import QEMU_ORACLES
+
+        if arch not in QEMU_ORACLES:
+            return Cell("not-checked", f"no QEMU machine for {arch} yet")
+        problem = missing(arch)
+        if problem:
+            return Cell("not-checked", problem)
+    run = CHECKS.get(name)
+    if run is None:
+        if emulator == "unicorn":
+            return Cell("registered", "measured on Unicorn (ORACLE-NOTES); no live check here: the test its "
+                                      "reference names shows it still exists")
+        return Cell("not-checked", "no check for this deviation on this emulator yet")
+    try:
+        return run(emulator)
+    except FoliowalkError as exc:
+        return Cell("not-checked", f"{type(exc).__name__}: {exc}")
+
+
+def placement(cells: dict[str, Cell]) -> str:
+    """``unicorn only`` / ``qemu too`` / ``unicorn only?`` (QEMU not checked) from a row's cells."""
+    u, q = cells.get("unicorn"), cells.get("qemu")
+    if u is None or u.status not in ("present", "registered"):
+        return "not on unicorn" if u is not None and u.status == "absent" else "?"
+    if q is None or q.status == "not-checked":
+        return "unicorn (qemu not checked)"
+    return "qemu too" if q.status == "present" else "unicorn only"
