@@ -190,7 +190,8 @@ class QemuX86_64Machine:
             raise EmulatorError(f"cannot start {binary}: {err}") from None
         self._finalizer = weakref.finalize(self, _kill, self._proc, self._qmp, self._tmp)
         try:
-            self._qmp.append(QMP(os.path.join(self._tmp, "qmp.sock"), alive=lambda: self._proc.poll() is None))
+            self._qmp.append(QMP(os.path.join(self._tmp, "qmp.sock"), timeout=timeout_s,
+                                 alive=lambda: self._proc.poll() is None))
             deadline = time.monotonic() + timeout_s
             while not self._mb(MB_ALIVE):
                 self._check_alive("starting")
@@ -293,6 +294,7 @@ class QemuX86_64Machine:
 
     def registers(self) -> dict[str, int]:
         """CR0, CR3, CR4 and EFER as QEMU reports them (``info registers``)."""
+        self._usable()
         text = self._qmp[0].hmp("info registers")
         out = {}
         for name in ("CR0", "CR3", "CR4", "EFER"):
@@ -341,6 +343,7 @@ class QemuX86_64Machine:
 
     def _batch(self, vas: np.ndarray, idx: np.ndarray, write: bool, raw: RawProbes,
                errors: dict[int, ProbeError]) -> None:
+        self._usable()
         n = len(vas)
         aligned = vas & np.uint64(~7 & ((1 << 64) - 1))
         buf = self.ram.buf
@@ -396,6 +399,7 @@ class QemuX86_64Machine:
         usually stops (:class:`EmulatorError` from the next request)."""
         if self._root is None:
             raise ConfigError("QemuX86_64Machine: call set_root(root_pa) before running code")
+        self._usable()
         self.ram.buf[self._rtab : self._rtab + 16] = bytes(16)
         w = self.ram.write_u64
         w(self._mailbox + MB_CR3, self._root)
@@ -410,15 +414,32 @@ class QemuX86_64Machine:
         vec, code = (status >> 8) & 0xFF, status >> 32
         return ProbeError(f"{VECTOR_NAMES.get(vec, 'exception')} (vector {vec}, error code {code:#x})")
 
+    def _usable(self) -> None:
+        if not self._finalizer.alive or not self._qmp:
+            raise EmulatorError("the QEMU process was stopped (closed, or killed after an earlier error)")
+
     def _gva2gpa(self, va: int) -> int | None:
-        text = self._qmp[0].hmp(f"gva2gpa {va:#x}")
+        try:
+            text = self._qmp[0].hmp(f"gva2gpa {va:#x}")
+        except EmulatorError as err:
+            self.close()
+            raise EmulatorError(f"QEMU did not answer gva2gpa: {err} (killed)") from None
         if text.startswith("gpa:"):
             return int(text.split()[1], 16)
         return None
 
     def _wait(self, n: int) -> None:
         """Wake the guest (NMI) and wait until it has served request ``self._req``."""
-        deadline = time.monotonic() + self.timeout_s + n * 1e-3
+        budget = self.timeout_s + n * 1e-3
+        try:
+            self._wait_inner(n, budget)
+        except EmulatorError as err:
+            self.close()
+            raise EmulatorError(f"QEMU did not answer a batch of {n} addresses within {budget:.1f} s: {err} "
+                                "(killed)") from None
+
+    def _wait_inner(self, n: int, budget: float) -> None:
+        deadline = time.monotonic() + budget
         qmp = self._qmp[0]
         qmp.execute("inject-nmi")
         nudge = time.monotonic() + 0.05
@@ -426,9 +447,7 @@ class QemuX86_64Machine:
         while self._mb(MB_DONE) != self._req:
             now = time.monotonic()
             if now > deadline:
-                self.close()
-                raise EmulatorError(f"QEMU did not answer a batch of {n} addresses within "
-                                    f"{self.timeout_s + n * 1e-3:.1f} s (killed)")
+                raise EmulatorError("no answer in the mailbox")
             self._check_alive("probing")
             if now > nudge:  # an NMI that arrived before the guest halted wakes nobody: again
                 qmp.execute("inject-nmi")

@@ -1,0 +1,67 @@
+"""Every recorded placement of a deviation (emu/machines/placement.py RECORDED) is re-run on its
+emulator and must still hold; a deviation explains a row only on the emulators it occurs on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from emu import judge
+from emu.machines import deviations, placement
+from tests.machines.test_machine_qemu_x86_64 import need_qemu
+
+CELLS = [(name, emu) for name, by in placement.RECORDED.items() for emu in by]
+
+
+@pytest.mark.parametrize(("name", "emulator"), CELLS, ids=[f"{n}-{e}" for n, e in CELLS])
+def test_recorded_placement_still_holds(name: str, emulator: str) -> None:
+    if emulator == "qemu":
+        need_qemu()
+    dev = next(d for d in deviations.REGISTRY if d.name == name)
+    cell = placement.check(name, dev.arch, emulator)
+    assert cell.status == placement.RECORDED[name][emulator], cell.detail
+
+
+def test_every_recorded_name_is_registered() -> None:
+    names = {d.name for d in deviations.REGISTRY}
+    assert set(placement.RECORDED) <= names
+    assert set(placement.CHECKS) == set(placement.RECORDED)
+
+
+def test_occurs_on() -> None:
+    assert placement.occurs_on("x86-1g-pages-without-pdpe1gb", "qemu")
+    assert not placement.occurs_on("x86-la57-cleared-in-long-mode", "qemu")
+    assert not placement.occurs_on("x86-rsvd-fault-without-p", "unicorn")
+    assert placement.occurs_on("x86-rsvd-fault-without-p", "qemu")
+    assert placement.occurs_on("block-at-any-level", "unicorn")  # registered on Unicorn
+    assert not placement.occurs_on("block-at-any-level", "qemu")  # never checked there: excuses nothing
+
+
+def test_a_deviation_explains_rows_only_of_the_emulators_it_occurs_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    dev = next(d for d in deviations.REGISTRY if d.name == "x86-la57-cleared-in-long-mode")
+    monkeypatch.setattr(deviations, "explain", lambda ops, walk, mmu: dev)
+    row = SimpleNamespace(ops=None, model=None, emulator=None)
+    assert judge._deviation(SimpleNamespace(**vars(row), oracle=SimpleNamespace(emulator="unicorn"))) == dev.name
+    assert judge._deviation(SimpleNamespace(**vars(row), oracle=SimpleNamespace(emulator="qemu"))) is None
+    shared = next(d for d in deviations.REGISTRY if d.name == "x86-1g-pages-without-pdpe1gb")
+    monkeypatch.setattr(deviations, "explain", lambda ops, walk, mmu: shared)
+    assert judge._deviation(SimpleNamespace(**vars(row), oracle=SimpleNamespace(emulator="qemu"))) \
+        == "x86-1g-pages-without-pdpe1gb [qemu]"
+
+
+def test_cli_deviations_table() -> None:
+    need_qemu()
+    out = subprocess.run([sys.executable, "-m", "emu", "deviations", "--arch", "x86_64", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    for name, by in placement.RECORDED.items():
+        for emulator, status in by.items():
+            assert rows[name]["emulators"][emulator]["status"] == status
+    assert rows["x86-1g-pages-without-pdpe1gb"]["placement"] == "qemu too"
+    assert rows["x86-la57-cleared-in-long-mode"]["placement"] == "unicorn only"
+    assert rows["x86-rsvd-fault-without-p"]["placement"] == "qemu only"
