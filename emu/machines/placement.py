@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from emu.errors import EmulatorError, FoliowalkError
 from emu.machines.base import Fault, ProbeError, Translation
@@ -36,6 +37,9 @@ RECORDED: dict[str, dict[str, str]] = {
     "x86-1g-pages-without-pdpe1gb": {"unicorn": "present", "qemu": "present"},
     "x86-la57-cleared-in-long-mode": {"unicorn": "present", "qemu": "absent"},
     "x86-rsvd-fault-without-p": {"unicorn": "absent", "qemu": "present"},
+    "block-at-any-level": {"unicorn": "present", "qemu": "present"},
+    "block-oa-ored": {"unicorn": "present", "qemu": "absent"},
+    "walk-outside-ram-reads-zero": {"unicorn": "present", "qemu": "absent"},
 }
 
 
@@ -158,7 +162,87 @@ def check_x86_la57(emulator: str) -> Cell:
     return Cell("not-checked", f"unexpected answer {err.reason}")
 
 
+# -- arm64: 4KB granule, 48-bit VA, TTBR0 (raw descriptors: Arm ARM D8 "Translation table
+# descriptor formats": bits[1:0] 0b11 table/page, 0b01 block; AF = bit 10) --------------------------
+AF = 1 << 10
+
+
+def _arm64_run(emulator: str, build: Callable[[PhysicalMemory, FrameAllocator, int], list[int]]) -> list[object]:
+    """A 64 MiB machine; ``build(ram, alloc, root)`` writes descriptors and returns the VAs to
+    probe (kernel reads: AT S1E1R)."""
+    ram = PhysicalMemory(64 << 20)
+    alloc = FrameAllocator(ram)
+    machine: Any = None
+    try:
+        if emulator == "qemu":
+            from emu.machines.qemu.arm64 import QemuArm64Machine
+
+            machine = QemuArm64Machine(ram, alloc)
+        else:
+            from emu.machines.arm64 import Arm64Machine
+
+            machine = Arm64Machine(ram, alloc)
+        root = alloc.alloc(4096)
+        ram.write(root, bytes(4096))
+        vas = build(ram, alloc, root)
+        machine.set_roots(root, None)
+        return list(machine.probe_many(vas))
+    finally:
+        if machine is not None:
+            machine.close()
+        ram.close()
+
+
+def check_arm64_block_at_level0(emulator: str) -> Cell:
+    """A level-0 descriptor with bits[1:0] = 0b01 and AF (4KB granule): no block at level 0, so
+    a Translation fault at level 0 (Arm ARM D8)."""
+    def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
+        ram.write_u64(root + 8, (1 << 39) | 1 | AF)
+        return [(1 << 39) + 0x10]
+    res = _arm64_run(emulator, build)[0]
+    if isinstance(res, Translation):
+        return Cell("present", f"a level-0 'block' translated {(1 << 39) + 0x10:#x} to {res.pa:#x}")
+    if isinstance(res, Fault) and res.kind == "translation" and res.level == 0:
+        return Cell("absent", "level-0 descriptor 0b01: Translation fault, level 0")
+    return Cell("not-checked", f"unexpected answer {res}")
+
+
+def check_arm64_block_oa_ored(emulator: str) -> Cell:
+    """A level-1 block (1GB) whose RES0 bit 21 is set: the PA is OA[47:30]:VA[29:0], bit 21
+    of the descriptor does not reach it (Arm ARM D8)."""
+    def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
+        l1 = alloc.alloc(4096)
+        ram.write(l1, bytes(4096))
+        ram.write_u64(root, l1 | 3)
+        ram.write_u64(l1 + 8, GIB | (1 << 21) | 1 | AF)
+        return [GIB + 0x1234]
+    res = _arm64_run(emulator, build)[0]
+    if res == Translation(GIB + (1 << 21) + 0x1234, "at"):
+        return Cell("present", f"block with RES0 bit 21 set: PA {GIB + (1 << 21) + 0x1234:#x} (bit OR'ed in)")
+    if res == Translation(GIB + 0x1234, "at"):
+        return Cell("absent", f"block with RES0 bit 21 set: PA {GIB + 0x1234:#x}")
+    return Cell("not-checked", f"unexpected answer {res}")
+
+
+def check_arm64_walk_outside_ram(emulator: str) -> Cell:
+    """A level-0 table descriptor pointing at 0x10_0000_0000 (below PA size 2**44, no RAM): the walk
+    reads no memory there -- a Synchronous External abort on the walk (FST 0b0101LL), not a
+    Translation fault from reading zeros."""
+    def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
+        ram.write_u64(root, 0x10_0000_0000 | 3)
+        return [0x1000]
+    res = _arm64_run(emulator, build)[0]
+    if isinstance(res, Fault) and res.kind == "translation" and res.level == 1:
+        return Cell("present", "table beyond RAM read as zeros: Translation fault, level 1")
+    if isinstance(res, Fault) and res.kind == "walk-external-abort":
+        return Cell("absent", f"table beyond RAM: external abort on the walk (FST {res.code:#x})")
+    return Cell("not-checked", f"unexpected answer {res}")
+
+
 CHECKS: dict[str, Callable[[str], Cell]] = {
+    "block-at-any-level": check_arm64_block_at_level0,
+    "block-oa-ored": check_arm64_block_oa_ored,
+    "walk-outside-ram-reads-zero": check_arm64_walk_outside_ram,
     "x86-1g-pages-without-pdpe1gb": check_x86_1g_pages,
     "x86-la57-cleared-in-long-mode": check_x86_la57,
     "x86-rsvd-fault-without-p": check_x86_rsvd_error_code,

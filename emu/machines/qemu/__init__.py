@@ -36,7 +36,8 @@ def missing(arch: str = "x86_64") -> str | None:
         qemu_binary(arch)
     except ConfigError as err:
         return str(err)
-    tools = [t for t in ("as", "ld", "objcopy") if shutil.which(t) is None]
+    prefix, package = ("aarch64-linux-gnu-", "binutils-aarch64-linux-gnu") if arch == "arm64" else ("", "binutils")
+    tools = [prefix + t for t in ("as", "ld", "objcopy") if shutil.which(prefix + t) is None]
     if tools:
-        return f"the qemu oracle assembles its probe firmware with {', '.join(tools)} (apt-get install -y binutils)"
+        return f"the qemu oracle assembles its probe firmware with {', '.join(tools)} (apt-get install -y {package})"
     return None
