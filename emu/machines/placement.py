@@ -40,6 +40,8 @@ RECORDED: dict[str, dict[str, str]] = {
     "block-at-any-level": {"unicorn": "present", "qemu": "present"},
     "block-oa-ored": {"unicorn": "present", "qemu": "absent"},
     "walk-outside-ram-reads-zero": {"unicorn": "present", "qemu": "absent"},
+    "no-address-size-fault": {"unicorn": "present", "qemu": "absent"},
+    "tgran16-unimplemented-but-used": {"unicorn": "present", "qemu": "absent"},
 }
 
 
@@ -167,9 +169,11 @@ def check_x86_la57(emulator: str) -> Cell:
 AF = 1 << 10
 
 
-def _arm64_run(emulator: str, build: Callable[[PhysicalMemory, FrameAllocator, int], list[int]]) -> list[object]:
+def _arm64_run(emulator: str, build: Callable[[PhysicalMemory, FrameAllocator, int], list[int]], *,
+               granule: int = 4096, va_bits: int = 48, ips_bits: int = 48) -> list[object]:
     """A 64 MiB machine; ``build(ram, alloc, root)`` writes descriptors and returns the VAs to
-    probe (kernel reads: AT S1E1R)."""
+    probe (kernel reads: AT S1E1R).  TCR_EL1.IPS = ``ips_bits``.  The last element is the CPU's
+    ID_AA64MMFR0_EL1."""
     ram = PhysicalMemory(64 << 20)
     alloc = FrameAllocator(ram)
     machine: Any = None
@@ -177,16 +181,20 @@ def _arm64_run(emulator: str, build: Callable[[PhysicalMemory, FrameAllocator, i
         if emulator == "qemu":
             from emu.machines.qemu.arm64 import QemuArm64Machine
 
-            machine = QemuArm64Machine(ram, alloc)
+            machine = QemuArm64Machine(ram, alloc, granule=granule, va_bits=va_bits, ips_bits=ips_bits)
         else:
             from emu.machines.arm64 import Arm64Machine
 
-            machine = Arm64Machine(ram, alloc)
-        root = alloc.alloc(4096)
-        ram.write(root, bytes(4096))
+            machine = Arm64Machine(ram, alloc, granule=granule, va_bits=va_bits)
+        root = alloc.alloc(granule, granule)
+        ram.write(root, bytes(granule))
         vas = build(ram, alloc, root)
         machine.set_roots(root, None)
-        return list(machine.probe_many(vas))
+        if emulator != "qemu":
+            from emu.machines.arm64.sysregs import tcr_el1_value
+
+            machine.set_sysreg("TCR_EL1", tcr_el1_value(granule, va_bits, epd1=True, ips_bits=ips_bits))
+        return [*machine.probe_many(vas), machine.id_aa64mmfr0()]
     finally:
         if machine is not None:
             machine.close()
@@ -239,7 +247,49 @@ def check_arm64_walk_outside_ram(emulator: str) -> Cell:
     return Cell("not-checked", f"unexpected answer {res}")
 
 
+def _arm64_chain(ram: PhysicalMemory, alloc: FrameAllocator, root: int, levels: int, granule: int = 4096) -> int:
+    """Tables below ``root`` along entry 0 down to the last level; returns that table."""
+    table = root
+    for _ in range(levels - 1):
+        nxt = alloc.alloc(granule, granule)
+        ram.write(nxt, bytes(granule))
+        ram.write_u64(table, nxt | 3)
+        table = nxt
+    return table
+
+
+def check_arm64_address_size(emulator: str) -> Cell:
+    """TCR_EL1.IPS = 40 bits and a page whose OA has bit 42 set: an Address size fault at
+    level 3 (Arm ARM D8 "Address size configuration"; FST 0b000011)."""
+    def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
+        ram.write_u64(_arm64_chain(ram, alloc, root, 4) + 8, (1 << 42) | 3 | AF)
+        return [0x1010]
+    res = _arm64_run(emulator, build, ips_bits=40)[0]
+    if res == Translation((1 << 42) + 0x10, "at"):
+        return Cell("present", f"IPS 40 bits, OA {1 << 42:#x}: translated")
+    if isinstance(res, Fault) and res.kind == "address-size" and res.level == 3:
+        return Cell("absent", "IPS 40 bits, OA 2**42: Address size fault, level 3")
+    return Cell("not-checked", f"unexpected answer {res}")
+
+
+def check_arm64_tgran16(emulator: str) -> Cell:
+    """The 16KB granule used where ID_AA64MMFR0_EL1.TGran16 [23:20] says it is not implemented."""
+    def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
+        page = alloc.alloc(16384, 16384)
+        ram.write_u64(_arm64_chain(ram, alloc, root, 3, 16384) + 8 * 5, page | 3 | AF)
+        return [5 * 16384 + 0x10]
+    res, mmfr0 = _arm64_run(emulator, build, granule=16384, va_bits=47)
+    tgran16 = (int(mmfr0) >> 20) & 0xF  # type: ignore[call-overload]
+    if tgran16 == 0 and isinstance(res, Translation):
+        return Cell("present", "TGran16 = 0 (not implemented), yet a 16KB-granule page translates")
+    if tgran16 != 0:
+        return Cell("absent", f"TGran16 = {tgran16:#x}: the 16KB granule is implemented")
+    return Cell("not-checked", f"TGran16 = 0 and the probe gave {res}")
+
+
 CHECKS: dict[str, Callable[[str], Cell]] = {
+    "no-address-size-fault": check_arm64_address_size,
+    "tgran16-unimplemented-but-used": check_arm64_tgran16,
     "block-at-any-level": check_arm64_block_at_level0,
     "block-oa-ored": check_arm64_block_oa_ored,
     "walk-outside-ram-reads-zero": check_arm64_walk_outside_ram,

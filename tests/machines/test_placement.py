@@ -80,3 +80,6 @@ def test_cli_deviations_table_arm64() -> None:
     assert rows["block-at-any-level"]["placement"] == "qemu too"
     assert rows["block-oa-ored"]["placement"] == "unicorn only"
     assert rows["walk-outside-ram-reads-zero"]["placement"] == "unicorn only"
+    assert rows["no-address-size-fault"]["placement"] == "unicorn only"
+    assert rows["tgran16-unimplemented-but-used"]["placement"] == "unicorn only"
+    assert rows["contiguous-ignored"]["emulators"]["qemu"]["status"] == "not-checked"

@@ -55,7 +55,7 @@ from emu.machines.ram import FrameAllocator, PhysicalMemory
 SOURCE = Path(__file__).with_name("arm64_probe.S")
 TOOLS = ("aarch64-linux-gnu-as", "aarch64-linux-gnu-ld", "aarch64-linux-gnu-objcopy")
 MB_REQ, MB_DONE, MB_TCR, MB_TTBR0, MB_TTBR1, MB_COUNT, MB_OP = 0x00, 0x08, 0x10, 0x18, 0x20, 0x28, 0x30
-MB_SCTLR, MB_MAIR, MB_ALIVE, MB_BUF, MB_PANIC, MB_PANIC_ELR = 0x38, 0x40, 0x48, 0x50, 0x58, 0x60
+MB_SCTLR, MB_MAIR, MB_ALIVE, MB_BUF, MB_PANIC, MB_PANIC_ELR, MB_MMFR0 = 0x38, 0x40, 0x48, 0x50, 0x58, 0x60, 0x68
 #: SCTLR_EL1: the RES1 bits of Armv8.0 (D19 "SCTLR_EL1": 29, 28, 23, 22, 20, 11) and M.
 SCTLR_EL1 = 0x30D0_0801
 CHUNK = 16384
@@ -96,7 +96,7 @@ class QemuArm64Machine:
     CHUNK = CHUNK
 
     def __init__(self, ram: PhysicalMemory, alloc: FrameAllocator, *, granule: int = 4096, va_bits: int = 48,
-                 timeout_s: float = 20.0) -> None:
+                 timeout_s: float = 20.0, ips_bits: int = 48) -> None:
         if granule not in GRANULES:
             raise ConfigError(f"arm64 granule {granule!r} is not supported: use 4096, 16384 or 65536 bytes")
         if ram.big_endian:
@@ -106,6 +106,7 @@ class QemuArm64Machine:
         binary = qemu_binary("arm64")
         fw = _firmware()
         self.ram, self.alloc, self.granule, self.va_bits, self.timeout_s = ram, alloc, granule, va_bits, timeout_s
+        self.ips_bits = ips_bits  # TCR_EL1.IPS (the CPU's PARange is 52 bits: -cpu max has FEAT_LPA)
         self.page_shift, self.bits_per_level = GRANULES[granule]
         self.start_level = start_level(granule, va_bits)
         self.root_entries = 1 << (va_bits - self.page_shift - self.bits_per_level * (3 - self.start_level))
@@ -123,7 +124,8 @@ class QemuArm64Machine:
         w(self.mailbox + MB_BUF, self.buf_pa)
         w(self.mailbox + MB_MAIR, MAIR_EL1_DEFAULT)
         w(self.mailbox + MB_SCTLR, SCTLR_EL1)
-        self._regs = {"TCR_EL1": tcr_el1_value(granule, va_bits, epd0=True, epd1=True), "TTBR0_EL1": 0,
+        self._regs = {"TCR_EL1": tcr_el1_value(granule, va_bits, epd0=True, epd1=True, ips_bits=ips_bits),
+                      "TTBR0_EL1": 0,
                       "TTBR1_EL1": 0}
         self._req = 0
         self._qmp: list[QMP] = []
@@ -199,11 +201,15 @@ class QemuArm64Machine:
                 raise AddressError(f"{name} root {pa!r} is not a {self.root_table_size}-byte aligned 48-bit address")
             self.ram.check_range(pa, self.root_table_size, f"{name} root table")
         self._regs = {"TCR_EL1": tcr_el1_value(self.granule, self.va_bits, epd0=ttbr0_pa is None,
-                                               epd1=ttbr1_pa is None),
+                                               epd1=ttbr1_pa is None, ips_bits=self.ips_bits),
                       "TTBR0_EL1": ttbr0_pa or 0, "TTBR1_EL1": ttbr1_pa or 0}
 
     def scratch_ranges(self) -> list[tuple[int, int]]:
         return [(self.mailbox, 4096), (self.buf_pa, 8 * CHUNK)]
+
+    def id_aa64mmfr0(self) -> int:
+        """ID_AA64MMFR0_EL1 as the firmware read it at start-up (PARange [3:0], TGran16 [23:20])."""
+        return self.ram.read_u64(self.mailbox + MB_MMFR0)
 
     def registers(self) -> dict[str, int]:
         """The EL1&0 translation registers the firmware loads for each request."""

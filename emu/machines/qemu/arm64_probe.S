@@ -24,6 +24,7 @@
         .set MB_BUF,   0x50                  /* physical address of the address/PAR buffer */
         .set MB_PANIC, 0x58                  /* ESR_EL3 of an exception outside an AT */
         .set MB_PANIC_ELR, 0x60
+        .set MB_MMFR0, 0x68                  /* ID_AA64MMFR0_EL1, stored at start */
 
         .text
         .globl _start
@@ -42,6 +43,8 @@ param_mailbox: .quad 0                       /* +8: patched by the host */
         adr x0, vectors
         msr vbar_el3, x0
         isb
+        mrs x0, id_aa64mmfr0_el1
+        str x0, [x20, #MB_MMFR0]
         mov x0, #1
         str x0, [x20, #MB_ALIVE]
 
