@@ -195,15 +195,14 @@ def _oracle_error(v: Views) -> str | None:
 
 
 def _deviation(v: Views) -> str | None:
-    dev = deviations.explain(v.ops, v.model, v.emulator)
-    if dev is None:
-        return None
     emulator = getattr(v.oracle, "emulator", "unicorn")
-    if emulator == "unicorn":
-        return dev.name
-    from emu.machines.placement import occurs_on  # a deviation explains only the emulators it occurs on
+    if emulator != "unicorn":
+        from emu.machines.placement import explain  # only the deviations placed on that emulator
 
-    return f"{dev.name} [{emulator}]" if occurs_on(dev.name, emulator) else None
+        found = explain(v.ops, v.model, v.emulator, emulator)
+        return f"{found.name} [{emulator}]" if found is not None else None
+    dev = deviations.explain(v.ops, v.model, v.emulator)
+    return dev.name if dev is not None else None
 
 
 def _walk_diverges(v: Views) -> str | None:

@@ -65,7 +65,7 @@ def oracle_configs(oracle: str, keys: list[str], chosen: bool) -> list[str]:
 
     other = sorted({archs.get_config(k).arch for k in keys} - set(QEMU_ORACLES))
     if other and chosen:
-        raise UsageError(f"foliowalk verify: the qemu oracle has no machine for {', '.join(other)} yet "
+        raise UsageError(f"the qemu oracle has no machine for {', '.join(other)} yet "
                          f"(it covers {', '.join(QEMU_ORACLES)})")
     keys = [k for k in keys if archs.get_config(k).arch in QEMU_ORACLES]
     if other:
@@ -74,7 +74,7 @@ def oracle_configs(oracle: str, keys: list[str], chosen: bool) -> list[str]:
     for arch in sorted({archs.get_config(k).arch for k in keys}):
         problem = missing(arch)
         if problem:
-            raise UsageError(f"foliowalk verify --oracle qemu: {problem}")
+            raise UsageError(f"--oracle qemu: {problem}")
     return keys
 
 

@@ -80,10 +80,11 @@ class Target:
 
     def __init__(
         self, key: str, kernel: str = DEFAULT_KERNEL, *, oracle: bool = True, walker: str = "auto",
-        harness: str = "off", walk_build: Any = None,
+        harness: str = "off", walk_build: Any = None, emulator: str = "unicorn",
     ) -> None:
         """``walk_build``: the compiled walk (emu.kernel.walk.WalkBuild) to judge every row with,
-        instead of the one ``harness`` finds for the distribution's tree (``kernel verify``)."""
+        instead of the one ``harness`` finds for the distribution's tree (``kernel verify``);
+        ``emulator``: the oracle's (emu.machines.oracle.EMULATORS)."""
         if walker not in ("auto", "batch", "scalar"):
             raise ConfigError(f"walker must be auto, batch or scalar, not {walker!r}")
         from emu.verify import kernel_view
@@ -119,7 +120,7 @@ class Target:
         if oracle:
             from emu.machines.oracle import make_oracle
 
-            self.oracle = make_oracle(self.ops, ram, alloc)
+            self.oracle = make_oracle(self.ops, ram, alloc, emulator)
             self.sc.oracle = self.oracle
             builder.reserved = list(self.oracle.reserved_va())
             got = tuple((int(a), int(b)) for a, b in builder.reserved)

@@ -15,8 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from archs.linux import LinuxPgtable
 from emu.errors import EmulatorError, FoliowalkError
+from emu.machines import deviations
 from emu.machines.base import Fault, ProbeError, Translation
+from emu.machines.deviations import Deviation
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
 EMULATOR_NAMES = {"unicorn": "Unicorn 2.1.4", "qemu": "QEMU 7.2"}
@@ -42,6 +45,7 @@ RECORDED: dict[str, dict[str, str]] = {
     "walk-outside-ram-reads-zero": {"unicorn": "present", "qemu": "absent"},
     "no-address-size-fault": {"unicorn": "present", "qemu": "absent"},
     "tgran16-unimplemented-but-used": {"unicorn": "present", "qemu": "absent"},
+    "oa-bits-49-48-ignored": {"unicorn": "present", "qemu": "present"},
 }
 
 
@@ -50,6 +54,23 @@ def occurs_on(name: str, emulator: str) -> bool:
     else on Unicorn only (the registry was measured there)."""
     recorded = RECORDED.get(name, {}).get(emulator)
     return recorded == "present" if recorded is not None else emulator == "unicorn"
+
+
+_PLACED: dict[tuple[str, str], list[Deviation]] = {}
+
+
+def explain(ops: LinuxPgtable, walk: Any, mmu: Any, emulator: str) -> Deviation | None:
+    """The first registered deviation placed on ``emulator`` whose detector the row hits (the
+    registry's order), or None: :func:`emu.machines.deviations.explain` for one emulator."""
+    key = (ops.arch, emulator)
+    placed = _PLACED.get(key)
+    if placed is None:
+        placed = _PLACED[key] = [d for d in deviations.for_arch(ops.arch)
+                                 if d.detect is not None and occurs_on(d.name, emulator)]
+    for dev in placed:
+        if dev.detect is not None and dev.detect(ops, walk, mmu):
+            return dev
+    return None
 
 
 # -- the checks: each builds its own guest RAM and machine, and closes both ---------------------
@@ -272,6 +293,23 @@ def check_arm64_address_size(emulator: str) -> Cell:
     return Cell("not-checked", f"unexpected answer {res}")
 
 
+def check_arm64_oa_bits_49_48(emulator: str) -> Cell:
+    """A 4KB page descriptor with bit 48 set (TCR_EL1.DS = 0, IPS 48 bits): the project reads it
+    as the Unicorn registry does -- an Address size fault at level 3; dropping the bit is the
+    deviation."""
+    def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
+        page = alloc.alloc(4096)
+        ram.tag(page, 4096)
+        ram.write_u64(_arm64_chain(ram, alloc, root, 4) + 8, (1 << 48) | page | 3 | AF)
+        return [0x1010]
+    res = _arm64_run(emulator, build)[0]
+    if isinstance(res, Translation) and not res.pa >> 48:
+        return Cell("present", f"descriptor bit 48 set: translated to {res.pa:#x} (bit dropped)")
+    if isinstance(res, Fault) and res.kind == "address-size":
+        return Cell("absent", "descriptor bit 48 set: Address size fault")
+    return Cell("not-checked", f"unexpected answer {res}")
+
+
 def check_arm64_tgran16(emulator: str) -> Cell:
     """The 16KB granule used where ID_AA64MMFR0_EL1.TGran16 [23:20] says it is not implemented."""
     def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
@@ -290,6 +328,7 @@ def check_arm64_tgran16(emulator: str) -> Cell:
 CHECKS: dict[str, Callable[[str], Cell]] = {
     "no-address-size-fault": check_arm64_address_size,
     "tgran16-unimplemented-but-used": check_arm64_tgran16,
+    "oa-bits-49-48-ignored": check_arm64_oa_bits_49_48,
     "block-at-any-level": check_arm64_block_at_level0,
     "block-oa-ored": check_arm64_block_oa_ored,
     "walk-outside-ram-reads-zero": check_arm64_walk_outside_ram,

@@ -69,7 +69,7 @@ def test_other_granules(granule: int, va_bits: int) -> None:
     m, ram, alloc = machine(granule, va_bits)
     try:
         levels = [table(ram, alloc, granule) for _ in range(4 - m.start_level)]
-        for upper, lower in zip(levels, levels[1:]):
+        for upper, lower in zip(levels, levels[1:], strict=False):
             ram.write_u64(upper, lower | TABLE)
         page = alloc.alloc(granule, granule)
         ram.write_u64(levels[-1] + 8 * 5, page | PAGE | AF)

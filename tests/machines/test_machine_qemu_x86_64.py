@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from emu.errors import ConfigError, EmulatorError
+from emu.errors import ConfigError, EmulatorError, MemoryLayoutError
 from emu.machines.base import FETCH, RAW_TAG, READ, WRITE, Access, Fault, ProbeError, Translation
 from emu.machines.qemu import missing
 from emu.machines.qemu.x86_64 import LEGACY_HOLE, QemuX86_64Machine
@@ -165,7 +165,7 @@ def test_batches_across_chunks() -> None:
 def test_legacy_hole_is_the_machines() -> None:
     machine, t = make(4)
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(MemoryLayoutError):
             t.alloc.reserve(*LEGACY_HOLE)  # taken by the machine: the guest has no RAM there
     finally:
         machine.close()
