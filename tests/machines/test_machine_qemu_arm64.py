@@ -108,3 +108,21 @@ def test_default_scenario_on_qemu_gives_unicorns_verdicts(key: str) -> None:
     assert not [r for r in q if r.verdict_class in ("disagree", "oracle-error", "oracle-cannot-check")]
     assert [r.verdict.replace(" [qemu]", "") for r in q] == [r.verdict for r in u]
     assert all(r.verdict.endswith("[qemu]") for r in q if r.verdict_class == "emulator-deviation")
+
+
+def test_fuzz_campaign_on_qemu() -> None:
+    """A short campaign on QEMU: the same cases as on Unicorn (the generator does not depend on
+    the oracle), every row judged, none disagree, none unanswered."""
+    need_qemu("arm64")
+    from emu.fuzz import CampaignOptions, run_campaign
+
+    runs = {}
+    for emulator in ("unicorn", "qemu"):
+        opts = CampaignOptions(configs=["arm64:4k:48"], seed=3, seconds=None, hierarchies=4, jobs=0,
+                               progress=False, shrink=False, emulator=emulator)
+        runs[emulator] = run_campaign(opts).to_json()
+    q, u = runs["qemu"], runs["unicorn"]
+    assert q["digest"] == u["digest"] and q["error"] is None and not q["crashes"]
+    verdicts = q["stats"]["verdicts"]
+    assert not verdicts.get("disagree") and not verdicts.get("oracle-error")
+    assert sum(verdicts.values()) == sum(u["stats"]["verdicts"].values()) > 0
