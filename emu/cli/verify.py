@@ -100,10 +100,18 @@ def run(args: argparse.Namespace) -> int:
         report = verify_configs(keys, args.kernel, kconfig=args.kconfig, harness=args.harness,
                                 emulator=args.oracle)
     if args.json:
-        json.dump(report_json(report), sys.stdout, indent=1)
+        out = report_json(report)
+        if args.oracle != "unicorn":
+            out["oracle"] = args.oracle
+        json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print_table(report)
+        if args.oracle != "unicorn":
+            from emu.machines.placement import EMULATOR_NAMES
+
+            print(f"oracle: {EMULATOR_NAMES[args.oracle]} system emulation (docs/oracles.md); "
+                  "deviation rows name the emulator: [qemu]")
     return 0 if report.ok else 1
 
 

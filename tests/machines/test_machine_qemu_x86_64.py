@@ -228,3 +228,16 @@ def test_cli_oracle_qemu() -> None:
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "no machine for s390x" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_missing_qemu_is_one_line_and_exit_2(tmp_path: object) -> None:
+    """Without qemu-system-* on PATH: one line naming the apt-get command, exit 2, no traceback
+    (verify and fuzz); the Unicorn oracle is unaffected.  Needs no QEMU."""
+    env = dict(os.environ, PATH=str(tmp_path))
+    for cmd in (["verify", "--oracle", "qemu", "--config", "x86_64:4level"],
+                ["fuzz", "--oracle", "qemu", "--config", "arm64:4k:48", "--seconds", "1"]):
+        out = subprocess.run([sys.executable, "-m", "emu", *cmd], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert out.returncode == 2, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and "apt-get install" in out.stderr
+        assert "Traceback" not in out.stderr

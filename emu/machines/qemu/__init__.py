@@ -13,8 +13,8 @@ import shutil
 
 from emu.errors import ConfigError
 
-#: What installs the emulators on Debian 12 (QEMU 7.2).
-INSTALL_HINT = "apt-get install -y qemu-system-x86 qemu-system-arm qemu-system-misc"
+#: What installs the emulators the QEMU machines use on Debian 12 (QEMU 7.2; s390x would add qemu-system-misc).
+INSTALL_HINT = "apt-get install -y --no-install-recommends qemu-system-x86 qemu-system-arm"
 BINARIES = {"x86_64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64", "s390x": "qemu-system-s390x"}
 
 
