@@ -81,8 +81,9 @@ def _firmware() -> bytes:
                     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
             except subprocess.CalledProcessError as err:
                 raise EmulatorError(f"assembling {SOURCE.name} failed: {err.stderr.strip()}") from None
-            shutil.copyfile(t / "p.bin", out.with_suffix(".tmp"))
-            os.replace(out.with_suffix(".tmp"), out)
+            tmp_out = cache / f".{out.name}.{os.getpid()}"  # workers may assemble at once
+            shutil.copyfile(t / "p.bin", tmp_out)
+            os.replace(tmp_out, out)
     return out.read_bytes()
 
 

@@ -108,9 +108,12 @@ def _firmware() -> tuple[bytes, dict[str, int]]:
             data = (t / "p.bin").read_bytes()
             if len(data) != ROM_SIZE:
                 raise EmulatorError(f"{SOURCE.name} assembled to {len(data)} bytes, not {ROM_SIZE}")
-            shutil.copyfile(t / "p.bin", bin_path.with_suffix(".tmp"))
-            os.replace(bin_path.with_suffix(".tmp"), bin_path)
-            sym_path.write_text(nm)
+            # unique names, then atomic renames (symbols first): workers may assemble at once
+            tmp_sym, tmp_bin = cache / f".{sym_path.name}.{os.getpid()}", cache / f".{bin_path.name}.{os.getpid()}"
+            tmp_sym.write_text(nm)
+            os.replace(tmp_sym, sym_path)
+            shutil.copyfile(t / "p.bin", tmp_bin)
+            os.replace(tmp_bin, bin_path)
     syms = {}
     for line in sym_path.read_text().splitlines():
         parts = line.split()
