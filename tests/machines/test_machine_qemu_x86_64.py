@@ -241,3 +241,31 @@ def test_missing_qemu_is_one_line_and_exit_2(tmp_path: object) -> None:
         assert out.returncode == 2, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and "apt-get install" in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_qemu_dies_with_a_killed_parent() -> None:
+    """A process that owns a machine and is SIGKILLed (a fuzz worker the campaign kills) leaves
+    no QEMU running."""
+    need_qemu()
+    code = ("import sys\nfrom emu.machines.ram import PhysicalMemory, FrameAllocator\n"
+            "from emu.machines.qemu.x86_64 import QemuX86_64Machine\n"
+            "ram = PhysicalMemory(64 << 20)\nm = QemuX86_64Machine(ram, FrameAllocator(ram, reserved=[(0, 0x10000)]))\n"
+            "print(m._proc.pid, flush=True)\nsys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    qemu_pid = int(child.stdout.readline())
+    child.kill()
+    child.wait()
+    import time
+
+    for _ in range(100):
+        try:
+            os.kill(qemu_pid, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{qemu_pid}/stat") as f:  # a zombie waiting for init counts as gone
+            if f.read().split(") ")[1].startswith("Z"):
+                return
+        time.sleep(0.05)
+    os.kill(qemu_pid, signal.SIGKILL)
+    raise AssertionError("QEMU outlived its killed parent")

@@ -41,3 +41,16 @@ def missing(arch: str = "x86_64") -> str | None:
     if tools:
         return f"the qemu oracle assembles its probe firmware with {', '.join(tools)} (apt-get install -y {package})"
     return None
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of a QEMU process: SIGKILL it when the thread that started it dies
+    (``prctl(PR_SET_PDEATHSIG)``), so a fuzz worker killed by the campaign's crash isolation
+    leaves no QEMU behind.  (Machines are created by the thread that uses them.)"""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass

@@ -46,7 +46,7 @@ from emu.machines.arm64.sysregs import (
     tcr_el1_value,
 )
 from emu.machines.base import RAW_FAULT, RAW_OBSERVED, READ, Access, ProbeError, ProbeResult, RawProbes, address_ndarray
-from emu.machines.qemu import qemu_binary
+from emu.machines.qemu import die_with_parent, qemu_binary
 from emu.machines.qemu.qmp import QMP
 from emu.machines.qemu.shared_ram import share
 from emu.machines.qemu.x86_64 import _kill
@@ -144,7 +144,8 @@ class QemuArm64Machine:
         ]
         self._log = tempfile.TemporaryFile()
         try:
-            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                          preexec_fn=die_with_parent)
         except OSError as err:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise EmulatorError(f"cannot start {binary}: {err}") from None

@@ -47,7 +47,7 @@ from emu.machines.base import (
     RawProbes,
     address_ndarray,
 )
-from emu.machines.qemu import missing, qemu_binary
+from emu.machines.qemu import die_with_parent, missing, qemu_binary
 from emu.machines.qemu.qmp import QMP
 from emu.machines.qemu.shared_ram import share
 from emu.machines.ram import FrameAllocator, PhysicalMemory
@@ -187,7 +187,8 @@ class QemuX86_64Machine:
         ]
         self._log = tempfile.TemporaryFile()
         try:
-            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                          preexec_fn=die_with_parent)
         except OSError as err:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise EmulatorError(f"cannot start {binary}: {err}") from None
