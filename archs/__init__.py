@@ -50,10 +50,25 @@ def get_config(key: str) -> PagingConfig:
     return cfgs[name]
 
 
-def get_ops(key: str, kernel: str = DEFAULT_KERNEL, kconfig: KernelConfig | None = None) -> LinuxPgtable:
-    """The Linux page-table API (:class:`LinuxPgtable`) for configuration ``key``, following the
-    headers of ``kconfig`` (default: v6.12 with the "distro" profile, :mod:`archs.kconfig`)."""
-    config = get_config(key)
+def parse_config(key: str) -> PagingConfig:
+    """A named configuration (:func:`get_config`), or for arm64 any ``arm64:<4k|16k|64k>:<va_bits>``
+    the architecture allows (``arm64:16k:48``; :func:`archs.arm64.parse_config`)."""
+    arch, _, name = key.partition(":")
+    arch = ALIASES.get(arch, arch)
+    if arch == "arm64" and name not in configs(arch):
+        try:
+            return _module(arch).parse_config(key)  # type: ignore[no-any-return]
+        except ValueError as err:
+            raise UnknownConfig(str(err)) from None
+    return get_config(key)
+
+
+def get_ops(key: str | PagingConfig, kernel: str = DEFAULT_KERNEL,
+            kconfig: KernelConfig | None = None) -> LinuxPgtable:
+    """The Linux page-table API (:class:`LinuxPgtable`) for configuration ``key`` (a name, or a
+    :class:`PagingConfig` such as :func:`parse_config` gives), following the headers of
+    ``kconfig`` (default: v6.12 with the "distro" profile, :mod:`archs.kconfig`)."""
+    config = key if isinstance(key, PagingConfig) else get_config(key)
     mod = _module(config.arch)
     ops: LinuxPgtable = mod.OPS_CLASS(config, kernel, kconfig=kconfig)
     return ops

@@ -32,6 +32,7 @@ import construct as cs
 from .base import U64, EntryFormat, HwLevel, PagingConfig
 from .kconfig import KernelConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, Reader, SwpEntry
+from .translate import Entry, Fault, Permissions, Translation, cpu_facts, parse_access, read_entry
 
 ARCH = "arm64"
 
@@ -897,3 +898,147 @@ class Arm64(LinuxPgtable):
 
 
 OPS_CLASS = Arm64
+
+
+# -- the architecture's whole walk: foreign tables by the manual (Arm ARM DDI 0487 D8) ------------------
+#: CPU facts :func:`translate` takes (``cpu=``): ``pa_bits``, the PE's effective output-address
+#: size (TCR_EL1.IPS capped by ID_AA64MMFR0_EL1.PARange; 48 = every descriptor address bit is in
+#: range; Unicorn's Cortex-A72: 44, a registered deviation); ``wxn`` (SCTLR_EL1.WXN: writable
+#: means execute-never); ``pan`` (PSTATE.PAN: no EL1 data access to an EL0-accessible page).
+TRANSLATE_CPU: dict[str, object] = {"pa_bits": OA_BITS, "wxn": False, "pan": False}
+
+#: PAR_EL1.FST / ESR ISS.DFSC fault status codes (D19 PAR_EL1; ``0bKKKKLL``, LL = level).
+FST_BASE = {"address-size": 0b000000, "translation": 0b000100, "access-flag": 0b001000, "permission": 0b001100}
+_VA_RANGE = "Arm ARM D8.2 'Translation table base address selection': VA outside both TxSZ ranges"
+
+
+def parse_config(key: str) -> PagingConfig:
+    """``arm64:<granule>:<va_bits>`` (e.g. ``arm64:16k:48``) or ``<granule>:<va_bits>``: any
+    granule and VA size whose walk starts at level 0..2 (D8.2), not only the named ones."""
+    parts = key.split(":")
+    if parts and parts[0] in ("arm64", "aarch64"):
+        parts = parts[1:]
+    names = {v: k for k, v in GRANULE_NAME.items()}
+    if len(parts) != 2 or parts[0] not in names or not parts[1].isdigit():
+        raise ValueError(f"arm64 configuration {key!r} is not <granule>:<va_bits> with a granule of 4k, 16k or 64k")
+    granule, va_bits = names[parts[0]], int(parts[1])
+    if not 25 <= va_bits <= 48:
+        raise ValueError(f"arm64 {va_bits}-bit VAs: TxSZ {64 - va_bits} is outside 16..39 (D8.2, without FEAT_LVA)")
+    return make_config(granule, va_bits)
+
+
+def _arm64_ops(config_or_ops: object, va_bits: int | None = None) -> Arm64:
+    if isinstance(config_or_ops, Arm64):
+        config = config_or_ops.config
+    elif isinstance(config_or_ops, PagingConfig):
+        config = config_or_ops
+    else:
+        config = parse_config(str(config_or_ops))
+    if config.arch != ARCH:
+        raise ValueError(f"{config.key} is not an arm64 configuration")
+    if va_bits is not None and va_bits != config.va_bits:
+        config = parse_config(f"{GRANULE_NAME[1 << config.page_shift]}:{va_bits}")
+    return Arm64(config)
+
+
+def translate(config_or_ops: object, read: Reader, va: int, access: object = "read", *,
+              ttbr0: int | None = None, ttbr1: int | None = None, t1sz: int | None = None,
+              cpu: dict[str, object] | None = None) -> Translation | Fault:
+    """What the Arm ARM says a stage-1 EL1&0 access (``read``/``write``/``fetch``; ``user-``
+    prefixed for EL0) to ``va`` does, with TTBR0_EL1 = ``ttbr0`` and TTBR1_EL1 = ``ttbr1`` (None:
+    that half disabled, TCR_EL1.EPDn = 1) over the tables ``read(pa)`` returns: an
+    :class:`archs.translate.Translation` or :class:`archs.translate.Fault` (level ``L0``..``L3``,
+    code the FST).
+
+    ``config_or_ops``: ``arm64:<granule>:<va_bits>`` (TCR_EL1.TG0/TG1 and T0SZ = 64 - va_bits),
+    a :class:`PagingConfig` or an :class:`Arm64`; ``t1sz``: TCR_EL1.T1SZ when it differs from T0SZ.
+    TBI off, HPD off, no FEAT_LPA/LPA2, no hardware Access flag update.  The rules (D8.2, D8.3,
+    D8.4; pseudocode AArch64.S1Translate / AArch64.S1Walk):
+
+    * bits 63:64-T0SZ all 0 select TTBR0, bits 63:64-T1SZ all 1 TTBR1; anything else, or a
+      disabled half: Translation fault, level 0;
+    * BADDR (TTBRn bits 47:1, aligned to the initial table) at or above the PA size: Address size
+      fault, level 0; each descriptor at ``table + 8 * index`` of the level's VA field;
+    * per descriptor (:meth:`Arm64.hw_fault`): invalid, a block where the granule has none, the
+      reserved level-3 encoding: Translation fault; an address at or above the PA size: Address
+      size fault; AF = 0: Access flag fault -- each at the descriptor's level;
+    * permissions (D8.4): AP[2:1] with APTable (no EL0 access / read-only below), UXN/PXN with
+      UXNTable/PXNTable, EL0-writable implies PXN, WXN, PAN: a violation is a Permission fault at
+      the leaf's level.
+    """
+
+    kind, user = parse_access(access)
+    facts = cpu_facts(TRANSLATE_CPU, cpu, ARCH)
+    if not 0 <= va < 1 << 64:
+        raise ValueError(f"virtual address {va!r} is not a 64-bit value")
+    low = _arm64_ops(config_or_ops)
+    high = low if t1sz is None else _arm64_ops(low, 64 - t1sz)
+    if va >> low.config.va_bits == 0:
+        ops, ttbr, half = low, ttbr0, "TTBR0_EL1"
+    elif va >> high.config.va_bits == (1 << (64 - high.config.va_bits)) - 1:
+        ops, ttbr, half = high, ttbr1, "TTBR1_EL1"
+    else:
+        return Fault("translation", "L0", FST_BASE["translation"],
+                     f"bits 63:{low.config.va_bits} of {va:#x} are neither all 0 (T0SZ {64 - low.config.va_bits}) "
+                     f"nor bits 63:{high.config.va_bits} all 1 (T1SZ {64 - high.config.va_bits}): {_VA_RANGE}, "
+                     "Translation fault level 0", ())
+    if ttbr is None:
+        return Fault("translation", "L0", FST_BASE["translation"],
+                     f"{va:#x} is in the {half} half, whose walks are disabled (TCR_EL1.EPD{half[4]} = 1): "
+                     "Arm ARM D19 TCR_EL1.EPDn, Translation fault level 0", ())
+    ops.pa_bits = int(facts["pa_bits"])  # type: ignore[call-overload]
+    first = ops.config.levels[0]
+    size = max(first.table_size, 64)
+    base = ttbr & ((1 << OA_BITS) - 1) & ~1  # BADDR, bits 47:1 (bit 0 is CnP)
+    if base % size:
+        raise ValueError(f"{half} {ttbr:#x}: BADDR is not aligned to the {size}-byte level-{first.name[1:]} table "
+                         "(D19 TTBRn_EL1: the low bits are RES0)")
+    if base >> ops.pa_bits:
+        return Fault("address-size", "L0", FST_BASE["address-size"],
+                     f"{half} base address {base:#x} is at or above the {ops.pa_bits}-bit PA size: "
+                     "Arm ARM D8 'Address size configuration', Address size fault level 0", ())
+    trace: list[Entry] = []
+    table = base
+    no_el0 = read_only = uxn = pxn = False
+    for lv in ops.config.levels:
+        pa = table + 8 * lv.index(va)
+        val = read_entry(read, pa)
+        fmt = ops.entry_format(lv.linux, val) if val & PTE_VALID else (
+            ops.page_fmt if lv.name == "L3" else ops.table_fmt)
+        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val)))
+        fault = ops.hw_fault(lv.linux, val)
+        if fault is not None:
+            fkind, level, _why = fault
+            return Fault(fkind, f"L{level}", FST_BASE[fkind] | level,
+                         str(ops.hw_rejects(lv.linux, val, leaf=False)), tuple(trace))
+        if fmt is ops.table_fmt:  # hierarchical controls (D8.4, TCR_EL1.HPDn = 0)
+            ap_table = fmt.get(val, "ap_table")
+            no_el0 |= bool(ap_table & 1)
+            read_only |= bool(ap_table & 2)
+            uxn |= bool(fmt.get(val, "uxn_table"))
+            pxn |= bool(fmt.get(val, "pxn_table"))
+            table = val & fmt.mask("addr")
+            continue
+        leaf = lv.leaf_size or 0
+        out = (val & fmt.mask("addr")) | (va & (leaf - 1))
+        el0 = bool(val & PTE_USER) and not no_el0
+        ro = bool(val & PTE_RDONLY) or read_only
+        el0_write = el0 and not ro
+        if user:
+            perms = Permissions(read=el0, write=el0_write, execute=el0 and not (uxn or val & PTE_UXN), user=el0)
+        else:
+            pan = bool(facts["pan"]) and el0
+            perms = Permissions(read=not pan, write=not ro and not pan,
+                                execute=not (pxn or val & PTE_PXN or el0_write), user=el0)
+        if facts["wxn"] and perms.write:
+            perms = Permissions(perms.read, perms.write, False, perms.user)
+        refused = {"read": not perms.read, "write": not perms.write, "fetch": not perms.execute}[kind]
+        level = int(lv.name[1:])
+        if refused:
+            return Fault("permission", lv.name, FST_BASE["permission"] | level,
+                         f"EL{0 if user else 1} {kind} not permitted ({perms}; AP[2:1] "
+                         f"{fmt.get(val, 'ap2')}{fmt.get(val, 'ap1')}, APTable {int(read_only)}{int(no_el0)}, "
+                         f"UXN {int(uxn or bool(val & PTE_UXN))}, PXN {int(pxn or bool(val & PTE_PXN))}): Arm ARM D8.4 "
+                         f"'Memory access control', Permission fault level {level}", tuple(trace))
+        return Translation(out, leaf, perms, tuple(trace))
+    raise AssertionError("level 3 holds pages")  # pragma: no cover

@@ -46,6 +46,7 @@ import construct as cs
 from .base import U64, EntryFormat, HwLevel, PagingConfig
 from .kconfig import KernelConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, Reader, SwpEntry
+from .translate import Entry, Fault, Permissions, Translation, cpu_facts, parse_access, read_entry
 
 ARCH = "s390x"
 PAGE_SHIFT = 12
@@ -424,6 +425,10 @@ class S390x(LinuxPgtable):
     #: and frames at or beyond it are addressing exceptions (:meth:`hw_rejects`).  The MMU oracle
     #: sets it for the machine it probes (emu/machines/oracle.py S390xOracle); None: not known.
     storage_size: int | None = None
+    #: The private-space control (bit 55) of the ASCE the tables are walked with: Linux's user
+    #: ASCE has it (_ASCE_USER_BITS), so common-segment / common-region bits are translation-
+    #: specification exceptions (:meth:`hw_rejects`); :func:`translate` sets it from a foreign ASCE.
+    asce_private: bool = bool(_ASCE_USER_BITS & _ASCE_PRIVATE_SPACE)
 
     def __init__(
         self, config: PagingConfig, kernel: str = DEFAULT_KERNEL, *, machine_has_nx: bool = True,
@@ -728,7 +733,7 @@ class S390x(LinuxPgtable):
         if tt != want:
             why = f"table type ({_bits(REGION, 'tt')}) is {tt:02b}, a {hw.name}-table entry has {want:02b}: {spec}"
             return why, None
-        private = bool(_ASCE_USER_BITS & _ASCE_PRIVATE_SPACE)
+        private = self.asce_private
         if hw.name == SEGMENT_LEVEL.name:
             if private and val & SEGMENT.mask("cs"):
                 return (f"common-segment bit ({_bits(SEGMENT, 'cs')}) is one and the ASCE's private-space "
@@ -993,3 +998,144 @@ class S390x(LinuxPgtable):
 
 
 OPS_CLASS = S390x
+
+
+# -- the architecture's whole walk: foreign tables by the manual (PoP SA22-7832 ch. 3) ---------------
+#: CPU facts :func:`translate` takes (``cpu=``): ``edat1`` / ``edat2`` (the enhanced-DAT facilities
+#: 1 and 2 installed and enabled in CR0: FC=1 segment / region-third entries are 1 MB / 2 GB
+#: frames, and with EDAT-1 the DAT-protection bit of region entries applies), ``iep`` (the
+#: instruction-execution-protection facility enabled in CR0: IEP=1 forbids fetches), and
+#: ``storage_size`` (bytes of main storage from absolute 0; None: unknown, no addressing checks).
+TRANSLATE_CPU: dict[str, object] = {"edat1": True, "edat2": True, "iep": False, "storage_size": None}
+ASCE_TYPE = ("asce-type", 0x38)  # PoP ch. 6: ASCE-type exception
+PROTECTION = ("protection", 0x04)  # PoP ch. 3 "DAT Protection", ch. 6 protection exception
+
+
+def config_of_asce(asce: int) -> PagingConfig:
+    """The configuration an ASCE's designation type (bits 60-61) names."""
+    dt = ASCE.get(asce, "dt")
+    return next(c for c in CONFIGS.values() if c.extra["dt"] == dt)
+
+
+def hw_exception(ops: S390x, linux: str, val: int, addr: int | None) -> tuple[str, int, str | None, str] | None:
+    """:meth:`S390x.hw_rejects` as ``(exception, program-interruption code, table it names, reason)``:
+    a translation exception names the table (the entry's own, or the next one for a table
+    offset/length miss); an addressing or translation-specification exception names none."""
+    got = ops._dat_rejects(linux, val, addr)
+    if got is None:
+        return None
+    reason, table = got
+    if table is not None:
+        name, code = TRANSLATION_EXCEPTION[table]
+    elif reason.endswith(_exception(ADDRESSING)):
+        name, code = ADDRESSING
+    else:
+        name, code = TRANSLATION_SPECIFICATION
+    return name, code, table, reason
+
+
+def translate(config_or_ops: object, read: Reader, va: int, access: object = "read", *, asce: int,
+              cpu: dict[str, object] | None = None) -> Translation | Fault:
+    """What the Principles of Operation say DAT does for an access (``read``/``write``/``fetch``)
+    to virtual address ``va`` under the address-space-control element ``asce``, over the tables
+    ``read(pa)`` returns (big-endian doublewords): an :class:`archs.translate.Translation` or
+    :class:`archs.translate.Fault` (code: the program-interruption code).
+
+    ``config_or_ops`` may be None or any s390x configuration: the ASCE's designation type
+    decides the top table (:func:`config_of_asce`).  ``cpu``: :data:`TRANSLATE_CPU`.  PoP ch. 3
+    "Translation Process", in its order:
+
+    * ASCE real-space control (bit 58): the address is real, no tables;
+    * address bits left of the top table's index (bits 0-10 with a region-second table, 0-21
+      region-third, 0-32 segment): ASCE-type exception (0x38);
+    * the leftmost two bits of the top index above the ASCE table length: the top table's
+      translation exception;
+    * each entry at ``origin + 8 * index`` (:meth:`S390x.hw_rejects`: invalid bit, table type,
+      common bits with a private-space ASCE, next table offset/length, PTE bit 52, a frame beyond
+      main storage); an entry address beyond main storage: addressing exception (0x05);
+    * FC=1 segment (EDAT-1) / region-third (EDAT-2) entries are frames; without the facility
+      FC is ignored and the entry designates a table;
+    * DAT protection (the P bit of the segment-table entry or PTE, and of region-table entries
+      with EDAT-1) refuses stores, IEP refuses fetches (protection exception, 0x04).  No
+      user/supervisor distinction (storage keys are not modelled); the prefix is 0 (real
+      addresses are absolute, PoP ch. 3 "Prefixing").
+    """
+
+    kind, _user = parse_access(access)
+    facts = cpu_facts(TRANSLATE_CPU, cpu, ARCH)
+    if not 0 <= asce < 1 << 64:
+        raise ValueError(f"ASCE {asce!r} is not a 64-bit value")
+    if not 0 <= va < 1 << 64:
+        raise ValueError(f"virtual address {va!r} is not a 64-bit value")
+    storage = facts["storage_size"]
+    if ASCE.get(asce, "r"):
+        return Translation(va, 1 << PAGE_SHIFT, Permissions(True, True, True, None), ())
+    config = config_of_asce(asce)
+    if isinstance(config_or_ops, S390x):
+        named: str | None = config_or_ops.config.name
+    elif isinstance(config_or_ops, PagingConfig):
+        named = config_or_ops.name
+    elif config_or_ops is None or str(config_or_ops) in (ARCH, "s390"):
+        named = None
+    else:
+        named = str(config_or_ops).split(":", 1)[-1]
+        if named not in CONFIGS:
+            raise ValueError(f"unknown s390x configuration {config_or_ops!r}; known: s390x, {', '.join(CONFIGS)}")
+    if named is not None and named != config.name:
+        raise ValueError(f"the ASCE {asce:#x} designates a {config.name} table (DT {ASCE.get(asce, 'dt'):02b}), "
+                         f"not the configuration's {named}")
+    ops = S390x(config)
+    ops.storage_size = storage  # type: ignore[assignment]
+    ops.asce_private = bool(ASCE.get(asce, "p"))
+    top = config.levels[0]
+    if va >> config.va_bits:
+        return Fault(*ASCE_TYPE[:1], None, ASCE_TYPE[1],
+                     f"{va:#x} has bits left of the {top.name}-table index while the ASCE designates a "
+                     f"{top.name} table (DT {ASCE.get(asce, 'dt'):02b}): PoP ch. 3 'Translation Process', "
+                     f"ASCE-type exception ({ASCE_TYPE[1]:#04x})", ())
+    tl = ASCE.get(asce, "tl")
+    if top.index(va) >> (top.bits - 2) > tl:
+        name, code = TRANSLATION_EXCEPTION[top.name]
+        return Fault(name, top.name, code,
+                     f"the {top.name} index of {va:#x} starts with {top.index(va) >> (top.bits - 2):02b}, beyond "
+                     f"the ASCE table length {tl}: PoP ch. 3 'Lookup in a Table Designated by an ASCE', "
+                     f"{name} exception ({code:#04x})", ())
+    trace: list[Entry] = []
+    table = ASCE.get(asce, "origin") << ASCE.masks["origin"][0]
+    protected = noexec = False
+    for lv in config.levels:
+        pa = (table + 8 * lv.index(va)) & U64
+        if storage is not None and pa + 8 > storage:  # type: ignore[operator]
+            return Fault(ADDRESSING[0], None, ADDRESSING[1],
+                         f"the {lv.name}-table entry at {pa:#x} is beyond main storage ({storage:#x} bytes): "
+                         f"PoP ch. 3 'Translation Process', {_exception(ADDRESSING)}", tuple(trace))
+        val = read_entry(read, pa)
+        seen = val
+        if lv.name == SEGMENT_LEVEL.name and not facts["edat1"]:
+            seen &= ~SEGMENT.mask("fc")  # FC applies only with EDAT-1 (PoP ch. 3 "Enhanced DAT")
+        if lv.name == REGION3.name and not facts["edat2"]:
+            seen &= ~REGION.mask("fc")  # ... and with EDAT-2 in a region-third entry
+        fmt = PTE if lv.name == PAGE_LEVEL.name else ops.entry_format(lv.linux, seen)
+        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val)))
+        exc = hw_exception(ops, lv.linux, seen, va)
+        if exc is not None:
+            name, code, named, reason = exc
+            return Fault(name, named, code, f"{reason} (PoP ch. 3 'Translation Process')", tuple(trace))
+        if lv.name in (SEGMENT_LEVEL.name, PAGE_LEVEL.name) or facts["edat1"]:
+            protected |= bool(val & REGION.mask("p"))  # bit 54 in every form (region P needs EDAT-1)
+        if fmt in (PTE, SEGMENT_LARGE, REGION3_LARGE):
+            noexec |= bool(facts["iep"] and val & fmt.mask("iep"))
+            if fmt is PTE:
+                origin, size = val & PTE.mask("pfra"), 1 << PAGE_SHIFT
+            else:
+                addr_field = "sfaa" if fmt is SEGMENT_LARGE else "rfaa"
+                origin, size = val & fmt.mask(addr_field), lv.leaf_size or 0
+            perms = Permissions(read=True, write=not protected, execute=not noexec, user=None)
+            if (kind == "write" and protected) or (kind == "fetch" and noexec):
+                why = "DAT protection (a P bit on the path)" if kind == "write" else "instruction-execution protection"
+                return Fault(PROTECTION[0], None, PROTECTION[1],
+                             f"{kind} refused by {why}: PoP ch. 3 'DAT Protection' / 'Instruction-Execution "
+                             f"Protection', protection exception ({PROTECTION[1]:#04x})", tuple(trace))
+            return Translation(origin | (va & (size - 1)), size, perms, tuple(trace))
+        table = (val & SEGMENT.mask("origin")) if lv.name == SEGMENT_LEVEL.name else (val & REGION.mask("origin"))
+    raise AssertionError("the page table ends the walk")  # pragma: no cover

@@ -21,6 +21,7 @@ import construct as cs
 from .base import U64, EntryFormat, HwLevel, PagingConfig
 from .kconfig import KernelConfig
 from .linux import DEFAULT_KERNEL, LinuxPgtable, Prot, SwpEntry
+from .translate import Entry, Fault, Permissions, Translation, cpu_facts, parse_access, read_entry
 
 ARCH = "x86_64"
 PAGE_SHIFT = 12
@@ -603,3 +604,115 @@ class X86_64(LinuxPgtable):
 
 
 OPS_CLASS = X86_64
+
+
+# -- the architecture's whole walk: foreign tables by the manual (SDM vol. 3A ch. 4) ---------------
+#: CPU facts :func:`translate` takes (``cpu=``), with their defaults (the probe machine's CPU):
+#: :data:`CPU`'s ``maxphyaddr``/``nxe``/``gbpages``, and ``wp`` (CR0.WP, §4.6.1: supervisor writes
+#: honour R/W), ``smep`` (CR4.SMEP: no supervisor fetch from a user-mode address), ``smap``
+#: (CR4.SMAP with EFLAGS.AC=0: no supervisor data access to a user-mode address).
+TRANSLATE_CPU: dict[str, Any] = {**CPU, "wp": True, "smep": False, "smap": False}
+
+_PF_P, _PF_W, _PF_U, _PF_RSVD, _PF_ID = 1, 2, 4, 8, 16  # #PF error code bits (SDM vol. 3A §4.7)
+
+
+def _x86_ops(config_or_ops: Any, facts: dict[str, Any]) -> X86_64:
+    from dataclasses import replace
+
+    if isinstance(config_or_ops, X86_64):
+        config = config_or_ops.config
+    elif isinstance(config_or_ops, PagingConfig):
+        config = config_or_ops
+    else:
+        name = str(config_or_ops).split(":", 1)[-1]
+        if name not in CONFIGS:
+            raise ValueError(f"unknown x86_64 configuration {config_or_ops!r}; known: 4level, 5level")
+        config = CONFIGS[name]
+    if config.arch != ARCH:
+        raise ValueError(f"{config.key} is not an x86_64 configuration")
+    return X86_64(replace(config, extra={**config.extra, **facts}))
+
+
+def translate(config_or_ops: Any, read: Any, va: int, access: Any = "read", *, cr3: int,
+              cpu: dict[str, Any] | None = None) -> Translation | Fault:
+    """What the SDM says the access ``access`` (``read``/``write``/``fetch``, ``user-`` prefixed
+    for CPL 3) to linear address ``va`` does with CR3 = ``cr3`` and the tables ``read(pa)``
+    returns: an :class:`archs.translate.Translation` or :class:`archs.translate.Fault`.
+
+    ``config_or_ops``: ``x86_64:4level`` (CR4.LA57=0) or ``x86_64:5level`` (LA57=1), a
+    :class:`PagingConfig` or an :class:`X86_64`.  ``cpu``: facts of :data:`TRANSLATE_CPU`.
+    The rules, in the order the processor applies them:
+
+    * a non-canonical ``va`` (bits 63:47, or 63:56 with LA57, not all equal) is a #GP, kind
+      ``general-protection``, code 0 (SDM vol. 3A §3.3.7.1, vol. 1 §3.3.7.1; no walk);
+    * the root is CR3 bits 51:12 (§4.5.2, Table 4-12); each entry is read at
+      ``table + 8 * index`` (§4.5.4, Figures 4-8..4-11);
+    * P=0: #PF, error code P=0 (§4.5.4, §4.7); reserved bits set (:meth:`X86_64.hw_reserved`:
+      the format's reserved fields, PS in a PML5E/PML4E, address bits at or above MAXPHYADDR, XD
+      without NXE, PS in a PDPTE without 1-GByte pages): #PF with P=1 and RSVD=1 (§4.5.4, §4.7);
+    * PS=1 in a PDPTE / PDE maps a 1-GByte / 2-MByte page, a PTE a 4-KByte page (Tables 4-16,
+      4-18, 4-20);
+    * access rights combine R/W, U/S and XD over every entry (§4.6.1): a violation is a #PF with
+      P=1 (§4.7).  W/R, U/S and I/D of the error code follow the access (I/D only with NXE or
+      SMEP).
+    """
+
+    kind, user = parse_access(access)
+    facts = cpu_facts(TRANSLATE_CPU, cpu, ARCH)
+    ops = _x86_ops(config_or_ops, facts)
+    m = facts["maxphyaddr"]
+    if not isinstance(cr3, int) or cr3 < 0 or cr3 >> m:
+        raise ValueError(f"CR3 {cr3!r} sets bits at or above MAXPHYADDR ({m}): MOV to CR3 would #GP (SDM §4.5.2)")
+    if not 0 <= va < 1 << 64:
+        raise ValueError(f"linear address {va!r} is not a 64-bit value")
+    code = (_PF_W if kind == "write" else 0) | (_PF_U if user else 0)
+    if kind == "fetch" and (facts["nxe"] or facts["smep"]):
+        code |= _PF_ID
+    trace: list[Entry] = []
+    va_bits = ops.config.va_bits
+    if not canonical(va, va_bits):
+        return Fault("general-protection", None, 0,
+                     f"non-canonical address: bits 63:{va_bits - 1} of {va:#x} are not all equal "
+                     f"(SDM vol. 3A §3.3.7.1 and §6.15: #GP(0), no page walk)", ())
+    table = cr3 & PTE_PFN_MASK  # CR3 bits 51:12 (Table 4-12); 11:0 are PWT/PCD or a PCID
+    writable = user_ok = True
+    xd = False
+    for lv in ops.config.levels:
+        pa = table + 8 * lv.index(va)
+        val = read_entry(read, pa)
+        fmt = ops.hw_format(lv.linux, val)
+        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val)))
+        entry = _ENTRY_NAMES.get(lv.name, lv.name + "E")
+        why = ops.hw_rejects(lv.linux, val, leaf=False)
+        if why is not None:
+            rsvd = bool(val & _PAGE_PRESENT)
+            return Fault("page-fault", lv.name, code | (_PF_P | _PF_RSVD if rsvd else 0), why, tuple(trace))
+        writable &= bool(val & _PAGE_RW)
+        user_ok &= bool(val & _PAGE_USER)
+        xd |= bool(facts["nxe"] and val & _PAGE_NX)
+        if fmt is TABLE:
+            table = val & TABLE.mask("addr")
+            continue
+        size = lv.leaf_size or 0
+        pa_out = (val & fmt.mask("addr")) | (va & (size - 1))
+        perms = _x86_rights(facts, user, writable, user_ok, xd)
+        refused = {"read": not perms.read, "write": not perms.write, "fetch": not perms.execute}[kind]
+        if refused:
+            return Fault("page-fault", lv.name, code | _PF_P,
+                         f"{'user' if user else 'supervisor'} {kind} not allowed by the {entry} path "
+                         f"({perms}; R/W {int(writable)}, U/S {int(user_ok)}, XD {int(xd)} over all entries): "
+                         f"SDM vol. 3A §4.6.1; #PF with P=1, §4.7", tuple(trace))
+        return Translation(pa_out, size, perms, tuple(trace))
+    raise AssertionError("the last level maps a page")  # pragma: no cover
+
+
+def _x86_rights(facts: dict[str, Any], user: bool, writable: bool, user_ok: bool, xd: bool) -> Permissions:
+    """SDM vol. 3A §4.6.1: the rights of an access at CPL 3 (``user``) or below, from R/W and U/S
+    ANDed over the walk's entries and XD ORed (with NXE)."""
+
+    if user:
+        return Permissions(read=user_ok, write=user_ok and writable, execute=user_ok and not xd, user=user_ok)
+    smap = facts["smap"] and user_ok  # supervisor data access to a user-mode address (AC=0)
+    write = (writable or not facts["wp"]) and not smap
+    execute = not xd and not (facts["smep"] and user_ok)
+    return Permissions(read=not smap, write=write, execute=execute, user=user_ok)

@@ -2,10 +2,12 @@
 
 * ``build --out DIR [--arch A] [--config K] [--kernel V]`` -- one set per configuration of the
   default scenarios, a progress line per set; Ctrl-C keeps the sets already written.
-* ``check DIR...`` -- re-walk and re-probe every recorded address; exit 1 on any difference,
-  2 on a corrupt set, 0 otherwise.  A DIR is a set or a folder of sets.
-* ``export DIR --raw FILE`` -- a flat raw physical image (sparse) for QEMU or a memory-forensics
-  tool, opened with the root-table address from the manifest.
+* ``check DIR... [--rebuild]`` -- re-walk and re-probe every recorded address (with
+  ``--rebuild``, also build each set again and compare the files byte for byte); exit 1 on any
+  difference, 2 on a corrupt set, 0 otherwise.  A DIR is a set or a folder of sets.
+* ``export DIR --format raw|lime|elf|libaddrxlat --out FILE`` -- the set for other tools: a flat
+  raw physical image (sparse; ``--raw FILE`` is short for ``--format raw --out FILE``), LiME, an
+  ELF core file, or a libaddrxlat test script (docs/fixtures.md, "Exports").
 """
 
 from __future__ import annotations
@@ -45,11 +47,18 @@ def add_parser(sub: Any) -> None:
     c = fsub.add_parser("check", help="re-walk and re-probe fixture sets; exit 1 on any difference")
     c.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="a fixture set, or a folder of sets")
     c.add_argument("--json", action="store_true", help="print JSON instead of text")
+    c.add_argument("--rebuild", action="store_true",
+                   help="also build each set again and name every file that is not byte for byte the same")
     c.set_defaults(func=run_check)
 
-    e = fsub.add_parser("export", help="write a set's RAM as a flat raw physical image")
+    e = fsub.add_parser("export", help="write a set for other tools: raw, LiME, ELF core, libaddrxlat test")
     e.add_argument("dir", type=Path, metavar="DIR", help="the fixture set")
-    e.add_argument("--raw", required=True, type=Path, metavar="FILE", help="the raw image to write")
+    dest = e.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", type=Path, metavar="FILE", help="the file to write")
+    dest.add_argument("--raw", type=Path, metavar="FILE", help="short for --format raw --out FILE")
+    e.add_argument("--format", default="raw", choices=("raw", "lime", "elf", "libaddrxlat"),
+                   help="raw: flat physical image; lime: LiME; elf: ELF core with a FOLIOWALK note; "
+                        "libaddrxlat: a tests/addrxlat-* style script (default raw)")
     e.set_defaults(func=run_export)
 
 
@@ -72,11 +81,14 @@ def run_build(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     try:
-        build_fixture_sets(args.out, keys, args.kernel, progress, kconfig=args.kconfig, harness=args.harness)
+        paths = build_fixture_sets(args.out, keys, args.kernel, progress, kconfig=args.kconfig, harness=args.harness)
     except KeyboardInterrupt:
-        print(f"foliowalk: interrupted; {len(written)} of {len(keys)} sets written and kept", file=sys.stderr)
+        from emu.fixtures.build import fixture_jobs
+
+        total = len(fixture_jobs(keys))  # arm64: a TTBR0 and a TTBR1 set; x86-64: a kernel-half set
+        print(f"foliowalk: interrupted; {len(written)} of {total} sets written and kept", file=sys.stderr)
         return 130
-    print(f"{len(keys)} fixture set{'s' if len(keys) != 1 else ''} in {args.out}")
+    print(f"{len(paths)} fixture set{'s' if len(paths) != 1 else ''} in {args.out}")
     return 0
 
 
@@ -89,6 +101,10 @@ def run_check(args: argparse.Namespace) -> int:
     for path in sets:
         try:
             diffs = check_fixture_set(path)
+            if args.rebuild:
+                from emu.fixtures.replay import rebuild_differences
+
+                diffs += rebuild_differences(path)
         except FixtureError as err:
             corrupt += 1
             print(f"foliowalk: error: {err}", file=sys.stderr)
@@ -115,15 +131,19 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from emu.cli import output_file
-    from emu.fixtures import export_raw, load_fixture_set
+    from emu.cli import UsageError, output_file
+    from emu.fixtures import export_set, load_fixture_set
 
-    output_file(args.raw, "--raw")
+    if args.raw is not None and args.format != "raw":
+        raise UsageError(f"--raw writes the raw format; use --out FILE with --format {args.format}")
+    target, option = (args.raw, "--raw") if args.raw is not None else (args.out, "--out")
+    output_file(target, option)
     fs = load_fixture_set(args.dir)
-    out = export_raw(args.dir, args.raw)
+    out = export_set(args.dir, target, args.format)
     regs = ", ".join(f"{k}={v:#x}" for k, v in fs.registers.items())
-    print(
-        f"{out}: {fs.ram_size:#x} bytes of {fs.config} RAM (raw, physical address = file offset); "
-        f"root table {fs.root_table:#x}" + (f"; {regs}" if regs else "")
-    )
+    what = {"raw": "raw, physical address = file offset", "lime": "LiME, one range from physical 0",
+            "elf": "ELF core, one PT_LOAD from physical 0, FOLIOWALK note",
+            "libaddrxlat": "libaddrxlat test script"}[args.format]
+    print(f"{out}: {fs.ram_size:#x} bytes of {fs.config} RAM ({what}); "
+          f"root table {fs.root_table:#x}" + (f"; {regs}" if regs else ""))
     return 0

@@ -116,16 +116,46 @@ def for_arch(arch: str) -> list[Deviation]:
 _DETECTORS: dict[str, tuple[tuple[Deviation, Callable[[LinuxPgtable, Any, Any], bool]], ...]] = {}
 
 
-def explain(ops: LinuxPgtable, walk: Any, mmu: Any) -> Deviation | None:
-    """The registered deviation the row (walk result, MMU result) hits, if any."""
-    found = _DETECTORS.get(ops.arch)
+def _detectors(arch: str) -> tuple[tuple[Deviation, Callable[[LinuxPgtable, Any, Any], bool]], ...]:
+    found = _DETECTORS.get(arch)
     if found is None:
-        found = tuple((d, d.detect) for d in for_arch(ops.arch) if d.detect is not None)
-        _DETECTORS[ops.arch] = found
-    for dev, detect in found:
+        found = tuple((d, d.detect) for d in for_arch(arch) if d.detect is not None)
+        _DETECTORS[arch] = found
+    return found
+
+
+def explain(ops: LinuxPgtable, walk: Any, mmu: Any) -> Deviation | None:
+    """The registered deviation the row (walk result, MMU result) hits, if any: the first in
+    registry order (:func:`explain_all` gives every one)."""
+    for dev, detect in _detectors(ops.arch):
         if detect(ops, walk, mmu):
             return dev
     return None
+
+
+def explain_all(ops: LinuxPgtable, walk: Any, mmu: Any) -> list[Deviation]:
+    """Every registered deviation the row (walk result, MMU result) hits, in registry order."""
+    return [dev for dev, detect in _detectors(ops.arch) if detect(ops, walk, mmu)]
+
+
+@dataclass(frozen=True)
+class _ArchWalk:
+    """The architecture's answer in the shape the detectors read a walk in: ``trace`` as
+    (Linux level, physical address, value) per entry read, ``reason`` empty (the manual's walk
+    reads no table outside memory: it reads what the caller's reader returns)."""
+
+    trace: list[tuple[str, int, int]]
+    reason: str = ""
+
+
+def explain_answers(ops: LinuxPgtable, answer: Any, mmu: Any) -> list[Deviation]:
+    """Every registered deviation that explains why the MMU's answer ``mmu`` (a machine's
+    Translation / Fault) differs from the architecture's ``answer`` (``archs.<arch>.translate``:
+    an ``archs.translate`` Translation or Fault whose trace names hardware levels of ``ops``'s
+    configuration) -- no Linux walk needed."""
+    names = {lv.name: lv.linux for lv in ops.config.levels}
+    trace = [(names[e.level], e.pa, e.value) for e in answer.trace if e.level in names]
+    return explain_all(ops, _ArchWalk(trace), mmu)
 
 
 # -- arm64 ----------------------------------------------------------------------------------------

@@ -90,12 +90,12 @@ def test_a_fixture_set_records_the_kernels_answer(walk_build, tmp_path) -> None:
     from emu.fixtures import build_fixture_sets, check_fixture_set
 
     walk_build("x86_64:4level")
-    (path,) = build_fixture_sets(tmp_path, ["x86_64:4level"], harness="on")
+    path, _kernel_half = build_fixture_sets(tmp_path, ["x86_64:4level"], harness="on")
     m = json.loads((path / "manifest.json").read_text())
     walks = [w for c in m["checks"] for w in c["walks"]]
     assert walks and all("kernel" in w for w in walks)
     for w in walks:
-        k, mw = w["kernel"], w["walk"]
+        k, mw = w["kernel"], w["linux"]
         assert k["found"] == mw["found"]
         if k["found"]:
             assert (k["folio_pfn"], k["page_pfn"], k["level"], k["entry_pa"], k["entry"]) == (

@@ -146,7 +146,7 @@ BAD: list[tuple[str, str]] = [
     ("fixtures check {missing}", "no such fixture-set folder"),
     ("fixtures check {file}", "no such fixture-set folder"),
     ("fixtures check {empty}", "no fixture set here"),
-    ("fixtures export {fixture}", "required: --raw"),
+    ("fixtures export {fixture}", "one of the arguments --out --raw is required"),
     ("fixtures export {missing} --raw {empty}/out.raw", "no such fixture-set folder"),
     ("fixtures export {file} --raw {empty}/out.raw", "no such fixture-set folder"),
     ("fixtures export {fixture} --raw {empty}", "is a folder, not a file"),

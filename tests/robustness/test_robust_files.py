@@ -46,6 +46,7 @@ from emu.fuzz import Hierarchy
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "fixtures"
 SET = "x86_64-4level"
+KSET = "x86_64-4level-kernel"  # the build writes x86_64:4level's kernel-half set after SET
 OLD_MARK = {"robustness-test": "the old set"}
 
 
@@ -172,12 +173,12 @@ def test_fixtures_build_killed_inside_a_write(point: str, nth: int, tmp_path: Pa
     else:
         assert seen.get(SET) in ("old", "new"), seen
     if not killed:
-        assert res.returncode == 0 and seen == {SET: "new", "s390x-segment": "new"}, res
+        assert res.returncode == 0 and seen == {SET: "new", KSET: "new", "s390x-segment": "new"}, res
     # The next build removes what the killed one left behind and lands both sets.
     assert cli.main(["fixtures", "build", "--out", str(out), "--config", "x86_64:4level",
                      "--config", "s390x:segment"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["s390x-segment", SET]
-    assert _check_outputs(out) == {SET: "new", "s390x-segment": "new"}
+    assert sorted(p.name for p in out.iterdir()) == ["s390x-segment", SET, KSET]
+    assert _check_outputs(out) == {SET: "new", KSET: "new", "s390x-segment": "new"}
 
 
 # ------------------------------------------------------------------------------------------------
