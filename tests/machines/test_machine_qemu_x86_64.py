@@ -174,7 +174,7 @@ def test_legacy_hole_is_the_machines() -> None:
 def test_close_leaves_no_process_and_no_files() -> None:
     machine, _t = make(4)
     proc, tmp = machine._proc, machine._tmp
-    assert proc.poll() is None and os.path.isdir(tmp)
+    assert proc.poll() is None and not os.path.exists(tmp)  # removed once QEMU was connected
     machine.close()
     assert proc.poll() is not None and not os.path.exists(tmp)
     machine.close()  # twice is fine
@@ -251,9 +251,12 @@ def test_qemu_dies_with_a_killed_parent() -> None:
             "from emu.machines.qemu.x86_64 import QemuX86_64Machine\n"
             "ram = PhysicalMemory(64 << 20)\nm = QemuX86_64Machine(ram, FrameAllocator(ram, reserved=[(0, 0x10000)]))\n"
             "print(m._proc.pid, flush=True)\nsys.stdin.read()\n")
+    code = code.replace("print(m._proc.pid, flush=True)", "print(m._proc.pid, m._tmp, flush=True)")
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
-    qemu_pid = int(child.stdout.readline())
+    pid_text, tmp = child.stdout.readline().split()
+    qemu_pid = int(pid_text)
+    assert not os.path.exists(tmp)  # the socket directory went once QEMU was connected
     child.kill()
     child.wait()
     import time

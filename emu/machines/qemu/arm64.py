@@ -153,6 +153,9 @@ class QemuArm64Machine:
         try:
             self._qmp.append(QMP(os.path.join(self._tmp, "qmp.sock"), timeout=timeout_s,
                                  alive=lambda: self._proc.poll() is None))
+            # QEMU has read its firmware and we are connected: nothing on disk is needed any more,
+            # so nothing is left behind even if this process is killed.
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._run_until(lambda: self.ram.read_u64(self.mailbox + MB_ALIVE) == 1, "starting")
         except EmulatorError as err:
             time.sleep(0.05)

@@ -196,6 +196,9 @@ class QemuX86_64Machine:
         try:
             self._qmp.append(QMP(os.path.join(self._tmp, "qmp.sock"), timeout=timeout_s,
                                  alive=lambda: self._proc.poll() is None))
+            # QEMU has read its firmware and we are connected: nothing on disk is needed any more,
+            # so nothing is left behind even if this process is killed.
+            shutil.rmtree(self._tmp, ignore_errors=True)
             deadline = time.monotonic() + timeout_s
             while not self._mb(MB_ALIVE):
                 self._check_alive("starting")
