@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from emu.mm.mm_types import MM
+from emu.mm.pagewalk_fast import C_LEAF, C_NONE, C_OTHER, C_SAME
 
 _U64 = np.uint64
 
@@ -97,6 +98,7 @@ class X86_64Rules:
 
 
 _M_NONE, _M_TABLE, _M_SAME, _M_LEAF, _M_OTHER = 0, 1, 2, 3, 4
+_FROM_FAST = {C_NONE: _M_NONE, C_SAME: _M_SAME, C_OTHER: _M_OTHER}  # the fast path's codes -> ours
 _HASH_MUL = _U64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2**64 / golden ratio, odd
 
 
@@ -183,8 +185,6 @@ class MemoRules:
 
     def _scalar(self, level: str, x: int) -> tuple[int, int]:
         """(code, next table address or leaf pfn) of one value, by the arch's predicates."""
-        from emu.mm.pagewalk_fast import C_LEAF, C_NONE, C_OTHER, C_SAME
-
         fast = self.fast
         if level in ("pgd", "p4d", "pud"):
             c = fast.memo[level].get(x)
@@ -194,7 +194,7 @@ class MemoRules:
                 return _M_TABLE, c
             if c == C_LEAF:
                 return _M_LEAF, fast.pud_leaf_pfn[x]
-            return {C_NONE: _M_NONE, C_SAME: _M_SAME, C_OTHER: _M_OTHER}[c], 0
+            return _FROM_FAST[c], 0
         if level == "pmd":
             t = fast.memo["pmd"].get(x)
             if t is None:
