@@ -241,6 +241,33 @@ class MemoRules:
         return c == _M_NONE, c == _M_LEAF, a
 
 
+class Arm64Rules(MemoRules):
+    """arm64: MemoRules, except that PTEs -- one distinct value per mapped page, so a fresh
+    address space would ask the scalar predicates once per page -- are classified with masks:
+    the ones archs/arm64.py derives from its construct declarations (``PTE_VALID``,
+    ``pte_present_invalid()``'s bit, ``PTE_SPECIAL``, the contiguous bit ``ptep_get()`` gathers
+    on, ``PTE_ADDR_LOW``).  The classes are MemoRules' exactly (tests/mm/test_batch_walk.py):
+    none (``pte_none()``: ``!pte``), a normal leaf (``pte_present()``, not ``pte_special()``,
+    not a contiguous entry), everything else to the per-address walker."""
+
+    def __init__(self, ops: Any, mm: MM) -> None:
+        from archs import arm64 as a
+
+        super().__init__(ops, mm)
+        self.VALID = _U64(a.PTE_VALID)
+        self.PRESENT_INVALID = _U64(ops._present_invalid)
+        self.SPECIAL = _U64(a.PTE_SPECIAL)
+        self.GATHER = _U64(ops.PTEP_GET_GATHER or 0)
+        self.ADDR = _U64(ops.PTE_ADDR_LOW)
+
+    def pte(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        present = ((v & self.VALID) != 0) | ((v & (self.VALID | self.PRESENT_INVALID)) == self.PRESENT_INVALID)
+        normal = present & ((v & self.SPECIAL) == 0)
+        if self.GATHER:
+            normal &= (v & self.GATHER) != self.GATHER
+        return v == 0, normal, (v & self.ADDR) >> self.PAGE_SHIFT
+
+
 # Addresses on which an arch's own pXd_offset() is compared with the static one: 0, all ones, and
 # six patterns in which bit i of the address is bit k of i (k = 0..5).  An offset of the form
 # ``table + ((addr >> s) & m) * 8`` that agrees on all eight has the static s and m (the all-ones
@@ -320,7 +347,30 @@ class DynamicFoldingRules(MemoRules):
         return tuple(first or ())
 
 
+class S390xRules(DynamicFoldingRules):
+    """s390x: DynamicFoldingRules, except that PTEs (one distinct value per mapped page) are
+    classified with the masks archs/s390x.py derives from its construct declaration:
+    ``pte_none()`` is ``pte == _PAGE_INVALID``, a normal leaf is ``_PAGE_PRESENT`` without
+    ``_PAGE_SPECIAL``, the pfn ``pte >> PAGE_SHIFT``.  The classes are MemoRules' exactly
+    (tests/mm/test_batch_walk.py)."""
+
+    def __init__(self, ops: Any, mm: MM) -> None:
+        from archs import s390x as z
+
+        super().__init__(ops, mm)
+        self.INVALID = _U64(z._PAGE_INVALID)
+        self.PRESENT = _U64(z._PAGE_PRESENT)
+        self.SPECIAL = _U64(z._PAGE_SPECIAL)
+        self.GATHER = _U64(ops.PTEP_GET_GATHER or 0)
+
+    def pte(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        normal = (v & (self.PRESENT | self.SPECIAL)) == self.PRESENT
+        if self.GATHER:
+            normal &= (v & self.GATHER) != self.GATHER
+        return v == self.INVALID, normal, v >> self.PAGE_SHIFT
+
+
 #: arch -> vector rules class.  An architecture without an entry is walked with MemoRules when
 #: the scalar fast path supports it (DynamicFoldingRules where it has pXd_offset() functions of
 #: its own), else address by address.
-VECTOR_RULES: dict[str, Any] = {"x86_64": X86_64Rules, "s390x": DynamicFoldingRules}
+VECTOR_RULES: dict[str, Any] = {"x86_64": X86_64Rules, "arm64": Arm64Rules, "s390x": S390xRules}
