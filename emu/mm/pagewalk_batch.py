@@ -74,6 +74,7 @@ from emu.mm.pagewalk import (
     TraceStep,
     folio_walk_end,
     folio_walk_start,
+    folio_walk_start_reference,
     outside_vma_warning,
 )
 from emu.mm.pagewalk_batch_rules import VECTOR_RULES, DynamicFoldingRules, MemoRules, X86_64Rules
@@ -618,6 +619,9 @@ def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
     vw = _vector_walker(mm)
     ram = mm.ram
     addr_of: list[int] = []
+    # vector-refused addresses: the reference walker at once (folio_walk_start() would try the
+    # fast path first, which gives up on the same entries); without the vector pass, the fast path
+    walk = folio_walk_start_reference if vw is not None else folio_walk_start
     # per address: the records walked so far, each with the FW_* bits its walk tested
     done: dict[int, list[tuple[int, int, FolioWalk]]] = {}
     gc_was_enabled = gc.isenabled()
@@ -644,8 +648,8 @@ def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
                 if fw is None:
                     fw = FolioWalk()
                     tf = _TestedFlags(f)
-                    with ram.undo():
-                        if folio_walk_start(fw, vmas[i], addr_of[i], tf) is not None:
+                    with ram.undo():  # (the vector pass refused it: the fast path would too)
+                        if walk(fw, vmas[i], addr_of[i], tf) is not None:
                             folio_walk_end(fw, vmas[i])
                     seen.append((f, tf.tested, fw))
                 records[i] = fw
