@@ -18,7 +18,8 @@ predicates for the shapes nearly every entry has: good table entries, present no
 PMD, PUD), none entries at any level, and addresses outside the VMA.  The predicates come from
 *vector rules* (emu/mm/pagewalk_batch_rules.py; emu/mm/WALKERS.md says what they may
 decide): :class:`X86_64Rules` (masks derived from archs/x86_64.py's construct
-declarations), or for any other architecture :class:`MemoRules`, which asks the arch's own scalar
+declarations; arm64's and s390x's PTE masks likewise: ``Arm64Rules``, ``S390xRules``), or for any
+other architecture :class:`MemoRules`, which asks the arch's own scalar
 predicates once per distinct entry value.  Every other address (swap, migration, PROT_NONE,
 special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
 :func:`~emu.mm.pagewalk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions

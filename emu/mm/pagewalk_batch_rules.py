@@ -211,6 +211,10 @@ class MemoRules:
             return _M_LEAF, int(ops.pte_pfn(x))
         return (_M_NONE, 0) if ops.pte_none(x) else (_M_OTHER, 0)
 
+    #: (none, normal, pfn) of many PTE values by masks, where an arch has them (Arm64Rules,
+    #: S390xRules): the memo's misses are classified with it instead of value by value
+    _pte_masks: Any = None
+
     def classify(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         memo = self.memo[level]
         codes, aux = memo.lookup(v)
@@ -218,9 +222,15 @@ class MemoRules:
         if absent.any():
             miss = v[absent]
             new = np.unique(miss)
-            got = [self._scalar(level, x) for x in new.tolist()]
-            memo.insert(new, np.array([c for c, _ in got], dtype=np.int8),
-                        np.array([a for _, a in got], dtype=np.uint64))
+            masks = self._pte_masks if level == "pte" else None
+            if masks is not None:  # the same classes as _scalar(), for all the new values at once
+                none, normal, pfn = masks(new)
+                new_codes = np.where(none, _M_NONE, np.where(normal, _M_LEAF, _M_OTHER)).astype(np.int8)
+                memo.insert(new, new_codes, np.where(normal, pfn, _U64(0)).astype(np.uint64))
+            else:
+                got = [self._scalar(level, x) for x in new.tolist()]
+                memo.insert(new, np.array([c for c, _ in got], dtype=np.int8),
+                            np.array([a for _, a in got], dtype=np.uint64))
             codes[absent], aux[absent] = memo.lookup(miss)
         return codes, aux
 
@@ -242,8 +252,9 @@ class MemoRules:
 
 
 class Arm64Rules(MemoRules):
-    """arm64: MemoRules, except that PTEs -- one distinct value per mapped page, so a fresh
-    address space would ask the scalar predicates once per page -- are classified with masks:
+    """arm64: MemoRules, except that PTE values the memo does not hold yet -- one distinct value
+    per mapped page, so a fresh address space would ask the scalar predicates once per page --
+    are classified all at once with masks:
     the ones archs/arm64.py derives from its construct declarations (``PTE_VALID``,
     ``pte_present_invalid()``'s bit, ``PTE_SPECIAL``, the contiguous bit ``ptep_get()`` gathers
     on, ``PTE_ADDR_LOW``).  The classes are MemoRules' exactly (tests/mm/test_batch_walk.py):
@@ -260,7 +271,7 @@ class Arm64Rules(MemoRules):
         self.GATHER = _U64(ops.PTEP_GET_GATHER or 0)
         self.ADDR = _U64(ops.PTE_ADDR_LOW)
 
-    def pte(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _pte_masks(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
         present = ((v & self.VALID) != 0) | ((v & (self.VALID | self.PRESENT_INVALID)) == self.PRESENT_INVALID)
         normal = present & ((v & self.SPECIAL) == 0)
         if self.GATHER:
@@ -348,8 +359,9 @@ class DynamicFoldingRules(MemoRules):
 
 
 class S390xRules(DynamicFoldingRules):
-    """s390x: DynamicFoldingRules, except that PTEs (one distinct value per mapped page) are
-    classified with the masks archs/s390x.py derives from its construct declaration:
+    """s390x: DynamicFoldingRules, except that PTE values the memo does not hold yet (one
+    distinct value per mapped page) are classified all at once with the masks archs/s390x.py
+    derives from its construct declaration:
     ``pte_none()`` is ``pte == _PAGE_INVALID``, a normal leaf is ``_PAGE_PRESENT`` without
     ``_PAGE_SPECIAL``, the pfn ``pte >> PAGE_SHIFT``.  The classes are MemoRules' exactly
     (tests/mm/test_batch_walk.py)."""
@@ -363,7 +375,7 @@ class S390xRules(DynamicFoldingRules):
         self.SPECIAL = _U64(z._PAGE_SPECIAL)
         self.GATHER = _U64(ops.PTEP_GET_GATHER or 0)
 
-    def pte(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _pte_masks(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
         normal = (v & (self.PRESENT | self.SPECIAL)) == self.PRESENT
         if self.GATHER:
             normal &= (v & self.GATHER) != self.GATHER

@@ -513,7 +513,10 @@ def test_pte_masks_classify_as_memo_rules(config: str, kernel: str) -> None:
         vals += [(rng.getrandbits(38) << 12) * (rng.random() < 0.8)
                  | sum((rng.random() < 0.4) << b for b in bits) for _ in range(2000)]
         v = np.array(vals, dtype=np.uint64)
-        none, normal, pfn = rules_cls(ops, mm).pte(v)
+        none, normal, pfn = rules_cls(ops, mm)._pte_masks(v)
+        # ... and walk_many()'s classification through the memo gives the same
+        m_none, m_normal, m_pfn = rules_cls(ops, mm).pte(v)
+        assert (m_none == none).all() and (m_normal == normal).all() and (m_pfn[normal] == pfn[normal]).all()
         memo = MemoRules(ops, mm)
         for i, x in enumerate(vals):
             code, aux = memo._scalar("pte", x)
