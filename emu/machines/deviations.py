@@ -180,9 +180,13 @@ def _arm64_path(ops: LinuxPgtable, walk: Any) -> list[tuple[int, int, int | None
     or None if the configuration allows no block at that level).  The path ends at the first
     invalid descriptor (bit[0] = 0): there the architecture and Unicorn (get_phys_addr_lpae) both
     stop with a Translation fault, so no entry Linux read below it can change the MMU's answer."""
+    trace = walk.trace
+    last = _ARM64_PATH_LAST
+    if last[0] is trace and last[1] is ops and last[2] == len(trace):  # the row's other detectors
+        return last[3]  # type: ignore[no-any-return]
     seen: set[int] = set()
     out = []
-    for linux, pa, val in walk.trace:
+    for linux, pa, val in trace:
         if pa in seen:
             continue
         seen.add(pa)
@@ -190,7 +194,14 @@ def _arm64_path(ops: LinuxPgtable, walk: Any) -> list[tuple[int, int, int | None
         out.append((int(hw.name[1:]), val, 1 << hw.shift if hw.leaf_size else None))
         if not val & 1:
             break
+    # (holding the trace and ops keeps their ids from being reused; a trace is never changed
+    # once its walk has ended)
+    _ARM64_PATH_LAST[:] = [trace, ops, len(trace), out]
     return out
+
+
+#: the last (trace, ops, len(trace), path) of _arm64_path(): explain() asks it once per detector
+_ARM64_PATH_LAST: list[Any] = [None, None, -1, None]
 
 
 def _arm64_block_at_any_level(ops: LinuxPgtable, walk: Any, mmu: Any) -> bool:
