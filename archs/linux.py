@@ -521,6 +521,12 @@ class LinuxPgtable:
         own; s390x: pgd_offset() takes the top table's index from its first entry's type)."""
         return None
 
+    def kernel_reads_elsewhere(self, pa: int) -> str | None:
+        """Why a running kernel reading the table entry at physical ``pa`` (through ``__va()``)
+        does not read that word of RAM, or None (the default: it does).  s390x: real 0..0x1fff
+        is the CPU's own lowcore by prefixing."""
+        return None
+
     def hw_uses(self, linux: str, val: int) -> str | None:
         """For an entry Linux reads as none / not present / swap: why the MMU translates through
         it all the same (e.g. a hardware-valid s390x PTE without the software _PAGE_PRESENT), or

@@ -497,6 +497,12 @@ class S390x(LinuxPgtable):
     # real 0..0x1fff reaches, on a machine, the CPU's own lowcore by prefixing; the model reads its
     # RAM there, which RESERVED_LOW keeps free (zero): the same answer only while the lowcore
     # words read hold no table or PTE the walk would take.
+    def kernel_reads_elsewhere(self, pa: int) -> str | None:
+        if 0 <= pa < self.RESERVED_LOW:
+            return (f"the entry at real {pa:#x} is in the lowcore: prefixing gives a running kernel its own "
+                    "CPU's lowcore there (PoP ch. 3 'Prefixing'), not this word of RAM")
+        return None
+
     def p4d_offset(self, pgdp: int, pgd: int, addr: int) -> int:
         if (pgd & _REGION_ENTRY_TYPE_MASK) >= _REGION_ENTRY_TYPE_R1:
             return ((pgd & _REGION_ENTRY_ORIGIN) + REGION2.index(addr) * 8) & U64

@@ -6,6 +6,9 @@ it is held to (targets are stated here, never asserted in tests):
 
 * walk, scalar -- ``folio_walk_start()`` + ``folio_walk_end()`` address by address;
 * walk, batch -- ``walk_many()`` (emu/mm/pagewalk_batch.py), all mapped and with 10% none PTEs;
+  **cold** (the first call on a fresh address space of order-0 folios, no per-value memo: what
+  verify, fixtures and every fuzz case see; median of 3 fresh spaces) and **warm** (the median of
+  repeated calls on the same addresses);
 * probe, per address -- ``machine.probe()``: one ``emu_start`` per address (the baseline);
 * probe, batch, raw -- ``machine.probe_many_raw()``: guest loops over many addresses that write
   each result to a result table, handed over as numpy columns (status, physical address, fault

@@ -54,7 +54,7 @@ def run(config: str = "x86_64:4level", seconds: float = 20.0, walker: str = "aut
         phases["generate"] += time.perf_counter() - g0
         ev = target.evaluate(h)
         for k, v in ev.seconds.items():
-            phases[k] += v
+            phases[k] = phases.get(k, 0.0) + v
         cases += len(ev.addrs)
         hierarchies += 1
         for a, row in enumerate(ev.walks):

@@ -195,6 +195,12 @@ def _oracle_error(v: Views) -> str | None:
 
 
 def _deviation(v: Views) -> str | None:
+    emulator = getattr(v.oracle, "emulator", "unicorn")
+    if emulator != "unicorn":
+        from emu.machines.placement import explain  # only the deviations placed on that emulator
+
+        found = explain(v.ops, v.model, v.emulator, emulator)
+        return f"{found.name} [{emulator}]" if found is not None else None
     dev = deviations.explain(v.ops, v.model, v.emulator)
     return dev.name if dev is not None else None
 
@@ -314,6 +320,19 @@ def _model_vs_kernel_walk(v: Views) -> str | None:
     return walk_differs(v.model, v.kernel_walk, v.ops.pxd_clear if v.ops is not None else None)
 
 
+def _kernel_reads_elsewhere(v: Views) -> str | None:
+    """The compiled kernel answers otherwise, and the walk read an entry that a running kernel
+    does not find in this RAM (s390x: a hostile pointer wrapping into real 0..0x1fff, which the
+    kernel reads as its own lowcore): the kernel cannot check the row."""
+    if v.kernel_walk is None or v.ops is None:
+        return None
+    why = next((w for _lv, pa, _val in v.model.trace if (w := v.ops.kernel_reads_elsewhere(pa))), None)
+    if why is None:
+        return None
+    differs = _model_vs_kernel_walk(v)
+    return f"kernel: {why}; {differs}" if differs else None
+
+
 def _kernel_oops(v: Views) -> str | None:
     """The model predicts that the kernel oopses on this walk (it reads a struct page that does
     not exist: a PUD leaf or a migration entry naming a pfn of no present memory section); the
@@ -328,6 +347,9 @@ RULES: tuple[Rule, ...] = (
     Rule("model-vs-kernel", "disagree", KERNEL_DIFFERS,
          "the compiled kernel answers a function of an entry on the walk's path otherwise than the model",
          _model_vs_kernel),
+    Rule("kernel-reads-elsewhere", "oracle-cannot-check", KERNEL_WALK,
+         "the compiled kernel answers otherwise, but the walk reads an entry a running kernel finds "
+         "elsewhere (s390x: real 0..0x1fff is its own lowcore, by prefixing)", _kernel_reads_elsewhere),
     Rule("model-vs-kernel-walk", "disagree", KERNEL_WALK,
          "the compiled kernel's own folio_walk_start() answers the row otherwise than the model "
          "(folio, page, level, entry address and value, PTL held/released, entries cleared, oops)",

@@ -32,7 +32,6 @@ from archs.linux import LinuxPgtable
 from emu.errors import EmulatorError
 from emu.judge import REFUSED_PRESENT, VERDICT_CLASSES, judge
 from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult, Translation
-from emu.mm.mm_types import VMA
 from emu.mm.pagewalk import FLAG_COMBINATIONS, LEVEL_NAMES, FolioWalk, flags_str
 from emu.mm.scenarios import Case, Scenario
 
@@ -195,23 +194,21 @@ def walk_cases(
     sc: Scenario, cases: list[Case], flag_sets: tuple[int, ...]
 ) -> dict[tuple[int, int], WalkResult]:
     """Every case with every flag set, ``{(case index, flags): WalkResult}``: one
-    ``walk_many(isolated=True)`` (emu/mm/pagewalk_batch.py) per (VMA, flags), so each walk sees the tables as
+    ``walk_many_cases()`` (emu/mm/pagewalk_batch.py: one vector pass for every VMA and flag set,
+    each address walked as with ``walk_many(isolated=True)``), so each walk sees the tables as
     built (a bad entry Linux clears is back for the next row) and gives exactly what a
-    folio_walk_start()/folio_walk_end() pair would."""
-    from emu.mm.pagewalk_batch import walk_many
+    folio_walk_start()/folio_walk_end() pair would.  Rows of a vector-decided address share one
+    ``trace`` list across flag sets."""
+    from emu.fuzz.evaluate import rows_from_batches
+    from emu.mm.pagewalk_batch import walk_many_cases
 
-    by_vma: dict[int, tuple[VMA, list[int]]] = {}
-    for i, case in enumerate(cases):
-        by_vma.setdefault(id(case.vma), (case.vma, []))[1].append(i)
-    out: dict[tuple[int, int], WalkResult] = {}
+    if not cases:
+        return {}
+    addrs = [c.addr for c in cases]
     with sc.mm.mmap_read():
-        for vma, idx in by_vma.values():
-            addrs = [cases[i].addr for i in idx]
-            for f in flag_sets:
-                batch = walk_many(vma, addrs, f, isolated=True)
-                for k, i in enumerate(idx):
-                    out[(i, f)] = walk_result(sc.ops, batch[k], addrs[k], f)
-    return out
+        batches = walk_many_cases([c.vma for c in cases], addrs, flag_sets)
+    rows = rows_from_batches(sc.ops, batches, addrs)
+    return {(i, f): rows[i][j] for i in range(len(cases)) for j, f in enumerate(flag_sets)}
 
 
 @dataclass
@@ -304,14 +301,14 @@ def verify_scenario(
 
 
 def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str | None = None,
-                   harness: str = "auto") -> Report:
+                   harness: str = "auto", emulator: str = "unicorn") -> Report:
     """Build the default scenario of each configuration (of each half, where the configuration
     translates two: arm64 TTBR0 and TTBR1), verify it, and collect the rows.
 
     ``kconfig`` names the Kconfig profile the model follows (:data:`archs.kconfig.PROFILES`,
     default "distro"); ``harness`` says whether the compiled kernel checks every entry the walks
     read: "auto" when a harness for that profile is already built, "on" (build it if needed),
-    "off"."""
+    "off".  ``emulator`` is the MMU oracle's emulator (emu.machines.oracle.EMULATORS)."""
     from emu.mm.scenarios import build_default, halves
 
     start = time.perf_counter()
@@ -329,7 +326,7 @@ def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str |
             audit.ops = ops
         for half in halves(ops):  # arm64: the TTBR0 (low) and the TTBR1 (high) half
             try:
-                sc = build_default(ops, half=half)
+                sc = build_default(ops, half=half, emulator=emulator)
             except EmulatorError as err:
                 # The machine did not start: the walks still run, and every row says the MMU
                 # could not answer (counted as oracle-error), instead of ending the whole run.

@@ -66,6 +66,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="also ask the compiled kernel about every entry walked: auto = when a harness is "
                         "built (foliowalk kernel build), on = build it, off = model only")
+    p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu"),
+                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64 and arm64, docs/oracles.md)")
     p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")
     p.add_argument("--max-findings", type=int_arg, default=50, metavar="N",
                    help="distinct findings to shrink and save (default 50); all are counted")
@@ -113,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
 
         output_dir(args.out, "--out")
     seconds = args.seconds if args.seconds is not None or args.hierarchies is not None else 60.0
+    from emu.cli.verify import oracle_configs
+
     opts = CampaignOptions(
-        configs=_configs(args),
+        configs=oracle_configs(args.oracle, _configs(args), True),
         seed=args.seed,
         seconds=seconds,
         hierarchies=args.hierarchies,
@@ -126,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         max_findings=args.max_findings,
         progress=not args.quiet,
         harness=args.harness,
+        emulator=args.oracle,
     )
     if args.harness != "off" and not args.quiet:
         # which kernel walks each configuration's rows (built here once, so workers find it cached;

@@ -37,6 +37,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="check every entry against the compiled kernel: auto = when a harness is built "
                         "(foliowalk kernel build), on = build it if needed, off = model only")
+    p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu"),
+                   help="the emulator whose MMU answers: unicorn (default, in-process) or qemu (QEMU 7.2 system "
+                        "emulation, x86-64 so far; docs/oracles.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",
@@ -57,6 +60,31 @@ def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def oracle_configs(oracle: str, keys: list[str], chosen: bool) -> list[str]:
+    """The configurations ``oracle`` can check: all of ``keys`` for Unicorn; for QEMU those of
+    the architectures it has a machine for (others refused if ``chosen`` by name, else left out
+    with a note on stderr), after checking that QEMU is installed (one line, exit 2, if not)."""
+    if oracle == "unicorn":
+        return keys
+    from emu.cli import UsageError
+    from emu.machines.qemu import missing
+    from emu.machines.qemu.oracle import QEMU_ORACLES
+
+    other = sorted({archs.get_config(k).arch for k in keys} - set(QEMU_ORACLES))
+    if other and chosen:
+        raise UsageError(f"the qemu oracle has no machine for {', '.join(other)} yet "
+                         f"(it covers {', '.join(QEMU_ORACLES)})")
+    keys = [k for k in keys if archs.get_config(k).arch in QEMU_ORACLES]
+    if other:
+        print(f"note: --oracle qemu checks {', '.join(QEMU_ORACLES)} only; left out: {', '.join(other)}",
+              file=sys.stderr)
+    for arch in sorted({archs.get_config(k).arch for k in keys}):
+        problem = missing(arch)
+        if problem:
+            raise UsageError(f"--oracle qemu: {problem}")
+    return keys
+
+
 def run(args: argparse.Namespace) -> int:
     if args.spec is not None:  # a user's own hierarchy (docs/hierarchy.md), run in a child process
         from emu.cli import UsageError
@@ -67,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
                              "no --fixture, --addr, --kernel, --arch, --config or --kernel-config")
         return replay(args.spec, as_json=args.json, harness=args.harness)
     keys = selected_configs(args.arch, args.config)
+    keys = oracle_configs(args.oracle, keys, bool(args.arch or args.config))
+    if args.fixture and args.oracle != "unicorn":
+        from emu.cli import UsageError
+
+        raise UsageError("foliowalk verify: --fixture replays on the unicorn oracle only (so far)")
     if args.fixture:  # the recorded cases of fixture sets (emu/fixtures/), re-walked and re-probed
         from emu.cli import UsageError
         from emu.fixtures import replay_report
@@ -75,20 +108,30 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("verify: --fixture replays the recorded cases; no --addr or --kernel")
         report = replay_report(args.fixture)
     elif args.addr:
-        report = verify_addresses(keys, args.addr, args.kernel, harness=args.harness)
+        report = verify_addresses(keys, args.addr, args.kernel, harness=args.harness, emulator=args.oracle)
     else:
         from emu.verify import verify_configs
 
-        report = verify_configs(keys, args.kernel, kconfig=args.kconfig, harness=args.harness)
+        report = verify_configs(keys, args.kernel, kconfig=args.kconfig, harness=args.harness,
+                                emulator=args.oracle)
     if args.json:
-        json.dump(report_json(report), sys.stdout, indent=1)
+        out = report_json(report)
+        if args.oracle != "unicorn":
+            out["oracle"] = args.oracle
+        json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print_table(report)
+        if args.oracle != "unicorn":
+            from emu.machines.placement import EMULATOR_NAMES
+
+            print(f"oracle: {EMULATOR_NAMES[args.oracle]} system emulation (docs/oracles.md); "
+                  "deviation rows name the emulator: [qemu]")
     return 0 if report.ok else 1
 
 
-def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None, *, harness: str = "off") -> Report:
+def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None, *, harness: str = "off",
+                     emulator: str = "unicorn") -> Report:
     """Rows for user-chosen addresses, each walked in the VMA of the default scenario (of either
     half, where the configuration has two) that holds it; with ``harness`` (auto/on), the
     compiled folio_walk_start() walks them too, where it is built."""
@@ -113,7 +156,7 @@ def verify_addresses(keys: list[str], addrs: list[int], kernel: str | None, *, h
         placed: set[int] = set()
         spans: list[str] = []
         for half in halves(ops):
-            sc = build_default(ops, half=half)
+            sc = build_default(ops, half=half, emulator=emulator)
             try:
                 sc.cases = []
                 for va in addrs:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import importlib
 import random
@@ -124,6 +125,15 @@ class EntryGenerator:
     ) -> None:
         self.ops = ops
         self.layout = layout
+        # layout.in_forbidden() by bisection over the merged ranges (the same set of addresses)
+        merged: list[list[int]] = []
+        for lo, hi in sorted((lo, hi) for lo, hi in layout.forbidden if lo < hi):
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self._forbidden_lo = [lo for lo, _ in merged]
+        self._forbidden_hi = [hi for _, hi in merged]
         self.swap_types = interesting_swap_types(ops)
         self.levels: tuple[HwLevel, ...] = ops.config.levels
         module = importlib.import_module(archs.ARCHES[ops.arch])
@@ -174,12 +184,16 @@ class EntryGenerator:
     def clear_value(self, depth: int) -> int:
         return int(self.ops.clear_value(self.levels[depth].linux))
 
+    def _in_forbidden(self, pa: int) -> bool:
+        i = bisect.bisect_right(self._forbidden_lo, pa) - 1
+        return i >= 0 and pa < self._forbidden_hi[i]
+
     def forbidden(self, value: int, depth: int | None = None) -> bool:
         """Could the MMU walk the probe machine's frames through ``value`` -- read at any level
         where Linux takes it for a table pointer (also with the address bits above 32..52
         dropped) -- or does it map them as a leaf at its own ``depth``?"""
         ops = self.ops
-        hit = self.layout.in_forbidden
+        hit = self._in_forbidden
         for linux, leaf in self._table_readers:
             try:
                 if ops.entry_none(linux, value) or (leaf is not None and leaf(value)):

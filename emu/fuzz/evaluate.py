@@ -5,12 +5,16 @@ FW_* combination, probed once on the MMU, each row judged by :func:`emu.judge.ju
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Literal
+
+import numpy as np
 
 import archs
 from archs.linux import (
@@ -80,10 +84,11 @@ class Target:
 
     def __init__(
         self, key: str, kernel: str = DEFAULT_KERNEL, *, oracle: bool = True, walker: str = "auto",
-        harness: str = "off", walk_build: Any = None,
+        harness: str = "off", walk_build: Any = None, emulator: str = "unicorn",
     ) -> None:
         """``walk_build``: the compiled walk (emu.kernel.walk.WalkBuild) to judge every row with,
-        instead of the one ``harness`` finds for the distribution's tree (``kernel verify``)."""
+        instead of the one ``harness`` finds for the distribution's tree (``kernel verify``);
+        ``emulator``: the oracle's (emu.machines.oracle.EMULATORS)."""
         if walker not in ("auto", "batch", "scalar"):
             raise ConfigError(f"walker must be auto, batch or scalar, not {walker!r}")
         from emu.verify import kernel_view
@@ -119,7 +124,7 @@ class Target:
         if oracle:
             from emu.machines.oracle import make_oracle
 
-            self.oracle = make_oracle(self.ops, ram, alloc)
+            self.oracle = make_oracle(self.ops, ram, alloc, emulator)
             self.sc.oracle = self.oracle
             builder.reserved = list(self.oracle.reserved_va())
             got = tuple((int(a), int(b)) for a, b in builder.reserved)
@@ -247,6 +252,18 @@ class Target:
             sc.ram.restore(saved)
 
     def evaluate(self, h: Hierarchy, flag_sets: Sequence[int] = FLAG_COMBINATIONS) -> Evaluation:
+        """Load ``h``, walk, probe and judge every case.  The cyclic GC is off meanwhile: an
+        evaluation makes thousands of small objects with no cycles among them (refcounting frees
+        them), and collecting generation 0 every 700 of them cost ~20% of a fuzz case."""
+        if not gc.isenabled():
+            return self._evaluate(h, flag_sets)
+        gc.disable()
+        try:
+            return self._evaluate(h, flag_sets)
+        finally:
+            gc.enable()
+
+    def _evaluate(self, h: Hierarchy, flag_sets: Sequence[int]) -> Evaluation:
         t0 = time.perf_counter()
         self.load(h)
         t1 = time.perf_counter()
@@ -292,8 +309,8 @@ class Target:
 
 
 def _batch_walker(walker: str) -> Callable[..., list[list[WalkResult]]] | None:
-    """``emu.mm.pagewalk_batch.walk_many`` (the batch walker) adapted to rows per case, or None for the
-    per-address walker (``walker="scalar"``, or no emu.mm.pagewalk_batch)."""
+    """``emu.mm.pagewalk_batch.walk_many_cases`` (the batch walker) as rows per case, or None
+    for the per-address walker (``walker="scalar"``, or no emu.mm.pagewalk_batch)."""
     if walker == "scalar":
         return None
     try:
@@ -302,8 +319,133 @@ def _batch_walker(walker: str) -> Callable[..., list[list[WalkResult]]] | None:
         if walker == "batch":
             raise ConfigError("walker=batch needs emu.mm.pagewalk_batch") from None
         return None
+    fn = getattr(mod, "walk_many_cases", None)
+    if fn is not None:
+        return _adapt_walk_many_cases(fn)
     fn = getattr(mod, "walk_many", None)
     return _adapt_walk_many(fn) if fn is not None else None
+
+
+def _adapt_walk_many_cases(fn: Callable[..., Any]) -> Callable[..., list[list[WalkResult]]]:
+    """``walk_many_cases(vmas, addrs, flag_sets)``: one vector pass per hierarchy, every VMA and
+    flag set, back to rows per case (:func:`rows_from_batches`)."""
+    memo: dict[tuple[str, int], tuple[int, int, str | None]] = {}
+
+    def call(sc: Scenario, cases: list[Case], flag_sets: tuple[int, ...]) -> list[list[WalkResult]]:
+        addrs = [c.addr for c in cases]
+        with sc.mm.mmap_read():
+            batches = fn([c.vma for c in cases], addrs, flag_sets)
+        if len(memo) > 1 << 16:
+            memo.clear()
+        return rows_from_batches(sc.ops, batches, addrs, memo)
+
+    return call
+
+
+def rows_from_batches(
+    ops: LinuxPgtable, batches: Sequence[Any], addrs: Sequence[int],
+    memo: dict[tuple[str, int], tuple[int, int, str | None]] | None = None,
+) -> list[list[WalkResult]]:
+    """Rows per address (one :class:`WalkResult` per batch, i.e. per flag set) of the batches of
+    ``walk_many_cases()``: :func:`emu.verify.walk_result` of every record.  A record the vector
+    pass decided is built once from the columns (found normal leaves, none entries), its
+    expectations from ``memo`` (per (level, entry): what leaf_expectations() computes), and is
+    the same for every flag set: the other flag sets' rows are copies sharing its ``trace`` list
+    (:meth:`Target.evaluate` judges such a row once).  Records of the per-address walker, and
+    outside-vma ones, go through walk_result() itself.  tests/fuzz/test_fuzz.py proves it equal
+    to walk_result() on every record."""
+    from emu.mm.pagewalk_batch import _REASON, _TRACE
+
+    n = len(addrs)
+    if memo is None:
+        memo = {}
+    if not batches:
+        return [[] for _ in range(n)]
+    b0 = batches[0]
+    status = b0._status
+    st = status.tolist()
+    level = b0._level.tolist()
+    entry_pa = b0._entry_pa.tolist()
+    entry = b0._entry.tolist()
+    folio_pfn = b0._folio_pfn.tolist()
+    folio_order = b0._folio_order.tolist()
+    page_pfn = b0._page_pfn.tolist()
+    tpa, tval, al, pre = b0._tpa, b0._tval, b0._alias, b0._pre
+    head = [("pgd", pre[k], pre[k + 1]) for k in range(0, len(pre), 2)]
+    traces: list[Any] = [None] * n
+    for code, path in _TRACE.items():
+        if not path:
+            continue
+        idx = np.flatnonzero(status == code)
+        if not len(idx):
+            continue
+        m = len(idx)
+        # one column of (level, pa, value) tuples per read, then the rows: all in C loops
+        cols = [repeat(t, m) for t in head] + [
+            zip(repeat(name, m), tpa[al[c], idx].tolist(), tval[al[c], idx].tolist(), strict=True)
+            for name, c in path]
+        for i, tr in zip(idx.tolist(), map(list, zip(*cols, strict=True)), strict=True):
+            traces[i] = tr
+    shift = ops.PAGE_SHIFT
+    first: list[WalkResult] = []
+    vector = [False] * n
+    f0 = b0.flags
+    for i in range(n):
+        s = st[i]
+        if s == 0 or s == 9:  # the per-address walker's record, or outside-vma (its warning)
+            first.append(walk_result(ops, b0[i], addrs[i], f0))
+            vector[i] = s == 9  # (outside-vma: the same for every flag set)
+            continue
+        vector[i] = True
+        lv = LEVEL_NAMES[level[i]] if level[i] >= 0 else None
+        wr = object.__new__(WalkResult)
+        if s <= 3:  # found: a normal leaf
+            ent = entry[i]
+            key = (lv or "", ent)
+            got = memo.get(key)
+            if got is None:
+                size = {"PUD": ops.PUD_SIZE, "PMD": ops.PMD_SIZE}.get(lv, ops.PAGE_SIZE)  # type: ignore[arg-type]
+                got = memo[key] = (_leaf_pfn(ops, lv, ent) << shift, size - 1,
+                                   ops.hw_absent_reason(lv.lower(), ent))  # type: ignore[union-attr]
+            pp = page_pfn[i]
+            wr.__dict__ = {
+                "flags": f0, "reason": "found", "kind": "normal", "folio_pfn": folio_pfn[i],
+                "folio_order": folio_order[i], "page_pfn": pp if pp >= 0 else None, "level": lv,
+                "entry_pa": entry_pa[i], "entry": ent, "expected_pa": got[0] + (addrs[i] & got[1]),
+                "hw_absent": got[2], "trace": traces[i], "cleared": [], "warnings": [],
+            }
+        else:  # none@<level>: fw->level/entry set at the PTE only
+            wr.__dict__ = {
+                "flags": f0, "reason": _REASON[s], "kind": "", "folio_pfn": None, "folio_order": None,
+                "page_pfn": None, "level": lv, "entry_pa": entry_pa[i] if lv is not None else None,
+                "entry": entry[i] if lv is not None else None, "expected_pa": None, "hw_absent": None,
+                "trace": traces[i], "cleared": [], "warnings": [],
+            }
+        first.append(wr)
+    out = [[w] for w in first]
+    # a per-address record that walk_many_cases() shares between flag sets (the walk never
+    # tested the bits in which they differ): its result, by the record's identity
+    built = {id(r): first[i] for i, r in b0._records.items()}
+    for b in batches[1:]:
+        f = b.flags
+        recs = b._records
+        for i in range(n):
+            o = first[i] if vector[i] else built.get(id(recs.get(i)))
+            if o is not None:
+                wr = object.__new__(WalkResult)
+                d = dict(o.__dict__)
+                d["flags"], d["cleared"], d["warnings"] = f, list(o.cleared), list(o.warnings)
+                wr.__dict__ = d
+            else:
+                wr = built[id(recs[i])] = walk_result(ops, b[i], addrs[i], f)
+            out[i].append(wr)
+    return out
+
+
+def _leaf_pfn(ops: LinuxPgtable, level: str | None, entry: int) -> int:
+    from emu.verify import _leaf_pfn as leaf_pfn
+
+    return leaf_pfn(ops, level, entry)
 
 
 def _adapt_walk_many(fn: Callable[..., Any]) -> Callable[..., list[list[WalkResult]]]:

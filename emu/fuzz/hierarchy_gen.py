@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Sequence
+from typing import Any
 
 import archs
 from archs.base import U64
@@ -116,7 +118,7 @@ class HierarchyGenerator:
                 off = 0 if rng.random() < 0.1 else rng.randrange(span) & ~7
                 addrs.append(va + off)
 
-        def fill(depth: int, table: int, parent: int | None, slots: list[tuple[int, int]]) -> None:
+        def fill(depth: int, table: int, parent: int | None, slots: Sequence[tuple[int, int]]) -> None:
             lv = levels[depth]
             span = 1 << lv.shift
             n_child = 0 if depth == last else rng.choice((1, 1, 2, 2, 3))
@@ -153,7 +155,7 @@ class HierarchyGenerator:
                 add_addrs(none_slot[1], span, 1)
             for child, va in children:
                 sub = levels[depth + 1]
-                sub_slots = [(i, va + (i << sub.shift)) for i in range(sub.entries)]
+                sub_slots = _Slots(va, sub.shift, sub.entries)
                 if rng.random() < p.p_none_addr:
                     add_addrs(va, span, 1)
                 fill(depth + 1, child, table, sub_slots)
@@ -212,3 +214,25 @@ class HierarchyGenerator:
                     pgoff = rng.choice(self.layout.small_pfns)
             out.append(VmaSpec(a, b, flags, max(pgoff, 0), name))
         return tuple(out)
+
+
+class _Slots(Sequence[tuple[int, int]]):
+    """A table's slots ``(index, first address)``, made when ``rng.sample()`` picks them (it
+    reads only the length and the picked items: the same picks as from the full list)."""
+
+    __slots__ = ("va", "shift", "n")
+
+    def __init__(self, va: int, shift: int, n: int) -> None:
+        self.va, self.shift, self.n = va, shift, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return (i, self.va + (i << self.shift))

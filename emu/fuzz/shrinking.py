@@ -70,10 +70,17 @@ def shrink(target: Target, h: Hierarchy, addr: int, sig: str, *, budget_s: float
     guard = EntryGenerator(target.ops, lay)  # clearing address bits must not aim at the machine
     before = (len(h.entries), len(h.fuzzed), h.set_bits())
 
+    tried: dict[Hierarchy, bool] = {}  # ddmin asks some candidates again: evaluate each once
+
     def shows(cand: Hierarchy) -> bool:
+        got = tried.get(cand)
+        if got is not None:
+            return got
         count[0] += 1
         ev = target.evaluate(cand)
-        return any(signature(w, ev.probes[0], ev.verdicts[0][j]) == sig for j, w in enumerate(ev.walks[0]))
+        got = tried[cand] = any(
+            signature(w, ev.probes[0], ev.verdicts[0][j]) == sig for j, w in enumerate(ev.walks[0]))
+        return got
 
     def out_of_time() -> bool:
         return time.perf_counter() - t0 > budget_s
@@ -131,7 +138,8 @@ def shrink(target: Target, h: Hierarchy, addr: int, sig: str, *, budget_s: float
                 ents = list(cur.entries)
                 ents[i] = replace(e, value=value)
                 cur = rebuild(ents)
-    # The shrunk hierarchy must still show the signature as it stands.
+    # The shrunk hierarchy must still show the signature as it stands (evaluated again).
+    tried.pop(cur, None)
     if not shows(cur):  # pragma: no cover - every step above checked it
         raise FoliowalkError("shrinking lost the finding")
     return Shrunk(cur, sig, count[0], time.perf_counter() - t0, before, complete=not out_of_time())

@@ -37,7 +37,8 @@ class Worker:
 
     def target(self, key: str) -> Target:
         if key not in self.targets:
-            self.targets[key] = Target(key, self.opts.kernel, walker=self.opts.walker, harness=self.opts.harness)
+            self.targets[key] = Target(key, self.opts.kernel, walker=self.opts.walker, harness=self.opts.harness,
+                                       emulator=self.opts.emulator)
             self.gens[key] = HierarchyGenerator(key, self.opts.kernel, self.opts.params)
         return self.targets[key]
 
@@ -111,7 +112,7 @@ class Worker:
                 break
         path = None
         if opts.out is not None:
-            path, extra_note = save_hierarchy_finding(opts.out, small, name, sig, verdict)
+            path, extra_note = save_hierarchy_finding(opts.out, small, name, sig, verdict, emulator=opts.emulator)
             note = "; ".join(x for x in (note, extra_note) if x)
         self.report(FindingRecord(
             kind, sig, h.config, h.index, addr, verdict, str(path) if path else None,
@@ -121,7 +122,8 @@ class Worker:
         ))
 
 
-def save_hierarchy_finding(out: Path, h: Hierarchy, name: str, sig: str, verdict: str) -> tuple[Path, str]:
+def save_hierarchy_finding(out: Path, h: Hierarchy, name: str, sig: str, verdict: str, *,
+                           emulator: str = "unicorn") -> tuple[Path, str]:
     """Save a (shrunk, one-address) finding: its hierarchy spec, and a fixture set when the
     fixtures API is there.  The rows are recomputed on a fresh machine first: a finding must
     not depend on the state of the machine that found it.  Returns (path, note)."""
@@ -135,7 +137,7 @@ def save_hierarchy_finding(out: Path, h: Hierarchy, name: str, sig: str, verdict
         return spec_path, "fixture not written: emu.fixtures is not available"
     from emu.verify import verify_scenario
 
-    with Target(h.config, h.kernel) as fresh:
+    with Target(h.config, h.kernel, emulator=emulator) as fresh:
         fresh.load(h)
         # verify_scenario() tags the frames the walks expect: never the probe machine's.
         ev = fresh.evaluate(h)

@@ -28,6 +28,8 @@ class Oracle:
 
     machine: Any
     half: str = "low"
+    #: Which emulator answers (:data:`EMULATORS`): the deviation registry is placed per emulator.
+    emulator: str = "unicorn"
     #: Physical ``[start, end)`` ranges the machine took from the scenario's allocator (its code,
     #: tables and buffers), set by :func:`make_oracle`.  Nothing may write there but the machine:
     #: verify never tags them, whatever frame a (hostile) leaf maps.
@@ -203,11 +205,29 @@ def _taken(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[
     return taken
 
 
-def make_oracle(ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> Oracle:
+#: The emulators an oracle can run on (``--oracle``); QEMU's machines: emu/machines/qemu/.
+EMULATORS = ("unicorn", "qemu")
+
+
+OracleFactory = Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Oracle]
+
+
+def oracle_factories(emulator: str = "unicorn") -> dict[str, OracleFactory]:
+    """arch -> oracle factory of ``emulator``."""
+    if emulator == "qemu":
+        from emu.machines.qemu.oracle import QEMU_ORACLES
+
+        return QEMU_ORACLES
+    if emulator != "unicorn":
+        raise ConfigError(f"unknown oracle {emulator!r}: one of {', '.join(EMULATORS)}")
+    return ORACLES
+
+
+def make_oracle(ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator, emulator: str = "unicorn") -> Oracle:
     try:
-        factory = ORACLES[ops.arch]
+        factory = oracle_factories(emulator)[ops.arch]
     except KeyError:
-        raise ConfigError(f"no MMU oracle for architecture {ops.arch!r}") from None
+        raise ConfigError(f"no {emulator} MMU oracle for architecture {ops.arch!r}") from None
     before = list(alloc._free)  # FrameAllocator keeps its free list private
     oracle = factory(ops, ram, alloc)
     oracle.frames = _taken(before, list(alloc._free))

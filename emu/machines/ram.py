@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import struct
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,6 +25,13 @@ TAG = 0xF011_0000_0000_0000
 TAG_MASK = 0xFFFF_0000_0000_0000
 
 MAX_RAM = 1 << 40  # what a sparse mapping of this kind of machine can sensibly hold
+
+#: Reserve no swap for guest RAM: only the pages touched are backed, so sparse RAM far beyond the
+#: host's memory maps (without it Linux's overcommit heuristic refuses a mapping larger than
+#: RAM + swap: ENOMEM at ~23 GiB on a 24 GiB host).  Python 3.11's mmap module lacks the
+#: constant; 0x4000 is its Linux value on x86-64, arm64 and s390x (include/uapi/asm-generic/
+#: mman.h, which those architectures use).  Elsewhere, nothing.
+MAP_NORESERVE: int = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 
 
 class PhysicalMemory:
@@ -40,7 +48,7 @@ class PhysicalMemory:
         self.size = size
         self.big_endian = big_endian
         self._u64 = struct.Struct(">Q" if big_endian else "<Q")
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
         try:
             self._map = mmap.mmap(-1, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as err:  # the host cannot map that much, even sparse

@@ -18,7 +18,8 @@ predicates for the shapes nearly every entry has: good table entries, present no
 PMD, PUD), none entries at any level, and addresses outside the VMA.  The predicates come from
 *vector rules* (emu/mm/pagewalk_batch_rules.py; emu/mm/WALKERS.md says what they may
 decide): :class:`X86_64Rules` (masks derived from archs/x86_64.py's construct
-declarations), or for any other architecture :class:`MemoRules`, which asks the arch's own scalar
+declarations; arm64's and s390x's PTE masks likewise: ``Arm64Rules``, ``S390xRules``), or for any
+other architecture :class:`MemoRules`, which asks the arch's own scalar
 predicates once per distinct entry value.  Every other address (swap, migration, PROT_NONE,
 special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
 :func:`~emu.mm.pagewalk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions
@@ -74,11 +75,13 @@ from emu.mm.pagewalk import (
     TraceStep,
     folio_walk_end,
     folio_walk_start,
+    folio_walk_start_reference,
     outside_vma_warning,
 )
 from emu.mm.pagewalk_batch_rules import VECTOR_RULES, DynamicFoldingRules, MemoRules, X86_64Rules
 
-__all__ = ["walk_many", "WalkBatch", "VECTOR_RULES", "X86_64Rules", "MemoRules", "DynamicFoldingRules"]
+__all__ = ["walk_many", "walk_many_cases", "WalkBatch", "VECTOR_RULES", "X86_64Rules", "MemoRules",
+           "DynamicFoldingRules"]
 
 _U64 = np.uint64
 
@@ -113,9 +116,11 @@ class WalkBatch(Sequence[FolioWalk]):
     (see the module docstring for the columns).  ``batch[i]`` equals the ``fw`` that
     folio_walk_start()/folio_walk_end() leave for ``addrs[i]`` (``ptl`` is None: the walk ended)."""
 
-    def __init__(self, vma: VMA, addrs: np.ndarray, flags: int) -> None:
+    def __init__(self, vma: VMA, addrs: np.ndarray, flags: int, vmas: Sequence[VMA] | None = None) -> None:
         n = len(addrs)
         self.vma = vma
+        #: per-address VMAs (:func:`walk_many_cases`), or None: every address is in ``vma``
+        self.vmas = vmas
         self.flags = flags
         self.addrs = addrs
         self._found = np.zeros(n, dtype=bool)
@@ -196,6 +201,23 @@ class WalkBatch(Sequence[FolioWalk]):
     def __len__(self) -> int:
         return len(self.addrs)
 
+    def vma_of(self, i: int) -> VMA:
+        """The VMA address ``i`` was walked in."""
+        return self.vma if self.vmas is None else self.vmas[i]
+
+    def _for_flags(self, flags: int) -> WalkBatch:
+        """A batch with this one's vector-decided columns for other FW_* flags (the vector pass
+        decides only normal leaves, none entries and outside-vma, which no flag changes), its
+        per-address walks still to do.  The trace columns are shared (read only)."""
+        b = WalkBatch.__new__(WalkBatch)
+        b.vma, b.vmas, b.flags, b.addrs = self.vma, self.vmas, flags, self.addrs
+        for k in ("_found", "_level", "_entry_pa", "_entry", "_folio_pfn", "_folio_order", "_page_pfn",
+                  "_status"):
+            setattr(b, k, getattr(self, k).copy())
+        b._tpa, b._tval, b._alias, b._pre = self._tpa, self._tval, self._alias, self._pre
+        b._records, b._unsynced = {}, []
+        return b
+
     def reason(self, i: int) -> str:
         rec = self._records.get(i)
         return rec.reason if rec is not None else _REASON[int(self._status[i])]
@@ -228,9 +250,10 @@ class WalkBatch(Sequence[FolioWalk]):
         if rec is not None:
             return rec
         st = int(self._status[i])
-        fw = FolioWalk(vma=self.vma, reason=_REASON[st])
+        vma = self.vma_of(i)
+        fw = FolioWalk(vma=vma, reason=_REASON[st])
         if st == _OUTSIDE:
-            fw.warnings.append(outside_vma_warning(int(self.addrs[i]), self.vma))
+            fw.warnings.append(outside_vma_warning(int(self.addrs[i]), vma))
             return fw
         lvl = int(self._level[i])
         if lvl >= 0:
@@ -342,20 +365,32 @@ class _VectorWalk:
 
     def _folios(self) -> None:
         memmap = self.memmap
-        if len(memmap._heads) == self._folio_version:  # MemMap only ever adds folios
+        heads_l = memmap._heads  # sorted head pfns; MemMap only ever adds folios
+        if len(heads_l) == self._folio_version:
             return
-        folios = memmap.folios()
-        self._heads = np.array([f.pfn for f in folios], dtype=np.int64)
-        self._orders = np.array([f.order for f in folios], dtype=np.int64)
-        self._folio_version = len(folios)
+        n = len(heads_l)
+        om = memmap._orders  # head -> order, in the order added
+        heads = np.fromiter(om.keys(), dtype=np.int64, count=n)
+        orders = np.fromiter(om.values(), dtype=np.int64, count=n)
+        by_pfn = np.argsort(heads, kind="stable")
+        heads, orders = heads[by_pfn], orders[by_pfn]
+        self._heads, self._orders = heads, orders
+        self._folio_version = n
         self._dense = None
-        if folios:
-            lo = folios[0].pfn
-            hi = folios[-1].pfn + folios[-1].nr_pages
+        if n:
+            sizes = np.int64(1) << orders
+            lo = int(heads[0])
+            hi = int(heads[-1] + sizes[-1])
             if hi - lo <= _DENSE_FOLIO_SPAN:
+                # pfn - lo -> index of its folio: every folio's pages, at once
                 dense = np.full(hi - lo, -1, dtype=np.int32)
-                for k, f in enumerate(folios):
-                    dense[f.pfn - lo : f.pfn - lo + f.nr_pages] = k
+                if (sizes == 1).all():
+                    dense[heads - lo] = np.arange(n, dtype=np.int32)
+                else:
+                    k = np.repeat(np.arange(n, dtype=np.int32), sizes)
+                    starts = np.cumsum(sizes) - sizes
+                    within = np.arange(len(k), dtype=np.int64) - np.repeat(starts, sizes)
+                    dense[np.repeat(heads - lo, sizes) + within] = k
                 self._dense, self._dense_lo = dense, lo
 
     def page_folio(self, pfn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -387,7 +422,21 @@ class _VectorWalk:
         b._alias = self.alias
         lo, hi = 0, len(b)
         a = b.addrs
-        inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
+        pfnmix: Any = bool(vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP))
+        if b.vmas is None:
+            inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
+        else:  # per-address VMAs (walk_many_cases): bounds and flags as columns
+            by_id = {id(v): v for v in b.vmas}
+            if len(by_id) == 1:
+                inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
+            else:
+                uniq = list(by_id.values())
+                pos = {k: j for j, k in enumerate(by_id)}
+                which = np.fromiter((pos[id(v)] for v in b.vmas), dtype=np.intp, count=len(b.vmas))
+                starts = np.array([v.vm_start for v in uniq], dtype=np.uint64)[which]
+                ends = np.array([v.vm_end for v in uniq], dtype=np.uint64)[which]
+                inside = (a >= starts) & (a < ends)
+                pfnmix = np.array([bool(v.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)) for v in uniq])[which]
         sel: Sel = slice(lo, hi)
         if not inside.all():  # WARN_ON_ONCE(addr outside the VMA): not found
             status[_pick(sel, ~inside)] = _OUTSIDE
@@ -442,7 +491,9 @@ class _VectorWalk:
         none, table, leaf, nxt, pfn = r.pmd(v)  # (rules apply pgtable-nopmd.h folding themselves)
         if none.any():
             status[_pick(sel, none)] = _NONE_PMD
-        if leaf.any() and not vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP):
+        if not isinstance(pfnmix, bool):  # per-address VMA flags
+            leaf = leaf & ~pfnmix[_pick(sel, np.ones(len(leaf), dtype=bool))]
+        if leaf.any() and pfnmix is not True:
             # ptl = pmd_lock(); vm_normal_page_pmd() gives a page: found
             la, lp, lv, pfn = a[leaf], entp[leaf], v[leaf], pfn[leaf]
             li = _pick(sel, leaf)
@@ -545,15 +596,96 @@ def walk_many(vma: VMA, addrs: Sequence[int] | np.ndarray, flags: int = 0, *, is
     return b
 
 
+def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
+                    flag_sets: Sequence[int]) -> list[WalkBatch]:
+    """``[walk_many(vmas[i], [addrs[i]], f, isolated=True) ...]`` for every flag set ``f``, with
+    one VMA per address: one :class:`WalkBatch` per flag set, each record exactly what
+    ``walk_many(vma, addrs_in_vma, f, isolated=True)`` gives (every address sees the tables as
+    they were at the call).  One vector pass serves every VMA and every flag set (the addresses
+    it decides -- normal leaves, none entries, outside the VMA -- no FW_* flag changes); only the
+    rest are walked per flag set by the per-address walker.  The mmap lock must be held."""
+    if not vmas:
+        return [WalkBatch(None, np.zeros(0, dtype=np.uint64), f, []) for f in flag_sets]  # type: ignore[arg-type]
+    vma = vmas[0]
+    mm = vma.vm_mm
+    if mm is None or any(v.vm_mm is not mm for v in vmas):
+        raise ValueError("every VMA must be attached to the same mm (mm.add_vma)")
+    mm.mmap_assert_locked()
+    arr = np.asarray(addrs, dtype=np.uint64)
+    if arr.ndim != 1 or len(arr) != len(vmas):
+        raise ValueError("walk_many_cases takes one VMA per address")
+    vmas = list(vmas)
+    out: list[WalkBatch] = []
+    first: WalkBatch | None = None
+    vw = _vector_walker(mm)
+    ram = mm.ram
+    addr_of: list[int] = []
+    # vector-refused addresses: the reference walker at once (folio_walk_start() would try the
+    # fast path first, which gives up on the same entries); without the vector pass, the fast path
+    walk = folio_walk_start_reference if vw is not None else folio_walk_start
+    # per address: the records walked so far, each with the FW_* bits its walk tested
+    done: dict[int, list[tuple[int, int, FolioWalk]]] = {}
+    gc_was_enabled = gc.isenabled()
+    try:
+        for f in flag_sets:
+            if first is None:
+                b = first = WalkBatch(vma, arr, f, vmas)
+                if vw is not None and len(arr):
+                    vw.run(b)
+                todo = np.flatnonzero(b._status == _SCALAR).tolist()
+                if len(todo) > 1000:
+                    gc.disable()
+                addr_of = arr.tolist() if todo else []
+            else:
+                b = first._for_flags(f)
+            records, unsynced = b._records, b._unsynced
+            for i in todo:
+                # A walk under flags g that tested only the bits T of its flags took the path
+                # every flag set agreeing with g on T takes (folio_walk_start() reads its flags
+                # only as ``flags & FW_*``; the tables are as at the call): its record is this
+                # one's too.
+                seen = done.setdefault(i, [])
+                fw = next((r for g, t, r in seen if (g ^ f) & t == 0), None)
+                if fw is None:
+                    fw = FolioWalk()
+                    tf = _TestedFlags(f)
+                    with ram.undo():  # (the vector pass refused it: the fast path would too)
+                        if walk(fw, vmas[i], addr_of[i], tf) is not None:
+                            folio_walk_end(fw, vmas[i])
+                    seen.append((f, tf.tested, fw))
+                records[i] = fw
+                unsynced.append(i)
+            out.append(b)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return out
+
+
+class _TestedFlags(int):
+    """FW_* flags that note which bits were tested (``flags & FW_MIGRATION``)."""
+
+    tested = 0
+
+    def __and__(self, other: Any) -> int:
+        self.tested |= int(other)
+        return int(self) & int(other)
+
+    __rand__ = __and__
+
+
 def _walk_each(b: WalkBatch, vma: VMA, arr: np.ndarray, flags: int, isolated: bool, vector: bool,
                todo: list[int]) -> None:
     """The per-address walks of :func:`walk_many`, in address order (``todo`` is a heap)."""
     addr_of = arr.tolist() if len(todo) > len(arr) // 8 else None
     records, unsynced = b._records, b._unsynced
     ram = vma.vm_mm.ram  # type: ignore[union-attr]
+    vmas = b.vmas
     while todo:
         i = heapq.heappop(todo)
         a = addr_of[i] if addr_of is not None else int(arr[i])
+        if vmas is not None:
+            vma = vmas[i]
         fw = FolioWalk()
         if isolated:
             with ram.undo():

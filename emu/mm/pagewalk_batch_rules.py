@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from emu.mm.mm_types import MM
+from emu.mm.pagewalk_fast import C_LEAF, C_NONE, C_OTHER, C_SAME
 
 _U64 = np.uint64
 
@@ -97,6 +98,7 @@ class X86_64Rules:
 
 
 _M_NONE, _M_TABLE, _M_SAME, _M_LEAF, _M_OTHER = 0, 1, 2, 3, 4
+_FROM_FAST = {C_NONE: _M_NONE, C_SAME: _M_SAME, C_OTHER: _M_OTHER}  # the fast path's codes -> ours
 _HASH_MUL = _U64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2**64 / golden ratio, odd
 
 
@@ -183,8 +185,6 @@ class MemoRules:
 
     def _scalar(self, level: str, x: int) -> tuple[int, int]:
         """(code, next table address or leaf pfn) of one value, by the arch's predicates."""
-        from emu.mm.pagewalk_fast import C_LEAF, C_NONE, C_OTHER, C_SAME
-
         fast = self.fast
         if level in ("pgd", "p4d", "pud"):
             c = fast.memo[level].get(x)
@@ -194,7 +194,7 @@ class MemoRules:
                 return _M_TABLE, c
             if c == C_LEAF:
                 return _M_LEAF, fast.pud_leaf_pfn[x]
-            return {C_NONE: _M_NONE, C_SAME: _M_SAME, C_OTHER: _M_OTHER}[c], 0
+            return _FROM_FAST[c], 0
         if level == "pmd":
             t = fast.memo["pmd"].get(x)
             if t is None:
@@ -211,6 +211,10 @@ class MemoRules:
             return _M_LEAF, int(ops.pte_pfn(x))
         return (_M_NONE, 0) if ops.pte_none(x) else (_M_OTHER, 0)
 
+    #: (none, normal, pfn) of many PTE values by masks, where an arch has them (Arm64Rules,
+    #: S390xRules): the memo's misses are classified with it instead of value by value
+    _pte_masks: Any = None
+
     def classify(self, level: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         memo = self.memo[level]
         codes, aux = memo.lookup(v)
@@ -218,9 +222,15 @@ class MemoRules:
         if absent.any():
             miss = v[absent]
             new = np.unique(miss)
-            got = [self._scalar(level, x) for x in new.tolist()]
-            memo.insert(new, np.array([c for c, _ in got], dtype=np.int8),
-                        np.array([a for _, a in got], dtype=np.uint64))
+            masks = self._pte_masks if level == "pte" else None
+            if masks is not None:  # the same classes as _scalar(), for all the new values at once
+                none, normal, pfn = masks(new)
+                new_codes = np.where(none, _M_NONE, np.where(normal, _M_LEAF, _M_OTHER)).astype(np.int8)
+                memo.insert(new, new_codes, np.where(normal, pfn, _U64(0)).astype(np.uint64))
+            else:
+                got = [self._scalar(level, x) for x in new.tolist()]
+                memo.insert(new, np.array([c for c, _ in got], dtype=np.int8),
+                            np.array([a for _, a in got], dtype=np.uint64))
             codes[absent], aux[absent] = memo.lookup(miss)
         return codes, aux
 
@@ -239,6 +249,34 @@ class MemoRules:
     def pte(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
         c, a = self.classify("pte", v)
         return c == _M_NONE, c == _M_LEAF, a
+
+
+class Arm64Rules(MemoRules):
+    """arm64: MemoRules, except that PTE values the memo does not hold yet -- one distinct value
+    per mapped page, so a fresh address space would ask the scalar predicates once per page --
+    are classified all at once with masks:
+    the ones archs/arm64.py derives from its construct declarations (``PTE_VALID``,
+    ``pte_present_invalid()``'s bit, ``PTE_SPECIAL``, the contiguous bit ``ptep_get()`` gathers
+    on, ``PTE_ADDR_LOW``).  The classes are MemoRules' exactly (tests/mm/test_batch_walk.py):
+    none (``pte_none()``: ``!pte``), a normal leaf (``pte_present()``, not ``pte_special()``,
+    not a contiguous entry), everything else to the per-address walker."""
+
+    def __init__(self, ops: Any, mm: MM) -> None:
+        from archs import arm64 as a
+
+        super().__init__(ops, mm)
+        self.VALID = _U64(a.PTE_VALID)
+        self.PRESENT_INVALID = _U64(ops._present_invalid)
+        self.SPECIAL = _U64(a.PTE_SPECIAL)
+        self.GATHER = _U64(ops.PTEP_GET_GATHER or 0)
+        self.ADDR = _U64(ops.PTE_ADDR_LOW)
+
+    def _pte_masks(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        present = ((v & self.VALID) != 0) | ((v & (self.VALID | self.PRESENT_INVALID)) == self.PRESENT_INVALID)
+        normal = present & ((v & self.SPECIAL) == 0)
+        if self.GATHER:
+            normal &= (v & self.GATHER) != self.GATHER
+        return v == 0, normal, (v & self.ADDR) >> self.PAGE_SHIFT
 
 
 # Addresses on which an arch's own pXd_offset() is compared with the static one: 0, all ones, and
@@ -320,7 +358,31 @@ class DynamicFoldingRules(MemoRules):
         return tuple(first or ())
 
 
+class S390xRules(DynamicFoldingRules):
+    """s390x: DynamicFoldingRules, except that PTE values the memo does not hold yet (one
+    distinct value per mapped page) are classified all at once with the masks archs/s390x.py
+    derives from its construct declaration:
+    ``pte_none()`` is ``pte == _PAGE_INVALID``, a normal leaf is ``_PAGE_PRESENT`` without
+    ``_PAGE_SPECIAL``, the pfn ``pte >> PAGE_SHIFT``.  The classes are MemoRules' exactly
+    (tests/mm/test_batch_walk.py)."""
+
+    def __init__(self, ops: Any, mm: MM) -> None:
+        from archs import s390x as z
+
+        super().__init__(ops, mm)
+        self.INVALID = _U64(z._PAGE_INVALID)
+        self.PRESENT = _U64(z._PAGE_PRESENT)
+        self.SPECIAL = _U64(z._PAGE_SPECIAL)
+        self.GATHER = _U64(ops.PTEP_GET_GATHER or 0)
+
+    def _pte_masks(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        normal = (v & (self.PRESENT | self.SPECIAL)) == self.PRESENT
+        if self.GATHER:
+            normal &= (v & self.GATHER) != self.GATHER
+        return v == self.INVALID, normal, v >> self.PAGE_SHIFT
+
+
 #: arch -> vector rules class.  An architecture without an entry is walked with MemoRules when
 #: the scalar fast path supports it (DynamicFoldingRules where it has pXd_offset() functions of
 #: its own), else address by address.
-VECTOR_RULES: dict[str, Any] = {"x86_64": X86_64Rules, "s390x": DynamicFoldingRules}
+VECTOR_RULES: dict[str, Any] = {"x86_64": X86_64Rules, "arm64": Arm64Rules, "s390x": S390xRules}

@@ -122,18 +122,20 @@ def new_address_space(
     return ram, alloc, memmap, mm, PageTableBuilder(mm)
 
 
-def build_default(ops: LinuxPgtable, *, with_oracle: bool = True, half: str = "low") -> Scenario:
+def build_default(ops: LinuxPgtable, *, with_oracle: bool = True, half: str = "low",
+                  emulator: str = "unicorn") -> Scenario:
     """Build the default scenario for ``ops.config`` (see docs/verify.md: the case list), with the MMU
     oracle attached unless ``with_oracle`` is False (walk-only use).  ``half="high"`` (where
     :func:`halves` lists it) puts every VMA in the high half, walked from the same ``mm->pgd``
-    and probed through the high half's root (arm64: TTBR1_EL1)."""
+    and probed through the high half's root (arm64: TTBR1_EL1).  ``emulator`` picks the oracle's
+    emulator (emu.machines.oracle.EMULATORS)."""
     base = half_base(ops, half)
     ram, alloc, memmap, mm, b = new_address_space(ops, reserved_low=getattr(ops, "RESERVED_LOW", 0))
     sc = Scenario(ops, ram, alloc, memmap, mm, b, half=half)
     if with_oracle:
         from emu.machines.oracle import make_oracle
 
-        sc.oracle = make_oracle(ops, ram, alloc)
+        sc.oracle = make_oracle(ops, ram, alloc, emulator)
         sc.oracle.half = half
         b.reserved = sc.oracle.reserved_va()
     P, M = ops.PAGE_SIZE, ops.PMD_SIZE

@@ -132,6 +132,23 @@ def test_batch_and_per_address_walks_give_the_same_results(x86: Target) -> None:
         scalar.close()
 
 
+@pytest.mark.parametrize("key", ["arm64:4k:48", "s390x:region3"])
+def test_batch_and_per_address_walks_agree_on_every_arch(key: str) -> None:
+    """walk_many_cases() (one vector pass per hierarchy for every VMA and flag set, rows built from
+    its columns) gives the per-address walker's WalkResults and verdicts on arm64 and s390x too."""
+    gen = HierarchyGenerator(key, params=GenParams.bench())
+    scalar, batch = Target(key, walker="scalar"), Target(key)
+    try:
+        for i in range(4):
+            h = gen.generate(11, i)
+            a, b = scalar.evaluate(h), batch.evaluate(h)
+            assert a.walks == b.walks
+            assert a.verdicts == b.verdicts
+    finally:
+        scalar.close()
+        batch.close()
+
+
 # -- campaigns ----------------------------------------------------------------------------------
 def _disagree_signatures(key: str, seed: int = 5, n: int = 12) -> dict[str, int]:
     target = Target(key)

@@ -186,3 +186,21 @@ def test_a_table_pointer_into_the_probe_machines_buffer_reads_the_same_for_model
             bad = [(hex(a), v) for a, row in zip(ev.addrs, ev.verdicts, strict=True) for v in row
                    if v.startswith("disagree")]
             assert not bad, (index, bad[:3])
+
+
+def test_a_walk_into_the_s390x_lowcore_is_not_the_kernels_to_check(walk_build) -> None:  # type: ignore[no-untyped-def]
+    """Fuzz s390x:region3, seed 0, hierarchy 2546: a region-third origin 0xfffffffffffff000 wraps
+    the segment index into real 0x3a8.  The model reads that word of RAM (0: a PTE table at 0x680,
+    a swap PTE); a running kernel reads its own lowcore there by prefixing and oopses on what it
+    finds.  The row is oracle-cannot-check, naming both answers -- not a model-vs-kernel
+    disagreement, and not hidden."""
+    from emu.fuzz.evaluate import Target
+    from emu.fuzz.hierarchy_gen import HierarchyGenerator
+
+    key, addr = "s390x:region3", 0x385275D0840
+    with Target(key, walk_build=walk_build(key)) as target:
+        ev = target.evaluate(HierarchyGenerator(key).generate(0, 2546))
+        row = ev.verdicts[ev.addrs.index(addr)]
+        assert all(v.startswith("oracle-cannot-check: kernel: the entry at real 0x3a8 is in the lowcore") for v in row)
+        assert all("model-vs-kernel folio_walk_start: kernel oops" in v for v in row)
+        assert not [v for r in ev.verdicts for v in r if v.startswith("disagree")]

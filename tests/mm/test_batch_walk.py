@@ -486,6 +486,48 @@ def test_x86_vector_rules_imply_the_scalar_predicates(config: str, kernel: str, 
             assert ops.pte_present(x) and not ops.pte_special(x) and int(pfn) == ops.pte_pfn(x), hex(x)
 
 
+@pytest.mark.parametrize("config", [k for k in archs.all_config_keys() if k.startswith(("arm64", "s390x"))])
+@pytest.mark.parametrize("kernel", ["v6.12", "aa39ca6940f1", "v6.1"])
+def test_pte_masks_classify_as_memo_rules(config: str, kernel: str) -> None:
+    """Arm64Rules' and S390xRules' PTE masks give exactly MemoRules' classes (the arch's scalar
+    predicates, once per value): none, normal leaf with its pfn, the rest for the per-address
+    walker."""
+    from emu.mm.pagewalk_batch_rules import _M_LEAF, _M_NONE, Arm64Rules, MemoRules, S390xRules
+
+    try:
+        ops: Any = archs.get_ops(config, kernel)
+    except Exception as exc:  # a kernel this configuration does not model
+        pytest.skip(str(exc))
+    rules_cls = VECTOR_RULES[ops.arch]
+    assert rules_cls is (Arm64Rules if ops.arch == "arm64" else S390xRules)
+    ram, _alloc, _memmap, mm, _b = new_address_space(ops)
+    try:
+        rng = random.Random(f"{config}{kernel}")
+        vals = _interesting_entries(rng)
+        g = ops.PTEP_GET_GATHER
+        vals += [x | g for x in vals[:300]] + [x & ~1 for x in vals[:300]] + [0, 1, 3, (1 << 64) - 1]
+        vals += [x | 0x400 for x in vals[:300]] + [0x400, 0x401, 0x600]  # s390x _PAGE_INVALID etc.
+        # arm64's own bits: valid, page, AF, nG (present-invalid), DBM, cont, PROT_NONE (v6.1),
+        # special, devmap, ...
+        bits = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 63)
+        vals += [(rng.getrandbits(38) << 12) * (rng.random() < 0.8)
+                 | sum((rng.random() < 0.4) << b for b in bits) for _ in range(2000)]
+        v = np.array(vals, dtype=np.uint64)
+        none, normal, pfn = rules_cls(ops, mm)._pte_masks(v)
+        # ... and walk_many()'s classification through the memo gives the same
+        m_none, m_normal, m_pfn = rules_cls(ops, mm).pte(v)
+        assert (m_none == none).all() and (m_normal == normal).all() and (m_pfn[normal] == pfn[normal]).all()
+        memo = MemoRules(ops, mm)
+        for i, x in enumerate(vals):
+            code, aux = memo._scalar("pte", x)
+            assert bool(none[i]) == (code == _M_NONE), hex(x)
+            assert bool(normal[i]) == (code == _M_LEAF), hex(x)
+            if normal[i]:
+                assert int(pfn[i]) == aux == ops.pte_pfn(x), hex(x)
+    finally:
+        ram.close()
+
+
 # -- s390x: folding decided per entry (table-type bits) ---------------------------------------------
 #
 # archs/s390x.py's pgd_offset() takes the index shift from the table type of the top table's
