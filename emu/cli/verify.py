@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fixture and args.oracle != "unicorn":
         from emu.cli import UsageError
 
-        raise UsageError("foliowalk verify: --fixture replays on the unicorn oracle only (so far)")
+        raise UsageError("verify: --fixture replays on the unicorn oracle only (so far)")
     if args.fixture:  # the recorded cases of fixture sets (emu/fixtures/), re-walked and re-probed
         from emu.cli import UsageError
         from emu.fixtures import replay_report
