@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         from emu.cli import UsageError
         from emu.cli.fuzz import replay
 
+        if getattr(args, "oracle", "unicorn") != "unicorn":
+            raise UsageError("verify: --spec runs on the unicorn oracle only (so far)")
         if args.fixture or args.addr or args.kernel or args.arch or args.config or args.kconfig:
             raise UsageError("verify: --spec names its own configuration, kernel and addresses; "
                              "no --fixture, --addr, --kernel, --arch, --config or --kernel-config")
