@@ -312,9 +312,12 @@ def _anon(sc: Scenario, start: int, size: int) -> VMA:
 def test_arm64_deviations_are_all_registered() -> None:
     names = {d.name for d in m64.DEVIATIONS}
     registered = {d.name: d for d in deviations.for_arch("arm64")}
-    assert set(registered) == names
+    # Unicorn's own list, and the one found on QEMU 7.2 (emu/machines/placement.py)
+    assert set(registered) == names | {deviations.ARM64_QEMU_FOUND.name}
     for d in registered.values():
-        assert "Arm ARM" in d.reference and "tests/machines/test_machine_arm64.py::" in d.reference
+        test = "tests/machines/test_placement.py" if d is deviations.ARM64_QEMU_FOUND else \
+            "tests/machines/test_machine_arm64.py::"
+        assert "Arm ARM" in d.reference and test in d.reference
     # Every deviation but one has a detector; the TGran16 one cannot change a translation.
     assert [n for n, d in registered.items() if d.detect is None] == ["tgran16-unimplemented-but-used"]
 
