@@ -291,6 +291,12 @@ class AddressSpace:
             return archs.arm64.Arm64(cfg)
         return archs.s390x.S390x(archs.s390x.config_of_asce(self.roots["asce"]))
 
+    def __enter__(self) -> AddressSpace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Drop the probe machine."""
         if self._machine is not None and hasattr(self._machine, "close"):

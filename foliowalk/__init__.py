@@ -28,6 +28,11 @@ Names, by what they do:
   :class:`FolioWalk`, ``FW_MIGRATION``, ``FW_ZEROPAGE``, ``FW_LEVEL_PTE/PMD/PUD`` (members of
   :class:`FwLevel`, which print their names); :func:`ops` gives a configuration's Linux
   page-table functions (``pte_present``, ``pmd_leaf``, ``pte_to_swp_entry``, ...).
+* Anyone's page tables (docs/translate.md): :class:`Tables` -- entries ``{pa: value}`` or a raw
+  image at any physical address, with the roots the architecture names (x86-64 ``cr3``, arm64
+  ``ttbr0``/``ttbr1``/``t1sz``, s390x ``asce``) and CPU facts; ``.translate()`` is the manual's
+  answer, ``.mmu()`` the MMU's, ``.check()`` both with a verdict -- and :func:`translate`, the
+  manual's answer for one address.
 * :mod:`foliowalk.fixtures` (``load``, ``check``, ``build``) and :mod:`foliowalk.strategies`
   (Hypothesis strategies for entries and whole hierarchies).
 """
@@ -59,12 +64,14 @@ from emu.mm.pagewalk import (
     folio_walk_start,
 )
 from emu.mm.pagewalk_h import FwLevel
+from emu.translate import AddressSpace as Tables
 from emu.verify import Report, Row, WalkResult
 
 from . import fixtures
 
 __all__ = [
-    "AddressSpace", "Explanation", "FLAG_COMBINATIONS", "FW_LEVEL_PMD", "FW_LEVEL_PTE", "FW_LEVEL_PUD",
+    "AddressSpace", "Explanation", "Tables", "translate",
+    "FLAG_COMBINATIONS", "FW_LEVEL_PMD", "FW_LEVEL_PTE", "FW_LEVEL_PUD",
     "FW_MIGRATION", "FW_ZEROPAGE", "Fault", "Hierarchy", "Folio", "FolioWalk", "FoliowalkError", "FwLevel", "Prot",
     "ProbeError", "Report", "Row", "SwpEntry", "Translation", "VMA", "WalkResult", "__version__", "configs",
     "explain", "folio_walk", "folio_walk_end", "folio_walk_start", "ops", "probe", "probe_many", "spec_layout",
@@ -355,6 +362,20 @@ def verify(configs: Iterable[str] | None = None, *, kernel: str | None = None, k
 
     keys = [_archs.get_config(c).key for c in configs] if configs is not None else _archs.all_config_keys()
     return verify_configs(keys, kernel, kconfig=kconfig, harness=harness)  # type: ignore[no-any-return]
+
+
+def translate(config: str, va: int, access: str = "read", *, entries: dict[int, int] | None = None,
+              image: bytes | None = None, image_base: int = 0, cpu: dict[str, Any] | None = None,
+              **roots: int | None) -> Any:
+    """What the architecture manual says one access to ``va`` does over your page tables
+    (``archs.<arch>.translate``; no emulator involved): an ``archs.translate.Translation`` (``pa``,
+    ``size``, ``permissions``, ``trace``) or an ``archs.translate.Fault`` (``kind``, ``level``,
+    ``code``, ``reason`` -- the manual's rule --, ``trace``).  ``entries`` (``{pa: value}``) or
+    ``image`` (raw bytes, byte 0 at physical ``image_base``) hold the tables; ``roots`` as the
+    architecture names them: ``cr3=`` (x86-64), ``ttbr0=``/``ttbr1=``/``t1sz=`` (arm64; a half
+    not given is disabled), ``asce=`` (s390x).  ``access``: ``read``, ``write`` or ``fetch``,
+    ``user-`` prefixed for unprivileged code.  See :class:`Tables` for the MMU's answer too."""
+    return Tables(config, entries=entries, image=image, image_base=image_base, cpu=cpu, **roots).translate(va, access)
 
 
 def explain(config: str, entries: dict[str, int] | None = None, *, addr: int | None = None,

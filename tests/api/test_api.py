@@ -194,3 +194,21 @@ def test_arm64_both_halves() -> None:
         got = space.probe_many(addrs)
         assert [r.pa for r in got] == [(hi.pfn << 12) + 0x10, (lo.pfn << 12) + 0x10]  # type: ignore[union-attr]
         assert {r.verdict for r in space.verify(addrs)} == {"agree"}
+
+
+def test_anyones_tables_through_the_public_names_only() -> None:
+    """Issue 19: foreign tables translate with documented names alone (foliowalk.translate,
+    foliowalk.Tables).  A 4-level x86-64 walk built by hand from the SDM (vol. 3A §4.5, tables
+    4-14..4-20): CR3 0x1000, PML4E/PDPTE/PDE with P|RW (0x3) pointing to the next table, PTE 1
+    mapping the page at 0x5000; and PTE 2 not present."""
+    import foliowalk
+
+    entries = {0x1000: 0x2003, 0x2000: 0x3003, 0x3000: 0x4003, 0x4008: 0x5003}
+    got = foliowalk.translate("x86_64:4level", 0x1234, entries=entries, cr3=0x1000)
+    assert (got.pa, got.size) == (0x5234, 0x1000)
+    assert [e.pa for e in got.trace] == [0x1000, 0x2000, 0x3000, 0x4008]
+    fault = foliowalk.translate("x86_64:4level", 0x2000, "user-write", entries=entries, cr3=0x1000)
+    assert (fault.kind, fault.code) == ("page-fault", 0b110)  # P=0, W/R=1, U/S=1 (§4.7)
+    with foliowalk.Tables("x86_64:4level", entries=entries, cr3=0x1000) as tables:
+        rows = tables.check([0x1234, 0x2000])
+        assert [r.verdict for r in rows] == ["agree", "agree"]
