@@ -27,6 +27,7 @@ import archs.x86_64
 from archs.linux import LinuxPgtable
 from archs.translate import Fault, Reader, Translation, entries_reader, image_reader, parse_access
 from emu.errors import ConfigError
+from emu.machines.oracle import taken_ranges
 
 TRANSLATORS = {"x86_64": archs.x86_64.translate, "arm64": archs.arm64.translate, "s390x": archs.s390x.translate}
 ROOTS = {"x86_64": ("cr3",), "arm64": ("ttbr0", "ttbr1", "t1sz"), "s390x": ("asce",)}
@@ -230,7 +231,7 @@ class AddressSpace:
                 if self.cpu.get(fact, True) != works:
                     self._cannot = f"the probe machine has {fact}={works} (emu/machines/s390x/edat.py)"
             machine.set_asce(self.roots["asce"])
-        self._frames = _taken(before, list(alloc._free))
+        self._frames = taken_ranges(before, list(alloc._free))
         return machine
 
     def machine_frame(self, answer: Translation | Fault) -> int | None:
@@ -302,22 +303,6 @@ class AddressSpace:
         if self._machine is not None and hasattr(self._machine, "close"):
             self._machine.close()
         self._machine = None
-
-
-def _taken(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The parts of the free ranges ``before`` that are no longer free ``after``."""
-    taken = []
-    for s, e in before:
-        pos = s
-        for a, b in sorted(after):
-            if b <= s or a >= e:
-                continue
-            if a > pos:
-                taken.append((pos, a))
-            pos = max(pos, b)
-        if pos < e:
-            taken.append((pos, e))
-    return taken
 
 
 def _typed(result: Any) -> Any:

@@ -189,7 +189,7 @@ ORACLES: dict[str, Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Orac
 }
 
 
-def _taken(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def taken_ranges(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The parts of the free ranges ``before`` that are no longer free ``after``."""
     taken = []
     for s, e in before:
@@ -230,5 +230,5 @@ def make_oracle(ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator, e
         raise ConfigError(f"no {emulator} MMU oracle for architecture {ops.arch!r}") from None
     before = list(alloc._free)  # FrameAllocator keeps its free list private
     oracle = factory(ops, ram, alloc)
-    oracle.frames = _taken(before, list(alloc._free))
+    oracle.frames = taken_ranges(before, list(alloc._free))
     return oracle

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archs.linux import LinuxPgtable
-from emu.machines.base import Fault
-from emu.machines.oracle import Oracle
+from emu.machines.oracle import Arm64Oracle, Oracle
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 from emu.mm.mm_types import MM
 
@@ -36,7 +35,7 @@ class QemuX86_64Oracle(Oracle):
         super().close()
 
 
-class QemuArm64Oracle(Oracle):
+class QemuArm64Oracle(Arm64Oracle):
     """arm64 on ``qemu-system-aarch64 -cpu max``: as :class:`~emu.machines.oracle.Arm64Oracle`
     (mm->pgd in TTBR0_EL1 or TTBR1_EL1, the other half disabled; AT from EL3, faults named by
     PAR_EL1.FST with their level) on :mod:`emu.machines.qemu.arm64`."""
@@ -44,24 +43,10 @@ class QemuArm64Oracle(Oracle):
     emulator = "qemu"
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
-        super().__init__(ops, ram, alloc)
+        Oracle.__init__(self, ops, ram, alloc)  # not Arm64Oracle's: that builds Unicorn's machine
         from emu.machines.qemu.arm64 import QemuArm64Machine
 
         self.machine = QemuArm64Machine(ram, alloc, granule=ops.PAGE_SIZE, va_bits=ops.config.va_bits)
-
-    def attach(self, mm: MM) -> None:
-        if self.half == "high":
-            self.machine.set_roots(None, mm.pgd)
-        else:
-            self.machine.set_roots(mm.pgd, None)
-
-    def fault_hw_level(self, fault: Fault) -> str | None:
-        return None if fault.level is None else f"L{fault.level}"
-
-    def close(self) -> None:
-        if self.machine is not None:
-            self.machine.close()
-        super().close()
 
 
 QEMU_ORACLES: dict[str, Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Oracle]] = {
