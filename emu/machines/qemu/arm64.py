@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,10 +45,10 @@ from emu.machines.arm64.sysregs import (
     tcr_el1_value,
 )
 from emu.machines.base import RAW_FAULT, RAW_OBSERVED, READ, Access, ProbeError, ProbeResult, RawProbes, address_ndarray
-from emu.machines.qemu import die_with_parent, qemu_binary
+from emu.machines.qemu import qemu_binary
+from emu.machines.qemu.process import QemuProcess
 from emu.machines.qemu.qmp import QMP
 from emu.machines.qemu.shared_ram import share
-from emu.machines.qemu.x86_64 import _kill
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
 SOURCE = Path(__file__).with_name("arm64_probe.S")
@@ -142,25 +141,15 @@ class QemuArm64Machine:
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "none", "-monitor", "none",
             "-S", "-qmp", f"unix:{os.path.join(self._tmp, 'qmp.sock')},server=on,wait=off",
         ]
-        self._log = tempfile.TemporaryFile()
+        self._qemu = QemuProcess(self, self.command, binary, self._tmp)
+        self._proc, self._log, self._qmp, self._finalizer = (self._qemu.proc, self._qemu.log, self._qemu.qmp,
+                                                              self._qemu.finalizer)
         try:
-            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                          preexec_fn=die_with_parent)
-        except OSError as err:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            raise EmulatorError(f"cannot start {binary}: {err}") from None
-        self._finalizer = weakref.finalize(self, _kill, self._proc, self._qmp, self._tmp)
-        try:
-            self._qmp.append(QMP(os.path.join(self._tmp, "qmp.sock"), timeout=timeout_s,
-                                 alive=lambda: self._proc.poll() is None))
-            # QEMU has read its firmware and we are connected: nothing on disk is needed any more,
-            # so nothing is left behind even if this process is killed.
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._qemu.connect(timeout_s)
             self._run_until(lambda: self.ram.read_u64(self.mailbox + MB_ALIVE) == 1, "starting")
         except EmulatorError as err:
             time.sleep(0.05)
-            self._log.seek(0)
-            tail = " ".join(self._log.read().decode(errors="replace").strip().splitlines()[-2:])
+            tail = self._qemu.log_tail(2)
             self.close()
             raise EmulatorError(f"{err}{': ' + tail if tail else ''}") from None
         except BaseException:
@@ -173,10 +162,7 @@ class QemuArm64Machine:
             elr = self.ram.read_u64(self.mailbox + MB_PANIC_ELR)
             raise EmulatorError(f"the probe firmware took an exception in its own code (ESR_EL3 "
                                 f"{panic & ~(1 << 62):#x}, ELR_EL3 {elr:#x})")
-        if self._proc.poll() is not None:
-            self._log.seek(0)
-            tail = self._log.read().decode(errors="replace").strip().splitlines()[-3:]
-            raise EmulatorError(f"QEMU exited (status {self._proc.returncode}) while {doing}: {' '.join(tail)}")
+        self._qemu.check_running(doing)
 
     def _run_until(self, done: object, doing: str, budget: float | None = None) -> None:
         """QMP cont, wait until ``done()``, QMP stop; on a timeout QEMU is killed."""

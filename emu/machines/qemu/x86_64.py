@@ -27,7 +27,6 @@ import struct
 import subprocess
 import tempfile
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +46,8 @@ from emu.machines.base import (
     RawProbes,
     address_ndarray,
 )
-from emu.machines.qemu import die_with_parent, missing, qemu_binary
+from emu.machines.qemu import missing, qemu_binary
+from emu.machines.qemu.process import QemuProcess
 from emu.machines.qemu.qmp import QMP
 from emu.machines.qemu.shared_ram import share
 from emu.machines.ram import FrameAllocator, PhysicalMemory
@@ -122,25 +122,6 @@ def _firmware() -> tuple[bytes, dict[str, int]]:
     return bin_path.read_bytes(), syms
 
 
-def _kill(proc: subprocess.Popen[bytes], qmp: list[QMP], tmpdir: str) -> None:
-    """Stop QEMU (QMP quit, then SIGKILL after 5 s), reap it, remove its socket directory."""
-    if proc.poll() is None:
-        if qmp:
-            try:
-                qmp[0].execute("quit")
-            except EmulatorError:
-                pass
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for q in qmp:
-        q.close()
-    qmp.clear()
-    shutil.rmtree(tmpdir, ignore_errors=True)
-
-
 class QemuX86_64Machine:
     """x86-64 long mode on ``qemu-system-x86_64``, probing tables in ``ram`` (see the module
     docstring).  ``levels``: 4 (PML4) or 5 (PML5, CR4.LA57).  ``timeout_s`` bounds start-up and
@@ -185,20 +166,11 @@ class QemuX86_64Machine:
             "-serial", "none", "-monitor", "none", "-no-reboot",
             "-qmp", f"unix:{os.path.join(self._tmp, 'qmp.sock')},server=on,wait=off",
         ]
-        self._log = tempfile.TemporaryFile()
+        self._qemu = QemuProcess(self, self.command, binary, self._tmp)
+        self._proc, self._log, self._qmp, self._finalizer = (self._qemu.proc, self._qemu.log, self._qemu.qmp,
+                                                              self._qemu.finalizer)
         try:
-            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                          preexec_fn=die_with_parent)
-        except OSError as err:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            raise EmulatorError(f"cannot start {binary}: {err}") from None
-        self._finalizer = weakref.finalize(self, _kill, self._proc, self._qmp, self._tmp)
-        try:
-            self._qmp.append(QMP(os.path.join(self._tmp, "qmp.sock"), timeout=timeout_s,
-                                 alive=lambda: self._proc.poll() is None))
-            # QEMU has read its firmware and we are connected: nothing on disk is needed any more,
-            # so nothing is left behind even if this process is killed.
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._qemu.connect(timeout_s)
             deadline = time.monotonic() + timeout_s
             while not self._mb(MB_ALIVE):
                 self._check_alive("starting")
@@ -270,10 +242,7 @@ class QemuX86_64Machine:
         return self.ram.read_u64(self._mailbox + off)
 
     def _check_alive(self, doing: str) -> None:
-        if self._proc.poll() is not None:
-            self._log.seek(0)
-            tail = self._log.read().decode(errors="replace").strip().splitlines()[-3:]
-            raise EmulatorError(f"QEMU exited (status {self._proc.returncode}) while {doing}: {' '.join(tail)}")
+        self._qemu.check_running(doing)
         panic = self._mb(MB_PANIC)
         if panic:
             raise EmulatorError(
