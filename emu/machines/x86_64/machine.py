@@ -41,7 +41,9 @@ from emu.machines.x86_64 import batch_probe
 from emu.machines.x86_64.guest_code import (
     CHUNK,
     CR0,
+    CR0_WP,
     CR4_LA57,
+    CR4_SMEP,
     CR4_PAE,
     EFER,
     EFER_NXE,
@@ -294,6 +296,23 @@ class X86_64Machine:
         self._uc.context_restore(self._base)
         self._uc.reg_write(X.UC_X86_REG_CR3, root_pa)
         self._uc.context_update(self._base)
+        self.flush_tlb()
+
+    def set_controls(self, *, wp: bool | None = None, smep: bool | None = None) -> None:
+        """Set CR0.WP (supervisor writes honour R/W, SDM vol. 3A §4.6.1) and/or CR4.SMEP
+        (no supervisor fetch from a user-mode address, §4.6.1) for every later guest run; None
+        leaves a control as it is.  The machine's own code page is a supervisor page, so its
+        probe code keeps running with SMEP.  (CR4.SMAP is not offered: the batch loop's address
+        and result tables are user pages, which SMAP would forbid the kernel loop itself.)"""
+        uc = self._uc
+        uc.context_restore(self._base)
+        if wp is not None:
+            cr0 = uc.reg_read(X.UC_X86_REG_CR0)
+            uc.reg_write(X.UC_X86_REG_CR0, cr0 | CR0_WP if wp else cr0 & ~CR0_WP)
+        if smep is not None:
+            cr4 = uc.reg_read(X.UC_X86_REG_CR4)
+            uc.reg_write(X.UC_X86_REG_CR4, cr4 | CR4_SMEP if smep else cr4 & ~CR4_SMEP)
+        uc.context_update(self._base)
         self.flush_tlb()
 
     def flush_tlb(self) -> None:
