@@ -247,6 +247,25 @@ class Runner:
         m = self._machines[nxe] = (machine, ram, root, pds, pts, big)
         return m
 
+    def tables(self, nxe: bool) -> tuple[int, int, int, int]:
+        """``(root, pde_pa, pte_pa, frame)`` of the first case slot on the machine for ``nxe``:
+        VA 0 goes through the PDE at ``pde_pa``; a PDE pointing at ``pte_pa``'s table reaches
+        the PTE there; ``frame`` is the 2-MByte-aligned tagged frame leaves may map."""
+        _m, _ram, root, pds, pts, big = self._machine(nxe)
+        return root, pds[0], pts[0], big
+
+    def probe_one(self, pde: int, pte: int, access: Access, cpu: dict[str, bool]) -> tuple[Any, int, int]:
+        """Write ``pde`` and ``pte`` (raw values) into the first case slot, probe VA 0 with
+        ``access`` under ``cpu`` (``nxe``, ``wp``, ``smep``) and return the machine's result
+        (``emu.machines.base`` Translation/Fault/ProbeError) with the PDE and PTE afterwards."""
+        machine, ram, _root, pds, pts, _big = self._machine(bool(cpu.get("nxe", True)))
+        machine.set_controls(wp=bool(cpu.get("wp", True)), smep=bool(cpu.get("smep", False)))
+        ram.write_u64(pds[0], pde)
+        ram.write_u64(pts[0], pte)
+        machine.flush_tlb()
+        res = machine.probe(0, access)
+        return res, ram.read_u64(pds[0]), ram.read_u64(pts[0])
+
     def close(self) -> None:
         for m in self._machines.values():
             m[0].close()
