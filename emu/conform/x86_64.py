@@ -16,6 +16,7 @@ field by field.  A mismatch is explained by :data:`KNOWN` (a registered emulator
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -318,10 +319,7 @@ class Runner:
             res, ad = models[k]
             case = Case(i)
             found: list[Mismatch] = []
-
-            def miss(what: str, model: str, got: str) -> None:
-                found.append(Mismatch(i, case.describe(), what, model, got))
-
+            miss = functools.partial(_miss, found, i, case.describe())
             st = int(raw.status[k])
             if st == RAW_FAULT:
                 code = int(raw.code[k])
@@ -356,6 +354,10 @@ class Runner:
             report.mismatches.extend(found)
             report.agree += not found
             report.run += 1
+
+
+def _miss(found: list[Mismatch], index: int, description: str, what: str, model: str, got: str) -> None:
+    found.append(Mismatch(index, description, what, model, got))
 
 
 def select(limit: int | None = None, sample: int | None = None, seed: int = 0) -> list[int]:
