@@ -181,3 +181,18 @@ def test_cli_table_and_bad_input() -> None:
                 ["--arch", "x86_64", "--sample", "5", "--limit", "5"], ["--arch", "x86_64", "--sample", "x"]):
         res = _cli(*bad)
         assert res.returncode == 2 and res.stdout == "" and len(res.stderr.strip().splitlines()) == 1, (bad, res.stderr)
+
+
+def test_cli_ctrl_c_keeps_the_results() -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "emu", "conform", "--arch", "x86_64", "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    report = json.loads(out)
+    assert report["interrupted"] and 0 < report["run"] < C.SIZE and report["agree"] == report["run"]
