@@ -35,6 +35,8 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--sample", type=_positive, metavar="N", help="run N cases drawn at random (see --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--workers", type=_positive, default=1, metavar="N",
+                   help="run in N local worker processes (default 1: in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--space", action="store_true", help="describe the space and exit (no run)")
     p.set_defaults(func=run)
@@ -66,13 +68,20 @@ def run(args: argparse.Namespace) -> int:
                          f"({len(r.unexplained)} unexplained), {rate:,.0f} cases/s ")
         sys.stderr.flush()
 
-    runner = C.Runner()
-    try:
-        runner.run(cases, report, progress if show else None)
-    finally:
-        runner.close()
-        if show:
-            sys.stderr.write("\n")
+    if args.workers > 1:
+        try:
+            C.run_workers(cases, args.workers, report, progress if show else None)
+        finally:
+            if show:
+                sys.stderr.write("\n")
+    else:
+        runner = C.Runner()
+        try:
+            runner.run(cases, report, progress if show else None)
+        finally:
+            runner.close()
+            if show:
+                sys.stderr.write("\n")
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -366,3 +366,67 @@ def select(limit: int | None = None, sample: int | None = None, seed: int = 0) -
         rng = np.random.default_rng(seed)
         return sorted(rng.choice(SIZE, size=min(sample, SIZE), replace=False).tolist())
     return list(range(SIZE if limit is None else min(limit, SIZE)))
+
+
+# -- local worker processes ----------------------------------------------------------------------
+TASK_CASES = 4 * CHUNK_CASES  #: cases per task handed to a worker process (within one group)
+_WORKER: Runner | None = None
+
+
+def _worker_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+
+
+def _worker_run(cases: list[int]) -> Report:
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = Runner()  # each process keeps its own machines (engines cannot be pickled)
+    return _WORKER.run(cases, Report())
+
+
+def tasks(cases: Iterable[int]) -> list[list[int]]:
+    """``cases`` cut into tasks of at most :data:`TASK_CASES` cases of one control/access group
+    each, in case order (so the merged report does not depend on the number of workers)."""
+    by_group: dict[int, list[int]] = {}
+    for i in cases:
+        by_group.setdefault(i // len(COMBOS), []).append(i)
+    return [idx[s:s + TASK_CASES] for g in sorted(by_group) for idx in [by_group[g]]
+            for s in range(0, len(idx), TASK_CASES)]
+
+
+def merge(report: Report, part: Report) -> None:
+    report.run += part.run
+    report.agree += part.agree
+    report.faults += part.faults
+    report.mismatches.extend(part.mismatches)
+
+
+def run_workers(cases: Sequence[int], workers: int, report: Report,
+                progress: Callable[[Report], None] | None = None) -> Report:
+    """Run ``cases`` in ``workers`` worker processes (spawned: no Unicorn engine crosses a fork);
+    Ctrl-C stops handing out tasks and keeps the reports that came back."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    t0 = time.perf_counter()
+    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_worker_init)
+    futures: list[cf.Future[Report]] = []
+    try:
+        futures = [pool.submit(_worker_run, t) for t in tasks(cases)]
+        for fut in cf.as_completed(futures):
+            merge(report, fut.result())
+            report.seconds = time.perf_counter() - t0
+            if progress:
+                progress(report)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        for f in futures:
+            f.cancel()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    report.mismatches.sort(key=lambda m: (m.case, m.field))
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -196,3 +196,13 @@ def test_cli_ctrl_c_keeps_the_results() -> None:
     assert proc.returncode == 130, err
     report = json.loads(out)
     assert report["interrupted"] and 0 < report["run"] < C.SIZE and report["agree"] == report["run"]
+
+
+def test_cli_workers_give_the_same_report() -> None:
+    def outcome(*extra: str) -> dict:
+        res = _cli("--arch", "x86_64", "--sample", "400", "--seed", "5", "--json", *extra)
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        return {k: v for k, v in out.items() if k not in ("seconds", "cases_per_second")}
+
+    assert outcome("--workers", "2") == outcome()
