@@ -206,3 +206,13 @@ def test_cli_workers_give_the_same_report() -> None:
         return {k: v for k, v in out.items() if k not in ("seconds", "cases_per_second")}
 
     assert outcome("--workers", "2") == outcome()
+
+
+def test_unicorn_sets_upper_accessed_on_a_faulting_access(runner: C.Runner) -> None:
+    """What the manual leaves open (accessed_dirty: AD_OPEN) and docs/conform.md reports as
+    measured: Unicorn sets A in the PDE a faulting access walked through (QEMU sets A level by
+    level during the walk); the not-present PTE is left alone."""
+    root, _pde_pa, pte_pa, _frame = runner.tables(True)
+    res, pde_after, pte_after = runner.probe_one(pte_pa | P | W | U, 0, KR, ON)
+    assert isinstance(res, MFault) and res.code == 0
+    assert pde_after & A and pte_after == 0
