@@ -43,25 +43,31 @@ RSVD_2M = 1 << 13  # bit 13 is reserved in a PDE that maps a 2-MByte page (Table
 PDE_DIMS = ("P", "W", "U", "A", "D", "NX", "PSE", "RSVD")
 PTE_DIMS = ("P", "W", "U", "A", "D", "NX", "RSVD")
 ACCESSES = tuple(Access(kind, user) for user in (False, True) for kind in ("read", "write", "fetch"))
-#: CPU controls (IA32_EFER.NXE, CR0.WP, CR4.SMEP), each on and off.
-CPUS = tuple(dict(nxe=n, wp=w, smep=s) for n in (False, True) for w in (False, True) for s in (False, True))
+#: CPU controls: IA32_EFER.NXE, CR0.WP, CR4.SMEP each on and off; CR4.SMAP with EFLAGS.AC as
+#: (off, -), (on, AC=0), (on, AC=1) -- AC changes nothing without SMAP (§4.6.1).
+CPUS = tuple(dict(nxe=n, wp=w, smep=s, smap=m, ac=a) for n in (False, True) for w in (False, True)
+             for s in (False, True) for m, a in ((False, False), (True, False), (True, True)))
+#: The CPU model the machines run (Unicorn's default qemu64 has no SMAP in CPUID: CR4.SMAP can be
+#: written but has no effect; Broadwell has SMEP and SMAP).
+CPU_MODEL = "BROADWELL"
 
 IN_SPACE = {
     "PDE": "P, R/W, U/S, A, D, XD, PS, one reserved bit (51; 13 with PS=1)",
     "PTE": "P, R/W, U/S, A, D, XD, one reserved bit (51)",
     "access": "read, write, fetch, each at CPL 0 and CPL 3",
-    "CPU": "IA32_EFER.NXE, CR0.WP, CR4.SMEP",
+    "CPU": "IA32_EFER.NXE, CR0.WP, CR4.SMEP, CR4.SMAP with EFLAGS.AC (Unicorn CPU model Broadwell)",
 }
 OUT_OF_SPACE = {
-    "CR4.SMAP, EFLAGS.AC": "the machine's batch loop keeps its address and result tables on user pages "
-                           "(the CPL-3 loop shares them), so SMAP would fault the CPL-0 loop itself; "
-                           "the model has both (archs.x86_64 TRANSLATE_CPU smap/ac)",
+    "CR4.SMAP with CPL-3 accesses": "SMAP restricts supervisor-mode accesses only; the machine's CPL-3 loop "
+                                    "needs its tables as user pages, which it makes supervisor pages under SMAP",
     "PKU (CR4.PKE, PKRU, protection keys)": "the machine sets no PKRU and the model has no keys yet",
     "reserved bit 36 / several at once": "access.c's own rule: one reserved bit at a time gives the same error code",
     "PML4E/PDPTE bits, 1-GByte pages, 5-level": "fixed permissive upper entries, as access.c; the translation "
                                                 "checks (foliowalk verify/fuzz) cover those levels",
 }
-LEGALITY = ("PS=1 in the PDE: the PTE bits are all 0 (no page table is read, SDM Table 4-18)",)
+LEGALITY = ("PS=1 in the PDE: the PTE bits are all 0 (no page table is read, SDM Table 4-18)",
+            "EFLAGS.AC=1 only with CR4.SMAP=1 (AC only lifts SMAP, §4.6.1)",
+            "CR4.SMAP=1 only with CPL-0 accesses (SMAP governs supervisor-mode accesses, §4.6.1)")
 
 
 def _bits(names: Sequence[str], word: int) -> dict[str, bool]:
@@ -81,9 +87,10 @@ def _entry_combos() -> list[tuple[int, int]]:
 
 
 COMBOS = _entry_combos()
-GROUPS = tuple(itertools.product(range(len(CPUS)), range(len(ACCESSES))))
+GROUPS = tuple((c, a) for c, a in itertools.product(range(len(CPUS)), range(len(ACCESSES)))
+               if not (CPUS[c]["smap"] and ACCESSES[a].user))
 SIZE = len(GROUPS) * len(COMBOS)
-RAW_SIZE = len(CPUS) * len(ACCESSES) * (1 << len(PDE_DIMS)) * (1 << len(PTE_DIMS))
+RAW_SIZE = 2**5 * len(ACCESSES) * (1 << len(PDE_DIMS)) * (1 << len(PTE_DIMS))  # 5 CPU control bits
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,9 @@ class Runner:
         PhysicalMemory, FrameAllocator, X86_64Machine = self._make
         ram = PhysicalMemory(32 << 20)
         alloc = FrameAllocator(ram)
-        machine = X86_64Machine(ram, alloc, nxe=nxe)
+        from unicorn import x86_const
+
+        machine = X86_64Machine(ram, alloc, nxe=nxe, cpu_model=getattr(x86_const, f"UC_CPU_X86_{CPU_MODEL}"))
         big = alloc.alloc(2 << 20, 2 << 20)  # the 2-MByte page every PS=1 PDE maps
         ram.write(big, bytes(4096))
         ram.tag(big, 4096)  # its first page is every 4-KByte page's frame, too
@@ -260,7 +269,8 @@ class Runner:
         ``access`` under ``cpu`` (``nxe``, ``wp``, ``smep``) and return the machine's result
         (``emu.machines.base`` Translation/Fault/ProbeError) with the PDE and PTE afterwards."""
         machine, ram, _root, pds, pts, _big = self._machine(bool(cpu.get("nxe", True)))
-        machine.set_controls(wp=bool(cpu.get("wp", True)), smep=bool(cpu.get("smep", False)))
+        machine.set_controls(wp=bool(cpu.get("wp", True)), smep=bool(cpu.get("smep", False)),
+                             smap=bool(cpu.get("smap", False)), ac=bool(cpu.get("ac", False)))
         ram.write_u64(pds[0], pde)
         ram.write_u64(pts[0], pte)
         machine.flush_tlb()
@@ -294,7 +304,7 @@ class Runner:
         cpu = CPUS[GROUPS[group][0]]
         access = ACCESSES[GROUPS[group][1]]
         machine, ram, root, pds, pts, big = self._machine(cpu["nxe"])
-        machine.set_controls(wp=cpu["wp"], smep=cpu["smep"])
+        machine.set_controls(wp=cpu["wp"], smep=cpu["smep"], smap=cpu["smap"], ac=cpu["ac"])
         n = len(idx)
         vas = np.zeros(n, dtype=np.uint64)
         slots = []

@@ -15,6 +15,7 @@ import pytest
 from archs import x86_64 as X
 from archs.translate import Fault, Translation, entries_reader
 from emu.conform import x86_64 as C
+from emu.errors import ConfigError
 from emu.machines.base import Access
 from emu.machines.base import Fault as MFault
 from emu.machines.base import Translation as MTranslation
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 P, W, U, A, D, PS, XD = 1, 2, 4, 0x20, 0x40, 0x80, 1 << 63
 KR, KW, KF = Access("read"), Access("write"), Access("fetch")
 UR, UW, UF = Access("read", True), Access("write", True), Access("fetch", True)
-ON = dict(nxe=True, wp=True, smep=False)
+ON = dict(nxe=True, wp=True, smep=False, smap=False, ac=False)
 
 
 # (why, from the SDM; pde flags (None: 2-MByte leaf flags in "pte"); pte flags; access; cpu;
@@ -54,6 +55,12 @@ CASES = [
      None, P | W | U | (1 << 13), KR, ON, ("pf", 0x9), (0, 0), None),
     ("§4.8: a write through a 2-MByte PDE sets its A and D",
      None, P | W, KW, ON, ("ok", None), (1, 1), None),
+    ("§4.6.1: CR4.SMAP with EFLAGS.AC=0 forbids a supervisor read of a user-mode address; code P",
+     P | W | U, P | W | U, KR, dict(ON, smap=True), ("pf", 0x1), (None, 0), (0, 0)),
+    ("§4.6.1: EFLAGS.AC=1 lifts SMAP for explicit supervisor data accesses: the write is allowed",
+     P | W | U, P | W | U, KW, dict(ON, smap=True, ac=True), ("ok", None), (1, 0), (1, 1)),
+    ("§4.6.1: SMAP restricts data accesses only: a supervisor fetch from a user-mode address is allowed",
+     P | W | U, P | W | U, KF, dict(ON, smap=True), ("ok", None), (1, 0), (1, 0)),
     ("§4.8: a user write sets A in the PDE (not D: bit 6 of a table PDE is ignored) and A, D in the PTE",
      P | W | U, P | W | U, UW, ON, ("ok", None), (1, 0), (1, 1)),
 ]
@@ -139,11 +146,18 @@ def test_set_controls_reach_the_cpu(runner: C.Runner) -> None:
     machine.set_controls(wp=True, smep=False)
     regs = machine.registers()
     assert regs["CR0"] & (1 << 16) and not regs["CR4"] & (1 << 20)
+    machine.set_controls(smap=True)
+    assert machine.registers()["CR4"] & (1 << 21)
+    with pytest.raises(ConfigError, match="user probes"):
+        machine.probe(0, UR)
+    machine.set_controls(smap=False)
+    assert not machine.registers()["CR4"] & (1 << 21)
 
 
 def test_space_size() -> None:
-    assert C.RAW_SIZE == 8 * 6 * 2**8 * 2**7
-    assert C.SIZE == 8 * 6 * (2**7 * 2**7 + 2**7)  # PS=1: no PTE bits
+    assert C.RAW_SIZE == 2**5 * 6 * 2**8 * 2**7
+    # NXE x WP x SMEP x (SMAP, AC) in {(0,0), (1,0), (1,1)}, SMAP only at CPL 0; PS=1: no PTE bits
+    assert C.SIZE == (8 * 3 * 3 + 8 * 3) * (2**7 * 2**7 + 2**7) == 1_585_152
     assert len({C.Case(i).describe() for i in range(0, C.SIZE, 997)}) == len(range(0, C.SIZE, 997))
 
 
@@ -169,13 +183,13 @@ def test_cli_sample_json() -> None:
     out = json.loads(res.stdout)
     assert out["space"]["size"] == C.SIZE and out["run"] == 300 and out["agree"] == 300
     assert out["mismatches_by_class"] == {} and out["cases_per_second"] > 0
-    assert "CR4.SMAP, EFLAGS.AC" in out["space"]["out"]
+    assert "CR4.SMAP with CPL-3 accesses" in out["space"]["out"] and "SMAP" in out["space"]["in"]["CPU"]
 
 
 def test_cli_table_and_bad_input() -> None:
     res = _cli("--arch", "x86_64", "--limit", "100")
     assert res.returncode == 0, res.stderr
-    assert "792,576 cases" in res.stdout and "ran 100 of 792576 cases" in res.stdout
+    assert "1,585,152 cases" in res.stdout and "ran 100 of 1585152 cases" in res.stdout
     assert "100/100 cases" in res.stderr  # the progress line
     for bad in (["--arch", "x86_64", "--sample", "0"], ["--arch", "sparc"],
                 ["--arch", "x86_64", "--sample", "5", "--limit", "5"], ["--arch", "x86_64", "--sample", "x"]):
