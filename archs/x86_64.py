@@ -297,6 +297,7 @@ class X86_64(LinuxPgtable):
         self._thp = self.kconfig.enabled("TRANSPARENT_HUGEPAGE")
         self._numa_balancing = self.kconfig.enabled("NUMA_BALANCING")
         self.has_thp_migration = self._thp
+        self._reserved_masks: dict[tuple[str, str], int] = {}  # hw_reserved(): (level, format) -> mask
 
     def section_size_bits(self) -> int:
         # arch/x86/include/asm/sparsemem.h (v6.12 and v6.1): X86_64 "# define SECTION_SIZE_BITS 27"
@@ -535,9 +536,13 @@ class X86_64(LinuxPgtable):
         ``linux`` (SDM vol. 3A §4.5.4 "reserved bits"; the masks come from the construct formats):
         the format's ``reserved_*`` fields, PS in a PML5E/PML4E, address bits 51:MAXPHYADDR, XD
         with IA32_EFER.NXE=0, PS in a PDPTE without 1-GByte pages.  Only meaningful with P=1."""
+        fmt = self.hw_format(linux, val)
+        key = (linux, fmt.name)
+        cached = self._reserved_masks.get(key)
+        if cached is not None:  # the mask depends on the level, the format and the CPU facts only
+            return val & cached
         cpu = self.config.extra
         lv = self.hw_level(linux)
-        fmt = self.hw_format(linux, val)
         bad = fmt.mask(*(f for f in fmt.fields if f.startswith("reserved")))
         if fmt is TABLE and lv.leaf_size is None:
             bad |= TABLE.mask("ps")  # Tables 4-14, 4-15: "PS: Reserved (must be 0)"
@@ -546,6 +551,7 @@ class X86_64(LinuxPgtable):
         bad |= fmt.mask("addr") & ~((1 << cpu["maxphyaddr"]) - 1)  # bits 51:M
         if not cpu["nxe"]:
             bad |= fmt.mask("xd")
+        self._reserved_masks[key] = bad
         return val & bad
 
     def hw_rejects(self, linux: str, val: int, *, leaf: bool, addr: int | None = None) -> str | None:
