@@ -61,7 +61,8 @@ OUT_OF_SPACE = {
     "CR4.SMAP with CPL-3 accesses": "SMAP restricts supervisor-mode accesses only; the machine's CPL-3 loop "
                                     "needs its tables as user pages, which it makes supervisor pages under SMAP",
     "PKU (CR4.PKE, PKRU, protection keys)": "the machine sets no PKRU and the model has no keys yet",
-    "reserved bit 36 / several at once": "access.c's own rule: one reserved bit at a time gives the same error code",
+    "reserved bit 36 / several at once": "bit 36 is below this CPU's MAXPHYADDR (40): an address bit here; "
+                                         "access.c's own rule tests one reserved bit at a time (same error code)",
     "PML4E/PDPTE bits, 1-GByte pages, 5-level": "fixed permissive upper entries, as access.c; the translation "
                                                 "checks (foliowalk verify/fuzz) cover those levels",
 }
