@@ -14,6 +14,7 @@ Never imports Unicorn.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import construct as cs
@@ -296,6 +297,7 @@ class X86_64(LinuxPgtable):
         self._thp = self.kconfig.enabled("TRANSPARENT_HUGEPAGE")
         self._numa_balancing = self.kconfig.enabled("NUMA_BALANCING")
         self.has_thp_migration = self._thp
+        self._reserved_masks: dict[tuple[str, str], int] = {}  # hw_reserved(): (level, format) -> mask
 
     def section_size_bits(self) -> int:
         # arch/x86/include/asm/sparsemem.h (v6.12 and v6.1): X86_64 "# define SECTION_SIZE_BITS 27"
@@ -534,9 +536,13 @@ class X86_64(LinuxPgtable):
         ``linux`` (SDM vol. 3A §4.5.4 "reserved bits"; the masks come from the construct formats):
         the format's ``reserved_*`` fields, PS in a PML5E/PML4E, address bits 51:MAXPHYADDR, XD
         with IA32_EFER.NXE=0, PS in a PDPTE without 1-GByte pages.  Only meaningful with P=1."""
+        fmt = self.hw_format(linux, val)
+        key = (linux, fmt.name)
+        cached = self._reserved_masks.get(key)
+        if cached is not None:  # the mask depends on the level, the format and the CPU facts only
+            return val & cached
         cpu = self.config.extra
         lv = self.hw_level(linux)
-        fmt = self.hw_format(linux, val)
         bad = fmt.mask(*(f for f in fmt.fields if f.startswith("reserved")))
         if fmt is TABLE and lv.leaf_size is None:
             bad |= TABLE.mask("ps")  # Tables 4-14, 4-15: "PS: Reserved (must be 0)"
@@ -545,6 +551,7 @@ class X86_64(LinuxPgtable):
         bad |= fmt.mask("addr") & ~((1 << cpu["maxphyaddr"]) - 1)  # bits 51:M
         if not cpu["nxe"]:
             bad |= fmt.mask("xd")
+        self._reserved_masks[key] = bad
         return val & bad
 
     def hw_rejects(self, linux: str, val: int, *, leaf: bool, addr: int | None = None) -> str | None:
@@ -610,8 +617,9 @@ OPS_CLASS = X86_64
 #: CPU facts :func:`translate` takes (``cpu=``), with their defaults (the probe machine's CPU):
 #: :data:`CPU`'s ``maxphyaddr``/``nxe``/``gbpages``, and ``wp`` (CR0.WP, §4.6.1: supervisor writes
 #: honour R/W), ``smep`` (CR4.SMEP: no supervisor fetch from a user-mode address), ``smap``
-#: (CR4.SMAP with EFLAGS.AC=0: no supervisor data access to a user-mode address).
-TRANSLATE_CPU: dict[str, Any] = {**CPU, "wp": True, "smep": False, "smap": False}
+#: (CR4.SMAP: no supervisor data access to a user-mode address unless ``ac``), ``ac`` (EFLAGS.AC,
+#: which lifts SMAP for explicit supervisor data accesses, §4.6.1).
+TRANSLATE_CPU: dict[str, Any] = {**CPU, "wp": True, "smep": False, "smap": False, "ac": False}
 
 _PF_P, _PF_W, _PF_U, _PF_RSVD, _PF_ID = 1, 2, 4, 8, 16  # #PF error code bits (SDM vol. 3A §4.7)
 
@@ -633,14 +641,21 @@ def _x86_ops(config_or_ops: Any, facts: dict[str, Any]) -> X86_64:
     return X86_64(replace(config, extra={**config.extra, **facts}))
 
 
+@functools.lru_cache(maxsize=64)
+def _x86_ops_cached(name: str, facts: tuple[tuple[str, Any], ...]) -> X86_64:
+    return _x86_ops(name, dict(facts))
+
+
 def translate(config_or_ops: Any, read: Any, va: int, access: Any = "read", *, cr3: int,
-              cpu: dict[str, Any] | None = None) -> Translation | Fault:
+              cpu: dict[str, Any] | None = None, decode: bool = True) -> Translation | Fault:
     """What the SDM says the access ``access`` (``read``/``write``/``fetch``, ``user-`` prefixed
     for CPL 3) to linear address ``va`` does with CR3 = ``cr3`` and the tables ``read(pa)``
     returns: an :class:`archs.translate.Translation` or :class:`archs.translate.Fault`.
 
     ``config_or_ops``: ``x86_64:4level`` (CR4.LA57=0) or ``x86_64:5level`` (LA57=1), a
     :class:`PagingConfig` or an :class:`X86_64`.  ``cpu``: facts of :data:`TRANSLATE_CPU`.
+    ``decode=False`` leaves each trace entry's ``fields`` empty (the construct decoding is
+    three quarters of the cost; campaigns such as ``foliowalk conform`` need only the values).
     The rules, in the order the processor applies them:
 
     * a non-canonical ``va`` (bits 63:47, or 63:56 with LA57, not all equal) is a #GP, kind
@@ -659,7 +674,10 @@ def translate(config_or_ops: Any, read: Any, va: int, access: Any = "read", *, c
 
     kind, user = parse_access(access)
     facts = cpu_facts(TRANSLATE_CPU, cpu, ARCH)
-    ops = _x86_ops(config_or_ops, facts)
+    if isinstance(config_or_ops, str):
+        ops = _x86_ops_cached(config_or_ops, tuple(sorted(facts.items())))
+    else:
+        ops = _x86_ops(config_or_ops, facts)
     m = facts["maxphyaddr"]
     if not isinstance(cr3, int) or cr3 < 0 or cr3 >> m:
         raise ValueError(f"CR3 {cr3!r} sets bits at or above MAXPHYADDR ({m}): MOV to CR3 would #GP (SDM §4.5.2)")
@@ -681,7 +699,7 @@ def translate(config_or_ops: Any, read: Any, va: int, access: Any = "read", *, c
         pa = table + 8 * lv.index(va)
         val = read_entry(read, pa)
         fmt = ops.hw_format(lv.linux, val)
-        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val)))
+        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val) if decode else {}))
         entry = _ENTRY_NAMES.get(lv.name, lv.name + "E")
         why = ops.hw_rejects(lv.linux, val, leaf=False)
         if why is not None:
@@ -712,7 +730,44 @@ def _x86_rights(facts: dict[str, Any], user: bool, writable: bool, user_ok: bool
 
     if user:
         return Permissions(read=user_ok, write=user_ok and writable, execute=user_ok and not xd, user=user_ok)
-    smap = facts["smap"] and user_ok  # supervisor data access to a user-mode address (AC=0)
+    smap = facts["smap"] and not facts["ac"] and user_ok  # supervisor data access to a user-mode address
     write = (writable or not facts["wp"]) and not smap
     execute = not xd and not (facts["smep"] and user_ok)
     return Permissions(read=not smap, write=write, execute=execute, user=user_ok)
+
+
+# -- Accessed and Dirty flags after an access (SDM vol. 3A §4.8) -----------------------------------
+#: An entry's A or D flag after the access: set, unchanged, or left open by the manual.
+AD_SET, AD_KEEP, AD_OPEN = "set", "unchanged", "open"
+
+
+def accessed_dirty(result: Translation | Fault, access: Any = "read") -> tuple[tuple[str, str, str], ...]:
+    """What the access that gave ``result`` (:func:`translate`'s answer, with its ``trace``) does
+    to the Accessed and Dirty flags of each entry it read: ``((level, A, D), ...)`` top down, each
+    flag :data:`AD_SET`, :data:`AD_KEEP` or :data:`AD_OPEN`.
+
+    SDM vol. 3A §4.8: "whenever the processor uses a paging-structure entry as part of
+    linear-address translation, it sets the accessed flag in that entry (if it is not already
+    set)"; "whenever there is a write to a linear address, the processor sets the dirty flag (if
+    it is not already set) in the paging-structure entry that identifies the final physical
+    address" -- the leaf only (bit 6 is ignored in entries that reference a table, Tables 4-14,
+    4-15, 4-17, 4-19).  So an allowed access sets A everywhere and, for a write, D in the leaf.
+    A faulting access writes no memory, so no D, and the manual does not make the translation
+    "used" for the entry that stops it (P=0 or a reserved bit: nothing to set; a rights
+    violation: the access does not happen) -- A of that entry stays as it was.  Whether the
+    entries above it, which the walk did pass, get A is not specified for a faulting access
+    (§4.8 ties A to translations used; §4.10.2 lets a processor cache and set them early):
+    :data:`AD_OPEN`, as kvm-unit-tests ``x86/access.c`` treats it (``ignore_pde``).
+    """
+    kind, _user = parse_access(access)
+    trace = result.trace
+    out: list[tuple[str, str, str]] = []
+    if isinstance(result, Translation):
+        for i, e in enumerate(trace):
+            leaf = i == len(trace) - 1
+            out.append((e.level, AD_SET, AD_SET if leaf and kind == "write" else AD_KEEP))
+        return tuple(out)
+    for i, e in enumerate(trace):
+        last = i == len(trace) - 1
+        out.append((e.level, AD_KEEP if last else AD_OPEN, AD_KEEP))
+    return tuple(out)

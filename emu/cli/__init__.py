@@ -20,7 +20,7 @@ from emu.errors import FoliowalkError
 
 COMMAND_MODULES = [
     "emu.cli.verify", "emu.cli.explain", "emu.cli.translate", "emu.cli.fixtures", "emu.cli.fuzz", "emu.cli.kernel",
-    "emu.cli.bench", "emu.cli.deviations",
+    "emu.cli.bench", "emu.cli.deviations", "emu.cli.conform",
 ]
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -49,7 +49,11 @@ VECTOR_NAMES = {
 
 # Control registers / MSRs (SDM vol. 3 §2.5, §2.2.1, §5.8.8).
 CR0 = 0x8001_0011  # PG | WP | NE | ET | PE
+CR0_WP = 1 << 16  # supervisor writes honour R/W (SDM vol. 3A §2.5, §4.6.1)
 CR4_PAE = 1 << 5
+CR4_SMEP = 1 << 20  # supervisor-mode execution prevention (SDM vol. 3A §2.5, §4.6.1)
+CR4_SMAP = 1 << 21  # supervisor-mode access prevention (SDM vol. 3A §2.5, §4.6.1)
+EFLAGS_AC = 1 << 18  # alignment check / access control: lifts SMAP (SDM vol. 3A §4.6.1)
 CR4_LA57 = 1 << 12
 MSR_EFER = 0xC000_0080
 MSR_STAR = 0xC000_0081

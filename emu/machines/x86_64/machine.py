@@ -41,10 +41,14 @@ from emu.machines.x86_64 import batch_probe
 from emu.machines.x86_64.guest_code import (
     CHUNK,
     CR0,
+    CR0_WP,
     CR4_LA57,
     CR4_PAE,
+    CR4_SMAP,
+    CR4_SMEP,
     EFER,
     EFER_NXE,
+    EFLAGS_AC,
     ENT_A,
     ENT_ADDR,
     ENT_D,
@@ -131,6 +135,7 @@ class X86_64Machine:
         levels: int = 4,
         timeout_us: int = 1_000_000,
         nxe: bool = True,
+        cpu_model: int | None = None,
     ) -> None:
         if levels not in (4, 5):
             raise ConfigError(
@@ -150,8 +155,11 @@ class X86_64Machine:
         self._slot_base = (U64_MASK << (top_shift + 9) | (self.MACHINE_SLOT << top_shift)) & U64_MASK
         self._va_bits_1 = top_shift + 8  # 47 / 56: bits 63..this are equal in a canonical VA
         self._root: int | None = None
+        self._smap = False  # set_controls(smap=True): own data pages are supervisor pages
 
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        if cpu_model is not None:  # a UC_CPU_X86_* model (default: Unicorn's qemu64)
+            uc.ctl_set_cpu_model(cpu_model)
         self._uc = uc
         self._h = uc._uch
         uc.ctl_set_tlb_mode(UC_TLB_CPU)
@@ -294,6 +302,39 @@ class X86_64Machine:
         self._uc.context_restore(self._base)
         self._uc.reg_write(X.UC_X86_REG_CR3, root_pa)
         self._uc.context_update(self._base)
+        self.flush_tlb()
+
+    def set_controls(self, *, wp: bool | None = None, smep: bool | None = None,
+                     smap: bool | None = None, ac: bool | None = None) -> None:
+        """Set CR0.WP (supervisor writes honour R/W, SDM vol. 3A §4.6.1), CR4.SMEP (no
+        supervisor fetch from a user-mode address), CR4.SMAP (no supervisor data access to a
+        user-mode address unless EFLAGS.AC) and EFLAGS.AC of the CPL-0 probes, for every later
+        guest run; None leaves a control as it is.  The machine's own code page is a supervisor
+        page, so its probe code keeps running with SMEP.  With SMAP its own data pages (stack,
+        redirect word, address and result tables) become supervisor pages, so the CPL-0 loop
+        keeps running; user probes need them as user pages and are refused until SMAP is off."""
+        uc = self._uc
+        if smap is not None:
+            pt = self._slot_tables[-1]
+            pages = [PG_DUMMY, PG_RUN, PG_STACK, *range(PG_TABLES, PG_TABLES + 2 * TABLE_PAGES)]
+            for index in pages:
+                val = self.ram.read_u64(pt + 8 * index)
+                self.ram.write_u64(pt + 8 * index, val & ~ENT_US if smap else val | ENT_US)
+            self._smap = smap
+        uc.context_restore(self._base)
+        if ac is not None:
+            fl = uc.reg_read(X.UC_X86_REG_EFLAGS)
+            uc.reg_write(X.UC_X86_REG_EFLAGS, fl | EFLAGS_AC if ac else fl & ~EFLAGS_AC)
+        if smap is not None:
+            cr4 = uc.reg_read(X.UC_X86_REG_CR4)
+            uc.reg_write(X.UC_X86_REG_CR4, cr4 | CR4_SMAP if smap else cr4 & ~CR4_SMAP)
+        if wp is not None:
+            cr0 = uc.reg_read(X.UC_X86_REG_CR0)
+            uc.reg_write(X.UC_X86_REG_CR0, cr0 | CR0_WP if wp else cr0 & ~CR0_WP)
+        if smep is not None:
+            cr4 = uc.reg_read(X.UC_X86_REG_CR4)
+            uc.reg_write(X.UC_X86_REG_CR4, cr4 | CR4_SMEP if smep else cr4 & ~CR4_SMEP)
+        uc.context_update(self._base)
         self.flush_tlb()
 
     def flush_tlb(self) -> None:
@@ -594,6 +635,9 @@ class X86_64Machine:
     def _check_probe_args(self, access: Access) -> None:
         if self._root is None:
             raise ConfigError("X86_64Machine: call set_root(root_pa) before probing")
+        if self._smap and getattr(access, "user", False):
+            raise ConfigError("X86_64Machine: user probes need the machine's data pages as user pages: "
+                              "set_controls(smap=False) first")
         if not isinstance(access, Access) or access.kind not in ("read", "write", "fetch"):
             raise ConfigError(f"unknown access {access!r}")
 
