@@ -322,18 +322,11 @@ class X86_64Machine:
                 self.ram.write_u64(pt + 8 * index, val & ~ENT_US if smap else val | ENT_US)
             self._smap = smap
         uc.context_restore(self._base)
-        if ac is not None:
-            fl = uc.reg_read(X.UC_X86_REG_EFLAGS)
-            uc.reg_write(X.UC_X86_REG_EFLAGS, fl | EFLAGS_AC if ac else fl & ~EFLAGS_AC)
-        if smap is not None:
-            cr4 = uc.reg_read(X.UC_X86_REG_CR4)
-            uc.reg_write(X.UC_X86_REG_CR4, cr4 | CR4_SMAP if smap else cr4 & ~CR4_SMAP)
-        if wp is not None:
-            cr0 = uc.reg_read(X.UC_X86_REG_CR0)
-            uc.reg_write(X.UC_X86_REG_CR0, cr0 | CR0_WP if wp else cr0 & ~CR0_WP)
-        if smep is not None:
-            cr4 = uc.reg_read(X.UC_X86_REG_CR4)
-            uc.reg_write(X.UC_X86_REG_CR4, cr4 | CR4_SMEP if smep else cr4 & ~CR4_SMEP)
+        for on, reg, bit in ((ac, X.UC_X86_REG_EFLAGS, EFLAGS_AC), (smap, X.UC_X86_REG_CR4, CR4_SMAP),
+                             (wp, X.UC_X86_REG_CR0, CR0_WP), (smep, X.UC_X86_REG_CR4, CR4_SMEP)):
+            if on is not None:  # set or clear one control bit, the others as they are
+                value = uc.reg_read(reg)
+                uc.reg_write(reg, value | bit if on else value & ~bit)
         uc.context_update(self._base)
         self.flush_tlb()
 
