@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from emu.fuzz.campaign import check_campaign_configs, run_campaign
 from emu.fuzz.entry_gen import BENCH_WEIGHTS, DEFAULT_WEIGHTS, KINDS, EntryGenerator, GenParams
-from emu.fuzz.evaluate import Evaluation, Target, batch_results, deciding_level, materialize, signature
+from emu.fuzz.evaluate import Evaluation, Target, deciding_level, materialize, signature
 from emu.fuzz.hierarchy_gen import HierarchyGenerator
 from emu.fuzz.layout import Layout, plan_layout
 from emu.fuzz.records import CampaignOptions, CampaignResult, FindingRecord, Stats
@@ -95,6 +95,5 @@ __all__ = [
     "hierarchy_seed",
     "format_report",
     "save_hierarchy_finding",
-    "batch_results",
     "deciding_level",
 ]

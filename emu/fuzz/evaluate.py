@@ -292,7 +292,7 @@ class Target:
             k0 = audit.verdict(first.trace) if audit is not None else None
             kw = kernel[i] if kernel is not None else None
             v0 = judge(ops, first, mmu, oracle, addr=addr, kernel=k0, kernel_walk=kw[0] if kw else None)
-            # A row that batch_results() copied from the first (same record, other flags: it
+            # A row that rows_from_batches() copied from the first (same record, other flags: it
             # shares the trace list) gets the same verdict: judge() does not read the flags
             # (the kernel's answer for those flags is compared on its own).
             verdicts.append([v0] + [
@@ -319,11 +319,7 @@ def _batch_walker(walker: str) -> Callable[..., list[list[WalkResult]]] | None:
         if walker == "batch":
             raise ConfigError("walker=batch needs emu.mm.pagewalk_batch") from None
         return None
-    fn = getattr(mod, "walk_many_cases", None)
-    if fn is not None:
-        return _adapt_walk_many_cases(fn)
-    fn = getattr(mod, "walk_many", None)
-    return _adapt_walk_many(fn) if fn is not None else None
+    return _adapt_walk_many_cases(mod.walk_many_cases)
 
 
 def _adapt_walk_many_cases(fn: Callable[..., Any]) -> Callable[..., list[list[WalkResult]]]:
@@ -446,81 +442,6 @@ def _leaf_pfn(ops: LinuxPgtable, level: str | None, entry: int) -> int:
     from emu.verify import _leaf_pfn as leaf_pfn
 
     return leaf_pfn(ops, level, entry)
-
-
-def _adapt_walk_many(fn: Callable[..., Any]) -> Callable[..., list[list[WalkResult]]]:
-    """``walk_many(vma, addrs, flags, isolated=True)`` per (VMA, flags), back to rows per case."""
-
-    def call(sc: Scenario, cases: list[Case], flag_sets: tuple[int, ...]) -> list[list[WalkResult]]:
-        ops = sc.ops
-        groups: dict[int, tuple[VMA, list[int]]] = {}
-        for i, c in enumerate(cases):
-            groups.setdefault(id(c.vma), (c.vma, []))[1].append(i)
-        out: list[list[WalkResult | None]] = [[None] * len(flag_sets) for _ in cases]
-        with sc.mm.mmap_read():
-            for vma, idx in groups.values():
-                addrs = [cases[i].addr for i in idx]
-                first: list[WalkResult] | None = None
-                for j, f in enumerate(flag_sets):
-                    res = batch_results(ops, fn(vma, addrs, f, isolated=True), addrs, f, first)
-                    first = first or res
-                    for k, wr in enumerate(res):
-                        out[idx[k]][j] = wr
-        return out  # type: ignore[return-value]
-
-    return call
-
-
-def batch_results(
-    ops: LinuxPgtable, b: Any, addrs: Sequence[int], flags: int, same: Sequence[WalkResult] | None = None
-) -> list[WalkResult]:
-    """:func:`emu.verify.walk_result` of every record of a ``WalkBatch``, read from its columns
-    for the addresses the vectorised walk decided (found normal leaves, none entries) instead of
-    materialising a FolioWalk for each; records of the per-address walker go through
-    walk_result() itself.  ``same``: the results of the same addresses under another flag set;
-    a vector-decided record equal to it (the flags change nothing there) is a copy of it that
-    shares its ``trace`` list -- :meth:`Target.evaluate` judges such a row once.
-    tests/fuzz/test_fuzz.py proves all of it equal to walk_result() on every record."""
-    from emu.verify import leaf_expectations
-
-    n = len(addrs)
-    scalar = b.scalar.tolist()
-    found = b.found.tolist()
-    level = b.level.tolist()
-    entry_pa = b.entry_pa.tolist()
-    entry = b.entry.tolist()
-    folio_pfn = b.folio_pfn.tolist()
-    folio_order = b.folio_order.tolist()
-    page_pfn = b.page_pfn.tolist()
-    out: list[WalkResult] = []
-    for i in range(n):
-        reason = b.reason(i)
-        if scalar[i] or reason == "outside-vma":
-            out.append(walk_result(ops, b[i], addrs[i], flags))
-            continue
-        lv = LEVEL_NAMES[level[i]] if level[i] >= 0 else None
-        ent = entry[i] if lv is not None else None
-        epa = entry_pa[i] if lv is not None else None
-        if same is not None:
-            o = same[i]
-            if (o.reason == reason and o.level == lv and o.entry == ent and o.entry_pa == epa
-                    and (not found[i] or (o.folio_pfn == folio_pfn[i] and o.page_pfn == page_pfn[i]))
-                    and not o.cleared and not o.warnings):
-                wr = object.__new__(WalkResult)  # copy.copy() without its generic machinery
-                wr.__dict__.update(o.__dict__)
-                wr.flags = flags
-                out.append(wr)
-                continue
-        wr = WalkResult(
-            flags=flags, reason=reason, kind=b.kind(i) if found[i] else "", level=lv,
-            entry_pa=epa, entry=ent, trace=b.trace(i),
-        )
-        if found[i]:
-            wr.folio_pfn, wr.folio_order = folio_pfn[i], folio_order[i]
-            wr.page_pfn = page_pfn[i] if page_pfn[i] >= 0 else None
-        leaf_expectations(ops, wr, addrs[i])  # as walk_result()
-        out.append(wr)
-    return out
 
 
 @contextlib.contextmanager
