@@ -86,7 +86,7 @@ def test_walk_outside_ram_is_an_external_abort_and_close_cleans_up() -> None:
     level 1 (taken as an exception by AT, turned into PAR form by the firmware) -- where Unicorn
     reads zeros (the registered walk-outside-ram-reads-zero deviation, Unicorn only)."""
     m, ram, alloc = machine()
-    proc, tmp = m._proc, m._tmp
+    proc, tmp = m._qemu.proc, m._tmp
     l0 = table(ram, alloc)
     ram.write_u64(l0, 0x10_0000_0000 | TABLE)
     m.set_roots(l0, None)

@@ -173,7 +173,7 @@ def test_legacy_hole_is_the_machines() -> None:
 
 def test_close_leaves_no_process_and_no_files() -> None:
     machine, _t = make(4)
-    proc, tmp = machine._proc, machine._tmp
+    proc, tmp = machine._qemu.proc, machine._tmp
     assert proc.poll() is None and not os.path.exists(tmp)  # removed once QEMU was connected
     machine.close()
     assert proc.poll() is not None and not os.path.exists(tmp)
@@ -183,10 +183,10 @@ def test_close_leaves_no_process_and_no_files() -> None:
 def test_a_hung_qemu_is_an_error_not_a_hang() -> None:
     machine, t = make(4, timeout_s=1.0)
     t.map(0x5000, data_frame(t), P | RW)
-    os.kill(machine._proc.pid, signal.SIGSTOP)
+    os.kill(machine._qemu.proc.pid, signal.SIGSTOP)
     with pytest.raises(EmulatorError, match="did not answer"):
         machine.probe(0x5000)
-    assert machine._proc.poll() is not None  # killed and reaped
+    assert machine._qemu.proc.poll() is not None  # killed and reaped
 
 
 def test_root_entry_511_is_the_machines() -> None:
@@ -250,8 +250,8 @@ def test_qemu_dies_with_a_killed_parent() -> None:
     code = ("import sys\nfrom emu.machines.ram import PhysicalMemory, FrameAllocator\n"
             "from emu.machines.qemu.x86_64 import QemuX86_64Machine\n"
             "ram = PhysicalMemory(64 << 20)\nm = QemuX86_64Machine(ram, FrameAllocator(ram, reserved=[(0, 0x10000)]))\n"
-            "print(m._proc.pid, flush=True)\nsys.stdin.read()\n")
-    code = code.replace("print(m._proc.pid, flush=True)", "print(m._proc.pid, m._tmp, flush=True)")
+            "print(m._qemu.proc.pid, flush=True)\nsys.stdin.read()\n")
+    code = code.replace("print(m._qemu.proc.pid, flush=True)", "print(m._qemu.proc.pid, m._tmp, flush=True)")
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     pid_text, tmp = child.stdout.readline().split()

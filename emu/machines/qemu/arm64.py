@@ -47,7 +47,6 @@ from emu.machines.arm64.sysregs import (
 from emu.machines.base import RAW_FAULT, RAW_OBSERVED, READ, Access, ProbeError, ProbeResult, RawProbes, address_ndarray
 from emu.machines.qemu import qemu_binary
 from emu.machines.qemu.process import QemuProcess
-from emu.machines.qemu.qmp import QMP
 from emu.machines.qemu.shared_ram import share
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
@@ -128,7 +127,6 @@ class QemuArm64Machine:
                       "TTBR0_EL1": 0,
                       "TTBR1_EL1": 0}
         self._req = 0
-        self._qmp: list[QMP] = []
         self._tmp = tempfile.mkdtemp(prefix="foliowalk-qemu-")
         fw_path = os.path.join(self._tmp, "probe.bin")
         Path(fw_path).write_bytes(ram.read(self.code_pa, len(fw)))
@@ -142,8 +140,6 @@ class QemuArm64Machine:
             "-S", "-qmp", f"unix:{os.path.join(self._tmp, 'qmp.sock')},server=on,wait=off",
         ]
         self._qemu = QemuProcess(self, self.command, binary, self._tmp)
-        self._proc, self._log, self._qmp, self._finalizer = (self._qemu.proc, self._qemu.log, self._qemu.qmp,
-                                                              self._qemu.finalizer)
         try:
             self._qemu.connect(timeout_s)
             self._run_until(lambda: self.ram.read_u64(self.mailbox + MB_ALIVE) == 1, "starting")
@@ -168,7 +164,7 @@ class QemuArm64Machine:
         """QMP cont, wait until ``done()``, QMP stop; on a timeout QEMU is killed."""
         budget = self.timeout_s if budget is None else budget
         try:
-            qmp = self._qmp[0]
+            qmp = self._qemu.qmp[0]
             qmp.execute("cont")
             deadline = time.monotonic() + budget
             pause = 20e-6
@@ -207,7 +203,7 @@ class QemuArm64Machine:
         return {"SCTLR_EL1": SCTLR_EL1, "MAIR_EL1": MAIR_EL1_DEFAULT, **self._regs}
 
     def close(self) -> None:
-        self._finalizer()
+        self._qemu.finalizer()
 
     def probe(self, va: int, access: Access = READ) -> ProbeResult:
         return self.probe_many([va], access)[0]
@@ -219,7 +215,7 @@ class QemuArm64Machine:
     def probe_many_raw(self, vas: np.ndarray, access: Access = READ) -> tuple[RawProbes, dict[int, ProbeError]]:
         if not isinstance(access, Access) or access.kind not in ("read", "write"):
             raise ConfigError(f"the qemu arm64 machine probes reads and writes (AT), not {access}")
-        if not self._finalizer.alive:
+        if not self._qemu.finalizer.alive:
             raise EmulatorError("the QEMU process was stopped (closed, or killed after an earlier error)")
         vas = address_ndarray(vas)
         op = AT_OP[(bool(access.user), access.kind == "write")]

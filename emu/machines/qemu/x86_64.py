@@ -48,7 +48,6 @@ from emu.machines.base import (
 )
 from emu.machines.qemu import missing, qemu_binary
 from emu.machines.qemu.process import QemuProcess
-from emu.machines.qemu.qmp import QMP
 from emu.machines.qemu.shared_ram import share
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
@@ -153,7 +152,6 @@ class QemuX86_64Machine:
         self._build(rom)
         self._root: int | None = None
         self._req = 0
-        self._qmp: list[QMP] = []
         self._tmp = tempfile.mkdtemp(prefix="foliowalk-qemu-")
         rom_path = os.path.join(self._tmp, "probe.rom")
         Path(rom_path).write_bytes(self._rom)
@@ -167,8 +165,6 @@ class QemuX86_64Machine:
             "-qmp", f"unix:{os.path.join(self._tmp, 'qmp.sock')},server=on,wait=off",
         ]
         self._qemu = QemuProcess(self, self.command, binary, self._tmp)
-        self._proc, self._log, self._qmp, self._finalizer = (self._qemu.proc, self._qemu.log, self._qemu.qmp,
-                                                              self._qemu.finalizer)
         try:
             self._qemu.connect(timeout_s)
             deadline = time.monotonic() + timeout_s
@@ -271,7 +267,7 @@ class QemuX86_64Machine:
     def registers(self) -> dict[str, int]:
         """CR0, CR3, CR4 and EFER as QEMU reports them (``info registers``)."""
         self._usable()
-        text = self._qmp[0].hmp("info registers")
+        text = self._qemu.qmp[0].hmp("info registers")
         out = {}
         for name in ("CR0", "CR3", "CR4", "EFER"):
             at = text.find(name + "=")
@@ -281,7 +277,7 @@ class QemuX86_64Machine:
 
     def close(self) -> None:
         """Quit QEMU (killed if it does not quit within 5 s) and remove its socket directory."""
-        self._finalizer()
+        self._qemu.finalizer()
 
     def __enter__(self) -> QemuX86_64Machine:
         return self
@@ -391,12 +387,12 @@ class QemuX86_64Machine:
         return ProbeError(f"{VECTOR_NAMES.get(vec, 'exception')} (vector {vec}, error code {code:#x})")
 
     def _usable(self) -> None:
-        if not self._finalizer.alive or not self._qmp:
+        if not self._qemu.finalizer.alive or not self._qemu.qmp:
             raise EmulatorError("the QEMU process was stopped (closed, or killed after an earlier error)")
 
     def _gva2gpa(self, va: int) -> int | None:
         try:
-            text = self._qmp[0].hmp(f"gva2gpa {va:#x}")
+            text = self._qemu.qmp[0].hmp(f"gva2gpa {va:#x}")
         except EmulatorError as err:
             self.close()
             raise EmulatorError(f"QEMU did not answer gva2gpa: {err} (killed)") from None
@@ -416,7 +412,7 @@ class QemuX86_64Machine:
 
     def _wait_inner(self, n: int, budget: float) -> None:
         deadline = time.monotonic() + budget
-        qmp = self._qmp[0]
+        qmp = self._qemu.qmp[0]
         qmp.execute("inject-nmi")
         nudge = time.monotonic() + 0.05
         pause = 20e-6
