@@ -22,15 +22,14 @@ from emu.machines.base import FETCH, RAW_TAG, READ, WRITE, Access, Fault, ProbeE
 from emu.machines.qemu import missing
 from emu.machines.qemu.x86_64 import LEGACY_HOLE, QemuX86_64Machine
 from emu.machines.ram import FrameAllocator, PhysicalMemory
+from tests.ci import unavailable
 from tests.machines.test_machine_x86_64 import ADDR, EC_P, EC_RSVD, EC_W, PS, RW, US, P, Tables, data_frame
 
 
 def need_qemu(arch: str = "x86_64") -> None:
     problem = missing(arch)
     if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the QEMU oracle tests: {problem}")
-        pytest.skip(problem)
+        unavailable("run the QEMU oracle tests", problem)
 
 
 def pf(code: int) -> Fault:
