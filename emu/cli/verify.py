@@ -12,6 +12,7 @@ import archs
 from archs.kconfig import DEFAULT_PROFILE, PROFILES
 from archs.linux import KERNELS
 from emu.errors import AddressError
+from emu.machines.base import ProbeError
 from emu.verify import VERDICT_CLASSES, Report, Row, mmu_summary
 
 #: every configuration name, for the help texts
@@ -20,6 +21,7 @@ CONFIG_NAMES = ", ".join(archs.all_config_keys())
 
 def add_parser(sub: Any) -> None:
     from emu.cli import int_arg
+    from emu.machines.oracles import oracle_choices
 
     p = sub.add_parser("verify", help="walk and probe the default scenarios; exit 1 on any disagree")
     p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: all")
@@ -37,9 +39,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="check every entry against the compiled kernel: auto = when a harness is built "
                         "(foliowalk kernel build), on = build it if needed, off = model only")
-    p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu"),
-                   help="the emulator whose MMU answers: unicorn (default, in-process) or qemu (QEMU 7.2 system "
-                        "emulation, x86-64 so far; docs/oracles.md)")
+    p.add_argument("--oracle", default="unicorn", choices=oracle_choices(),
+                   help="the emulator whose MMU answers: unicorn (default, in-process), qemu (QEMU 7.2 system "
+                        "emulation), or all: every one installed here, each row with every oracle's answer "
+                        "(docs/oracles.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",
@@ -61,28 +64,38 @@ def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
 
 
 def oracle_configs(oracle: str, keys: list[str], chosen: bool) -> list[str]:
-    """The configurations ``oracle`` can check: all of ``keys`` for Unicorn; for QEMU those of
-    the architectures it has a machine for (others refused if ``chosen`` by name, else left out
-    with a note on stderr), after checking that QEMU is installed (one line, exit 2, if not)."""
-    if oracle == "unicorn":
-        return keys
+    """The configurations ``oracle`` (one name of :data:`emu.machines.oracles.ORACLES`) can check:
+    those of ``keys`` it has a machine for (others refused if ``chosen`` by name, else left out
+    with a note on stderr), after checking that its emulator is installed (one line, exit 2, if not)."""
     from emu.cli import UsageError
-    from emu.machines.qemu import missing
-    from emu.machines.qemu.oracle import QEMU_ORACLES
+    from emu.machines import oracles
 
-    other = sorted({archs.get_config(k).arch for k in keys} - set(QEMU_ORACLES))
-    if other and chosen:
-        raise UsageError(f"the qemu oracle has no machine for {', '.join(other)} yet "
-                         f"(it covers {', '.join(QEMU_ORACLES)})")
-    keys = [k for k in keys if archs.get_config(k).arch in QEMU_ORACLES]
-    if other:
-        print(f"note: --oracle qemu checks {', '.join(QEMU_ORACLES)} only; left out: {', '.join(other)}",
-              file=sys.stderr)
-    for arch in sorted({archs.get_config(k).arch for k in keys}):
-        problem = missing(arch)
-        if problem:
-            raise UsageError(f"--oracle qemu: {problem}")
+    kind = oracles.get(oracle)
+    refused = {k: why for k in keys if (why := kind.cannot_check(k)) is not None}
+    if refused and chosen:
+        raise UsageError(next(iter(refused.values())))
+    if refused:
+        print(f"note: --oracle {oracle} checks {', '.join(kind.archs())} only; left out: "
+              f"{', '.join(sorted({archs.get_config(k).arch for k in refused}))}", file=sys.stderr)
+    keys = [k for k in keys if k not in refused]
+    problem = oracles.unavailable_reason(oracle, keys)
+    if problem:
+        raise UsageError(f"--oracle {oracle}: {problem}")
     return keys
+
+
+def all_oracles(keys: list[str]) -> list[str]:
+    """``--oracle all``: every registered oracle available here (in registry order); each one
+    that is not is named in a note on stderr.  None available: one line, exit 2."""
+    from emu.cli import UsageError
+    from emu.machines import oracles
+
+    names, notes = oracles.available(keys)
+    for n in notes:
+        print(f"note: --oracle all: left out {n}", file=sys.stderr)
+    if not names:
+        raise UsageError("--oracle all: no oracle can run here")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,38 +110,65 @@ def run(args: argparse.Namespace) -> int:
                              "no --fixture, --addr, --kernel, --arch, --config or --kernel-config")
         return replay(args.spec, as_json=args.json, harness=args.harness)
     keys = selected_configs(args.arch, args.config)
-    keys = oracle_configs(args.oracle, keys, bool(args.arch or args.config))
-    if args.fixture and args.oracle != "unicorn":
-        from emu.cli import UsageError
+    from emu.machines import oracles
 
-        raise UsageError("verify: --fixture replays on the unicorn oracle only (so far)")
+    if args.oracle == "all":
+        names = all_oracles(keys)
+        cannot = {n: {k: why for k in keys if (why := oracles.get(n).cannot_check(k)) is not None} for n in names}
+        own = {n: [k for k in keys if k not in cannot[n]] for n in names}
+    else:
+        names, cannot = [args.oracle], {}
+        own = {args.oracle: oracle_configs(args.oracle, keys, bool(args.arch or args.config))}
     if args.fixture:  # the recorded cases of fixture sets (emu/fixtures/), re-walked and re-probed
         from emu.cli import UsageError
-        from emu.fixtures import replay_report
+        from emu.fixtures import find_sets, replay_report
 
         if args.addr or args.kernel:
             raise UsageError("verify: --fixture replays the recorded cases; no --addr or --kernel")
-        report = replay_report(args.fixture)
+        reports = {n: replay_report(args.fixture, emulator=n) for n in names}
+        keys = list(dict.fromkeys(r.config for r in reports[names[0]].rows))
+        find_sets(args.fixture)
     elif args.addr:
-        report = verify_addresses(keys, args.addr, args.kernel, harness=args.harness, emulator=args.oracle)
+        reports = {n: verify_addresses(own[n], args.addr, args.kernel, harness=args.harness, emulator=n)
+                   for n in names if own[n]}
     else:
         from emu.verify import verify_configs
 
-        report = verify_configs(keys, args.kernel, kconfig=args.kconfig, harness=args.harness,
-                                emulator=args.oracle)
+        reports = {n: verify_configs(own[n], args.kernel, kconfig=args.kconfig, harness=args.harness, emulator=n)
+                   for n in names if own[n]}
+    if args.oracle == "all":
+        from emu.verify import merge_oracles
+
+        report = merge_oracles(keys, reports, cannot)
+    else:
+        report = reports[args.oracle]
     if args.json:
         out = report_json(report)
         if args.oracle != "unicorn":
             out["oracle"] = args.oracle
+        if args.oracle == "all":
+            out["oracles"] = {n: {"emulator": oracles.display_name(n), "ran": n in reports,
+                                  "summary": {c: reports[n].counts().get(c, 0) for c in VERDICT_CLASSES}
+                                  if n in reports else None,
+                                  "cannot_check": cannot.get(n, {})} for n in names}
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print_table(report)
-        if args.oracle != "unicorn":
-            from emu.machines.placement import EMULATOR_NAMES
-
-            print(f"oracle: {EMULATOR_NAMES[args.oracle]} system emulation (docs/oracles.md); "
-                  "deviation rows name the emulator: [qemu]")
+        if args.oracle == "all":
+            for n in names:
+                counts = reports[n].counts() if n in reports else None
+                got = (", ".join(f"{c} {counts.get(c, 0)}" for c in VERDICT_CLASSES) if counts is not None
+                       else "did not run")
+                print(f"oracle {n} ({oracles.display_name(n)}): {got}")
+                for k, why in cannot.get(n, {}).items():
+                    print(f"oracle {n}: {k}: oracle-cannot-check: {why}")
+            print("each oracle probes its own copy of every scenario (its machine takes other frames of guest RAM, "
+                  "so physical addresses differ between oracles; the table shows the first one's walk); "
+                  "--json has every oracle's own row; deviation rows name the emulators: [unicorn, qemu]")
+        elif args.oracle != "unicorn":
+            print(f"oracle: {oracles.display_name(args.oracle)} system emulation (docs/oracles.md); "
+                  f"deviation rows name the emulator: [{args.oracle}]")
     return 0 if report.ok else 1
 
 
@@ -209,6 +249,13 @@ def _kernel(row: Row) -> str:
     return ("" if differs else "= ") + row.kernel.summary()
 
 
+def _oracle_cell(row: Row) -> str:
+    """One oracle's part of a combined row: its MMU answer, or why it could not check."""
+    if row.verdict_class == "oracle-cannot-check" and isinstance(row.mmu, ProbeError):
+        return "cannot check"
+    return mmu_summary(row.mmu)
+
+
 def print_table(report: Report, out: Any = None) -> None:
     out = out or sys.stdout
     config = case = None
@@ -216,12 +263,15 @@ def print_table(report: Report, out: Any = None) -> None:
     # it gives the model's answer exactly (the judge compared them), else its own answer
     with_kernel = any(r.kernel is not None for r in report.rows)
     kcol = f"{'kernel':<30} " if with_kernel else ""
+    # --oracle all: one MMU column per oracle (emu.verify.merge_oracles)
+    names = list(report.rows[0].oracles or {}) if report.rows else []
+    mcol = "".join(f"{'MMU ' + n:<28} " for n in names) if names else f"{'MMU':<28} "
     for row in report.rows:
         if row.config != config:
             config = row.config
             print(f"\n== {config}", file=out)
             print(
-                f"  {'flags':<25} {'walk (folio_walk_start)':<44} {'entry':<38} {'MMU':<28} {kcol}verdict",
+                f"  {'flags':<25} {'walk (folio_walk_start)':<44} {'entry':<38} {mcol}{kcol}verdict",
                 file=out,
             )
         if (row.case, row.addr) != case:
@@ -230,9 +280,13 @@ def print_table(report: Report, out: Any = None) -> None:
         from emu.mm.pagewalk import flags_str
 
         kernel = f"{_kernel(row):<30} " if with_kernel else ""
+        if row.oracles is not None:
+            mmu = "".join(f"{_oracle_cell(r):<28} " for r in row.oracles.values())
+        else:
+            mmu = f"{mmu_summary(row.mmu):<28} "
         print(
             f"  {flags_str(row.walk.flags):<25} {row.walk.summary():<44} {_entry(row):<38} "
-            f"{mmu_summary(row.mmu):<28} {kernel}{row.verdict}",
+            f"{mmu}{kernel}{row.verdict}",
             file=out,
         )
     counts = report.counts()

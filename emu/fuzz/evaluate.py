@@ -88,7 +88,7 @@ class Target:
     ) -> None:
         """``walk_build``: the compiled walk (emu.kernel.walk.WalkBuild) to judge every row with,
         instead of the one ``harness`` finds for the distribution's tree (``kernel verify``);
-        ``emulator``: the oracle's (emu.machines.oracle.EMULATORS)."""
+        ``emulator``: the oracle's (emu.machines.oracles.ORACLES)."""
         if walker not in ("auto", "batch", "scalar"):
             raise ConfigError(f"walker must be auto, batch or scalar, not {walker!r}")
         from emu.verify import kernel_view
