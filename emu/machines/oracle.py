@@ -33,6 +33,9 @@ class Oracle:
     #: tables and buffers), set by :func:`make_oracle`.  Nothing may write there but the machine:
     #: verify never tags them, whatever frame a (hostile) leaf maps.
     frames: list[tuple[int, int]] = []
+    #: Physical ``[start, end)`` ranges the machine reserves in the allocator itself when it starts
+    #: (not RAM to its emulator); a rebuilt scenario leaves them free for it (emu/fixtures/load.py).
+    ram_holes: tuple[tuple[int, int], ...] = ()
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         self.ops = ops
