@@ -109,25 +109,27 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("verify: --spec names its own configuration, kernel and addresses; "
                              "no --fixture, --addr, --kernel, --arch, --config or --kernel-config")
         return replay(args.spec, as_json=args.json, harness=args.harness)
-    keys = selected_configs(args.arch, args.config)
+    from emu.cli import UsageError
     from emu.machines import oracles
 
+    if args.fixture:  # the recorded cases of fixture sets (emu/fixtures/), re-walked and re-probed
+        from emu.fixtures import find_sets, load_fixture_set, replay_report
+
+        if args.addr or args.kernel:
+            raise UsageError("verify: --fixture replays the recorded cases; no --addr or --kernel")
+        sets = [(p, load_fixture_set(p).config) for p in find_sets(args.fixture)]
+        keys = list(dict.fromkeys(k for _, k in sets))
+    else:
+        keys = selected_configs(args.arch, args.config)
     if args.oracle == "all":
         names = all_oracles(keys)
         cannot = {n: {k: why for k in keys if (why := oracles.get(n).cannot_check(k)) is not None} for n in names}
         own = {n: [k for k in keys if k not in cannot[n]] for n in names}
-    else:
+    else:  # a set's configuration is chosen: refused if the oracle cannot check it
         names, cannot = [args.oracle], {}
-        own = {args.oracle: oracle_configs(args.oracle, keys, bool(args.arch or args.config))}
-    if args.fixture:  # the recorded cases of fixture sets (emu/fixtures/), re-walked and re-probed
-        from emu.cli import UsageError
-        from emu.fixtures import find_sets, replay_report
-
-        if args.addr or args.kernel:
-            raise UsageError("verify: --fixture replays the recorded cases; no --addr or --kernel")
-        reports = {n: replay_report(args.fixture, emulator=n) for n in names}
-        keys = list(dict.fromkeys(r.config for r in reports[names[0]].rows))
-        find_sets(args.fixture)
+        own = {args.oracle: oracle_configs(args.oracle, keys, bool(args.arch or args.config or args.fixture))}
+    if args.fixture:
+        reports = {n: replay_report([p for p, k in sets if k in own[n]], emulator=n) for n in names if own[n]}
     elif args.addr:
         reports = {n: verify_addresses(own[n], args.addr, args.kernel, harness=args.harness, emulator=n)
                    for n in names if own[n]}
