@@ -39,10 +39,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="check every entry against the compiled kernel: auto = when a harness is built "
                         "(foliowalk kernel build), on = build it if needed, off = model only")
-    p.add_argument("--oracle", default="unicorn", choices=oracle_choices(),
-                   help="the emulator whose MMU answers: unicorn (default, in-process), qemu (QEMU 7.2 system "
-                        "emulation), or all: every one installed here, each row with every oracle's answer "
-                        "(docs/oracles.md)")
+    p.add_argument("--oracle", default=None, choices=oracle_choices(),
+                   help="the emulator whose MMU answers: unicorn (default, in-process; with --fixture: the "
+                        "oracle that built each set), qemu (QEMU 7.2 system emulation), or all: every one "
+                        "installed here, each row with every oracle's answer (docs/oracles.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         from emu.cli import UsageError
         from emu.cli.fuzz import replay
 
-        if getattr(args, "oracle", "unicorn") != "unicorn":
+        if getattr(args, "oracle", None) not in (None, "unicorn"):
             raise UsageError("verify: --spec runs on the unicorn oracle only (so far)")
         if args.fixture or args.addr or args.kernel or args.arch or args.config or args.kconfig:
             raise UsageError("verify: --spec names its own configuration, kernel and addresses; "
@@ -117,10 +117,19 @@ def run(args: argparse.Namespace) -> int:
 
         if args.addr or args.kernel:
             raise UsageError("verify: --fixture replays the recorded cases; no --addr or --kernel")
-        sets = [(p, load_fixture_set(p).config) for p in find_sets(args.fixture)]
+        loaded = [(p, load_fixture_set(p)) for p in find_sets(args.fixture)]
+        sets = [(p, fs.config) for p, fs in loaded]
         keys = list(dict.fromkeys(k for _, k in sets))
+        if args.oracle is None:  # each set on the oracle that built it, as `fixtures check` replays it
+            for n in dict.fromkeys(fs.emulator for _, fs in loaded):
+                problem = oracles.unavailable_reason(n, [fs.config for _, fs in loaded if fs.emulator == n])
+                if problem:
+                    raise UsageError(f"verify --fixture: a set was built on {n}: {problem}")
+            report = replay_report([p for p, _ in loaded])
+            return _print(args, report, "unicorn", [], {}, {})
     else:
         keys = selected_configs(args.arch, args.config)
+    args.oracle = args.oracle or "unicorn"
     if args.oracle == "all":
         names = all_oracles(keys)
         cannot = {n: {k: why for k in keys if (why := oracles.get(n).cannot_check(k)) is not None} for n in names}
@@ -144,11 +153,20 @@ def run(args: argparse.Namespace) -> int:
         report = merge_oracles(keys, reports, cannot)
     else:
         report = reports[args.oracle]
+    return _print(args, report, args.oracle, names, reports, cannot)
+
+
+def _print(args: argparse.Namespace, report: Report, oracle: str, names: list[str], reports: dict[str, Report],
+           cannot: dict[str, dict[str, str]]) -> int:
+    """Print ``report`` as verify's table (with ``all``: each oracle's summary and what it could
+    not check) or JSON; the exit status."""
+    from emu.machines import oracles
+
     if args.json:
         out = report_json(report)
-        if args.oracle != "unicorn":
-            out["oracle"] = args.oracle
-        if args.oracle == "all":
+        if oracle != "unicorn":
+            out["oracle"] = oracle
+        if oracle == "all":
             out["oracles"] = {n: {"emulator": oracles.display_name(n), "ran": n in reports,
                                   "summary": {c: reports[n].counts().get(c, 0) for c in VERDICT_CLASSES}
                                   if n in reports else None,
@@ -157,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_table(report)
-        if args.oracle == "all":
+        if oracle == "all":
             for n in names:
                 counts = reports[n].counts() if n in reports else None
                 got = (", ".join(f"{c} {counts.get(c, 0)}" for c in VERDICT_CLASSES) if counts is not None
@@ -167,10 +185,10 @@ def run(args: argparse.Namespace) -> int:
                     print(f"oracle {n}: {k}: oracle-cannot-check: {why}")
             print("each oracle probes its own copy of every scenario (its machine takes other frames of guest RAM, "
                   "so physical addresses differ between oracles; the table shows the first one's walk); "
-                  "--json has every oracle's own row; deviation rows name the emulators: [unicorn, qemu]")
-        elif args.oracle != "unicorn":
-            print(f"oracle: {oracles.display_name(args.oracle)} system emulation (docs/oracles.md); "
-                  f"deviation rows name the emulator: [{args.oracle}]")
+                  f"--json has every oracle's own row; deviation rows name the emulators: [{', '.join(names)}]")
+        elif oracle != "unicorn":
+            print(f"oracle: {oracles.display_name(oracle)} system emulation (docs/oracles.md); "
+                  f"deviation rows name the emulator: [{oracle}]")
     return 0 if report.ok else 1
 
 
