@@ -137,3 +137,17 @@ def test_fixture_set_built_on_qemu_records_it_and_checks_clean(tmp_path: Path) -
     edit(lambda mm: (mm["checks"][0]["emulator"].update(name="qemu"), mm.update(emulator="bogus")))
     with pytest.raises(FixtureError, match=r"emulator: unknown oracle 'bogus'"):
         load_fixture_set(path)
+
+
+def test_qemu_kernel_half_set_records_gva2gpa_answers(tmp_path: Path) -> None:
+    """The x86-64 kernel-half set on QEMU: loads of the direct map that read no tag word are
+    answered by QEMU's own translation (``observed_by: gva2gpa``, emu/machines/qemu/x86_64.py),
+    which the schema accepts and a check reproduces."""
+    need_qemu("x86_64")
+    from emu.fixtures import check_fixture_set
+    from emu.fixtures.build import build_fixture_set
+
+    path, _ = build_fixture_set(tmp_path, "x86_64:4level", harness="off", layout="kernel", emulator="qemu")
+    m = json.loads((path / "manifest.json").read_text())
+    assert "gva2gpa" in {ch["emulator"].get("observed_by") for ch in m["checks"]}
+    assert check_fixture_set(path) == []
