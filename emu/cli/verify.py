@@ -74,9 +74,9 @@ def oracle_configs(oracle: str, keys: list[str], chosen: bool) -> list[str]:
     refused = {k: why for k in keys if (why := kind.cannot_check(k)) is not None}
     if refused and chosen:
         raise UsageError(next(iter(refused.values())))
-    if refused:
-        print(f"note: --oracle {oracle} checks {', '.join(kind.archs())} only; left out: "
-              f"{', '.join(sorted({archs.get_config(k).arch for k in refused}))}", file=sys.stderr)
+    for why in dict.fromkeys(refused.values()):  # one note per reason, naming its configurations
+        print(f"note: --oracle {oracle} leaves out {', '.join(k for k, w in refused.items() if w == why)}: {why}",
+              file=sys.stderr)
     keys = [k for k in keys if k not in refused]
     problem = oracles.unavailable_reason(oracle, keys)
     if problem:
