@@ -153,6 +153,7 @@ class CampaignResult:
             "format": "foliowalk-fuzz-campaign/1",
             "configs": o.configs,
             "kernel": o.kernel,
+            "oracle": o.emulator,  # whose MMU answered (emu/machines/oracles.py)
             "seed": o.seed,
             "jobs": o.jobs,
             "seconds_limit": o.seconds,

@@ -151,3 +151,17 @@ def test_qemu_kernel_half_set_records_gva2gpa_answers(tmp_path: Path) -> None:
     m = json.loads((path / "manifest.json").read_text())
     assert "gva2gpa" in {ch["emulator"].get("observed_by") for ch in m["checks"]}
     assert check_fixture_set(path) == []
+
+
+def test_fuzz_all_runs_the_same_cases_on_every_oracle(capsys: pytest.CaptureFixture[str]) -> None:
+    """``fuzz --oracle all``: one campaign per oracle over the same seed's hierarchies -- the
+    same cases digest on both, each campaign saying which oracle answered."""
+    need_qemu("arm64")
+    rc = main(["fuzz", "--oracle", "all", "--config", "arm64:4k:39", "--hierarchies", "1", "--jobs", "0",
+               "--harness", "off", "--no-shrink", "--quiet", "--json"])
+    doc = json.loads(capsys.readouterr().out)["oracles"]
+    assert rc == 0 and list(doc) == ["unicorn", "qemu"]
+    assert [c["oracle"] for c in doc.values()] == ["unicorn", "qemu"]
+    assert doc["unicorn"]["digest"] == doc["qemu"]["digest"]
+    assert doc["unicorn"]["stats"]["cases"] == doc["qemu"]["stats"]["cases"] > 0
+    assert all(c["stats"]["verdicts"].get("disagree", 0) == 0 for c in doc.values())
