@@ -5,9 +5,6 @@ built them (docs/oracles.md, docs/fixtures.md)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -94,17 +91,17 @@ def test_verify_all_rows_are_the_single_oracle_rows(capsys: pytest.CaptureFixtur
     assert both["summary"]["disagree"] == 0
 
 
-def test_all_without_qemu_names_it_and_runs_unicorn(tmp_path: Path) -> None:
+def test_all_without_qemu_names_it_and_runs_unicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """With no QEMU on PATH, ``--oracle all`` says so in one note line and runs the rest; needs no QEMU."""
-    env = dict(os.environ, PATH=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "emu", "verify", "--oracle", "all", "--config", "x86_64:4level",
-                          "--harness", "off", "--json"], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
-    lines = out.stderr.strip().splitlines()
+    monkeypatch.setenv("PATH", str(tmp_path))
+    rc, doc, err = _json(capsys, "--oracle", "all", "--config", "x86_64:4level")
+    assert rc == 0
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("note: --oracle all: left out qemu: ")
     assert "apt-get install" in lines[0]
-    rows = json.loads(out.stdout)["rows"]
-    assert rows and all(list(r["oracles"]) == ["unicorn"] for r in rows)
+    assert doc["rows"] and all(list(r["oracles"]) == ["unicorn"] for r in doc["rows"])
+    assert list(doc["oracles"]) == ["unicorn"]
 
 
 def test_fixture_set_built_on_qemu_records_it_and_checks_clean(tmp_path: Path) -> None:
