@@ -13,8 +13,8 @@ import shutil
 
 from emu.errors import ConfigError
 
-#: What installs the emulators the QEMU machines use on Debian 12 (QEMU 7.2; s390x would add qemu-system-misc).
-INSTALL_HINT = "apt-get install -y --no-install-recommends qemu-system-x86 qemu-system-arm"
+#: What installs the emulators the QEMU machines use on Debian 12 (QEMU 7.2).
+INSTALL_HINT = "apt-get install -y --no-install-recommends qemu-system-x86 qemu-system-arm qemu-system-misc"
 BINARIES = {"x86_64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64", "s390x": "qemu-system-s390x"}
 
 
@@ -36,7 +36,8 @@ def missing(arch: str = "x86_64") -> str | None:
         qemu_binary(arch)
     except ConfigError as err:
         return str(err)
-    prefix, package = ("aarch64-linux-gnu-", "binutils-aarch64-linux-gnu") if arch == "arm64" else ("", "binutils")
+    prefix, package = {"arm64": ("aarch64-linux-gnu-", "binutils-aarch64-linux-gnu"),
+                       "s390x": ("s390x-linux-gnu-", "binutils-s390x-linux-gnu")}.get(arch, ("", "binutils"))
     tools = [prefix + t for t in ("as", "ld", "objcopy") if shutil.which(prefix + t) is None]
     if tools:
         return f"the qemu oracle assembles its probe firmware with {', '.join(tools)} (apt-get install -y {package})"
