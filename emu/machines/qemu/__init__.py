@@ -47,9 +47,16 @@ def missing(arch: str = "x86_64") -> str | None:
 def die_with_parent() -> None:
     """``preexec_fn`` of a QEMU process: SIGKILL it when the thread that started it dies
     (``prctl(PR_SET_PDEATHSIG)``), so a fuzz worker killed by the campaign's crash isolation
-    leaves no QEMU behind.  (Machines are created by the thread that uses them.)"""
+    leaves no QEMU behind.  (Machines are created by the thread that uses them.)  No core file
+    either: the s390x placement check makes QEMU abort() on purpose (RLIMIT_CORE = 0)."""
     import ctypes
+    import resource
     import signal
+
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError):
+        pass
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1

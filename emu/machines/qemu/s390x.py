@@ -69,7 +69,8 @@ from emu.machines.s390x.machine import S390xMachine
 SOURCE = Path(__file__).with_name("s390x_probe.S")
 TOOLS = ("s390x-linux-gnu-as", "s390x-linux-gnu-ld", "s390x-linux-gnu-objcopy")
 MB_REQ, MB_DONE, MB_CR0, MB_CR1, MB_CR7, MB_COUNT, MB_OP, MB_BUF = 0x00, 0x08, 0x10, 0x18, 0x20, 0x28, 0x30, 0x38
-MB_OUT, MB_ALIVE, MB_PANIC, MB_PANIC_ADDR, MB_STFLE = 0x40, 0x48, 0x50, 0x58, 0x80
+MB_OUT, MB_ALIVE, MB_PANIC, MB_PANIC_ADDR, MB_PROBE_PSW, MB_STFLE = 0x40, 0x48, 0x50, 0x58, 0x60, 0x80
+MB_SKEY_ADDR, MB_SKEY_FRAMES, MB_SKEY, MB_SKEY_READ = 0xA0, 0xA8, 0xB0, 0xB8
 #: Bytes per result record: LRAG result, loaded word, IPM, interruption code, TEID.
 RECORD = 40
 CHUNK = 16384
@@ -228,6 +229,38 @@ class QemuS390xMachine:
             raise AddressError(f"ASCE {asce!r} is not a 64-bit value")
         self.asce = asce
 
+    def set_cr0(self, cr0: int) -> None:
+        """The CR0 loaded at the next request (default: secondary-space control, and EDAT where
+        the facility is installed); the placement check sets CR0.EDAT without the facility."""
+        self._cr0 = cr0
+
+    def set_storage_key(self, pa: int, size: int, key: int) -> None:
+        """SET STORAGE KEY EXTENDED (PoP ch. 10; key bits 0-3 access-control, 4 fetch-protection)
+        of the 4K frames of ``[pa, pa + size)``, run by the firmware at the next request."""
+        self.ram.check_range(pa, size, "storage-key range")
+        w = self.ram.write_u64
+        w(self.mailbox + MB_SKEY_ADDR, pa & ~0xFFF)
+        w(self.mailbox + MB_SKEY_FRAMES, -(-(pa % 4096 + size) // 4096))
+        w(self.mailbox + MB_SKEY, key)
+
+    def storage_key_read(self) -> int:
+        """INSERT STORAGE KEY EXTENDED of the first frame the last :meth:`set_storage_key` set
+        (read back by the firmware right after setting it)."""
+        return self.ram.read_u64(self.mailbox + MB_SKEY_READ) & 0xFF
+
+    def set_psw_key(self, key: int) -> None:
+        """The PSW key (PSW bits 8-11) the probe loop runs with from the next request (0: the
+        default, which passes every key-controlled check, PoP ch. 3 "Key-Controlled Protection")."""
+        mask = self.ram.read_u64(self.mailbox + MB_PROBE_PSW) & ~(0xF << 52)
+        self.ram.write_u64(self.mailbox + MB_PROBE_PSW, mask | (key & 0xF) << 52)
+
+    def lrag(self, va: int) -> tuple[int, int]:
+        """LOAD REAL ADDRESS's condition code and R1 for a read of ``va`` (the loop runs LRAG
+        before the access, whether or not the access then faults; PoP ch. 10)."""
+        self.probe_many_raw([va])
+        lrag, ipm = self.ram.read_u64(self.obuf), self.ram.read_u64(self.obuf + 16)
+        return (ipm >> 28) & 3, lrag
+
     def flush_tlb(self) -> None:
         """Nothing to do: the firmware purges the TLB (PTLB) at every request."""
 
@@ -298,6 +331,7 @@ class QemuS390xMachine:
         w(mb + MB_REQ, req)
         self._run_until(lambda: self.ram.read_u64(mb + MB_DONE) == req, f"a batch of {k} addresses",
                         self.timeout_s + k * 1e-3)
+        w(mb + MB_SKEY_ADDR, 0)  # storage keys are set once
         rec = np.frombuffer(self.ram.buf, dtype=">u8", count=5 * k, offset=self.obuf).reshape(k, 5).astype(np.uint64)
         lrag, word, ipm, pcode, pteid = (rec[:, j] for j in range(5))
         fault = pcode != 0

@@ -35,6 +35,10 @@
         .set MB_PROBE_PSW, 0x60              /* 16 bytes: the secondary-space PSW of the loop */
         .set MB_RESUME_PSW, 0x70             /* 16 bytes: built by the program-check handler */
         .set MB_STFLE,  0x80                 /* 4 doublewords of facility bits, stored at start */
+        .set MB_SKEY_ADDR, 0xa0              /* if not 0: SET STORAGE KEY EXTENDED of MB_SKEY_FRAMES */
+        .set MB_SKEY_FRAMES, 0xa8            /*   4K frames from there to MB_SKEY before the loop */
+        .set MB_SKEY,   0xb0
+        .set MB_SKEY_READ, 0xb8              /* INSERT STORAGE KEY EXTENDED of the first one after */
 
         .set LC_PGM_CODE, 0x8e
         .set LC_TEID,     0xa8
@@ -76,7 +80,19 @@ idle:
         lctlg %c0, %c0, MB_CR0(%r13)
         lctlg %c1, %c1, MB_CR1(%r13)
         lctlg %c7, %c7, MB_CR7(%r13)
-        ptlb
+        lg %r2, MB_SKEY_ADDR(%r13)
+        ltgr %r2, %r2
+        jz 4f
+        lg %r3, MB_SKEY(%r13)
+        lg %r4, MB_SKEY_FRAMES(%r13)
+        lgr %r5, %r2
+5:      sske %r3, %r2
+        aghi %r2, 4096
+        brctg %r4, 5b
+        lghi %r3, 0
+        iske %r3, %r5
+        stg %r3, MB_SKEY_READ(%r13)
+4:      ptlb
         xc LC_TEID(8), LC_TEID
         lg %r6, MB_BUF(%r13)
         lg %r7, MB_OUT(%r13)
@@ -121,7 +137,7 @@ done:                                        /* SVC new PSW: DAT off */
 /* Program-check new PSW: DAT off.  At the probe access (the old PSW addresses the LG, or the
  * instruction after it or after the STG: translation exceptions nullify, protection and
  * addressing suppress, PoP ch. 6 "Types of Instruction Ending"), store the interruption code and
- * the TEID in the record, clear the TEID (an addressing exception stores none) and resume. */
+ * the TEID in the record (with LRAG's result and cc), clear the TEID (an addressing exception stores none) and resume. */
 pgm:
         lg %r10, LC_PGM_OLD + 8
         larl %r11, acc_first
@@ -130,6 +146,8 @@ pgm:
         larl %r11, acc_end
         clgr %r10, %r11
         jh panic
+        stg %r1, 0(%r7)                      /* LRAG's answer and cc, as for any address */
+        stg %r4, 16(%r7)
         llgh %r10, LC_PGM_CODE
         stg %r10, 24(%r7)
         mvc 32(8, %r7), LC_TEID
