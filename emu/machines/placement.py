@@ -11,6 +11,8 @@ a recorded cell no longer holds.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -432,11 +434,17 @@ def check_s390x_access_register_mode(emulator: str) -> Cell:
 
         ar_mode = PSW_MASK & ~0x0000_C000_0000_0000 | 0x0000_4000_0000_0000
         ram.write_u64(machine.mailbox + MB_PROBE_PSW, ar_mode)
+        proc = machine._qemu.proc
         try:
             got = machine.probe(0x8)
         except EmulatorError as exc:
-            if "QEMU exited" in str(exc):
-                return Cell("present", f"PSW {ar_mode:#x} (ASC 01): {exc}")
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.returncode == -signal.SIGABRT:
+                return Cell("present", f"PSW {ar_mode:#x} (ASC 01): QEMU aborted (SIGABRT): "
+                                       f"{machine._qemu.log_tail(1) or exc}")
             raise
         return Cell("absent", f"PSW {ar_mode:#x} (ASC 01): the probe of 0x8 gave {got}")
     return _s390x_run(emulator, probe)
