@@ -6,6 +6,8 @@ from PoP SA22-7832 ch. 6."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -167,6 +169,14 @@ def test_default_scenario_on_qemu_gives_unicorns_verdicts() -> None:
     for a, b in differ:
         assert a.verdict_class == "oracle-cannot-check" and "EDAT" in a.verdict, (a.verdict, b.verdict)
         assert b.verdict_class in ("agree", "linux-only")
+
+
+def test_cli_verify_oracle_qemu_s390x() -> None:
+    need_qemu("s390x")
+    out = subprocess.run([sys.executable, "-m", "emu", "verify", "--oracle", "qemu", "--config", "s390x:segment",
+                          "--harness", "off"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "disagree 0" in out.stdout and "oracle-error 0" in out.stdout and "summary: agree 0," not in out.stdout
 
 
 def test_fuzz_campaign_on_qemu() -> None:
