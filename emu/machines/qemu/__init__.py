@@ -10,6 +10,7 @@ debug translation where a load returned no tag word, and quits the process.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from emu.errors import ConfigError
 
@@ -62,3 +63,40 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         pass
+
+
+def raw_firmware(arch: str, source: Path, as_flags: tuple[str, ...] = ()) -> bytes:
+    """``source`` assembled with the architecture's cross binutils (``<prefix>as``, then ``ld
+    -Ttext=0`` and ``objcopy -O binary``: a flat image whose code addresses are offsets), cached
+    by the source's hash under ``$FOLIOWALK_CACHE/qemu`` (or a temporary directory); the arm64
+    and s390x probe firmware.  :class:`ConfigError` (what to install) if a tool is missing,
+    :class:`EmulatorError` with the assembler's message if it fails."""
+    import hashlib
+    import os
+    import subprocess
+    import tempfile
+
+    from emu.errors import EmulatorError
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("FOLIOWALK_CACHE") or Path(tempfile.gettempdir()) / "foliowalk") / "qemu"
+    out = cache / f"{arch}-{digest}.bin"
+    if not out.exists():
+        problem = missing(arch)
+        if problem:
+            raise ConfigError(problem)
+        prefix = {"arm64": "aarch64-linux-gnu-", "s390x": "s390x-linux-gnu-"}[arch]
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = Path(tmp)
+            try:
+                for cmd in ([prefix + "as", *as_flags, "-o", str(t / "p.o"), str(source)],
+                            [prefix + "ld", "-Ttext=0", "-o", str(t / "p.elf"), str(t / "p.o")],
+                            [prefix + "objcopy", "-O", "binary", str(t / "p.elf"), str(t / "p.bin")]):
+                    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
+            except subprocess.CalledProcessError as err:
+                raise EmulatorError(f"assembling {source.name} failed: {err.stderr.strip()}") from None
+            tmp_out = cache / f".{out.name}.{os.getpid()}"  # workers may assemble at once
+            shutil.copyfile(t / "p.bin", tmp_out)
+            os.replace(tmp_out, out)
+    return out.read_bytes()

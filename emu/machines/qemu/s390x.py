@@ -28,11 +28,8 @@ equals the request number.  The TLB is purged (PTLB) at every request.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import struct
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterable
@@ -52,7 +49,7 @@ from emu.machines.base import (
     ProbeResult,
     RawProbes,
 )
-from emu.machines.qemu import qemu_binary
+from emu.machines.qemu import qemu_binary, raw_firmware
 from emu.machines.qemu.process import QemuProcess
 from emu.machines.qemu.shared_ram import share
 from emu.machines.ram import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
@@ -67,7 +64,6 @@ from emu.machines.s390x.guest_code import (
 from emu.machines.s390x.machine import S390xMachine
 
 SOURCE = Path(__file__).with_name("s390x_probe.S")
-TOOLS = ("s390x-linux-gnu-as", "s390x-linux-gnu-ld", "s390x-linux-gnu-objcopy")
 MB_REQ, MB_DONE, MB_CR0, MB_CR1, MB_CR7, MB_COUNT, MB_OP, MB_BUF = 0x00, 0x08, 0x10, 0x18, 0x20, 0x28, 0x30, 0x38
 MB_OUT, MB_ALIVE, MB_PANIC, MB_PANIC_ADDR, MB_PROBE_PSW, MB_STFLE = 0x40, 0x48, 0x50, 0x58, 0x60, 0x80
 MB_SKEY_ADDR, MB_SKEY_FRAMES, MB_SKEY, MB_SKEY_READ = 0xA0, 0xA8, 0xB0, 0xB8
@@ -81,30 +77,7 @@ SHORT_PSW_MASK, SHORT_PSW_BA = 0x0008_0000, 0x8000_0000
 
 
 def _firmware() -> bytes:
-    """The firmware image (assembled once per source version into the cache)."""
-    src = SOURCE.read_bytes()
-    digest = hashlib.sha256(src).hexdigest()[:16]
-    cache = Path(os.environ.get("FOLIOWALK_CACHE") or Path(tempfile.gettempdir()) / "foliowalk") / "qemu"
-    out = cache / f"s390x-{digest}.bin"
-    if not out.exists():
-        missing = [t for t in TOOLS if shutil.which(t) is None]
-        if missing:
-            raise ConfigError(f"the qemu s390x oracle assembles its probe firmware with {', '.join(missing)} "
-                              "(apt-get install -y binutils-s390x-linux-gnu)")
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            try:
-                for cmd in ([TOOLS[0], "-m64", "-march=z10", "-o", str(t / "p.o"), str(SOURCE)],
-                            [TOOLS[1], "-Ttext=0", "-o", str(t / "p.elf"), str(t / "p.o")],
-                            [TOOLS[2], "-O", "binary", str(t / "p.elf"), str(t / "p.bin")]):
-                    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
-            except subprocess.CalledProcessError as err:
-                raise EmulatorError(f"assembling {SOURCE.name} failed: {err.stderr.strip()}") from None
-            tmp_out = cache / f".{out.name}.{os.getpid()}"  # workers may assemble at once
-            shutil.copyfile(t / "p.bin", tmp_out)
-            os.replace(tmp_out, out)
-    return out.read_bytes()
+    return raw_firmware("s390x", SOURCE, ("-m64", "-march=z10"))
 
 
 class QemuS390xMachine:
