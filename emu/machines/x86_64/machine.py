@@ -160,6 +160,7 @@ class X86_64Machine:
         self._root: int | None = None
         self._smap = False  # set_controls(smap=True): own data pages are supervisor pages
         self._has_pku: bool | None = None  # CPUID.7.0:ECX.PKU, asked on first use
+        self._pkru = 0  # PKRU in the saved state (0 after reset, SDM vol. 3A §2.7)
 
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
         if cpu_model is not None:  # a UC_CPU_X86_* model (default: Unicorn's qemu64)
@@ -343,8 +344,9 @@ class X86_64Machine:
             if on is not None:  # set or clear one control bit, the others as they are
                 value = uc.reg_read(reg)
                 uc.reg_write(reg, value | bit if on else value & ~bit)
-        if pkru is not None:
+        if pkru is not None and pkru != self._pkru:
             self._wrpkru(pkru)
+            self._pkru = pkru
         uc.context_update(self._base)
         self.flush_tlb()
 
@@ -373,7 +375,7 @@ class X86_64Machine:
 
     def _wrpkru(self, value: int) -> None:
         """PKRU = ``value`` in the saved state by the guest's WRPKRU at CPL 0 (``run_code``), every
-        other register as it was.  (A run that ends in the HLT after a WRPKRU of the code page,
+        other register as it was.  The run page is a user page: CR4.SMEP is off for the run.  (A run that ends in the HLT after a WRPKRU of the code page,
         done twice, left Unicorn 2.1.4 not delivering the next #PF to the interrupt hook; the
         run page, ending at ``until`` with its translation cache dropped, does not.)"""
         uc = self._uc
@@ -381,7 +383,7 @@ class X86_64Machine:
         regs = [getattr(X, f"UC_X86_REG_{n.upper()}") for n in names]
         regs += [X.UC_X86_REG_RIP, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_CR2, X.UC_X86_REG_CR4]
         saved = [uc.reg_read(r) for r in regs]
-        uc.reg_write(X.UC_X86_REG_CR4, saved[-1] | CR4_PKE)
+        uc.reg_write(X.UC_X86_REG_CR4, (saved[-1] | CR4_PKE) & ~CR4_SMEP)
         uc.context_update(self._base)
         out = self.run_code(_WRPKRU, regs={"rax": value, "rcx": 0, "rdx": 0})
         if not isinstance(out, dict):
