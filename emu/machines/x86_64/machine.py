@@ -375,9 +375,10 @@ class X86_64Machine:
 
     def _wrpkru(self, value: int) -> None:
         """PKRU = ``value`` in the saved state by the guest's WRPKRU at CPL 0 (``run_code``), every
-        other register as it was.  The run page is a user page: CR4.SMEP is off for the run.  (A run that ends in the HLT after a WRPKRU of the code page,
-        done twice, left Unicorn 2.1.4 not delivering the next #PF to the interrupt hook; the
-        run page, ending at ``until`` with its translation cache dropped, does not.)"""
+        other register as it was.  The run page is a user page: CR4.SMEP is off for the run.
+        (Runs of a WRPKRU on the code page that ended in its HLT, done twice, left Unicorn 2.1.4
+        not delivering the next #PF to the interrupt hook -- the probe stopped at the faulting
+        access; the run page, ending at ``until`` with its translation cache dropped, does not.)"""
         uc = self._uc
         names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"] + [f"r{i}" for i in range(8, 16)]
         regs = [getattr(X, f"UC_X86_REG_{n.upper()}") for n in names]
