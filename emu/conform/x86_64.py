@@ -483,6 +483,25 @@ def select(limit: int | None = None, sample: int | None = None, seed: int = 0, s
     return list(range(size if limit is None else min(limit, size)))
 
 
+def key_cases(space: Space = PKU) -> list[int]:
+    """The cases of ``space`` where the leaf's protection key can decide (SDM vol. 3A §4.6.2),
+    chosen by the space's dimensions alone: CR4.PKE=1, leaf key 1 with AD1 or WD1 set, a data
+    access, and a walk that reaches a user-mode leaf (P=1, U/S=1, no reserved bit -- XD counts
+    as one without NXE -- in the PDE and, unless PS=1, the PTE): 33,024 cases, 1 in 480."""
+    def ok(names: Sequence[str], word: int, nxe: bool) -> bool:
+        f = _bits(names, word)
+        return f["P"] and f["U"] and not f["RSVD"] and (nxe or not f["NX"])
+
+    combos = {nxe: [k for k, (pde, pte) in enumerate(COMBOS) if ok(PDE_DIMS, pde, nxe)
+                    and (_bits(PDE_DIMS, pde)["PSE"] or ok(PTE_DIMS, pte, nxe))] for nxe in (False, True)}
+    out: list[int] = []
+    for g, (c, a) in enumerate(space.groups):
+        cpu = space.cpus[c]
+        if cpu.get("pke") and cpu["pkey"] and (cpu["ad"] or cpu["wd"]) and ACCESSES[a].kind != "fetch":
+            out.extend(g * len(COMBOS) + k for k in combos[cpu["nxe"]])
+    return out
+
+
 # -- local worker processes ----------------------------------------------------------------------
 TASK_CASES = 4 * CHUNK_CASES  #: cases per task handed to a worker process (within one group)
 _WORKERS: dict[str, Runner] = {}

@@ -147,22 +147,22 @@ def test_space_size() -> None:
                              pkey=0)
 
 
-def _pk_cases() -> list[int]:
-    """Sampled PKU cases where the key can decide: PKE, AD or WD, leaf key 1, both entries
-    present, user-mode, without the reserved bit (chosen by the space's dimensions)."""
-    out = []
-    for i in C.select(sample=60_000, seed=11, space=C.PKU):
+def test_key_cases_are_where_the_key_can_decide() -> None:
+    cases = C.key_cases(C.PKU)
+    # groups per NXE value: WP x SMEP x (SMAP off: 4 data accesses; SMAP on with AC 0 or 1: the
+    # 2 CPL-0 ones) x 3 PKU settings (key 1 with AD, WD or both) = 2 * 2 * 8 * 3
+    groups = 96
+    # entry pairs reaching a user-mode leaf, free bits W, A, D (and XD with NXE; without NXE it is
+    # reserved): PS=1 PDE alone, or PDE x PTE
+    pairs = {False: 8 + 8 * 8, True: 16 + 16 * 16}
+    assert len(cases) == groups * (pairs[False] + pairs[True]) == 33_024
+    for i in cases[::997]:
         c = C.Case(i, C.PKU)
-        pde, pte, cpu = c.pde_flags, c.pte_flags, c.cpu
-        if not (cpu["pke"] and cpu["pkey"] and (cpu["ad"] or cpu["wd"])) or c.access.kind == "fetch":
-            continue
-        if pde["P"] and pde["U"] and not pde["RSVD"] and (pde["PSE"] or (pte["P"] and pte["U"] and not pte["RSVD"])):
-            out.append(i)
-    return out[:200]
+        assert c.cpu["pke"] and c.cpu["pkey"] and c.access.kind != "fetch" and c.pde_flags["U"]
 
 
 def test_sample_agrees_and_a_key_blind_model_is_caught(runner: C.Runner, monkeypatch: pytest.MonkeyPatch) -> None:
-    cases = sorted(_pk_cases() + C.select(sample=150, seed=4, space=C.PKU))
+    cases = sorted(set(C.key_cases(C.PKU)[::120] + C.select(sample=120, seed=4, space=C.PKU)))
     rep = runner.run(cases, C.new_report(C.PKU))
     assert rep.run == len(cases) >= 300 and not rep.mismatches, [m.to_json() for m in rep.mismatches[:3]]
     right = C.expected
