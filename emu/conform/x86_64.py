@@ -94,6 +94,7 @@ def machine_controls(cpu: dict[str, Any]) -> dict[str, Any]:
         out.update(pke=cpu["pke"], pkru=pkru(cpu))
     return out
 
+
 IN_SPACE = {
     "PDE": "P, R/W, U/S, A, D, XD, PS, one reserved bit (51; 13 with PS=1)",
     "PTE": "P, R/W, U/S, A, D, XD, one reserved bit (51)",
