@@ -39,6 +39,8 @@ from emu.errors import AddressError, ConfigError, EmulatorError, MemoryLayoutErr
 from emu.machines.arm64.guest_code import (
     AT_NAME,
     AT_OP,
+    AT_OP_PAN,
+    AT_OPS,
     BATCH_END,
     BATCH_INSNS,
     BATCH_OFF,
@@ -66,6 +68,7 @@ from emu.machines.arm64.sysregs import (
     PAR_FST_SHIFT,
     PAR_PA_MASK,
     PSTATE_EL3H,
+    PSTATE_PAN,
     SCR_EL3_NS,
     SCR_EL3_RW,
     SCTLR_M,
@@ -169,7 +172,7 @@ class Arm64Machine:
     CHUNK = 16384  # addresses per batch emu_start (the batch buffer holds CHUNK 8-byte slots)
 
     def __init__(self, ram: PhysicalMemory, alloc: FrameAllocator, *, granule: int = 4096,
-                 va_bits: int = 48, timeout_us: int = 1_000_000) -> None:
+                 va_bits: int = 48, timeout_us: int = 1_000_000, cpu_model: int | None = None) -> None:
         if granule not in GRANULES:
             raise ConfigError(
                 f"arm64 granule {granule!r} is not supported: use 4096, 16384 or 65536 bytes"
@@ -188,6 +191,7 @@ class Arm64Machine:
         self.granule = granule
         self.va_bits = va_bits
         self.timeout_us = timeout_us
+        self.cpu_model = cpu_model
         self.page_shift, self.bits_per_level = GRANULES[granule]
         self.start_level = start_level(granule, va_bits)
         #: entries in the level-``start_level`` table and its size in bytes (>= 64, D19 TTBRn_EL1)
@@ -197,7 +201,7 @@ class Arm64Machine:
         # Guest code: one granule page (so load_u64 callers can map it with one page entry).
         self.code_pa = alloc.alloc(granule, granule)
         pieces = [(ERET_OFF, [ERET]), (LOAD_STUB_OFF, [a64_ldr(2, 1), BRK0])]
-        for op in range(4):
+        for op in range(AT_OPS):
             pieces.append((SINGLE_OFF + 0x10 * op, single_code(op)))
             pieces.append((BATCH_OFF + 0x40 * op, batch_code(op)))
         for offset, words in pieces:
@@ -222,6 +226,7 @@ class Arm64Machine:
             "TTBR1_EL1": 0,
         }
         self._intr: list[int] = []
+        self._pan = self._pan_at = False  # PSTATE.PAN, and AT S1E1RP/WP for EL1 data (set_pan)
         self.uc = self._new_uc(self._on_intr_main)
         self._regs["SCTLR_EL1"] = self._rd(self.uc, "SCTLR_EL1")
         # The fetch/load engine (second Uc, same RAM) is built on first use.
@@ -245,6 +250,8 @@ class Arm64Machine:
 
     def _new_uc(self, on_intr: Callable[[UcAArch64, int, Any], None]) -> UcAArch64:
         uc = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))
+        if self.cpu_model is not None:  # a UC_CPU_ARM64_* model (default: Unicorn's Cortex-A72)
+            uc.ctl_set_cpu_model(self.cpu_model)
         uc.ctl_set_tlb_mode(UC_TLB_CPU)
         uc.mem_map_ptr(0, self.ram.size, UC_PROT_ALL, self.ram.host_address)
         uc.hook_add(UC_HOOK_INTR, on_intr)
@@ -330,11 +337,34 @@ class Arm64Machine:
             uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     # -- probes -------------------------------------------------------------------------------
-    @staticmethod
-    def _at_op(access: Access) -> int:
+    def _at_op(self, access: Access) -> int:
+        """The AT instruction for a data access: S1E0R/W at EL0; at EL1 S1E1R/W, or S1E1RP/WP
+        while :meth:`set_pan` is on (C5.5: AT S1E1R/W ignore PSTATE.PAN, S1E1RP/WP honour it)."""
         if access.kind not in ("read", "write"):
             raise ConfigError(f"access kind {access.kind!r} is not read, write or fetch")
+        if self._pan_at and not access.user:
+            return AT_OP_PAN[access.kind == "write"]
         return AT_OP[(bool(access.user), access.kind == "write")]
+
+    def id_aa64mmfr1(self) -> int:
+        """ID_AA64MMFR1_EL1 of the CPU model (HAFDBS [3:0], PAN [23:20], ...; D19)."""
+        return self._rd(self.uc, "ID_AA64MMFR1_EL1")
+
+    def set_pan(self, pan: bool, *, at_pan: bool | None = None) -> None:
+        """PSTATE.PAN for the probes (FEAT_PAN, Arm ARM D19 "PAN"; ID_AA64MMFR1_EL1.PAN != 0):
+        set in EL3's PSTATE, which AT S1E1RP/S1E1WP read (C5.5), and in SPSR_EL3.PAN (bit 22)
+        of every ERET into EL1/EL0 (fetch probes, :meth:`load_u64`).  ``at_pan`` (default:
+        ``pan``): EL1 read/write probes use AT S1E1RP/S1E1WP (FEAT_PAN2, ID_AA64MMFR1_EL1.PAN
+        >= 2) instead of AT S1E1R/S1E1W, which never apply PAN.  The TLB is flushed."""
+        at_pan = pan if at_pan is None else at_pan
+        level = self.id_aa64mmfr1() >> 20 & 0xF
+        if (pan and level < 1) or (at_pan and level < 2):
+            raise ConfigError(f"this CPU model has ID_AA64MMFR1_EL1.PAN = {level}: "
+                              f"{'FEAT_PAN2 (AT S1E1RP/WP)' if at_pan else 'FEAT_PAN'} not implemented")
+        self._pan, self._pan_at = bool(pan), bool(at_pan)
+        self.uc.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H | (PSTATE_PAN if pan else 0))
+        self._wr(self.uc, "MAIR_EL1", self._regs["MAIR_EL1"])  # CP_REG write: rebuild the hflags
+        self.flush_tlb()
 
     @staticmethod
     def _check_va(va: int) -> int:
@@ -554,7 +584,7 @@ class Arm64Machine:
         st["stop_at_target"] = stop_at_target
         fx.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H)
         fx.reg_write(UC_ARM64_REG_X1, x1)
-        self._wr(fx, "SPSR_EL3", spsr)
+        self._wr(fx, "SPSR_EL3", spsr | (PSTATE_PAN if self._pan else 0))
         self._wr(fx, "ELR_EL3", target)  # CP_REG write: hflags now say EL3
         self.flush_tlb()
         try:
