@@ -14,8 +14,9 @@ tables; level 0 and the fixed level-1 entries above a page are valid, permissive
 accesses are asked with AT (``AT S1E1R``/``S1E1W``, ``S1E0R``/``S1E0W``, and ``S1E1RP``/
 ``S1E1WP`` of FEAT_PAN2, which honour PSTATE.PAN) in guest loops of up to :data:`CHUNK_CASES`
 addresses per ``emu_start``, reading PAR_EL1 (PA or FST); an instruction fetch is a real fetch at
-EL1/EL0 (an ERET to the address; its abort's ISS.IFSC is the FST), one ``emu_start`` each -- AT
-has no execute check (Arm ARM C5.5).  After the access the two descriptors are read back: the
+EL1/EL0 (an ERET to the first address, then the hooks move the PC from target to target: one
+``emu_start`` per chunk too; an abort's ISS.IFSC is the FST) -- AT has no execute check (Arm ARM
+C5.5).  After the access the two descriptors are read back: the
 model says which may have changed (the Access flag) and which must not.
 """
 
@@ -360,8 +361,8 @@ class Runner:
             ram.write_u64(l1s[k // 512] + 8 * (k % 512), 0)
         models = [expected(ram.read_u64, int(vas[k]), probe, l0, cpu, hafdbs) for k in range(n)]
         machine.flush_tlb()
-        if probe.at is None:  # a real fetch per case
-            got = [machine.probe(int(va), probe.access) for va in vas]
+        if probe.at is None:  # real fetches, one emu_start for the chunk
+            got = machine.probe_fetch_many(vas, probe.access.user)
         else:
             raw, errors = machine.probe_many_raw(vas, probe.access)
             got = []

@@ -562,6 +562,9 @@ class Arm64Machine:
 
     def _on_intr_fx(self, uc: UcAArch64, intno: int, _data: Any) -> None:
         st = self._fx_state
+        if "batch" in st:
+            self._batch_fetch_abort(uc, intno, st)
+            return
         if "intno" not in st:
             st["intno"] = intno
             st["blob"] = bytes(uc.context_save())
@@ -569,6 +572,9 @@ class Arm64Machine:
 
     def _on_code_fx(self, uc: UcAArch64, address: int, _size: int, _data: Any) -> None:
         st = self._fx_state
+        if "batch" in st:
+            self._batch_fetch_reached(uc, address, st)
+            return
         st["insns"] = st.get("insns", 0) + 1
         if st["insns"] == 2 and st.get("stop_at_target"):
             # 1st instruction: the ERET at EL3; 2nd: the first instruction at the target, which
@@ -634,6 +640,100 @@ class Arm64Machine:
         if len(common) != 1:
             raise EmulatorError(f"cannot locate the exception record in the CPU state blob ({found})")
         return common.pop()
+
+    # -- batched real fetches: one emu_start, the hooks move the PC from target to target ------
+    def probe_fetch_many(self, vas: Sequence[int] | np.ndarray, user: bool = False) -> list[ProbeResult]:
+        """Real instruction fetches at EL1 (EL0 if ``user``) at each of ``vas``, in one
+        ``emu_start`` per :attr:`chunk` addresses: one ERET into EL1/EL0 at the first target;
+        then, the code hook sees each target the MMU let the CPU fetch, and the interrupt hook
+        each prefetch abort (ISS.IFSC from QEMU's exception record), and either hook writes the
+        next target into the PC before the instruction there runs (Unicorn leaves the TB and
+        resumes at the new PC; the PE stays at the EL it was ERET to, with the same PSTATE).
+        A reached target's PA comes from one batched AT S1E1R afterwards (the walk is the same;
+        only the permission check differs).  The same results as ``[probe(va, fetch)]``.
+        """
+        va_arr = self._va_array(vas)
+        out: list[ProbeResult] = []
+        for first in range(0, len(va_arr), self.chunk):
+            out += self._fetch_chunk(va_arr[first:first + self.chunk], user)
+        return out
+
+    def _fetch_chunk(self, part: np.ndarray, user: bool) -> list[ProbeResult]:
+        n = len(part)
+        results: list[ProbeResult | None] = [None] * n
+        targets = [int(va) & ~3 for va in part.tolist()]  # A64 instructions are 4-byte aligned
+        for k, t in enumerate(targets):
+            if t == 0:  # emu_start's until=0 stops there (module docstring)
+                results[k] = ProbeError("fetch at VA 0: Unicorn's stop address in fetch runs")
+        todo = [k for k in range(n) if results[k] is None]
+        if todo:
+            try:
+                fx = self._fetch_engine()
+            except EmulatorError as e:
+                return [ProbeError(f"fetch probes not supported: {e}")] * n
+            st = self._fx_state
+            st.clear()
+            st.update(batch=True, targets=[targets[k] for k in todo], i=0, got=[None] * len(todo))
+            fx.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H)
+            self._wr(fx, "SPSR_EL3", (SPSR_EL0T if user else SPSR_EL1H) | (PSTATE_PAN if self._pan else 0))
+            self._wr(fx, "ELR_EL3", st["targets"][0])
+            self.flush_tlb()
+            err = None
+            try:
+                fx.emu_start(self.code_pa + ERET_OFF, 0, timeout=self.timeout_us * max(1, len(todo) // 1024),
+                             count=4 * len(todo) + 8)
+            except UcError as e:
+                err = e
+            got = st["got"]
+            st.clear()
+            what = "EL0" if user else "EL1"
+            for j, k in enumerate(todo):
+                g = got[j]
+                if g is None:
+                    results[k] = ProbeError(f"{what} fetch at {int(part[k]):#x}: the batch stopped before it"
+                                            + (f" (unicorn error {err})" if err else ""))
+                elif isinstance(g, tuple):
+                    syndrome, vaddress = g
+                    if syndrome >> 26 not in (0x20, 0x21) or vaddress != targets[k]:
+                        results[k] = ProbeError(f"{what} fetch at {int(part[k]):#x}: abort record "
+                                                f"{syndrome:#x} @ {vaddress:#x} does not match")
+                    else:
+                        results[k] = self._fault_from_fst(syndrome & 0x3F, EXCP_PREFETCH_ABORT,
+                                                          f"{what} fetch at {int(part[k]):#x}")
+                else:
+                    results[k] = g
+        reached = [k for k in range(n) if results[k] is True]  # type: ignore[comparison-overlap]
+        if reached:
+            pars, errors = self.probe_many_par(part[reached], READ)
+            for j, k in enumerate(reached):
+                at = ProbeError(errors[j].reason) if j in errors else self._decode_par(int(pars[j]), int(part[k]))
+                results[k] = at if isinstance(at, Translation) else ProbeError(
+                    f"fetch at {int(part[k]):#x} succeeded but AT S1E1R says {at}")
+        return cast("list[ProbeResult]", results)
+
+    def _batch_next(self, uc: UcAArch64, st: dict[str, Any]) -> None:
+        st["i"] += 1
+        if st["i"] < len(st["targets"]):
+            uc.reg_write(UC_ARM64_REG_PC, st["targets"][st["i"]])
+        else:
+            uc.emu_stop()
+
+    def _batch_fetch_reached(self, uc: UcAArch64, address: int, st: dict[str, Any]) -> None:
+        i = st["i"]
+        if i >= len(st["targets"]) or address != st["targets"][i]:
+            return  # the ERET at EL3 (or the PC being moved): not a target
+        st["got"][i] = True
+        self._batch_next(uc, st)
+
+    def _batch_fetch_abort(self, uc: UcAArch64, intno: int, st: dict[str, Any]) -> None:
+        i = st["i"]
+        if intno != EXCP_PREFETCH_ABORT or i >= len(st["targets"]):
+            if i < len(st["targets"]):
+                st["got"][i] = ProbeError(f"fetch at {st['targets'][i]:#x}: unexpected exception {intno}")
+            uc.emu_stop()
+            return
+        st["got"][i] = self._exception_record(bytes(uc.context_save()))
+        self._batch_next(uc, st)
 
     def _probe_fetch(self, va: int, user: bool) -> ProbeResult:
         """A real instruction fetch at EL1 (or EL0) at ``va``; PA from AT S1E1R (same walk).
