@@ -909,9 +909,11 @@ OPS_CLASS = Arm64
 #: means execute-never); ``pan`` (PSTATE.PAN applies to this access: no EL1 data access to an
 #: EL0-accessible page -- loads/stores and AT S1E1RP/S1E1WP, not AT S1E1R/S1E1W, not fetches);
 #: ``ha`` (TCR_EL1.HA as programmed) and ``hafdbs`` (ID_AA64MMFR1_EL1.HAFDBS != 0: FEAT_HAFDBS
-#: implemented; without it TCR_EL1.HA is RES0, D19 "TCR_EL1"): hardware Access flag update.
+#: implemented; without it TCR_EL1.HA is RES0, D19 "TCR_EL1"): hardware Access flag update;
+#: ``hpd0``/``hpd1`` (TCR_EL1.HPD0/HPD1 with FEAT_HPDS: hierarchical permissions disabled for the
+#: TTBR0/TTBR1 half -- APTable, UXNTable, PXNTable are ignored, D8.4).
 TRANSLATE_CPU: dict[str, object] = {"pa_bits": OA_BITS, "wxn": False, "pan": False, "ha": False,
-                                    "hafdbs": False}
+                                    "hafdbs": False, "hpd0": False, "hpd1": False}
 
 #: PAR_EL1.FST / ESR ISS.DFSC fault status codes (D19 PAR_EL1; ``0bKKKKLL``, LL = level).
 FST_BASE = {"address-size": 0b000000, "translation": 0b000100, "access-flag": 0b001000, "permission": 0b001100}
@@ -980,7 +982,9 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
       Access flag"): then the walk goes on and the PE sets AF (:func:`access_flag`);
     * permissions (D8.4 "Memory access control", pseudocode AArch64.CheckPermission /
       AArch64.S1DirectBasePermissions): AP[2:1] with APTable (APTable[0]: no EL0 access below,
-      APTable[1]: read-only below), UXN/PXN ORed with UXNTable/PXNTable, EL0-writable implies
+      APTable[1]: read-only below), UXN/PXN ORed with UXNTable/PXNTable (the table controls are
+      ignored with ``hpd0``/``hpd1`` for the half walked, D8.4 "Hierarchical control of
+      access permissions", TCR_EL1.HPDn), EL0-writable implies
       PXN, WXN (writable at the accessing EL implies execute-never), PAN (``pan``: an EL1 data
       access to a page EL0 can read is refused; instruction fetches are never PAN-checked): a
       violation is a Permission fault at the leaf's level.
@@ -1027,6 +1031,7 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
     table = base
     no_el0 = read_only = uxn = pxn = False
     hw_af = bool(facts["ha"]) and bool(facts["hafdbs"])
+    hpd = bool(facts["hpd0"] if half == "TTBR0_EL1" else facts["hpd1"])
     for lv in ops.config.levels:
         pa = table + 8 * lv.index(va)
         val = read_entry(read, pa)
@@ -1040,6 +1045,9 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
             fkind, level, _why = fault
             return Fault(fkind, f"L{level}", FST_BASE[fkind] | level,
                          str(ops.hw_rejects(lv.linux, val, leaf=False)), tuple(trace))
+        if fmt is ops.table_fmt and hpd:  # TCR_EL1.HPDn = 1: the table controls are ignored
+            table = val & fmt.mask("addr")
+            continue
         if fmt is ops.table_fmt:  # hierarchical controls (D8.4, TCR_EL1.HPDn = 0)
             ap_table = fmt.get(val, "ap_table")
             no_el0 |= bool(ap_table & 1)

@@ -7,7 +7,7 @@ A case is one flag word: the leaf descriptor's bits (valid, AP[2:1], UXN, PXN, A
 descriptor's bits at the level above it (valid, APTable[1:0], UXNTable, PXNTable), whether the
 leaf is a 4KB page (level 3, the table at level 2) or a 2MB block (level 2, the table at level
 1), the access (EL1/EL0 read, write, fetch; EL1 read/write with and without the PAN check) and
-the CPU controls (PSTATE.PAN, SCTLR_EL1.WXN, TCR_EL1.HA).  4KB granule, 48-bit VAs, TTBR0_EL1.
+the CPU controls (PSTATE.PAN, SCTLR_EL1.WXN, TCR_EL1.HA, TCR_EL1.HPD0).  4KB granule, 48-bit VAs, TTBR0_EL1.
 
 Each case gets its own level-1 entry (its own 1GB VA region) and its own level-2 and level-3
 tables; level 0 and the fixed level-1 entries above a page are valid, permissive tables.  Data
@@ -84,8 +84,10 @@ PROBES = (
     Probe("EL0 fetch", Access("fetch", True), None, False),
 )
 #: CPU controls: PSTATE.PAN, SCTLR_EL1.WXN, TCR_EL1.HA (RES0 without FEAT_HAFDBS: the model is
-#: told whether the CPU under test implements it, from its ID_AA64MMFR1_EL1.HAFDBS).
-CPUS = tuple(dict(pan=p, wxn=w, ha=h) for p in (False, True) for w in (False, True) for h in (False, True))
+#: told whether the CPU under test implements it, from its ID_AA64MMFR1_EL1.HAFDBS), TCR_EL1.HPD0
+#: (FEAT_HPDS, ID_AA64MMFR1_EL1.HPDS = 1 on the CPU model: the table controls ignored).
+CPUS = tuple(dict(pan=p, wxn=w, ha=h, hpd=d) for p in (False, True) for w in (False, True)
+             for h in (False, True) for d in (False, True))
 #: The CPU model the machines run: Unicorn's "max" (ID_AA64MMFR1_EL1.PAN = 2: FEAT_PAN and
 #: FEAT_PAN2's AT S1E1RP/WP; HAFDBS = 0).  The default Cortex-A72 (v8.0) has no PAN.
 CPU_MODEL = "MAX"
@@ -95,7 +97,8 @@ IN_SPACE = {
     "table above the leaf": "V, APTable[1:0], UXNTable, PXNTable (level 2 above a page, level 1 above a block)",
     "access": "EL1 read/write (AT S1E1R/W, and AT S1E1RP/WP which honour PAN), EL1 fetch, "
               "EL0 read/write (AT S1E0R/W), EL0 fetch (real fetches)",
-    "CPU": "PSTATE.PAN, SCTLR_EL1.WXN, TCR_EL1.HA (Unicorn CPU model max: FEAT_PAN2, no FEAT_HAFDBS)",
+    "CPU": "PSTATE.PAN, SCTLR_EL1.WXN, TCR_EL1.HA, TCR_EL1.HPD0 (Unicorn CPU model max: FEAT_PAN2, "
+           "FEAT_HPDS, no FEAT_HAFDBS)",
 }
 OUT_OF_SPACE = {
     "LDTR/STTR (unprivileged loads/stores at EL1)": "checked as EL0 accesses (no PAN) -- what AT S1E0R/W ask; "
@@ -106,7 +109,6 @@ OUT_OF_SPACE = {
                                                                  "and not in the model",
     "nG, Contiguous, AttrIndx, SH, NSTable, levels 0/1 entries above the varied table": "no effect on access "
                                                                  "rights; fixed permissive upper tables, as access.c",
-    "TCR_EL1.HPD (hierarchical permissions disabled)": "HPD = 0: APTable/XNTable apply",
 }
 LEGALITY = ("table descriptor invalid (V=0): the leaf bits are all 0 (the leaf is never read, D8.3)",)
 
@@ -194,7 +196,8 @@ def model_cpu(cpu: dict[str, bool], probe: Probe, hafdbs: bool) -> dict[str, obj
     """The facts :func:`archs.arm64.translate` is given for ``probe`` under ``cpu``: PAN only
     where it applies to the probe (:attr:`Probe.pan_checked`; for EL0 and fetches the model
     ignores it anyway), and whether the CPU implements FEAT_HAFDBS."""
-    return {"pan": cpu["pan"] and probe.pan_checked, "wxn": cpu["wxn"], "ha": cpu["ha"], "hafdbs": hafdbs}
+    return {"pan": cpu["pan"] and probe.pan_checked, "wxn": cpu["wxn"], "ha": cpu["ha"], "hafdbs": hafdbs,
+            "hpd0": cpu["hpd"]}
 
 
 def expected(read: Callable[[int], int], va: int, probe: Probe, ttbr0: int, cpu: dict[str, bool],
@@ -283,13 +286,15 @@ class Runner:
         return bool(self._machine()[7])
 
     def set_controls(self, cpu: dict[str, bool], probe: Probe) -> None:
-        """PSTATE.PAN (with AT S1E1RP/WP for ``probe`` if it asks them), SCTLR_EL1.WXN, TCR_EL1.HA."""
-        from emu.machines.arm64 import SCTLR_WXN, TCR_HA
+        """PSTATE.PAN (with AT S1E1RP/WP for ``probe`` if it asks them), SCTLR_EL1.WXN,
+        TCR_EL1.HA and TCR_EL1.HPD0."""
+        from emu.machines.arm64 import SCTLR_WXN, TCR_HA, TCR_HPD0
 
         machine, *_rest, sctlr, tcr = self._machine()
         machine.set_pan(cpu["pan"], at_pan=probe.at in ("S1E1RP", "S1E1WP"))
         machine.set_sysreg("SCTLR_EL1", sctlr | SCTLR_WXN if cpu["wxn"] else sctlr & ~SCTLR_WXN)
-        machine.set_sysreg("TCR_EL1", tcr | TCR_HA if cpu["ha"] else tcr & ~TCR_HA)
+        machine.set_sysreg("TCR_EL1", tcr & ~(TCR_HA | TCR_HPD0) | (TCR_HA if cpu["ha"] else 0)
+                           | (TCR_HPD0 if cpu["hpd"] else 0))
 
     def tables(self) -> tuple[int, int, int, int, int]:
         """``(ttbr0, l1_pa, mid_pa, low_pa, frame)`` of the first case slot: VA ``VA_OFFSET``

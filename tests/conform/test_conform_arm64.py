@@ -23,7 +23,7 @@ from emu.machines.base import Translation as MTranslation
 ROOT = Path(__file__).resolve().parents[2]
 PR = {p.name.split(" (")[0] + ("P" if p.at in ("S1E1RP", "S1E1WP") else ""): p for p in C.PROBES}
 # "EL1 read", "EL1 write", "EL1 readP" (AT S1E1RP), "EL1 writeP", "EL1 fetch", "EL0 read", ...
-OFF = dict(pan=False, wxn=False, ha=False)
+OFF = dict(pan=False, wxn=False, ha=False, hpd=False)
 # Fault status codes by hand (D19 PAR_EL1.FST / ESR_ELx ISS.DFSC): kind in bits 5:2, level in 1:0.
 PERM_L3, PERM_L2, AF_L3, AF_L2, TRANS_L3, TRANS_L2, TRANS_L1 = 0x0F, 0x0E, 0x0B, 0x0A, 0x07, 0x06, 0x05
 
@@ -72,6 +72,12 @@ CASES = [
     ("TCR_EL1.HA without FEAT_HAFDBS (RES0): still an Access flag fault", "page", "V", "V AP1", "EL0 read",
      dict(OFF, ha=True), AF_L3),
     ("AF=0 in an invalid leaf: Translation fault level 3", "page", "V", "AF AP1", "EL0 read", OFF, TRANS_L3),
+    ("TCR_EL1.HPD0=1: APTable is ignored", "page", "V APTable0 APTable1", "V AF AP1", "EL0 write",
+     dict(OFF, hpd=True), "ok"),
+    ("TCR_EL1.HPD0=1: UXNTable/PXNTable are ignored", "block", "V UXNTable PXNTable", "V AF", "EL1 fetch",
+     dict(OFF, hpd=True), "ok"),
+    ("TCR_EL1.HPD0=1 leaves the leaf's own AP and XN", "page", "V", "V AF AP1 UXN", "EL0 fetch",
+     dict(OFF, hpd=True), PERM_L3),
     ("invalid table descriptor at level 2: Translation fault level 2", "page", "", "", "EL1 read", OFF, TRANS_L2),
     ("invalid table descriptor at level 1 above a block: Translation fault level 1", "block", "", "", "EL1 fetch",
      OFF, TRANS_L1),
@@ -144,12 +150,13 @@ def test_hardware_access_flag_in_the_model() -> None:
     assert isinstance(res, Fault) and res.code == AF_L3 and A.access_flag(res, {"ha": True})[-1] == ("L3", A.AF_KEEP)
 
 
-def test_unicorn_max_has_pan2_and_no_hafdbs(runner: C.Runner) -> None:
+def test_unicorn_max_has_pan2_hpds_and_no_hafdbs(runner: C.Runner) -> None:
     """The facts the space rests on (D19 ID_AA64MMFR1_EL1): PAN = 2 (FEAT_PAN2, AT S1E1RP/WP),
-    HAFDBS = 0 (so TCR_EL1.HA is RES0 and the model expects Access flag faults)."""
+    HPDS = 1 (TCR_EL1.HPDn), HAFDBS = 0 (so TCR_EL1.HA is RES0 and the model expects Access flag
+    faults)."""
     machine = runner._machine()[0]
     mmfr1 = machine.id_aa64mmfr1()
-    assert mmfr1 >> 20 & 0xF == 2 and mmfr1 & 0xF == 0 and not runner.hafdbs
+    assert mmfr1 >> 20 & 0xF == 2 and mmfr1 >> 12 & 0xF == 1 and mmfr1 & 0xF == 0 and not runner.hafdbs
 
 
 def test_real_el1_loads_under_pan_agree_with_at_s1e1rp() -> None:
@@ -193,9 +200,9 @@ def test_real_el1_loads_under_pan_agree_with_at_s1e1rp() -> None:
 
 
 def test_space_size() -> None:
-    assert C.RAW_SIZE == 2 * 2**5 * 2**6 * 8 * 8 == 262_144
+    assert C.RAW_SIZE == 2 * 2**5 * 2**6 * 8 * 16 == 524_288
     # an invalid table descriptor (V=0): only the all-0 leaf word
-    assert C.SIZE == 2 * (2**4 * 2**6 + 2**4) * 8 * 8 == 133_120
+    assert C.SIZE == 2 * (2**4 * 2**6 + 2**4) * 8 * 16 == 266_240
     assert len({C.Case(i).describe() for i in range(0, C.SIZE, 331)}) == len(range(0, C.SIZE, 331))
 
 
@@ -217,7 +224,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_space_and_sample() -> None:
     res = _cli("--arch", "arm64", "--space")
-    assert res.returncode == 0 and "conform arm64: 133,120 cases (262,144 before the legality rules)" in res.stdout
+    assert res.returncode == 0 and "conform arm64: 266,240 cases (524,288 before the legality rules)" in res.stdout
     res = _cli("--arch", "arm64", "--sample", "300", "--seed", "1", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)

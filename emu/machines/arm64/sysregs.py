@@ -39,6 +39,7 @@ SPSR_EL0T = 0x3C0
 PSTATE_PAN = 1 << 22  # PSTATE.PAN / SPSR_ELx.PAN (D1 "Process state, PSTATE"; FEAT_PAN)
 SCTLR_WXN = 1 << 19  # D19 SCTLR_EL1.WXN: write permission implies XN
 TCR_HA = 1 << 39  # D19 TCR_EL1.HA: hardware Access flag update (RES0 without FEAT_HAFDBS)
+TCR_HPD0 = 1 << 41  # D19 TCR_EL1.HPD0: hierarchical permissions disabled, TTBR0 half (FEAT_HPDS)
 
 MAIR_EL1_DEFAULT = 0xFF  # Attr0 = Normal, Inner/Outer Write-Back non-transient RW-allocate
 
