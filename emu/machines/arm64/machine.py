@@ -420,10 +420,10 @@ class Arm64Machine:
         PAR_EL1 and stores each PAR over its address: one ``emu_start`` per :attr:`chunk`
         addresses.  Large batches are pipelined: a worker thread runs the guest on chunk k+1
         (Unicorn releases the GIL) while this thread turns chunk k's PARs into result objects.
-        fetch: one real fetch per address (there is no batch form of a fetch).
+        fetch: real fetches, :meth:`probe_fetch_many`.
         """
         if access.kind == "fetch":
-            return [self.probe(va, access) for va in vas]
+            return self.probe_fetch_many(vas, access.user)
         op = self._at_op(access)
         va_arr = self._va_array(vas)
         n = len(va_arr)
@@ -663,8 +663,8 @@ class Arm64Machine:
         results: list[ProbeResult | None] = [None] * n
         targets = [int(va) & ~3 for va in part.tolist()]  # A64 instructions are 4-byte aligned
         for k, t in enumerate(targets):
-            if t == 0:  # emu_start's until=0 stops there (module docstring)
-                results[k] = ProbeError("fetch at VA 0: Unicorn's stop address in fetch runs")
+            if t == 0:  # emu_start's until=0 stops there: what the single probe says (module docstring)
+                results[k] = self._probe_fetch(int(part[k]), user)
         todo = [k for k in range(n) if results[k] is None]
         if todo:
             try:
@@ -674,16 +674,25 @@ class Arm64Machine:
             st = self._fx_state
             st.clear()
             st.update(batch=True, targets=[targets[k] for k in todo], i=0, got=[None] * len(todo))
-            fx.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H)
-            self._wr(fx, "SPSR_EL3", (SPSR_EL0T if user else SPSR_EL1H) | (PSTATE_PAN if self._pan else 0))
-            self._wr(fx, "ELR_EL3", st["targets"][0])
-            self.flush_tlb()
             err = None
-            try:
-                fx.emu_start(self.code_pa + ERET_OFF, 0, timeout=self.timeout_us * max(1, len(todo) // 1024),
-                             count=4 * len(todo) + 8)
-            except UcError as e:
-                err = e
+            while st["i"] < len(todo):
+                fx.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H)
+                self._wr(fx, "SPSR_EL3", (SPSR_EL0T if user else SPSR_EL1H) | (PSTATE_PAN if self._pan else 0))
+                self._wr(fx, "ELR_EL3", st["targets"][st["i"]])
+                self.flush_tlb()
+                left = len(todo) - st["i"]
+                try:
+                    fx.emu_start(self.code_pa + ERET_OFF, 0, timeout=self.timeout_us * max(1, left // 1024),
+                                 count=4 * left + 8)
+                    break
+                except UcError as e:
+                    if getattr(e, "errno", None) != UC_ERR_FETCH_UNMAPPED or st["got"][st["i"]] is not None:
+                        err = e
+                        break
+                    # the MMU let the fetch through to a PA outside RAM (as _probe_fetch): reached;
+                    # go on from the next target with a new ERET
+                    st["got"][st["i"]] = True
+                    st["i"] += 1
             got = st["got"]
             st.clear()
             what = "EL0" if user else "EL1"
