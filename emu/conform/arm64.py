@@ -16,7 +16,10 @@ accesses are asked with AT (``AT S1E1R``/``S1E1W``, ``S1E0R``/``S1E0W``, and ``S
 addresses per ``emu_start``, reading PAR_EL1 (PA or FST); an instruction fetch is a real fetch at
 EL1/EL0 (an ERET to the first address, then the hooks move the PC from target to target: one
 ``emu_start`` per chunk too; an abort's ISS.IFSC is the FST) -- AT has no execute check (Arm ARM
-C5.5).  After the access the two descriptors are read back: the
+C5.5).  Real EL1 loads and stores (LDR/STR, and LDTR/STTR, which EL0's permissions govern) run
+the same way: the CPU ERETs to a stub ``<insn> X2, [X1]; BRK #0`` mapped at :data:`STUB_VA` and
+the hooks move X1 from address to address (a load's PA is the tag word it loaded; a store
+writes the frame's own tag word back).  After the access the two descriptors are read back: the
 model says which may have changed (the Access flag) and which must not.
 """
 
@@ -40,6 +43,9 @@ ARCH = "arm64"
 CONFIG = "arm64:4k:48"
 CHUNK_CASES = 2048  #: cases per chunk; each has its own 1GB region and level-2/level-3 tables
 VA_OFFSET = 0x100  #: the byte probed in each case's page (never VA 0: Unicorn stops a run there)
+#: where the machine's code page (the access stubs of probe_access_many) is mapped: level-0 entry
+#: 511, away from the cases' entries 0..3
+STUB_VA = 511 << 39
 
 # -- descriptor bits (Arm ARM D8.3; the masks come from archs.arm64's formats) --------------------
 _V, _T = A.PTE_VALID, A.PTE_TABLE_BIT
@@ -59,15 +65,18 @@ LEAVES = ("page", "block")  #: a 4KB page at level 3 (table at level 2), a 2MB b
 
 @dataclass(frozen=True)
 class Probe:
-    """One access kind of the space: ``access`` (kind, EL0 when ``user``), ``at``: the AT
-    instruction that asks it (None: a real instruction fetch), ``pan_checked``: whether
-    PSTATE.PAN applies to it (loads/stores and AT S1E1RP/WP; not AT S1E1R/W -- C5.5 -- and not
-    instruction fetches -- D8.4 "Privileged access never")."""
+    """One access kind of the space: ``access`` as the model checks it (kind; EL0 permissions
+    when ``user``), ``at``: the AT instruction that asks it, or ``insn``: the load/store run at
+    EL1 (LDTR/STTR are checked with EL0's permissions, C6 "LDTR"/"STTR"), neither: a real
+    instruction fetch; ``pan_checked``: whether PSTATE.PAN applies to it (EL1 loads/stores and
+    AT S1E1RP/WP; not AT S1E1R/W -- C5.5 --, not LDTR/STTR, not instruction fetches -- D8.4
+    "Privileged access never")."""
 
     name: str
     access: Access
     at: str | None
     pan_checked: bool
+    insn: str | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -82,6 +91,10 @@ PROBES = (
     Probe("EL0 read (AT S1E0R)", Access("read", True), "S1E0R", False),
     Probe("EL0 write (AT S1E0W)", Access("write", True), "S1E0W", False),
     Probe("EL0 fetch", Access("fetch", True), None, False),
+    Probe("EL1 load (LDR)", Access("read", False), None, True, "LDR"),
+    Probe("EL1 store (STR)", Access("write", False), None, True, "STR"),
+    Probe("EL1 unprivileged load (LDTR)", Access("read", True), None, False, "LDTR"),
+    Probe("EL1 unprivileged store (STTR)", Access("write", True), None, False, "STTR"),
 )
 #: CPU controls: PSTATE.PAN, SCTLR_EL1.WXN, TCR_EL1.HA (RES0 without FEAT_HAFDBS: the model is
 #: told whether the CPU under test implements it, from its ID_AA64MMFR1_EL1.HAFDBS), TCR_EL1.HPD0
@@ -96,15 +109,15 @@ IN_SPACE = {
     "leaf": "V, AP[2:1], UXN, PXN, AF; a 4KB page (level 3) or a 2MB block (level 2)",
     "table above the leaf": "V, APTable[1:0], UXNTable, PXNTable (level 2 above a page, level 1 above a block)",
     "access": "EL1 read/write (AT S1E1R/W, and AT S1E1RP/WP which honour PAN), EL1 fetch, "
-              "EL0 read/write (AT S1E0R/W), EL0 fetch (real fetches)",
+              "EL0 read/write (AT S1E0R/W), EL0 fetch (real fetches), real EL1 LDR/STR and "
+              "LDTR/STTR (unprivileged)",
     "CPU": "PSTATE.PAN, SCTLR_EL1.WXN, TCR_EL1.HA, TCR_EL1.HPD0 (Unicorn CPU model max: FEAT_PAN2, "
            "FEAT_HPDS, no FEAT_HAFDBS)",
 }
 OUT_OF_SPACE = {
-    "LDTR/STTR (unprivileged loads/stores at EL1)": "checked as EL0 accesses (no PAN) -- what AT S1E0R/W ask; "
-                                                     "not run as instructions",
-    "real EL1/EL0 loads and stores": "data accesses are asked with AT; a test compares real EL1 loads under "
-                                     "PAN with AT S1E1RP on hand-built pages",
+    "real EL0 loads and stores": "asked with AT S1E0R/W; LDTR/STTR at EL1 run the same EL0 check as "
+                                 "real instructions",
+    "PSTATE.UAO (LDTR/STTR checked as EL1)": "UAO = 0",
     "DBM / TCR_EL1.HD (dirty state), FEAT_HAFT, EPAN, PIE/POE": "not implemented by the CPU model (no FEAT_HAFDBS) "
                                                                  "and not in the model",
     "nG, Contiguous, AttrIndx, SH, NSTable, levels 0/1 entries above the varied table": "no effect on access "
@@ -269,6 +282,11 @@ class Runner:
             ram.write(pa, bytes(4096))
             return pa
         l0 = frame()
+        stub_tables = [frame() for _ in range(3)]  # L0[511] -> the machine's code page (access stubs)
+        for upper, lower in zip([l0 + 8 * 511, *stub_tables[:-1]], stub_tables, strict=True):
+            ram.write_u64(upper, lower | _V | _T)
+        # AP[2:1] = 11: read-only at both ELs, so executable at EL1 (not EL0-writable) and at EL0
+        ram.write_u64(stub_tables[-1], machine.code_pa | _V | _T | _AF | _AP1 | _AP2 | _LEAF_ATTRS)
         l1s = [frame() for _ in range(-(-CHUNK_CASES // 512))]
         mids = [frame() for _ in range(CHUNK_CASES)]  # each case's level-2 table
         lows = [frame() for _ in range(CHUNK_CASES)]  # each case's level-3 table
@@ -313,7 +331,12 @@ class Runner:
         for pa, val in ((l1s[0], l1), (mids[0], l2), (lows[0], l3)):
             ram.write_u64(pa, val)
         machine.flush_tlb()
-        res = machine.probe(VA_OFFSET, probe.access)
+        if probe.insn is not None:
+            block = self._machine()[6]
+            res = machine.probe_access_many([VA_OFFSET], probe.insn, stub_va=STUB_VA,
+                                            store_value=ram.read_u64(block + VA_OFFSET))[0]
+        else:
+            res = machine.probe(VA_OFFSET, probe.access)
         return res, [ram.read_u64(pa) for pa in (l1s[0], mids[0], lows[0])]
 
     def close(self) -> None:
@@ -366,7 +389,10 @@ class Runner:
             ram.write_u64(l1s[k // 512] + 8 * (k % 512), 0)
         models = [expected(ram.read_u64, int(vas[k]), probe, l0, cpu, hafdbs) for k in range(n)]
         machine.flush_tlb()
-        if probe.at is None:  # real fetches, one emu_start for the chunk
+        if probe.insn is not None:  # real loads/stores at EL1, one emu_start for the chunk
+            got = machine.probe_access_many(vas, probe.insn, stub_va=STUB_VA,
+                                            store_value=ram.read_u64(block + VA_OFFSET))
+        elif probe.at is None:  # real fetches, one emu_start for the chunk
             got = machine.probe_fetch_many(vas, probe.access.user)
         else:
             raw, errors = machine.probe_many_raw(vas, probe.access)

@@ -117,7 +117,7 @@ def test_guest_code_disassembles_as_intended():
     import capstone
     m, *_ = machine()
     md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
-    code = m.ram.read(m.code_pa, 0x500)
+    code = m.ram.read(m.code_pa, 0x600)
 
     def dis(off: int, n: int) -> list[str]:
         return [f"{i.mnemonic} {i.op_str}".strip() for i in md.disasm(code[off : off + 4 * n], off)]
@@ -136,6 +136,9 @@ def test_guest_code_disassembles_as_intended():
     assert dis(0x100 + 0x40 * 3 + 4, 1) == ["at s1e0w, x1"]
     assert dis(0x300, 1) == ["eret"]
     assert dis(0x400, 2) == ["ldr x2, [x1]", "brk #0"]
+    assert [dis(off, 2) for off in (0x500, 0x510, 0x520, 0x530)] == [
+        ["ldr x2, [x1]", "brk #0"], ["str x2, [x1]", "brk #0"], ["ldtr x2, [x1]", "brk #0"],
+        ["sttr x2, [x1]", "brk #0"]]
 
 
 def test_tcr_values_match_oracle_notes():
@@ -501,6 +504,37 @@ def test_probe_fetch_many_over_chunks_equals_probe(access):
     single = [m.probe(va, access) for va in vas]
     m.chunk = 5
     assert m.probe_fetch_many(vas * 3, access.user) == single * 3
+
+
+def test_probe_access_many_agrees_with_at():
+    """Real EL1 LDR/STR/LDTR/STTR in one emu_start (the hooks move X1) fault and translate as
+    AT S1E1R/S1E1W/S1E0R/S1E0W say -- LDTR/STTR with EL0's permissions (C6 "LDTR"/"STTR") --
+    over pages of every AP[2:1], AF=0 and invalid; a load reaches the tagged word; a store of the
+    word itself leaves memory as it was; chunk boundaries change nothing."""
+    m, t, ram, alloc = machine()
+    pa = alloc.alloc(4096)
+    ram.tag(pa, 4096)
+    t.map(0x40_0000, m.code_pa, attrs=AF | AP2_RO)  # the stubs: EL1 read-only code
+    rng = random.Random(3)
+    vas = []
+    for j in range(1, 120):
+        attrs = rng.choice([AF, AF | AP1_EL0, AF | AP2_RO, AF | AP1_EL0 | AP2_RO, AP1_EL0])
+        t.map(j << 12, pa, attrs=attrs)
+        vas.append((j << 12) + 0x80)
+    vas.append(0x7F_0000)  # not mapped: Translation fault
+    m.chunk = 50
+    word = ram.read_u64(pa + 0x80)
+    for insn, access in (("LDR", READ), ("STR", WRITE), ("LDTR", USER_READ), ("STTR", USER_WRITE)):
+        at = m.probe_many(vas, access)
+        real = m.probe_access_many(vas, insn, stub_va=0x40_0000, store_value=word)
+        for va, a, r in zip(vas, at, real, strict=True):
+            if isinstance(a, Translation):
+                assert isinstance(r, Translation) and r.pa == a.pa, (insn, hex(va), r)
+            else:
+                assert r == Fault(a.kind, a.level, a.code, 4), (insn, hex(va), r)
+    assert ram.read_u64(pa + 0x80) == word
+    with pytest.raises(ConfigError):
+        m.probe_access_many(vas, "LDP", stub_va=0x40_0000)
 
 
 def test_set_pan_needs_the_feature_and_reaches_at_s1e1rp():

@@ -36,6 +36,21 @@ def a64_ldr(rt: int, rn: int) -> int:
     return 0xF9400000 | (rn << 5) | rt
 
 
+def a64_str(rt: int, rn: int) -> int:
+    """STR Xt, [Xn] (C6 "STR (immediate)", unsigned offset 0)."""
+    return 0xF9000000 | (rn << 5) | rt
+
+
+def a64_ldtr(rt: int, rn: int) -> int:
+    """LDTR Xt, [Xn] (C6 "LDTR": an EL1 load checked with EL0's permissions, PSTATE.UAO = 0)."""
+    return 0xF8400800 | (rn << 5) | rt
+
+
+def a64_sttr(rt: int, rn: int) -> int:
+    """STTR Xt, [Xn] (C6 "STTR": an EL1 store checked with EL0's permissions)."""
+    return 0xF8000800 | (rn << 5) | rt
+
+
 def _str_post(rt: int, rn: int, imm: int) -> int:
     """STR Xt, [Xn], #imm (C6 "STR (immediate)", post-index)."""
     return 0xF8000400 | ((imm & 0x1FF) << 12) | (rn << 5) | rt
@@ -69,6 +84,8 @@ BATCH_OFF = 0x100  # + 0x40 * op (op 0..5): the batch loop          (until = ent
 BATCH_END = 0x18
 ERET_OFF = 0x300  # fetch engine: ERET into EL1/EL0 at ELR_EL3
 LOAD_STUB_OFF = 0x400  # LDR X2, [X1] ; BRK #0  (run at EL1/EL0 through the tables, load_u64)
+#: access stubs for batched real data accesses (probe_access_many): <insn> X2, [X1] ; BRK #0
+ACCESS_STUB_OFF = {"LDR": 0x500, "STR": 0x510, "LDTR": 0x520, "STTR": 0x530}
 BATCH_INSNS = 6
 
 

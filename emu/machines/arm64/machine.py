@@ -37,6 +37,7 @@ from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from emu.errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
 from emu.machines.arm64.guest_code import (
+    ACCESS_STUB_OFF,
     AT_NAME,
     AT_OP,
     AT_OP_PAN,
@@ -51,6 +52,9 @@ from emu.machines.arm64.guest_code import (
     SINGLE_LEN,
     SINGLE_OFF,
     a64_ldr,
+    a64_ldtr,
+    a64_str,
+    a64_sttr,
     batch_code,
     pack_words,
     single_code,
@@ -201,6 +205,8 @@ class Arm64Machine:
         # Guest code: one granule page (so load_u64 callers can map it with one page entry).
         self.code_pa = alloc.alloc(granule, granule)
         pieces = [(ERET_OFF, [ERET]), (LOAD_STUB_OFF, [a64_ldr(2, 1), BRK0])]
+        for insn, encode in (("LDR", a64_ldr), ("STR", a64_str), ("LDTR", a64_ldtr), ("STTR", a64_sttr)):
+            pieces.append((ACCESS_STUB_OFF[insn], [encode(2, 1), BRK0]))
         for op in range(AT_OPS):
             pieces.append((SINGLE_OFF + 0x10 * op, single_code(op)))
             pieces.append((BATCH_OFF + 0x40 * op, batch_code(op)))
@@ -565,6 +571,9 @@ class Arm64Machine:
         if "batch" in st:
             self._batch_fetch_abort(uc, intno, st)
             return
+        if "data_batch" in st:
+            self._data_batch_event(uc, intno, st)
+            return
         if "intno" not in st:
             st["intno"] = intno
             st["blob"] = bytes(uc.context_save())
@@ -575,6 +584,8 @@ class Arm64Machine:
         if "batch" in st:
             self._batch_fetch_reached(uc, address, st)
             return
+        if "data_batch" in st:
+            return  # the interrupt hook drives data batches
         st["insns"] = st.get("insns", 0) + 1
         if st["insns"] == 2 and st.get("stop_at_target"):
             # 1st instruction: the ERET at EL3; 2nd: the first instruction at the target, which
@@ -719,6 +730,103 @@ class Arm64Machine:
                 results[k] = at if isinstance(at, Translation) else ProbeError(
                     f"fetch at {int(part[k]):#x} succeeded but AT S1E1R says {at}")
         return cast("list[ProbeResult]", results)
+
+    # -- batched real data accesses: an access stub the tables map, the hooks move X1 -----------
+    def probe_access_many(self, vas: Sequence[int] | np.ndarray, insn: str, *, user: bool = False,
+                          stub_va: int, store_value: int = 0) -> list[ProbeResult]:
+        """Real data accesses ``insn`` (``LDR``, ``STR``, ``LDTR``, ``STTR``: 8 bytes at X1) at
+        EL1 (EL0 if ``user``) to each of ``vas``, one ``emu_start`` per :attr:`chunk` addresses.
+
+        The tables under test must map ``stub_va`` -- the VA of :attr:`code_pa` (the machine's
+        code page) -- executable at that EL: the CPU ERETs to the stub ``<insn> X2, [X1]; BRK
+        #0`` there; the interrupt hook takes the BRK (the access completed) or the data abort
+        (ISS.DFSC and FAR from QEMU's exception record, Arm ARM D19 ESR_EL1), puts the next
+        address in X1 (and ``store_value`` in X2 for a store) and the stub's address in the PC.
+        A load's result is ``Translation(pa, "tag")`` when the word loaded is a ``ram.tag``
+        word (the PA the load reached), else a ProbeError naming the word; a store's PA comes
+        from one AT S1E1R batch afterwards.  LDTR/STTR at EL1 are checked with EL0's
+        permissions (PSTATE.UAO = 0) and without PAN; ``set_pan`` applies to the others.
+        """
+        if insn not in ACCESS_STUB_OFF:
+            raise ConfigError(f"probe_access_many: {insn!r} is not one of {', '.join(ACCESS_STUB_OFF)}")
+        va_arr = self._va_array(vas)
+        fx = self._fetch_engine()
+        stub = stub_va + ACCESS_STUB_OFF[insn]
+        out: list[ProbeResult] = []
+        for first in range(0, len(va_arr), self.chunk):
+            part = va_arr[first:first + self.chunk]
+            st = self._fx_state
+            st.clear()
+            st.update(data_batch=True, vas=[int(v) for v in part.tolist()], i=0, got=[None] * len(part),
+                      stub=stub, value=store_value)
+            fx.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H)
+            fx.reg_write(UC_ARM64_REG_X1, st["vas"][0] if len(part) else 0)
+            fx.reg_write(UC_ARM64_REG_X2, store_value)
+            self._wr(fx, "SPSR_EL3", (SPSR_EL0T if user else SPSR_EL1H) | (PSTATE_PAN if self._pan else 0))
+            self._wr(fx, "ELR_EL3", stub)
+            self.flush_tlb()
+            err = None
+            if len(part):
+                try:
+                    fx.emu_start(self.code_pa + ERET_OFF, 0, timeout=self.timeout_us * max(1, len(part) // 1024),
+                                 count=4 * len(part) + 8)
+                except UcError as e:
+                    err = e
+            got = st["got"]
+            st.clear()
+            what = f"{'EL0' if user else 'EL1'} {insn}"
+            results: list[ProbeResult | None] = [None] * len(part)
+            stored = []
+            for k, g in enumerate(got):
+                va = int(part[k])
+                if g is None:
+                    results[k] = ProbeError(f"{what} at {va:#x}: the batch stopped before it"
+                                            + (f" (unicorn error {err})" if err else ""))
+                elif isinstance(g, ProbeError):
+                    results[k] = g
+                elif g[0] == "abort":
+                    syndrome, vaddress = g[1]
+                    if syndrome >> 26 not in (0x24, 0x25) or vaddress != va:
+                        results[k] = ProbeError(f"{what} at {va:#x}: abort record {syndrome:#x} @ {vaddress:#x} "
+                                                "does not match")
+                    else:
+                        results[k] = self._fault_from_fst(syndrome & 0x3F, EXCP_DATA_ABORT, f"{what} at {va:#x}")
+                elif insn in ("LDR", "LDTR"):
+                    pa = self.ram.tagged_pa(g[1], va)
+                    results[k] = (Translation(pa, "tag") if pa is not None else
+                                  ProbeError(f"{what} at {va:#x} loaded {g[1]:#x}, not a tagged word"))
+                else:
+                    stored.append(k)
+            if stored:
+                pars, errors = self.probe_many_par(part[stored], READ)
+                for j, k in enumerate(stored):
+                    at = ProbeError(errors[j].reason) if j in errors else self._decode_par(int(pars[j]), int(part[k]))
+                    results[k] = at if isinstance(at, Translation) else ProbeError(
+                        f"{what} at {int(part[k]):#x} completed but AT S1E1R says {at}")
+            out += cast("list[ProbeResult]", results)
+        return out
+
+    def _data_batch_event(self, uc: UcAArch64, intno: int, st: dict[str, Any]) -> None:
+        i = st["i"]
+        if i >= len(st["vas"]):
+            uc.emu_stop()
+            return
+        if intno == EXCP_BKPT:
+            st["got"][i] = ("done", int(uc.reg_read(UC_ARM64_REG_X2)))
+        elif intno == EXCP_DATA_ABORT:
+            st["got"][i] = ("abort", self._exception_record(bytes(uc.context_save())))
+        else:
+            st["got"][i] = ProbeError(f"access at {st['vas'][i]:#x}: unexpected exception {intno} "
+                                      "(is the access stub mapped and executable?)")
+            uc.emu_stop()
+            return
+        st["i"] = i + 1
+        if st["i"] < len(st["vas"]):
+            uc.reg_write(UC_ARM64_REG_X1, st["vas"][st["i"]])
+            uc.reg_write(UC_ARM64_REG_X2, st["value"])
+            uc.reg_write(UC_ARM64_REG_PC, st["stub"])
+        else:
+            uc.emu_stop()
 
     def _batch_next(self, uc: UcAArch64, st: dict[str, Any]) -> None:
         st["i"] += 1
