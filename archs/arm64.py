@@ -965,8 +965,8 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
 
     ``config_or_ops``: ``arm64:<granule>:<va_bits>`` (TCR_EL1.TG0/TG1 and T0SZ = 64 - va_bits),
     a :class:`PagingConfig` or an :class:`Arm64`; ``t1sz``: TCR_EL1.T1SZ when it differs from T0SZ.
-    TBI off, HPD off, no FEAT_LPA/LPA2, no hardware Access flag update.  The rules (D8.2, D8.3,
-    D8.4; pseudocode AArch64.S1Translate / AArch64.S1Walk):
+    TBI off, no FEAT_LPA/LPA2; TCR_EL1.HPDn and hardware Access flag management as ``cpu``
+    says.  The rules (D8.2, D8.3, D8.4; pseudocode AArch64.S1Translate / AArch64.S1Walk):
 
     * bits 63:64-T0SZ all 0 select TTBR0, bits 63:64-T1SZ all 1 TTBR1; anything else, or a
       disabled half: Translation fault, level 0;
