@@ -541,6 +541,13 @@ def run_workers(cases: Sequence[int], workers: int, report: Report,
                 progress: Callable[[Report], None] | None = None, space: Space = SPACE) -> Report:
     """Run ``cases`` in ``workers`` worker processes (spawned: no Unicorn engine crosses a fork);
     Ctrl-C stops handing out tasks and keeps the reports that came back."""
+    return run_pool(tasks(cases), functools.partial(_worker_run, space=space.name), workers, report, progress)
+
+
+def run_pool(work: list[list[int]], run: Callable[[list[int]], Report], workers: int, report: Report,
+             progress: Callable[[Report], None] | None = None) -> Report:
+    """Hand the tasks ``work`` to ``run`` (a module-level function, so a spawned process can
+    import it) in ``workers`` processes and merge the reports into ``report``, sorted by case."""
     import concurrent.futures as cf
     import multiprocessing
 
@@ -549,7 +556,7 @@ def run_workers(cases: Sequence[int], workers: int, report: Report,
                                   initializer=_worker_init)
     futures: list[cf.Future[Report]] = []
     try:
-        futures = [pool.submit(_worker_run, t, space.name) for t in tasks(cases)]
+        futures = [pool.submit(run, t) for t in work]
         for fut in cf.as_completed(futures):
             merge(report, fut.result())
             report.seconds = time.perf_counter() - t0
