@@ -68,7 +68,7 @@ def add_parser(sub: Any) -> None:
                    help="also ask the compiled kernel about every entry walked: auto = when a harness is "
                         "built (foliowalk kernel build), on = build it, off = model only")
     p.add_argument("--oracle", default="unicorn", choices=oracle_choices(),
-                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64 and arm64; all: one "
+                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64, arm64, s390x; all: one "
                         "campaign per oracle installed here, the same cases, findings in DIR/<oracle>/; "
                         "docs/oracles.md)")
     p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")

@@ -41,8 +41,8 @@ def add_parser(sub: Any) -> None:
                         "(foliowalk kernel build), on = build it if needed, off = model only")
     p.add_argument("--oracle", default=None, choices=oracle_choices(),
                    help="the emulator whose MMU answers: unicorn (default, in-process; with --fixture: the "
-                        "oracle that built each set), qemu (QEMU 7.2 system emulation), or all: every one "
-                        "installed here, each row with every oracle's answer (docs/oracles.md)")
+                        "oracle that built each set), qemu (QEMU 7.2 system emulation: x86-64, arm64, s390x), "
+                        "or all: every one installed here, each row with every oracle's answer (docs/oracles.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",

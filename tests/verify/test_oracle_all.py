@@ -42,10 +42,27 @@ def test_combined_verdict(per: dict[str, str], want: str) -> None:
 
 
 def test_registry_names_every_oracle_once() -> None:
+    import archs
+
     assert list(oracles.ORACLES)[0] == oracles.DEFAULT == "unicorn"
     assert oracles.oracle_choices() == (*oracles.ORACLES, "all")
-    assert oracles.get("unicorn").cannot_check("s390x:segment") is None
-    assert "no machine for s390x" in (oracles.get("qemu").cannot_check("s390x:segment") or "s390x")
+    assert all(oracles.get("unicorn").cannot_check(k) is None for k in archs.all_config_keys())
+    assert set(oracles.get("qemu").archs()) == {"x86_64", "arm64", "s390x"}
+    with pytest.raises(Exception, match="unknown oracle 'bochs2'"):
+        oracles.get("bochs2")
+
+
+@pytest.fixture
+def qemu_without_x86_4level(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The registry's QEMU entry, told it cannot run x86_64:4level (as an oracle whose machine
+    cannot run some configuration of its architecture says in ``config_problem``)."""
+    import dataclasses
+
+    why = "a configuration this oracle's machine cannot run (test)"
+    kind = dataclasses.replace(oracles.ORACLES["qemu"],
+                               config_problem=lambda key: why if key == "x86_64:4level" else None)
+    monkeypatch.setitem(oracles.ORACLES, "qemu", kind)
+    return why
 
 
 def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
@@ -54,12 +71,13 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict, st
     return rc, json.loads(out.out), out.err
 
 
-def test_verify_all_rows_are_the_single_oracle_rows(capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_all_rows_are_the_single_oracle_rows(capsys: pytest.CaptureFixture[str],
+                                                     qemu_without_x86_4level: str) -> None:
     """Each oracle's part of every ``--oracle all`` row is exactly its row of a run on that oracle
-    alone; a configuration QEMU has no machine for (s390x) is its oracle-cannot-check, and the
-    combined verdict names the emulators of every deviation."""
+    alone; a configuration an oracle cannot check is its oracle-cannot-check with the registry's
+    reason, and the combined verdict names the emulators of every deviation."""
     need_qemu("arm64")
-    configs = ["--config", "arm64:4k:48", "--config", "s390x:segment"]
+    configs = ["--config", "arm64:4k:48", "--config", "x86_64:4level"]
     rc, both, err = _json(capsys, "--oracle", "all", *configs)
     assert rc == 0 and "left out" not in err
     _, uni, _ = _json(capsys, "--oracle", "unicorn", *configs)
@@ -70,8 +88,8 @@ def test_verify_all_rows_are_the_single_oracle_rows(capsys: pytest.CaptureFixtur
     for row in both["rows"]:
         assert list(row["oracles"]) == ["unicorn", "qemu"]
         for name, view in row["oracles"].items():
-            if name == "qemu" and row["config"].startswith("s390x"):
-                assert view["verdict"].startswith("oracle-cannot-check: the qemu oracle has no machine for s390x")
+            if name == "qemu" and row["config"] == "x86_64:4level":
+                assert view["verdict"] == f"oracle-cannot-check: {qemu_without_x86_4level}"
                 continue
             single = next(singles[name])
             assert (single["config"], single["case"], single["addr"], single["access"]) == \
@@ -86,8 +104,7 @@ def test_verify_all_rows_are_the_single_oracle_rows(capsys: pytest.CaptureFixtur
             assert row["verdict"] == "agree"
     assert named > 0  # arm64 4K: the bad level-0 entry is block-at-any-level on both emulators
     assert [next(it, None) for it in singles.values()] == [None, None]
-    assert both["oracles"]["qemu"]["cannot_check"] == {
-        "s390x:segment": "the qemu oracle has no machine for s390x yet (it covers x86_64, arm64)"}
+    assert both["oracles"]["qemu"]["cannot_check"] == {"x86_64:4level": qemu_without_x86_4level}
     assert both["summary"]["disagree"] == 0
 
 
