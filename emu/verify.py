@@ -394,8 +394,10 @@ def kernel_view(key: str, profile: str | None, harness: str) -> tuple[KernelConf
 # -- ``--oracle all``: every oracle's rows side by side ------------------------------------------
 #: How a combined row's class is chosen from its oracles' classes: the first class (in this order)
 #: that any oracle gives -- a disagree anywhere is a disagree of the row, a deviation of one
-#: emulator is an emulator-deviation of the row, naming it, even where another emulator agrees.
-COMBINED_ORDER = ("disagree", "oracle-error", "emulator-deviation", "oracle-cannot-check", "linux-only", "agree")
+#: emulator is an emulator-deviation of the row, naming it, even where another emulator agrees;
+#: a row one oracle checked and another could not is the checking oracle's verdict, naming it
+#: (``agree [unicorn]``), and oracle-cannot-check only where none could.
+COMBINED_ORDER = ("disagree", "oracle-error", "emulator-deviation", "linux-only", "agree", "oracle-cannot-check")
 
 
 def _untagged(verdict: str) -> str:
@@ -409,7 +411,7 @@ def _untagged(verdict: str) -> str:
 def combined_verdict(verdicts: dict[str, str]) -> str:
     """The verdict of a row from every oracle's own verdict (``{oracle: verdict}``): the class
     :data:`COMBINED_ORDER` puts first among them, with the oracles that gave it in brackets
-    after each distinct reason (``"emulator-deviation: block-oa-ored [unicorn]"``,
+    after each distinct reason (``"emulator-deviation: block-oa-ored [unicorn]"``, ``"agree: [unicorn]"``,
     ``"disagree: pa 0x1000, expected 0x2000 [qemu]"``; ``"emulator-deviation:
     block-at-any-level [unicorn, qemu]"``).  ``agree`` and ``linux-only`` that every oracle gives
     alike are left untagged."""
@@ -421,7 +423,9 @@ def combined_verdict(verdicts: dict[str, str]) -> str:
     for n, v in plain.items():
         if v.split(":", 1)[0] == cls:
             reasons.setdefault(v, []).append(n)
-    return "; ".join(f"{v} [{', '.join(names)}]" for v, names in reasons.items())
+    # "<class>: <reason> [oracles]"; a bare "agree" keeps its colon ("agree: [unicorn]"), so that
+    # the class is what precedes the first colon, as in every verdict (Row.verdict_class)
+    return "; ".join(f"{v if ':' in v else v + ':'} [{', '.join(names)}]" for v, names in reasons.items())
 
 
 def merge_oracles(keys: list[str], reports: dict[str, Report], cannot: dict[str, dict[str, str]]) -> Report:
