@@ -77,7 +77,9 @@ class BochsProcess:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     self.proc.wait()
-                    tail = " ".join(buf.decode(errors="replace").strip().splitlines()[-3:])
+                    lines = buf.decode(errors="replace").strip().splitlines()
+                    panics = [ln.split(">>PANIC<<", 1)[1].strip() for ln in lines if ">>PANIC<<" in ln]
+                    tail = panics[-1] if panics else " ".join(lines[-3:])
                     raise EmulatorError(f"Bochs exited (status {self.proc.returncode}) while {doing}: {tail}")
                 buf += chunk
 

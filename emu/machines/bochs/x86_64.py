@@ -149,7 +149,7 @@ class BochsX86_64Machine:
         mib = ram.size >> 20
         Path(self._tmp, "bochsrc").write_text("\n".join([
             f"romimage: file={self._tmp}/probe.rom, address={ROM_BASE:#x}",
-            f"memory: guest={mib}, host={mib}",
+            f"memory: guest={mib}, host={min(mib, 2048)}",  # Bochs 2.7 allocates at most 2 GiB of host memory
             "cpu: model=bx_generic, count=1, ips=50000000, reset_on_triple_fault=0",
             f"cpuid: x86_64=1, 1g_pages={int(gbpages)}",
             "display_library: term",
