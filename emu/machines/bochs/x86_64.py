@@ -232,7 +232,8 @@ class BochsX86_64Machine:
             ram.write(desc + 0x200 + 16 * v, struct.pack("<QQ", lo, off >> 32))
         ram.write(desc + 0x10, struct.pack("<HQ", 32 * 16 - 1, desc_va + 0x200))
         stack_top = self._pa[PG_STACK] + 2 * PAGE
-        self._rom = struct.pack("<IIQIIII", root, 0, self._slot_base, CR4_PAE, self._pa[PG_BUF], stack_top, 0) + rom[32:]
+        params = struct.pack("<IIQIIII", root, 0, self._slot_base, CR4_PAE, self._pa[PG_BUF], stack_top, 0)
+        self._rom = params + rom[len(params) :]
 
     def _va(self, page: int) -> int:
         return self._slot_base + page * PAGE
