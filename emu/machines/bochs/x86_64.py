@@ -245,16 +245,15 @@ class BochsX86_64Machine:
         guest's copy."""
         cur = np.frombuffer(self.ram.buf, dtype="<u8")
         pages: list[np.ndarray] = []
-        for a, b in _resident_runs(self.ram.host_address, self.ram.size):
+        resident = np.zeros(len(self._sent), dtype=bool)
+        for a, b in _resident_runs(self.ram.host_address, self.ram.size):  # only these can be non-zero
+            resident[a // PAGE : b // PAGE] = True
             c = cur[a // 8 : b // 8].reshape(-1, 512)
             s = self._shadow[a // 8 : b // 8].reshape(-1, 512)
             changed = (c != s).any(axis=1) & ~self._skip[a // PAGE : b // PAGE]
             pages.append(np.flatnonzero(changed) + a // PAGE)
         idx = np.concatenate(pages) if pages else np.zeros(0, dtype=np.int64)
         # pages sent non-zero whose host copy is no longer resident (hence zero)
-        resident = np.zeros(len(self._sent), dtype=bool)
-        for a, b in _resident_runs(self.ram.host_address, self.ram.size):
-            resident[a // PAGE : b // PAGE] = True
         gone = np.flatnonzero(self._sent & ~resident & ~self._skip)
         idx = np.union1d(idx, gone).astype(np.int64)
         if not len(idx):
