@@ -20,6 +20,7 @@ is refused: Bochs 2.7 has no LA57 (docs/oracles.md, "Bochs").
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 import tempfile
@@ -94,6 +95,10 @@ MAX_RAM = 0xE000_0000
 SECTOR = 512
 HEADS, SPT = 16, 63
 SOURCE = Path(__file__).with_name("x86_64_probe.S")
+BLOCK = 1 << 20  # RAM compared with the guest's copy in blocks of this size (memcmp), then per page
+_memcmp = ctypes.CDLL(None).memcmp
+_memcmp.restype = ctypes.c_int
+_memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 
 
 class BochsX86_64Machine:
@@ -135,13 +140,15 @@ class BochsX86_64Machine:
         # RAM, and which pages were ever sent non-zero.
         self._shadow = np.zeros(ram.size // 8, dtype=np.uint64)
         self._sent = np.zeros(ram.size // PAGE, dtype=bool)
-        self._skip = np.zeros(ram.size // PAGE, dtype=bool)  # the guest's own scratch pages: never sent
+        # never sent: the guest's own scratch pages, and the legacy hole (no RAM there in a PC)
+        self._skip = np.zeros(ram.size // PAGE, dtype=bool)
         for pa, size in ((self._pa[PG_STACK], 2 * PAGE), (self._pa[PG_BUF], BUF_PAGES * PAGE),
-                         (self._rtab, RTAB_PAGES * PAGE)):
+                         (self._rtab, RTAB_PAGES * PAGE), (LEGACY_HOLE[0], LEGACY_HOLE[1] - LEGACY_HOLE[0])):
             self._skip[pa // PAGE : (pa + size) // PAGE] = True
         self._tmp = tempfile.mkdtemp(prefix="foliowalk-bochs-")
         Path(self._tmp, "probe.rom").write_bytes(self._rom)
-        cylinders = -(-(ram.size + (16 << 20)) // (HEADS * SPT * SECTOR))
+        # the largest stream: every page literal, one 24-byte record header per page
+        cylinders = -(-(ram.size + ram.size // 128 + (1 << 20)) // (HEADS * SPT * SECTOR))
         self._disk_size = cylinders * HEADS * SPT * SECTOR
         self._disk = os.path.join(self._tmp, "request.img")
         with open(self._disk, "wb") as f:
@@ -246,12 +253,17 @@ class BochsX86_64Machine:
         cur = np.frombuffer(self.ram.buf, dtype="<u8")
         pages: list[np.ndarray] = []
         resident = np.zeros(len(self._sent), dtype=bool)
+        shadow_at = self._shadow.ctypes.data
         for a, b in _resident_runs(self.ram.host_address, self.ram.size):  # only these can be non-zero
             resident[a // PAGE : b // PAGE] = True
-            c = cur[a // 8 : b // 8].reshape(-1, 512)
-            s = self._shadow[a // 8 : b // 8].reshape(-1, 512)
-            changed = (c != s).any(axis=1) & ~self._skip[a // PAGE : b // PAGE]
-            pages.append(np.flatnonzero(changed) + a // PAGE)
+            for lo in range(a, b, BLOCK):  # memcmp first: most of RAM is as it was
+                hi = min(lo + BLOCK, b)
+                if not _memcmp(self.ram.host_address + lo, shadow_at + lo, hi - lo):
+                    continue
+                c = cur[lo // 8 : hi // 8].reshape(-1, 512)
+                s = self._shadow[lo // 8 : hi // 8].reshape(-1, 512)
+                changed = (c != s).any(axis=1) & ~self._skip[lo // PAGE : hi // PAGE]
+                pages.append(np.flatnonzero(changed) + lo // PAGE)
         idx = np.concatenate(pages) if pages else np.zeros(0, dtype=np.int64)
         # pages sent non-zero whose host copy is no longer resident (hence zero)
         gone = np.flatnonzero(self._sent & ~resident & ~self._skip)
