@@ -78,21 +78,21 @@ def oracle_configs(oracle: str, keys: list[str], chosen: bool, named: list[str] 
         raise UsageError(f"the {oracle} oracle has no machine for {', '.join(other)} yet "
                          f"(it covers {', '.join(machines)})")
     keys = [k for k in keys if archs.get_config(k).arch in machines]
-    if other:
-        print(f"note: --oracle {oracle} checks {', '.join(machines)} only; left out: {', '.join(other)}",
-              file=sys.stderr)
     unsupported = oracle_unsupported(oracle)
     for k in keys:
         if k in unsupported and k in (named or []):
             raise UsageError(f"the {oracle} oracle cannot run {k}: {unsupported[k]}")
-        if k in unsupported:
-            print(f"note: --oracle {oracle} leaves out {k}: {unsupported[k]}", file=sys.stderr)
-    keys = [k for k in keys if k not in unsupported]
     for arch in sorted({archs.get_config(k).arch for k in keys}):
         problem = oracle_missing(oracle, arch)
         if problem:
             raise UsageError(f"--oracle {oracle}: {problem}")
-    return keys
+    if other:
+        print(f"note: --oracle {oracle} checks {', '.join(machines)} only; left out: {', '.join(other)}",
+              file=sys.stderr)
+    for k in keys:
+        if k in unsupported:
+            print(f"note: --oracle {oracle} leaves out {k}: {unsupported[k]}", file=sys.stderr)
+    return [k for k in keys if k not in unsupported]
 
 
 def run(args: argparse.Namespace) -> int:
