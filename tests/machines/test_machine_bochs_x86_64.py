@@ -10,6 +10,7 @@ what to install and do not run, except in CI (``CI`` set), where that is a failu
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from archs.x86_64 import CPU
-from emu.errors import ConfigError
+from emu.errors import ConfigError, EmulatorError
 from emu.machines.base import FETCH, RAW_TAG, READ, WRITE, Access, Fault, ProbeError, Translation
 from emu.machines.bochs import missing
 from emu.machines.bochs.x86_64 import BochsX86_64Machine
@@ -176,6 +177,20 @@ def test_close_leaves_no_process_and_no_files() -> None:
     machine.close()
     assert proc.poll() is not None and not os.path.exists(tmp)
     machine.close()  # twice is fine
+
+
+def test_a_hung_bochs_is_an_error_not_a_hang() -> None:
+    need_bochs()
+    ram = PhysicalMemory(16 << 20)
+    alloc = FrameAllocator(ram, reserved=[(0, 0x10000)])
+    t = Tables(ram, alloc, 4)
+    machine = BochsX86_64Machine(ram, alloc, timeout_s=1.0)
+    machine.set_root(t.root)
+    t.map(0x5000, data_frame(t), P | RW)
+    os.kill(machine._bochs.proc.pid, signal.SIGSTOP)
+    with pytest.raises(EmulatorError, match="did not answer"):
+        machine.probe(0x5000)
+    assert machine._bochs.proc.poll() is not None and not os.path.exists(machine._tmp)  # killed and reaped
 
 
 def test_oracle_bochs_refusals() -> None:

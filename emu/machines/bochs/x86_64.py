@@ -319,6 +319,7 @@ class BochsX86_64Machine:
             self._bochs.command(f"writemem \"{mb}\" {self._va(PG_MAILBOX):#x} {PAGE}", budget, doing)
             self._guest_mailbox = np.frombuffer(Path(mb).read_bytes(), dtype="<u8")
         except EmulatorError as err:
+            self._bochs.proc.kill()  # it may be running or stopped: no "quit" would reach it
             self.close()
             raise EmulatorError(f"Bochs did not answer a request of {n} addresses: {err} (killed)") from None
         panic = self._mb(MB_PANIC)
