@@ -127,6 +127,13 @@ def test_host_edits_reach_the_guests_copy(m: tuple[BochsX86_64Machine, Tables]) 
     assert machine.probe(0x5008) == Translation(b + 8, "bochs-page")
     t.ram.tag(b, 4096)
     assert machine.probe(0x5008) == Translation(b + 8, "tag")
+    # one page of tag words, a literal word (another address's tag: the load shows it arrived)
+    # and a zero word
+    t.ram.write_u64(b + 0x18, 0xF011_0000_0077_7018)
+    t.ram.write_u64(b + 0x20, 0)
+    assert machine.probe_many([0x5010, 0x5018, 0x5020, 0x5028]) == [
+        Translation(b + 0x10, "tag"), Translation(0x77_7018, "tag"), Translation(b + 0x20, "bochs-page"),
+        Translation(b + 0x28, "tag")]
     t.ram.write(b, bytes(4096))
     assert machine.probe(0x5010) == Translation(b + 0x10, "bochs-page")
     pt = t.entry_addr(0x5000, 1) & ~0xFFF

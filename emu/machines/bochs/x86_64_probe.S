@@ -10,8 +10,8 @@
  *   1. real mode at 0xfffffff0 (Intel SDM vol. 3A §9.1.4) -> protected mode, paging off (§9.9.1);
  *   2. the loader (32-bit, physical addresses) reads the request stream from the primary ATA
  *      master with PIO READ SECTORS (ATA/ATAPI-6 §8.27, LBA28; status BSY/DRQ/ERR polling) and
- *      applies its records to guest RAM: literal words, tag runs (each word TAG | its own
- *      address, emu/machines/ram.py), zero runs.  The host sends only the pages that changed;
+ *      applies its records to guest RAM: runs of literal words, of tag words (each TAG | its own
+ *      address, emu/machines/ram.py) and of zeros.  The host sends only the pages that changed;
  *   3. IA-32e mode with 4-level paging (§9.8.5, §4.5), through the machine's own tables (root =
  *      PARAM_CR3), 64-bit code in the machine's slot (root entry 511), exceptions through a real
  *      IDT: the #PF handler records the error code and CR2 (§4.7, §6.15) and resumes;
@@ -180,8 +180,8 @@ refill:                                      /* BUFSECT sectors at LBA %ebp into
         testb $0x08, %al                     /* DRQ */
         jz 3b
         movw $0x1f0, %dx
-        movl $256, %ecx
-        rep insw
+        movl $128, %ecx                      /* 32-bit PIO: a sector is 128 doublewords */
+        rep insl
         popl %ecx
         loop 2b
         addl $BUFSECT, %ebp
