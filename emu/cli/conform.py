@@ -39,22 +39,25 @@ def add_parser(sub: Any) -> None:
                    help="run in N local worker processes (default 1: in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--space", action="store_true", help="describe the space and exit (no run)")
+    p.add_argument("--pku", action="store_true",
+                   help="x86_64: the space with protection keys (CR4.PKE, PKRU AD/WD, the leaf's key), 10x larger")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from emu.conform import x86_64 as C
 
+    space_def = C.PKU if args.pku else C.SPACE
     if args.space:
-        space = C.space_json()
+        space = C.space_json(space_def)
         if args.json:
             json.dump({"arch": args.arch, "space": space}, sys.stdout, indent=1)
             sys.stdout.write("\n")
         else:
             _print_space(args.arch, space)
         return 0
-    cases = C.select(limit=args.limit, sample=args.sample, seed=args.seed)
-    report = C.Report()
+    cases = C.select(limit=args.limit, sample=args.sample, seed=args.seed, space=space_def)
+    report = C.new_report(space_def)
     show = not args.quiet and not args.json or (not args.quiet and sys.stderr.isatty())
 
     last = [0.0]
@@ -70,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers > 1:
         try:
-            C.run_workers(cases, args.workers, report, progress if show else None)
+            C.run_workers(cases, args.workers, report, progress if show else None, space=space_def)
         finally:
             if show:
                 sys.stderr.write("\n")
     else:
-        runner = C.Runner()
+        runner = C.Runner(space_def)
         try:
             runner.run(cases, report, progress if show else None)
         finally:
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(report.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        _print_space(args.arch, C.space_json())
+        _print_space(args.arch, C.space_json(space_def))
         rate = report.run / report.seconds if report.seconds else 0.0
         print(f"ran {report.run} of {report.size} cases{' (interrupted)' if report.interrupted else ''} "
               f"in {report.seconds:.1f} s ({rate:,.0f} cases/s): {report.agree} agree, "
@@ -102,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_space(arch: str, space: dict[str, Any]) -> None:
-    print(f"conform {arch}: {space['size']:,} cases ({space['before_legality_filter']:,} before the legality rules)")
+    print(f"conform {arch} {space['name']}: {space['size']:,} cases "
+          f"({space['before_legality_filter']:,} before the legality rules)")
     for k, v in space["in"].items():
         print(f"  in   {k}: {v}")
     for k, v in space["out"].items():

@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> None:
                         "(foliowalk kernel build), on = build it if needed, off = model only")
     p.add_argument("--oracle", default="unicorn", choices=EMULATORS,
                    help="the emulator whose MMU answers: unicorn (default, in-process), qemu (QEMU 7.2 system "
-                        "emulation, x86-64 and arm64) or bochs (Bochs 2.7, x86-64 4-level); docs/oracles.md")
+                        "emulation, x86-64, arm64, s390x) or bochs (Bochs 2.7, x86-64 4-level); docs/oracles.md")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",
