@@ -1145,3 +1145,59 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
             return Translation(origin | (va & (size - 1)), size, perms, tuple(trace))
         table = (val & SEGMENT.mask("origin")) if lv.name == SEGMENT_LEVEL.name else (val & REGION.mask("origin"))
     raise AssertionError("the page table ends the walk")  # pragma: no cover
+
+
+# -- storage-key recording and the translation-exception identification (conformance model) -------
+RC_SET, RC_KEEP, RC_OPEN = "set", "unchanged", "open"
+
+
+def reference_change(result: Translation | Fault, access: object = "read") -> tuple[str, str]:
+    """What an access that gave ``result`` does to the reference (R) and change (C) bits of the
+    storage key of the 4K block it addresses: ``(R, C)``, each :data:`RC_SET`, :data:`RC_KEEP`
+    or :data:`RC_OPEN`.  s390x table entries have no accessed/dirty bits: the record lives in the
+    storage key, one per 4K block of real storage (PoP ch. 3 "Storage Key").
+
+    * allowed: R is set by any fetch or store ("Reference Recording"), C by a store only
+      ("Change Recording");
+    * refused (any access exception): "no change is made to a storage location or a storage key
+      when the reference causes an access exception" (PoP ch. 6, "Summary of Action for
+      Addressing and Protection Exceptions"), so C is unchanged; R stays :data:`RC_OPEN` because
+      "the record of references ... is not necessarily accurate" (ch. 3 "Reference Recording":
+      a model may set R for a block it only prepared to reference)."""
+    kind, _user = parse_access(access)
+    if isinstance(result, Translation):
+        return RC_SET, RC_SET if kind == "write" else RC_KEEP
+    return RC_OPEN, RC_KEEP
+
+
+#: TEID bits (PoP ch. 6 "Translation-Exception Identification"), as masks of the 64-bit doubleword:
+TEID_PAGE = PAGE_MASK  #: bits 0-51: the page address of the virtual address that caused the exception
+TEID_FETCH, TEID_STORE = 1 << 11, 1 << 10  #: bits 52-53 (ESOP-2, protection): 10 fetch, 01 store
+TEID_B56, TEID_B60, TEID_B61 = 1 << 7, 1 << 3, 1 << 2  #: bits 56, 60, 61: the kind of protection
+TEID_ASC = 0x3  #: bits 62-63: the address space (00 primary, 10 secondary, 11 home)
+ASC_PRIMARY, ASC_SECONDARY = 0, 2
+
+
+def translation_exception_identification(result: Fault, va: int, access: object, asc: int) -> tuple[int, int] | None:
+    """``(value, mask)``: the TEID bits the PoP defines for ``result`` (a fault of the access
+    to ``va`` through address space ``asc``, :data:`ASC_SECONDARY` / :data:`ASC_PRIMARY`); only
+    the bits in ``mask`` are specified.  None where no TEID (or none this model states) is stored
+    (addressing, translation-specification).
+
+    Translation exceptions (ASCE-type, region-first/second/third, segment, page): bits 0-51 the
+    page address, bits 62-63 the space.  Protection with the enhanced-suppression-on-protection
+    facility 2 (PoP ch. 3 "Suppression on Protection", the figure of TEID bits 56, 60, 61):
+    bits 0-51 and 62-63 as above, bits 52-53 fetch (10) or store (01), and bits 56/60/61 = 001 for
+    DAT protection, 101 for instruction-execution protection (100 low-address protection, 010
+    key-controlled protection: not in this model).  An instruction fetch goes through the primary
+    space whatever the PSW's address-space control (ch. 3 "Address-Space Control")."""
+    kind, _user = parse_access(access)
+    if result.code in (ADDRESSING[1], TRANSLATION_SPECIFICATION[1]):
+        return None
+    value = (va & TEID_PAGE) | (ASC_PRIMARY if kind == "fetch" else asc)
+    mask = TEID_PAGE | TEID_ASC
+    if result.code == PROTECTION[1]:
+        value |= (TEID_STORE if kind == "write" else TEID_FETCH) | TEID_B61
+        value |= TEID_B56 if kind == "fetch" else 0  # the model's only fetch refusal is IEP
+        mask |= TEID_FETCH | TEID_STORE | TEID_B56 | TEID_B60 | TEID_B61
+    return value, mask

@@ -1,0 +1,441 @@
+"""s390x access-rights conformance: DAT protection, instruction-execution protection (IEP) and
+the translation exceptions on the way, run as real loads, stores and instruction fetches on
+Unicorn's z/Architecture MMU and compared with the Principles of Operation's model
+(:func:`archs.s390x.translate`, :func:`archs.s390x.reference_change`,
+:func:`archs.s390x.translation_exception_identification`).
+
+A case is one flag word per table entry -- region-second (I, P), region-third (I, P, FC, IEP),
+segment (I, P, FC, IEP), page (I, P, IEP, bit 52) -- the access (operand fetch ``LG``, store
+``STG``, instruction fetch: ``BASR`` into the page) and CR0's EDAT (bit 40) and IEP (bit 43)
+controls.  PoP SA22-7832 ch. 3: "DAT Protection" (bit 54 of the page- and segment-table entry, of
+region-table entries when EDAT-1 applies), "Instruction-Execution Protection" (bit 55 of the PTE
+and of FC=1 segment / region-third entries, effective with CR0 bit 43, facility 130), "Enhanced
+DAT" (FC=1: a 1-MB segment frame with EDAT-1, a 2-GB region-third frame with EDAT-2), "Translation
+Process" (the I bits: region-second/-third, segment, page-translation exceptions 0x3A, 0x3B, 0x10,
+0x11; PTE bit 52: translation-specification 0x12); ch. 6 "Translation-Exception Identification".
+s390x entries have no accessed/dirty bits: the record is the reference (R) and change (C) bits of
+the storage key of the 4K block (ch. 3 "Storage Key"), which Unicorn keeps (QEMU's skeys device:
+``mmu_handle_skey()`` on every TLB fill, SSKE/ISKE): each case's block gets key 0 (SSKE) just
+before the access and is read back (ISKE) just after it.
+
+Layout: an ASCE designating a region-second table (DT=10, TL=3: 2048 entries).  Entry 0 maps the
+first 64 MB of real storage one to one (the probe loop is fetched through it: instruction fetches
+go through the primary space, CR1, and CR1 = CR7 = the ASCE under test).  Entries 1..2047 are case
+slots: slot ``k`` has its own region-third table (one valid entry), segment table (one valid
+entry), page table (one valid entry) and 4K frame ``F``; its address is ``k << 42 | F``, so the
+page-table entry, a 1-MB segment frame (SFAA ``F & ~0xFFFFF``) and a 2-GB region-third frame
+(RFAA 0) all reach ``F``.  Cases with the same CR0 and access run together, one ``emu_start``
+per chunk of up to :data:`SLOTS` cases (``guest_code.conform_code``).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from archs import s390x as Z
+from archs.translate import Fault, Translation
+from emu.conform.x86_64 import Mismatch, _miss
+from emu.conform.x86_64 import Report as _Report
+
+ARCH = "s390x"
+RAM_SIZE = 64 << 20
+SLOTS = 2047  #: case slots: region-second entries 1..2047 (entry 0 maps the probe code)
+
+# -- entry bits (PoP ch. 3 "Translation Tables"; bit n of the PoP is 1 << (63 - n)) ----------------
+_I_REGION = _I_SEGMENT = 1 << 5  # bit 58: region-/segment-invalid bit
+_I_PAGE = 1 << 10  # bit 53: page-invalid bit
+_FC = 1 << 10  # bit 53: format control (segment and region-third entries)
+_P = 1 << 9  # bit 54: DAT-protection bit
+_IEP = 1 << 8  # bit 55: instruction-execution-protection bit (PTE; FC=1 segment/region-third)
+_B52 = 1 << 11  # bit 52 of a PTE: must be zero (translation-specification exception)
+_TT_R2, _TT_R3 = 0b10 << 2, 0b01 << 2  # bits 60-61: table type
+_DT_R2, _TL_FULL = 0b10 << 2, 0b11  # ASCE bits 60-61 designation type, 62-63 table length
+
+RSTE_DIMS = ("I", "P")
+RTTE_DIMS = ("I", "P", "FC", "IEP")
+STE_DIMS = ("I", "P", "FC", "IEP")
+PTE_DIMS = ("I", "P", "IEP", "B52")
+LEVELS = (("RSTE", RSTE_DIMS), ("RTTE", RTTE_DIMS), ("STE", STE_DIMS), ("PTE", PTE_DIMS))
+ACCESSES = ("read", "write", "fetch")
+#: CR0.EDAT (bit 40; EDAT-1 and EDAT-2 installed) and CR0.IEP (bit 43; facility 130 installed).
+CPUS = tuple(dict(edat=e, iep=i) for e in (False, True) for i in (False, True))
+
+IN_SPACE = {
+    "region-second entry": "I (bit 58), P (bit 54, DAT protection when EDAT-1 applies)",
+    "region-third entry": "I, P, FC (bit 53, 2-GB frame with EDAT-2), IEP (bit 55 with FC=1)",
+    "segment entry": "I, P, FC (bit 53, 1-MB frame with EDAT-1), IEP (bit 55 with FC=1)",
+    "page entry": "I (bit 53), P (bit 54), IEP (bit 55), bit 52 (must be 0)",
+    "access": "operand fetch (LG), store (STG), instruction fetch (BASR into the page)",
+    "CPU": "CR0.EDAT (bit 40), CR0.IEP (bit 43); z13 model with EDAT-1/-2 and IEP (facility 130) "
+           "set in its facility list",
+    "observed": "fault or not, program-interruption code, TEID (PoP-defined bits), real address "
+                "(LRAG and the loaded tag / stored marker), storage key R and C after the access",
+}
+OUT_OF_SPACE = {
+    "low-address protection (CR0 bit 35)": "applies to real/virtual addresses 0-511 and 4096-4607 "
+                                           "only, which map the probe code here",
+    "key-controlled and fetch protection (PSW key vs storage key)": "not implemented by Unicorn 2.1.4 "
+                                                                    "(mmu_handle_skey: 'TODO: key-controlled "
+                                                                    "protection'); the loop runs with key 0",
+    "problem state (PSW bit 15)": "DAT and its protections do not depend on it (PoP ch. 3) and the "
+                                  "loop's SSKE/ISKE/LRAG/LURAG are privileged",
+    "FC=1 with CR0.EDAT=0": "the entry then designates a table at its frame address (data, not a table); "
+                            "the machine's start-up self-test proves FC is ignored without CR0.EDAT",
+    "region-first tables, ASCE types, table offsets/lengths, private space": "covered by foliowalk "
+                                                                             "verify/fuzz (the walk checks)",
+}
+LEGALITY = (
+    "FC=1 (region-third or segment entry) only with CR0.EDAT=1 (without it FC is ignored and the entry "
+    "designates a table at the frame's address)",
+    "IEP (bit 55) in a region-third or segment entry only with FC=1 (in an FC=0 entry bit 55 is not "
+    "the IEP bit)",
+    "an entry with I=1 or FC=1 ends the walk: the entries below have no bits set (they are not read)",
+)
+
+
+def _bits(names: Sequence[str], word: int) -> dict[str, bool]:
+    return {n: bool(word >> i & 1) for i, n in enumerate(names)}
+
+
+def _legal_entry(names: Sequence[str], word: int, edat: bool) -> bool:
+    f = _bits(names, word)
+    if f.get("FC") and not edat:
+        return False
+    return not (f.get("IEP") and "FC" in f and not f["FC"])
+
+
+def _ends_walk(names: Sequence[str], word: int) -> bool:
+    f = _bits(names, word)
+    return f["I"] or f.get("FC", False)
+
+
+def _entry_combos(edat: bool, level: int = 0) -> list[tuple[int, ...]]:
+    """The legal flag-word tuples from ``LEVELS[level]`` down, in a fixed order."""
+    names = LEVELS[level][1]
+    out: list[tuple[int, ...]] = []
+    for w in range(1 << len(names)):
+        if not _legal_entry(names, w, edat):
+            continue
+        if level == len(LEVELS) - 1:
+            out.append((w,))
+        elif _ends_walk(names, w):
+            out.append((w,) + (0,) * (len(LEVELS) - 1 - level))
+        else:
+            out.extend((w,) + rest for rest in _entry_combos(edat, level + 1))
+    return out
+
+
+COMBOS = {edat: _entry_combos(edat) for edat in (False, True)}
+GROUPS = tuple(itertools.product(range(len(CPUS)), range(len(ACCESSES))))
+_GROUP_START = list(itertools.accumulate((len(COMBOS[CPUS[c]["edat"]]) for c, _a in GROUPS), initial=0))
+SIZE = _GROUP_START[-1]
+RAW_SIZE = len(CPUS) * len(ACCESSES) * 2 ** sum(len(d) for _n, d in LEVELS)
+
+
+def _locate(index: int) -> tuple[int, int]:
+    """``(group, combo)`` of case ``index``."""
+    g = int(np.searchsorted(_GROUP_START, index, side="right")) - 1
+    return g, index - _GROUP_START[g]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of the space: ``index`` in ``range(SIZE)``."""
+
+    index: int
+
+    @property
+    def cpu(self) -> dict[str, bool]:
+        return CPUS[GROUPS[_locate(self.index)[0]][0]]
+
+    @property
+    def access(self) -> str:
+        return ACCESSES[GROUPS[_locate(self.index)[0]][1]]
+
+    @property
+    def words(self) -> tuple[int, ...]:
+        g, c = _locate(self.index)
+        return COMBOS[CPUS[GROUPS[g][0]]["edat"]][c]
+
+    def flags(self) -> dict[str, dict[str, bool]]:
+        return {name: _bits(dims, w) for (name, dims), w in zip(LEVELS, self.words, strict=True)}
+
+    def describe(self) -> str:
+        parts = []
+        for name, f in self.flags().items():
+            parts.append(f"{name.lower()}={'|'.join(k for k, v in f.items() if v) or '0'}")
+            if f["I"] or f.get("FC"):
+                break
+        cpu = ",".join(f"{k}={int(v)}" for k, v in self.cpu.items())
+        return f"#{self.index} {self.access} {cpu} {' '.join(parts)}"
+
+
+def entry_values(words: tuple[int, ...], frame: int, r3t: int, st: int, pt: int) -> tuple[int, int, int, int]:
+    """The raw region-second, region-third, segment and page entries of a case whose tables are
+    at ``r3t``/``st``/``pt`` and whose frame is ``frame`` (PoP ch. 3 entry formats)."""
+    rs, rt, se, pe = (_bits(d, w) for (_n, d), w in zip(LEVELS, words, strict=True))
+    rste = r3t | _TT_R2 | (_I_REGION if rs["I"] else 0) | (_P if rs["P"] else 0)  # TF=0, TL=0: 512 entries
+    rtte = (0 if rt["FC"] else st) | _TT_R3 | (_I_REGION if rt["I"] else 0) | (_P if rt["P"] else 0)
+    rtte |= (_FC if rt["FC"] else 0) | (_IEP if rt["IEP"] else 0)  # FC=1: RFAA 0 (the frame is below 2 GB)
+    ste = (frame & ~0xFFFFF if se["FC"] else pt) | (_I_SEGMENT if se["I"] else 0) | (_P if se["P"] else 0)
+    ste |= (_FC if se["FC"] else 0) | (_IEP if se["IEP"] else 0)
+    pte = frame | (_I_PAGE if pe["I"] else 0) | (_P if pe["P"] else 0) | (_IEP if pe["IEP"] else 0)
+    pte |= _B52 if pe["B52"] else 0
+    return rste, rtte, ste, pte
+
+
+def space_json() -> dict[str, Any]:
+    return {"size": SIZE, "before_legality_filter": RAW_SIZE, "in": IN_SPACE, "out": OUT_OF_SPACE,
+            "legality": list(LEGALITY)}
+
+
+@dataclass
+class Report(_Report):
+    arch: str = ARCH
+    size: int = SIZE
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out["space"] = space_json()
+        return out
+
+
+#: Mismatches a registered deviation explains: (deviation name, does it explain this one?).
+KNOWN: list[tuple[str, Callable[[Case, Mismatch], bool]]] = []
+
+
+# -- the runner ------------------------------------------------------------------------------------
+class Runner:
+    """Runs cases on one Unicorn s390x machine (z13 with EDAT-1/-2 and IEP facility bits)."""
+
+    def __init__(self) -> None:
+        from emu.errors import EmulatorError
+        from emu.machines.ram import FrameAllocator, PhysicalMemory
+        from emu.machines.s390x import LOWCORE_SIZE, S390xMachine
+        from emu.machines.s390x.guest_code import conform_code
+
+        ram = self.ram = PhysicalMemory(RAM_SIZE, big_endian=True)
+        alloc = FrameAllocator(ram, reserved=[(0, LOWCORE_SIZE)])
+        m = self.machine = S390xMachine(ram, alloc, edat=True, iep=True, chunk=SLOTS)
+        if not (m.edat1_works and m.edat2_works):
+            raise EmulatorError(f"s390x conform needs EDAT-1 and EDAT-2 on the machine: {m.edat_note}")
+        self.routines = {kind: m.load_routine(*conform_code(kind)) for kind in ACCESSES}
+        self.records = alloc.alloc(32 * SLOTS, 0x1000)
+        self.frame_list = alloc.alloc(8 * SLOTS, 0x1000)
+
+        def table(size: int, fill: int, count: int) -> int:
+            pa = alloc.alloc(size, 0x1000)
+            ram.write(pa, fill.to_bytes(8, "big") * count)
+            return pa
+
+        r2t = table(0x4000, _TT_R2 | _I_REGION, 2048)
+        self.asce = r2t | _DT_R2 | _TL_FULL
+        # entry 0: real storage [0, RAM_SIZE) one to one, 4K pages, no protection
+        r3t0, st0 = table(0x1000, _TT_R3 | _I_REGION, 512), table(0x1000, _I_SEGMENT, 512)
+        ram.write_u64(r2t, r3t0 | _TT_R2)
+        ram.write_u64(r3t0, st0 | _TT_R3)
+        for seg in range(RAM_SIZE >> 20):
+            pt = alloc.alloc(0x800, 0x800)
+            ram.write(pt, b"".join((seg << 20 | p << 12).to_bytes(8, "big") for p in range(256)))
+            ram.write_u64(st0 + 8 * seg, pt)
+        self.slots = []  # (rste_pa, r3t, st, pt, frame, va) per slot 1..SLOTS
+        for k in range(1, SLOTS + 1):
+            r3t, st = table(0x1000, _TT_R3 | _I_REGION, 512), table(0x1000, _I_SEGMENT, 512)
+            pt = alloc.alloc(0x800, 0x800)
+            ram.write(pt, _I_PAGE.to_bytes(8, "big") * 256)
+            frame = alloc.alloc(0x1000, 0x1000)
+            self.slots.append((r2t + 8 * k, r3t, st, pt, frame, k << 42 | frame))
+        if self.slots[-1][4] + 0x1000 > RAM_SIZE:  # pragma: no cover - layout arithmetic
+            raise EmulatorError("s390x conform: the case frames do not fit the identity-mapped RAM")
+        ram.write(self.frame_list, b"".join(s[4].to_bytes(8, "big") for s in self.slots))
+        m.set_asce(self.asce)
+        m.set_primary_asce(self.asce)
+        self.facilities = m.edat_note
+
+    def close(self) -> None:
+        self.machine.uc.emu_stop()
+        self.ram.close()
+
+    def write_case(self, k: int, words: tuple[int, ...]) -> tuple[int, int]:
+        """Write case ``words`` into slot ``k`` (0-based); returns ``(va, frame)``."""
+        rste_pa, r3t, st, pt, frame, va = self.slots[k]
+        rste, rtte, ste, pte = entry_values(words, frame, r3t, st, pt)
+        ram = self.ram
+        ram.write_u64(rste_pa, rste)
+        ram.write_u64(r3t, rtte)
+        ram.write_u64(st + 8 * ((frame >> 20) & 0x7FF), ste)
+        ram.write_u64(pt + 8 * ((frame >> 12) & 0xFF), pte)
+        return va, frame
+
+    def model(self, va: int, access: str, cpu: dict[str, bool]) -> Translation | Fault:
+        """The PoP's answer (EDAT-1 and -2 apply with CR0.EDAT: both facilities are installed)."""
+        facts: dict[str, object] = {"edat1": cpu["edat"], "edat2": cpu["edat"], "iep": cpu["iep"],
+                                    "storage_size": RAM_SIZE}
+        return Z.translate(None, self.ram.read_u64, va, access, asce=self.asce, cpu=facts)
+
+    def run(self, cases: Iterable[int], report: Report, progress: Callable[[Report], None] | None = None) -> Report:
+        by_group: dict[int, list[int]] = {}
+        for i in cases:
+            by_group.setdefault(_locate(i)[0], []).append(i)
+        t0 = time.perf_counter()
+        try:
+            for g in sorted(by_group):
+                idx = by_group[g]
+                for s in range(0, len(idx), SLOTS):
+                    self._chunk(g, idx[s:s + SLOTS], report)
+                    report.seconds = time.perf_counter() - t0
+                    if progress:
+                        progress(report)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _chunk(self, group: int, idx: list[int], report: Report) -> None:
+        from unicorn import s390x_const as S
+
+        from emu.machines.s390x.guest_code import BR_R14
+
+        cpu, access = CPUS[GROUPS[group][0]], ACCESSES[GROUPS[group][1]]
+        m, ram = self.machine, self.ram
+        m.set_controls(edat=cpu["edat"], iep=cpu["iep"])
+        n = len(idx)
+        vas = np.zeros(n, dtype=np.uint64)
+        frames = []
+        for k, i in enumerate(idx):
+            va, frame = self.write_case(k, Case(i).words)
+            vas[k] = va
+            frames.append(frame)
+            if access == "fetch":
+                ram.write(frame, BR_R14 * 2048)
+            else:
+                ram.tag(frame, 0x1000)
+        for k in range(n, SLOTS):  # a short chunk: the other slots invalid
+            ram.write_u64(self.slots[k][0], _TT_R2 | _I_REGION)
+        models = [self.model(int(vas[k]), access, cpu) for k in range(n)]
+        regs = {S.UC_S390X_REG_R7: self.records, S.UC_S390X_REG_R11: self.frame_list, S.UC_S390X_REG_R13: 0}
+        faults, failure, done = m.run_routine(self.routines[access], vas, regs,
+                                              fault_pcs=vas.tolist() if access == "fetch" else ())
+        rec = np.frombuffer(ram.buf, dtype=">u8", count=4 * n, offset=self.records).reshape(n, 4)
+        for k, i in enumerate(idx):
+            case = Case(i)
+            found: list[Mismatch] = []
+            miss = functools.partial(_miss, found, i, case.describe())
+            res = models[k]
+            va, frame = int(vas[k]), frames[k]
+            report.faults += isinstance(res, Fault)
+            if k >= done:
+                miss("outcome", str(res), f"no answer: {failure}")
+            elif k in faults:
+                intno, pc, code, teid = faults[k]
+                self._compare_fault(miss, res, va, access, intno, code, teid)
+            else:
+                lrag, word, ipm = (int(x) for x in rec[k, :3])
+                self._compare_allowed(miss, res, va, frame, access, lrag, word, ipm)
+            if k < done:
+                key = int(rec[k, 3])
+                want_r, want_c = Z.reference_change(res, access)
+                for name, bit, want in (("R", 0x04, want_r), ("C", 0x02, want_c)):
+                    got = bool(key & bit)
+                    if want == Z.RC_SET and not got or want == Z.RC_KEEP and got:
+                        miss(f"key.{name}", f"{want} (was 0)", f"{int(got)}")
+            for mm in found:
+                for name, pred in KNOWN:
+                    if pred(case, mm):
+                        mm.explained_by = name
+                        break
+            report.mismatches.extend(found)
+            report.agree += not found
+            report.run += 1
+
+    def _compare_fault(self, miss: Callable[..., None], res: Translation | Fault, va: int, access: str,
+                       intno: int, code: int | None, teid: int | None) -> None:
+        got = f"program interruption code {code:#x}" if code is not None else f"exception {intno}"
+        if isinstance(res, Translation):
+            miss("outcome", f"real address {res.pa:#x}", got)
+            return
+        if code != res.code:
+            miss("code", f"program interruption code {res.code:#x}", got)
+            return
+        want = Z.translation_exception_identification(res, va, access, Z.ASC_SECONDARY)
+        if want is not None:
+            value, mask = want
+            if teid is None or (teid & mask) != value:
+                miss("teid", f"{value:#018x} under mask {mask:#018x}",
+                     "none stored" if teid is None else f"{teid:#018x}")
+
+    def _compare_allowed(self, miss: Callable[..., None], res: Translation | Fault, va: int, frame: int,
+                         access: str, lrag: int, word: int, ipm: int) -> None:
+        if isinstance(res, Fault):
+            miss("outcome", f"program interruption code {res.code:#x}", f"allowed (LRAG {lrag:#x})")
+            return
+        cc = (ipm >> 28) & 3
+        if cc or lrag != res.pa:
+            miss("pa", f"{res.pa:#x}", f"LRAG {lrag:#x} cc {cc}")
+        if access == "read" and self.ram.tagged_pa(word, va) != res.pa:
+            miss("pa", f"load of {res.pa:#x}'s tag", f"loaded {word:#018x}")
+        if access == "write" and self.ram.read_u64(res.pa) != va:
+            miss("pa", f"store of {va:#x} at {res.pa:#x}", f"{self.ram.read_u64(res.pa):#018x} there")
+
+
+def select(limit: int | None = None, sample: int | None = None, seed: int = 0) -> list[int]:
+    """Case indices: all, the first ``limit``, or ``sample`` drawn at random (``seed``)."""
+    if sample is not None:
+        rng = np.random.default_rng(seed)
+        return sorted(rng.choice(SIZE, size=min(sample, SIZE), replace=False).tolist())
+    return list(range(SIZE if limit is None else min(limit, SIZE)))
+
+
+# -- local worker processes ----------------------------------------------------------------------
+_WORKER: Runner | None = None
+
+
+def _worker_run(cases: list[int]) -> Report:
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = Runner()  # each process keeps its own machine (engines cannot be pickled)
+    return _WORKER.run(cases, Report())
+
+
+def tasks(cases: Iterable[int]) -> list[list[int]]:
+    """``cases`` cut into tasks of one CR0/access group (at most :data:`SLOTS` cases) each."""
+    by_group: dict[int, list[int]] = {}
+    for i in cases:
+        by_group.setdefault(_locate(i)[0], []).append(i)
+    return [idx[s:s + SLOTS] for g in sorted(by_group) for idx in [by_group[g]] for s in range(0, len(idx), SLOTS)]
+
+
+def run_workers(cases: Sequence[int], workers: int, report: Report,
+                progress: Callable[[Report], None] | None = None) -> Report:
+    """Run ``cases`` in ``workers`` spawned worker processes (as :func:`emu.conform.x86_64.run_workers`)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from emu.conform.x86_64 import _worker_init, merge
+
+    t0 = time.perf_counter()
+    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    futures: list[cf.Future[Report]] = []
+    try:
+        futures = [pool.submit(_worker_run, t) for t in tasks(cases)]
+        for fut in cf.as_completed(futures):
+            merge(report, fut.result())
+            report.seconds = time.perf_counter() - t0
+            if progress:
+                progress(report)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        for f in futures:
+            f.cancel()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    report.mismatches.sort(key=lambda mm: (mm.case, mm.field))
+    report.seconds = time.perf_counter() - t0
+    return report
