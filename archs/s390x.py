@@ -1178,11 +1178,42 @@ TEID_ASC = 0x3  #: bits 62-63: the address space (00 primary, 10 secondary, 11 h
 ASC_PRIMARY, ASC_SECONDARY = 0, 2
 
 
-def translation_exception_identification(result: Fault, va: int, access: object, asc: int) -> tuple[int, int] | None:
+#: Storage-key bits (the seven-bit key, as SSKE takes it and ISKE returns it in bits 56-62 of a
+#: register; PoP ch. 3 "Storage Key"): access-control bits ACC, fetch-protection bit F, reference
+#: bit R, change bit C.
+KEY_ACC, KEY_F, KEY_R, KEY_C = 0xF0, 0x08, 0x04, 0x02
+
+
+def key_controlled_protection(result: Translation | Fault, access: object = "read", *, psw_key: int,
+                              storage_key: int) -> Translation | Fault:
+    """``result`` with key-controlled protection applied to the block it reaches (PoP ch. 3
+    "Key-Controlled Protection"): a store is permitted only when the access key (the PSW key
+    for a CPU access, bits 8-11 of the PSW) is zero or equals the block's ACC bits; a fetch
+    (operand or instruction) also when the block's fetch-protection bit F is zero.  A refused
+    access is a protection exception (0x04).  The protection applies to the real block DAT
+    produced, so a translation fault stays as it is."""
+    kind, _user = parse_access(access)
+    if not isinstance(result, Translation) or not 0 <= psw_key <= 15:
+        if isinstance(result, Translation):
+            raise ValueError(f"PSW key {psw_key!r} is not 0..15")
+        return result
+    acc, fetch_protected = (storage_key & KEY_ACC) >> 4, bool(storage_key & KEY_F)
+    if psw_key == 0 or psw_key == acc or (kind != "write" and not fetch_protected):
+        return result
+    why = "its ACC" if kind == "write" else "its ACC and its fetch-protection bit is 1"
+    return Fault(PROTECTION[0], None, PROTECTION[1],
+                 f"{kind} with PSW key {psw_key} refused by the storage key {storage_key:#04x} (PSW key "
+                 f"nonzero and not {why}): PoP ch. 3 'Key-Controlled Protection', protection exception "
+                 f"({PROTECTION[1]:#04x})", result.trace)
+
+
+def translation_exception_identification(result: Fault, va: int, access: object, asc: int, *,
+                                         key_protected: bool = False) -> tuple[int, int] | None:
     """``(value, mask)``: the TEID bits the PoP defines for ``result`` (a fault of the access
     to ``va`` through address space ``asc``, :data:`ASC_SECONDARY` / :data:`ASC_PRIMARY`); only
     the bits in ``mask`` are specified.  None where no TEID (or none this model states) is stored
-    (addressing, translation-specification).
+    (addressing, translation-specification, and a protection exception due to key-controlled
+    protection, ``key_protected``: this model states no TEID bits for it).
 
     Translation exceptions (ASCE-type, region-first/second/third, segment, page): bits 0-51 the
     page address, bits 62-63 the space.  Protection with the enhanced-suppression-on-protection
@@ -1192,7 +1223,8 @@ def translation_exception_identification(result: Fault, va: int, access: object,
     key-controlled protection: not in this model).  An instruction fetch goes through the primary
     space whatever the PSW's address-space control (ch. 3 "Address-Space Control")."""
     kind, _user = parse_access(access)
-    if result.code in (ADDRESSING[1], TRANSLATION_SPECIFICATION[1]):
+    if result.code in (ADDRESSING[1], TRANSLATION_SPECIFICATION[1]) or (key_protected and
+                                                                         result.code == PROTECTION[1]):
         return None
     value = (va & TEID_PAGE) | (ASC_PRIMARY if kind == "fetch" else asc)
     mask = TEID_PAGE | TEID_ASC

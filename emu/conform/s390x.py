@@ -6,21 +6,24 @@ Unicorn's z/Architecture MMU and compared with the Principles of Operation's mod
 
 A case is one flag word per table entry -- region-second (I, P), region-third (I, P, FC, IEP),
 segment (I, P, FC, IEP), page (I, P, IEP, bit 52) -- the access (operand fetch ``LG``, store
-``STG``, instruction fetch: ``BASR`` into the page) and CR0's EDAT (bit 40) and IEP (bit 43)
-controls.  PoP SA22-7832 ch. 3: "DAT Protection" (bit 54 of the page- and segment-table entry, of
-region-table entries when EDAT-1 applies), "Instruction-Execution Protection" (bit 55 of the PTE
-and of FC=1 segment / region-third entries, effective with CR0 bit 43, facility 130), "Enhanced
-DAT" (FC=1: a 1-MB segment frame with EDAT-1, a 2-GB region-third frame with EDAT-2), "Translation
-Process" (the I bits: region-second/-third, segment, page-translation exceptions 0x3A, 0x3B, 0x10,
-0x11; PTE bit 52: translation-specification 0x12); ch. 6 "Translation-Exception Identification".
-s390x entries have no accessed/dirty bits: the record is the reference (R) and change (C) bits of
-the storage key of the 4K block (ch. 3 "Storage Key"), which Unicorn keeps (QEMU's skeys device:
-``mmu_handle_skey()`` on every TLB fill, SSKE/ISKE): each case's block gets key 0 (SSKE) just
-before the access and is read back (ISKE) just after it.
+``STG``, instruction fetch: ``BASR`` into the page), CR0's EDAT (bit 40) and IEP (bit 43) controls,
+the PSW key and the block's storage key. PoP SA22-7832 ch. 3: "DAT Protection" (bit 54 of the page-
+and segment-table entry, of region-table entries when EDAT-1 applies), "Instruction-Execution
+Protection" (bit 55 of the PTE and of FC=1 segment / region-third entries, effective with CR0 bit
+43, facility 130), "Enhanced DAT" (FC=1: a 1-MB segment frame with EDAT-1, a 2-GB region-third
+frame with EDAT-2), "Translation Process" (the I bits: region-second/-third, segment,
+page-translation exceptions 0x3A, 0x3B, 0x10, 0x11; PTE bit 52: translation-specification 0x12);
+ch. 6 "Translation-Exception Identification". s390x entries have no accessed/dirty bits: the record
+is the reference (R) and change (C) bits of the storage key of the 4K block (ch. 3 "Storage Key"),
+which Unicorn keeps (QEMU's skeys device: ``mmu_handle_skey()`` on every TLB fill, SSKE/ISKE): each
+case's block gets its storage key (SSKE: ACC, F, R = C = 0) just before the access and is read back
+(ISKE) just after it. The storage key and the PSW key (SPKA around the access) are dimensions too:
+key-controlled protection (ch. 3 "Key-Controlled Protection",
+:func:`archs.s390x.key_controlled_protection`).
 
-Layout: an ASCE designating a region-second table (DT=10, TL=3: 2048 entries).  Entry 0 maps the
-first 64 MB of real storage one to one (the probe loop is fetched through it: instruction fetches
-go through the primary space, CR1, and CR1 = CR7 = the ASCE under test).  Entries 1..2047 are case
+Layout: an ASCE designating a region-second table (DT=10, TL=3: 2048 entries; 256 used).  Entry 0 maps the
+first 16 MB of real storage one to one (the probe loop is fetched through it: instruction fetches
+go through the primary space, CR1, and CR1 = CR7 = the ASCE under test).  Entries 1..255 are case
 slots: slot ``k`` has its own region-third table (one valid entry), segment table (one valid
 entry), page table (one valid entry) and 4K frame ``F``; its address is ``k << 42 | F``, so the
 page-table entry, a 1-MB segment frame (SFAA ``F & ~0xFFFFF``) and a 2-GB region-third frame
@@ -30,6 +33,7 @@ per chunk of up to :data:`SLOTS` cases (``guest_code.conform_code``).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import time
@@ -40,13 +44,13 @@ from typing import Any
 import numpy as np
 
 from archs import s390x as Z
-from archs.translate import Fault, Translation
+from archs.translate import Fault, Permissions, Translation
 from emu.conform.x86_64 import Mismatch, _miss
 from emu.conform.x86_64 import Report as _Report
 
 ARCH = "s390x"
-RAM_SIZE = 64 << 20
-SLOTS = 2047  #: case slots: region-second entries 1..2047 (entry 0 maps the probe code)
+RAM_SIZE = 16 << 20
+SLOTS = 255  #: case slots: region-second entries 1..255 (entry 0 maps the probe code); a group has <= 190 cases
 
 # -- entry bits (PoP ch. 3 "Translation Tables"; bit n of the PoP is 1 << (63 - n)) ----------------
 _I_REGION = _I_SEGMENT = 1 << 5  # bit 58: region-/segment-invalid bit
@@ -66,6 +70,9 @@ LEVELS = (("RSTE", RSTE_DIMS), ("RTTE", RTTE_DIMS), ("STE", STE_DIMS), ("PTE", P
 ACCESSES = ("read", "write", "fetch")
 #: CR0.EDAT (bit 40; EDAT-1 and EDAT-2 installed) and CR0.IEP (bit 43; facility 130 installed).
 CPUS = tuple(dict(edat=e, iep=i) for e in (False, True) for i in (False, True))
+#: Key-controlled protection (PoP ch. 3): the PSW key of the access (0: the master key, or 9) and
+#: the storage key of the block it reaches (ACC 9: the PSW key's, or 5: another; F: fetch protection).
+KEYS = tuple(dict(psw=p, acc=a, f=f) for p in (0, 9) for a in (9, 5) for f in (False, True))
 
 IN_SPACE = {
     "region-second entry": "I (bit 58), P (bit 54, DAT protection when EDAT-1 applies)",
@@ -75,15 +82,14 @@ IN_SPACE = {
     "access": "operand fetch (LG), store (STG), instruction fetch (BASR into the page)",
     "CPU": "CR0.EDAT (bit 40), CR0.IEP (bit 43); z13 model with EDAT-1/-2 and IEP (facility 130) "
            "set in its facility list",
+    "keys": "PSW key 0 or 9; the block's storage key: ACC 9 or 5, fetch-protection bit F 0 or 1 "
+            "(key-controlled protection)",
     "observed": "fault or not, program-interruption code, TEID (PoP-defined bits), real address "
                 "(LRAG and the loaded tag / stored marker), storage key R and C after the access",
 }
 OUT_OF_SPACE = {
     "low-address protection (CR0 bit 35)": "applies to real/virtual addresses 0-511 and 4096-4607 "
                                            "only, which map the probe code here",
-    "key-controlled and fetch protection (PSW key vs storage key)": "not implemented by Unicorn 2.1.4 "
-                                                                    "(mmu_handle_skey: 'TODO: key-controlled "
-                                                                    "protection'); the loop runs with key 0",
     "problem state (PSW bit 15)": "DAT and its protections do not depend on it (PoP ch. 3) and the "
                                   "loop's SSKE/ISKE/LRAG/LURAG are privileged",
     "FC=1 with CR0.EDAT=0": "the entry then designates a table at its frame address (data, not a table); "
@@ -102,6 +108,11 @@ LEGALITY = (
 
 def _bits(names: Sequence[str], word: int) -> dict[str, bool]:
     return {n: bool(word >> i & 1) for i, n in enumerate(names)}
+
+
+@functools.cache
+def _flags(words: tuple[int, ...]) -> dict[str, dict[str, bool]]:
+    return {name: _bits(dims, w) for (name, dims), w in zip(LEVELS, words, strict=True)}
 
 
 def _legal_entry(names: Sequence[str], word: int, edat: bool) -> bool:
@@ -133,15 +144,16 @@ def _entry_combos(edat: bool, level: int = 0) -> list[tuple[int, ...]]:
 
 
 COMBOS = {edat: _entry_combos(edat) for edat in (False, True)}
-GROUPS = tuple(itertools.product(range(len(CPUS)), range(len(ACCESSES))))
-_GROUP_START = list(itertools.accumulate((len(COMBOS[CPUS[c]["edat"]]) for c, _a in GROUPS), initial=0))
+#: (CPU, keys, access) per chunk: cases of one group share CR0, the PSW key, the storage key and the routine.
+GROUPS = tuple(itertools.product(range(len(CPUS)), range(len(KEYS)), range(len(ACCESSES))))
+_GROUP_START = list(itertools.accumulate((len(COMBOS[CPUS[c]["edat"]]) for c, _k, _a in GROUPS), initial=0))
 SIZE = _GROUP_START[-1]
-RAW_SIZE = len(CPUS) * len(ACCESSES) * 2 ** sum(len(d) for _n, d in LEVELS)
+RAW_SIZE = len(CPUS) * len(KEYS) * len(ACCESSES) * 2 ** sum(len(d) for _n, d in LEVELS)
 
 
 def _locate(index: int) -> tuple[int, int]:
     """``(group, combo)`` of case ``index``."""
-    g = int(np.searchsorted(_GROUP_START, index, side="right")) - 1
+    g = bisect.bisect_right(_GROUP_START, index) - 1
     return g, index - _GROUP_START[g]
 
 
@@ -156,8 +168,23 @@ class Case:
         return CPUS[GROUPS[_locate(self.index)[0]][0]]
 
     @property
+    def keys(self) -> dict[str, Any]:
+        return KEYS[GROUPS[_locate(self.index)[0]][1]]
+
+    @property
     def access(self) -> str:
-        return ACCESSES[GROUPS[_locate(self.index)[0]][1]]
+        return ACCESSES[GROUPS[_locate(self.index)[0]][2]]
+
+    @property
+    def storage_key(self) -> int:
+        """The seven-bit storage key SSKE gives the case's block (R = C = 0)."""
+        return self.keys["acc"] << 4 | (Z.KEY_F if self.keys["f"] else 0)
+
+    def key_refused(self) -> bool:
+        """Key-controlled protection alone refuses this access (whatever DAT says)."""
+        probe = Translation(0, 1 << 12, Permissions(True, True, True, None))
+        return isinstance(Z.key_controlled_protection(probe, self.access, psw_key=self.keys["psw"],
+                                                      storage_key=self.storage_key), Fault)
 
     @property
     def words(self) -> tuple[int, ...]:
@@ -165,7 +192,7 @@ class Case:
         return COMBOS[CPUS[GROUPS[g][0]]["edat"]][c]
 
     def flags(self) -> dict[str, dict[str, bool]]:
-        return {name: _bits(dims, w) for (name, dims), w in zip(LEVELS, self.words, strict=True)}
+        return _flags(self.words)
 
     def describe(self) -> str:
         parts = []
@@ -174,7 +201,8 @@ class Case:
             if f["I"] or f.get("FC"):
                 break
         cpu = ",".join(f"{k}={int(v)}" for k, v in self.cpu.items())
-        return f"#{self.index} {self.access} {cpu} {' '.join(parts)}"
+        keys = f"pswkey={self.keys['psw']} skey={self.storage_key:#04x}"
+        return f"#{self.index} {self.access} {cpu} {keys} {' '.join(parts)}"
 
 
 def entry_values(words: tuple[int, ...], frame: int, r3t: int, st: int, pt: int) -> tuple[int, int, int, int]:
@@ -207,15 +235,30 @@ class Report(_Report):
         return out
 
 
+def _key_protection_ignored(case: Case, m: Mismatch) -> bool:
+    """emu/machines/deviations.py ``s390x-key-controlled-protection-not-implemented``: the access that
+    key-controlled protection refuses happens -- the model's protection exception is the machine's
+    access (outcome), and a store it made sets the change bit (key.C)."""
+    if not case.key_refused():
+        return False
+    if m.field == "outcome":
+        return m.model.startswith(f"program interruption code {Z.PROTECTION[1]:#x}") and m.machine.startswith("allowed")
+    return m.field == "key.C" and case.access == "write" and m.machine == "1"
+
+
 #: Mismatches a registered deviation explains: (deviation name, does it explain this one?).
-KNOWN: list[tuple[str, Callable[[Case, Mismatch], bool]]] = []
+KNOWN: list[tuple[str, Callable[[Case, Mismatch], bool]]] = [
+    ("s390x-key-controlled-protection-not-implemented", _key_protection_ignored),
+]
 
 
 # -- the runner ------------------------------------------------------------------------------------
 class Runner:
-    """Runs cases on one Unicorn s390x machine (z13 with EDAT-1/-2 and IEP facility bits)."""
+    """Runs cases on one Unicorn s390x machine: the z13 model with the EDAT-1/-2 and IEP facility
+    bits set (the default), or ``cpu_model`` (a ``UC_CPU_S390X_*``) as Unicorn builds it -- then
+    without EDAT, so only the CR0.EDAT=0 groups can run (the IEP set-up checks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpu_model: int | None = None) -> None:
         from emu.errors import EmulatorError
         from emu.machines.ram import FrameAllocator, PhysicalMemory
         from emu.machines.s390x import LOWCORE_SIZE, S390xMachine
@@ -223,8 +266,11 @@ class Runner:
 
         ram = self.ram = PhysicalMemory(RAM_SIZE, big_endian=True)
         alloc = FrameAllocator(ram, reserved=[(0, LOWCORE_SIZE)])
-        m = self.machine = S390xMachine(ram, alloc, edat=True, iep=True, chunk=SLOTS)
-        if not (m.edat1_works and m.edat2_works):
+        if cpu_model is None:
+            m = self.machine = S390xMachine(ram, alloc, edat=True, iep=True, chunk=SLOTS)
+        else:
+            m = self.machine = S390xMachine(ram, alloc, edat=False, cpu_model=cpu_model, chunk=SLOTS)
+        if cpu_model is None and not (m.edat1_works and m.edat2_works):
             raise EmulatorError(f"s390x conform needs EDAT-1 and EDAT-2 on the machine: {m.edat_note}")
         self.routines = {kind: m.load_routine(*conform_code(kind)) for kind in ACCESSES}
         self.records = alloc.alloc(32 * SLOTS, 0x1000)
@@ -274,11 +320,14 @@ class Runner:
         ram.write_u64(pt + 8 * ((frame >> 12) & 0xFF), pte)
         return va, frame
 
-    def model(self, va: int, access: str, cpu: dict[str, bool]) -> Translation | Fault:
-        """The PoP's answer (EDAT-1 and -2 apply with CR0.EDAT: both facilities are installed)."""
+    def model(self, va: int, access: str, cpu: dict[str, bool], psw_key: int = 0, storage_key: int = 0
+              ) -> Translation | Fault:
+        """The PoP's answer: DAT (EDAT-1 and -2 apply with CR0.EDAT: both facilities are
+        installed; IEP with CR0.IEP), then key-controlled protection of the block reached."""
         facts: dict[str, object] = {"edat1": cpu["edat"], "edat2": cpu["edat"], "iep": cpu["iep"],
                                     "storage_size": RAM_SIZE}
-        return Z.translate(None, self.ram.read_u64, va, access, asce=self.asce, cpu=facts)
+        res = Z.translate(None, self.ram.read_u64, va, access, asce=self.asce, cpu=facts)
+        return Z.key_controlled_protection(res, access, psw_key=psw_key, storage_key=storage_key)
 
     def run(self, cases: Iterable[int], report: Report, progress: Callable[[Report], None] | None = None) -> Report:
         by_group: dict[int, list[int]] = {}
@@ -303,7 +352,8 @@ class Runner:
 
         from emu.machines.s390x.guest_code import BR_R14
 
-        cpu, access = CPUS[GROUPS[group][0]], ACCESSES[GROUPS[group][1]]
+        cpu, keys, access = CPUS[GROUPS[group][0]], KEYS[GROUPS[group][1]], ACCESSES[GROUPS[group][2]]
+        skey = Case(idx[0]).storage_key
         m, ram = self.machine, self.ram
         m.set_controls(edat=cpu["edat"], iep=cpu["iep"])
         n = len(idx)
@@ -319,8 +369,10 @@ class Runner:
                 ram.tag(frame, 0x1000)
         for k in range(n, SLOTS):  # a short chunk: the other slots invalid
             ram.write_u64(self.slots[k][0], _TT_R2 | _I_REGION)
-        models = [self.model(int(vas[k]), access, cpu) for k in range(n)]
-        regs = {S.UC_S390X_REG_R7: self.records, S.UC_S390X_REG_R11: self.frame_list, S.UC_S390X_REG_R13: 0}
+        models = [self.model(int(vas[k]), access, cpu, keys["psw"], skey) for k in range(n)]
+        key_refused = Case(idx[0]).key_refused()
+        regs = {S.UC_S390X_REG_R7: self.records, S.UC_S390X_REG_R11: self.frame_list,
+                S.UC_S390X_REG_R13: skey, S.UC_S390X_REG_R10: keys["psw"] << 4}
         faults, failure, done = m.run_routine(self.routines[access], vas, regs,
                                               fault_pcs=vas.tolist() if access == "fetch" else ())
         rec = np.frombuffer(ram.buf, dtype=">u8", count=4 * n, offset=self.records).reshape(n, 4)
@@ -335,14 +387,14 @@ class Runner:
                 miss("outcome", str(res), f"no answer: {failure}")
             elif k in faults:
                 intno, pc, code, teid = faults[k]
-                self._compare_fault(miss, res, va, access, intno, code, teid)
+                self._compare_fault(miss, res, va, access, intno, code, teid, key_refused)
             else:
                 lrag, word, ipm = (int(x) for x in rec[k, :3])
                 self._compare_allowed(miss, res, va, frame, access, lrag, word, ipm)
             if k < done:
                 key = int(rec[k, 3])
                 want_r, want_c = Z.reference_change(res, access)
-                for name, bit, want in (("R", 0x04, want_r), ("C", 0x02, want_c)):
+                for name, bit, want in (("R", Z.KEY_R, want_r), ("C", Z.KEY_C, want_c)):
                     got = bool(key & bit)
                     if want == Z.RC_SET and not got or want == Z.RC_KEEP and got:
                         miss(f"key.{name}", f"{want} (was 0)", f"{int(got)}")
@@ -356,7 +408,7 @@ class Runner:
             report.run += 1
 
     def _compare_fault(self, miss: Callable[..., None], res: Translation | Fault, va: int, access: str,
-                       intno: int, code: int | None, teid: int | None) -> None:
+                       intno: int, code: int | None, teid: int | None, key_refused: bool) -> None:
         got = f"program interruption code {code:#x}" if code is not None else f"exception {intno}"
         if isinstance(res, Translation):
             miss("outcome", f"real address {res.pa:#x}", got)
@@ -364,7 +416,7 @@ class Runner:
         if code != res.code:
             miss("code", f"program interruption code {res.code:#x}", got)
             return
-        want = Z.translation_exception_identification(res, va, access, Z.ASC_SECONDARY)
+        want = Z.translation_exception_identification(res, va, access, Z.ASC_SECONDARY, key_protected=key_refused)
         if want is not None:
             value, mask = want
             if teid is None or (teid & mask) != value:

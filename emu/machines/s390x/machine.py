@@ -72,7 +72,10 @@ class S390xMachine:
 
     Parameters: ``ram`` must be big-endian; ``alloc`` must have ``0..0x2000`` (the lowcore)
     reserved -- if it is still free the machine reserves it.  ``edat`` asks for EDAT-1/EDAT-2 (see
-    the module docstring for how, and why it may still end up off).  ``timeout_us`` bounds each
+    the module docstring for how, and why it may still end up off); ``iep`` also sets the
+    instruction-execution-protection facility bit (130) the same way (effective with CR0 bit 43,
+    :meth:`set_controls`); ``cpu_model`` (a ``UC_CPU_S390X_*``) other than z13 only without
+    either.  ``timeout_us`` bounds each
     batch ``emu_start`` (an unfinished batch yields ``ProbeError("timed out ...")`` for the
     addresses not reached); a single probe is straight-line code bounded by an instruction budget
     instead, because a Unicorn timeout starts and joins a thread per ``emu_start`` (measured: 7.7k
@@ -89,6 +92,7 @@ class S390xMachine:
         *,
         edat: bool = True,
         iep: bool = False,
+        cpu_model: int = EDAT_MODEL,
         timeout_us: int = 1_000_000,
         chunk: int = 4096,
     ) -> None:
@@ -98,6 +102,8 @@ class S390xMachine:
             raise MemoryLayoutError(f"RAM of {ram.size:#x} bytes is too small for the s390x machine")
         if timeout_us <= 0 or chunk <= 0:
             raise ConfigError("timeout_us and chunk must be positive")
+        if cpu_model != EDAT_MODEL and (edat or iep):
+            raise ConfigError("the EDAT/IEP facility bits can only be set in the z13 model (edat=False, iep=False)")
         self.ram = ram
         self.alloc = alloc
         self.timeout_us = timeout_us
@@ -115,7 +121,7 @@ class S390xMachine:
 
         # Unicorn: model chosen before the CPU exists; ctl_set_tlb_mode creates it (UC_INIT).
         self.uc = uc = Uc(UC_ARCH_S390X, UC_MODE_BIG_ENDIAN)
-        uc.ctl_set_cpu_model(EDAT_MODEL)
+        uc.ctl_set_cpu_model(cpu_model)
         with edat_facilities_enabled(edat, iep) as note:
             uc.ctl_set_tlb_mode(UC_TLB_CPU)
         self._edat_patch_note = note
