@@ -1041,14 +1041,16 @@ def hw_exception(ops: S390x, linux: str, val: int, addr: int | None) -> tuple[st
 
 
 def translate(config_or_ops: object, read: Reader, va: int, access: object = "read", *, asce: int,
-              cpu: dict[str, object] | None = None) -> Translation | Fault:
+              cpu: dict[str, object] | None = None, decode: bool = True) -> Translation | Fault:
     """What the Principles of Operation say DAT does for an access (``read``/``write``/``fetch``)
     to virtual address ``va`` under the address-space-control element ``asce``, over the tables
     ``read(pa)`` returns (big-endian doublewords): an :class:`archs.translate.Translation` or
     :class:`archs.translate.Fault` (code: the program-interruption code).
 
     ``config_or_ops`` may be None or any s390x configuration: the ASCE's designation type
-    decides the top table (:func:`config_of_asce`).  ``cpu``: :data:`TRANSLATE_CPU`.  PoP ch. 3
+    decides the top table (:func:`config_of_asce`).  ``cpu``: :data:`TRANSLATE_CPU`.
+    ``decode=False`` leaves each trace entry's ``fields`` empty (the construct decoding is most
+    of a walk's cost; ``foliowalk conform`` needs only the values).  PoP ch. 3
     "Translation Process", in its order:
 
     * ASCE real-space control (bit 58): the address is real, no tables;
@@ -1122,7 +1124,7 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
         if lv.name == REGION3.name and not facts["edat2"]:
             seen &= ~REGION.mask("fc")  # ... and with EDAT-2 in a region-third entry
         fmt = PTE if lv.name == PAGE_LEVEL.name else ops.entry_format(lv.linux, seen)
-        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val)))
+        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val) if decode else {}))
         exc = hw_exception(ops, lv.linux, seen, va)
         if exc is not None:
             name, code, named, reason = exc

@@ -27,7 +27,7 @@ go through the primary space, CR1, and CR1 = CR7 = the ASCE under test).  Entrie
 slots: slot ``k`` has its own region-third table (one valid entry), segment table (one valid
 entry), page table (one valid entry) and 4K frame ``F``; its address is ``k << 42 | F``, so the
 page-table entry, a 1-MB segment frame (SFAA ``F & ~0xFFFFF``) and a 2-GB region-third frame
-(RFAA 0) all reach ``F``.  Cases with the same CR0 and access run together, one ``emu_start``
+(RFAA 0) all reach ``F``.  Cases with the same CR0, keys and access run together, one ``emu_start``
 per chunk of up to :data:`SLOTS` cases (``guest_code.conform_code``).
 """
 
@@ -326,7 +326,7 @@ class Runner:
         installed; IEP with CR0.IEP), then key-controlled protection of the block reached."""
         facts: dict[str, object] = {"edat1": cpu["edat"], "edat2": cpu["edat"], "iep": cpu["iep"],
                                     "storage_size": RAM_SIZE}
-        res = Z.translate(None, self.ram.read_u64, va, access, asce=self.asce, cpu=facts)
+        res = Z.translate(None, self.ram.read_u64, va, access, asce=self.asce, cpu=facts, decode=False)
         return Z.key_controlled_protection(res, access, psw_key=psw_key, storage_key=storage_key)
 
     def run(self, cases: Iterable[int], report: Report, progress: Callable[[Report], None] | None = None) -> Report:

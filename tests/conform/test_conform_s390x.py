@@ -222,3 +222,23 @@ def test_cli_sample_json_and_space() -> None:
     assert out["arch"] == "s390x" and out["space"]["size"] == 15_936 and out["run"] == 200
     assert set(out["mismatches_by_class"]) <= {"s390x-key-controlled-protection-not-implemented"}
     assert out["agree"] + len({m["case"] for m in out["mismatches"]}) == 200
+
+
+def test_ctrl_c_inside_the_guest_keeps_the_results(runner: C.Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C usually lands in the interrupt hook (the guest faults all the time): it must stop
+    the run, keep the chunks done, and not turn the chunk it hit into 'no answer' mismatches."""
+    m = runner.machine
+    take, calls = m._take_teid, [0]
+
+    def take_then_interrupt() -> int | None:
+        calls[0] += 1
+        if calls[0] == 300:
+            raise KeyboardInterrupt
+        return take()
+
+    monkeypatch.setattr(m, "_take_teid", take_then_interrupt)
+    rep = runner.run(range(C.SIZE), C.Report())
+    assert rep.interrupted and 0 < rep.run < C.SIZE and rep.unexplained == []
+    assert rep.run in C._GROUP_START  # whole groups (one chunk each) only: the interrupted one is dropped
+    monkeypatch.undo()
+    assert runner.run(range(3), C.Report()).agree == 3  # the machine still works

@@ -158,6 +158,7 @@ class S390xMachine:
         self._events: list[tuple[int, int, int | None, int | None, bytes | None]] = []
         self._batch_faults: dict[int, tuple[int, int, int | None, int | None]] = {}
         self._abort: str | None = None
+        self._ctrl_c = False
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
 
         self._cr0 = CR0_SECONDARY_SPACE
@@ -226,8 +227,10 @@ class S390xMachine:
         self._mode = _BATCH
         self._batch_faults = {}
         self._clear_teid()
-        failure = self._start(routine, timeout=self.timeout_us)
-        self._mode = _SINGLE
+        try:
+            failure = self._start(routine, timeout=self.timeout_us)
+        finally:
+            self._mode = _SINGLE
         done = n
         pc = uc.reg_read(S.UC_S390X_REG_PC)
         if failure is None and pc != routine.end:
@@ -378,6 +381,7 @@ class S390xMachine:
             uc.emu_stop()
         except BaseException as exc:  # never let an exception unwind through the C callback
             self._abort = f"interrupt hook failed: {exc!r}"
+            self._ctrl_c = isinstance(exc, KeyboardInterrupt)
             try:
                 uc.emu_stop()
             except UcError:
@@ -410,6 +414,7 @@ class S390xMachine:
         """Run ``routine``; the reason it failed, or None."""
         self._routine = routine
         self._abort = None
+        self._ctrl_c = False
         self.uc.reg_write(S.UC_S390X_REG_PSWM, PSW_MASK)
         try:
             self.uc.emu_start(routine.start, routine.end, **limits)
@@ -417,6 +422,8 @@ class S390xMachine:
             return f"Unicorn error: {exc}"
         except Exception as exc:  # e.g. an exception recorded by the binding's hook guard
             return f"emulation failed: {exc!r}"
+        if self._ctrl_c:  # Ctrl-C arrived inside the hook: the caller's to handle, not a probe error
+            raise KeyboardInterrupt
         return self._abort
 
     def _probe_one(self, va: int, write: bool, mode: int = _SINGLE) -> tuple[ProbeResult, int | None]:
