@@ -88,8 +88,8 @@ IN_SPACE = {
                 "(LRAG and the loaded tag / stored marker), storage key R and C after the access",
 }
 OUT_OF_SPACE = {
-    "low-address protection (CR0 bit 35)": "applies to real/virtual addresses 0-511 and 4096-4607 "
-                                           "only, which map the probe code here",
+    "low-address protection (CR0 bit 35)": "applies to effective addresses 0-511 and 4096-4607 only: "
+                                           "the lowcore, identity-mapped by entry 0 here, in no case slot",
     "problem state (PSW bit 15)": "DAT and its protections do not depend on it (PoP ch. 3) and the "
                                   "loop's SSKE/ISKE/LRAG/LURAG are privileged",
     "FC=1 with CR0.EDAT=0": "the entry then designates a table at its frame address (data, not a table); "
