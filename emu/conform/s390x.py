@@ -239,11 +239,26 @@ def _key_protection_ignored(case: Case, m: Mismatch) -> bool:
     """emu/machines/deviations.py ``s390x-key-controlled-protection-not-implemented``: the access that
     key-controlled protection refuses happens -- the model's protection exception is the machine's
     access (outcome), and a store it made sets the change bit (key.C)."""
-    if not case.key_refused():
+    if not (case.key_refused() and m.model.endswith(f"({KEY_CAUSE})")):  # DAT allowed it, the key refused
         return False
     if m.field == "outcome":
-        return m.model.startswith(f"program interruption code {Z.PROTECTION[1]:#x}") and m.machine.startswith("allowed")
+        return m.machine.startswith("allowed")
     return m.field == "key.C" and case.access == "write" and m.machine == "1"
+
+
+KEY_CAUSE = "key-controlled protection"
+
+
+def _cause(res: Translation | Fault) -> str:
+    """What refused the access, for the mismatch text: key-controlled protection when DAT allowed
+    it (:func:`archs.s390x.key_controlled_protection` turns only translations into faults)."""
+    if not isinstance(res, Fault):
+        return "allowed"
+    for marker, cause in (("Key-Controlled Protection", KEY_CAUSE), ("by instruction-execution protection",
+                          "instruction-execution protection"), ("by DAT protection", "DAT protection")):
+        if marker in res.reason:
+            return cause
+    return res.kind
 
 
 #: Mismatches a registered deviation explains: (deviation name, does it explain this one?).
@@ -306,7 +321,7 @@ class Runner:
         self.facilities = m.edat_note
 
     def close(self) -> None:
-        self.machine.uc.emu_stop()
+        """Release guest RAM (the machine is not run again)."""
         self.ram.close()
 
     def write_case(self, k: int, words: tuple[int, ...]) -> tuple[int, int]:
@@ -397,7 +412,7 @@ class Runner:
                 for name, bit, want in (("R", Z.KEY_R, want_r), ("C", Z.KEY_C, want_c)):
                     got = bool(key & bit)
                     if want == Z.RC_SET and not got or want == Z.RC_KEEP and got:
-                        miss(f"key.{name}", f"{want} (was 0)", f"{int(got)}")
+                        miss(f"key.{name}", f"{want}, was 0 ({_cause(res)})", f"{int(got)}")
             for mm in found:
                 for name, pred in KNOWN:
                     if pred(case, mm):
@@ -426,7 +441,7 @@ class Runner:
     def _compare_allowed(self, miss: Callable[..., None], res: Translation | Fault, va: int, frame: int,
                          access: str, lrag: int, word: int, ipm: int) -> None:
         if isinstance(res, Fault):
-            miss("outcome", f"program interruption code {res.code:#x}", f"allowed (LRAG {lrag:#x})")
+            miss("outcome", f"program interruption code {res.code:#x} ({_cause(res)})", f"allowed (LRAG {lrag:#x})")
             return
         cc = (ipm >> 28) & 3
         if cc or lrag != res.pa:

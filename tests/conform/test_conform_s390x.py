@@ -199,7 +199,7 @@ def test_iep_facility_missing_from_cpu_models() -> None:
     finally:
         r.close()
     assert [(m.field, m.model, m.machine.split(" (")[0]) for m in rep.mismatches] == [
-        ("outcome", "program interruption code 0x4", "allowed")]
+        ("outcome", "program interruption code 0x4 (instruction-execution protection)", "allowed")]
 
 
 def test_conform_code_never_changes_address_space_control(runner: C.Runner) -> None:
