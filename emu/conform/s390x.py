@@ -378,10 +378,11 @@ class Runner:
             va, frame = self.write_case(k, Case(i).words)
             vas[k] = va
             frames.append(frame)
-            if access == "fetch":
-                ram.write(frame, BR_R14 * 2048)
-            else:
+            if access != "fetch":
                 ram.tag(frame, 0x1000)
+        if access == "fetch":  # every slot's frame: even a misrouted fetch runs only "br %r14"
+            for slot in self.slots:
+                ram.write(slot[4], BR_R14 * 2048)
         for k in range(n, SLOTS):  # a short chunk: the other slots invalid
             ram.write_u64(self.slots[k][0], _TT_R2 | _I_REGION)
         models = [self.model(int(vas[k]), access, cpu, keys["psw"], skey) for k in range(n)]
