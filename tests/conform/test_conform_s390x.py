@@ -20,6 +20,9 @@ import pytest
 from archs import s390x as Z
 from archs.translate import Fault, Translation, entries_reader
 from emu.conform import s390x as C
+from emu.errors import ConfigError
+from emu.machines.ram import PhysicalMemory
+from emu.machines.s390x import S390xMachine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,8 +199,12 @@ def test_iep_facility_missing_from_cpu_models() -> None:
     r = C.Runner(S.UC_CPU_S390X_Z14)
     try:
         rep = r.run(idx, C.Report())
+        with pytest.raises(ConfigError, match="EDAT does not work"):  # no EDAT on an unpatched model
+            r.machine.set_controls(edat=True)
     finally:
         r.close()
+    with pytest.raises(ConfigError, match="z13"):  # the facility bits are set in the z13 record only
+        S390xMachine(PhysicalMemory(1 << 20, big_endian=True), None, iep=True, cpu_model=S.UC_CPU_S390X_Z14)
     assert [(m.field, m.model, m.machine.split(" (")[0]) for m in rep.mismatches] == [
         ("outcome", "program interruption code 0x4 (instruction-execution protection)", "allowed")]
 
