@@ -1221,9 +1221,11 @@ def translation_exception_identification(result: Fault, va: int, access: object,
     page address, bits 62-63 the space.  Protection with the enhanced-suppression-on-protection
     facility 2 (PoP ch. 3 "Suppression on Protection", the figure of TEID bits 56, 60, 61):
     bits 0-51 and 62-63 as above, bits 52-53 fetch (10) or store (01), and bits 56/60/61 = 001 for
-    DAT protection, 101 for instruction-execution protection (100 low-address protection, 010
-    key-controlled protection: not in this model).  An instruction fetch goes through the primary
-    space whatever the PSW's address-space control (ch. 3 "Address-Space Control")."""
+    DAT protection, 101 for instruction-execution protection (low-address and key-controlled
+    protection have other codes: not stated here).  Linux reads them the same way
+    (arch/s390/mm/fault.c ``do_protection_exception()``, v6.12: ``!teid.b61`` is low-address
+    protection, ``teid.b56`` with MACHINE_HAS_NX is IEP).  An instruction fetch goes through the
+    primary space whatever the PSW's address-space control (ch. 3 "Address-Space Control")."""
     kind, _user = parse_access(access)
     if result.code in (ADDRESSING[1], TRANSLATION_SPECIFICATION[1]) or (key_protected and
                                                                          result.code == PROTECTION[1]):
