@@ -49,7 +49,11 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import importlib
 
+    from emu.errors import ConfigError
+
     C: Any = importlib.import_module(MODULES[args.arch])
+    if args.pku and not hasattr(C, "PKU"):
+        raise ConfigError(f"--pku is a space of x86_64 only, not of {args.arch}")
 
     space_def = C.PKU if args.pku else C.SPACE
     if args.space:

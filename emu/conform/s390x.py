@@ -219,20 +219,31 @@ def entry_values(words: tuple[int, ...], frame: int, r3t: int, st: int, pt: int)
     return rste, rtte, ste, pte
 
 
-def space_json() -> dict[str, Any]:
-    return {"size": SIZE, "before_legality_filter": RAW_SIZE, "in": IN_SPACE, "out": OUT_OF_SPACE,
-            "legality": list(LEGALITY)}
+#: The one s390x space (the CLI passes a space around: x86-64 has two, ``access`` and ``access-pku``).
+SPACE = "protection"
+
+
+def space_json(space: object = SPACE) -> dict[str, Any]:
+    return {"name": SPACE, "size": SIZE, "before_legality_filter": RAW_SIZE, "in": IN_SPACE,
+            "out": OUT_OF_SPACE, "legality": list(LEGALITY)}
 
 
 @dataclass
 class Report(_Report):
     arch: str = ARCH
     size: int = SIZE
+    space: str = SPACE
 
     def to_json(self) -> dict[str, Any]:
-        out = super().to_json()
-        out["space"] = space_json()
-        return out
+        return {"arch": self.arch, "space": space_json(), "run": self.run, "agree": self.agree,
+                "model_faults": self.faults, "seconds": round(self.seconds, 3),
+                "cases_per_second": round(self.run / self.seconds, 1) if self.seconds else None,
+                "interrupted": self.interrupted, "mismatches_by_class": self.by_class(),
+                "mismatches": [m.to_json() for m in self.mismatches]}
+
+
+def new_report(space: object = SPACE) -> Report:
+    return Report()
 
 
 def _key_protection_ignored(case: Case, m: Mismatch) -> bool:
@@ -273,7 +284,7 @@ class Runner:
     bits set (the default), or ``cpu_model`` (a ``UC_CPU_S390X_*``) as Unicorn builds it -- then
     without EDAT, so only the CR0.EDAT=0 groups can run (the IEP set-up checks)."""
 
-    def __init__(self, cpu_model: int | None = None) -> None:
+    def __init__(self, space: object = SPACE, *, cpu_model: int | None = None) -> None:
         from emu.errors import EmulatorError
         from emu.machines.ram import FrameAllocator, PhysicalMemory
         from emu.machines.s390x import LOWCORE_SIZE, S390xMachine
@@ -453,7 +464,7 @@ class Runner:
             miss("pa", f"store of {va:#x} at {res.pa:#x}", f"{self.ram.read_u64(res.pa):#018x} there")
 
 
-def select(limit: int | None = None, sample: int | None = None, seed: int = 0) -> list[int]:
+def select(limit: int | None = None, sample: int | None = None, seed: int = 0, space: object = SPACE) -> list[int]:
     """Case indices: all, the first ``limit``, or ``sample`` drawn at random (``seed``)."""
     if sample is not None:
         rng = np.random.default_rng(seed)
@@ -481,7 +492,7 @@ def tasks(cases: Iterable[int]) -> list[list[int]]:
 
 
 def run_workers(cases: Sequence[int], workers: int, report: Report,
-                progress: Callable[[Report], None] | None = None) -> Report:
+                progress: Callable[[Report], None] | None = None, space: object = SPACE) -> Report:
     """Run ``cases`` in ``workers`` spawned worker processes (as :func:`emu.conform.x86_64.run_workers`)."""
     import concurrent.futures as cf
     import multiprocessing

@@ -196,7 +196,7 @@ def test_iep_facility_missing_from_cpu_models() -> None:
 
     idx = _cases(lambda c: c.access == "fetch" and c.cpu == dict(edat=False, iep=True) and c.keys["psw"] == 0
                  and _flat(c, PTE=dict(IEP=True)), 1)
-    r = C.Runner(S.UC_CPU_S390X_Z14)
+    r = C.Runner(cpu_model=S.UC_CPU_S390X_Z14)
     try:
         rep = r.run(idx, C.Report())
         with pytest.raises(ConfigError, match="EDAT does not work"):  # no EDAT on an unpatched model
