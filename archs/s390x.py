@@ -1209,13 +1209,39 @@ def key_controlled_protection(result: Translation | Fault, access: object = "rea
                  f"({PROTECTION[1]:#04x})", result.trace)
 
 
+#: Low-address protection covers these effective addresses (PoP ch. 3 "Low-Address Protection").
+LOW_ADDRESS_RANGES = ((0, 511), (4096, 4607))
+ASCE_PRIVATE_SPACE = 1 << 8  #: ASCE bit 55: the private-space control
+
+
+def low_address_protection(result: Translation | Fault, va: int, access: object = "read", *, enabled: bool,
+                           asce: int | None) -> Translation | Fault:
+    """``result`` with low-address protection applied (PoP ch. 3 "Low-Address Protection"): when
+    CR0 bit 35 is one, a store to effective address 0-511 or 4096-4607 is refused (protection
+    exception, 0x04) -- with DAT on only when the private-space control (bit 55) of the ASCE used
+    is zero (``asce`` None: DAT off, always).  Fetches are not affected.  Applied to an access
+    that translates (the order against translation exceptions is not stated here)."""
+    kind, _user = parse_access(access)
+    if not (isinstance(result, Translation) and enabled and kind == "write"):
+        return result
+    if asce is not None and asce & ASCE_PRIVATE_SPACE:
+        return result
+    if not any(lo <= va <= hi for lo, hi in LOW_ADDRESS_RANGES):
+        return result
+    return Fault(PROTECTION[0], None, PROTECTION[1],
+                 f"store to {va:#x} with CR0 bit 35 one and a non-private ASCE: PoP ch. 3 'Low-Address "
+                 f"Protection', protection exception ({PROTECTION[1]:#04x})", result.trace)
+
+
 def translation_exception_identification(result: Fault, va: int, access: object, asc: int, *,
-                                         key_protected: bool = False) -> tuple[int, int] | None:
+                                         key_protected: bool = False, low_address: bool = False
+                                         ) -> tuple[int, int] | None:
     """``(value, mask)``: the TEID bits the PoP defines for ``result`` (a fault of the access
     to ``va`` through address space ``asc``, :data:`ASC_SECONDARY` / :data:`ASC_PRIMARY`); only
     the bits in ``mask`` are specified.  None where no TEID (or none this model states) is stored
     (addressing, translation-specification, and a protection exception due to key-controlled
-    protection, ``key_protected``: this model states no TEID bits for it).
+    protection, ``key_protected``: this model states no TEID bits for it).  ``low_address``: a
+    protection exception due to low-address protection, bits 56/60/61 = 100 only.
 
     Translation exceptions (ASCE-type, region-first/second/third, segment, page): bits 0-51 the
     page address, bits 62-63 the space.  Protection with the enhanced-suppression-on-protection
@@ -1230,6 +1256,8 @@ def translation_exception_identification(result: Fault, va: int, access: object,
     if result.code in (ADDRESSING[1], TRANSLATION_SPECIFICATION[1]) or (key_protected and
                                                                          result.code == PROTECTION[1]):
         return None
+    if low_address and result.code == PROTECTION[1]:  # only bits 56/60/61 = 100 (Linux: the rest may be invalid)
+        return TEID_B56, TEID_B56 | TEID_B60 | TEID_B61
     value = (va & TEID_PAGE) | (ASC_PRIMARY if kind == "fetch" else asc)
     mask = TEID_PAGE | TEID_ASC
     if result.code == PROTECTION[1]:

@@ -68,8 +68,16 @@ STE_DIMS = ("I", "P", "FC", "IEP")
 PTE_DIMS = ("I", "P", "IEP", "B52")
 LEVELS = (("RSTE", RSTE_DIMS), ("RTTE", RTTE_DIMS), ("STE", STE_DIMS), ("PTE", PTE_DIMS))
 ACCESSES = ("read", "write", "fetch")
-#: CR0.EDAT (bit 40; EDAT-1 and EDAT-2 installed) and CR0.IEP (bit 43; facility 130 installed).
-CPUS = tuple(dict(edat=e, iep=i) for e in (False, True) for i in (False, True))
+#: CR0.EDAT (bit 40; EDAT-1 and EDAT-2 installed) and CR0.IEP (bit 43; facility 130 installed) for
+#: the case slots; then CR0's low-address-protection control (bit 35) with the ASCE's private-space
+#: control (bit 55) for the low-address cases (``low``: addresses :data:`LOW_ADDRESSES`).
+CPUS = tuple(dict(edat=e, iep=i, lap=False, private=False, low=False) for e in (False, True) for i in (False, True))
+LAP_CPUS = tuple(dict(edat=False, iep=False, lap=lap, private=p, low=True) for lap in (False, True)
+                 for p in (False, True))
+#: Low-address protection covers effective addresses 0-511 and 4096-4607 (PoP ch. 3): the last
+#: doubleword inside each range and the first outside it.  Entry 0 maps them to the lowcore.
+LOW_ADDRESSES = (0x1F8, 0x200, 0x11F8, 0x1200)
+_CR0_LAP, _ASCE_PRIVATE = 1 << 28, 1 << 8  # CR0 bit 35; ASCE bit 55
 #: Key-controlled protection (PoP ch. 3): the PSW key of the access (0: the master key, or 9) and
 #: the storage key of the block it reaches (ACC 9: the PSW key's, or 5: another; F: fetch protection).
 KEYS = tuple(dict(psw=p, acc=a, f=f) for p in (0, 9) for a in (9, 5) for f in (False, True))
@@ -84,12 +92,14 @@ IN_SPACE = {
            "set in its facility list",
     "keys": "PSW key 0 or 9; the block's storage key: ACC 9 or 5, fetch-protection bit F 0 or 1 "
             "(key-controlled protection)",
+    "low addresses": "loads and stores at 0x1f8, 0x200, 0x11f8, 0x1200 with CR0 bit 35 (low-address "
+                     "protection) and the ASCE's private-space control (bit 55) each 0 or 1",
     "observed": "fault or not, program-interruption code, TEID (PoP-defined bits), real address "
                 "(LRAG and the loaded tag / stored marker), storage key R and C after the access",
 }
 OUT_OF_SPACE = {
-    "low-address protection (CR0 bit 35)": "applies to effective addresses 0-511 and 4096-4607 only: "
-                                           "the lowcore, identity-mapped by entry 0 here, in no case slot",
+    "instruction fetches from low addresses": "the lowcore holds no code of the probe's; low-address "
+                                              "protection refuses stores only",
     "problem state (PSW bit 15)": "DAT and its protections do not depend on it (PoP ch. 3) and the "
                                   "loop's SSKE/ISKE/LRAG/LURAG are privileged",
     "FC=1 with CR0.EDAT=0": "the entry then designates a table at its frame address (data, not a table); "
@@ -103,6 +113,8 @@ LEGALITY = (
     "IEP (bit 55) in a region-third or segment entry only with FC=1 (in an FC=0 entry bit 55 is not "
     "the IEP bit)",
     "an entry with I=1 or FC=1 ends the walk: the entries below have no bits set (they are not read)",
+    "low-address cases: loads and stores only, PSW key 0 and storage key ACC 9 (the keys are a dimension "
+    "of the slot cases)",
 )
 
 
@@ -145,10 +157,20 @@ def _entry_combos(edat: bool, level: int = 0) -> list[tuple[int, ...]]:
 
 COMBOS = {edat: _entry_combos(edat) for edat in (False, True)}
 #: (CPU, keys, access) per chunk: cases of one group share CR0, the PSW key, the storage key and the routine.
-GROUPS = tuple(itertools.product(range(len(CPUS)), range(len(KEYS)), range(len(ACCESSES))))
-_GROUP_START = list(itertools.accumulate((len(COMBOS[CPUS[c]["edat"]]) for c, _k, _a in GROUPS), initial=0))
+#: The low-address groups come last: CPUS[len(CPUS):] are LAP_CPUS, with key setting 0, loads and stores.
+GROUPS = tuple(itertools.product(range(len(CPUS)), range(len(KEYS)), range(len(ACCESSES)))) + tuple(
+    (len(CPUS) + c, 0, a) for c in range(len(LAP_CPUS)) for a in (0, 1))
+_ALL_CPUS = CPUS + LAP_CPUS
+
+
+def _group_size(cpu: dict[str, bool]) -> int:
+    return len(LOW_ADDRESSES) if cpu["low"] else len(COMBOS[cpu["edat"]])
+
+
+_GROUP_START = list(itertools.accumulate((_group_size(_ALL_CPUS[c]) for c, _k, _a in GROUPS), initial=0))
 SIZE = _GROUP_START[-1]
-RAW_SIZE = len(CPUS) * len(KEYS) * len(ACCESSES) * 2 ** sum(len(d) for _n, d in LEVELS)
+RAW_SIZE = (len(CPUS) * len(KEYS) * len(ACCESSES) * 2 ** sum(len(d) for _n, d in LEVELS)
+            + len(LAP_CPUS) * len(LOW_ADDRESSES) * len(ACCESSES))
 
 
 def _locate(index: int) -> tuple[int, int]:
@@ -165,7 +187,13 @@ class Case:
 
     @property
     def cpu(self) -> dict[str, bool]:
-        return CPUS[GROUPS[_locate(self.index)[0]][0]]
+        return _ALL_CPUS[GROUPS[_locate(self.index)[0]][0]]
+
+    @property
+    def low_address(self) -> int | None:
+        """The address of a low-address case (None: a slot case)."""
+        g, c = _locate(self.index)
+        return LOW_ADDRESSES[c] if _ALL_CPUS[GROUPS[g][0]]["low"] else None
 
     @property
     def keys(self) -> dict[str, Any]:
@@ -188,19 +216,24 @@ class Case:
 
     @property
     def words(self) -> tuple[int, ...]:
+        """The entries' flag words (a low-address case goes through entry 0 and varies none)."""
         g, c = _locate(self.index)
-        return COMBOS[CPUS[GROUPS[g][0]]["edat"]][c]
+        cpu = _ALL_CPUS[GROUPS[g][0]]
+        return (0,) * len(LEVELS) if cpu["low"] else COMBOS[cpu["edat"]][c]
 
     def flags(self) -> dict[str, dict[str, bool]]:
         return _flags(self.words)
 
     def describe(self) -> str:
+        if self.low_address is not None:
+            return (f"#{self.index} {self.access} lap={int(self.cpu['lap'])} private={int(self.cpu['private'])} "
+                    f"va={self.low_address:#x}")
         parts = []
         for name, f in self.flags().items():
             parts.append(f"{name.lower()}={'|'.join(k for k, v in f.items() if v) or '0'}")
             if f["I"] or f.get("FC"):
                 break
-        cpu = ",".join(f"{k}={int(v)}" for k, v in self.cpu.items())
+        cpu = ",".join(f"{k}={int(v)}" for k, v in self.cpu.items() if k in ("edat", "iep"))
         keys = f"pswkey={self.keys['psw']} skey={self.storage_key:#04x}"
         return f"#{self.index} {self.access} {cpu} {keys} {' '.join(parts)}"
 
@@ -258,6 +291,7 @@ def _key_protection_ignored(case: Case, m: Mismatch) -> bool:
 
 
 KEY_CAUSE = "key-controlled protection"
+LAP_CAUSE = "low-address protection"
 
 
 def _cause(res: Translation | Fault) -> str:
@@ -265,7 +299,8 @@ def _cause(res: Translation | Fault) -> str:
     it (:func:`archs.s390x.key_controlled_protection` turns only translations into faults)."""
     if not isinstance(res, Fault):
         return "allowed"
-    for marker, cause in (("Key-Controlled Protection", KEY_CAUSE), ("by instruction-execution protection",
+    for marker, cause in (("Key-Controlled Protection", KEY_CAUSE), ("Low-Address Protection", LAP_CAUSE),
+                          ("by instruction-execution protection",
                           "instruction-execution protection"), ("by DAT protection", "DAT protection")):
         if marker in res.reason:
             return cause
@@ -346,13 +381,19 @@ class Runner:
         ram.write_u64(pt + 8 * ((frame >> 12) & 0xFF), pte)
         return va, frame
 
+    def asce_of(self, cpu: dict[str, bool]) -> int:
+        return self.asce | (_ASCE_PRIVATE if cpu["private"] else 0)
+
     def model(self, va: int, access: str, cpu: dict[str, bool], psw_key: int = 0, storage_key: int = 0
               ) -> Translation | Fault:
         """The PoP's answer: DAT (EDAT-1 and -2 apply with CR0.EDAT: both facilities are
-        installed; IEP with CR0.IEP), then key-controlled protection of the block reached."""
+        installed; IEP with CR0.IEP), low-address protection (CR0 bit 35), then key-controlled
+        protection of the block reached."""
         facts: dict[str, object] = {"edat1": cpu["edat"], "edat2": cpu["edat"], "iep": cpu["iep"],
                                     "storage_size": RAM_SIZE}
-        res = Z.translate(None, self.ram.read_u64, va, access, asce=self.asce, cpu=facts, decode=False)
+        asce = self.asce_of(cpu)
+        res = Z.translate(None, self.ram.read_u64, va, access, asce=asce, cpu=facts, decode=False)
+        res = Z.low_address_protection(res, va, access, enabled=cpu["lap"], asce=asce)
         return Z.key_controlled_protection(res, access, psw_key=psw_key, storage_key=storage_key)
 
     def run(self, cases: Iterable[int], report: Report, progress: Callable[[Report], None] | None = None) -> Report:
@@ -378,19 +419,28 @@ class Runner:
 
         from emu.machines.s390x.guest_code import BR_R14
 
-        cpu, keys, access = CPUS[GROUPS[group][0]], KEYS[GROUPS[group][1]], ACCESSES[GROUPS[group][2]]
+        cpu, keys, access = _ALL_CPUS[GROUPS[group][0]], KEYS[GROUPS[group][1]], ACCESSES[GROUPS[group][2]]
         skey = Case(idx[0]).storage_key
         m, ram = self.machine, self.ram
-        m.set_controls(edat=cpu["edat"], iep=cpu["iep"])
+        m.set_controls(edat=cpu["edat"], iep=cpu["iep"], lap=cpu["lap"])
+        if m.asce != self.asce_of(cpu):
+            m.set_asce(self.asce_of(cpu))
+            m.set_primary_asce(self.asce_of(cpu))
         n = len(idx)
         vas = np.zeros(n, dtype=np.uint64)
         frames = []
         for k, i in enumerate(idx):
-            va, frame = self.write_case(k, Case(i).words)
+            low = Case(i).low_address
+            if low is not None:  # through entry 0 to the lowcore: tag just the word accessed
+                va, frame = low, low & ~0xFFF
+                ram.tag(va, 8)
+            else:
+                va, frame = self.write_case(k, Case(i).words)
+                if access != "fetch":
+                    ram.tag(frame, 0x1000)
             vas[k] = va
             frames.append(frame)
-            if access != "fetch":
-                ram.tag(frame, 0x1000)
+        ram.write(self.frame_list, b"".join(f.to_bytes(8, "big") for f in frames))
         if access == "fetch":  # every slot's frame: even a misrouted fetch runs only "br %r14"
             for slot in self.slots:
                 ram.write(slot[4], BR_R14 * 2048)
@@ -436,6 +486,7 @@ class Runner:
 
     def _compare_fault(self, miss: Callable[..., None], res: Translation | Fault, va: int, access: str,
                        intno: int, code: int | None, teid: int | None, key_refused: bool) -> None:
+        """Code and TEID of a fault the machine took, against the model's answer."""
         got = f"program interruption code {code:#x}" if code is not None else f"exception {intno}"
         if isinstance(res, Translation):
             miss("outcome", f"real address {res.pa:#x}", got)
@@ -443,7 +494,8 @@ class Runner:
         if code != res.code:
             miss("code", f"program interruption code {res.code:#x}", got)
             return
-        want = Z.translation_exception_identification(res, va, access, Z.ASC_SECONDARY, key_protected=key_refused)
+        want = Z.translation_exception_identification(res, va, access, Z.ASC_SECONDARY, key_protected=key_refused,
+                                                      low_address=_cause(res) == LAP_CAUSE)
         if want is not None:
             value, mask = want
             if teid is None or (teid & mask) != value:

@@ -18,7 +18,7 @@ import capstone
 import pytest
 
 from archs import s390x as Z
-from archs.translate import Fault, Translation, entries_reader
+from archs.translate import Fault, Permissions, Translation, entries_reader
 from emu.conform import s390x as C
 from emu.errors import ConfigError
 from emu.machines.ram import PhysicalMemory
@@ -104,6 +104,25 @@ def test_key_controlled_protection_model() -> None:
     assert Z.key_controlled_protection(fault, "write", psw_key=9, storage_key=0x50) is fault
 
 
+def test_low_address_protection_model() -> None:
+    """ch. 3 'Low-Address Protection': with CR0 bit 35, stores to 0-511 and 4096-4607 are refused
+    unless the ASCE is a private space; fetches never; ch. 6: TEID bits 56/60/61 = 100."""
+    ok = Translation(0x1F8, 4096, Permissions(True, True, True, None))
+    asce = R3T | DT_R3 | 3
+
+    def code(va: int, kind: str = "write", enabled: bool = True, private: bool = False) -> int | None:
+        res = Z.low_address_protection(ok, va, kind, enabled=enabled, asce=asce | (bit(55) if private else 0))
+        return res.code if isinstance(res, Fault) else None
+
+    assert code(0) == code(511) == code(4096) == code(4607) == 0x04
+    assert code(512) is None and code(4095) is None and code(4608) is None
+    assert code(0x1F8, "read") is None and code(0x1F8, enabled=False) is None and code(0x1F8, private=True) is None
+    assert Z.low_address_protection(ok, 0x1F8, "write", enabled=True, asce=None).code == 0x04  # DAT off
+    fault = Z.low_address_protection(ok, 0x1F8, "write", enabled=True, asce=asce)
+    assert Z.translation_exception_identification(fault, 0x1F8, "write", Z.ASC_SECONDARY, low_address=True) == (
+        bit(56), bit(56) | bit(60) | bit(61))
+
+
 def test_reference_change_and_teid_model() -> None:
     """Storage-key R/C after an access (ch. 3) and the TEID bits (ch. 6, ESOP-2 bits 56/60/61)."""
     assert Z.reference_change(walk(access="write"), "write") == (Z.RC_SET, Z.RC_SET)
@@ -125,9 +144,10 @@ def test_space_size() -> None:
     IEP-with-FC: 6), FC=1 (P, IEP: 4), else P x 16 -> 42; region-third entry likewise 6 + 4 + 2 x 42
     = 94; region-second: I=1 (2) + P x 94 = 190.  Without (no FC, no IEP bit): segment 2 + 2 x 16 = 34,
     region-third 2 + 2 x 34 = 70, region-second 2 + 2 x 70 = 142.  Times CR0.IEP (2), the keys (2 PSW
-    keys x 2 ACC x 2 F = 8) and the accesses (3)."""
-    assert C.SIZE == (190 + 142) * 2 * 8 * 3 == 15_936
-    assert C.RAW_SIZE == 4 * 8 * 3 * 2 ** (2 + 4 + 4 + 4)
+    keys x 2 ACC x 2 F = 8) and the accesses (3); then the low-address cases: CR0 bit 35 x the
+    ASCE's private-space bit x 4 addresses x load/store (fetch: 3 accesses before the rules)."""
+    assert C.SIZE == (190 + 142) * 2 * 8 * 3 + 2 * 2 * 4 * 2 == 15_968
+    assert C.RAW_SIZE == 4 * 8 * 3 * 2 ** (2 + 4 + 4 + 4) + 2 * 2 * 4 * 3
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +159,11 @@ def runner() -> Iterator[C.Runner]:
 
 def _cases(pred, limit: int = 10_000) -> list[int]:  # type: ignore[no-untyped-def]
     return [i for i in range(C.SIZE) if pred(C.Case(i))][:limit]
+
+
+def _on(case: C.Case, **cr0: bool) -> bool:
+    """A slot case (not a low-address one) with these CR0 controls."""
+    return case.low_address is None and all(case.cpu[k] == v for k, v in cr0.items())
 
 
 def _flat(case: C.Case, **want: dict[str, bool]) -> bool:
@@ -165,7 +190,7 @@ def test_sample_agrees_and_a_wrong_model_is_caught(runner: C.Runner, monkeypatch
 def test_unicorn_follows_the_pop_on_protection(runner: C.Runner) -> None:
     """Chosen cases, each with its PoP answer, as real accesses (PSW key 0)."""
     def one(access: str, cpu: dict[str, bool], **flags: dict[str, bool]) -> None:
-        idx = _cases(lambda c: c.access == access and c.cpu == cpu and c.keys["psw"] == 0 and _flat(c, **flags), 1)
+        idx = _cases(lambda c: c.access == access and _on(c, **cpu) and c.keys["psw"] == 0 and _flat(c, **flags), 1)
         rep = runner.run(idx, C.Report())
         assert rep.run == 1 and rep.mismatches == [], rep.mismatches
 
@@ -175,6 +200,20 @@ def test_unicorn_follows_the_pop_on_protection(runner: C.Runner) -> None:
     one("fetch", on, STE=dict(FC=True, IEP=True))
     one("write", on, RSTE=dict(P=True))
     one("write", dict(edat=False, iep=True), RSTE=dict(P=True))
+
+
+def test_low_address_cases_on_unicorn(runner: C.Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All 32 low-address cases agree; the two stores the PoP refuses (0x1f8, 0x11f8 with CR0 bit
+    35 and a non-private ASCE) fault on the machine, and a model without low-address protection
+    is caught on exactly those."""
+    idx = _cases(lambda c: c.low_address is not None)
+    rep = runner.run(idx, C.Report())
+    assert rep.run == len(idx) == 32 and rep.mismatches == [] and rep.faults == 2
+    monkeypatch.setattr(Z, "low_address_protection", lambda res, *a, **k: res)
+    rep = runner.run(idx, C.Report())
+    assert sorted({C.Case(m.case).low_address for m in rep.unexplained}) == [0x1F8, 0x11F8]
+    assert all(C.Case(m.case).cpu["lap"] and not C.Case(m.case).cpu["private"] for m in rep.unexplained)
+    assert runner.run(idx[:1], C.Report()).agree == 1  # the space's ASCE is back for the next chunk
 
 
 def test_key_controlled_protection_is_not_implemented(runner: C.Runner) -> None:
@@ -194,7 +233,7 @@ def test_iep_facility_missing_from_cpu_models() -> None:
     facility bit set) refuses it, as the PoP says (test_unicorn_follows_the_pop_on_protection)."""
     from unicorn import s390x_const as S
 
-    idx = _cases(lambda c: c.access == "fetch" and c.cpu == dict(edat=False, iep=True) and c.keys["psw"] == 0
+    idx = _cases(lambda c: c.access == "fetch" and _on(c, edat=False, iep=True) and c.keys["psw"] == 0
                  and _flat(c, PTE=dict(IEP=True)), 1)
     r = C.Runner(cpu_model=S.UC_CPU_S390X_Z14)
     try:
@@ -226,7 +265,7 @@ def test_cli_sample_json_and_space() -> None:
                           "2", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["arch"] == "s390x" and out["space"]["size"] == 15_936 and out["run"] == 200
+    assert out["arch"] == "s390x" and out["space"]["size"] == 15_968 and out["run"] == 200
     assert set(out["mismatches_by_class"]) <= {"s390x-key-controlled-protection-not-implemented"}
     assert out["agree"] + len({m["case"] for m in out["mismatches"]}) == 200
 

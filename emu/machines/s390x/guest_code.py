@@ -24,6 +24,8 @@ CR0_EDAT = 0x0000_0000_0080_0000
 #: CR0 bit 43, instruction-execution-protection control (facility 130; PoP ch. 3
 #: "Instruction-Execution Protection").
 CR0_IEP = 0x0000_0000_0010_0000
+#: CR0 bit 35, low-address-protection control (PoP ch. 3 "Low-Address Protection").
+CR0_LOW_ADDRESS_PROTECTION = 0x0000_0000_1000_0000
 
 LOWCORE_SIZE = 0x2000
 #: Translation-exception identification: real locations 168-175.

@@ -42,6 +42,7 @@ from emu.machines.s390x.edat import EDAT_MODEL, edat_facilities_enabled
 from emu.machines.s390x.guest_code import (
     CR0_EDAT,
     CR0_IEP,
+    CR0_LOW_ADDRESS_PROTECTION,
     CR0_SECONDARY_SPACE,
     EXCP_PGM,
     LEVEL_PAGE,
@@ -178,13 +179,15 @@ class S390xMachine:
         self.uc.reg_write(S.UC_S390X_REG_CR7, asce)
         self.flush_tlb()
 
-    def set_controls(self, *, edat: bool, iep: bool = False) -> None:
-        """CR0: secondary-space control (bit 37) always, CR0.EDAT (bit 40) and CR0.IEP (bit 43,
-        instruction-execution-protection control, PoP ch. 3) as asked; flushes the TLB.  EDAT
-        can only be turned on where the self-test proved it (:attr:`edat1_works`)."""
+    def set_controls(self, *, edat: bool, iep: bool = False, lap: bool = False) -> None:
+        """CR0: secondary-space control (bit 37) always, CR0.EDAT (bit 40), CR0.IEP (bit 43,
+        instruction-execution-protection control) and the low-address-protection control (bit 35;
+        PoP ch. 3) as asked; flushes the TLB.  EDAT can only be turned on where the self-test
+        proved it (:attr:`edat1_works`)."""
         if edat and not self.edat1_works:
             raise ConfigError(f"CR0.EDAT asked for but EDAT does not work on this machine: {self.edat_note}")
         self._cr0 = CR0_SECONDARY_SPACE | (CR0_EDAT if edat else 0) | (CR0_IEP if iep else 0)
+        self._cr0 |= CR0_LOW_ADDRESS_PROTECTION if lap else 0
         self.uc.reg_write(S.UC_S390X_REG_CR0, self._cr0)
         self.flush_tlb()
 
