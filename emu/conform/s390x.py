@@ -27,7 +27,9 @@ go through the primary space, CR1, and CR1 = CR7 = the ASCE under test).  Entrie
 slots: slot ``k`` has its own region-third table (one valid entry), segment table (one valid
 entry), page table (one valid entry) and 4K frame ``F``; its address is ``k << 42 | F``, so the
 page-table entry, a 1-MB segment frame (SFAA ``F & ~0xFFFFF``) and a 2-GB region-third frame
-(RFAA 0) all reach ``F``.  Cases with the same CR0, keys and access run together, one ``emu_start``
+(RFAA 0) all reach ``F``.  The 32 low-address cases (low-address protection, CR0 bit 35, with the
+ASCE's private-space control) go through entry 0 to the lowcore.  Cases with the same CR0, keys and
+access run together, one ``emu_start``
 per chunk of up to :data:`SLOTS` cases (``guest_code.conform_code``).
 """
 
@@ -77,7 +79,7 @@ LAP_CPUS = tuple(dict(edat=False, iep=False, lap=lap, private=p, low=True) for l
 #: Low-address protection covers effective addresses 0-511 and 4096-4607 (PoP ch. 3): the last
 #: doubleword inside each range and the first outside it.  Entry 0 maps them to the lowcore.
 LOW_ADDRESSES = (0x1F8, 0x200, 0x11F8, 0x1200)
-_CR0_LAP, _ASCE_PRIVATE = 1 << 28, 1 << 8  # CR0 bit 35; ASCE bit 55
+_ASCE_PRIVATE = 1 << 8  # ASCE bit 55, the private-space control
 #: Key-controlled protection (PoP ch. 3): the PSW key of the access (0: the master key, or 9) and
 #: the storage key of the block it reaches (ACC 9: the PSW key's, or 5: another; F: fetch protection).
 KEYS = tuple(dict(psw=p, acc=a, f=f) for p in (0, 9) for a in (9, 5) for f in (False, True))
