@@ -428,11 +428,13 @@ def combined_verdict(verdicts: dict[str, str]) -> str:
     return "; ".join(f"{v if ':' in v else v + ':'} [{', '.join(names)}]" for v, names in reasons.items())
 
 
-def merge_oracles(keys: list[str], reports: dict[str, Report], cannot: dict[str, dict[str, str]]) -> Report:
+def merge_oracles(keys: list[str], reports: dict[str, Report], cannot: dict[str, dict[str, str]],
+                  names: list[str] | None = None) -> Report:
     """One report of rows that carry every oracle's answer, from one report per oracle
     (``reports``, in the order the oracles are shown) over the configurations ``keys``;
     ``cannot[oracle][key]`` says why an oracle does not check configuration ``key`` (it gets an
-    ``oracle-cannot-check`` row there).
+    ``oracle-cannot-check`` row there); ``names``: every oracle in the order shown (default: those
+    of ``reports``; one that ran on none of ``keys`` has an ``oracle-cannot-check`` row in each).
 
     Each oracle verified its own copy of every scenario: the machines take different frames of
     guest RAM, so physical addresses differ between the copies, but the cases, the flag sets and
@@ -462,7 +464,7 @@ def merge_oracles(keys: list[str], reports: dict[str, Report], cannot: dict[str,
                                          f"as the {next(iter(per))} oracle's; cannot show them side by side")
             for i, base in enumerate(first):
                 views: dict[str, Row] = {}
-                for name in reports:
+                for name in names or list(reports):
                     if name in per:
                         views[name] = per[name][i]
                     else:

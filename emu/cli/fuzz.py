@@ -68,7 +68,8 @@ def add_parser(sub: Any) -> None:
                    help="also ask the compiled kernel about every entry walked: auto = when a harness is "
                         "built (foliowalk kernel build), on = build it, off = model only")
     p.add_argument("--oracle", default="unicorn", choices=oracle_choices(),
-                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64, arm64, s390x; all: one "
+                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64, arm64, s390x; bochs: x86-64 "
+                        "4-level; all: one "
                         "campaign per oracle installed here, the same cases, findings in DIR/<oracle>/; "
                         "docs/oracles.md)")
     p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.oracle == "all":
         return _run_all(args, all_oracles(_configs(args)))
-    return _campaign(args, args.oracle, oracle_configs(args.oracle, _configs(args), True), seconds, args.out)
+    named = [archs.get_config(c).key for c in args.config]
+    return _campaign(args, args.oracle, oracle_configs(args.oracle, _configs(args), True, named), seconds, args.out)
 
 
 def _run_all(args: argparse.Namespace, names: list[str]) -> int:

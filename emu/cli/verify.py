@@ -42,7 +42,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--oracle", default=None, choices=oracle_choices(),
                    help="the emulator whose MMU answers: unicorn (default, in-process; with --fixture: the "
                         "oracle that built each set), qemu (QEMU 7.2 system emulation: x86-64, arm64, s390x), "
-                        "or all: every one installed here, each row with every oracle's answer (docs/oracles.md)")
+                        "bochs (Bochs 2.7: x86-64 4-level), or all: every one installed here, each row with "
+                        "every oracle's answer (docs/oracles.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",
@@ -63,25 +64,33 @@ def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def oracle_configs(oracle: str, keys: list[str], chosen: bool) -> list[str]:
-    """The configurations ``oracle`` (one name of :data:`emu.machines.oracles.ORACLES`) can check:
-    those of ``keys`` it has a machine for (others refused if ``chosen`` by name, else left out
-    with a note on stderr), after checking that its emulator is installed (one line, exit 2, if not)."""
+def oracle_configs(oracle: str, keys: list[str], chosen: bool, named: list[str] | None = None) -> list[str]:
+    """The configurations ``oracle`` (one name of :data:`emu.machines.oracles.ORACLES`) can check,
+    after checking that its emulator is installed (one line, exit 2, if not).  A configuration of
+    an architecture it has no machine for is refused if ``chosen`` (an architecture or
+    configuration was named), else left out with a note on stderr; one its machine cannot run
+    (the registry's ``config_problem``) is refused if in ``named``, else left out with a note."""
     from emu.cli import UsageError
     from emu.machines import oracles
 
     kind = oracles.get(oracle)
-    refused = {k: why for k in keys if (why := kind.cannot_check(k)) is not None}
-    if refused and chosen:
-        raise UsageError(next(iter(refused.values())))
-    for why in dict.fromkeys(refused.values()):  # one note per reason, naming its configurations
-        print(f"note: --oracle {oracle} leaves out {', '.join(k for k, w in refused.items() if w == why)}: {why}",
-              file=sys.stderr)
-    keys = [k for k in keys if k not in refused]
+    no_machine = {k: why for k in keys if archs.get_config(k).arch not in kind.archs()
+                  and (why := kind.cannot_check(k)) is not None}
+    if no_machine and chosen:
+        raise UsageError(next(iter(no_machine.values())))
+    keys = [k for k in keys if k not in no_machine]
+    cannot_run = {k: why for k in keys if (why := kind.config_problem(k)) is not None}
+    for k in named or []:
+        if k in cannot_run:
+            raise UsageError(f"the {oracle} oracle cannot run {k}: {cannot_run[k]}")
     problem = oracles.unavailable_reason(oracle, keys)
     if problem:
         raise UsageError(f"--oracle {oracle}: {problem}")
-    return keys
+    refused = {**no_machine, **cannot_run}
+    for why in dict.fromkeys(refused.values()):  # one note per reason, naming its configurations
+        print(f"note: --oracle {oracle} leaves out {', '.join(k for k, w in refused.items() if w == why)}: {why}",
+              file=sys.stderr)
+    return [k for k in keys if k not in cannot_run]
 
 
 def all_oracles(keys: list[str]) -> list[str]:
@@ -136,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         own = {n: [k for k in keys if k not in cannot[n]] for n in names}
     else:  # a set's configuration is chosen: refused if the oracle cannot check it
         names, cannot = [args.oracle], {}
-        own = {args.oracle: oracle_configs(args.oracle, keys, bool(args.arch or args.config or args.fixture))}
+        named = keys if args.fixture else [archs.get_config(c).key for c in args.config]
+        own = {args.oracle: oracle_configs(args.oracle, keys, bool(args.arch or args.config or args.fixture), named)}
     if args.fixture:
         reports = {n: replay_report([p for p, k in sets if k in own[n]], emulator=n) for n in names if own[n]}
     elif args.addr:
@@ -150,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if args.oracle == "all":
         from emu.verify import merge_oracles
 
-        report = merge_oracles(keys, reports, cannot)
+        report = merge_oracles(keys, reports, cannot, names)
     else:
         report = reports[args.oracle]
     return _print(args, report, args.oracle, names, reports, cannot)

@@ -218,6 +218,24 @@ def oracle_factories(emulator: str = "unicorn") -> dict[str, OracleFactory]:
     return get(emulator).factories()
 
 
+def oracle_missing(emulator: str, arch: str) -> str | None:
+    """Why ``emulator``'s oracle for ``arch`` cannot run here (what to install), or None (the
+    registry's ``needs``, emu/machines/oracles.py)."""
+    from emu.machines.oracles import get
+
+    return get(emulator).missing(arch)
+
+
+def oracle_unsupported(emulator: str) -> dict[str, str]:
+    """Configuration key -> why ``emulator``'s machine for its architecture cannot run it (the
+    registry's ``config_problem``, emu/machines/oracles.py)."""
+    import archs
+    from emu.machines.oracles import get
+
+    kind = get(emulator)
+    return {k: why for k in archs.all_config_keys() if (why := kind.config_problem(k)) is not None}
+
+
 def make_oracle(ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator, emulator: str = "unicorn") -> Oracle:
     from emu.machines.oracles import get
 

@@ -80,10 +80,29 @@ def _qemu_missing(arch: str) -> str | None:
     return missing(arch)
 
 
+def _bochs() -> dict[str, OracleFactory]:
+    from emu.machines.bochs.oracle import BOCHS_ORACLES
+
+    return BOCHS_ORACLES
+
+
+def _bochs_missing(arch: str) -> str | None:
+    from emu.machines.bochs import missing
+
+    return missing(arch)
+
+
+def _bochs_config_problem(key: str) -> str | None:
+    from emu.machines.bochs.oracle import BOCHS_UNSUPPORTED
+
+    return BOCHS_UNSUPPORTED.get(key)
+
+
 #: Every oracle, in the order ``--oracle all`` runs and shows them (the first is the default).
 ORACLES: dict[str, OracleKind] = {
     "unicorn": OracleKind("unicorn", "Unicorn 2.1.4", _unicorn),
     "qemu": OracleKind("qemu", "QEMU 7.2", _qemu, needs=_qemu_missing),
+    "bochs": OracleKind("bochs", "Bochs 2.7", _bochs, needs=_bochs_missing, config_problem=_bochs_config_problem),
 }
 DEFAULT = "unicorn"
 
