@@ -16,10 +16,15 @@ class BochsX86_64Oracle(Oracle):
     (:mod:`emu.machines.bochs.x86_64`); 4-level paging only."""
 
     emulator = "bochs"
+    #: The PC's legacy hole, which the machine takes out of the allocator itself (as QEMU's:
+    #: :attr:`emu.machines.oracle.Oracle.ram_holes`); a rebuilt fixture set leaves it free.
+    ram_holes = ((0xA_0000, 0x10_0000),)
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         super().__init__(ops, ram, alloc)
-        from emu.machines.bochs.x86_64 import BochsX86_64Machine
+        from emu.machines.bochs.x86_64 import LEGACY_HOLE, BochsX86_64Machine
+
+        assert tuple(LEGACY_HOLE) == self.ram_holes[0]
 
         self.machine = BochsX86_64Machine(ram, alloc, levels=len(ops.config.levels))
 
