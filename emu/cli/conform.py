@@ -37,6 +37,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--workers", type=_positive, default=1, metavar="N",
                    help="run in N local worker processes (default 1: in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); needs "
+                        "pip install 'foliowalk[cluster]' here and on the workers")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--space", action="store_true", help="describe the space and exit (no run)")
     p.set_defaults(func=run)
@@ -68,7 +71,15 @@ def run(args: argparse.Namespace) -> int:
                          f"({len(r.unexplained)} unexplained), {rate:,.0f} cases/s ")
         sys.stderr.flush()
 
-    if args.workers > 1:
+    if args.scheduler is not None:
+        from emu.cluster.conform import run_conform
+
+        try:
+            run_conform(args.scheduler, C.__name__, cases, report, progress if show else None)
+        finally:
+            if show:
+                sys.stderr.write("\n")
+    elif args.workers > 1:
         try:
             C.run_workers(cases, args.workers, report, progress if show else None)
         finally:
@@ -91,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ran {report.run} of {report.size} cases{' (interrupted)' if report.interrupted else ''} "
               f"in {report.seconds:.1f} s ({rate:,.0f} cases/s): {report.agree} agree, "
               f"{len(report.mismatches)} mismatches")
+        print(f"  on {report.ran_on or 'this process'}; outcomes digest {report.digest()[:16]} over {report.run} cases")
         for name, n in sorted(report.by_class().items()):
             print(f"  {'unexplained' if name == 'unexplained' else 'emulator-deviation ' + name}: {n}")
         for m in report.mismatches:

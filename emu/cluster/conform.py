@@ -1,0 +1,74 @@
+"""``foliowalk conform --scheduler ADDRESS``: a conformance campaign on a Dask cluster.
+
+Nothing here is specific to an architecture or a space.  A conformance space is a module
+``emu.conform.<space>`` with
+
+* ``tasks(cases) -> list[list[int]]`` -- the enumeration cut into shards (case index ranges, each
+  within one group of CPU controls and access, in case order);
+* ``Runner()`` with ``run(cases, report) -> report`` and ``close()`` -- runs a shard on its own
+  machines;
+* ``Report()`` and ``merge(report, part)`` -- a shard's results and how they add up (the digest,
+  :mod:`emu.conform.digest`, comes with them).
+
+A shard goes to the workers as a ``range`` when its cases are consecutive (the whole space, or
+``--limit``) and as a list otherwise (``--sample``); each worker thread keeps one ``Runner`` per
+space (:func:`emu.cluster.plugin.cached`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from emu.errors import EmulatorError
+
+
+def run_range(shard: Sequence[int], space: str) -> Any:
+    """On a worker: run ``shard`` of the space ``space`` (a module name) on this thread's runner."""
+    from emu.cluster.plugin import cached
+
+    mod = importlib.import_module(space)
+    runner = cached(("conform", space), mod.Runner)
+    return runner.run(shard, mod.Report())
+
+
+def compact(cases: Sequence[int]) -> Sequence[int]:
+    """``cases`` as a ``range`` when they are consecutive (a few bytes to send, not a list)."""
+    if len(cases) and all(b - a == 1 for a, b in zip(cases, cases[1:], strict=False)):
+        return range(cases[0], cases[-1] + 1)
+    return list(cases)
+
+
+def run_conform(address: str, space: str, cases: Sequence[int], report: Any,
+                progress: Callable[[Any], None] | None = None) -> Any:
+    """Run ``cases`` of the space ``space`` (``"emu.conform.x86_64"``) on the Dask cluster at
+    ``address``, merging each shard's report into ``report`` as it comes back.  Ctrl-C cancels the
+    running shards and keeps the merged ones (``report.interrupted``)."""
+    from emu.cluster import connect, describe, run_shards
+
+    mod = importlib.import_module(space)
+    client = connect(address)
+    t0 = time.perf_counter()
+    try:
+        report.ran_on = describe(client)
+
+        def done(_shard: Sequence[int], part: Any) -> None:
+            mod.merge(report, part)
+            report.seconds = time.perf_counter() - t0
+            if progress:
+                progress(report)
+
+        def died(shard: Sequence[int], exc: BaseException) -> list[Any]:
+            raise EmulatorError(f"a Dask worker died running conformance cases {shard[0]}..{shard[-1]} "
+                                f"({exc}); the same cases in one local process: --limit/--sample without "
+                                f"--scheduler") from None
+
+        shards = [compact(t) for t in mod.tasks(cases)]
+        report.interrupted = run_shards(client, run_range, shards, done, args=(space,), failed=died)
+    finally:
+        client.close()
+    report.mismatches.sort(key=lambda m: (m.case, m.field))
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,126 @@
+"""Campaigns on a real Dask cluster (``--scheduler``, emu/cluster/): a ``LocalCluster`` of two
+worker processes, started once for the module, runs a small conformance campaign and a small fuzz
+campaign; each must give the digest of the same campaign run locally (in this process), whatever
+the sharding and the order the results came back in.  The bad-input paths (no Dask, nobody at the
+address) are one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emu import cli
+from emu.conform import x86_64 as C
+from emu.fixtures import check_fixture_set
+from emu.fuzz import CampaignOptions, GenParams, run_campaign
+from tests.ci import unavailable
+
+SMALL = GenParams(max_tables=8, entries_per_table=(3, 8), max_addrs=200)
+#: Unicorn's arm64 deviations give a seeded campaign findings on the released code (tests/fuzz).
+FINDINGS = "arm64:4k:48"
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    try:
+        from distributed import LocalCluster
+    except ImportError:
+        unavailable("install Dask", "Dask is not installed: pip install 'foliowalk[cluster]'")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def _conform(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
+    rc = cli.main(["conform", "--arch", "x86_64", "--sample", "1000", "--seed", "11", "--json", "--quiet", *extra])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0, out
+    return dict(out)
+
+
+def test_conform_on_the_cluster_gives_the_local_digest(scheduler: str, capsys: pytest.CaptureFixture[str]) -> None:
+    local = _conform(capsys)
+    remote = _conform(capsys, "--scheduler", scheduler)
+    assert remote["ran_on"].startswith("dask ") and "2 workers" in remote["ran_on"]
+    assert remote["run"] == local["run"] == 1000
+    assert remote["digest"] == local["digest"]
+    assert remote["mismatches"] == local["mismatches"]
+
+
+def test_a_different_outcome_changes_the_conform_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digest is of the outcomes, not of the case list: the same cases with one model answer
+    wrong (a fault code with the I/D bit cleared, as a model that forgot NX would give) digest
+    differently."""
+    cases = C.select(sample=300, seed=11)
+    runner = C.Runner()
+    try:
+        right = runner.run(cases, C.Report())
+        expected = C.expected
+
+        def wrong(read: Any, va: int, access: Any, cr3: int, cpu: dict[str, bool]) -> Any:
+            res, ad = expected(read, va, access, cr3, cpu)
+            if access.kind == "fetch" and hasattr(res, "code"):
+                res = type(res)(**{**res.__dict__, "code": res.code & ~0x10})
+            return res, ad
+
+        monkeypatch.setattr(C, "expected", wrong)
+        broken = runner.run(cases, C.Report())
+    finally:
+        runner.close()
+    assert broken.mismatches and not right.mismatches
+    assert broken.digest() != right.digest()
+
+
+def _fuzz(out: Path, scheduler: str | None) -> Any:
+    opts = CampaignOptions(configs=[FINDINGS], seed=7, seconds=None, hierarchies=4, jobs=0, out=out,
+                           params=SMALL, progress=False, shrink=False, scheduler=scheduler)
+    return run_campaign(opts)
+
+
+def test_fuzz_on_the_cluster_gives_the_local_digest_and_ships_findings(scheduler: str, tmp_path: Path) -> None:
+    local = _fuzz(tmp_path / "local", None)
+    remote = _fuzz(tmp_path / "remote", scheduler)
+    assert remote.ran_on is not None and remote.ran_on.startswith("dask ")
+    assert remote.indices == local.indices == list(range(4))
+    assert remote.digest == local.digest
+    assert remote.outcomes_digest == local.outcomes_digest
+    assert remote.stats.verdicts == local.stats.verdicts and remote.stats.by_level == local.stats.by_level
+    # the same distinct findings, each once (deduplicated as they streamed in; which hierarchy
+    # shows a kind of emulator deviation first depends on the order shards come back in) ...
+    kinds = sorted((f.config, f.kind, f.verdict) for f in remote.findings)
+    assert kinds == sorted((f.config, f.kind, f.verdict) for f in local.findings)
+    assert len(set(kinds)) == len(kinds) and kinds
+    # ... written by the workers elsewhere, shipped back and saved under --out: they replay
+    for f in remote.findings:
+        assert f.path and Path(f.path).is_relative_to(tmp_path / "remote")
+        if Path(f.path).is_dir():
+            assert check_fixture_set(Path(f.path)) == []
+    index = (tmp_path / "remote" / "findings.jsonl").read_text().splitlines()
+    assert len(index) == len(remote.findings)
+    summary = json.loads((tmp_path / "remote" / "campaign.json").read_text())
+    assert summary["outcomes_digest"] == local.outcomes_digest and summary["scheduler"] == scheduler
+
+
+def test_unreachable_scheduler_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed")
+    import emu.cluster
+
+    monkeypatch.setattr(emu.cluster, "CONNECT_TIMEOUT_S", 1.0)
+    for argv in (["conform", "--arch", "x86_64", "--limit", "10"], ["fuzz", "--hierarchies", "1"]):
+        rc = cli.main([*argv, "--quiet", "--scheduler", "tcp://127.0.0.1:9"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1, err
+        assert "--scheduler tcp://127.0.0.1:9: no Dask scheduler answers there" in err
+
+
+def test_without_dask_the_error_says_what_to_install(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    rc = cli.main(["conform", "--arch", "x86_64", "--limit", "10", "--quiet", "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "pip install 'foliowalk[cluster]'" in err
