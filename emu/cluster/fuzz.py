@@ -94,7 +94,7 @@ def fuzz_task(item: tuple[Any, ...], opts: CampaignOptions, deadline: float | No
 def run_cluster(opts: CampaignOptions, record: Callable[[FindingRecord], None] | None = None) -> CampaignResult:
     """The campaign on the Dask cluster at ``opts.scheduler``; ``record`` is called with every
     finding as it arrives (the campaign indexes it under ``--out`` at once)."""
-    from emu.cluster import connect, describe, run_shards
+    from emu.cluster import connect, describe, run_shards, threads
     from emu.fuzz.worker import atomic_write, finding_claimer
 
     assert opts.scheduler is not None
@@ -117,11 +117,14 @@ def run_cluster(opts: CampaignOptions, record: Callable[[FindingRecord], None] |
             record(rec)
 
     def shards() -> Any:
+        # a short campaign still gives every worker thread some: at least two shards each
+        size = SHARD_HIERARCHIES if opts.hierarchies is None else \
+            max(1, min(SHARD_HIERARCHIES, opts.hierarchies // (2 * threads(client))))
         i = 0
         while opts.hierarchies is None or i < opts.hierarchies:
             if deadline is not None and time.time() >= deadline:
                 return
-            stop = i + SHARD_HIERARCHIES if opts.hierarchies is None else min(i + SHARD_HIERARCHIES, opts.hierarchies)
+            stop = i + size if opts.hierarchies is None else min(i + size, opts.hierarchies)
             yield ("run", range(i, stop))
             i = stop
 
