@@ -8,8 +8,9 @@ run three times: in this process (one Runner; "per core" is cases per CPU second
 process), then on a ``LocalCluster`` of one worker process and on one of two (one thread each,
 ``emu.cluster.conform.run_conform``: the ``--scheduler`` path, connecting, sharding and merging
 included).  Each cluster runs a small warm-up campaign first (every worker imports foliowalk and
-builds its machines), then the timed one; its rate per core is the wall-clock rate over the
-worker count.  The three digests must agree (else the run fails): the figures are of the same
+builds its machines), then the timed one; its rate per core is given both as the wall-clock rate
+over the worker count and as cases per CPU second of the worker processes (everything they did:
+the tasks, Dask's own threads, pickling), which other load on the machine does not change.  The three digests must agree (else the run fails): the figures are of the same
 work.  The load average is printed beside them: on a shared machine two workers get two cores
 only if nobody else wants them.  Needs the cluster extra (``pip install 'foliowalk[cluster]'``).
 """
@@ -44,7 +45,7 @@ def _local(cases: range) -> dict[str, Any]:
 
 
 def _cluster(workers: int, cases: range) -> dict[str, Any]:
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     from emu.cluster.conform import run_conform
     from emu.conform import x86_64 as C
@@ -53,12 +54,16 @@ def _cluster(workers: int, cases: range) -> dict[str, Any]:
         # warm-up: a few cases of each of 4 * workers groups, so that every worker has built its machines
         warm = [g * len(C.COMBOS) + k for g in range(4 * workers) for k in range(8)]
         run_conform(cl.scheduler_address, SPACE, warm, C.Report())
-        wall0 = time.perf_counter()
-        rep = run_conform(cl.scheduler_address, SPACE, cases, C.Report())
-        wall = time.perf_counter() - wall0
-    return {"workers": workers, "cases": rep.run, "wall_s": round(wall, 3),
+        with Client(cl) as probe:  # the worker processes' CPU time, before and after
+            cpu0 = probe.run(time.process_time)
+            wall0 = time.perf_counter()
+            rep = run_conform(cl.scheduler_address, SPACE, cases, C.Report())
+            wall = time.perf_counter() - wall0
+            cpu1 = probe.run(time.process_time)
+    cpu = sum(cpu1[w] - cpu0[w] for w in cpu1)
+    return {"workers": workers, "cases": rep.run, "wall_s": round(wall, 3), "workers_cpu_s": round(cpu, 3),
             "cases_per_s_wall": round(rep.run / wall, 1), "cases_per_s_per_worker": round(rep.run / wall / workers, 1),
-            "digest": rep.digest()}
+            "cases_per_worker_cpu_s": round(rep.run / cpu, 1), "digest": rep.digest()}
 
 
 def measure(cases: int) -> dict[str, Any]:
@@ -94,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in (one, two):
         noun = "workers" if c["workers"] > 1 else "worker "
         print(f"  dask, {c['workers']} {noun}: {c['cases_per_s_wall']:,.0f} cases/s wall "
-              f"({c['wall_s']} s), {c['cases_per_s_per_worker']:,.0f} per worker")
+              f"({c['wall_s']} s), {c['cases_per_s_per_worker']:,.0f} per worker; "
+              f"{c['cases_per_worker_cpu_s']:,.0f} cases per worker CPU second ({c['workers_cpu_s']} s)")
     print(f"  speed-up from 1 to 2 Dask workers: x{r['speedup_1_to_2']}")
     return 0
 

@@ -125,3 +125,20 @@ def test_without_dask_the_error_says_what_to_install(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert "pip install 'foliowalk[cluster]'" in err
+
+
+def test_ctrl_c_keeps_what_came_back(scheduler: str) -> None:
+    """Ctrl-C in the campaign (here: in its progress callback, after the first shard came back)
+    cancels the running shards and keeps the merged ones, as a local run does."""
+    from emu.cluster.conform import run_conform
+
+    cases = C.select(sample=600, seed=3)  # spread over every group: many shards
+    merged: list[int] = []
+
+    def interrupt(report: Any) -> None:
+        merged.append(report.run)
+        raise KeyboardInterrupt
+
+    report = run_conform(scheduler, C.__name__, cases, C.Report(), interrupt)
+    assert report.interrupted and merged and report.run == merged[0]
+    assert 0 < report.run < len(cases) and report.agree == report.run and len(report.outcomes) == report.run
