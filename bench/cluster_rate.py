@@ -10,8 +10,9 @@ process), then on a ``LocalCluster`` of one worker process and on one of two (on
 included).  Each cluster runs a small warm-up campaign first (every worker imports foliowalk and
 builds its machines), then the timed one; its rate per core is given both as the wall-clock rate
 over the worker count and as cases per CPU second of the worker processes (everything they did:
-the tasks, Dask's own threads, pickling), which other load on the machine does not change.  The three digests must agree (else the run fails): the figures are of the same
-work.  The load average is printed beside them: on a shared machine two workers get two cores
+the tasks, Dask's own threads, pickling), which other load on the machine does not change.
+The three digests must agree (else the run fails): the figures are of the same work.  The load
+average is printed beside them: on a shared machine two workers get two cores
 only if nobody else wants them.  Needs the cluster extra (``pip install 'foliowalk[cluster]'``).
 """
 
