@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_space(args.arch, space)
         return 0
+    if args.scheduler is not None and args.workers > 1:
+        from emu.cli import UsageError
+
+        raise UsageError("conform: --workers runs local processes; with --scheduler the cluster's workers "
+                         "run the cases")
     cases = C.select(limit=args.limit, sample=args.sample, seed=args.seed)
     report = C.Report()
     show = not args.quiet and not args.json or (not args.quiet and sys.stderr.isatty())

@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs > max(MAX_JOBS_PER_CPU * cpus, MIN_JOBS_LIMIT):
         raise UsageError(f"fuzz: --jobs {args.jobs} is more than {MAX_JOBS_PER_CPU} worker processes "
                          f"per CPU ({cpus} CPUs here)")
+    if args.scheduler is not None and args.jobs != 1:
+        raise UsageError("fuzz: --jobs runs local processes; with --scheduler the cluster's workers run the campaign")
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise UsageError(f"fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
     if args.seconds is not None and args.seconds > MAX_SECONDS:

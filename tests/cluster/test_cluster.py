@@ -118,6 +118,13 @@ def test_unreachable_scheduler_is_one_line(capsys: pytest.CaptureFixture[str], m
         assert "--scheduler tcp://127.0.0.1:9: no Dask scheduler answers there" in err
 
 
+def test_scheduler_with_local_workers_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["conform", "--arch", "x86_64", "--workers", "2"], ["fuzz", "--jobs", "2"]):
+        assert cli.main([*argv, "--scheduler", "tcp://127.0.0.1:9"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "with --scheduler the cluster's workers" in err
+
+
 def test_without_dask_the_error_says_what_to_install(capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
