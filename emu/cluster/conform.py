@@ -35,9 +35,10 @@ def run_range(shard: Sequence[int], space: str) -> Any:
 
 
 def compact(cases: Sequence[int]) -> Sequence[int]:
-    """``cases`` as a ``range`` when they are consecutive (a few bytes to send, not a list)."""
-    if len(cases) and all(b - a == 1 for a, b in zip(cases, cases[1:], strict=False)):
-        return range(cases[0], cases[-1] + 1)
+    """``cases`` as a ``range`` when they are consecutive (a few bytes to send, not a list): as
+    many distinct numbers as the span from the least to the greatest."""
+    if len(cases) and max(cases) - min(cases) == len(cases) - 1 and len(set(cases)) == len(cases):
+        return range(min(cases), max(cases) + 1)
     return list(cases)
 
 
@@ -51,7 +52,7 @@ def run_conform(address: str, space: str, cases: Sequence[int], report: Any,
     mod = importlib.import_module(space)
     client = connect(address)
     t0 = time.perf_counter()
-    try:
+    try:  # Ctrl-C anywhere from here on keeps what came back
         report.ran_on = describe(client)
 
         def done(_shard: Sequence[int], part: Any) -> None:
@@ -65,8 +66,12 @@ def run_conform(address: str, space: str, cases: Sequence[int], report: Any,
                                 f"({exc}); the same cases in one local process: --limit/--sample without "
                                 f"--scheduler") from None
 
-        shards = [compact(t) for t in mod.tasks(cases)]
+        # cut lazily, inside run_shards: for the whole space that takes seconds, and a Ctrl-C meanwhile
+        # is a Ctrl-C of the campaign
+        shards = (compact(t) for t in mod.tasks(cases))
         report.interrupted = run_shards(client, run_range, shards, done, args=(space,), failed=died)
+    except KeyboardInterrupt:
+        report.interrupted = True
     finally:
         client.close()
     report.mismatches.sort(key=lambda m: (m.case, m.field))
