@@ -15,8 +15,10 @@ With ``--seconds`` the deadline is wall-clock time (the workers' clocks are assu
 this one): no shard is submitted after it and a running shard stops at its next hierarchy.  A
 worker that dies (an emulator abort) is restarted by its nanny and the scheduler retries the
 task; when it gives up (``distributed.KilledWorker``) the shard is run again one hierarchy per
-task, and the hierarchy that still kills its worker is recorded as a ``crash`` finding (its spec
-saved), as in local campaigns.  Hung hierarchies are not timed out on a cluster.  Ctrl-C cancels
+task.  A dying worker fails every task it held, not only the one that killed it, so the
+hierarchies of every task that failed so are run again at the end, one per task and one task at
+a time on the whole cluster; one that still kills its worker there is recorded as a ``crash``
+finding (its spec saved), as in local campaigns.  Hung hierarchies are not timed out on a cluster.  Ctrl-C cancels
 the running tasks and keeps every result and finding that came back.
 """
 
@@ -152,9 +154,18 @@ def run_cluster(opts: CampaignOptions, record: Callable[[FindingRecord], None] |
         progress.update(stats, len(findings), crashes[0])
         return follow
 
+    suspects: list[tuple[Any, ...]] = []
+
     def failed(item: tuple[Any, ...], exc: BaseException) -> list[tuple[Any, ...]]:
-        if item[0] == "run" and len(item[1]) > 1:
-            return [("run", range(i, i + 1)) for i in item[1] if i not in digests]
+        # A worker's death fails every task it held, not only the one that killed it: the
+        # shard's hierarchies are run again later, one per task and one task at a time.
+        if item[0] == "run":
+            suspects.extend(("run", range(i, i + 1)) for i in item[1] if i not in digests)
+        else:
+            suspects.append(item)
+        return []
+
+    def killed_alone(item: tuple[Any, ...], exc: BaseException) -> list[tuple[Any, ...]]:
         idx = item[1][0] if item[0] == "run" else item[1]
         crashes[0] += 1
         found(_crash_record(opts, idx, "while saving a finding of " if item[0] == "save" else "", exc))
@@ -163,6 +174,9 @@ def run_cluster(opts: CampaignOptions, record: Callable[[FindingRecord], None] |
     try:
         ran_on = describe(client)
         interrupted = run_shards(client, fuzz_task, shards(), done, args=(opts, deadline), failed=failed)
+        if suspects and not interrupted:  # alone, the task that kills its worker is the culprit
+            interrupted = run_shards(client, fuzz_task, suspects, done, args=(opts, None), window=1,
+                                     failed=killed_alone)
     finally:
         client.close()
         progress.update(stats, len(findings), crashes[0], force=True)

@@ -7,6 +7,7 @@ address) are one line and exit 2."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from emu import cli
 from emu.conform import x86_64 as C
 from emu.fixtures import check_fixture_set
-from emu.fuzz import CampaignOptions, GenParams, run_campaign
+from emu.fuzz import CampaignOptions, GenParams, Hierarchy, HierarchyGenerator, run_campaign
 from tests.ci import unavailable
 
 SMALL = GenParams(max_tables=8, entries_per_table=(3, 8), max_addrs=200)
@@ -31,7 +32,12 @@ def scheduler() -> Iterator[str]:
         from distributed import LocalCluster
     except ImportError:
         unavailable("install Dask", "Dask is not installed: pip install 'foliowalk[cluster]'")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    import dask
+
+    # the scheduler gives up on a task at the first death of its worker (default: after 3 more
+    # tries), so the crash test kills two workers, not eight
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         yield cluster.scheduler_address
 
 
@@ -149,3 +155,27 @@ def test_ctrl_c_keeps_what_came_back(scheduler: str) -> None:
     report = run_conform(scheduler, C.__name__, cases, C.Report(), interrupt)
     assert report.interrupted and merged and report.run == merged[0]
     assert 0 < report.run < len(cases) and report.agree == report.run and len(report.outcomes) == report.run
+
+
+def abort_on_3(index: int) -> None:
+    """In the worker, before hierarchy ``index`` runs: an emulator abort on hierarchy 3."""
+    if index == 3:
+        os.abort()
+
+
+def test_a_hierarchy_that_kills_its_worker_is_a_crash_and_the_campaign_goes_on(scheduler: str,
+                                                                               tmp_path: Path) -> None:
+    """Hierarchy 3 aborts its worker process (as an emulator abort would); Dask's nanny restarts
+    the worker, and the tasks the dead worker held fail.  The campaign runs their hierarchies again
+    one task at a time: 3 is recorded as the one crash (its spec saved, the generator's own
+    hierarchy 3), every other hierarchy is run (tests/fuzz: the same campaign in local workers)."""
+    opts = CampaignOptions(configs=["x86_64:4level"], seed=2, seconds=None, hierarchies=8, jobs=0, out=tmp_path,
+                           params=SMALL, before_hierarchy=abort_on_3, progress=False, shrink=False,
+                           max_findings=0, scheduler=scheduler)
+    res = run_campaign(opts)
+    crashes = [f for f in res.findings if f.kind == "crash"]
+    assert res.crashes == 1 and len(crashes) == 1 and crashes[0].index == 3
+    assert res.indices == [0, 1, 2, 4, 5, 6, 7]
+    saved = json.loads(Path(crashes[0].path or "").read_text())
+    assert Hierarchy.from_json(saved["hierarchy"]) == HierarchyGenerator("x86_64:4level", params=SMALL).generate(2, 3)
+    assert not res.ok
