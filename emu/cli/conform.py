@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             run_conform(args.scheduler, C.__name__, cases, report, progress if show else None)
         finally:
-            if show:
+            if show and last[0]:  # a progress line was drawn (not when the cluster was never reached)
                 sys.stderr.write("\n")
     elif args.workers > 1:
         try:

@@ -58,10 +58,19 @@ def connect(address: str) -> Any:
     from emu.cluster.plugin import MachineCache
 
     try:
+        # reach it first: a Client whose constructor fails is left half-made, and closing it when
+        # it is collected blocks the exit for 20 s and prints a traceback
+        _reach(address)
         client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except Exception as exc:  # OSError, TimeoutError, ValueError (a malformed address), ...
+    except Exception as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"--scheduler {address}: no Dask scheduler answers there ({why})") from None
+        if isinstance(exc, (OSError, TimeoutError)):
+            what = "no Dask scheduler answers there"
+        elif isinstance(exc, ValueError):
+            what = "not an address Dask can connect to"  # no port, an unknown protocol
+        else:  # something answered, in another protocol (a garbled message length, ...)
+            what = "what answers there is not a Dask scheduler"
+        raise ConfigError(f"--scheduler {address}: {what} ({why})") from None
     try:
         try:
             client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
@@ -82,6 +91,20 @@ def connect(address: str) -> Any:
         client.close()
         raise
     return client
+
+
+def _reach(address: str) -> None:
+    """Open and close one connection to ``address`` with Dask's own transport (tcp://, tls://,
+    ...): raises what the connection raises."""
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+
+    async def probe() -> None:
+        comm = await comm_connect(address, timeout=CONNECT_TIMEOUT_S)
+        await comm.close()
+
+    asyncio.run(probe())
 
 
 def describe(client: Any) -> str:

@@ -122,6 +122,9 @@ def test_unreachable_scheduler_is_one_line(capsys: pytest.CaptureFixture[str], m
         err = capsys.readouterr().err
         assert rc == 2 and err.count("\n") == 1, err
         assert "--scheduler tcp://127.0.0.1:9: no Dask scheduler answers there" in err
+    rc = cli.main(["conform", "--arch", "x86_64", "--limit", "10", "--scheduler", "no-port-here"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no-port-here: not an address Dask can connect to" in err, err
 
 
 def test_scheduler_with_local_workers_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
