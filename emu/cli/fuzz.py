@@ -69,8 +69,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="also ask the compiled kernel about every entry walked: auto = when a harness is "
                         "built (foliowalk kernel build), on = build it, off = model only")
-    p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu"),
-                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64 and arm64, docs/oracles.md)")
+    p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu", "bochs"),
+                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64, arm64, s390x; bochs: "
+                        "x86-64 4-level; docs/oracles.md)")
     p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")
     p.add_argument("--max-findings", type=int_arg, default=50, metavar="N",
                    help="distinct findings to shrink and save (default 50); all are counted")
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from emu.cli.verify import oracle_configs
 
     opts = CampaignOptions(
-        configs=oracle_configs(args.oracle, _configs(args), True),
+        configs=oracle_configs(args.oracle, _configs(args), True, [archs.get_config(c).key for c in args.config]),
         seed=args.seed,
         seconds=seconds,
         hierarchies=args.hierarchies,

@@ -12,6 +12,7 @@ import archs
 from archs.kconfig import DEFAULT_PROFILE, PROFILES
 from archs.linux import KERNELS
 from emu.errors import AddressError
+from emu.machines.oracle import EMULATORS
 from emu.verify import VERDICT_CLASSES, Report, Row, mmu_summary
 
 #: every configuration name, for the help texts
@@ -37,9 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="check every entry against the compiled kernel: auto = when a harness is built "
                         "(foliowalk kernel build), on = build it if needed, off = model only")
-    p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu"),
-                   help="the emulator whose MMU answers: unicorn (default, in-process) or qemu (QEMU 7.2 system "
-                        "emulation, x86-64 so far; docs/oracles.md)")
+    p.add_argument("--oracle", default="unicorn", choices=EMULATORS,
+                   help="the emulator whose MMU answers: unicorn (default, in-process), qemu (QEMU 7.2 system "
+                        "emulation, x86-64, arm64, s390x) or bochs (Bochs 2.7, x86-64 4-level); docs/oracles.md")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",
@@ -60,29 +61,38 @@ def selected_configs(arches: list[str], configs: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def oracle_configs(oracle: str, keys: list[str], chosen: bool) -> list[str]:
-    """The configurations ``oracle`` can check: all of ``keys`` for Unicorn; for QEMU those of
-    the architectures it has a machine for (others refused if ``chosen`` by name, else left out
-    with a note on stderr), after checking that QEMU is installed (one line, exit 2, if not)."""
+def oracle_configs(oracle: str, keys: list[str], chosen: bool, named: list[str] | None = None) -> list[str]:
+    """The configurations ``oracle`` can check: all of ``keys`` for Unicorn; for QEMU and Bochs
+    those of the architectures and configurations they have a machine for (others refused if
+    ``chosen`` by name -- an architecture with ``chosen``, a configuration in ``named`` -- else
+    left out with a note on stderr), after checking that the emulator is installed (one line,
+    exit 2, if not)."""
     if oracle == "unicorn":
         return keys
     from emu.cli import UsageError
-    from emu.machines.qemu import missing
-    from emu.machines.qemu.oracle import QEMU_ORACLES
+    from emu.machines.oracle import oracle_factories, oracle_missing, oracle_unsupported
 
-    other = sorted({archs.get_config(k).arch for k in keys} - set(QEMU_ORACLES))
+    machines = oracle_factories(oracle)
+    other = sorted({archs.get_config(k).arch for k in keys} - set(machines))
     if other and chosen:
-        raise UsageError(f"the qemu oracle has no machine for {', '.join(other)} yet "
-                         f"(it covers {', '.join(QEMU_ORACLES)})")
-    keys = [k for k in keys if archs.get_config(k).arch in QEMU_ORACLES]
-    if other:
-        print(f"note: --oracle qemu checks {', '.join(QEMU_ORACLES)} only; left out: {', '.join(other)}",
-              file=sys.stderr)
+        raise UsageError(f"the {oracle} oracle has no machine for {', '.join(other)} yet "
+                         f"(it covers {', '.join(machines)})")
+    keys = [k for k in keys if archs.get_config(k).arch in machines]
+    unsupported = oracle_unsupported(oracle)
+    for k in keys:
+        if k in unsupported and k in (named or []):
+            raise UsageError(f"the {oracle} oracle cannot run {k}: {unsupported[k]}")
     for arch in sorted({archs.get_config(k).arch for k in keys}):
-        problem = missing(arch)
+        problem = oracle_missing(oracle, arch)
         if problem:
-            raise UsageError(f"--oracle qemu: {problem}")
-    return keys
+            raise UsageError(f"--oracle {oracle}: {problem}")
+    if other:
+        print(f"note: --oracle {oracle} checks {', '.join(machines)} only; left out: {', '.join(other)}",
+              file=sys.stderr)
+    for k in keys:
+        if k in unsupported:
+            print(f"note: --oracle {oracle} leaves out {k}: {unsupported[k]}", file=sys.stderr)
+    return [k for k in keys if k not in unsupported]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
                              "no --fixture, --addr, --kernel, --arch, --config or --kernel-config")
         return replay(args.spec, as_json=args.json, harness=args.harness)
     keys = selected_configs(args.arch, args.config)
-    keys = oracle_configs(args.oracle, keys, bool(args.arch or args.config))
+    keys = oracle_configs(args.oracle, keys, bool(args.arch or args.config),
+                          [archs.get_config(c).key for c in args.config])
     if args.fixture and args.oracle != "unicorn":
         from emu.cli import UsageError
 
@@ -128,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             from emu.machines.placement import EMULATOR_NAMES
 
             print(f"oracle: {EMULATOR_NAMES[args.oracle]} system emulation (docs/oracles.md); "
-                  "deviation rows name the emulator: [qemu]")
+                  f"deviation rows name the emulator: [{args.oracle}]")
     return 0 if report.ok else 1
 
 

@@ -5,10 +5,11 @@ Nothing here is specific to an architecture or a space.  A conformance space is 
 
 * ``tasks(cases) -> list[list[int]]`` -- the enumeration cut into shards (case index ranges, each
   within one group of CPU controls and access, in case order);
-* ``Runner()`` with ``run(cases, report) -> report`` and ``close()`` -- runs a shard on its own
-  machines;
-* ``Report()`` and ``merge(report, part)`` -- a shard's results and how they add up (the digest,
-  :mod:`emu.conform.digest`, comes with them).
+* ``Runner(**kw)`` with ``run(cases, report) -> report`` and ``close()`` -- runs a shard on its
+  own machines (``kw``: the space's options, e.g. x86-64's ``space=PKU``);
+* ``new_report(**kw)`` and ``merge(report, part)`` (default: x86-64's, for the report class every
+  space derives from) -- a shard's results and how they add up (the digest,
+  :mod:`emu.conform.digest`, when the runner records each case's outcome).
 
 A shard goes to the workers as a ``range`` when its cases are consecutive (the whole space, or
 ``--limit``) and as a list otherwise (``--sample``); each worker thread keeps one ``Runner`` per
@@ -25,13 +26,24 @@ from typing import Any
 from emu.errors import EmulatorError
 
 
-def run_range(shard: Sequence[int], space: str) -> Any:
-    """On a worker: run ``shard`` of the space ``space`` (a module name) on this thread's runner."""
+def _merge(mod: Any) -> Callable[[Any, Any], None]:
+    """The module's ``merge``, else that of the report class they all derive from (x86-64's)."""
+    if hasattr(mod, "merge"):
+        return mod.merge  # type: ignore[no-any-return]
+    from emu.conform.x86_64 import merge
+
+    return merge
+
+
+def run_range(shard: Sequence[int], space: str, kw: dict[str, Any]) -> Any:
+    """On a worker: run ``shard`` of the space module ``space`` (with its keyword arguments ``kw``,
+    e.g. ``{"space": PKU}``) on this thread's runner for it."""
     from emu.cluster.plugin import cached
 
     mod = importlib.import_module(space)
-    runner = cached(("conform", space), mod.Runner)
-    return runner.run(shard, mod.Report())
+    key = ("conform", space, tuple((k, getattr(v, "name", repr(v))) for k, v in sorted(kw.items())))
+    runner = cached(key, lambda: mod.Runner(**kw))
+    return runner.run(shard, mod.new_report(**kw))
 
 
 def compact(cases: Sequence[int]) -> Sequence[int]:
@@ -42,21 +54,23 @@ def compact(cases: Sequence[int]) -> Sequence[int]:
     return list(cases)
 
 
-def run_conform(address: str, space: str, cases: Sequence[int], report: Any,
-                progress: Callable[[Any], None] | None = None) -> Any:
-    """Run ``cases`` of the space ``space`` (``"emu.conform.x86_64"``) on the Dask cluster at
-    ``address``, merging each shard's report into ``report`` as it comes back.  Ctrl-C cancels the
+def run_conform(address: str, module: str, cases: Sequence[int], report: Any,
+                progress: Callable[[Any], None] | None = None, **kw: Any) -> Any:
+    """Run ``cases`` of the space module ``module`` (``"emu.conform.x86_64"``; ``kw``: what its
+    ``Runner`` and ``new_report`` take, e.g. ``space=PKU``) on the Dask cluster at ``address``,
+    merging each shard's report into ``report`` as it comes back.  Ctrl-C cancels the
     running shards and keeps the merged ones (``report.interrupted``)."""
     from emu.cluster import connect, describe, run_shards
 
-    mod = importlib.import_module(space)
+    mod = importlib.import_module(module)
+    merge = _merge(mod)
     client = connect(address)
     t0 = time.perf_counter()
     try:  # Ctrl-C anywhere from here on keeps what came back
         report.ran_on = describe(client)
 
         def done(_shard: Sequence[int], part: Any) -> None:
-            mod.merge(report, part)
+            merge(report, part)
             report.seconds = time.perf_counter() - t0
             if progress:
                 progress(report)
@@ -69,7 +83,7 @@ def run_conform(address: str, space: str, cases: Sequence[int], report: Any,
         # cut lazily, inside run_shards: for the whole space that takes seconds, and a Ctrl-C meanwhile
         # is a Ctrl-C of the campaign
         shards = (compact(t) for t in mod.tasks(cases))
-        report.interrupted = run_shards(client, run_range, shards, done, args=(space,), failed=died)
+        report.interrupted = run_shards(client, run_range, shards, done, args=(module, kw), failed=died)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:

@@ -44,7 +44,7 @@ class CampaignOptions:
     #: auto | on | off: ask the compiled kernel about every entry walked (emu.kernel): "auto" when
     #: a harness is already built for the configuration, "on" builds it, "off" the model alone.
     harness: str = "off"
-    #: unicorn | qemu: the MMU oracle's emulator (emu.machines.oracle.EMULATORS; docs/oracles.md).
+    #: unicorn | qemu | bochs: the MMU oracle's emulator (emu.machines.oracle.EMULATORS; docs/oracles.md).
     emulator: str = "unicorn"
     #: A Dask scheduler's address: run on that cluster (emu.cluster.fuzz) instead of ``jobs``.
     scheduler: str | None = None

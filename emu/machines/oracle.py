@@ -83,9 +83,10 @@ class Oracle:
         architecture's fault report has no level (x86-64 #PF)."""
         return None
 
-    def cannot_check(self, level: str | None, entry: int | None) -> str | None:
+    def cannot_check(self, level: str | None, entry: int | None, addr: int | None = None) -> str | None:
         """Why the MMU cannot check a case whose deciding entry is ``entry`` at Linux level
-        ``level`` (e.g. s390x large entries without EDAT), or None if it can."""
+        ``level`` (e.g. s390x large entries without EDAT), or its translation of ``addr`` (an
+        MMU whose own walk meets an entry it cannot honour), or None if it can."""
         return None
 
 
@@ -141,7 +142,7 @@ class S390xOracle(Oracle):
 
         return None if fault.level is None else LEVEL_NAMES.get(fault.level)
 
-    def cannot_check(self, level: str | None, entry: int | None) -> str | None:
+    def cannot_check(self, level: str | None, entry: int | None, addr: int | None = None) -> str | None:
         if entry is None:
             return None
         ops: Any = self.ops
@@ -205,8 +206,9 @@ def taken_ranges(before: list[tuple[int, int]], after: list[tuple[int, int]]) ->
     return taken
 
 
-#: The emulators an oracle can run on (``--oracle``); QEMU's machines: emu/machines/qemu/.
-EMULATORS = ("unicorn", "qemu")
+#: The emulators an oracle can run on (``--oracle``); QEMU's machines: emu/machines/qemu/,
+#: Bochs's: emu/machines/bochs/.
+EMULATORS = ("unicorn", "qemu", "bochs")
 
 
 OracleFactory = Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Oracle]
@@ -218,9 +220,35 @@ def oracle_factories(emulator: str = "unicorn") -> dict[str, OracleFactory]:
         from emu.machines.qemu.oracle import QEMU_ORACLES
 
         return QEMU_ORACLES
+    if emulator == "bochs":
+        from emu.machines.bochs.oracle import BOCHS_ORACLES
+
+        return BOCHS_ORACLES
     if emulator != "unicorn":
         raise ConfigError(f"unknown oracle {emulator!r}: one of {', '.join(EMULATORS)}")
     return ORACLES
+
+
+def oracle_missing(emulator: str, arch: str) -> str | None:
+    """Why ``emulator``'s oracle for ``arch`` cannot run here (what to install), or None."""
+    if emulator == "qemu":
+        from emu.machines.qemu import missing
+
+        return missing(arch)
+    if emulator == "bochs":
+        from emu.machines.bochs import missing as bochs_missing
+
+        return bochs_missing(arch)
+    return None
+
+
+def oracle_unsupported(emulator: str) -> dict[str, str]:
+    """Configuration key -> why ``emulator``'s machine for its architecture cannot run it."""
+    if emulator == "bochs":
+        from emu.machines.bochs.oracle import BOCHS_UNSUPPORTED
+
+        return BOCHS_UNSUPPORTED
+    return {}
 
 
 def make_oracle(ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator, emulator: str = "unicorn") -> Oracle:

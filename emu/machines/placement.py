@@ -1,5 +1,7 @@
 """Where each registered deviation occurs: per emulator (Unicorn 2.1.4, QEMU 7.2 system
-emulation), each cell produced by running the deviation on that emulator where a check exists.
+emulation, Bochs 2.7), each cell produced by running the deviation on that emulator where a check
+exists.  Bochs is an independent x86 implementation: a deviation Bochs shares with QEMU is more
+likely a reading of the manual than a QEMU bug.
 
 The registry (:mod:`emu.machines.deviations`) was measured on Unicorn.  A deviation that QEMU 7.2
 shares is a QEMU bug-report candidate (still upstream in 7.2); one that only Unicorn shows was
@@ -11,6 +13,8 @@ a recorded cell no longer holds.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +26,7 @@ from emu.machines.base import Fault, ProbeError, Translation
 from emu.machines.deviations import Deviation
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
-EMULATOR_NAMES = {"unicorn": "Unicorn 2.1.4", "qemu": "QEMU 7.2"}
+EMULATOR_NAMES = {"unicorn": "Unicorn 2.1.4", "qemu": "QEMU 7.2", "bochs": "Bochs 2.7"}
 
 
 @dataclass(frozen=True)
@@ -37,15 +41,19 @@ class Cell:
 
 #: What the checks found (tests/machines/test_placement.py proves each cell still holds).
 RECORDED: dict[str, dict[str, str]] = {
-    "x86-1g-pages-without-pdpe1gb": {"unicorn": "present", "qemu": "present"},
-    "x86-la57-cleared-in-long-mode": {"unicorn": "present", "qemu": "absent"},
-    "x86-rsvd-fault-without-p": {"unicorn": "absent", "qemu": "present"},
+    "x86-1g-pages-without-pdpe1gb": {"unicorn": "present", "qemu": "present", "bochs": "absent"},
+    "x86-la57-cleared-in-long-mode": {"unicorn": "present", "qemu": "absent", "bochs": "not-checked"},
+    "x86-rsvd-fault-without-p": {"unicorn": "absent", "qemu": "present", "bochs": "absent"},
     "block-at-any-level": {"unicorn": "present", "qemu": "present"},
     "block-oa-ored": {"unicorn": "present", "qemu": "absent"},
     "walk-outside-ram-reads-zero": {"unicorn": "present", "qemu": "absent"},
     "no-address-size-fault": {"unicorn": "present", "qemu": "absent"},
     "tgran16-unimplemented-but-used": {"unicorn": "present", "qemu": "absent"},
     "oa-bits-49-48-ignored": {"unicorn": "present", "qemu": "present"},
+    "s390x-lra-cc3-for-every-exception": {"unicorn": "present", "qemu": "present"},
+    "s390x-edat-not-in-cpu-models": {"unicorn": "present", "qemu": "present"},
+    "s390x-access-register-mode-aborts": {"qemu": "present"},
+    "s390x-key-controlled-protection-not-implemented": {"qemu": "present"},
 }
 
 
@@ -79,6 +87,10 @@ GIB = 1 << 30
 
 
 def _x86_machine(emulator: str, ram: PhysicalMemory, alloc: FrameAllocator, levels: int):  # type: ignore[no-untyped-def]
+    if emulator == "bochs":  # the CPU model without Page1GB, as qemu64 (the 1-GByte check needs it)
+        from emu.machines.bochs.x86_64 import BochsX86_64Machine
+
+        return BochsX86_64Machine(ram, alloc, levels=levels, gbpages=False)
     if emulator == "qemu":
         from emu.machines.qemu.x86_64 import QemuX86_64Machine
 
@@ -90,17 +102,20 @@ def _x86_machine(emulator: str, ram: PhysicalMemory, alloc: FrameAllocator, leve
 
 def check_x86_1g_pages(emulator: str) -> Cell:
     """A PDPTE with PS = 1 (a 1-GByte page) on a CPU model whose CPUID.80000001H:EDX.Page1GB[26]
-    is 0 (both machines run QEMU's ``qemu64`` model): SDM vol. 3A §4.5.5 makes PS reserved there,
-    so a read must give #PF with P | RSVD (error code 0x9)."""
-    ram = PhysicalMemory(2 * GIB + (64 << 20))
-    alloc = FrameAllocator(ram, reserved=[(0, 0x10000)])
+    is 0 (Unicorn and QEMU run QEMU's ``qemu64`` model; Bochs runs ``bx_generic`` with
+    ``cpuid: 1g_pages=0``): SDM vol. 3A §4.5.5 makes PS reserved there, so a read must give #PF
+    with P | RSVD (error code 0x9)."""
+    # The 1-GByte frame at 1 GiB needs RAM only where it is read: its first 64 MiB (kept from
+    # the allocator), so every emulator starts with a small guest.
+    ram = PhysicalMemory(GIB + (64 << 20))
+    alloc = FrameAllocator(ram, reserved=[(0, 0x10000), (GIB, GIB + (64 << 20))])
     machine = None
     try:
         machine = _x86_machine(emulator, ram, alloc, 4)
         root, pdpt = alloc.alloc(4096), alloc.alloc(4096)
         ram.write(root, bytes(4096))
         ram.write(pdpt, bytes(4096))
-        page = alloc.alloc(GIB)
+        page = GIB
         ram.tag(page + 0x1000, 4096)
         ram.write_u64(root + 8 * 1, pdpt | P | RW | A)
         ram.write_u64(pdpt, page | P | RW | PS | A | D)
@@ -147,7 +162,22 @@ def check_x86_rsvd_error_code(emulator: str) -> Cell:
 
 
 def check_x86_la57(emulator: str) -> Cell:
-    """MOV to CR4 clearing LA57 in 64-bit mode with 5-level paging: #GP(0) (SDM vol. 3A §4.1.1)."""
+    """MOV to CR4 clearing LA57 in 64-bit mode with 5-level paging: #GP(0) (SDM vol. 3A §4.1.1).
+    Bochs 2.7 has no 5-level paging: its 4-level machine reads CPUID.(EAX=07H,ECX=0):ECX.LA57[16]
+    and the cell says what the CPU reported."""
+    if emulator == "bochs":
+        ram = PhysicalMemory(64 << 20)
+        try:
+            from emu.machines.bochs.x86_64 import BochsX86_64Machine
+
+            with BochsX86_64Machine(ram, FrameAllocator(ram, reserved=[(0, 0x10000)])) as bochs:
+                la57 = bochs.la57
+        finally:
+            ram.close()
+        if la57:
+            return Cell("not-checked", "Bochs reports LA57 but its machine runs 4-level paging only")
+        return Cell("not-checked", "Bochs 2.7 has no 5-level paging: CPUID.(EAX=07H,ECX=0):ECX.LA57[16] = 0 "
+                                   "(run in its 4-level machine), so there is no LA57 to clear")
     ram = PhysicalMemory(64 << 20)
     alloc = FrameAllocator(ram, reserved=[(0, 0x10000)])
     machine = None
@@ -325,6 +355,155 @@ def check_arm64_tgran16(emulator: str) -> Cell:
     return Cell("not-checked", f"TGran16 = 0 and the probe gave {res}")
 
 
+# -- s390x: a region-third table -> segment table -> page table along entry 0 (raw entries, PoP
+# SA22-7832 ch. 3 "Translation Tables": I = bit 58 of region/segment entries, bit 53 of a PTE;
+# TT bits 60-61; STE.FC bit 53; ASCE DT bits 60-61) ------------------------------------------------
+S390X_R3_ASCE, S390X_REGION_INVALID, S390X_SEGMENT_INVALID = 0x04, 0x24, 0x20
+S390X_PTE_INVALID, S390X_STE_FC = 0x400, 0x400
+
+
+def _s390x_run(emulator: str, probe: Callable[[Any, PhysicalMemory, int, int, str], Cell], *, edat: bool = True
+               ) -> Cell:
+    """A 64 MiB machine whose ASCE designates a region-third table; entry 0 of each table
+    designates the next, the page table maps page 0 to a tagged frame ``data`` and nothing else.
+    ``probe(machine, ram, segment_table, data, emulator)`` runs the check."""
+    ram = PhysicalMemory(64 << 20, big_endian=True)
+    alloc = FrameAllocator(ram, reserved=[(0, 0x2000)])
+    machine: Any = None
+    try:
+        if emulator == "qemu":
+            from emu.machines.qemu.s390x import QemuS390xMachine
+
+            machine = QemuS390xMachine(ram, alloc, edat=edat)
+        else:
+            from emu.machines.s390x import S390xMachine
+
+            machine = S390xMachine(ram, alloc, edat=edat)
+        r3t, st, pt = (alloc.alloc(4096) for _ in range(3))
+        data = alloc.alloc(1 << 20, 1 << 20)
+        ram.tag(data, 1 << 20)
+        for i in range(512):
+            ram.write_u64(r3t + 8 * i, S390X_REGION_INVALID)
+            ram.write_u64(st + 8 * i, S390X_SEGMENT_INVALID)
+        for i in range(256):
+            ram.write_u64(pt + 8 * i, S390X_PTE_INVALID)
+        ram.write_u64(r3t, st | S390X_R3_ASCE)
+        ram.write_u64(st, pt)
+        ram.write_u64(pt, data)
+        machine.set_asce(r3t | S390X_R3_ASCE)
+        return probe(machine, ram, st, data, emulator)
+    finally:
+        if emulator == "qemu" and machine is not None:
+            machine.close()
+        ram.close()
+
+
+def check_s390x_lra_cc3(emulator: str) -> Cell:
+    """LRAG of an address whose page-table entry is invalid: condition code 2 with the PTE's real
+    address in R1 (PoP ch. 10 LOAD REAL ADDRESS); the deviation is cc 3 for every exception."""
+    def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
+        if emulator == "qemu":
+            cc, r1 = machine.lrag(0x1000)
+        else:  # the single-probe routine faults at its LG; LRAG's R1 and IPM are still in r1/r4
+            from unicorn import s390x_const
+
+            machine.probe(0x1000)
+            r1 = machine.uc.reg_read(s390x_const.UC_S390X_REG_R1)
+            cc = (machine.uc.reg_read(s390x_const.UC_S390X_REG_R4) >> 28) & 3
+        if cc == 3:
+            return Cell("present", f"LRAG of 0x1000 (PTE invalid): cc 3, R1 {r1:#x}")
+        if cc == 2:
+            return Cell("absent", f"LRAG of 0x1000 (PTE invalid): cc 2, R1 {r1:#x}")
+        return Cell("not-checked", f"LRAG of 0x1000 (PTE invalid): cc {cc}, R1 {r1:#x}")
+    return _s390x_run(emulator, probe)
+
+
+def check_s390x_edat(emulator: str) -> Cell:
+    """A segment-table entry with FC = 1 (a 1 MB frame) read with CR0.EDAT (bit 40) set, on the
+    machine's CPU model without turning the facility on (Unicorn: no library patch, edat=False;
+    QEMU: ``-cpu max``): the deviation is that the entry is still taken as a page-table origin."""
+    def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
+        from emu.machines.s390x import CR0_EDAT, CR0_SECONDARY_SPACE
+
+        ram.write_u64(st + 8 * 3, data | S390X_STE_FC)
+        va = (3 << 20) + 0x5008
+        note = ""
+        if emulator == "qemu":
+            from emu.machines.qemu.s390x import FACILITY_EDAT1, FACILITY_EDAT2
+
+            machine.set_cr0(CR0_SECONDARY_SPACE | CR0_EDAT)
+            note = (f" (STFLE facility 8 {'on' if machine.has_facility(FACILITY_EDAT1) else 'off'}, "
+                    f"78 {'on' if machine.has_facility(FACILITY_EDAT2) else 'off'})")
+        else:
+            from unicorn import s390x_const
+
+            machine.uc.reg_write(s390x_const.UC_S390X_REG_CR0, CR0_SECONDARY_SPACE | CR0_EDAT)
+        got = machine.probe(va)
+        if got == Translation(data + 0x5008, "tag"):
+            return Cell("absent", f"1 MB segment entry with CR0.EDAT: {va:#x} -> {data + 0x5008:#x}{note}")
+        return Cell("present", f"1 MB segment entry with CR0.EDAT: {va:#x} gave {got}, not {data + 0x5008:#x}{note}")
+    return _s390x_run(emulator, probe, edat=False)
+
+
+def check_s390x_access_register_mode(emulator: str) -> Cell:
+    """The probe loop entered with PSW ASC = 01 (access-register mode; access register 0 = 0
+    designates the primary space, PoP ch. 5 "Access-Register Translation").  Only on QEMU, whose
+    process is not this one: on Unicorn the abort() would end foliowalk."""
+    if emulator != "qemu":
+        return Cell("registered", "measured on Unicorn (ORACLE-NOTES); not re-run: abort() would end this process")
+
+    def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
+        from emu.machines.qemu.s390x import MB_PROBE_PSW
+        from emu.machines.s390x import PSW_MASK
+
+        ar_mode = PSW_MASK & ~0x0000_C000_0000_0000 | 0x0000_4000_0000_0000
+        ram.write_u64(machine.mailbox + MB_PROBE_PSW, ar_mode)
+        proc = machine._qemu.proc
+        try:
+            got = machine.probe(0x8)
+        except EmulatorError as exc:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.returncode == -signal.SIGABRT:
+                return Cell("present", f"PSW {ar_mode:#x} (ASC 01): QEMU aborted (SIGABRT): "
+                                       f"{machine._qemu.log_tail(1) or exc}")
+            raise
+        return Cell("absent", f"PSW {ar_mode:#x} (ASC 01): the probe of 0x8 gave {got}")
+    return _s390x_run(emulator, probe)
+
+
+def check_s390x_key_protection(emulator: str) -> Cell:
+    """A fetch from a frame whose storage key is 0x38 (access-control 3, fetch-protection on)
+    with PSW key 5: key-controlled protection must give a protection exception, code 0x04 (PoP
+    ch. 3 "Key-Controlled Protection": neither key 0 nor a match, and fetch-protected).  The
+    record buffer gets key 5 first, so the loop's own stores match.  QEMU only: the Unicorn machine
+    runs with PSW key 0 and has no SSKE step."""
+    if emulator != "qemu":
+        return Cell("registered", "measured on Unicorn (ORACLE-NOTES); no live check here: the test its "
+                                  "reference names shows it still exists")
+
+    def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
+        from emu.machines.qemu.s390x import CHUNK, RECORD
+
+        machine.set_storage_key(machine.obuf, RECORD * CHUNK, 0x50)
+        machine.probe(0x8)
+        machine.set_storage_key(data, 4096, 0x38)
+        machine.set_psw_key(5)
+        got = machine.probe(0x8)
+        key = machine.storage_key_read()
+        if key & 0xF8 != 0x38:
+            return Cell("not-checked", f"ISKE read key {key:#x} back, not 0x38")
+        if got == Translation(data + 8, "tag"):
+            return Cell("present", f"fetch with PSW key 5 from a frame with storage key {key:#x}: translated, "
+                                   "no protection exception")
+        if isinstance(got, Fault) and got.code == 0x04:
+            return Cell("absent", f"fetch with PSW key 5 from a frame with storage key {key:#x}: protection (0x04)")
+        return Cell("not-checked", f"unexpected answer {got}")
+    return _s390x_run(emulator, probe)
+
+
 CHECKS: dict[str, Callable[[str], Cell]] = {
     "no-address-size-fault": check_arm64_address_size,
     "tgran16-unimplemented-but-used": check_arm64_tgran16,
@@ -335,6 +514,10 @@ CHECKS: dict[str, Callable[[str], Cell]] = {
     "x86-1g-pages-without-pdpe1gb": check_x86_1g_pages,
     "x86-la57-cleared-in-long-mode": check_x86_la57,
     "x86-rsvd-fault-without-p": check_x86_rsvd_error_code,
+    "s390x-lra-cc3-for-every-exception": check_s390x_lra_cc3,
+    "s390x-edat-not-in-cpu-models": check_s390x_edat,
+    "s390x-access-register-mode-aborts": check_s390x_access_register_mode,
+    "s390x-key-controlled-protection-not-implemented": check_s390x_key_protection,
 }
 
 #: Why a deviation has no check on any emulator.
@@ -349,13 +532,13 @@ def check(name: str, arch: str, emulator: str) -> Cell:
     or no machine exists, or the emulator is not installed)."""
     if name in UNCHECKABLE:
         return Cell("not-checked", UNCHECKABLE[name])
-    if emulator == "qemu":
-        from emu.machines.qemu import missing
-        from emu.machines.qemu.oracle import QEMU_ORACLES
+    if emulator in ("qemu", "bochs"):
+        from emu.machines.oracle import oracle_factories, oracle_missing
 
-        if arch not in QEMU_ORACLES:
-            return Cell("not-checked", f"no QEMU machine for {arch} yet")
-        problem = missing(arch)
+        if arch not in oracle_factories(emulator):
+            return Cell("not-checked", f"no {EMULATOR_NAMES[emulator]} machine for {arch}"
+                                       + (" (Bochs emulates x86 only)" if emulator == "bochs" else " yet"))
+        problem = oracle_missing(emulator, arch)
         if problem:
             return Cell("not-checked", problem)
     run = CHECKS.get(name)
@@ -372,7 +555,15 @@ def check(name: str, arch: str, emulator: str) -> Cell:
 
 def placement(cells: dict[str, Cell]) -> str:
     """``unicorn only`` / ``qemu too`` / ``qemu only`` / ``unicorn (qemu not checked)`` from a
-    row's cells."""
+    row's cells, followed by ``, bochs too`` / ``, not bochs`` where Bochs ran the check."""
+    where = _placement_unicorn_qemu(cells)
+    b = cells.get("bochs")
+    if b is not None and b.status in ("present", "absent"):
+        where += ", bochs too" if b.status == "present" else ", not bochs"
+    return where
+
+
+def _placement_unicorn_qemu(cells: dict[str, Cell]) -> str:
     u, q = cells.get("unicorn"), cells.get("qemu")
     if u is None or u.status not in ("present", "registered"):
         if u is not None and u.status == "absent" and q is not None and q.status == "present":

@@ -182,3 +182,16 @@ def test_a_hierarchy_that_kills_its_worker_is_a_crash_and_the_campaign_goes_on(s
     saved = json.loads(Path(crashes[0].path or "").read_text())
     assert Hierarchy.from_json(saved["hierarchy"]) == HierarchyGenerator("x86_64:4level", params=SMALL).generate(2, 3)
     assert not res.ok
+
+
+def test_every_space_runs_on_the_cluster_without_cluster_code(scheduler: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The cluster path knows no space: arm64's runs through the same code as the x86-64 one and
+    gives the local report (its runner records no per-case outcomes yet: no digest either way)."""
+    def report(*argv: str) -> dict[str, Any]:
+        rc = cli.main(["conform", *argv, "--sample", "40", "--seed", "2", "--json", "--quiet"])
+        out = json.loads(capsys.readouterr().out)
+        assert rc == 0, out
+        return {k: out[k] for k in ("run", "agree", "mismatches", "digest")}
+
+    assert report("--arch", "arm64", "--scheduler", scheduler) == report("--arch", "arm64")

@@ -20,10 +20,7 @@ ESR_EL3's DFSC into the PAR_EL1 value F = 1, FST = DFSC (a ``walk-external-abort
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -45,13 +42,12 @@ from emu.machines.arm64.sysregs import (
     tcr_el1_value,
 )
 from emu.machines.base import RAW_FAULT, RAW_OBSERVED, READ, Access, ProbeError, ProbeResult, RawProbes, address_ndarray
-from emu.machines.qemu import qemu_binary
+from emu.machines.qemu import qemu_binary, raw_firmware
 from emu.machines.qemu.process import QemuProcess
 from emu.machines.qemu.shared_ram import share
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
 SOURCE = Path(__file__).with_name("arm64_probe.S")
-TOOLS = ("aarch64-linux-gnu-as", "aarch64-linux-gnu-ld", "aarch64-linux-gnu-objcopy")
 MB_REQ, MB_DONE, MB_TCR, MB_TTBR0, MB_TTBR1, MB_COUNT, MB_OP = 0x00, 0x08, 0x10, 0x18, 0x20, 0x28, 0x30
 MB_SCTLR, MB_MAIR, MB_ALIVE, MB_BUF, MB_PANIC, MB_PANIC_ELR, MB_MMFR0 = 0x38, 0x40, 0x48, 0x50, 0x58, 0x60, 0x68
 #: SCTLR_EL1: the RES1 bits of Armv8.0 (D19 "SCTLR_EL1": 29, 28, 23, 22, 20, 11) and M.
@@ -60,29 +56,7 @@ CHUNK = 16384
 
 
 def _firmware() -> bytes:
-    src = SOURCE.read_bytes()
-    digest = hashlib.sha256(src).hexdigest()[:16]
-    cache = Path(os.environ.get("FOLIOWALK_CACHE") or Path(tempfile.gettempdir()) / "foliowalk") / "qemu"
-    out = cache / f"arm64-{digest}.bin"
-    if not out.exists():
-        missing = [t for t in TOOLS if shutil.which(t) is None]
-        if missing:
-            raise ConfigError(f"the qemu arm64 oracle assembles its probe firmware with {', '.join(missing)} "
-                              "(apt-get install -y binutils-aarch64-linux-gnu)")
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            try:
-                for cmd in ([TOOLS[0], "-o", str(t / "p.o"), str(SOURCE)],
-                            [TOOLS[1], "-Ttext=0", "-o", str(t / "p.elf"), str(t / "p.o")],
-                            [TOOLS[2], "-O", "binary", str(t / "p.elf"), str(t / "p.bin")]):
-                    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
-            except subprocess.CalledProcessError as err:
-                raise EmulatorError(f"assembling {SOURCE.name} failed: {err.stderr.strip()}") from None
-            tmp_out = cache / f".{out.name}.{os.getpid()}"  # workers may assemble at once
-            shutil.copyfile(t / "p.bin", tmp_out)
-            os.replace(tmp_out, out)
-    return out.read_bytes()
+    return raw_firmware("arm64", SOURCE)
 
 
 class QemuArm64Machine:
