@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, Folio, Page
+from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, Folio, Page, is_cow_mapping
 from emu.mm.pagewalk import (
     FW_LEVEL_PMD,
     FW_LEVEL_PTE,
@@ -90,10 +90,21 @@ _SCALAR = 0
 _FOUND_PTE, _FOUND_PMD, _FOUND_PUD = 1, 2, 3
 _NONE_PGD, _NONE_P4D, _NONE_PUD, _NONE_PMD, _NONE_PTE = 4, 5, 6, 7, 8
 _OUTSIDE = 9
+# A present leaf vm_normal_page_pmd() / vm_normal_page() refuses (mm/memory.c, v6.12): not found,
+# fw->level/pmdp/pmd (ptep/pte) set, the same for every FW_* flag set as long as the pfn is not the
+# (huge) zero page's (FW_ZEROPAGE would find that one: those stay with the per-address walker).
+_PMD_PFNMAP_LINEAR, _PMD_PFNMAP_NOT_COW, _PMD_MIXEDMAP_INVALID, _PMD_BEYOND = 10, 11, 12, 13
+_PTE_BEYOND = 14
+_REFUSED_PMD = (_PMD_PFNMAP_LINEAR, _PMD_PFNMAP_NOT_COW, _PMD_MIXEDMAP_INVALID, _PMD_BEYOND)
+#: vector outcomes that are a refused present leaf (reason ``not-normal@...``, level set)
+REFUSED = (*_REFUSED_PMD, _PTE_BEYOND)
 _REASON = {
     _FOUND_PTE: "found", _FOUND_PMD: "found", _FOUND_PUD: "found",
     _NONE_PGD: "none@pgd", _NONE_P4D: "none@p4d", _NONE_PUD: "none@pud", _NONE_PMD: "none@pmd",
     _NONE_PTE: "none@pte", _OUTSIDE: "outside-vma",
+    _PMD_PFNMAP_LINEAR: "not-normal@pmd:pfnmap-linear", _PMD_PFNMAP_NOT_COW: "not-normal@pmd:pfnmap-not-cow",
+    _PMD_MIXEDMAP_INVALID: "not-normal@pmd:mixedmap-invalid-pfn", _PMD_BEYOND: "not-normal@pmd:pfn-beyond-memmap",
+    _PTE_BEYOND: "not-normal@pte:pfn-beyond-memmap",
 }
 # The traced reads (level, column) of each outcome: the same as the scalar walker's trace.
 # Columns: 0 pgd, 1 p4d, 2 pud, 3 pmd, 4 pte.
@@ -108,6 +119,8 @@ _TRACE = {
     _NONE_PUD: _PTE_PATH[:3],
     _NONE_PMD: _PTE_PATH[:4],
     _OUTSIDE: (),
+    **{code: _PTE_PATH[:5] for code in _REFUSED_PMD},  # pmdp_get_lockless(), then pmdp_get() locked
+    _PTE_BEYOND: _PTE_PATH,
 }
 
 
@@ -422,21 +435,22 @@ class _VectorWalk:
         b._alias = self.alias
         lo, hi = 0, len(b)
         a = b.addrs
-        pfnmix: Any = bool(vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP))
-        if b.vmas is None:
-            inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
-        else:  # per-address VMAs (walk_many_cases): bounds and flags as columns
+        # the VMAs: the distinct ones, and which one each address is in (walk_many_cases gives
+        # one per address; bounds and flags then act as columns)
+        uniq: list[VMA] = [vma]
+        which: np.ndarray | None = None  # None: every address is in uniq[0]
+        if b.vmas is not None:
             by_id = {id(v): v for v in b.vmas}
-            if len(by_id) == 1:
-                inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
-            else:
+            if len(by_id) > 1:
                 uniq = list(by_id.values())
                 pos = {k: j for j, k in enumerate(by_id)}
                 which = np.fromiter((pos[id(v)] for v in b.vmas), dtype=np.intp, count=len(b.vmas))
-                starts = np.array([v.vm_start for v in uniq], dtype=np.uint64)[which]
-                ends = np.array([v.vm_end for v in uniq], dtype=np.uint64)[which]
-                inside = (a >= starts) & (a < ends)
-                pfnmix = np.array([bool(v.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)) for v in uniq])[which]
+        vcols = _VmaColumns(uniq, int(self.PAGE_SHIFT))
+        pfnmix: Any = bool(vcols.pfnmix[0]) if which is None else vcols.pfnmix[which]
+        if which is None:
+            inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
+        else:
+            inside = (a >= vcols.start[which]) & (a < vcols.end[which])
         sel: Sel = slice(lo, hi)
         if not inside.all():  # WARN_ON_ONCE(addr outside the VMA): not found
             status[_pick(sel, ~inside)] = _OUTSIDE
@@ -491,15 +505,25 @@ class _VectorWalk:
         none, table, leaf, nxt, pfn = r.pmd(v)  # (rules apply pgtable-nopmd.h folding themselves)
         if none.any():
             status[_pick(sel, none)] = _NONE_PMD
+        leaf_mix = leaf if pfnmix is True else None  # leaves in VM_PFNMAP/VM_MIXEDMAP VMAs
         if not isinstance(pfnmix, bool):  # per-address VMA flags
-            leaf = leaf & ~pfnmix[_pick(sel, np.ones(len(leaf), dtype=bool))]
+            mix = pfnmix[_pick(sel, np.ones(len(leaf), dtype=bool))]
+            leaf_mix = leaf & mix
+            leaf = leaf & ~mix
+        if leaf_mix is not None and leaf_mix.any():
+            li = _pick(sel, leaf_mix)
+            self._pfnmix_pmd(b, li, np.zeros(len(li), dtype=np.intp) if which is None else which[li], vcols,
+                             a[leaf_mix], entp[leaf_mix], v[leaf_mix], pfn[leaf_mix])
         if leaf.any() and pfnmix is not True:
             # ptl = pmd_lock(); vm_normal_page_pmd() gives a page: found
             la, lp, lv, pfn = a[leaf], entp[leaf], v[leaf], pfn[leaf]
             li = _pick(sel, leaf)
             ok = pfn <= _U64(self.memmap.highest_memmap_pfn)
-            if mm.huge_zero_pfn is not None:
-                ok &= pfn != _U64(mm.huge_zero_pfn)  # is_huge_zero_pmd()
+            not_zero = self._not_huge_zero(pfn)
+            if not_zero is not None:
+                ok &= not_zero  # is_huge_zero_pmd()
+            # pfn beyond the memmap (and not the huge zero page's): refused, for every flag set
+            self._refused(b, li, ~ok if not_zero is None else ~ok & not_zero, _PMD_BEYOND, FW_LEVEL_PMD, lp, lv)
             li, (la, lp, lv, pfn) = _narrow(li, ok, la, lp, lv, pfn)
             nth = (la & _U64(self.PMD_SIZE - 1)) >> self.PAGE_SHIFT
             self._found(b, li, _FOUND_PMD, FW_LEVEL_PMD, lp, lv, pfn, nth)
@@ -516,9 +540,61 @@ class _VectorWalk:
             b._level[ni] = FW_LEVEL_PTE
             b._entry_pa[ni] = entp[none]
             b._entry[ni] = v[none]
-        normal &= pfn <= _U64(self.memmap.highest_memmap_pfn)  # vm_normal_page()
+        in_memmap = pfn <= _U64(self.memmap.highest_memmap_pfn)  # vm_normal_page()
+        # ... a normal PTE beyond it is refused (print_bad_pte()), for every flag set unless its
+        # pfn is a zero page's (is_zero_pfn(): FW_ZEROPAGE would find it)
+        beyond = normal & ~in_memmap
+        if beyond.any():
+            zp = np.asarray(pfn, dtype=np.uint64) - _U64(mm.zero_pfn)  # (wraps below zero_pfn)
+            beyond &= zp >= _U64(mm.zero_page_nr)
+            self._refused(b, sel, beyond, _PTE_BEYOND, FW_LEVEL_PTE, entp, v)
+        normal &= in_memmap
         sel, (entp, v, pfn) = _narrow(sel, normal, entp, v, pfn)
         self._found(b, sel, _FOUND_PTE, FW_LEVEL_PTE, entp, v, pfn, None)
+
+    def _not_huge_zero(self, pfn: np.ndarray) -> np.ndarray | None:
+        """``pfn != huge_zero_pfn`` (is_huge_zero_pmd() of a present leaf), None: no huge zero page."""
+        hz = self.mm.huge_zero_pfn
+        return None if hz is None else pfn != _U64(hz)
+
+    def _refused(self, b: WalkBatch, sel: Sel, mask: np.ndarray, status: int, level: int,
+                 entp: np.ndarray, v: np.ndarray) -> None:
+        """Not found, with fw->level and the entry set (a present leaf vm_normal_page*() refuses)."""
+        if not mask.any():
+            return
+        idx = _pick(sel, mask)
+        b._status[idx] = status
+        b._level[idx] = level
+        b._entry_pa[idx] = entp[mask]
+        b._entry[idx] = v[mask]
+
+    def _pfnmix_pmd(self, b: WalkBatch, li: np.ndarray, w: np.ndarray, vc: _VmaColumns, la: np.ndarray,
+                    lp: np.ndarray, lv: np.ndarray, pfn: np.ndarray) -> None:
+        """Present normal PMD leaves (not special, not devmap) in VM_PFNMAP/VM_MIXEDMAP VMAs:
+        vm_normal_page_pmd() (mm/memory.c, v6.12) then folio_walk_start()'s PMD branch
+        (mm/pagewalk.c).  ``w``: each leaf's VMA (index into ``vc``).  Leaves whose outcome a
+        FW_* flag could change (the huge zero page: FW_ZEROPAGE) stay with the per-address walker."""
+        mixed = vc.mixed[w]
+        # VM_MIXEDMAP: pfn_valid() -> the page (no devmap/zero/memmap test), else NULL
+        valid = pfn < _U64(self.memmap.section_end_pfn)
+        found = mixed & valid
+        not_zero = self._not_huge_zero(pfn)
+        nz = np.ones(len(pfn), dtype=bool) if not_zero is None else not_zero
+        self._refused(b, li, mixed & ~valid & nz, _PMD_MIXEDMAP_INVALID, FW_LEVEL_PMD, lp, lv)
+        # VM_PFNMAP: pfn == vm_pgoff + ((addr - vm_start) >> PAGE_SHIFT) -> NULL (linear);
+        # !is_cow_mapping() -> NULL; else the normal tests
+        pfnmap = ~mixed & vc.pgoff_ok[w]
+        linear = pfnmap & (pfn == vc.pgoff[w] + ((la - vc.start[w]) >> self.PAGE_SHIFT))
+        self._refused(b, li, linear & nz, _PMD_PFNMAP_LINEAR, FW_LEVEL_PMD, lp, lv)
+        pfnmap &= ~linear
+        self._refused(b, li, pfnmap & ~vc.cow[w] & nz, _PMD_PFNMAP_NOT_COW, FW_LEVEL_PMD, lp, lv)
+        pfnmap &= vc.cow[w] & nz  # (devmap: the rules' leaves have none; huge zero page: scalar)
+        beyond = pfnmap & (pfn > _U64(self.memmap.highest_memmap_pfn))
+        self._refused(b, li, beyond, _PMD_BEYOND, FW_LEVEL_PMD, lp, lv)
+        found |= pfnmap & ~beyond
+        if found.any():
+            nth = (la[found] & _U64(self.PMD_SIZE - 1)) >> self.PAGE_SHIFT
+            self._found(b, li[found], _FOUND_PMD, FW_LEVEL_PMD, lp[found], lv[found], pfn[found], nth)
 
     def _found(self, b: WalkBatch, sel: Sel, status: int, level: int, entp: np.ndarray,
                v: np.ndarray, pfn: np.ndarray, nth: np.ndarray | None) -> None:
@@ -533,6 +609,22 @@ class _VectorWalk:
         b._folio_pfn[sel] = head
         b._folio_order[sel] = order
         b._page_pfn[sel] = base if nth is None else base + nth.astype(np.int64)
+
+
+class _VmaColumns:
+    """Per distinct VMA, what the vector pass tests: bounds, VM_PFNMAP/VM_MIXEDMAP,
+    is_cow_mapping(), vm_pgoff (``pgoff_ok``: ``vm_pgoff + pages`` fits 64 bits, so the uint64
+    sum is the kernel's; a VMA where it does not leaves its PFNMAP leaves to the per-address walker)."""
+
+    def __init__(self, vmas: Sequence[VMA], page_shift: int) -> None:
+        self.start = np.array([v.vm_start for v in vmas], dtype=np.uint64)
+        self.end = np.array([v.vm_end for v in vmas], dtype=np.uint64)
+        self.pfnmix = np.array([bool(v.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)) for v in vmas], dtype=bool)
+        self.mixed = np.array([bool(v.vm_flags & VM_MIXEDMAP) for v in vmas], dtype=bool)
+        self.cow = np.array([is_cow_mapping(v.vm_flags) for v in vmas], dtype=bool)
+        ok = [0 <= v.vm_pgoff and v.vm_pgoff + ((v.vm_end - v.vm_start) >> page_shift) < 1 << 64 for v in vmas]
+        self.pgoff_ok = np.array(ok, dtype=bool)
+        self.pgoff = np.array([v.vm_pgoff if k else 0 for v, k in zip(vmas, ok, strict=True)], dtype=np.uint64)
 
 
 def _vector_walker(mm: MM) -> _VectorWalk | None:
