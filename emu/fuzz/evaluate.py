@@ -350,7 +350,7 @@ def rows_from_batches(
     (:meth:`Target.evaluate` judges such a row once).  Records of the per-address walker, and
     outside-vma ones, go through walk_result() itself.  tests/fuzz/test_fuzz.py proves it equal
     to walk_result() on every record."""
-    from emu.mm.pagewalk_batch import _REASON, _TRACE, REFUSED
+    from emu.mm.pagewalk_batch import _TRACE, REFUSED
 
     n = len(addrs)
     if memo is None:
@@ -414,14 +414,14 @@ def rows_from_batches(
                 }
             else:  # not-normal@<level>: leaf_expectations() gives a refused present leaf the same
                 wr.__dict__ = {
-                    "flags": f0, "reason": _REASON[s], "kind": "", "folio_pfn": None, "folio_order": None,
+                    "flags": f0, "reason": b0._vector_reason(i, s), "kind": "", "folio_pfn": None, "folio_order": None,
                     "page_pfn": None, "level": lv, "entry_pa": entry_pa[i], "entry": ent,
                     "expected_pa": got[0] + (addrs[i] & got[1]), "hw_absent": got[2], "trace": traces[i],
                     "cleared": [], "warnings": [],
                 }
         else:  # none@<level>: fw->level/entry set at the PTE only
             wr.__dict__ = {
-                "flags": f0, "reason": _REASON[s], "kind": "", "folio_pfn": None, "folio_order": None,
+                "flags": f0, "reason": b0._vector_reason(i, s), "kind": "", "folio_pfn": None, "folio_order": None,
                 "page_pfn": None, "level": lv, "entry_pa": entry_pa[i] if lv is not None else None,
                 "entry": entry[i] if lv is not None else None, "expected_pa": None, "hw_absent": None,
                 "trace": traces[i], "cleared": [], "warnings": [],

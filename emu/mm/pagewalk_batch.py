@@ -95,6 +95,9 @@ _OUTSIDE = 9
 # (huge) zero page's (FW_ZEROPAGE would find that one: those stay with the per-address walker).
 _PMD_PFNMAP_LINEAR, _PMD_PFNMAP_NOT_COW, _PMD_MIXEDMAP_INVALID, _PMD_BEYOND = 10, 11, 12, 13
 _PTE_BEYOND = 14
+# A swap PTE that is no migration entry (swapfile, pte marker, hwpoison, device-private, ...):
+# not found, "swap@pte:<type>" (WalkBatch._reasons), fw->level/ptep/pte set, for every flag set.
+_PTE_SWAP = 15
 _REFUSED_PMD = (_PMD_PFNMAP_LINEAR, _PMD_PFNMAP_NOT_COW, _PMD_MIXEDMAP_INVALID, _PMD_BEYOND)
 #: vector outcomes that are a refused present leaf (reason ``not-normal@...``, level set)
 REFUSED = (*_REFUSED_PMD, _PTE_BEYOND)
@@ -121,6 +124,7 @@ _TRACE = {
     _OUTSIDE: (),
     **{code: _PTE_PATH[:5] for code in _REFUSED_PMD},  # pmdp_get_lockless(), then pmdp_get() locked
     _PTE_BEYOND: _PTE_PATH,
+    _PTE_SWAP: _PTE_PATH,
 }
 
 
@@ -154,6 +158,8 @@ class WalkBatch(Sequence[FolioWalk]):
         # for every vectorised walk, and the head of each one's trace (the reference's too).
         self._pre: tuple[int, ...] = ()
         self._records: dict[int, FolioWalk] = {}  # the per-address walker's records
+        #: fw->reason of vector outcomes whose reason is per entry (_PTE_SWAP), by index
+        self._reasons: dict[int, str] = {}
         self._unsynced: list[int] = []  # records not yet copied into the columns
 
     def _sync(self) -> None:
@@ -228,12 +234,16 @@ class WalkBatch(Sequence[FolioWalk]):
                   "_status"):
             setattr(b, k, getattr(self, k).copy())
         b._tpa, b._tval, b._alias, b._pre = self._tpa, self._tval, self._alias, self._pre
+        b._reasons = self._reasons
         b._records, b._unsynced = {}, []
         return b
 
     def reason(self, i: int) -> str:
         rec = self._records.get(i)
-        return rec.reason if rec is not None else _REASON[int(self._status[i])]
+        return rec.reason if rec is not None else self._vector_reason(i, int(self._status[i]))
+
+    def _vector_reason(self, i: int, st: int) -> str:
+        return self._reasons[i] if st == _PTE_SWAP else _REASON[st]
 
     def kind(self, i: int) -> str:
         rec = self._records.get(i)
@@ -264,7 +274,7 @@ class WalkBatch(Sequence[FolioWalk]):
             return rec
         st = int(self._status[i])
         vma = self.vma_of(i)
-        fw = FolioWalk(vma=vma, reason=_REASON[st])
+        fw = FolioWalk(vma=vma, reason=self._vector_reason(i, st))
         if st == _OUTSIDE:
             fw.warnings.append(outside_vma_warning(int(self.addrs[i]), vma))
             return fw
@@ -356,6 +366,7 @@ class _VectorWalk:
         self._orders = np.zeros(0, dtype=np.int64)
         self._dense: np.ndarray | None = None  # pfn - _dense_lo -> index into _heads, or -1
         self._dense_lo = 0
+        self._swap_memo: dict[int, str | None] = {}  # PTE value -> swap@pte reason, None: not one
 
     def _offset(self, level: str, base: Any, a: np.ndarray) -> np.ndarray:
         s, m = self.index[level]
@@ -549,8 +560,42 @@ class _VectorWalk:
             beyond &= zp >= _U64(mm.zero_page_nr)
             self._refused(b, sel, beyond, _PTE_BEYOND, FW_LEVEL_PTE, entp, v)
         normal &= in_memmap
+        other = ~(none | normal | beyond)
+        if other.any():
+            self._swap_ptes(b, sel, other, entp, v)
         sel, (entp, v, pfn) = _narrow(sel, normal, entp, v, pfn)
         self._found(b, sel, _FOUND_PTE, FW_LEVEL_PTE, entp, v, pfn, None)
+
+    def _swap_ptes(self, b: WalkBatch, sel: Sel, mask: np.ndarray, entp: np.ndarray, v: np.ndarray) -> None:
+        """PTEs that are neither none nor present (folio_walk_start()'s ``!pte_none(pte)`` branch,
+        mm/pagewalk.c v6.12): a swap entry that is no migration entry is not found, reason
+        ``swap@pte:<type>`` whatever the flags.  Each distinct value is asked of the arch's own
+        predicates once (pte_present(), pte_none(), pte_to_swp_entry(), is_migration_entry());
+        migration entries (FW_MIGRATION finds them) and anything else stay per-address."""
+        memo = self._swap_memo
+        ops = self.ops
+        vals = v[mask]
+        reasons: list[str | None] = []
+        for x in vals.tolist():
+            if x in memo:
+                r = memo[x]
+            else:
+                r = None
+                if not (ops.pte_present(x) or ops.pte_none(x) or ops.ptep_get_gathers(x)):
+                    entry = ops.pte_to_swp_entry(x)
+                    if not ops.swap.is_migration_entry(entry):
+                        r = f"swap@pte:{ops.swap.name(entry.type)}"
+                if len(memo) > 1 << 16:
+                    memo.clear()
+                memo[x] = r
+            reasons.append(r)
+        ok = np.array([r is not None for r in reasons], dtype=bool)
+        if not ok.any():
+            return
+        m = mask.copy()
+        m[mask] = ok
+        self._refused(b, sel, m, _PTE_SWAP, FW_LEVEL_PTE, entp, v)
+        b._reasons.update(zip(_pick(sel, m).tolist(), [r for r in reasons if r is not None], strict=True))
 
     def _not_huge_zero(self, pfn: np.ndarray) -> np.ndarray | None:
         """``pfn != huge_zero_pfn`` (is_huge_zero_pmd() of a present leaf), None: no huge zero page."""
