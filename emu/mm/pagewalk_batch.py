@@ -71,6 +71,7 @@ from emu.mm.pagewalk import (
     FW_LEVEL_PMD,
     FW_LEVEL_PTE,
     FW_LEVEL_PUD,
+    FW_MIGRATION,
     FolioWalk,
     TraceStep,
     folio_walk_end,
@@ -160,6 +161,9 @@ class WalkBatch(Sequence[FolioWalk]):
         self._records: dict[int, FolioWalk] = {}  # the per-address walker's records
         #: fw->reason of vector outcomes whose reason is per entry (_PTE_SWAP), by index
         self._reasons: dict[int, str] = {}
+        #: addresses left _SCALAR whose walk the vector pass followed down to a migration PTE with
+        #: a struct page: index -> (pfn, trace) for walk_many_cases() (:func:`_migration_record`)
+        self._migration: dict[int, tuple[int, list[TraceStep]]] = {}
         self._unsynced: list[int] = []  # records not yet copied into the columns
 
     def _sync(self) -> None:
@@ -366,7 +370,8 @@ class _VectorWalk:
         self._orders = np.zeros(0, dtype=np.int64)
         self._dense: np.ndarray | None = None  # pfn - _dense_lo -> index into _heads, or -1
         self._dense_lo = 0
-        self._swap_memo: dict[int, str | None] = {}  # PTE value -> swap@pte reason, None: not one
+        # PTE value -> swap@pte reason, or a migration entry's pfn (with a struct page), None: other
+        self._swap_memo: dict[int, str | int | None] = {}
 
     def _offset(self, level: str, base: Any, a: np.ndarray) -> np.ndarray:
         s, m = self.index[level]
@@ -576,7 +581,8 @@ class _VectorWalk:
         ops = self.ops
         vals = v[mask]
         reasons: list[str | None] = []
-        for x in vals.tolist():
+        mig: list[int] = []  # positions in vals of migration entries (with a struct page)
+        for k, x in enumerate(vals.tolist()):
             if x in memo:
                 r = memo[x]
             else:
@@ -585,17 +591,32 @@ class _VectorWalk:
                     entry = ops.pte_to_swp_entry(x)
                     if not ops.swap.is_migration_entry(entry):
                         r = f"swap@pte:{ops.swap.name(entry.type)}"
+                    elif self.memmap.has_struct_page(ops.swp_offset_pfn(entry)):
+                        r = ops.swp_offset_pfn(entry)  # pfn_swap_entry_to_page() finds a page
                 if len(memo) > 1 << 16:
                     memo.clear()
                 memo[x] = r
+            if isinstance(r, int):
+                mig.append(k)
+                r = None
             reasons.append(r)
+        idx = _pick(sel, mask)
+        if mig:
+            al, pre = self.alias, b._pre
+            head = [TraceStep("pgd", pre[j], pre[j + 1]) for j in range(0, len(pre), 2)]
+            for k in mig:
+                i = int(idx[k])
+                x = int(vals[k])
+                trace = head + [TraceStep(name, int(b._tpa[al[c], i]), int(b._tval[al[c], i]))
+                                for name, c in _PTE_PATH]
+                b._migration[i] = (memo[x], trace)  # type: ignore[assignment]
         ok = np.array([r is not None for r in reasons], dtype=bool)
         if not ok.any():
             return
         m = mask.copy()
         m[mask] = ok
         self._refused(b, sel, m, _PTE_SWAP, FW_LEVEL_PTE, entp, v)
-        b._reasons.update(zip(_pick(sel, m).tolist(), [r for r in reasons if r is not None], strict=True))
+        b._reasons.update(zip(idx[ok].tolist(), [r for r in reasons if r is not None], strict=True))
 
     def _not_huge_zero(self, pfn: np.ndarray) -> np.ndarray | None:
         """``pfn != huge_zero_pfn`` (is_huge_zero_pmd() of a present leaf), None: no huge zero page."""
@@ -770,6 +791,7 @@ def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
                 if vw is not None and len(arr):
                     vw.run(b)
                 todo = np.flatnonzero(b._status == _SCALAR).tolist()
+                migration = b._migration
                 if len(todo) > 1000:
                     gc.disable()
                 addr_of = arr.tolist() if todo else []
@@ -783,7 +805,10 @@ def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
                 # one's too.
                 seen = done.setdefault(i, [])
                 fw = next((r for g, t, r in seen if (g ^ f) & t == 0), None)
-                if fw is None:
+                if fw is None and i in migration:
+                    fw = _migration_record(mm, vmas[i], b, i, f, *migration[i])
+                    seen.append((f, FW_MIGRATION, fw))
+                elif fw is None:
                     fw = FolioWalk()
                     tf = _TestedFlags(f)
                     with ram.undo():  # (the vector pass refused it: the fast path would too)
@@ -797,6 +822,25 @@ def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
         if gc_was_enabled:
             gc.enable()
     return out
+
+
+def _migration_record(mm: MM, vma: VMA, b: WalkBatch, i: int, flags: int, pfn: int,
+                      trace: list[TraceStep]) -> FolioWalk:
+    """The record folio_walk_start() + folio_walk_end() leave for a walk through good tables to a
+    PTE holding a migration entry whose pfn has a struct page (mm/pagewalk.c v6.12, pte_table:
+    ``!pte_none(pte)`` and ``(flags & FW_MIGRATION) && is_migration_entry(entry)``): with
+    FW_MIGRATION found, ``fw->page`` NULL (expose_page = false), the folio of
+    ``pfn_swap_entry_to_page()``; without it not found, ``migration-entry@pte``.  The walk's only
+    flag test is FW_MIGRATION (FW_ZEROPAGE is read for present PTEs only)."""
+    fw = FolioWalk(level=FW_LEVEL_PTE, entryp=int(b._tpa[4, i]), entry=int(b._tval[4, i]), vma=vma,
+                   trace=list(trace))
+    if flags & FW_MIGRATION:
+        fw.kind = "migration-entry"
+        fw.reason = "found"
+        fw.folio = mm.memmap.page_folio(mm.memmap.pfn_to_page(pfn))
+    else:
+        fw.reason = "migration-entry@pte"
+    return fw
 
 
 class _TestedFlags(int):

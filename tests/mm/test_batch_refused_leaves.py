@@ -1,7 +1,8 @@
 """The vector pass's refused present leaves and swap PTEs (emu/mm/pagewalk_batch.py ``REFUSED``,
 ``_PTE_SWAP``): PMD leaves in VM_PFNMAP/VM_MIXEDMAP VMAs (vm_normal_page_pmd(), mm/memory.c v6.12:
 linear pfnmap, !COW pfnmap, invalid mixedmap pfn, normal or beyond the memmap), normal PTE/PMD
-leaves beyond the memmap, and swap PTEs that are no migration entry (``swap@pte:<type>``).  On
+leaves beyond the memmap, swap PTEs that are no migration entry (``swap@pte:<type>``), and
+migration PTEs whose records walk_many_cases() builds from the vector pass's reads.  On
 generated hierarchies (fuzz mixes, three architectures) every record walk_many_cases() gives must
 be the per-address reference walker's, for every FW_* flag set, and the new outcomes must actually
 occur (else the comparison proves nothing about them)."""
@@ -52,6 +53,7 @@ def test_vector_refused_leaves_equal_the_reference(key: str) -> None:
                 for s in batches[0]._status.tolist():
                     if s in pb.REFUSED or s in (pb._FOUND_PMD, pb._PTE_SWAP):
                         seen[pb._REASON.get(s, "swap@pte") if s != pb._FOUND_PMD else "found@pmd"] += 1
+                seen["migration@pte"] += len(batches[0]._migration)  # records built, not walked
                 got = [[w.to_json() for w in row] for row in rows_from_batches(sc.ops, batches, addrs)]
                 # the same records through WalkBatch.__getitem__ (the columns, not the fuzz rows)
                 got2 = [[walk_result(sc.ops, b[k], a, b.flags).to_json() for b in batches]
@@ -65,3 +67,4 @@ def test_vector_refused_leaves_equal_the_reference(key: str) -> None:
     assert seen["not-normal@pmd:pfnmap-not-cow"] > 0, seen
     assert seen["not-normal@pte:pfn-beyond-memmap"] + seen["not-normal@pmd:pfn-beyond-memmap"] > 0, seen
     assert seen["swap@pte"] > 0, seen
+    assert seen["migration@pte"] > 0, seen
