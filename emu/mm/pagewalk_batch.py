@@ -20,8 +20,12 @@ PMD, PUD), none entries at any level, and addresses outside the VMA.  The predic
 decide): :class:`X86_64Rules` (masks derived from archs/x86_64.py's construct
 declarations; arm64's and s390x's PTE masks likewise: ``Arm64Rules``, ``S390xRules``), or for any
 other architecture :class:`MemoRules`, which asks the arch's own scalar
-predicates once per distinct entry value.  Every other address (swap, migration, PROT_NONE,
-special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
+predicates once per distinct entry value.  The pass also decides, for every FW_* flag set at
+once, what those flags cannot change: present normal PMD leaves in VM_PFNMAP/VM_MIXEDMAP VMAs
+(vm_normal_page_pmd(): found or refused), normal leaves beyond the memmap (refused), and swap
+PTEs that are no migration entry (``swap@pte:<type>``); walk_many_cases() builds the records of
+migration PTEs (whose pfn has a struct page) from its reads.  Every other address (PMD swap and
+migration entries, PROT_NONE, special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
 :func:`~emu.mm.pagewalk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions
 of its own (s390x: folding decided by each entry's table type, and pgd_offset()'s shift by the
 type of the top table's first entry) gets :class:`DynamicFoldingRules`: the walks whose entries
@@ -230,7 +234,7 @@ class WalkBatch(Sequence[FolioWalk]):
 
     def _for_flags(self, flags: int) -> WalkBatch:
         """A batch with this one's vector-decided columns for other FW_* flags (the vector pass
-        decides only normal leaves, none entries and outside-vma, which no flag changes), its
+        decides only outcomes no flag changes: module docstring), its
         per-address walks still to do.  The trace columns are shared (read only)."""
         b = WalkBatch.__new__(WalkBatch)
         b.vma, b.vmas, b.flags, b.addrs = self.vma, self.vmas, flags, self.addrs
