@@ -43,7 +43,7 @@ def test_vector_refused_leaves_equal_the_reference(key: str) -> None:
     try:
         for mix, params in (("bench", GenParams.bench()), ("default", GenParams())):
             gen = HierarchyGenerator(key, params=params)
-            for i in range(3):
+            for i in range(2):
                 h = gen.generate(3, i)
                 t.load(h)
                 sc = t.sc
