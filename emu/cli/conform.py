@@ -39,6 +39,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--workers", type=_positive, default=1, metavar="N",
                    help="run in N local worker processes (default 1: in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); needs "
+                        "pip install 'foliowalk[cluster]' here and on the workers")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--space", action="store_true", help="describe the space and exit (no run)")
     p.add_argument("--pku", action="store_true",
@@ -63,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_space(args.arch, space)
         return 0
+    if args.scheduler is not None and args.workers > 1:
+        from emu.cli import UsageError
+
+        raise UsageError("conform: --workers runs local processes; with --scheduler the cluster's workers "
+                         "run the cases")
     cases = C.select(limit=args.limit, sample=args.sample, seed=args.seed, **kw)
     report = C.new_report(**kw)
     show = not args.quiet and not args.json or (not args.quiet and sys.stderr.isatty())
@@ -78,7 +86,15 @@ def run(args: argparse.Namespace) -> int:
                          f"({len(r.unexplained)} unexplained), {rate:,.0f} cases/s ")
         sys.stderr.flush()
 
-    if args.workers > 1:
+    if args.scheduler is not None:
+        from emu.cluster.conform import run_conform
+
+        try:
+            run_conform(args.scheduler, C.__name__, cases, report, progress if show else None, **kw)
+        finally:
+            if show and last[0]:  # a progress line was drawn (not when the cluster was never reached)
+                sys.stderr.write("\n")
+    elif args.workers > 1:
         try:
             C.run_workers(cases, args.workers, report, progress if show else None, **kw)
         finally:
@@ -101,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"ran {report.run} of {report.size} cases{' (interrupted)' if report.interrupted else ''} "
               f"in {report.seconds:.1f} s ({rate:,.0f} cases/s): {report.agree} agree, "
               f"{len(report.mismatches)} mismatches")
+        digest = report.digest()
+        print(f"  on {report.ran_on or 'this process'}; "
+              + (f"outcomes digest {digest[:16]} over {report.run} cases" if digest
+                 else "outcomes digest: not computed for this space"))
         for name, n in sorted(report.by_class().items()):
             print(f"  {'unexplained' if name == 'unexplained' else 'emulator-deviation ' + name}: {n}")
         for m in report.mismatches:

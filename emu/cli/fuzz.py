@@ -61,6 +61,9 @@ def add_parser(sub: Any) -> None:
                    help="where findings (fixture sets, hierarchy specs) and campaign.json go")
     p.add_argument("--jobs", type=int_arg, default=1, metavar="N",
                    help="worker processes (default 1; 0 runs in this process, without crash isolation)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) instead of "
+                        "--jobs local processes; needs pip install 'foliowalk[cluster]' here and on the workers")
     p.add_argument("--kernel", default=DEFAULT_KERNEL, choices=KERNELS, help="folio_walk_start() version")
     p.add_argument("--mix", choices=("default", "bench"), default="default",
                    help="entry mix: default (hostile), bench (mostly valid, ~10%% faults)")
@@ -101,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs > max(MAX_JOBS_PER_CPU * cpus, MIN_JOBS_LIMIT):
         raise UsageError(f"fuzz: --jobs {args.jobs} is more than {MAX_JOBS_PER_CPU} worker processes "
                          f"per CPU ({cpus} CPUs here)")
+    if args.scheduler is not None and args.jobs != 1:
+        raise UsageError("fuzz: --jobs runs local processes; with --scheduler the cluster's workers run the campaign")
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise UsageError(f"fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
     if args.seconds is not None and args.seconds > MAX_SECONDS:
@@ -183,6 +188,7 @@ def _campaign(args: argparse.Namespace, oracle: str, configs: list[str], seconds
         progress=not args.quiet,
         harness=args.harness,
         emulator=oracle,
+        scheduler=args.scheduler,
     )
     if args.harness != "off" and not args.quiet:
         # which kernel walks each configuration's rows (built here once, so workers find it cached;
