@@ -24,9 +24,11 @@ from emu.errors import EmulatorError, FoliowalkError
 from emu.machines import deviations
 from emu.machines.base import Fault, ProbeError, Translation
 from emu.machines.deviations import Deviation
+from emu.machines.oracles import ORACLES
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
-EMULATOR_NAMES = {"unicorn": "Unicorn 2.1.4", "qemu": "QEMU 7.2", "bochs": "Bochs 2.7"}
+#: Display names, in the registry's order (emu/machines/oracles.py is the one list of oracles).
+EMULATOR_NAMES = {name: kind.display for name, kind in ORACLES.items()}
 
 
 @dataclass(frozen=True)
