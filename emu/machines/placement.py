@@ -54,8 +54,11 @@ RECORDED: dict[str, dict[str, str]] = {
     "oa-bits-49-48-ignored": {"unicorn": "present", "qemu": "present"},
     "s390x-lra-cc3-for-every-exception": {"unicorn": "present", "qemu": "present"},
     "s390x-edat-not-in-cpu-models": {"unicorn": "present", "qemu": "present"},
-    "s390x-access-register-mode-aborts": {"qemu": "present"},
-    "s390x-key-controlled-protection-not-implemented": {"qemu": "present"},
+    "s390x-access-register-mode-aborts": {"unicorn": "present", "qemu": "present"},
+    "s390x-key-controlled-protection-not-implemented": {"unicorn": "present", "qemu": "present"},
+    "s390x-iep-not-in-cpu-models": {"unicorn": "present", "qemu": "absent"},
+    "txsz-clamped": {"unicorn": "present", "qemu": "absent"},
+    "contiguous-ignored": {"unicorn": "present", "qemu": "present"},
 }
 
 
@@ -223,10 +226,10 @@ AF = 1 << 10
 
 
 def _arm64_run(emulator: str, build: Callable[[PhysicalMemory, FrameAllocator, int], list[int]], *,
-               granule: int = 4096, va_bits: int = 48, ips_bits: int = 48) -> list[object]:
+               granule: int = 4096, va_bits: int = 48, ips_bits: int = 48, t0sz: int | None = None) -> list[object]:
     """A 64 MiB machine; ``build(ram, alloc, root)`` writes descriptors and returns the VAs to
-    probe (kernel reads: AT S1E1R).  TCR_EL1.IPS = ``ips_bits``.  The last element is the CPU's
-    ID_AA64MMFR0_EL1."""
+    probe (kernel reads: AT S1E1R).  TCR_EL1.IPS = ``ips_bits``; ``t0sz`` replaces TCR_EL1.T0SZ
+    [5:0] (D19 "TCR_EL1").  The last element is the CPU's ID_AA64MMFR0_EL1."""
     ram = PhysicalMemory(64 << 20)
     alloc = FrameAllocator(ram)
     machine: Any = None
@@ -247,6 +250,8 @@ def _arm64_run(emulator: str, build: Callable[[PhysicalMemory, FrameAllocator, i
             from emu.machines.arm64.sysregs import tcr_el1_value
 
             machine.set_sysreg("TCR_EL1", tcr_el1_value(granule, va_bits, epd1=True, ips_bits=ips_bits))
+        if t0sz is not None:
+            machine.set_sysreg("TCR_EL1", machine.registers()["TCR_EL1"] & ~0x3F | t0sz)
         return [*machine.probe_many(vas), machine.id_aa64mmfr0()]
     finally:
         if machine is not None:
@@ -357,6 +362,55 @@ def check_arm64_tgran16(emulator: str) -> Cell:
     return Cell("not-checked", f"TGran16 = 0 and the probe gave {res}")
 
 
+def check_arm64_txsz_clamped(emulator: str) -> Cell:
+    """TCR_EL1.T0SZ = 8 (a 56-bit input range) with the 4KB granule and TCR_EL1.DS = 0: below the
+    smallest T0SZ, 16 (Arm ARM D8 "Input address size configuration": 12 only with FEAT_LVA and the
+    64KB granule, or FEAT_LPA2 and DS = 1).  CONSTRAINED UNPREDICTABLE: a level-0 Translation
+    fault, or T0SZ treated as 16 -- the deviation is the clamp (a page at 0x5000 in a 48-bit
+    4-level table still translates).  QEMU 7.2 takes the fault: target/arm/ptw.c
+    get_phys_addr_lpae() "if (param.tsz_oob) goto do_translation_fault" ("With FEAT_LVA, fault on
+    less than minimum becomes required, so our choice is to always raise the fault")."""
+    def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
+        page = alloc.alloc(4096)
+        ram.write_u64(_arm64_chain(ram, alloc, root, 4) + 8 * 5, page | 3 | AF)
+        return [0x5010]
+    res = _arm64_run(emulator, build, t0sz=8)[0]
+    if isinstance(res, Translation):
+        return Cell("present", f"T0SZ = 8 (4KB granule, DS = 0): 0x5010 translated to {res.pa:#x} (T0SZ taken as 16)")
+    if isinstance(res, Fault) and res.kind == "translation" and res.level == 0:
+        return Cell("absent", "T0SZ = 8 (4KB granule, DS = 0): Translation fault, level 0")
+    return Cell("not-checked", f"unexpected answer {res}")
+
+
+CONT = 1 << 52  # the Contiguous bit of a block/page descriptor (Arm ARM D8 "The Contiguous bit")
+
+
+def check_arm64_contiguous(emulator: str) -> Cell:
+    """A misprogrammed contiguous run (4KB granule: 16 entries, 64 KB aligned): only entries 0, 3
+    and 7 valid, with Contiguous = 1 and unrelated output addresses.  CONSTRAINED UNPREDICTABLE
+    (Arm ARM D8 "The Contiguous bit": a TLB conflict abort, or any entry's translation); the
+    deviation is the hint ignored -- each entry used on its own.  AT S1E1R walks the tables (on
+    both emulators the AT helper calls the table walk, not the TLB), so a TLB conflict abort cannot
+    show in this probe; a walk that used the run (the translation of another entry) would."""
+    base = 0x10_0000
+
+    def build(ram: PhysicalMemory, alloc: FrameAllocator, root: int) -> list[int]:
+        pt = _arm64_chain(ram, alloc, root, 4)
+        for i in (0, 3, 7):
+            ram.write_u64(pt + 8 * ((base >> 12) + i), alloc.alloc(4096) | CONT | 3 | AF)
+        return [base + (i << 12) for i in range(16)]
+    res = _arm64_run(emulator, build)[:16]
+    own = all(isinstance(r, Translation) for r in (res[0], res[3], res[7]))
+    others = [r for i, r in enumerate(res) if i not in (0, 3, 7)]
+    pas = {r.pa for r in res if isinstance(r, Translation)}
+    if own and len(pas) == 3 and all(isinstance(r, Fault) and r.kind == "translation" and r.level == 3
+                                     for r in others):
+        return Cell("present", "16-entry contiguous run, entries 0, 3, 7 valid: each translates to its own OA, "
+                               "the other 13 give Translation fault level 3 (AT S1E1R walks the tables: a TLB "
+                               "conflict abort cannot show)")
+    return Cell("absent", f"16-entry contiguous run, entries 0, 3, 7 valid: {res}")
+
+
 # -- s390x: a region-third table -> segment table -> page table along entry 0 (raw entries, PoP
 # SA22-7832 ch. 3 "Translation Tables": I = bit 58 of region/segment entries, bit 53 of a PTE;
 # TT bits 60-61; STE.FC bit 53; ASCE DT bits 60-61) ------------------------------------------------
@@ -450,9 +504,10 @@ def check_s390x_edat(emulator: str) -> Cell:
 def check_s390x_access_register_mode(emulator: str) -> Cell:
     """The probe loop entered with PSW ASC = 01 (access-register mode; access register 0 = 0
     designates the primary space, PoP ch. 5 "Access-Register Translation").  Only on QEMU, whose
-    process is not this one: on Unicorn the abort() would end foliowalk."""
+    process is not this one; on Unicorn the probe runs in a child Python process (its abort()
+    would end foliowalk), whose SIGABRT is the answer."""
     if emulator != "qemu":
-        return Cell("registered", "measured on Unicorn (ORACLE-NOTES); not re-run: abort() would end this process")
+        return _unicorn_access_register_mode()
 
     def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
         from emu.machines.qemu.s390x import MB_PROBE_PSW
@@ -476,15 +531,90 @@ def check_s390x_access_register_mode(emulator: str) -> Cell:
     return _s390x_run(emulator, probe)
 
 
+#: The child's program: the probe of ``_s390x_run`` on Unicorn, with the loop's PSW mask in
+#: access-register mode (the machine loads ``machine.PSW_MASK`` before every run).
+_AR_CHILD = """
+import sys
+from emu.machines import placement
+import emu.machines.s390x.machine as M
+
+def probe(machine, ram, st, data, emulator):
+    machine.probe(0x8)
+    M.PSW_MASK = M.PSW_MASK & ~0x0000C00000000000 | 0x0000400000000000
+    print(hex(M.PSW_MASK), flush=True)
+    print(machine.probe(0x8), flush=True)
+    return placement.Cell("absent", "")
+
+placement._s390x_run("unicorn", probe, edat=False)
+"""
+
+
+def _unicorn_access_register_mode() -> Cell:
+    """Run the probe with PSW ASC = 01 on Unicorn in a child process (``python -c``)."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        proc = subprocess.run([sys.executable, "-c", _AR_CHILD], capture_output=True, text=True, timeout=60,
+                              cwd=root)
+    except subprocess.TimeoutExpired:
+        return Cell("not-checked", "the child process did not finish within 60 s")
+    out = proc.stdout.split()
+    psw = out[0] if out else "?"
+    if proc.returncode == -signal.SIGABRT:
+        return Cell("present", f"PSW {psw} (ASC 01): the child process running Unicorn aborted (SIGABRT)")
+    if proc.returncode == 0 and len(out) > 1:
+        return Cell("absent", f"PSW {psw} (ASC 01): the probe of 0x8 gave {' '.join(out[1:])}")
+    tail = (proc.stderr.strip().splitlines() or [""])[-1]
+    return Cell("not-checked", f"the child process ended with status {proc.returncode}: {tail}")
+
+
+def _conform_case(pred: Callable[[Any], bool]) -> int:
+    """The first case of the s390x conformance space (emu/conform/s390x.py) that ``pred`` takes:
+    a slot case with no bit set in any entry but those ``pred`` checks."""
+    from emu.conform import s390x as C
+
+    return next(i for i in range(C.SIZE) if pred(C.Case(i)))
+
+
+def _flat(case: Any, **want: dict[str, bool]) -> bool:
+    return bool(case.low_address is None and all(flags == dict(dict.fromkeys(flags, False), **want.get(level, {}))
+                                                 for level, flags in case.flags().items()))
+
+
+def _unicorn_conform(pred: Callable[[Any], bool], cpu_model: int | None = None) -> tuple[str, list[Any]]:
+    """Run one conformance case on the Unicorn runner (the z13 model with EDAT and IEP set, or
+    ``cpu_model`` as Unicorn builds it): its description and mismatches against the PoP model."""
+    from emu.conform import s390x as C
+
+    idx = _conform_case(pred)
+    runner = C.Runner(cpu_model=cpu_model)
+    try:
+        rep = runner.run([idx], C.Report())
+    finally:
+        runner.close()
+    return C.Case(idx).describe(), rep.mismatches
+
+
 def check_s390x_key_protection(emulator: str) -> Cell:
     """A fetch from a frame whose storage key is 0x38 (access-control 3, fetch-protection on)
     with PSW key 5: key-controlled protection must give a protection exception, code 0x04 (PoP
     ch. 3 "Key-Controlled Protection": neither key 0 nor a match, and fetch-protected).  The
     record buffer gets key 5 first, so the loop's own stores match.  QEMU only: the Unicorn machine
-    runs with PSW key 0 and has no SSKE step."""
+    runs with PSW key 0 and has no SSKE step, so there the conformance runner's case is run: a
+    store with PSW key 9 to a block with storage key 0x50 (ACC 5, not fetch-protected), which the
+    PoP refuses with 0x04 (tests/conform/test_conform_s390x.py)."""
     if emulator != "qemu":
-        return Cell("registered", "measured on Unicorn (ORACLE-NOTES); no live check here: the test its "
-                                  "reference names shows it still exists")
+        case, mism = _unicorn_conform(lambda c: c.access == "write" and c.keys == dict(psw=9, acc=5, f=False)
+                                      and _flat(c))
+        outcome = [m for m in mism if m.field == "outcome"]
+        if outcome and outcome[0].machine.startswith("allowed"):
+            return Cell("present", f"store with PSW key 9 to a block with storage key 0x50: {outcome[0].machine}, "
+                                   "not protection (0x04)")
+        if not mism:
+            return Cell("absent", "store with PSW key 9 to a block with storage key 0x50: protection (0x04)")
+        return Cell("not-checked", f"{case}: {[(m.field, m.machine) for m in mism]}")
 
     def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
         from emu.machines.qemu.s390x import CHUNK, RECORD
@@ -506,7 +636,52 @@ def check_s390x_key_protection(emulator: str) -> Cell:
     return _s390x_run(emulator, probe)
 
 
+def check_s390x_iep_models(emulator: str) -> Cell:
+    """The instruction-execution-protection facility (STFLE bit 130, PoP ch. 3 "Instruction-
+    Execution Protection") in the z14 / z14 ZR1 / gen15a / gen15b models, which those machines
+    have.  Unicorn: the conformance runner on Unicorn's z14 model fetches (BASR) from a page whose
+    PTE has IEP (bit 55) with CR0 bit 43 set -- the PoP refuses it with 0x04.  QEMU: QMP
+    ``query-cpu-model-expansion`` (type full) of each model, and STFLE of ``-cpu max`` (the
+    probe firmware makes operand accesses only, no instruction fetch)."""
+    if emulator == "qemu":
+        ram = PhysicalMemory(64 << 20, big_endian=True)
+        machine: Any = None
+        try:
+            from emu.machines.qemu.s390x import QemuS390xMachine
+
+            machine = QemuS390xMachine(ram, FrameAllocator(ram, reserved=[(0, 0x2000)]))
+            qmp = machine._qemu.qmp[0]
+            iep = {name: qmp.execute("query-cpu-model-expansion", type="full",
+                                     model={"name": name})["model"]["props"].get("iep")
+                   for name in ("z14", "z14ZR1", "gen15a", "gen15b")}
+            stfle = machine.has_facility(130)
+        finally:
+            if machine is not None:
+                machine.close()
+            ram.close()
+        have = ", ".join(f"{n} {'on' if v else 'off'}" for n, v in iep.items())
+        if all(iep.values()):
+            return Cell("absent", f"QMP cpu-model expansion: iep {have}; -cpu max STFLE facility 130 "
+                                  f"{'on' if stfle else 'off'} (fetch not probed: the firmware has no fetch)")
+        return Cell("present", f"QMP cpu-model expansion: iep {have}")
+    from unicorn import s390x_const
+
+    case, mism = _unicorn_conform(lambda c: c.access == "fetch" and c.cpu["iep"] and not c.cpu["edat"]
+                                  and c.keys["psw"] == 0 and _flat(c, PTE=dict(IEP=True)),
+                                  cpu_model=s390x_const.UC_CPU_S390X_Z14)
+    outcome = [m for m in mism if m.field == "outcome"]
+    if outcome and outcome[0].machine.startswith("allowed"):
+        return Cell("present", "z14 model, CR0 bit 43 set: instruction fetch from a PTE with IEP "
+                               f"{outcome[0].machine}, not protection (0x04)")
+    if not mism:
+        return Cell("absent", "z14 model, CR0 bit 43 set: instruction fetch from a PTE with IEP: protection (0x04)")
+    return Cell("not-checked", f"{case}: {[(m.field, m.machine) for m in mism]}")
+
+
 CHECKS: dict[str, Callable[[str], Cell]] = {
+    "txsz-clamped": check_arm64_txsz_clamped,
+    "contiguous-ignored": check_arm64_contiguous,
+    "s390x-iep-not-in-cpu-models": check_s390x_iep_models,
     "no-address-size-fault": check_arm64_address_size,
     "tgran16-unimplemented-but-used": check_arm64_tgran16,
     "oa-bits-49-48-ignored": check_arm64_oa_bits_49_48,

@@ -165,6 +165,16 @@ class QemuArm64Machine:
                                                epd1=ttbr1_pa is None, ips_bits=self.ips_bits),
                       "TTBR0_EL1": ttbr0_pa or 0, "TTBR1_EL1": ttbr1_pa or 0}
 
+    def set_sysreg(self, name: str, value: int) -> None:
+        """Load TCR_EL1, TTBR0_EL1 or TTBR1_EL1 verbatim at the next request (the firmware writes
+        the mailbox's values before its ATs) -- as :meth:`Arm64Machine.set_sysreg`, for experiments
+        beyond :meth:`set_roots` (out-of-range TxSZ, ...)."""
+        if name not in self._regs:
+            raise ConfigError(f"set_sysreg: {name!r} is not one of {', '.join(self._regs)}")
+        if not isinstance(value, int) or not 0 <= value < 1 << 64:
+            raise ConfigError(f"set_sysreg: {name} value {value!r} is not a 64-bit value")
+        self._regs[name] = value
+
     def scratch_ranges(self) -> list[tuple[int, int]]:
         return [(self.mailbox, 4096), (self.buf_pa, 8 * CHUNK)]
 
