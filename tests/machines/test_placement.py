@@ -42,8 +42,11 @@ def test_occurs_on() -> None:
     assert placement.occurs_on("x86-rsvd-fault-without-p", "qemu")
     assert placement.occurs_on("block-at-any-level", "qemu")
     assert not placement.occurs_on("block-oa-ored", "qemu")
-    assert placement.occurs_on("contiguous-ignored", "unicorn")  # registered on Unicorn, no check
-    assert not placement.occurs_on("contiguous-ignored", "qemu")  # never checked there: excuses nothing
+    assert placement.occurs_on("contiguous-ignored", "unicorn")
+    assert placement.occurs_on("contiguous-ignored", "qemu")  # QEMU 7.2 ignores the hint too
+    assert not placement.occurs_on("txsz-clamped", "qemu")  # QEMU faults at level 0
+    assert not placement.occurs_on("s390x-iep-not-in-cpu-models", "qemu")
+    assert placement.occurs_on("s390x-iep-not-in-cpu-models", "unicorn")
     assert not placement.occurs_on("x86-1g-pages-without-pdpe1gb", "bochs")
     assert not placement.occurs_on("x86-rsvd-fault-without-p", "bochs")
 
@@ -101,7 +104,9 @@ def test_cli_deviations_table_arm64() -> None:
     assert rows["no-address-size-fault"]["placement"] == "unicorn only"
     assert rows["tgran16-unimplemented-but-used"]["placement"] == "unicorn only"
     assert rows["oa-bits-49-48-ignored"]["placement"] == "qemu too"
-    assert rows["contiguous-ignored"]["emulators"]["qemu"]["status"] == "not-checked"
+    assert rows["contiguous-ignored"]["placement"] == "qemu too"
+    assert rows["txsz-clamped"]["placement"] == "unicorn only"
+    assert "Translation fault, level 0" in rows["txsz-clamped"]["emulators"]["qemu"]["detail"]
     assert rows["block-at-any-level"]["emulators"]["bochs"]["status"] == "not-checked"  # x86 only
 
 
@@ -115,4 +120,11 @@ def test_cli_deviations_table_s390x() -> None:
     assert rows["s390x-edat-not-in-cpu-models"]["placement"] == "qemu too"
     assert rows["s390x-key-controlled-protection-not-implemented"]["placement"] == "qemu too"
     assert rows["s390x-access-register-mode-aborts"]["placement"] == "qemu too"
-    assert rows["s390x-access-register-mode-aborts"]["emulators"]["unicorn"]["status"] == "registered"
+    assert "SIGABRT" in rows["s390x-access-register-mode-aborts"]["emulators"]["unicorn"]["detail"]
+    assert rows["s390x-iep-not-in-cpu-models"]["placement"] == "unicorn only"
+    assert all(row["emulators"]["unicorn"]["status"] != "registered" for row in rows.values())
+
+
+def test_only_the_unobservable_deviation_is_left_without_a_live_check() -> None:
+    """Every registered deviation has a live check but the one no translation can show."""
+    assert set(ALL) - set(placement.CHECKS) == set(placement.UNCHECKABLE) == {"x86-pat-pcd-pwt-g-ignored"}
