@@ -641,8 +641,11 @@ def check_s390x_iep_models(emulator: str) -> Cell:
     Execution Protection") in the z14 / z14 ZR1 / gen15a / gen15b models, which those machines
     have.  Unicorn: the conformance runner on Unicorn's z14 model fetches (BASR) from a page whose
     PTE has IEP (bit 55) with CR0 bit 43 set -- the PoP refuses it with 0x04.  QEMU: QMP
-    ``query-cpu-model-expansion`` (type full) of each model, and STFLE of ``-cpu max`` (the
-    probe firmware makes operand accesses only, no instruction fetch)."""
+    ``query-cpu-model-expansion`` (type full) of each model, and STFLE of ``-cpu max``.  The QEMU
+    probe firmware makes operand accesses only (its loop fetches through CR1 = a real-space ASCE),
+    so no fetch from an IEP page is run there; QEMU's DAT honours the bit where the model has the
+    facility (target/s390x/mmu_helper.c mmu_translate_asce(): ``iep = (env->cregs[0] & CR0_IEP)
+    && s390_has_feat(S390_FEAT_INSTRUCTION_EXEC_PROT)``)."""
     if emulator == "qemu":
         ram = PhysicalMemory(64 << 20, big_endian=True)
         machine: Any = None
