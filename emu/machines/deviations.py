@@ -191,7 +191,11 @@ def _arm64_path(ops: LinuxPgtable, walk: Any) -> list[tuple[int, int, int | None
             continue
         seen.add(pa)
         hw = ops.hw_level(linux)
-        out.append((int(hw.name[1:]), val, 1 << hw.shift if hw.leaf_size else None))
+        level = int(hw.name[1:])
+        # a block level: Linux's leaf levels, and those the 52-bit OA formats add (archs.arm64
+        # BLOCK_LEVELS_52: 4K level 0, 16K and 64K level 1), where Linux makes no leaf
+        block = hw.leaf_size or level in getattr(ops, "hw_block_levels", ())
+        out.append((level, val, 1 << hw.shift if block else None))
         if not val & 1:
             break
     # (holding the trace and ops keeps their ids from being reused; a trace is never changed

@@ -13,7 +13,7 @@ from typing import Any
 
 from archs.linux import LinuxPgtable
 from emu.errors import ConfigError
-from emu.machines.base import READ, Access, Fault, ProbeResult
+from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 from emu.mm.mm_types import MM
 
@@ -161,13 +161,42 @@ class Arm64Oracle(Oracle):
     reserves no virtual range.  Faults name their level (PAR_EL1.FST), reported as ``L0``..``L3``.
     """
 
+    #: Why this oracle cannot check the configuration at all (None: it can).  Unicorn 2.1.4's CPU
+    #: code is QEMU 5.0.1's: its Cortex-A72 model (ID_AA64MMFR0_EL1.PARange 44 bits, TGran4 0b0000)
+    #: has neither FEAT_LPA2 (QEMU 7.0) nor FEAT_LVA/FEAT_LPA, so TCR_EL1.DS, TxSZ 12 and the 52-bit
+    #: descriptor formats of archs.arm64's 52-bit configurations are beyond it.
+    unsupported: str | None = None
+
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         super().__init__(ops, ram, alloc)
         from emu.machines.arm64 import Arm64Machine
 
+        features = ops.config.extra.get("features")
+        if features:
+            self.unsupported = (f"unicorn-no-{features[0].lower().replace('_', '-')}: Unicorn 2.1.4's "
+                                f"Cortex-A72 (QEMU 5.0.1 core) has no {' / '.join(features)}, which "
+                                f"{ops.config.key} needs (52-bit VA and OA); check it with --oracle qemu")
+            self.machine = None
+            return
         self.machine = Arm64Machine(ram, alloc, granule=ops.PAGE_SIZE, va_bits=ops.config.va_bits)
 
+    def probe_many(self, addrs: Sequence[int], access: Access = READ) -> list[ProbeResult]:
+        if self.unsupported:
+            return [ProbeError(f"oracle-cannot-check: {self.unsupported}")] * len(addrs)
+        return super().probe_many(addrs, access)
+
+    def probe(self, addr: int, access: Access = READ) -> ProbeResult:
+        return self.probe_many([addr], access)[0] if self.unsupported else super().probe(addr, access)
+
+    def registers(self) -> dict[str, int]:
+        return {} if self.unsupported else super().registers()
+
+    def cannot_check(self, level: str | None, entry: int | None) -> str | None:
+        return self.unsupported
+
     def attach(self, mm: MM) -> None:
+        if self.unsupported:
+            return
         if self.half == "high":
             self.machine.set_roots(None, mm.pgd)
         else:
