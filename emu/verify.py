@@ -368,7 +368,11 @@ def kernel_view(key: str, profile: str | None, harness: str) -> tuple[KernelConf
     if harness == "off":
         return predicted, None, f"{key}: kernel {predicted.describe()} (model only: --harness off)"
     from emu.kernel.audit import EntryAudit
-    from emu.kernel.build import build_harness, cached_build
+    from emu.kernel.build import build_harness, cached_build, not_yet
+
+    why = not_yet(config)
+    if why:
+        return predicted, None, f"{key}: kernel {predicted.describe()} (model only: {why})"
     from emu.kernel.runner import KernelHarness
 
     build = build_harness(key, profile) if harness == "on" else cached_build(key, profile)
