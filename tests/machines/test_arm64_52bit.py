@@ -95,8 +95,8 @@ def test_block_levels_with_a_52_bit_oa() -> None:
 
 def hand_tables(key: str, oa: int, desc: int, write: Any, alloc: Any) -> tuple[int, int, dict[int, int]]:
     """Tables from the root down to a page ``desc`` for VA ``va`` (bits 51:48 not zero), the page
-    Linux's pfn_pte() makes of the same pfn after it, and a 512GB block at level 0 (4K) / a 64GB block at level 1 (16K) / a 4TB block at level 1 (64K),
-    each with an OA over 48 bits.  Returns (root, va, {va: expected pa})."""
+    Linux's pfn_pte() makes of the same pfn after it, and a block with an OA over 48 bits: 512GB
+    at level 0 (4K), 64GB at level 1 (16K), 4TB at level 1 (64K).  Returns (root, va, {va: pa})."""
     config = archs.get_config(key)
     levels = config.levels
     va = (0xB << 48) | (0x5 << levels[-2].shift) | (0x3 << config.page_shift) | 0x123
