@@ -107,6 +107,8 @@ def mmu_summary(res: ProbeResult) -> str:
     if isinstance(res, Fault):
         lvl = f" L{res.level}" if res.level is not None else ""
         return f"{res.kind}{lvl} code {res.code:#x}"
+    if res.reason.startswith("oracle-cannot-check: "):  # not probed: the name; the verdict says why
+        return f"not probed ({res.reason.removeprefix('oracle-cannot-check: ').split(':')[0]})"
     return f"error: {res.reason}"
 
 
