@@ -1,5 +1,6 @@
-"""arm64 (AArch64) stage-1 paging: 4K/16K/64K granules, 36..48-bit VAs, and Linux v6.12's view
-(and v6.1's).
+"""arm64 (AArch64) stage-1 paging: 4K/16K/64K granules, 36..48-bit VAs and 52-bit VAs with a
+52-bit OA (FEAT_LPA2 / FEAT_LVA + FEAT_LPA: the ``*:52`` configurations), and Linux v6.12's view
+(and v6.1's, 48-bit only).
 
 Hardware: Arm Architecture Reference Manual for A-profile (DDI 0487), chapter D8 "The AArch64
 Virtual Memory System Architecture": D8.2 "Translation process" (granule sizes, initial lookup
@@ -21,6 +22,14 @@ had before v6.10 (PTE_PRESENT_INVALID and uffd-wp support): PROT_NONE is PTE_PRO
 of nG without PTE_VALID, a PMD may be PMD_PRESENT_INVALID (bit 59), there is no uffd-wp bit
 (arm64 v6.1 selects no HAVE_ARCH_USERFAULTFD_WP), the swap PTE keeps its type in bits 3-7 and its
 offset in bits 8-57, and PTE_ADDR_LOW covers output-address bits 47:PAGE_SHIFT only (v6.12: 49).
+
+The 52-bit configurations (issue 17): Linux v6.12 CONFIG_ARM64_VA_BITS_52 + CONFIG_ARM64_PA_BITS_52
+(arch/arm64/Kconfig:382-391 PGTABLE_LEVELS, :1461 ARM64_VA_BITS_52, :1512 ARM64_PA_BITS_52, :1531
+ARM64_LPA2), pgtable-hwdef.h:174-184 (PTE_ADDR_LOW / PTE_ADDR_HIGH / PTE_ADDR_HIGH_SHIFT /
+PHYS_TO_PTE_ADDR_MASK), pgtable.h:75-86 (__pte_to_phys / __phys_to_pte_val), pgtable-prot.h:78-90
+(lpa2_is_enabled(), PTE_MAYBE_SHARED, PHYS_MASK_SHIFT), arch/arm64/mm/mmap.c:78-80
+(adjust_protection_map() drops PTE_SHARED with LPA2); the Arm ARM's D8.3 descriptor layouts with a
+52-bit OA and D8.2's initial level -1 (4KB, TxSZ 12, DS = 1).
 
 Never imports Unicorn.
 """
@@ -486,7 +495,8 @@ def is_52bit(config: PagingConfig) -> bool:
 
 class Arm64(LinuxPgtable):
     """Linux v6.12's arm64 page-table API (arch/arm64/include/asm/pgtable.h) for one configuration
-    (CONFIG_ARM64_PA_BITS_48, no LPA2, CONFIG_TRANSPARENT_HUGEPAGE, CONFIG_NUMA_BALANCING,
+    (CONFIG_ARM64_PA_BITS_48 -- or, for the 52-bit configurations, CONFIG_ARM64_PA_BITS_52 with
+    LPA2 (4K/16K) or 64K's PTE_ADDR_HIGH in bits 15:12 --, CONFIG_TRANSPARENT_HUGEPAGE, CONFIG_NUMA_BALANCING,
     CONFIG_HAVE_ARCH_USERFAULTFD_WP), or v6.1's when ``kconfig.version`` is "6.1" (the module
     says what differs: PTE_PROT_NONE, PMD_PRESENT_INVALID, the swap layout, PTE_ADDR_LOW)."""
 
@@ -984,14 +994,16 @@ class Arm64(LinuxPgtable):
         The checks, in the order the walk makes them (Arm ARM DDI 0487 D8 "Translation table
         descriptor formats", "Address size configuration", "The Access flag"; pseudocode
         AArch64.TranslationTableWalk / AArch64.S1Walk), for this PE: VMSAv8-64 without FEAT_LPA
-        / FEAT_LPA2 (48-bit descriptors), without FEAT_HAFDBS or with TCR_EL1.HA = 0 (no hardware
-        Access flag update), EL1&0 Non-secure:
+        / FEAT_LPA2 (48-bit descriptors) -- or, for the 52-bit configurations, with them and the
+        52-bit formats (:meth:`hw_oa`; block levels :data:`BLOCK_LEVELS_52`; level -1 for 4KB) --,
+        without FEAT_HAFDBS or with TCR_EL1.HA = 0 (no hardware Access flag update), EL1&0 Non-secure:
 
         1. bit[0] = 0: an invalid descriptor, Translation fault at this level.
         2. bits[1:0] = 0b01 at level 3: the reserved encoding, which behaves as invalid.
         3. bits[1:0] = 0b01 at a level with no block descriptor for the granule
-           (:data:`BLOCK_LEVELS`: 4KB level 0, 16KB levels 0 and 1, 64KB level 1): invalid,
-           Translation fault at this level.
+           (:data:`BLOCK_LEVELS`: 4KB level 0, 16KB levels 0 and 1, 64KB level 1; with a 52-bit
+           OA :data:`BLOCK_LEVELS_52`: 4KB level -1, 16KB level 0): invalid, Translation fault at
+           this level.
         4. A table, block or page address with a bit at or above :attr:`pa_bits`: Address size
            fault at this level (for a table, before the next level is read).  Bits 49:48 count
            as address bits: RES0 with a 48-bit OA, they are OA[49:48] to Linux's PTE_ADDR_LOW,
@@ -1118,7 +1130,8 @@ _VA_RANGE = "Arm ARM D8.2 'Translation table base address selection': VA outside
 
 def parse_config(key: str) -> PagingConfig:
     """``arm64:<granule>:<va_bits>`` (e.g. ``arm64:16k:48``) or ``<granule>:<va_bits>``: any
-    granule and VA size whose walk starts at level 0..2 (D8.2), not only the named ones."""
+    granule and VA size whose walk starts at level 0..2 (D8.2), not only the named ones, and
+    52 (the 52-bit configurations, :func:`make_config`)."""
     parts = key.split(":")
     if parts and parts[0] in ("arm64", "aarch64"):
         parts = parts[1:]
@@ -1157,8 +1170,10 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
 
     ``config_or_ops``: ``arm64:<granule>:<va_bits>`` (TCR_EL1.TG0/TG1 and T0SZ = 64 - va_bits),
     a :class:`PagingConfig` or an :class:`Arm64`; ``t1sz``: TCR_EL1.T1SZ when it differs from T0SZ.
-    TBI off, HPD off, no FEAT_LPA/LPA2, no hardware Access flag update.  The rules (D8.2, D8.3,
-    D8.4; pseudocode AArch64.S1Translate / AArch64.S1Walk):
+    TBI off, HPD off, no hardware Access flag update; FEAT_LPA2 (DS = 1) / FEAT_LVA + FEAT_LPA only
+    for the 52-bit configurations (``arm64:<granule>:52``: 52-bit OA formats, BADDR[51:48] in TTBR
+    bits 5:2, the 4KB walk from level -1 with its fault codes).  The rules (D8.2, D8.3, D8.4;
+    pseudocode AArch64.S1Translate / AArch64.S1Walk):
 
     * bits 63:64-T0SZ all 0 select TTBR0, bits 63:64-T1SZ all 1 TTBR1; anything else, or a
       disabled half: Translation fault, level 0;
