@@ -1083,6 +1083,19 @@ class Arm64(LinuxPgtable):
                 return (f"__va() ORs the {lv} entry's table address {hw_table:#x} into PAGE_OFFSET "
                         f"({val:#x} at {pa:#x}): Linux reads the {nlv} table at {linux_table:#x}, the MMU "
                         f"at {hw_table:#x}")
+        if self.oa == "lpa":
+            # 64K with CONFIG_ARM64_PA_BITS_52: v6.12's PTE_ADDR_LOW reaches bit 49
+            # (pgtable-hwdef.h:174, widened for LPA2), so __pte_to_phys() takes descriptor bits
+            # 49:48 as OA[49:48] (ORed with bits 15:12 << 36); in the 64KB 52-bit OA format they are
+            # RES0 and the walk does not use them (hw_oa; QEMU 7.2 masks them off): a table or
+            # output address with them set is read at two different places
+            for lv, pa, val in trace:
+                if not val & PTE_VALID:
+                    break
+                if val & _OA_49_48:
+                    return (f"{lv} entry {val:#x} at {pa:#x} has bits 49:48 set: OA[49:48] to Linux's "
+                            "PTE_ADDR_LOW (v6.12 pgtable-hwdef.h:174), RES0 and unused in the Arm ARM's "
+                            "64KB 52-bit OA format (D8.3): Linux and the MMU read different addresses")
         return None
 
     def hw_absent_reason(self, linux: str, val: int) -> str | None:

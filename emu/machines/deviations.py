@@ -300,6 +300,10 @@ def _arm64_oa_49_48_ignored(ops: LinuxPgtable, walk: Any, mmu: Any) -> bool:
     size fault: it dropped them."""
     if getattr(mmu, "kind", None) == "address-size":
         return False
+    if getattr(ops, "oa", "48") != "48":
+        # the 52-bit formats (archs.arm64 OA52): with LPA2 bits 49:48 are OA[49:48]; with 64KB and a
+        # 52-bit OA they are RES0 and the architecture's view (hw_oa) leaves them out as QEMU does
+        return False
     return any(val & 1 and val & _ARM64_OA_49_48 for _level, val, _block in _arm64_path(ops, walk))
 
 
