@@ -1092,6 +1092,13 @@ class Arm64(LinuxPgtable):
             for lv, pa, val in trace:
                 if not val & PTE_VALID:
                     break
+                if self.hw_level_number(lv) == 1 and val & PTE_TYPE_MASK == PMD_TYPE_SECT:
+                    # v6.12 pgtable.h:727-729: pud_table() is constant true with 64K pages, so
+                    # folio_walk_start() goes on to a pmd table; with a 52-bit PA the 64KB granule
+                    # has level-1 blocks (D8.3, AArch64.BlockDescSupported): the MMU maps 4TB
+                    return (f"Linux reads the {lv} entry {val:#x} at {pa:#x} as a table (pud_table() is true "
+                            "with 64K pages, v6.12 pgtable.h:729), the MMU as a 4TB level-1 block (the 64KB "
+                            "granule with a 52-bit PA, Arm ARM D8.3)")
                 if val & _OA_49_48:
                     return (f"{lv} entry {val:#x} at {pa:#x} has bits 49:48 set: OA[49:48] to Linux's "
                             "PTE_ADDR_LOW (v6.12 pgtable-hwdef.h:174), RES0 and unused in the Arm ARM's "

@@ -212,3 +212,23 @@ def test_qemu_verify_4k_52_disagrees_nowhere() -> None:
     cannot = [r for r in report.rows if r.verdict_class == "oracle-cannot-check"]
     assert cannot and {r.case for r in cannot} == {"none pgd entry (L-1)", "bad pgd entry (L-1), Linux clears it"}
     assert all("qemu-7.2-no-level-minus-1-fault" in r.verdict for r in cannot)
+
+
+def test_64k_conventions_linux_reads_otherwise() -> None:
+    """Two 64K-with-52-bit-PA entries Linux v6.12 reads otherwise than the Arm ARM (found by
+    ``foliowalk fuzz --oracle qemu --config arm64:64k:52``; QEMU answers as the manual): a
+    level-1 block (Linux: pud_table() is always true with 64K pages) and bits 49:48 (Linux's
+    PTE_ADDR_LOW reads them, the 64KB 52-bit format leaves them RES0).  Both are walk_diverges()
+    facts (linux-only); the 4K LPA2 format, where bits 49:48 are OA[49:48], has neither."""
+    o64: Any = archs.get_ops("arm64:64k:52")
+    block = 0x2_2000_0000 | AF | BLOCK  # OA 0: bits 41:17 RES0 in a 4TB block
+    trace = [("pgd", 0xA30, block), ("p4d", 0xA30, block), ("pud", 0xA30, block)]
+    assert o64.hw_fault("pud", block) is None
+    assert "4TB level-1 block" in o64.walk_diverges(trace, 0x7C_FE2D_AEA8)
+    page = (1 << 48) | 0x1234_0000 | AF | PAGE
+    assert o64.pte_pfn(page) << 16 == 0x1_0000_1234_0000 and o64.hw_oa(o64.page_fmt, page) == 0x1234_0000
+    assert "bits 49:48 set" in o64.walk_diverges([("pmd", 0x10000, 0x20000 | TABLE), ("pte", 0x20008, page)], 0x10000)
+    o4: Any = archs.get_ops("arm64:4k:52")
+    page4 = (1 << 48) | 0x1234_5000 | AF | PAGE
+    assert o4.pte_pfn(page4) << 12 == o4.hw_oa(o4.page_fmt, page4) == 0x1_0000_1234_5000
+    assert o4.walk_diverges([("pmd", 0x10000, 0x20000 | TABLE), ("pte", 0x20008, page4)], 0x10000) is None
