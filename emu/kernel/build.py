@@ -40,8 +40,9 @@ def not_yet(config: PagingConfig) -> str | None:
     """Why the compiled-kernel oracle has no harness for ``config`` yet, or None.  arm64's 52-bit
     configurations (archs.arm64 make_config, CONFIG_ARM64_VA_BITS_52 + PA_BITS_52): the harness
     runner (emu/kernel/runner.py) executes the compiled kernel code under Unicorn with the
-    configuration's own TCR_EL1, and Unicorn's Cortex-A72 has neither FEAT_LPA2 nor FEAT_LVA, so a
-    VA_BITS_52 kernel's addresses cannot be mapped for it (docs/kernel.md)."""
+    configuration's own TCR_EL1, from which such a kernel decides what it is at run time
+    (lpa2_is_enabled() reads TCR_EL1.DS, vabits_actual T1SZ), and Unicorn's Cortex-A72 has
+    neither FEAT_LPA2 nor FEAT_LVA (docs/kernel.md)."""
     if config.arch == "arm64" and "oa" in config.extra:
         return (f"no compiled-kernel harness for {config.key} yet: the harness runs the kernel code under "
                 "Unicorn, which has no FEAT_LPA2/FEAT_LVA for a CONFIG_ARM64_VA_BITS_52 kernel (docs/kernel.md)")
