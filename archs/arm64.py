@@ -36,6 +36,8 @@ Never imports Unicorn.
 
 from __future__ import annotations
 
+import functools
+
 import construct as cs
 
 from .base import U64, EntryFormat, HwLevel, PagingConfig
@@ -1132,8 +1134,14 @@ OPS_CLASS = Arm64
 #: CPU facts :func:`translate` takes (``cpu=``): ``pa_bits``, the PE's effective output-address
 #: size (TCR_EL1.IPS capped by ID_AA64MMFR0_EL1.PARange; 48 = every descriptor address bit is in
 #: range; Unicorn's Cortex-A72: 44, a registered deviation); ``wxn`` (SCTLR_EL1.WXN: writable
-#: means execute-never); ``pan`` (PSTATE.PAN: no EL1 data access to an EL0-accessible page).
-TRANSLATE_CPU: dict[str, object] = {"pa_bits": OA_BITS, "wxn": False, "pan": False}
+#: means execute-never); ``pan`` (PSTATE.PAN applies to this access: no EL1 data access to an
+#: EL0-accessible page -- loads/stores and AT S1E1RP/S1E1WP, not AT S1E1R/S1E1W, not fetches);
+#: ``ha`` (TCR_EL1.HA as programmed) and ``hafdbs`` (ID_AA64MMFR1_EL1.HAFDBS != 0: FEAT_HAFDBS
+#: implemented; without it TCR_EL1.HA is RES0, D19 "TCR_EL1"): hardware Access flag update;
+#: ``hpd0``/``hpd1`` (TCR_EL1.HPD0/HPD1 with FEAT_HPDS: hierarchical permissions disabled for the
+#: TTBR0/TTBR1 half -- APTable, UXNTable, PXNTable are ignored, D8.4).
+TRANSLATE_CPU: dict[str, object] = {"pa_bits": OA_BITS, "wxn": False, "pan": False, "ha": False,
+                                    "hafdbs": False, "hpd0": False, "hpd1": False}
 
 #: PAR_EL1.FST / ESR ISS.DFSC fault status codes (D19 PAR_EL1; ``0bKKKKLL``, LL = level).
 FST_BASE = {"address-size": 0b000000, "translation": 0b000100, "access-flag": 0b001000, "permission": 0b001100}
@@ -1179,9 +1187,14 @@ def _arm64_ops(config_or_ops: object, va_bits: int | None = None) -> Arm64:
     return Arm64(config)
 
 
+@functools.lru_cache(maxsize=64)
+def _arm64_ops_cached(key: str, va_bits: int | None) -> Arm64:
+    return _arm64_ops(key, va_bits)
+
+
 def translate(config_or_ops: object, read: Reader, va: int, access: object = "read", *,
               ttbr0: int | None = None, ttbr1: int | None = None, t1sz: int | None = None,
-              cpu: dict[str, object] | None = None) -> Translation | Fault:
+              cpu: dict[str, object] | None = None, decode: bool = True) -> Translation | Fault:
     """What the Arm ARM says a stage-1 EL1&0 access (``read``/``write``/``fetch``; ``user-``
     prefixed for EL0) to ``va`` does, with TTBR0_EL1 = ``ttbr0`` and TTBR1_EL1 = ``ttbr1`` (None:
     that half disabled, TCR_EL1.EPDn = 1) over the tables ``read(pa)`` returns: an
@@ -1190,10 +1203,10 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
 
     ``config_or_ops``: ``arm64:<granule>:<va_bits>`` (TCR_EL1.TG0/TG1 and T0SZ = 64 - va_bits),
     a :class:`PagingConfig` or an :class:`Arm64`; ``t1sz``: TCR_EL1.T1SZ when it differs from T0SZ.
-    TBI off, HPD off, no hardware Access flag update; FEAT_LPA2 (DS = 1) / FEAT_LVA + FEAT_LPA only
-    for the 52-bit configurations (``arm64:<granule>:52``: 52-bit OA formats, BADDR[51:48] in TTBR
-    bits 5:2, the 4KB walk from level -1 with its fault codes).  The rules (D8.2, D8.3, D8.4;
-    pseudocode AArch64.S1Translate / AArch64.S1Walk):
+    TBI off; TCR_EL1.HPDn and hardware Access flag management as ``cpu`` says; FEAT_LPA2 (DS = 1) /
+    FEAT_LVA + FEAT_LPA only for the 52-bit configurations (``arm64:<granule>:52``: 52-bit OA
+    formats, BADDR[51:48] in TTBR bits 5:2, the 4KB walk from level -1 with its fault codes).  The
+    rules (D8.2, D8.3, D8.4; pseudocode AArch64.S1Translate / AArch64.S1Walk):
 
     * bits 63:64-T0SZ all 0 select TTBR0, bits 63:64-T1SZ all 1 TTBR1; anything else, or a
       disabled half: Translation fault, level 0;
@@ -1202,18 +1215,36 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
     * per descriptor (:meth:`Arm64.hw_fault`): invalid, a block where the granule has none, the
       reserved level-3 encoding: Translation fault; an address at or above the PA size: Address
       size fault; AF = 0: Access flag fault -- each at the descriptor's level;
-    * permissions (D8.4): AP[2:1] with APTable (no EL0 access / read-only below), UXN/PXN with
-      UXNTable/PXNTable, EL0-writable implies PXN, WXN, PAN: a violation is a Permission fault at
-      the leaf's level.
+    * AF = 0 in the leaf is an Access flag fault at its level -- before any permission check
+      (pseudocode AArch64.TranslationTableWalk "Check the access flag" returns the fault, and
+      AArch64.FirstStageTranslate checks permissions only on a walk without one) -- unless the
+      hardware manages the Access flag (``ha`` and ``hafdbs``, D8 "Hardware management of the
+      Access flag"): then the walk goes on and the PE sets AF (:func:`access_flag`);
+    * permissions (D8.4 "Memory access control", pseudocode AArch64.CheckPermission /
+      AArch64.S1DirectBasePermissions): AP[2:1] with APTable (APTable[0]: no EL0 access below,
+      APTable[1]: read-only below), UXN/PXN ORed with UXNTable/PXNTable (the table controls are
+      ignored with ``hpd0``/``hpd1`` for the half walked, D8.4 "Hierarchical control of
+      access permissions", TCR_EL1.HPDn), EL0-writable implies
+      PXN, WXN (writable at the accessing EL implies execute-never), PAN (``pan``: an EL1 data
+      access to a page EL0 can read is refused; instruction fetches are never PAN-checked): a
+      violation is a Permission fault at the leaf's level.
+
+    ``decode=False`` leaves each trace entry's ``fields`` empty (campaigns such as ``foliowalk
+    conform`` need only the values).
     """
 
     kind, user = parse_access(access)
     if not 0 <= va < 1 << 64:
         raise ValueError(f"virtual address {va!r} is not a 64-bit value")
-    low = _arm64_ops(config_or_ops)
-    # a 52-bit configuration's PE has a 52-bit PA size unless ``cpu`` says otherwise
-    facts = cpu_facts({**TRANSLATE_CPU, "pa_bits": low.pa_bits}, cpu, ARCH)
-    high = low if t1sz is None else _arm64_ops(low, 64 - t1sz)
+    if isinstance(config_or_ops, str):
+        low = _arm64_ops_cached(config_or_ops, None)
+        high = low if t1sz is None else _arm64_ops_cached(config_or_ops, 64 - t1sz)
+    else:
+        low = _arm64_ops(config_or_ops)
+        high = low if t1sz is None else _arm64_ops(low, 64 - t1sz)
+    # a 52-bit configuration's PE has a 52-bit PA size unless ``cpu`` says otherwise (from the
+    # configuration: a cached ops' pa_bits is the last call's)
+    facts = cpu_facts({**TRANSLATE_CPU, "pa_bits": int(low.config.extra.get("pa_bits", OA_BITS))}, cpu, ARCH)
     if va >> low.config.va_bits == 0:
         ops, ttbr, half = low, ttbr0, "TTBR0_EL1"
     elif va >> high.config.va_bits == (1 << (64 - high.config.va_bits)) - 1:
@@ -1243,17 +1274,24 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
     trace: list[Entry] = []
     table = base
     no_el0 = read_only = uxn = pxn = False
+    hw_af = bool(facts["ha"]) and bool(facts["hafdbs"])
+    hpd = bool(facts["hpd0"] if half == "TTBR0_EL1" else facts["hpd1"])
     for lv in ops.config.levels:
         pa = table + 8 * lv.index(va)
         val = read_entry(read, pa)
         fmt = ops.entry_format(lv.linux, val) if val & PTE_VALID else (
             ops.page_fmt if lv.name == "L3" else ops.table_fmt)
-        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val)))
+        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val) if decode else {}))
         fault = ops.hw_fault(lv.linux, val)
+        if fault is not None and fault[0] == "access-flag" and hw_af:
+            fault = None  # the PE sets AF itself (D8 "Hardware management of the Access flag")
         if fault is not None:
             fkind, level, _why = fault
             return Fault(fkind, f"L{level}", fault_status(fkind, level),
                          str(ops.hw_rejects(lv.linux, val, leaf=False)), tuple(trace))
+        if fmt is ops.table_fmt and hpd:  # TCR_EL1.HPDn = 1: the table controls are ignored
+            table = ops.hw_oa(fmt, val)
+            continue
         if fmt is ops.table_fmt:  # hierarchical controls (D8.4, TCR_EL1.HPDn = 0)
             ap_table = fmt.get(val, "ap_table")
             no_el0 |= bool(ap_table & 1)
@@ -1268,12 +1306,15 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
         ro = bool(val & PTE_RDONLY) or read_only
         el0_write = el0 and not ro
         if user:
-            perms = Permissions(read=el0, write=el0_write, execute=el0 and not (uxn or val & PTE_UXN), user=el0)
+            # EL0 execute is UXN/UXNTable alone, not AP[1]/APTable[0]: AP[1] = 0 with UXN = 0 is
+            # execute-only memory at EL0 (pseudocode: ux = NOT(uxn OR uxn_table); Linux's
+            # PAGE_EXECONLY relies on it)
+            perms = Permissions(read=el0, write=el0_write, execute=not (uxn or val & PTE_UXN), user=el0)
         else:
-            pan = bool(facts["pan"]) and el0
+            pan = bool(facts["pan"]) and el0 and kind != "fetch"  # PAN: data accesses only
             perms = Permissions(read=not pan, write=not ro and not pan,
                                 execute=not (pxn or val & PTE_PXN or el0_write), user=el0)
-        if facts["wxn"] and perms.write:
+        if facts["wxn"] and perms.write:  # x = x AND NOT(wxn AND w), w of the accessing EL
             perms = Permissions(perms.read, perms.write, False, perms.user)
         refused = {"read": not perms.read, "write": not perms.write, "fetch": not perms.execute}[kind]
         level = int(lv.name[1:])
@@ -1285,3 +1326,38 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
                          f"'Memory access control', Permission fault level {level}", tuple(trace))
         return Translation(out, leaf, perms, tuple(trace))
     raise AssertionError("level 3 holds pages")  # pragma: no cover
+
+
+# -- the Access flag after an access (Arm ARM D8 "The Access flag") -------------------------------------
+#: A descriptor's AF after the access: set, unchanged, or left open by the manual.
+AF_SET, AF_KEEP, AF_OPEN = "set", "unchanged", "open"
+
+
+def access_flag(result: Translation | Fault, cpu: dict[str, object] | None = None) -> tuple[tuple[str, str], ...]:
+    """What the access that gave ``result`` (:func:`translate`'s answer, with its ``trace``, run
+    with the same ``cpu``) does to the descriptors it read: ``((level, AF), ...)`` top down, AF
+    :data:`AF_SET`, :data:`AF_KEEP` or :data:`AF_OPEN`; every other descriptor bit is unchanged.
+
+    Arm ARM D8 "The Access flag": without hardware management (TCR_EL1.HA = 0, or FEAT_HAFDBS
+    not implemented, when HA is RES0) the PE never writes a descriptor: AF = 0 gives an Access
+    flag fault and software sets AF -- every descriptor is unchanged.  With it ("Hardware
+    management of the Access flag"), a translation that completes sets AF in the block or page
+    descriptor; pseudocode AArch64.SettingAccessFlagPermitted: after a Permission fault setting
+    it is CONSTRAINED UNPREDICTABLE (open), after any other fault it is not set.  Table
+    descriptors have no AF (bits 11:2 are IGNORED; FEAT_HAFT, which adds one, is not modelled),
+    and the dirty state (AP[2] with DBM, TCR_EL1.HD) is not in this model: descriptors with
+    DBM = 0 are never written by it.
+    """
+    facts = cpu_facts(TRANSLATE_CPU, cpu, ARCH)
+    hw_af = bool(facts["ha"]) and bool(facts["hafdbs"])
+    trace = result.trace
+    out: list[tuple[str, str]] = []
+    for i, e in enumerate(trace):
+        leaf = i == len(trace) - 1 and e.value & PTE_VALID and (e.level == "L3" or not e.value & PTE_TABLE_BIT)
+        if not (hw_af and leaf):
+            out.append((e.level, AF_KEEP))
+        elif isinstance(result, Translation):
+            out.append((e.level, AF_SET))
+        else:
+            out.append((e.level, AF_OPEN if result.kind == "permission" else AF_KEEP))
+    return tuple(out)

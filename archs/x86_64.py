@@ -618,10 +618,13 @@ OPS_CLASS = X86_64
 #: :data:`CPU`'s ``maxphyaddr``/``nxe``/``gbpages``, and ``wp`` (CR0.WP, §4.6.1: supervisor writes
 #: honour R/W), ``smep`` (CR4.SMEP: no supervisor fetch from a user-mode address), ``smap``
 #: (CR4.SMAP: no supervisor data access to a user-mode address unless ``ac``), ``ac`` (EFLAGS.AC,
-#: which lifts SMAP for explicit supervisor data accesses, §4.6.1).
-TRANSLATE_CPU: dict[str, Any] = {**CPU, "wp": True, "smep": False, "smap": False, "ac": False}
+#: which lifts SMAP for explicit supervisor data accesses, §4.6.1), ``pke`` (CR4.PKE: protection
+#: keys, §4.6.2) and ``pkru`` (the PKRU register: AD of key i is bit 2i, WD bit 2i+1, §2.7, §4.6.2).
+TRANSLATE_CPU: dict[str, Any] = {**CPU, "wp": True, "smep": False, "smap": False, "ac": False,
+                                 "pke": False, "pkru": 0}
 
-_PF_P, _PF_W, _PF_U, _PF_RSVD, _PF_ID = 1, 2, 4, 8, 16  # #PF error code bits (SDM vol. 3A §4.7)
+_PF_P, _PF_W, _PF_U, _PF_RSVD, _PF_ID, _PF_PK = 1, 2, 4, 8, 16, 32  # #PF error code bits (SDM vol. 3A §4.7)
+_PKEY_SHIFT = 59  # bits 62:59 of a leaf: its protection key (Tables 4-16, 4-18, 4-20)
 
 
 def _x86_ops(config_or_ops: Any, facts: dict[str, Any]) -> X86_64:
@@ -669,7 +672,11 @@ def translate(config_or_ops: Any, read: Any, va: int, access: Any = "read", *, c
       4-18, 4-20);
     * access rights combine R/W, U/S and XD over every entry (§4.6.1): a violation is a #PF with
       P=1 (§4.7).  W/R, U/S and I/D of the error code follow the access (I/D only with NXE or
-      SMEP).
+      SMEP);
+    * with CR4.PKE (``pke``) a user-mode address's data accesses are also subject to PKRU for
+      the leaf's protection key (§4.6.2, :func:`_pkru_rights`); an access PKRU forbids is a #PF
+      with P=1 and PK=1, whether or not the other rights forbid it too (§4.7 "PK flag (bit 5)",
+      §6.15 "Interrupt 14").
     """
 
     kind, user = parse_access(access)
@@ -714,12 +721,18 @@ def translate(config_or_ops: Any, read: Any, va: int, access: Any = "read", *, c
         size = lv.leaf_size or 0
         pa_out = (val & fmt.mask("addr")) | (va & (size - 1))
         perms = _x86_rights(facts, user, writable, user_ok, xd)
+        pk_read, pk_write = _pkru_rights(facts, user, user_ok, val)
+        pk_refused = {"read": not pk_read, "write": not pk_write, "fetch": False}[kind]
         refused = {"read": not perms.read, "write": not perms.write, "fetch": not perms.execute}[kind]
-        if refused:
-            return Fault("page-fault", lv.name, code | _PF_P,
+        if refused or pk_refused:
+            key = f", PKRU for key {val >> _PKEY_SHIFT & 0xF} (§4.6.2)" if pk_refused else ""
+            return Fault("page-fault", lv.name, code | _PF_P | (_PF_PK if pk_refused else 0),
                          f"{'user' if user else 'supervisor'} {kind} not allowed by the {entry} path "
-                         f"({perms}; R/W {int(writable)}, U/S {int(user_ok)}, XD {int(xd)} over all entries): "
-                         f"SDM vol. 3A §4.6.1; #PF with P=1, §4.7", tuple(trace))
+                         f"({perms}; R/W {int(writable)}, U/S {int(user_ok)}, XD {int(xd)} over all entries{key}): "
+                         f"SDM vol. 3A §4.6; #PF with P=1, §4.7", tuple(trace))
+        if not (pk_read and pk_write):
+            perms = Permissions(read=perms.read and pk_read, write=perms.write and pk_write,
+                                execute=perms.execute, user=perms.user)
         return Translation(pa_out, size, perms, tuple(trace))
     raise AssertionError("the last level maps a page")  # pragma: no cover
 
@@ -734,6 +747,27 @@ def _x86_rights(facts: dict[str, Any], user: bool, writable: bool, user_ok: bool
     write = (writable or not facts["wp"]) and not smap
     execute = not xd and not (facts["smep"] and user_ok)
     return Permissions(read=not smap, write=write, execute=execute, user=user_ok)
+
+
+def _pkru_rights(facts: dict[str, Any], user: bool, user_ok: bool, leaf: int) -> tuple[bool, bool]:
+    """(read, write) that protection keys allow a data access (SDM vol. 3A §4.6.2 "Protection
+    Keys"; IA-32e paging only, which both configurations are).
+
+    With CR4.PKE=0 the processor associates no keys with linear addresses and PKRU controls
+    nothing.  With CR4.PKE=1 the key of a linear address is bits 62:59 of the entry that maps its
+    page -- the leaf; the same bits in an entry that references a table are ignored (Tables
+    4-15, 4-17, 4-19).  The key of a supervisor-mode address (U/S=0 in some entry) does not
+    control access (that is PKS, IA32_PKRS, not modelled: it needs CR4.PKS).  For a user-mode
+    address with key i: ADi = PKRU[2i] = 1 permits no data access at all, by user- or
+    supervisor-mode accesses alike; WDi = PKRU[2i+1] = 1 forbids user-mode writes, and
+    supervisor-mode writes if CR0.WP = 1.  Instruction fetches are not affected (§4.6.2; the
+    caller never asks for them)."""
+    if not facts["pke"] or not user_ok:
+        return True, True
+    key = leaf >> _PKEY_SHIFT & 0xF
+    ad = bool(facts["pkru"] >> 2 * key & 1)
+    wd = bool(facts["pkru"] >> (2 * key + 1) & 1)
+    return not ad, not ad and not (wd and (user or facts["wp"]))
 
 
 # -- Accessed and Dirty flags after an access (SDM vol. 3A §4.8) -----------------------------------

@@ -1,7 +1,8 @@
 """MMU oracles side by side (issue 17): start-up, batch throughput and memory of Unicorn 2.1.4 and
-QEMU 7.2 system emulation on the same hand-built x86-64 tables, and on arm64 (4KB, 48-bit VA).
+QEMU 7.2 system emulation on the same hand-built x86-64 tables, on arm64 (4KB, 48-bit VA) and on
+s390x (a segment-table ASCE, 4K pages).
 
-    python -m bench.oracle_rate [--levels 4|5] [--n 65536] [--arch x86_64|arm64] [--json]
+    python -m bench.oracle_rate [--levels 4|5] [--n 65536] [--arch x86_64|arm64|s390x] [--json]
 
 Per emulator: the machine's start-up on fresh 3 GiB guest RAM (the default scenario's size);
 ``probe_many_raw`` rate over ``n`` distinct 4K pages that translate (every load returns a tag
@@ -73,7 +74,7 @@ def run(emulator: str, levels: int = 4, n: int = 65536) -> dict[str, Any]:
             raw, errors = machine.probe_many_raw(addrs)
             out[f"{label}_per_s"] = round(n / (time.perf_counter() - t))
             assert not errors
-        rss = _rss_kib(str(machine._proc.pid)) if emulator == "qemu" else _rss_kib() - before
+        rss = _rss_kib(str(machine._qemu.proc.pid)) if emulator == "qemu" else _rss_kib() - before
         out["rss_mib"] = round(rss / 1024, 1)
         out["max_rss_self_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         return out
@@ -119,7 +120,7 @@ def run_arm64(emulator: str, n: int = 65536) -> dict[str, Any]:
             t = time.perf_counter()
             machine.probe_many_raw(addrs)
             out[f"{label}_per_s"] = round(n / (time.perf_counter() - t))
-        rss = _rss_kib(str(machine._proc.pid)) if emulator == "qemu" else _rss_kib() - before
+        rss = _rss_kib(str(machine._qemu.proc.pid)) if emulator == "qemu" else _rss_kib() - before
         out["rss_mib"] = round(rss / 1024, 1)
         return out
     finally:
@@ -127,15 +128,63 @@ def run_arm64(emulator: str, n: int = 65536) -> dict[str, Any]:
         ram.close()
 
 
+def run_s390x(emulator: str, n: int = 65536) -> dict[str, Any]:
+    """The s390x figures: ``n`` 4K pages under a segment-table ASCE (PoP SA22-7832 ch. 3: ASCE
+    DT = 00, TL = 3; segment entries designate 2 KB page tables of 256 entries); LRAG then LG per
+    address; the faults are segment-translation exceptions (invalid segment entries)."""
+    from emu.machines.ram import FrameAllocator, PhysicalMemory
+
+    ram = PhysicalMemory(3 << 30, big_endian=True)
+    alloc = FrameAllocator(ram, reserved=[(0, 0x2000)])
+    before = _rss_kib()
+    t0 = time.perf_counter()
+    if emulator == "qemu":
+        from emu.machines.qemu.s390x import QemuS390xMachine
+
+        machine: Any = QemuS390xMachine(ram, alloc)
+    else:
+        from emu.machines.s390x import S390xMachine
+
+        machine = S390xMachine(ram, alloc)
+    startup = time.perf_counter() - t0
+    try:
+        st = alloc.alloc(0x4000, 0x4000)
+        ram.write(st, np.full(2048, 0x20, dtype=">u8").tobytes())  # I bit (58) in every entry
+        frames = alloc.alloc(n * 4096, 4096)
+        ram.tag(frames, n * 4096)
+        tables = alloc.alloc(n * 8, 4096)
+        for k in range(n // 256):
+            ram.write_u64(st + 8 * k, tables + k * 2048)
+        ptes = np.uint64(frames) + np.arange(n, dtype=np.uint64) * np.uint64(4096)
+        ram.buf[tables : tables + n * 8] = ptes.astype(">u8").tobytes()
+        machine.set_asce(st | 3)
+        vas = np.arange(n, dtype=np.uint64) * np.uint64(4096) + np.uint64(8)
+        out: dict[str, Any] = {"emulator": emulator, "arch": "s390x", "n": n, "startup_s": round(startup, 3)}
+        for label, addrs in (("translate", vas), ("fault", vas + np.uint64(1 << 30))):
+            machine.probe_many_raw(addrs[:1024])
+            t = time.perf_counter()
+            machine.probe_many_raw(addrs)
+            out[f"{label}_per_s"] = round(n / (time.perf_counter() - t))
+        rss = _rss_kib(str(machine._qemu.proc.pid)) if emulator == "qemu" else _rss_kib() - before
+        out["rss_mib"] = round(rss / 1024, 1)
+        return out
+    finally:
+        if emulator == "qemu":
+            machine.close()
+        ram.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.oracle_rate")
     ap.add_argument("--levels", type=int, default=4, choices=(4, 5))
     ap.add_argument("--n", type=int, default=65536)
-    ap.add_argument("--arch", default="x86_64", choices=("x86_64", "arm64"))
+    ap.add_argument("--arch", default="x86_64", choices=("x86_64", "arm64", "s390x"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.arch == "arm64":
         rows = [run_arm64(e, args.n) for e in ("unicorn", "qemu")]
+    elif args.arch == "s390x":
+        rows = [run_s390x(e, args.n) for e in ("unicorn", "qemu")]
     else:
         rows = [run(e, args.levels, args.n) for e in ("unicorn", "qemu")]
     if args.json:

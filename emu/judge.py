@@ -192,7 +192,7 @@ def _cannot_check(v: Views) -> str | None:
     if v.oracle is None:
         return None
     level = v.model.level.lower() if v.model.level else None
-    return v.oracle.cannot_check(level, v.model.entry) or None
+    return v.oracle.cannot_check(level, v.model.entry, v.addr) or None
 
 
 def _oracle_error(v: Views) -> str | None:

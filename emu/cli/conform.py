@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-ARCHES = ("x86_64",)  # arm64 and s390x: not yet (issue 18)
+ARCHES = ("x86_64", "arm64")  # s390x: not yet (issue 18)
 
 
 def _positive(text: str) -> int:
@@ -29,7 +29,7 @@ def _positive(text: str) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("conform", help="MMU access-rights / #PF code / A-D conformance against the manual's model")
-    p.add_argument("--arch", required=True, choices=ARCHES, help="architecture (x86_64 only so far)")
+    p.add_argument("--arch", required=True, choices=ARCHES, help="architecture (x86_64, arm64)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--limit", type=_positive, metavar="N", help="run the first N cases of the space")
     g.add_argument("--sample", type=_positive, metavar="N", help="run N cases drawn at random (see --seed)")
@@ -39,22 +39,31 @@ def add_parser(sub: Any) -> None:
                    help="run in N local worker processes (default 1: in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--space", action="store_true", help="describe the space and exit (no run)")
+    p.add_argument("--pku", action="store_true",
+                   help="x86_64: the space with protection keys (CR4.PKE, PKRU AD/WD, the leaf's key), 10x larger")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from emu.conform import x86_64 as C
+    import importlib
 
+    C: Any = importlib.import_module(f"emu.conform.{args.arch}")
+
+    if args.pku and args.arch != "x86_64":
+        from emu.cli import UsageError
+
+        raise UsageError("conform: --pku (protection keys) is an x86_64 space")
+    kw = {"space": C.PKU} if args.pku else {}  # the architecture's default space otherwise
     if args.space:
-        space = C.space_json()
+        space = C.space_json(**kw)
         if args.json:
             json.dump({"arch": args.arch, "space": space}, sys.stdout, indent=1)
             sys.stdout.write("\n")
         else:
             _print_space(args.arch, space)
         return 0
-    cases = C.select(limit=args.limit, sample=args.sample, seed=args.seed)
-    report = C.Report()
+    cases = C.select(limit=args.limit, sample=args.sample, seed=args.seed, **kw)
+    report = C.new_report(**kw)
     show = not args.quiet and not args.json or (not args.quiet and sys.stderr.isatty())
 
     last = [0.0]
@@ -70,12 +79,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers > 1:
         try:
-            C.run_workers(cases, args.workers, report, progress if show else None)
+            C.run_workers(cases, args.workers, report, progress if show else None, **kw)
         finally:
             if show:
                 sys.stderr.write("\n")
     else:
-        runner = C.Runner()
+        runner = C.Runner(**kw)
         try:
             runner.run(cases, report, progress if show else None)
         finally:
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(report.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        _print_space(args.arch, C.space_json())
+        _print_space(args.arch, C.space_json(**kw))
         rate = report.run / report.seconds if report.seconds else 0.0
         print(f"ran {report.run} of {report.size} cases{' (interrupted)' if report.interrupted else ''} "
               f"in {report.seconds:.1f} s ({rate:,.0f} cases/s): {report.agree} agree, "
@@ -102,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_space(arch: str, space: dict[str, Any]) -> None:
-    print(f"conform {arch}: {space['size']:,} cases ({space['before_legality_filter']:,} before the legality rules)")
+    print(f"conform {arch} {space['name']}: {space['size']:,} cases "
+          f"({space['before_legality_filter']:,} before the legality rules)")
     for k, v in space["in"].items():
         print(f"  in   {k}: {v}")
     for k, v in space["out"].items():

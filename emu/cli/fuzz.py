@@ -67,7 +67,7 @@ def add_parser(sub: Any) -> None:
                    help="also ask the compiled kernel about every entry walked: auto = when a harness is "
                         "built (foliowalk kernel build), on = build it, off = model only")
     p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu"),
-                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64 and arm64, docs/oracles.md)")
+                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64, arm64, s390x; docs/oracles.md)")
     p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")
     p.add_argument("--max-findings", type=int_arg, default=50, metavar="N",
                    help="distinct findings to shrink and save (default 50); all are counted")

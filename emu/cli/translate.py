@@ -41,8 +41,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--access", default="read", choices=("read", "write", "fetch"), help="the access (default read)")
     p.add_argument("--user", action="store_true", help="at user privilege (x86 CPL 3, arm64 EL0)")
     p.add_argument("--cpu", action="append", default=[], metavar="FACT=VALUE",
-                   help="a CPU fact (x86: maxphyaddr, nxe, gbpages, wp, smep, smap; arm64: pa_bits, wxn, pan; "
-                        "s390x: edat1, edat2, iep, storage_size); repeatable")
+                   help="a CPU fact (x86: maxphyaddr, nxe, gbpages, wp, smep, smap, ac, pke, pkru; "
+                        "arm64: pa_bits, wxn, pan; s390x: edat1, edat2, iep, storage_size); repeatable")
     p.add_argument("--no-mmu", action="store_true", help="the manual's answer only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("va", nargs="+", type=int_arg, metavar="VA", help="virtual addresses")

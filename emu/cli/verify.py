@@ -39,7 +39,7 @@ def add_parser(sub: Any) -> None:
                         "(foliowalk kernel build), on = build it if needed, off = model only")
     p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu"),
                    help="the emulator whose MMU answers: unicorn (default, in-process) or qemu (QEMU 7.2 system "
-                        "emulation, x86-64 so far; docs/oracles.md)")
+                        "emulation, x86-64, arm64, s390x; docs/oracles.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--fixture", action="append", default=[], type=Path, metavar="DIR",

@@ -12,6 +12,10 @@ Per case the model predicts fault or not, the #PF error code (SDM vol. 3A §4.7)
 physical address, and each entry's A/D flags afterwards (§4.8); the machine's answer is compared
 field by field.  A mismatch is explained by :data:`KNOWN` (a registered emulator deviation,
 ``emu/machines/deviations.py``) or it is unexplained.
+
+Two spaces (:class:`Space`): :data:`SPACE` ("access", the default) without protection keys, and
+:data:`PKU` ("access-pku") with access.c's PKU dimensions added: CR4.PKE, PKRU AD1/WD1 and the
+leaf's protection key 0 or 1 (SDM vol. 3A §4.6.2), on a CPU model with PKU in CPUID.
 """
 
 from __future__ import annotations
@@ -50,6 +54,46 @@ CPUS = tuple(dict(nxe=n, wp=w, smep=s, smap=m, ac=a) for n in (False, True) for 
 #: The CPU model the machines run (Unicorn's default qemu64 has no SMAP in CPUID: CR4.SMAP can be
 #: written but has no effect; Broadwell has SMEP and SMAP).
 CPU_MODEL = "BROADWELL"
+#: The PKU space's model: SMEP, SMAP and PKU in CPUID (QEMU 5.0 target/i386/cpu.c "Skylake-Server";
+#: TCG_7_0_ECX_FEATURES keeps PKU, OSPKE follows CR4.PKE).  Broadwell has no PKU.
+PKU_CPU_MODEL = "SKYLAKE_SERVER"
+#: access.c's protection-key dimensions (AC_CPU_CR4_PKE, AC_PKU_AD, AC_PKU_WD, AC_PKU_PKEY): CR4.PKE,
+#: AD and WD of key 1 in PKRU, and the leaf's key 1 (else 0); AD/WD only with PKE (access.c's rule:
+#: "only test protection key faults if CR4.PKE=1").  Innermost in the CPU order.
+PKU_SETTINGS = tuple(dict(pke=pke, ad=ad, wd=wd, pkey=key) for pke in (False, True)
+                     for ad, wd in ((False, False), (False, True), (True, False), (True, True))
+                     if pke or not (ad or wd) for key in (0, 1))
+#: PKRU without CR4.PKE: every key but 0 has AD=WD=1 (keys must then change nothing, §4.6.2: "the
+#: processor does not associate linear addresses with protection keys"); key 0 is the machine's own.
+PKRU_NO_PKE = 0xFFFF_FFFC
+#: With CR4.PKE: key 2 has AD=WD=1 -- it is the key a non-leaf PDE carries when the leaf has key 1,
+#: and the key of an entry that references a table is ignored (Tables 4-15, 4-17, 4-19).
+PKRU_KEY2 = 0x30
+
+
+def pkru(cpu: dict[str, Any]) -> int:
+    """The PKRU value of a PKU setting: AD1 = bit 2, WD1 = bit 3 (SDM vol. 3A §2.7: ADi = PKRU[2i],
+    WDi = PKRU[2i+1]), plus :data:`PKRU_KEY2`; :data:`PKRU_NO_PKE` without CR4.PKE."""
+    if not cpu["pke"]:
+        return PKRU_NO_PKE
+    return PKRU_KEY2 | (4 if cpu["ad"] else 0) | (8 if cpu["wd"] else 0)
+
+
+def model_cpu(cpu: dict[str, Any]) -> dict[str, Any]:
+    """The case's CPU controls as :func:`archs.x86_64.translate` facts (the key is the entry's)."""
+    out = {k: cpu[k] for k in ("nxe", "wp", "smep", "smap", "ac")}
+    if "pke" in cpu:
+        out.update(pke=cpu["pke"], pkru=pkru(cpu))
+    return out
+
+
+def machine_controls(cpu: dict[str, Any]) -> dict[str, Any]:
+    """The case's CPU controls as ``X86_64Machine.set_controls`` keywords."""
+    out = {k: cpu[k] for k in ("wp", "smep", "smap", "ac")}
+    if "pke" in cpu:
+        out.update(pke=cpu["pke"], pkru=pkru(cpu))
+    return out
+
 
 IN_SPACE = {
     "PDE": "P, R/W, U/S, A, D, XD, PS, one reserved bit (51; 13 with PS=1)",
@@ -60,7 +104,8 @@ IN_SPACE = {
 OUT_OF_SPACE = {
     "CR4.SMAP with CPL-3 accesses": "SMAP restricts supervisor-mode accesses only; the machine's CPL-3 loop "
                                     "needs its tables as user pages, which it makes supervisor pages under SMAP",
-    "PKU (CR4.PKE, PKRU, protection keys)": "the machine sets no PKRU and the model has no keys yet",
+    "PKU (CR4.PKE, PKRU, protection keys)": "a space of its own, access-pku (foliowalk conform --pku): ten "
+                                            "times this one",
     "reserved bit 36 / several at once": "bit 36 is below this CPU's MAXPHYADDR (40): an address bit here; "
                                          "access.c's own rule tests one reserved bit at a time (same error code)",
     "PML4E/PDPTE bits, 1-GByte pages, 5-level": "fixed permissive upper entries, as access.c; the translation "
@@ -69,6 +114,17 @@ OUT_OF_SPACE = {
 LEGALITY = ("PS=1 in the PDE: the PTE bits are all 0 (no page table is read, SDM Table 4-18)",
             "EFLAGS.AC=1 only with CR4.SMAP=1 (AC only lifts SMAP, §4.6.1)",
             "CR4.SMAP=1 only with CPL-0 accesses (SMAP governs supervisor-mode accesses, §4.6.1)")
+PKU_IN_SPACE = {
+    **IN_SPACE,
+    "CPU": "IA32_EFER.NXE, CR0.WP, CR4.SMEP, CR4.SMAP with EFLAGS.AC (Unicorn CPU model Skylake-Server)",
+    "PKU": "CR4.PKE; PKRU AD1 and WD1 (key 2: AD=WD=1; without PKE: 0xfffffffc); the leaf's key 1 or 0 "
+           "(a PDE that references a table carries key 2 when the leaf has key 1)",
+}
+PKU_OUT_OF_SPACE = {k: v for k, v in OUT_OF_SPACE.items() if not k.startswith("PKU")}
+PKU_OUT_OF_SPACE["other keys, PKS (CR4.PKS, IA32_PKRS)"] = (
+    "access.c varies key 1 only; PKS (supervisor keys) does not exist in Unicorn 2.1.4's QEMU 5.0 (no CR4.PKS)")
+PKU_LEGALITY = (*LEGALITY, "PKRU AD1/WD1 only with CR4.PKE=1 (access.c: only test protection key faults "
+                           "if CR4.PKE=1)")
 
 
 def _bits(names: Sequence[str], word: int) -> dict[str, bool]:
@@ -88,25 +144,59 @@ def _entry_combos() -> list[tuple[int, int]]:
 
 
 COMBOS = _entry_combos()
-GROUPS = tuple((c, a) for c, a in itertools.product(range(len(CPUS)), range(len(ACCESSES)))
-               if not (CPUS[c]["smap"] and ACCESSES[a].user))
-SIZE = len(GROUPS) * len(COMBOS)
-RAW_SIZE = 2**5 * len(ACCESSES) * (1 << len(PDE_DIMS)) * (1 << len(PTE_DIMS))  # 5 CPU control bits
+
+
+@dataclass(frozen=True, eq=False)
+class Space:
+    """One enumerated space: its CPU settings (outer) x accesses x :data:`COMBOS` (inner)."""
+
+    name: str
+    cpus: tuple[dict[str, Any], ...]
+    cpu_model: str
+    control_bits: int  #: CPU control bits varied before the legality rules (for ``raw_size``)
+    in_space: dict[str, str]
+    out_of_space: dict[str, str]
+    legality: tuple[str, ...]
+
+    @functools.cached_property
+    def groups(self) -> tuple[tuple[int, int], ...]:
+        """(CPU setting, access) pairs the legality rules keep; a group runs as one batch."""
+        return tuple((c, a) for c, a in itertools.product(range(len(self.cpus)), range(len(ACCESSES)))
+                     if not (self.cpus[c]["smap"] and ACCESSES[a].user))
+
+    @property
+    def size(self) -> int:
+        return len(self.groups) * len(COMBOS)
+
+    @property
+    def raw_size(self) -> int:
+        return 2**self.control_bits * len(ACCESSES) * (1 << len(PDE_DIMS)) * (1 << len(PTE_DIMS))
+
+
+SPACE = Space("access", CPUS, CPU_MODEL, 5, IN_SPACE, OUT_OF_SPACE, LEGALITY)
+#: access.c's space with protection keys: 4 more bits (PKE, AD, WD, key), 10 legal PKU settings.
+PKU = Space("access-pku", tuple(dict(c, **k) for c in CPUS for k in PKU_SETTINGS), PKU_CPU_MODEL, 9,
+            PKU_IN_SPACE, PKU_OUT_OF_SPACE, PKU_LEGALITY)
+SPACES = {s.name: s for s in (SPACE, PKU)}
+GROUPS = SPACE.groups
+SIZE = SPACE.size
+RAW_SIZE = SPACE.raw_size
 
 
 @dataclass(frozen=True)
 class Case:
-    """One point of the space: ``index`` in ``range(SIZE)``."""
+    """One point of a space: ``index`` in ``range(space.size)``."""
 
     index: int
+    space: Space = SPACE
 
     @property
     def cpu(self) -> dict[str, bool]:
-        return CPUS[GROUPS[self.index // len(COMBOS)][0]]
+        return self.space.cpus[self.space.groups[self.index // len(COMBOS)][0]]
 
     @property
     def access(self) -> Access:
-        return ACCESSES[GROUPS[self.index // len(COMBOS)][1]]
+        return ACCESSES[self.space.groups[self.index // len(COMBOS)][1]]
 
     @property
     def pde_flags(self) -> dict[str, bool]:
@@ -124,10 +214,11 @@ class Case:
         return f"#{self.index} {self.access} {cpu} pde={on(self.pde_flags)}{pte}"
 
 
-def entry_value(names: Sequence[str], word: int, target: int, *, big: bool) -> int:
-    """The raw entry for a flag word pointing at ``target`` (``big``: a 2-MByte PDE)."""
+def entry_value(names: Sequence[str], word: int, target: int, *, big: bool, key: int = 0) -> int:
+    """The raw entry for a flag word pointing at ``target`` (``big``: a 2-MByte PDE) with
+    protection key ``key`` in bits 62:59 (Tables 4-18, 4-20; ignored in a table PDE, 4-19)."""
     f = _bits(names, word)
-    val = target
+    val = target | key << 59
     for name, bit in (("P", _P), ("W", _W), ("U", _U), ("A", _A), ("D", _D), ("NX", _NX), ("PSE", _PS)):
         if f.get(name):
             val |= bit
@@ -185,6 +276,7 @@ class Mismatch:
 class Report:
     arch: str = ARCH
     size: int = SIZE
+    space: str = SPACE.name
     run: int = 0
     agree: int = 0
     faults: int = 0  # cases the model says fault (of those run)
@@ -204,16 +296,20 @@ class Report:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"arch": self.arch, "space": space_json(), "run": self.run, "agree": self.agree,
+        return {"arch": self.arch, "space": space_json(SPACES[self.space]), "run": self.run, "agree": self.agree,
                 "model_faults": self.faults, "seconds": round(self.seconds, 3),
                 "cases_per_second": round(self.run / self.seconds, 1) if self.seconds else None,
                 "interrupted": self.interrupted, "mismatches_by_class": self.by_class(),
                 "mismatches": [m.to_json() for m in self.mismatches]}
 
 
-def space_json() -> dict[str, Any]:
-    return {"size": SIZE, "before_legality_filter": RAW_SIZE, "in": IN_SPACE, "out": OUT_OF_SPACE,
-            "legality": list(LEGALITY)}
+def new_report(space: Space = SPACE) -> Report:
+    return Report(size=space.size, space=space.name)
+
+
+def space_json(space: Space = SPACE) -> dict[str, Any]:
+    return {"name": space.name, "size": space.size, "before_legality_filter": space.raw_size,
+            "in": space.in_space, "out": space.out_of_space, "legality": list(space.legality)}
 
 
 #: Mismatches a registered deviation explains: (deviation name, does it explain this one?).
@@ -222,12 +318,13 @@ KNOWN: list[tuple[str, Callable[[Case, Mismatch], bool]]] = []
 
 # -- the runner ------------------------------------------------------------------------------------
 class Runner:
-    """Runs cases on two Unicorn machines (IA32_EFER.NXE off and on) sharing nothing."""
+    """Runs cases of ``space`` on two Unicorn machines (IA32_EFER.NXE off and on) sharing nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, space: Space = SPACE) -> None:
         from emu.machines.ram import FrameAllocator, PhysicalMemory
         from emu.machines.x86_64 import X86_64Machine
 
+        self.space = space
         self._machines: dict[bool, Any] = {}
         self._make = (PhysicalMemory, FrameAllocator, X86_64Machine)
 
@@ -240,7 +337,7 @@ class Runner:
         alloc = FrameAllocator(ram)
         from unicorn import x86_const
 
-        machine = X86_64Machine(ram, alloc, nxe=nxe, cpu_model=getattr(x86_const, f"UC_CPU_X86_{CPU_MODEL}"))
+        machine = X86_64Machine(ram, alloc, nxe=nxe, cpu_model=getattr(x86_const, f"UC_CPU_X86_{self.space.cpu_model}"))
         big = alloc.alloc(2 << 20, 2 << 20)  # the 2-MByte page every PS=1 PDE maps
         ram.write(big, bytes(4096))
         ram.tag(big, 4096)  # its first page is every 4-KByte page's frame, too
@@ -268,10 +365,12 @@ class Runner:
     def probe_one(self, pde: int, pte: int, access: Access, cpu: dict[str, bool]) -> tuple[Any, int, int]:
         """Write ``pde`` and ``pte`` (raw values) into the first case slot, probe VA 0 with
         ``access`` under ``cpu`` (``nxe``, ``wp``, ``smep``) and return the machine's result
-        (``emu.machines.base`` Translation/Fault/ProbeError) with the PDE and PTE afterwards."""
+        (``emu.machines.base`` Translation/Fault/ProbeError) with the PDE and PTE afterwards;
+        ``pke`` and ``pkru`` too on a :data:`PKU` runner."""
         machine, ram, _root, pds, pts, _big = self._machine(bool(cpu.get("nxe", True)))
+        pku = {k: cpu[k] for k in ("pke", "pkru") if k in cpu}
         machine.set_controls(wp=bool(cpu.get("wp", True)), smep=bool(cpu.get("smep", False)),
-                             smap=bool(cpu.get("smap", False)), ac=bool(cpu.get("ac", False)))
+                             smap=bool(cpu.get("smap", False)), ac=bool(cpu.get("ac", False)), **pku)
         ram.write_u64(pds[0], pde)
         ram.write_u64(pts[0], pte)
         machine.flush_tlb()
@@ -286,6 +385,8 @@ class Runner:
     def run(self, cases: Iterable[int], report: Report, progress: Callable[[Report], None] | None = None) -> Report:
         by_group: dict[int, list[int]] = {}
         for i in cases:
+            if not 0 <= i < self.space.size:
+                raise ValueError(f"case {i} is not in the {self.space.name} space (0..{self.space.size - 1})")
             by_group.setdefault(i // len(COMBOS), []).append(i)
         t0 = time.perf_counter()
         try:
@@ -302,10 +403,13 @@ class Runner:
         return report
 
     def _chunk(self, group: int, idx: list[int], report: Report) -> None:
-        cpu = CPUS[GROUPS[group][0]]
-        access = ACCESSES[GROUPS[group][1]]
+        space = self.space
+        cpu = space.cpus[space.groups[group][0]]
+        access = ACCESSES[space.groups[group][1]]
+        mcpu = model_cpu(cpu)
+        key = 1 if cpu.get("pkey") else 0  # the leaf's; a table PDE then carries key 2 (ignored)
         machine, ram, root, pds, pts, big = self._machine(cpu["nxe"])
-        machine.set_controls(wp=cpu["wp"], smep=cpu["smep"], smap=cpu["smap"], ac=cpu["ac"])
+        machine.set_controls(**machine_controls(cpu))
         n = len(idx)
         vas = np.zeros(n, dtype=np.uint64)
         slots = []
@@ -314,21 +418,21 @@ class Runner:
             is_big = bool(_bits(PDE_DIMS, pde_w)["PSE"])
             pde_pa = pds[k // 512] + 8 * (k % 512)
             pte_pa = pts[k]
-            pde = entry_value(PDE_DIMS, pde_w, big if is_big else pte_pa, big=is_big)
+            pde = entry_value(PDE_DIMS, pde_w, big if is_big else pte_pa, big=is_big, key=key if is_big else 2 * key)
             ram.write_u64(pde_pa, pde)
-            pte = 0 if is_big else entry_value(PTE_DIMS, pte_w, big, big=False)
+            pte = 0 if is_big else entry_value(PTE_DIMS, pte_w, big, big=False, key=key)
             ram.write_u64(pte_pa, pte)
             vas[k] = (k // 512) << 30 | (k % 512) << 21
             slots.append((pde_pa, pde, pte_pa, pte, is_big))
         for k in range(n, len(pds) * 512):  # a short chunk: the rest of the PDs not present
             ram.write_u64(pds[k // 512] + 8 * (k % 512), 0)
-        models = [expected(ram.read_u64, int(vas[k]), access, root, cpu) for k in range(n)]
+        models = [expected(ram.read_u64, int(vas[k]), access, root, mcpu) for k in range(n)]
         machine.flush_tlb()
         raw, errors = machine.probe_many_raw(vas, access)
         for k, i in enumerate(idx):
             pde_pa, pde, pte_pa, pte, is_big = slots[k]
             res, ad = models[k]
-            case = Case(i)
+            case = Case(i, space)
             found: list[Mismatch] = []
             miss = functools.partial(_miss, found, i, case.describe())
             st = int(raw.status[k])
@@ -371,17 +475,37 @@ def _miss(found: list[Mismatch], index: int, description: str, what: str, model:
     found.append(Mismatch(index, description, what, model, got))
 
 
-def select(limit: int | None = None, sample: int | None = None, seed: int = 0) -> list[int]:
-    """Case indices: all, the first ``limit``, or ``sample`` drawn at random (``seed``)."""
+def select(limit: int | None = None, sample: int | None = None, seed: int = 0, space: Space = SPACE) -> list[int]:
+    """Case indices of ``space``: all, the first ``limit``, or ``sample`` drawn at random (``seed``)."""
+    size = space.size
     if sample is not None:
         rng = np.random.default_rng(seed)
-        return sorted(rng.choice(SIZE, size=min(sample, SIZE), replace=False).tolist())
-    return list(range(SIZE if limit is None else min(limit, SIZE)))
+        return sorted(rng.choice(size, size=min(sample, size), replace=False).tolist())
+    return list(range(size if limit is None else min(limit, size)))
+
+
+def key_cases(space: Space = PKU) -> list[int]:
+    """The cases of ``space`` where the leaf's protection key can decide (SDM vol. 3A §4.6.2),
+    chosen by the space's dimensions alone: CR4.PKE=1, leaf key 1 with AD1 or WD1 set, a data
+    access, and a walk that reaches a user-mode leaf (P=1, U/S=1, no reserved bit -- XD counts
+    as one without NXE -- in the PDE and, unless PS=1, the PTE): 33,024 cases, 1 in 480."""
+    def ok(names: Sequence[str], word: int, nxe: bool) -> bool:
+        f = _bits(names, word)
+        return f["P"] and f["U"] and not f["RSVD"] and (nxe or not f["NX"])
+
+    combos = {nxe: [k for k, (pde, pte) in enumerate(COMBOS) if ok(PDE_DIMS, pde, nxe)
+                    and (_bits(PDE_DIMS, pde)["PSE"] or ok(PTE_DIMS, pte, nxe))] for nxe in (False, True)}
+    out: list[int] = []
+    for g, (c, a) in enumerate(space.groups):
+        cpu = space.cpus[c]
+        if cpu.get("pke") and cpu["pkey"] and (cpu["ad"] or cpu["wd"]) and ACCESSES[a].kind != "fetch":
+            out.extend(g * len(COMBOS) + k for k in combos[cpu["nxe"]])
+    return out
 
 
 # -- local worker processes ----------------------------------------------------------------------
 TASK_CASES = 4 * CHUNK_CASES  #: cases per task handed to a worker process (within one group)
-_WORKER: Runner | None = None
+_WORKERS: dict[str, Runner] = {}
 
 
 def _worker_init() -> None:
@@ -390,11 +514,10 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
 
 
-def _worker_run(cases: list[int]) -> Report:
-    global _WORKER
-    if _WORKER is None:
-        _WORKER = Runner()  # each process keeps its own machines (engines cannot be pickled)
-    return _WORKER.run(cases, Report())
+def _worker_run(cases: list[int], space: str = SPACE.name) -> Report:
+    if space not in _WORKERS:  # each process keeps its own machines (engines cannot be pickled)
+        _WORKERS[space] = Runner(SPACES[space])
+    return _WORKERS[space].run(cases, new_report(SPACES[space]))
 
 
 def tasks(cases: Iterable[int]) -> list[list[int]]:
@@ -415,9 +538,16 @@ def merge(report: Report, part: Report) -> None:
 
 
 def run_workers(cases: Sequence[int], workers: int, report: Report,
-                progress: Callable[[Report], None] | None = None) -> Report:
+                progress: Callable[[Report], None] | None = None, space: Space = SPACE) -> Report:
     """Run ``cases`` in ``workers`` worker processes (spawned: no Unicorn engine crosses a fork);
     Ctrl-C stops handing out tasks and keeps the reports that came back."""
+    return run_pool(tasks(cases), functools.partial(_worker_run, space=space.name), workers, report, progress)
+
+
+def run_pool(work: list[list[int]], run: Callable[[list[int]], Report], workers: int, report: Report,
+             progress: Callable[[Report], None] | None = None) -> Report:
+    """Hand the tasks ``work`` to ``run`` (a module-level function, so a spawned process can
+    import it) in ``workers`` processes and merge the reports into ``report``, sorted by case."""
     import concurrent.futures as cf
     import multiprocessing
 
@@ -426,7 +556,7 @@ def run_workers(cases: Sequence[int], workers: int, report: Report,
                                   initializer=_worker_init)
     futures: list[cf.Future[Report]] = []
     try:
-        futures = [pool.submit(_worker_run, t) for t in tasks(cases)]
+        futures = [pool.submit(run, t) for t in work]
         for fut in cf.as_completed(futures):
             merge(report, fut.result())
             report.seconds = time.perf_counter() - t0

@@ -83,9 +83,10 @@ class Oracle:
         architecture's fault report has no level (x86-64 #PF)."""
         return None
 
-    def cannot_check(self, level: str | None, entry: int | None) -> str | None:
+    def cannot_check(self, level: str | None, entry: int | None, addr: int | None = None) -> str | None:
         """Why the MMU cannot check a case whose deciding entry is ``entry`` at Linux level
-        ``level`` (e.g. s390x large entries without EDAT), or None if it can."""
+        ``level`` (e.g. s390x large entries without EDAT), or its translation of ``addr`` (an
+        MMU whose own walk meets an entry it cannot honour), or None if it can."""
         return None
 
 
@@ -141,7 +142,7 @@ class S390xOracle(Oracle):
 
         return None if fault.level is None else LEVEL_NAMES.get(fault.level)
 
-    def cannot_check(self, level: str | None, entry: int | None) -> str | None:
+    def cannot_check(self, level: str | None, entry: int | None, addr: int | None = None) -> str | None:
         if entry is None:
             return None
         ops: Any = self.ops
@@ -191,7 +192,7 @@ class Arm64Oracle(Oracle):
     def registers(self) -> dict[str, int]:
         return {} if self.unsupported else super().registers()
 
-    def cannot_check(self, level: str | None, entry: int | None) -> str | None:
+    def cannot_check(self, level: str | None, entry: int | None, addr: int | None = None) -> str | None:
         return self.unsupported
 
     def attach(self, mm: MM) -> None:

@@ -11,6 +11,8 @@ a recorded cell no longer holds.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,10 @@ RECORDED: dict[str, dict[str, str]] = {
     "no-address-size-fault": {"unicorn": "present", "qemu": "absent"},
     "tgran16-unimplemented-but-used": {"unicorn": "present", "qemu": "absent"},
     "oa-bits-49-48-ignored": {"unicorn": "present", "qemu": "present"},
+    "s390x-lra-cc3-for-every-exception": {"unicorn": "present", "qemu": "present"},
+    "s390x-edat-not-in-cpu-models": {"unicorn": "present", "qemu": "present"},
+    "s390x-access-register-mode-aborts": {"qemu": "present"},
+    "s390x-key-controlled-protection-not-implemented": {"qemu": "present"},
 }
 
 
@@ -325,6 +331,155 @@ def check_arm64_tgran16(emulator: str) -> Cell:
     return Cell("not-checked", f"TGran16 = 0 and the probe gave {res}")
 
 
+# -- s390x: a region-third table -> segment table -> page table along entry 0 (raw entries, PoP
+# SA22-7832 ch. 3 "Translation Tables": I = bit 58 of region/segment entries, bit 53 of a PTE;
+# TT bits 60-61; STE.FC bit 53; ASCE DT bits 60-61) ------------------------------------------------
+S390X_R3_ASCE, S390X_REGION_INVALID, S390X_SEGMENT_INVALID = 0x04, 0x24, 0x20
+S390X_PTE_INVALID, S390X_STE_FC = 0x400, 0x400
+
+
+def _s390x_run(emulator: str, probe: Callable[[Any, PhysicalMemory, int, int, str], Cell], *, edat: bool = True
+               ) -> Cell:
+    """A 64 MiB machine whose ASCE designates a region-third table; entry 0 of each table
+    designates the next, the page table maps page 0 to a tagged frame ``data`` and nothing else.
+    ``probe(machine, ram, segment_table, data, emulator)`` runs the check."""
+    ram = PhysicalMemory(64 << 20, big_endian=True)
+    alloc = FrameAllocator(ram, reserved=[(0, 0x2000)])
+    machine: Any = None
+    try:
+        if emulator == "qemu":
+            from emu.machines.qemu.s390x import QemuS390xMachine
+
+            machine = QemuS390xMachine(ram, alloc, edat=edat)
+        else:
+            from emu.machines.s390x import S390xMachine
+
+            machine = S390xMachine(ram, alloc, edat=edat)
+        r3t, st, pt = (alloc.alloc(4096) for _ in range(3))
+        data = alloc.alloc(1 << 20, 1 << 20)
+        ram.tag(data, 1 << 20)
+        for i in range(512):
+            ram.write_u64(r3t + 8 * i, S390X_REGION_INVALID)
+            ram.write_u64(st + 8 * i, S390X_SEGMENT_INVALID)
+        for i in range(256):
+            ram.write_u64(pt + 8 * i, S390X_PTE_INVALID)
+        ram.write_u64(r3t, st | S390X_R3_ASCE)
+        ram.write_u64(st, pt)
+        ram.write_u64(pt, data)
+        machine.set_asce(r3t | S390X_R3_ASCE)
+        return probe(machine, ram, st, data, emulator)
+    finally:
+        if emulator == "qemu" and machine is not None:
+            machine.close()
+        ram.close()
+
+
+def check_s390x_lra_cc3(emulator: str) -> Cell:
+    """LRAG of an address whose page-table entry is invalid: condition code 2 with the PTE's real
+    address in R1 (PoP ch. 10 LOAD REAL ADDRESS); the deviation is cc 3 for every exception."""
+    def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
+        if emulator == "qemu":
+            cc, r1 = machine.lrag(0x1000)
+        else:  # the single-probe routine faults at its LG; LRAG's R1 and IPM are still in r1/r4
+            from unicorn import s390x_const
+
+            machine.probe(0x1000)
+            r1 = machine.uc.reg_read(s390x_const.UC_S390X_REG_R1)
+            cc = (machine.uc.reg_read(s390x_const.UC_S390X_REG_R4) >> 28) & 3
+        if cc == 3:
+            return Cell("present", f"LRAG of 0x1000 (PTE invalid): cc 3, R1 {r1:#x}")
+        if cc == 2:
+            return Cell("absent", f"LRAG of 0x1000 (PTE invalid): cc 2, R1 {r1:#x}")
+        return Cell("not-checked", f"LRAG of 0x1000 (PTE invalid): cc {cc}, R1 {r1:#x}")
+    return _s390x_run(emulator, probe)
+
+
+def check_s390x_edat(emulator: str) -> Cell:
+    """A segment-table entry with FC = 1 (a 1 MB frame) read with CR0.EDAT (bit 40) set, on the
+    machine's CPU model without turning the facility on (Unicorn: no library patch, edat=False;
+    QEMU: ``-cpu max``): the deviation is that the entry is still taken as a page-table origin."""
+    def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
+        from emu.machines.s390x import CR0_EDAT, CR0_SECONDARY_SPACE
+
+        ram.write_u64(st + 8 * 3, data | S390X_STE_FC)
+        va = (3 << 20) + 0x5008
+        note = ""
+        if emulator == "qemu":
+            from emu.machines.qemu.s390x import FACILITY_EDAT1, FACILITY_EDAT2
+
+            machine.set_cr0(CR0_SECONDARY_SPACE | CR0_EDAT)
+            note = (f" (STFLE facility 8 {'on' if machine.has_facility(FACILITY_EDAT1) else 'off'}, "
+                    f"78 {'on' if machine.has_facility(FACILITY_EDAT2) else 'off'})")
+        else:
+            from unicorn import s390x_const
+
+            machine.uc.reg_write(s390x_const.UC_S390X_REG_CR0, CR0_SECONDARY_SPACE | CR0_EDAT)
+        got = machine.probe(va)
+        if got == Translation(data + 0x5008, "tag"):
+            return Cell("absent", f"1 MB segment entry with CR0.EDAT: {va:#x} -> {data + 0x5008:#x}{note}")
+        return Cell("present", f"1 MB segment entry with CR0.EDAT: {va:#x} gave {got}, not {data + 0x5008:#x}{note}")
+    return _s390x_run(emulator, probe, edat=False)
+
+
+def check_s390x_access_register_mode(emulator: str) -> Cell:
+    """The probe loop entered with PSW ASC = 01 (access-register mode; access register 0 = 0
+    designates the primary space, PoP ch. 5 "Access-Register Translation").  Only on QEMU, whose
+    process is not this one: on Unicorn the abort() would end foliowalk."""
+    if emulator != "qemu":
+        return Cell("registered", "measured on Unicorn (ORACLE-NOTES); not re-run: abort() would end this process")
+
+    def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
+        from emu.machines.qemu.s390x import MB_PROBE_PSW
+        from emu.machines.s390x import PSW_MASK
+
+        ar_mode = PSW_MASK & ~0x0000_C000_0000_0000 | 0x0000_4000_0000_0000
+        ram.write_u64(machine.mailbox + MB_PROBE_PSW, ar_mode)
+        proc = machine._qemu.proc
+        try:
+            got = machine.probe(0x8)
+        except EmulatorError as exc:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.returncode == -signal.SIGABRT:
+                return Cell("present", f"PSW {ar_mode:#x} (ASC 01): QEMU aborted (SIGABRT): "
+                                       f"{machine._qemu.log_tail(1) or exc}")
+            raise
+        return Cell("absent", f"PSW {ar_mode:#x} (ASC 01): the probe of 0x8 gave {got}")
+    return _s390x_run(emulator, probe)
+
+
+def check_s390x_key_protection(emulator: str) -> Cell:
+    """A fetch from a frame whose storage key is 0x38 (access-control 3, fetch-protection on)
+    with PSW key 5: key-controlled protection must give a protection exception, code 0x04 (PoP
+    ch. 3 "Key-Controlled Protection": neither key 0 nor a match, and fetch-protected).  The
+    record buffer gets key 5 first, so the loop's own stores match.  QEMU only: the Unicorn machine
+    runs with PSW key 0 and has no SSKE step."""
+    if emulator != "qemu":
+        return Cell("registered", "measured on Unicorn (ORACLE-NOTES); no live check here: the test its "
+                                  "reference names shows it still exists")
+
+    def probe(machine: Any, ram: PhysicalMemory, st: int, data: int, emulator: str) -> Cell:
+        from emu.machines.qemu.s390x import CHUNK, RECORD
+
+        machine.set_storage_key(machine.obuf, RECORD * CHUNK, 0x50)
+        machine.probe(0x8)
+        machine.set_storage_key(data, 4096, 0x38)
+        machine.set_psw_key(5)
+        got = machine.probe(0x8)
+        key = machine.storage_key_read()
+        if key & 0xF8 != 0x38:
+            return Cell("not-checked", f"ISKE read key {key:#x} back, not 0x38")
+        if got == Translation(data + 8, "tag"):
+            return Cell("present", f"fetch with PSW key 5 from a frame with storage key {key:#x}: translated, "
+                                   "no protection exception")
+        if isinstance(got, Fault) and got.code == 0x04:
+            return Cell("absent", f"fetch with PSW key 5 from a frame with storage key {key:#x}: protection (0x04)")
+        return Cell("not-checked", f"unexpected answer {got}")
+    return _s390x_run(emulator, probe)
+
+
 CHECKS: dict[str, Callable[[str], Cell]] = {
     "no-address-size-fault": check_arm64_address_size,
     "tgran16-unimplemented-but-used": check_arm64_tgran16,
@@ -335,6 +490,10 @@ CHECKS: dict[str, Callable[[str], Cell]] = {
     "x86-1g-pages-without-pdpe1gb": check_x86_1g_pages,
     "x86-la57-cleared-in-long-mode": check_x86_la57,
     "x86-rsvd-fault-without-p": check_x86_rsvd_error_code,
+    "s390x-lra-cc3-for-every-exception": check_s390x_lra_cc3,
+    "s390x-edat-not-in-cpu-models": check_s390x_edat,
+    "s390x-access-register-mode-aborts": check_s390x_access_register_mode,
+    "s390x-key-controlled-protection-not-implemented": check_s390x_key_protection,
 }
 
 #: Why a deviation has no check on any emulator.

@@ -117,7 +117,7 @@ def test_guest_code_disassembles_as_intended():
     import capstone
     m, *_ = machine()
     md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
-    code = m.ram.read(m.code_pa, 0x500)
+    code = m.ram.read(m.code_pa, 0x600)
 
     def dis(off: int, n: int) -> list[str]:
         return [f"{i.mnemonic} {i.op_str}".strip() for i in md.disasm(code[off : off + 4 * n], off)]
@@ -126,6 +126,9 @@ def test_guest_code_disassembles_as_intended():
     assert dis(0x10, 1) == ["at s1e1w, x1"]
     assert dis(0x20, 1) == ["at s1e0r, x1"]
     assert dis(0x30, 1) == ["at s1e0w, x1"]
+    assert dis(0x40, 1) == ["at s1e1rp, x1"]  # FEAT_PAN2 (C5.5)
+    assert dis(0x50, 1) == ["at s1e1wp, x1"]
+    assert dis(0x100 + 0x40 * 5 + 4, 1) == ["at s1e1wp, x1"]
     loop = dis(0x100, 6)
     assert loop[:5] == ["ldr x1, [x0]", "at s1e1r, x1", "mrs x2, par_el1", "str x2, [x0], #8",
                         "subs x3, x3, #1"]
@@ -133,6 +136,9 @@ def test_guest_code_disassembles_as_intended():
     assert dis(0x100 + 0x40 * 3 + 4, 1) == ["at s1e0w, x1"]
     assert dis(0x300, 1) == ["eret"]
     assert dis(0x400, 2) == ["ldr x2, [x1]", "brk #0"]
+    assert [dis(off, 2) for off in (0x500, 0x510, 0x520, 0x530)] == [
+        ["ldr x2, [x1]", "brk #0"], ["str x2, [x1]", "brk #0"], ["ldtr x2, [x1]", "brk #0"],
+        ["sttr x2, [x1]", "brk #0"]]
 
 
 def test_tcr_values_match_oracle_notes():
@@ -488,6 +494,69 @@ def test_probe_many_equals_probe_on_a_mixed_set(access):
     assert m.probe_many(np.array(vas, dtype=np.uint64), access) == single
     kinds = {type(r).__name__ for r in single}
     assert "Translation" in kinds and "Fault" in kinds
+
+
+@pytest.mark.parametrize("access", [FETCH, USER_FETCH], ids=str)
+def test_probe_fetch_many_over_chunks_equals_probe(access):
+    """Batched real fetches (the hooks move the PC from target to target) give what one fetch
+    per emu_start gives, also across chunk boundaries and with VA 0 (the stop address)."""
+    m, t, vas = mixed_world()
+    single = [m.probe(va, access) for va in vas]
+    m.chunk = 5
+    assert m.probe_fetch_many(vas * 3, access.user) == single * 3
+
+
+def test_probe_access_many_agrees_with_at():
+    """Real EL1 LDR/STR/LDTR/STTR in one emu_start (the hooks move X1) fault and translate as
+    AT S1E1R/S1E1W/S1E0R/S1E0W say -- LDTR/STTR with EL0's permissions (C6 "LDTR"/"STTR") --
+    over pages of every AP[2:1], AF=0 and invalid; a load reaches the tagged word; a store of the
+    word itself leaves memory as it was; chunk boundaries change nothing."""
+    m, t, ram, alloc = machine()
+    pa = alloc.alloc(4096)
+    ram.tag(pa, 4096)
+    t.map(0x40_0000, m.code_pa, attrs=AF | AP2_RO)  # the stubs: EL1 read-only code
+    rng = random.Random(3)
+    vas = []
+    for j in range(1, 120):
+        attrs = rng.choice([AF, AF | AP1_EL0, AF | AP2_RO, AF | AP1_EL0 | AP2_RO, AP1_EL0])
+        t.map(j << 12, pa, attrs=attrs)
+        vas.append((j << 12) + 0x80)
+    vas.append(0x7F_0000)  # not mapped: Translation fault
+    m.chunk = 50
+    word = ram.read_u64(pa + 0x80)
+    for insn, access in (("LDR", READ), ("STR", WRITE), ("LDTR", USER_READ), ("STTR", USER_WRITE)):
+        at = m.probe_many(vas, access)
+        real = m.probe_access_many(vas, insn, stub_va=0x40_0000, store_value=word)
+        for va, a, r in zip(vas, at, real, strict=True):
+            if isinstance(a, Translation):
+                assert isinstance(r, Translation) and r.pa == a.pa, (insn, hex(va), r)
+            else:
+                assert r == Fault(a.kind, a.level, a.code, 4), (insn, hex(va), r)
+    assert ram.read_u64(pa + 0x80) == word
+    with pytest.raises(ConfigError):
+        m.probe_access_many(vas, "LDP", stub_va=0x40_0000)
+
+
+def test_set_pan_needs_the_feature_and_reaches_at_s1e1rp():
+    m, t, ram, alloc = machine()  # Cortex-A72: ARMv8.0, no PAN
+    with pytest.raises(ConfigError, match="PAN = 0"):
+        m.set_pan(True)
+    from unicorn.arm64_const import UC_CPU_ARM64_MAX
+
+    ram = PhysicalMemory(4 << 20)
+    alloc = FrameAllocator(ram)
+    m = Arm64Machine(ram, alloc, cpu_model=UC_CPU_ARM64_MAX)
+    t = Tables(ram, alloc, 4096, 48)
+    m.set_roots(t.roots[0], None)
+    pa = alloc.alloc(4096)
+    t.map(0x1000, pa, attrs=AF | AP1_EL0)  # EL0 read/write: PAN forbids EL1 data accesses
+    m.set_pan(True)
+    assert m.probe(0x1000) == Fault("permission", 3, fst("permission", 3), 0)  # AT S1E1RP
+    assert m.probe(0x1000, FETCH) == Fault("permission", 3, fst("permission", 3), 3)  # EL0-writable: PXN
+    m.set_pan(True, at_pan=False)
+    assert m.probe(0x1000) == Translation(pa, "at")  # AT S1E1R: no PAN check
+    m.set_pan(False, at_pan=True)
+    assert m.probe(0x1000) == Translation(pa, "at")  # AT S1E1RP with PSTATE.PAN = 0
 
 
 def test_probe_many_pipelined_chunks_equal_probe():

@@ -95,3 +95,16 @@ def test_cli_deviations_table_arm64() -> None:
     assert rows["tgran16-unimplemented-but-used"]["placement"] == "unicorn only"
     assert rows["oa-bits-49-48-ignored"]["placement"] == "qemu too"
     assert rows["contiguous-ignored"]["emulators"]["qemu"]["status"] == "not-checked"
+
+
+def test_cli_deviations_table_s390x() -> None:
+    need_qemu("s390x")
+    out = subprocess.run([sys.executable, "-m", "emu", "deviations", "--arch", "s390x", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["s390x-lra-cc3-for-every-exception"]["placement"] == "qemu too"
+    assert rows["s390x-edat-not-in-cpu-models"]["placement"] == "qemu too"
+    assert rows["s390x-key-controlled-protection-not-implemented"]["placement"] == "qemu too"
+    assert rows["s390x-access-register-mode-aborts"]["placement"] == "qemu too"
+    assert rows["s390x-access-register-mode-aborts"]["emulators"]["unicorn"]["status"] == "registered"

@@ -15,6 +15,13 @@ How an address is probed (see ``/work/shared/ORACLE-NOTES.md``, arm64 section):
   translates the EL1&0 regime of the Security state selected by ``SCR_EL3.NS``; we use
   Non-secure, as Linux runs.  AT never raises an exception, so faults cost nothing extra and the
   batch loop needs no fault handling at all.
+* **Batches of real fetches and real loads/stores** (``probe_fetch_many``, ``probe_access_many``;
+  ``probe_many(fetch)`` uses the first): one ERET into EL1/EL0, then the hooks write the next
+  target into the PC (fetches) or X1 (a mapped ``<insn> X2, [X1]; BRK #0`` stub) and Unicorn
+  leaves the TB and resumes there: one ``emu_start`` per chunk; each abort's syndrome comes
+  from the exception record below.  PSTATE.PAN (``set_pan``, FEAT_PAN; the ``max`` CPU model,
+  ``cpu_model=UC_CPU_ARM64_MAX``) goes into EL3's PSTATE for AT S1E1RP/WP (FEAT_PAN2) and into
+  SPSR_EL3 of every ERET.
 * **Instruction fetches -- a real fetch.**  AT ignores execute permission (ORACLE-NOTES), so a
   fetch probe really branches to the address: EL3 code does ``ERET`` into EL1 (or EL0) at the
   address on a second ``Uc`` that shares the same RAM and carries a code hook on every address.
@@ -69,14 +76,18 @@ from emu.machines.arm64.sysregs import (
     PAR_FST_SHIFT,
     PAR_PA_MASK,
     PSTATE_EL3H,
+    PSTATE_PAN,
     SCR_EL3_NS,
     SCR_EL3_RW,
     SCTLR_M,
+    SCTLR_WXN,
     SPSR_EL0T,
     SPSR_EL1H,
     SYSREGS,
     TCR_EPD0,
     TCR_EPD1,
+    TCR_HA,
+    TCR_HPD0,
     TCR_IPS_SHIFT,
     TCR_T0SZ_SHIFT,
     TCR_T1SZ_SHIFT,
@@ -103,6 +114,10 @@ __all__ = [
     "HCR_EL2_RW",
     "SCTLR_M",
     "PSTATE_EL3H",
+    "PSTATE_PAN",
+    "SCTLR_WXN",
+    "TCR_HA",
+    "TCR_HPD0",
     "SPSR_EL1H",
     "SPSR_EL0T",
     "MAIR_EL1_DEFAULT",

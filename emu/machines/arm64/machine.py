@@ -37,8 +37,11 @@ from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from emu.errors import AddressError, ConfigError, EmulatorError, MemoryLayoutError
 from emu.machines.arm64.guest_code import (
+    ACCESS_STUB_OFF,
     AT_NAME,
     AT_OP,
+    AT_OP_PAN,
+    AT_OPS,
     BATCH_END,
     BATCH_INSNS,
     BATCH_OFF,
@@ -49,6 +52,9 @@ from emu.machines.arm64.guest_code import (
     SINGLE_LEN,
     SINGLE_OFF,
     a64_ldr,
+    a64_ldtr,
+    a64_str,
+    a64_sttr,
     batch_code,
     pack_words,
     single_code,
@@ -66,6 +72,7 @@ from emu.machines.arm64.sysregs import (
     PAR_FST_SHIFT,
     PAR_PA_MASK,
     PSTATE_EL3H,
+    PSTATE_PAN,
     SCR_EL3_NS,
     SCR_EL3_RW,
     SCTLR_M,
@@ -169,7 +176,7 @@ class Arm64Machine:
     CHUNK = 16384  # addresses per batch emu_start (the batch buffer holds CHUNK 8-byte slots)
 
     def __init__(self, ram: PhysicalMemory, alloc: FrameAllocator, *, granule: int = 4096,
-                 va_bits: int = 48, timeout_us: int = 1_000_000) -> None:
+                 va_bits: int = 48, timeout_us: int = 1_000_000, cpu_model: int | None = None) -> None:
         if granule not in GRANULES:
             raise ConfigError(
                 f"arm64 granule {granule!r} is not supported: use 4096, 16384 or 65536 bytes"
@@ -188,6 +195,7 @@ class Arm64Machine:
         self.granule = granule
         self.va_bits = va_bits
         self.timeout_us = timeout_us
+        self.cpu_model = cpu_model
         self.page_shift, self.bits_per_level = GRANULES[granule]
         self.start_level = start_level(granule, va_bits)
         #: entries in the level-``start_level`` table and its size in bytes (>= 64, D19 TTBRn_EL1)
@@ -197,7 +205,9 @@ class Arm64Machine:
         # Guest code: one granule page (so load_u64 callers can map it with one page entry).
         self.code_pa = alloc.alloc(granule, granule)
         pieces = [(ERET_OFF, [ERET]), (LOAD_STUB_OFF, [a64_ldr(2, 1), BRK0])]
-        for op in range(4):
+        for insn, encode in (("LDR", a64_ldr), ("STR", a64_str), ("LDTR", a64_ldtr), ("STTR", a64_sttr)):
+            pieces.append((ACCESS_STUB_OFF[insn], [encode(2, 1), BRK0]))
+        for op in range(AT_OPS):
             pieces.append((SINGLE_OFF + 0x10 * op, single_code(op)))
             pieces.append((BATCH_OFF + 0x40 * op, batch_code(op)))
         for offset, words in pieces:
@@ -222,6 +232,7 @@ class Arm64Machine:
             "TTBR1_EL1": 0,
         }
         self._intr: list[int] = []
+        self._pan = self._pan_at = False  # PSTATE.PAN, and AT S1E1RP/WP for EL1 data (set_pan)
         self.uc = self._new_uc(self._on_intr_main)
         self._regs["SCTLR_EL1"] = self._rd(self.uc, "SCTLR_EL1")
         # The fetch/load engine (second Uc, same RAM) is built on first use.
@@ -245,6 +256,8 @@ class Arm64Machine:
 
     def _new_uc(self, on_intr: Callable[[UcAArch64, int, Any], None]) -> UcAArch64:
         uc = cast(UcAArch64, Uc(UC_ARCH_ARM64, UC_MODE_ARM))
+        if self.cpu_model is not None:  # a UC_CPU_ARM64_* model (default: Unicorn's Cortex-A72)
+            uc.ctl_set_cpu_model(self.cpu_model)
         uc.ctl_set_tlb_mode(UC_TLB_CPU)
         uc.mem_map_ptr(0, self.ram.size, UC_PROT_ALL, self.ram.host_address)
         uc.hook_add(UC_HOOK_INTR, on_intr)
@@ -330,11 +343,34 @@ class Arm64Machine:
             uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     # -- probes -------------------------------------------------------------------------------
-    @staticmethod
-    def _at_op(access: Access) -> int:
+    def _at_op(self, access: Access) -> int:
+        """The AT instruction for a data access: S1E0R/W at EL0; at EL1 S1E1R/W, or S1E1RP/WP
+        while :meth:`set_pan` is on (C5.5: AT S1E1R/W ignore PSTATE.PAN, S1E1RP/WP honour it)."""
         if access.kind not in ("read", "write"):
             raise ConfigError(f"access kind {access.kind!r} is not read, write or fetch")
+        if self._pan_at and not access.user:
+            return AT_OP_PAN[access.kind == "write"]
         return AT_OP[(bool(access.user), access.kind == "write")]
+
+    def id_aa64mmfr1(self) -> int:
+        """ID_AA64MMFR1_EL1 of the CPU model (HAFDBS [3:0], PAN [23:20], ...; D19)."""
+        return self._rd(self.uc, "ID_AA64MMFR1_EL1")
+
+    def set_pan(self, pan: bool, *, at_pan: bool | None = None) -> None:
+        """PSTATE.PAN for the probes (FEAT_PAN, Arm ARM D19 "PAN"; ID_AA64MMFR1_EL1.PAN != 0):
+        set in EL3's PSTATE, which AT S1E1RP/S1E1WP read (C5.5), and in SPSR_EL3.PAN (bit 22)
+        of every ERET into EL1/EL0 (fetch probes, :meth:`load_u64`).  ``at_pan`` (default:
+        ``pan``): EL1 read/write probes use AT S1E1RP/S1E1WP (FEAT_PAN2, ID_AA64MMFR1_EL1.PAN
+        >= 2) instead of AT S1E1R/S1E1W, which never apply PAN.  The TLB is flushed."""
+        at_pan = pan if at_pan is None else at_pan
+        level = self.id_aa64mmfr1() >> 20 & 0xF
+        if (pan and level < 1) or (at_pan and level < 2):
+            raise ConfigError(f"this CPU model has ID_AA64MMFR1_EL1.PAN = {level}: "
+                              f"{'FEAT_PAN2 (AT S1E1RP/WP)' if at_pan else 'FEAT_PAN'} not implemented")
+        self._pan, self._pan_at = bool(pan), bool(at_pan)
+        self.uc.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H | (PSTATE_PAN if pan else 0))
+        self._wr(self.uc, "MAIR_EL1", self._regs["MAIR_EL1"])  # CP_REG write: rebuild the hflags
+        self.flush_tlb()
 
     @staticmethod
     def _check_va(va: int) -> int:
@@ -390,10 +426,10 @@ class Arm64Machine:
         PAR_EL1 and stores each PAR over its address: one ``emu_start`` per :attr:`chunk`
         addresses.  Large batches are pipelined: a worker thread runs the guest on chunk k+1
         (Unicorn releases the GIL) while this thread turns chunk k's PARs into result objects.
-        fetch: one real fetch per address (there is no batch form of a fetch).
+        fetch: real fetches, :meth:`probe_fetch_many`.
         """
         if access.kind == "fetch":
-            return [self.probe(va, access) for va in vas]
+            return self.probe_fetch_many(vas, access.user)
         op = self._at_op(access)
         va_arr = self._va_array(vas)
         n = len(va_arr)
@@ -532,6 +568,12 @@ class Arm64Machine:
 
     def _on_intr_fx(self, uc: UcAArch64, intno: int, _data: Any) -> None:
         st = self._fx_state
+        if "batch" in st:
+            self._batch_fetch_abort(uc, intno, st)
+            return
+        if "data_batch" in st:
+            self._data_batch_event(uc, intno, st)
+            return
         if "intno" not in st:
             st["intno"] = intno
             st["blob"] = bytes(uc.context_save())
@@ -539,6 +581,11 @@ class Arm64Machine:
 
     def _on_code_fx(self, uc: UcAArch64, address: int, _size: int, _data: Any) -> None:
         st = self._fx_state
+        if "batch" in st:
+            self._batch_fetch_reached(uc, address, st)
+            return
+        if "data_batch" in st:
+            return  # the interrupt hook drives data batches
         st["insns"] = st.get("insns", 0) + 1
         if st["insns"] == 2 and st.get("stop_at_target"):
             # 1st instruction: the ERET at EL3; 2nd: the first instruction at the target, which
@@ -554,7 +601,7 @@ class Arm64Machine:
         st["stop_at_target"] = stop_at_target
         fx.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H)
         fx.reg_write(UC_ARM64_REG_X1, x1)
-        self._wr(fx, "SPSR_EL3", spsr)
+        self._wr(fx, "SPSR_EL3", spsr | (PSTATE_PAN if self._pan else 0))
         self._wr(fx, "ELR_EL3", target)  # CP_REG write: hflags now say EL3
         self.flush_tlb()
         try:
@@ -604,6 +651,206 @@ class Arm64Machine:
         if len(common) != 1:
             raise EmulatorError(f"cannot locate the exception record in the CPU state blob ({found})")
         return common.pop()
+
+    # -- batched real fetches: one emu_start, the hooks move the PC from target to target ------
+    def probe_fetch_many(self, vas: Sequence[int] | np.ndarray, user: bool = False) -> list[ProbeResult]:
+        """Real instruction fetches at EL1 (EL0 if ``user``) at each of ``vas``, in one
+        ``emu_start`` per :attr:`chunk` addresses: one ERET into EL1/EL0 at the first target;
+        then, the code hook sees each target the MMU let the CPU fetch, and the interrupt hook
+        each prefetch abort (ISS.IFSC from QEMU's exception record), and either hook writes the
+        next target into the PC before the instruction there runs (Unicorn leaves the TB and
+        resumes at the new PC; the PE stays at the EL it was ERET to, with the same PSTATE).
+        A reached target's PA comes from one batched AT S1E1R afterwards (the walk is the same;
+        only the permission check differs).  The same results as ``[probe(va, fetch)]``.
+        """
+        va_arr = self._va_array(vas)
+        out: list[ProbeResult] = []
+        for first in range(0, len(va_arr), self.chunk):
+            out += self._fetch_chunk(va_arr[first:first + self.chunk], user)
+        return out
+
+    def _fetch_chunk(self, part: np.ndarray, user: bool) -> list[ProbeResult]:
+        n = len(part)
+        results: list[ProbeResult | None] = [None] * n
+        targets = [int(va) & ~3 for va in part.tolist()]  # A64 instructions are 4-byte aligned
+        for k, t in enumerate(targets):
+            if t == 0:  # emu_start's until=0 stops there: what the single probe says (module docstring)
+                results[k] = self._probe_fetch(int(part[k]), user)
+        todo = [k for k in range(n) if results[k] is None]
+        if todo:
+            try:
+                fx = self._fetch_engine()
+            except EmulatorError as e:
+                return [ProbeError(f"fetch probes not supported: {e}")] * n
+            st = self._fx_state
+            st.clear()
+            st.update(batch=True, targets=[targets[k] for k in todo], i=0, got=[None] * len(todo))
+            err = None
+            while st["i"] < len(todo):
+                fx.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H)
+                self._wr(fx, "SPSR_EL3", (SPSR_EL0T if user else SPSR_EL1H) | (PSTATE_PAN if self._pan else 0))
+                self._wr(fx, "ELR_EL3", st["targets"][st["i"]])
+                self.flush_tlb()
+                left = len(todo) - st["i"]
+                try:
+                    fx.emu_start(self.code_pa + ERET_OFF, 0, timeout=self.timeout_us * max(1, left // 1024),
+                                 count=4 * left + 8)
+                    break
+                except UcError as e:
+                    if getattr(e, "errno", None) != UC_ERR_FETCH_UNMAPPED or st["got"][st["i"]] is not None:
+                        err = e
+                        break
+                    # the MMU let the fetch through to a PA outside RAM (as _probe_fetch): reached;
+                    # go on from the next target with a new ERET
+                    st["got"][st["i"]] = True
+                    st["i"] += 1
+            got = st["got"]
+            st.clear()
+            what = "EL0" if user else "EL1"
+            for j, k in enumerate(todo):
+                g = got[j]
+                if g is None:
+                    results[k] = ProbeError(f"{what} fetch at {int(part[k]):#x}: the batch stopped before it"
+                                            + (f" (unicorn error {err})" if err else ""))
+                elif isinstance(g, tuple):
+                    syndrome, vaddress = g
+                    if syndrome >> 26 not in (0x20, 0x21) or vaddress != targets[k]:
+                        results[k] = ProbeError(f"{what} fetch at {int(part[k]):#x}: abort record "
+                                                f"{syndrome:#x} @ {vaddress:#x} does not match")
+                    else:
+                        results[k] = self._fault_from_fst(syndrome & 0x3F, EXCP_PREFETCH_ABORT,
+                                                          f"{what} fetch at {int(part[k]):#x}")
+                else:
+                    results[k] = g
+        reached = [k for k in range(n) if results[k] is True]  # type: ignore[comparison-overlap]
+        if reached:
+            pars, errors = self.probe_many_par(part[reached], READ)
+            for j, k in enumerate(reached):
+                at = ProbeError(errors[j].reason) if j in errors else self._decode_par(int(pars[j]), int(part[k]))
+                results[k] = at if isinstance(at, Translation) else ProbeError(
+                    f"fetch at {int(part[k]):#x} succeeded but AT S1E1R says {at}")
+        return cast("list[ProbeResult]", results)
+
+    # -- batched real data accesses: an access stub the tables map, the hooks move X1 -----------
+    def probe_access_many(self, vas: Sequence[int] | np.ndarray, insn: str, *, user: bool = False,
+                          stub_va: int, store_value: int = 0) -> list[ProbeResult]:
+        """Real data accesses ``insn`` (``LDR``, ``STR``, ``LDTR``, ``STTR``: 8 bytes at X1) at
+        EL1 (EL0 if ``user``) to each of ``vas``, one ``emu_start`` per :attr:`chunk` addresses.
+
+        The tables under test must map ``stub_va`` -- the VA of :attr:`code_pa` (the machine's
+        code page) -- executable at that EL: the CPU ERETs to the stub ``<insn> X2, [X1]; BRK
+        #0`` there; the interrupt hook takes the BRK (the access completed) or the data abort
+        (ISS.DFSC and FAR from QEMU's exception record, Arm ARM D19 ESR_EL1), puts the next
+        address in X1 (and ``store_value`` in X2 for a store) and the stub's address in the PC.
+        A load's result is ``Translation(pa, "tag")`` when the word loaded is a ``ram.tag``
+        word (the PA the load reached), else a ProbeError naming the word; a store's PA comes
+        from one AT S1E1R batch afterwards.  LDTR/STTR at EL1 are checked with EL0's
+        permissions (PSTATE.UAO = 0) and without PAN; ``set_pan`` applies to the others.
+        """
+        if insn not in ACCESS_STUB_OFF:
+            raise ConfigError(f"probe_access_many: {insn!r} is not one of {', '.join(ACCESS_STUB_OFF)}")
+        va_arr = self._va_array(vas)
+        fx = self._fetch_engine()
+        stub = stub_va + ACCESS_STUB_OFF[insn]
+        out: list[ProbeResult] = []
+        for first in range(0, len(va_arr), self.chunk):
+            part = va_arr[first:first + self.chunk]
+            st = self._fx_state
+            st.clear()
+            st.update(data_batch=True, vas=[int(v) for v in part.tolist()], i=0, got=[None] * len(part),
+                      stub=stub, value=store_value)
+            fx.reg_write(UC_ARM64_REG_PSTATE, PSTATE_EL3H)
+            fx.reg_write(UC_ARM64_REG_X1, st["vas"][0] if len(part) else 0)
+            fx.reg_write(UC_ARM64_REG_X2, store_value)
+            self._wr(fx, "SPSR_EL3", (SPSR_EL0T if user else SPSR_EL1H) | (PSTATE_PAN if self._pan else 0))
+            self._wr(fx, "ELR_EL3", stub)
+            self.flush_tlb()
+            err = None
+            if len(part):
+                try:
+                    fx.emu_start(self.code_pa + ERET_OFF, 0, timeout=self.timeout_us * max(1, len(part) // 1024),
+                                 count=4 * len(part) + 8)
+                except UcError as e:
+                    err = e
+            got = st["got"]
+            st.clear()
+            what = f"{'EL0' if user else 'EL1'} {insn}"
+            results: list[ProbeResult | None] = [None] * len(part)
+            stored = []
+            for k, g in enumerate(got):
+                va = int(part[k])
+                if g is None:
+                    results[k] = ProbeError(f"{what} at {va:#x}: the batch stopped before it"
+                                            + (f" (unicorn error {err})" if err else ""))
+                elif isinstance(g, ProbeError):
+                    results[k] = g
+                elif g[0] == "abort":
+                    syndrome, vaddress = g[1]
+                    if syndrome >> 26 not in (0x24, 0x25) or vaddress != va:
+                        results[k] = ProbeError(f"{what} at {va:#x}: abort record {syndrome:#x} @ {vaddress:#x} "
+                                                "does not match")
+                    else:
+                        results[k] = self._fault_from_fst(syndrome & 0x3F, EXCP_DATA_ABORT, f"{what} at {va:#x}")
+                elif insn in ("LDR", "LDTR"):
+                    pa = self.ram.tagged_pa(g[1], va)
+                    results[k] = (Translation(pa, "tag") if pa is not None else
+                                  ProbeError(f"{what} at {va:#x} loaded {g[1]:#x}, not a tagged word"))
+                else:
+                    stored.append(k)
+            if stored:
+                pars, errors = self.probe_many_par(part[stored], READ)
+                for j, k in enumerate(stored):
+                    at = ProbeError(errors[j].reason) if j in errors else self._decode_par(int(pars[j]), int(part[k]))
+                    results[k] = at if isinstance(at, Translation) else ProbeError(
+                        f"{what} at {int(part[k]):#x} completed but AT S1E1R says {at}")
+            out += cast("list[ProbeResult]", results)
+        return out
+
+    def _data_batch_event(self, uc: UcAArch64, intno: int, st: dict[str, Any]) -> None:
+        i = st["i"]
+        if i >= len(st["vas"]):
+            uc.emu_stop()
+            return
+        if intno == EXCP_BKPT:
+            st["got"][i] = ("done", int(uc.reg_read(UC_ARM64_REG_X2)))
+        elif intno == EXCP_DATA_ABORT:
+            st["got"][i] = ("abort", self._exception_record(bytes(uc.context_save())))
+        else:
+            st["got"][i] = ProbeError(f"access at {st['vas'][i]:#x}: unexpected exception {intno} "
+                                      "(is the access stub mapped and executable?)")
+            uc.emu_stop()
+            return
+        st["i"] = i + 1
+        if st["i"] < len(st["vas"]):
+            uc.reg_write(UC_ARM64_REG_X1, st["vas"][st["i"]])
+            uc.reg_write(UC_ARM64_REG_X2, st["value"])
+            uc.reg_write(UC_ARM64_REG_PC, st["stub"])
+        else:
+            uc.emu_stop()
+
+    def _batch_next(self, uc: UcAArch64, st: dict[str, Any]) -> None:
+        st["i"] += 1
+        if st["i"] < len(st["targets"]):
+            uc.reg_write(UC_ARM64_REG_PC, st["targets"][st["i"]])
+        else:
+            uc.emu_stop()
+
+    def _batch_fetch_reached(self, uc: UcAArch64, address: int, st: dict[str, Any]) -> None:
+        i = st["i"]
+        if i >= len(st["targets"]) or address != st["targets"][i]:
+            return  # the ERET at EL3 (or the PC being moved): not a target
+        st["got"][i] = True
+        self._batch_next(uc, st)
+
+    def _batch_fetch_abort(self, uc: UcAArch64, intno: int, st: dict[str, Any]) -> None:
+        i = st["i"]
+        if intno != EXCP_PREFETCH_ABORT or i >= len(st["targets"]):
+            if i < len(st["targets"]):
+                st["got"][i] = ProbeError(f"fetch at {st['targets'][i]:#x}: unexpected exception {intno}")
+            uc.emu_stop()
+            return
+        st["got"][i] = self._exception_record(bytes(uc.context_save()))
+        self._batch_next(uc, st)
 
     def _probe_fetch(self, va: int, user: bool) -> ProbeResult:
         """A real instruction fetch at EL1 (or EL0) at ``va``; PA from AT S1E1R (same walk).

@@ -21,6 +21,7 @@ SYSREGS: dict[str, tuple[int, int, int, int, int]] = {
     "SPSR_EL3": (3, 6, 4, 0, 0),
     "ELR_EL3": (3, 6, 4, 0, 1),
     "ID_AA64MMFR0_EL1": (3, 0, 0, 7, 0),
+    "ID_AA64MMFR1_EL1": (3, 0, 0, 7, 1),
 }
 
 # The EL1&0 translation registers a caller may set directly (fuzzing TCR fields, SCTLR.WXN, ...).
@@ -35,6 +36,10 @@ SCTLR_M = 1 << 0  # D19 SCTLR_EL1.M: stage 1 MMU enable
 PSTATE_EL3H = 0x3CD
 SPSR_EL1H = 0x3C5
 SPSR_EL0T = 0x3C0
+PSTATE_PAN = 1 << 22  # PSTATE.PAN / SPSR_ELx.PAN (D1 "Process state, PSTATE"; FEAT_PAN)
+SCTLR_WXN = 1 << 19  # D19 SCTLR_EL1.WXN: write permission implies XN
+TCR_HA = 1 << 39  # D19 TCR_EL1.HA: hardware Access flag update (RES0 without FEAT_HAFDBS)
+TCR_HPD0 = 1 << 41  # D19 TCR_EL1.HPD0: hierarchical permissions disabled, TTBR0 half (FEAT_HPDS)
 
 MAIR_EL1_DEFAULT = 0xFF  # Attr0 = Normal, Inner/Outer Write-Back non-transient RW-allocate
 

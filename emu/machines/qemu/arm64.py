@@ -20,10 +20,7 @@ ESR_EL3's DFSC into the PAR_EL1 value F = 1, FST = DFSC (a ``walk-external-abort
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,13 +54,12 @@ from emu.machines.base import (
     RawProbes,
     address_ndarray,
 )
-from emu.machines.qemu import qemu_binary
+from emu.machines.qemu import qemu_binary, raw_firmware
 from emu.machines.qemu.process import QemuProcess
 from emu.machines.qemu.shared_ram import share
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
 SOURCE = Path(__file__).with_name("arm64_probe.S")
-TOOLS = ("aarch64-linux-gnu-as", "aarch64-linux-gnu-ld", "aarch64-linux-gnu-objcopy")
 MB_REQ, MB_DONE, MB_TCR, MB_TTBR0, MB_TTBR1, MB_COUNT, MB_OP = 0x00, 0x08, 0x10, 0x18, 0x20, 0x28, 0x30
 MB_SCTLR, MB_MAIR, MB_ALIVE, MB_BUF, MB_PANIC, MB_PANIC_ELR, MB_MMFR0 = 0x38, 0x40, 0x48, 0x50, 0x58, 0x60, 0x68
 MB_MMFR2 = 0x70
@@ -80,29 +76,7 @@ QEMU_LEVEL_MINUS_1 = ("oracle-cannot-check: qemu-7.2-no-level-minus-1-fault: the
 
 
 def _firmware() -> bytes:
-    src = SOURCE.read_bytes()
-    digest = hashlib.sha256(src).hexdigest()[:16]
-    cache = Path(os.environ.get("FOLIOWALK_CACHE") or Path(tempfile.gettempdir()) / "foliowalk") / "qemu"
-    out = cache / f"arm64-{digest}.bin"
-    if not out.exists():
-        missing = [t for t in TOOLS if shutil.which(t) is None]
-        if missing:
-            raise ConfigError(f"the qemu arm64 oracle assembles its probe firmware with {', '.join(missing)} "
-                              "(apt-get install -y binutils-aarch64-linux-gnu)")
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            try:
-                for cmd in ([TOOLS[0], "-o", str(t / "p.o"), str(SOURCE)],
-                            [TOOLS[1], "-Ttext=0", "-o", str(t / "p.elf"), str(t / "p.o")],
-                            [TOOLS[2], "-O", "binary", str(t / "p.elf"), str(t / "p.bin")]):
-                    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
-            except subprocess.CalledProcessError as err:
-                raise EmulatorError(f"assembling {SOURCE.name} failed: {err.stderr.strip()}") from None
-            tmp_out = cache / f".{out.name}.{os.getpid()}"  # workers may assemble at once
-            shutil.copyfile(t / "p.bin", tmp_out)
-            os.replace(tmp_out, out)
-    return out.read_bytes()
+    return raw_firmware("arm64", SOURCE)
 
 
 class QemuArm64Machine:

@@ -53,6 +53,7 @@ CR0_WP = 1 << 16  # supervisor writes honour R/W (SDM vol. 3A §2.5, §4.6.1)
 CR4_PAE = 1 << 5
 CR4_SMEP = 1 << 20  # supervisor-mode execution prevention (SDM vol. 3A §2.5, §4.6.1)
 CR4_SMAP = 1 << 21  # supervisor-mode access prevention (SDM vol. 3A §2.5, §4.6.1)
+CR4_PKE = 1 << 22  # protection keys for user-mode pages (SDM vol. 3A §2.5, §4.6.2)
 EFLAGS_AC = 1 << 18  # alignment check / access control: lifts SMAP (SDM vol. 3A §4.6.1)
 CR4_LA57 = 1 << 12
 MSR_EFER = 0xC000_0080

@@ -44,6 +44,7 @@ from emu.machines.x86_64.guest_code import (
     CR0_WP,
     CR4_LA57,
     CR4_PAE,
+    CR4_PKE,
     CR4_SMAP,
     CR4_SMEP,
     EFER,
@@ -107,6 +108,8 @@ from emu.machines.x86_64.native import (
     vector_name,
 )
 
+_WRPKRU = bytes.fromhex("0f01ef")  # WRPKRU: PKRU = EAX (ECX = EDX = 0), SDM vol. 2
+
 
 class X86_64Machine:
     """An x86-64 CPU (Unicorn, UC_TLB_CPU) in long mode whose MMU walks tables in ``ram``.
@@ -156,6 +159,8 @@ class X86_64Machine:
         self._va_bits_1 = top_shift + 8  # 47 / 56: bits 63..this are equal in a canonical VA
         self._root: int | None = None
         self._smap = False  # set_controls(smap=True): own data pages are supervisor pages
+        self._has_pku: bool | None = None  # CPUID.7.0:ECX.PKU, asked on first use
+        self._pkru = 0  # PKRU in the saved state (0 after reset, SDM vol. 3A §2.7)
 
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
         if cpu_model is not None:  # a UC_CPU_X86_* model (default: Unicorn's qemu64)
@@ -305,15 +310,26 @@ class X86_64Machine:
         self.flush_tlb()
 
     def set_controls(self, *, wp: bool | None = None, smep: bool | None = None,
-                     smap: bool | None = None, ac: bool | None = None) -> None:
+                     smap: bool | None = None, ac: bool | None = None,
+                     pke: bool | None = None, pkru: int | None = None) -> None:
         """Set CR0.WP (supervisor writes honour R/W, SDM vol. 3A §4.6.1), CR4.SMEP (no
         supervisor fetch from a user-mode address), CR4.SMAP (no supervisor data access to a
-        user-mode address unless EFLAGS.AC) and EFLAGS.AC of the CPL-0 probes, for every later
-        guest run; None leaves a control as it is.  The machine's own code page is a supervisor
+        user-mode address unless EFLAGS.AC) and EFLAGS.AC of the CPL-0 probes, CR4.PKE
+        (protection keys, §4.6.2) and PKRU, for every later guest run; None leaves a control as
+        it is.  The machine's own code page is a supervisor
         page, so its probe code keeps running with SMEP.  With SMAP its own data pages (stack,
         redirect word, address and result tables) become supervisor pages, so the CPL-0 loop
-        keeps running; user probes need them as user pages and are refused until SMAP is off."""
+        keeps running; user probes need them as user pages and are refused until SMAP is off.
+
+        CR4.PKE needs a CPU model with PKU in CPUID (e.g. ``UC_CPU_X86_SKYLAKE_SERVER``): without
+        it a guest MOV to CR4 setting PKE would #GP (SDM vol. 3A §2.5) and this refuses it.  PKRU
+        has no Unicorn register: the guest's own WRPKRU writes it (SDM vol. 2, "WRPKRU": EAX,
+        with ECX = EDX = 0 and CR4.PKE = 1 -- set for that one instruction when ``pke`` is off, so
+        a PKRU can be loaded that must then have no effect).  The machine's own pages carry key
+        0, so AD0 and WD0 (PKRU bits 1:0) must stay 0."""
         uc = self._uc
+        if pke or pkru is not None:
+            self._check_pku(pkru)
         if smap is not None:
             pt = self._slot_tables[-1]
             pages = [PG_DUMMY, PG_RUN, PG_STACK, *range(PG_TABLES, PG_TABLES + 2 * TABLE_PAGES)]
@@ -323,12 +339,58 @@ class X86_64Machine:
             self._smap = smap
         uc.context_restore(self._base)
         for on, reg, bit in ((ac, X.UC_X86_REG_EFLAGS, EFLAGS_AC), (smap, X.UC_X86_REG_CR4, CR4_SMAP),
-                             (wp, X.UC_X86_REG_CR0, CR0_WP), (smep, X.UC_X86_REG_CR4, CR4_SMEP)):
+                             (wp, X.UC_X86_REG_CR0, CR0_WP), (smep, X.UC_X86_REG_CR4, CR4_SMEP),
+                             (pke, X.UC_X86_REG_CR4, CR4_PKE)):
             if on is not None:  # set or clear one control bit, the others as they are
                 value = uc.reg_read(reg)
                 uc.reg_write(reg, value | bit if on else value & ~bit)
+        if pkru is not None and pkru != self._pkru:
+            self._wrpkru(pkru)
+            self._pkru = pkru
         uc.context_update(self._base)
         self.flush_tlb()
+
+    def _check_pku(self, pkru: int | None) -> None:
+        """Refuse protection keys the CPU model does not have (CPUID.(EAX=07H,ECX=0):ECX.PKU,
+        bit 3; SDM vol. 3A §2.7) and a PKRU that shuts the machine out of its own key-0 pages."""
+        if pkru is not None and (not isinstance(pkru, int) or not 0 <= pkru < 1 << 32 or pkru & 3):
+            raise ConfigError(f"PKRU {pkru!r} is not a 32-bit value with AD0 = WD0 = 0 "
+                              "(the machine's own pages have protection key 0)")
+        if self._has_pku is None:
+            words = self._cpuid(7, 0)
+            self._has_pku = bool(isinstance(words, dict) and words["rcx"] >> 3 & 1)
+        if not self._has_pku:
+            raise ConfigError("this CPU model has no PKU in CPUID (leaf 7, ECX bit 3): CR4.PKE and PKRU "
+                              "need a model that has it, e.g. UC_CPU_X86_SKYLAKE_SERVER")
+
+    def _cpuid(self, leaf: int, sub: int) -> dict[str, int] | Fault | ProbeError:
+        """CPUID in the guest (a scratch root if none is set yet)."""
+        if self._root is None:
+            self.set_root(self._scratch_root)
+            try:
+                return self.run_code(bytes.fromhex("0fa2"), regs={"rax": leaf, "rcx": sub})
+            finally:
+                self._root = None
+        return self.run_code(bytes.fromhex("0fa2"), regs={"rax": leaf, "rcx": sub})
+
+    def _wrpkru(self, value: int) -> None:
+        """PKRU = ``value`` in the saved state by the guest's WRPKRU at CPL 0 (``run_code``), every
+        other register as it was.  The run page is a user page: CR4.SMEP is off for the run.
+        (Runs of a WRPKRU on the code page that ended in its HLT, done twice, left Unicorn 2.1.4
+        not delivering the next #PF to the interrupt hook -- the probe stopped at the faulting
+        access; the run page, ending at ``until`` with its translation cache dropped, does not.)"""
+        uc = self._uc
+        names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"] + [f"r{i}" for i in range(8, 16)]
+        regs = [getattr(X, f"UC_X86_REG_{n.upper()}") for n in names]
+        regs += [X.UC_X86_REG_RIP, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_CR2, X.UC_X86_REG_CR4]
+        saved = [uc.reg_read(r) for r in regs]
+        uc.reg_write(X.UC_X86_REG_CR4, (saved[-1] | CR4_PKE) & ~CR4_SMEP)
+        uc.context_update(self._base)
+        out = self.run_code(_WRPKRU, regs={"rax": value, "rcx": 0, "rdx": 0})
+        if not isinstance(out, dict):
+            raise EmulatorError(f"WRPKRU {value:#x} did not run: {out}")
+        for r, v in zip(regs, saved, strict=True):  # the live state has the new PKRU: the rest back
+            uc.reg_write(r, v)
 
     def flush_tlb(self) -> None:
         """Drop every cached translation (QEMU's TLB survives host edits: ORACLE-NOTES "Common")."""
