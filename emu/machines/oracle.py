@@ -190,13 +190,30 @@ class Arm64Oracle(Oracle):
         return self.probe_many([addr], access)[0] if self.unsupported else super().probe(addr, access)
 
     def registers(self) -> dict[str, int]:
-        return {} if self.unsupported else super().registers()
+        """The machine's registers; for a configuration it cannot probe, the EL1&0 translation
+        registers the regime needs (what the QEMU machine loads for it: TCR_EL1 with IPS 52 bits
+        and, for FEAT_LPA2, DS; the roots :meth:`attach` was given), so that fixture sets of it
+        still carry what the manual's walk reads."""
+        if not self.unsupported:
+            return super().registers()
+        from emu.machines.arm64.sysregs import MAIR_EL1_DEFAULT, tcr_el1_value
+        from emu.machines.qemu.arm64 import SCTLR_EL1
+
+        ttbr0, ttbr1 = self._roots
+        tcr = tcr_el1_value(self.ops.PAGE_SIZE, self.ops.config.va_bits, epd0=ttbr0 is None, epd1=ttbr1 is None,
+                            ips_bits=52, ds=self.ops.config.extra.get("oa") == "lpa2")
+        return {"SCTLR_EL1": SCTLR_EL1, "MAIR_EL1": MAIR_EL1_DEFAULT, "TCR_EL1": tcr,
+                "TTBR0_EL1": ttbr0 or 0, "TTBR1_EL1": ttbr1 or 0}
 
     def cannot_check(self, level: str | None, entry: int | None, addr: int | None = None) -> str | None:
         return self.unsupported
 
+    #: (TTBR0_EL1, TTBR1_EL1) as :meth:`attach` set them, for :meth:`registers` when unsupported
+    _roots: tuple[int | None, int | None] = (None, None)
+
     def attach(self, mm: MM) -> None:
         if self.unsupported:
+            self._roots = (None, mm.pgd) if self.half == "high" else (mm.pgd, None)
             return
         if self.half == "high":
             self.machine.set_roots(None, mm.pgd)
