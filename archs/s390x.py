@@ -1041,14 +1041,16 @@ def hw_exception(ops: S390x, linux: str, val: int, addr: int | None) -> tuple[st
 
 
 def translate(config_or_ops: object, read: Reader, va: int, access: object = "read", *, asce: int,
-              cpu: dict[str, object] | None = None) -> Translation | Fault:
+              cpu: dict[str, object] | None = None, decode: bool = True) -> Translation | Fault:
     """What the Principles of Operation say DAT does for an access (``read``/``write``/``fetch``)
     to virtual address ``va`` under the address-space-control element ``asce``, over the tables
     ``read(pa)`` returns (big-endian doublewords): an :class:`archs.translate.Translation` or
     :class:`archs.translate.Fault` (code: the program-interruption code).
 
     ``config_or_ops`` may be None or any s390x configuration: the ASCE's designation type
-    decides the top table (:func:`config_of_asce`).  ``cpu``: :data:`TRANSLATE_CPU`.  PoP ch. 3
+    decides the top table (:func:`config_of_asce`).  ``cpu``: :data:`TRANSLATE_CPU`.
+    ``decode=False`` leaves each trace entry's ``fields`` empty (the construct decoding is most
+    of a walk's cost; ``foliowalk conform`` needs only the values).  PoP ch. 3
     "Translation Process", in its order:
 
     * ASCE real-space control (bit 58): the address is real, no tables;
@@ -1122,7 +1124,7 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
         if lv.name == REGION3.name and not facts["edat2"]:
             seen &= ~REGION.mask("fc")  # ... and with EDAT-2 in a region-third entry
         fmt = PTE if lv.name == PAGE_LEVEL.name else ops.entry_format(lv.linux, seen)
-        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val)))
+        trace.append(Entry(lv.name, pa, val, fmt.name, fmt.parse(val) if decode else {}))
         exc = hw_exception(ops, lv.linux, seen, va)
         if exc is not None:
             name, code, named, reason = exc
@@ -1145,3 +1147,121 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
             return Translation(origin | (va & (size - 1)), size, perms, tuple(trace))
         table = (val & SEGMENT.mask("origin")) if lv.name == SEGMENT_LEVEL.name else (val & REGION.mask("origin"))
     raise AssertionError("the page table ends the walk")  # pragma: no cover
+
+
+# -- storage-key recording and the translation-exception identification (conformance model) -------
+RC_SET, RC_KEEP, RC_OPEN = "set", "unchanged", "open"
+
+
+def reference_change(result: Translation | Fault, access: object = "read") -> tuple[str, str]:
+    """What an access that gave ``result`` does to the reference (R) and change (C) bits of the
+    storage key of the 4K block it addresses: ``(R, C)``, each :data:`RC_SET`, :data:`RC_KEEP`
+    or :data:`RC_OPEN`.  s390x table entries have no accessed/dirty bits: the record lives in the
+    storage key, one per 4K block of real storage (PoP ch. 3 "Storage Key").
+
+    * allowed: R is set by any fetch or store ("Reference Recording"), C by a store only
+      ("Change Recording");
+    * refused (any access exception): "no change is made to a storage location or a storage key
+      when the reference causes an access exception" (PoP ch. 6, "Summary of Action for
+      Addressing and Protection Exceptions"), so C is unchanged; R stays :data:`RC_OPEN` because
+      "the record of references ... is not necessarily accurate" (ch. 3 "Reference Recording":
+      a model may set R for a block it only prepared to reference)."""
+    kind, _user = parse_access(access)
+    if isinstance(result, Translation):
+        return RC_SET, RC_SET if kind == "write" else RC_KEEP
+    return RC_OPEN, RC_KEEP
+
+
+#: TEID bits (PoP ch. 6 "Translation-Exception Identification"), as masks of the 64-bit doubleword:
+TEID_PAGE = PAGE_MASK  #: bits 0-51: the page address of the virtual address that caused the exception
+TEID_FETCH, TEID_STORE = 1 << 11, 1 << 10  #: bits 52-53 (ESOP-2, protection): 10 fetch, 01 store
+TEID_B56, TEID_B60, TEID_B61 = 1 << 7, 1 << 3, 1 << 2  #: bits 56, 60, 61: the kind of protection
+TEID_ASC = 0x3  #: bits 62-63: the address space (00 primary, 10 secondary, 11 home)
+ASC_PRIMARY, ASC_SECONDARY = 0, 2
+
+
+#: Storage-key bits (the seven-bit key, as SSKE takes it and ISKE returns it in bits 56-62 of a
+#: register; PoP ch. 3 "Storage Key"): access-control bits ACC, fetch-protection bit F, reference
+#: bit R, change bit C.
+KEY_ACC, KEY_F, KEY_R, KEY_C = 0xF0, 0x08, 0x04, 0x02
+
+
+def key_controlled_protection(result: Translation | Fault, access: object = "read", *, psw_key: int,
+                              storage_key: int) -> Translation | Fault:
+    """``result`` with key-controlled protection applied to the block it reaches (PoP ch. 3
+    "Key-Controlled Protection"): a store is permitted only when the access key (the PSW key
+    for a CPU access, bits 8-11 of the PSW) is zero or equals the block's ACC bits; a fetch
+    (operand or instruction) also when the block's fetch-protection bit F is zero.  A refused
+    access is a protection exception (0x04).  The protection applies to the real block DAT
+    produced, so a translation fault stays as it is."""
+    kind, _user = parse_access(access)
+    if not isinstance(result, Translation) or not 0 <= psw_key <= 15:
+        if isinstance(result, Translation):
+            raise ValueError(f"PSW key {psw_key!r} is not 0..15")
+        return result
+    acc, fetch_protected = (storage_key & KEY_ACC) >> 4, bool(storage_key & KEY_F)
+    if psw_key == 0 or psw_key == acc or (kind != "write" and not fetch_protected):
+        return result
+    why = "its ACC" if kind == "write" else "its ACC and its fetch-protection bit is 1"
+    return Fault(PROTECTION[0], None, PROTECTION[1],
+                 f"{kind} with PSW key {psw_key} refused by the storage key {storage_key:#04x} (PSW key "
+                 f"nonzero and not {why}): PoP ch. 3 'Key-Controlled Protection', protection exception "
+                 f"({PROTECTION[1]:#04x})", result.trace)
+
+
+#: Low-address protection covers these effective addresses (PoP ch. 3 "Low-Address Protection").
+LOW_ADDRESS_RANGES = ((0, 511), (4096, 4607))
+ASCE_PRIVATE_SPACE = 1 << 8  #: ASCE bit 55: the private-space control
+
+
+def low_address_protection(result: Translation | Fault, va: int, access: object = "read", *, enabled: bool,
+                           asce: int | None) -> Translation | Fault:
+    """``result`` with low-address protection applied (PoP ch. 3 "Low-Address Protection"): when
+    CR0 bit 35 is one, a store to effective address 0-511 or 4096-4607 is refused (protection
+    exception, 0x04) -- with DAT on only when the private-space control (bit 55) of the ASCE used
+    is zero (``asce`` None: DAT off, always).  Fetches are not affected.  Applied to an access
+    that translates (the order against translation exceptions is not stated here)."""
+    kind, _user = parse_access(access)
+    if not (isinstance(result, Translation) and enabled and kind == "write"):
+        return result
+    if asce is not None and asce & ASCE_PRIVATE_SPACE:
+        return result
+    if not any(lo <= va <= hi for lo, hi in LOW_ADDRESS_RANGES):
+        return result
+    return Fault(PROTECTION[0], None, PROTECTION[1],
+                 f"store to {va:#x} with CR0 bit 35 one and a non-private ASCE: PoP ch. 3 'Low-Address "
+                 f"Protection', protection exception ({PROTECTION[1]:#04x})", result.trace)
+
+
+def translation_exception_identification(result: Fault, va: int, access: object, asc: int, *,
+                                         key_protected: bool = False, low_address: bool = False
+                                         ) -> tuple[int, int] | None:
+    """``(value, mask)``: the TEID bits the PoP defines for ``result`` (a fault of the access
+    to ``va`` through address space ``asc``, :data:`ASC_SECONDARY` / :data:`ASC_PRIMARY`); only
+    the bits in ``mask`` are specified.  None where no TEID (or none this model states) is stored
+    (addressing, translation-specification, and a protection exception due to key-controlled
+    protection, ``key_protected``: this model states no TEID bits for it).  ``low_address``: a
+    protection exception due to low-address protection, bits 56/60/61 = 100 only.
+
+    Translation exceptions (ASCE-type, region-first/second/third, segment, page): bits 0-51 the
+    page address, bits 62-63 the space.  Protection with the enhanced-suppression-on-protection
+    facility 2 (PoP ch. 3 "Suppression on Protection", the figure of TEID bits 56, 60, 61):
+    bits 0-51 and 62-63 as above, bits 52-53 fetch (10) or store (01), and bits 56/60/61 = 001 for
+    DAT protection, 101 for instruction-execution protection (low-address and key-controlled
+    protection have other codes: not stated here).  Linux reads them the same way
+    (arch/s390/mm/fault.c ``do_protection_exception()``, v6.12: ``!teid.b61`` is low-address
+    protection, ``teid.b56`` with MACHINE_HAS_NX is IEP).  An instruction fetch goes through the
+    primary space whatever the PSW's address-space control (ch. 3 "Address-Space Control")."""
+    kind, _user = parse_access(access)
+    if result.code in (ADDRESSING[1], TRANSLATION_SPECIFICATION[1]) or (key_protected and
+                                                                         result.code == PROTECTION[1]):
+        return None
+    if low_address and result.code == PROTECTION[1]:  # only bits 56/60/61 = 100 (Linux: the rest may be invalid)
+        return TEID_B56, TEID_B56 | TEID_B60 | TEID_B61
+    value = (va & TEID_PAGE) | (ASC_PRIMARY if kind == "fetch" else asc)
+    mask = TEID_PAGE | TEID_ASC
+    if result.code == PROTECTION[1]:
+        value |= (TEID_STORE if kind == "write" else TEID_FETCH) | TEID_B61
+        value |= TEID_B56 if kind == "fetch" else 0  # the model's only fetch refusal is IEP
+        mask |= TEID_FETCH | TEID_STORE | TEID_B56 | TEID_B60 | TEID_B61
+    return value, mask

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from emu.kernel.walkview import KernelAnswer
 
 __all__ = ["VERDICT_CLASSES", "WalkResult", "Row", "Report", "leaf_expectations", "walk_result",
-           "run_walk", "walk_cases", "probe_cases", "verify_scenario", "verify_configs", "mmu_json", "mmu_summary"]
+           "combined_verdict", "merge_oracles", "run_walk", "walk_cases", "probe_cases", "verify_scenario",
+           "verify_configs", "mmu_json", "mmu_summary"]
 
 
 
@@ -122,6 +123,9 @@ class Row:
     verdict: str
     access: str = "kernel-read"
     kernel: KernelAnswer | None = None  # the compiled folio_walk_start()'s answer, where it ran
+    #: ``--oracle all``: every oracle's own row for this (address, access, flags), by oracle name
+    #: (one that cannot check the configuration: its ``oracle-cannot-check`` row); see :func:`merge_oracles`
+    oracles: dict[str, Row] | None = None
 
     @property
     def verdict_class(self) -> str:
@@ -137,7 +141,14 @@ class Row:
             "mmu": mmu_json(self.mmu),
             "verdict": self.verdict,
             **({"kernel": self.kernel.to_json()} if self.kernel is not None else {}),
+            **({"oracles": {n: r.oracle_json() for n, r in self.oracles.items()}} if self.oracles is not None else {}),
         }
+
+    def oracle_json(self) -> dict[str, Any]:
+        """This row as one oracle's part of a combined row: its walk, MMU answer, verdict and kernel
+        view (what identifies the row -- configuration, case, address, access -- the combined row says)."""
+        j = self.to_json()
+        return {k: v for k, v in j.items() if k not in ("config", "case", "addr", "access")}
 
 
 def _leaf_pfn(ops: LinuxPgtable, level: str | None, entry: int) -> int:
@@ -310,7 +321,7 @@ def verify_configs(keys: list[str], kernel: str | None = None, *, kconfig: str |
     ``kconfig`` names the Kconfig profile the model follows (:data:`archs.kconfig.PROFILES`,
     default "distro"); ``harness`` says whether the compiled kernel checks every entry the walks
     read: "auto" when a harness for that profile is already built, "on" (build it if needed),
-    "off".  ``emulator`` is the MMU oracle's emulator (emu.machines.oracle.EMULATORS)."""
+    "off".  ``emulator`` is the MMU oracle's emulator (emu.machines.oracles.ORACLES)."""
     from emu.mm.scenarios import build_default, halves
 
     start = time.perf_counter()
@@ -384,3 +395,110 @@ def kernel_view(key: str, profile: str | None, harness: str) -> tuple[KernelConf
     ops = archs.get_ops(key, kconfig=build.kconfig)
     audit = EntryAudit(KernelHarness(build, key), ops)
     return build.kconfig, audit, f"{key}: kernel linux {build.tree.release} {build.kconfig.describe()} (compiled)"
+
+
+# -- ``--oracle all``: every oracle's rows side by side ------------------------------------------
+#: How a combined row's class is chosen from its oracles' classes: the first class (in this order)
+#: that any oracle gives -- a disagree anywhere is a disagree of the row, a deviation of one
+#: emulator is an emulator-deviation of the row, naming it, even where another emulator agrees;
+#: a row one oracle checked and another could not is the checking oracle's verdict, naming it
+#: (``agree [unicorn]``), and oracle-cannot-check only where none could.
+COMBINED_ORDER = ("disagree", "oracle-error", "emulator-deviation", "linux-only", "agree", "oracle-cannot-check")
+
+
+def _untagged(verdict: str) -> str:
+    """``"emulator-deviation: block-at-any-level [qemu]"`` -> ``"emulator-deviation: block-at-any-level"``
+    (the judge tags the verdicts of a non-Unicorn oracle with its name, emu/judge.py)."""
+    if verdict.endswith("]") and " [" in verdict:
+        return verdict[: verdict.rindex(" [")]
+    return verdict
+
+
+def combined_verdict(verdicts: dict[str, str]) -> str:
+    """The verdict of a row from every oracle's own verdict (``{oracle: verdict}``): the class
+    :data:`COMBINED_ORDER` puts first among them, with the oracles that gave it in brackets
+    after each distinct reason (``"emulator-deviation: block-oa-ored [unicorn]"``, ``"agree: [unicorn]"``,
+    ``"disagree: pa 0x1000, expected 0x2000 [qemu]"``; ``"emulator-deviation:
+    block-at-any-level [unicorn, qemu]"``).  ``agree`` and ``linux-only`` that every oracle gives
+    alike are left untagged."""
+    plain = {n: _untagged(v) for n, v in verdicts.items()}
+    cls = next(c for c in COMBINED_ORDER if any(v.split(":", 1)[0] == c for v in plain.values()))
+    if cls in ("agree", "linux-only") and len(set(plain.values())) == 1:
+        return next(iter(plain.values()))
+    reasons: dict[str, list[str]] = {}
+    for n, v in plain.items():
+        if v.split(":", 1)[0] == cls:
+            reasons.setdefault(v, []).append(n)
+    # "<class>: <reason> [oracles]"; a bare "agree" keeps its colon ("agree: [unicorn]"), so that
+    # the class is what precedes the first colon, as in every verdict (Row.verdict_class)
+    return "; ".join(f"{v if ':' in v else v + ':'} [{', '.join(names)}]" for v, names in reasons.items())
+
+
+def merge_oracles(keys: list[str], reports: dict[str, Report], cannot: dict[str, dict[str, str]],
+                  names: list[str] | None = None) -> Report:
+    """One report of rows that carry every oracle's answer, from one report per oracle
+    (``reports``, in the order the oracles are shown) over the configurations ``keys``;
+    ``cannot[oracle][key]`` says why an oracle does not check configuration ``key`` (it gets an
+    ``oracle-cannot-check`` row there); ``names``: every oracle in the order shown (default: those
+    of ``reports``; one that ran on none of ``keys`` has an ``oracle-cannot-check`` row in each).
+
+    Each oracle verified its own copy of every scenario: the machines take different frames of
+    guest RAM, so physical addresses differ between the copies, but the cases, the flag sets and
+    the walks' decisions (reason, kind, level) are the same -- checked here, row by row; a row
+    whose identity differs between two oracles is an error, not a merge.  The combined row shows
+    the first checking oracle's walk and MMU answer, and :func:`combined_verdict` of the oracles
+    that checked it; ``oracles`` holds every oracle's own row."""
+    from emu.errors import FoliowalkError
+
+    by_config: dict[str, dict[str, list[Row]]] = {}
+    for name, rep in reports.items():
+        for r in rep.rows:
+            by_config.setdefault(r.config, {}).setdefault(name, []).append(r)
+    rows: list[Row] = []
+    omitted: list[str] = []
+    for key in keys:
+        configs = [c for c in (_scenario_configs(key) if key in archs.all_config_keys() else [key]) if c in by_config]
+        if not configs:
+            omitted.append(f"{key}: no oracle here checks it ("
+                           + "; ".join(f"{n}: {w[key]}" for n, w in cannot.items() if key in w) + ")")
+        for config in configs:
+            per = by_config[config]
+            first = next(iter(per.values()))
+            for name, own in per.items():
+                if [_identity(r) for r in own] != [_identity(r) for r in first]:
+                    raise FoliowalkError(f"{config}: the {name} oracle's rows are not the same cases and walks "
+                                         f"as the {next(iter(per))} oracle's; cannot show them side by side")
+            for i, base in enumerate(first):
+                views: dict[str, Row] = {}
+                for name in names or list(reports):
+                    if name in per:
+                        views[name] = per[name][i]
+                    else:
+                        why = cannot.get(name, {}).get(key, f"the {name} oracle did not run")
+                        views[name] = Row(base.config, base.case, base.addr, base.walk, ProbeError(why),
+                                          f"oracle-cannot-check: {why}", base.access)
+                # an oracle with no machine for the configuration is named in its own row, not in
+                # the verdict: that comes from the oracles that checked the row
+                verdict = combined_verdict({n: r.verdict for n, r in views.items() if n in per})
+                rows.append(Row(base.config, base.case, base.addr, base.walk, base.mmu, verdict, base.access,
+                                base.kernel, views))
+    omitted += list(dict.fromkeys(o for rep in reports.values() for o in rep.omitted))
+    kernel = list(dict.fromkeys(k for rep in reports.values() for k in rep.kernel))
+    regs = {f"{c} [{n}]": r for n, rep in reports.items() for c, r in rep.registers.items()}
+    return Report(rows, omitted, regs, sum(rep.seconds for rep in reports.values()), kernel)
+
+
+def _scenario_configs(key: str) -> list[str]:
+    """The row configurations of ``key``'s default scenarios: one per half (``Scenario.config``:
+    ``arm64:4k:48`` and ``arm64:4k:48:ttbr1``)."""
+    config = archs.get_config(key)
+    labels = config.extra.get("half_labels", {})
+    return [key if h == "low" else f"{key}:{labels.get(h, h)}" for h in config.extra.get("halves", ("low",))]
+
+
+def _identity(r: Row) -> tuple[Any, ...]:
+    """What must be the same in two oracles' rows to show them as one: the configuration, case,
+    address, access, flags and the walk's decision (physical addresses may differ, see
+    :func:`merge_oracles`)."""
+    w = r.walk
+    return (r.config, r.case, r.addr, r.access, w.flags, w.reason, w.kind, w.level, w.found)

@@ -15,7 +15,9 @@ import json
 import sys
 from typing import Any
 
-ARCHES = ("x86_64", "arm64")  # s390x: not yet (issue 18)
+#: arch -> the module of emu/conform/ that runs its space (Runner, Report, select, run_workers, space_json)
+MODULES = {"x86_64": "emu.conform.x86_64", "arm64": "emu.conform.arm64", "s390x": "emu.conform.s390x"}
+ARCHES = tuple(MODULES)
 
 
 def _positive(text: str) -> int:
@@ -29,7 +31,7 @@ def _positive(text: str) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("conform", help="MMU access-rights / #PF code / A-D conformance against the manual's model")
-    p.add_argument("--arch", required=True, choices=ARCHES, help="architecture (x86_64, arm64)")
+    p.add_argument("--arch", required=True, choices=ARCHES, help="architecture")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--limit", type=_positive, metavar="N", help="run the first N cases of the space")
     g.add_argument("--sample", type=_positive, metavar="N", help="run N cases drawn at random (see --seed)")
@@ -37,6 +39,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--workers", type=_positive, default=1, metavar="N",
                    help="run in N local worker processes (default 1: in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); needs "
+                        "pip install 'foliowalk[cluster]' here and on the workers")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--space", action="store_true", help="describe the space and exit (no run)")
     p.add_argument("--pku", action="store_true",
@@ -47,12 +52,11 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import importlib
 
-    C: Any = importlib.import_module(f"emu.conform.{args.arch}")
+    from emu.errors import ConfigError
 
-    if args.pku and args.arch != "x86_64":
-        from emu.cli import UsageError
-
-        raise UsageError("conform: --pku (protection keys) is an x86_64 space")
+    C: Any = importlib.import_module(MODULES[args.arch])
+    if args.pku and not hasattr(C, "PKU"):
+        raise ConfigError(f"--pku is a space of x86_64 only, not of {args.arch}")
     kw = {"space": C.PKU} if args.pku else {}  # the architecture's default space otherwise
     if args.space:
         space = C.space_json(**kw)
@@ -62,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_space(args.arch, space)
         return 0
+    if args.scheduler is not None and args.workers > 1:
+        from emu.cli import UsageError
+
+        raise UsageError("conform: --workers runs local processes; with --scheduler the cluster's workers "
+                         "run the cases")
     cases = C.select(limit=args.limit, sample=args.sample, seed=args.seed, **kw)
     report = C.new_report(**kw)
     show = not args.quiet and not args.json or (not args.quiet and sys.stderr.isatty())
@@ -77,7 +86,15 @@ def run(args: argparse.Namespace) -> int:
                          f"({len(r.unexplained)} unexplained), {rate:,.0f} cases/s ")
         sys.stderr.flush()
 
-    if args.workers > 1:
+    if args.scheduler is not None:
+        from emu.cluster.conform import run_conform
+
+        try:
+            run_conform(args.scheduler, C.__name__, cases, report, progress if show else None, **kw)
+        finally:
+            if show and last[0]:  # a progress line was drawn (not when the cluster was never reached)
+                sys.stderr.write("\n")
+    elif args.workers > 1:
         try:
             C.run_workers(cases, args.workers, report, progress if show else None, **kw)
         finally:
@@ -100,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"ran {report.run} of {report.size} cases{' (interrupted)' if report.interrupted else ''} "
               f"in {report.seconds:.1f} s ({rate:,.0f} cases/s): {report.agree} agree, "
               f"{len(report.mismatches)} mismatches")
+        digest = report.digest()
+        print(f"  on {report.ran_on or 'this process'}; "
+              + (f"outcomes digest {digest[:16]} over {report.run} cases" if digest
+                 else "outcomes digest: not computed for this space"))
         for name, n in sorted(report.by_class().items()):
             print(f"  {'unexplained' if name == 'unexplained' else 'emulator-deviation ' + name}: {n}")
         for m in report.mismatches:

@@ -28,6 +28,8 @@ CONFIG_NAMES = ", ".join(archs.all_config_keys())
 
 
 def add_parser(sub: Any) -> None:
+    from emu.machines.oracles import oracle_choices
+
     p = sub.add_parser("fixtures", help="build, check and export hardware-format fixture sets")
     fsub = p.add_subparsers(dest="fixtures_command", metavar="ACTION", parser_class=type(p))
     p.set_defaults(func=lambda args: _help(p))
@@ -46,6 +48,9 @@ def add_parser(sub: Any) -> None:
                    help=f"the Kconfig profile the sets are built for (default {DEFAULT_PROFILE}); recorded")
     b.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="check every entry against the compiled kernel: auto = when built, on = build it, off")
+    b.add_argument("--oracle", default="unicorn", choices=oracle_choices(),
+                   help="the emulator whose MMU answers, recorded in each set (default unicorn; qemu; all: "
+                        "every one installed here, each oracle's sets in DIR/<oracle>/; docs/fixtures.md)")
     b.add_argument("--spec", action="append", default=[], type=Path, metavar="FILE",
                    help="a set of your own hierarchy instead of the default scenarios: a spec file "
                         "(docs/hierarchy.md), named after the file (repeatable)")
@@ -76,12 +81,28 @@ def _help(p: argparse.ArgumentParser) -> int:
 
 def run_build(args: argparse.Namespace) -> int:
     from emu.cli import output_dir
-    from emu.cli.verify import selected_configs
+    from emu.cli.verify import all_oracles, oracle_configs, selected_configs
     from emu.fixtures import build_fixture_sets
+    from emu.machines import oracles
 
     if args.spec:
+        if args.oracle != "unicorn":
+            from emu.cli import UsageError
+
+            raise UsageError("fixtures build: --spec builds on the unicorn oracle only (so far)")
         return _build_specs(args)
     keys = selected_configs(args.arch, args.config)
+    chosen = bool(args.arch or args.config)
+    if args.oracle == "all":  # each oracle's sets in a folder of its own: the same set names
+        targets = []
+        for n in all_oracles(keys):
+            own = [k for k in keys if oracles.get(n).cannot_check(k) is None]
+            for k in keys:
+                if k not in own:
+                    print(f"note: {n}: {k}: oracle-cannot-check: {oracles.get(n).cannot_check(k)}", file=sys.stderr)
+            targets.append((n, own, args.out / n))
+    else:
+        targets = [(args.oracle, oracle_configs(args.oracle, keys, chosen), args.out)]
     output_dir(args.out, "--out")
     written: list[str] = []
 
@@ -89,15 +110,22 @@ def run_build(args: argparse.Namespace) -> int:
         written.append(line)
         print(line, flush=True)
 
+    paths = []
     try:
-        paths = build_fixture_sets(args.out, keys, args.kernel, progress, kconfig=args.kconfig, harness=args.harness)
+        for n, own, out in targets:
+            if out != args.out:
+                output_dir(out, "--out")
+            paths += build_fixture_sets(out, own, args.kernel, progress, kconfig=args.kconfig, harness=args.harness,
+                                        emulator=n)
     except KeyboardInterrupt:
         from emu.fixtures.build import fixture_jobs
 
-        total = len(fixture_jobs(keys))  # arm64: a TTBR0 and a TTBR1 set; x86-64: a kernel-half set
+        # arm64: a TTBR0 and a TTBR1 set; x86-64: a kernel-half set
+        total = sum(len(fixture_jobs(own)) for _, own, _ in targets)
         print(f"foliowalk: interrupted; {len(written)} of {total} sets written and kept", file=sys.stderr)
         return 130
-    print(f"{len(paths)} fixture set{'s' if len(paths) != 1 else ''} in {args.out}")
+    on = ", ".join(oracles.display_name(n) for n, _, _ in targets)
+    print(f"{len(paths)} fixture set{'s' if len(paths) != 1 else ''} in {args.out} (oracle: {on})")
     return 0
 
 

@@ -44,6 +44,7 @@ CONFIG_NAMES = ", ".join(archs.all_config_keys())
 
 def add_parser(sub: Any) -> None:
     from emu.cli import int_arg
+    from emu.machines.oracles import oracle_choices
 
     p = sub.add_parser("fuzz", help="fuzz entry encodings: walker vs MMU; shrink and save disagreements")
     p.add_argument("--arch", action="append", default=[], help="architecture (repeatable); default: x86_64")
@@ -60,14 +61,20 @@ def add_parser(sub: Any) -> None:
                    help="where findings (fixture sets, hierarchy specs) and campaign.json go")
     p.add_argument("--jobs", type=int_arg, default=1, metavar="N",
                    help="worker processes (default 1; 0 runs in this process, without crash isolation)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) instead of "
+                        "--jobs local processes; needs pip install 'foliowalk[cluster]' here and on the workers")
     p.add_argument("--kernel", default=DEFAULT_KERNEL, choices=KERNELS, help="folio_walk_start() version")
     p.add_argument("--mix", choices=("default", "bench"), default="default",
                    help="entry mix: default (hostile), bench (mostly valid, ~10%% faults)")
     p.add_argument("--harness", default="auto", choices=("auto", "on", "off"),
                    help="also ask the compiled kernel about every entry walked: auto = when a harness is "
                         "built (foliowalk kernel build), on = build it, off = model only")
-    p.add_argument("--oracle", default="unicorn", choices=("unicorn", "qemu"),
-                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64, arm64, s390x; docs/oracles.md)")
+    p.add_argument("--oracle", default="unicorn", choices=oracle_choices(),
+                   help="the emulator whose MMU answers (default unicorn; qemu: x86-64, arm64, s390x; bochs: x86-64 "
+                        "4-level; all: one "
+                        "campaign per oracle installed here, the same cases, findings in DIR/<oracle>/; "
+                        "docs/oracles.md)")
     p.add_argument("--no-shrink", action="store_true", help="save findings as found, without shrinking")
     p.add_argument("--max-findings", type=int_arg, default=50, metavar="N",
                    help="distinct findings to shrink and save (default 50); all are counted")
@@ -88,7 +95,6 @@ def _configs(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from emu.cli import UsageError
-    from emu.fuzz import CampaignOptions, GenParams, format_report, run_campaign
 
     if args.replay is not None:
         return replay(args.replay, as_json=args.json, harness=args.harness)
@@ -98,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs > max(MAX_JOBS_PER_CPU * cpus, MIN_JOBS_LIMIT):
         raise UsageError(f"fuzz: --jobs {args.jobs} is more than {MAX_JOBS_PER_CPU} worker processes "
                          f"per CPU ({cpus} CPUs here)")
+    if args.scheduler is not None and args.jobs != 1:
+        raise UsageError("fuzz: --jobs runs local processes; with --scheduler the cluster's workers run the campaign")
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise UsageError(f"fuzz: --seconds must be a positive number of seconds, not {args.seconds}")
     if args.seconds is not None and args.seconds > MAX_SECONDS:
@@ -115,22 +123,72 @@ def run(args: argparse.Namespace) -> int:
 
         output_dir(args.out, "--out")
     seconds = args.seconds if args.seconds is not None or args.hierarchies is not None else 60.0
-    from emu.cli.verify import oracle_configs
+    from emu.cli.verify import all_oracles, oracle_configs
+
+    if args.oracle == "all":
+        return _run_all(args, all_oracles(_configs(args)))
+    named = [archs.get_config(c).key for c in args.config]
+    return _campaign(args, args.oracle, oracle_configs(args.oracle, _configs(args), True, named), seconds, args.out)
+
+
+def _run_all(args: argparse.Namespace, names: list[str]) -> int:
+    """``--oracle all``: one campaign per oracle (the same seed, so the same hierarchies, over the
+    configurations each can check: others named in a note), one after the other; each report as
+    for that oracle alone (findings in ``--out``/<oracle>/), then a line of every oracle's rate."""
+    from emu.machines import oracles
+
+    seconds = args.seconds if args.seconds is not None or args.hierarchies is not None else 60.0
+    codes = []
+    rates = []
+    summaries: dict[str, Any] = {}
+    for n in names:
+        keys = [k for k in _configs(args) if oracles.get(n).cannot_check(k) is None]
+        for k in _configs(args):
+            if k not in keys:
+                print(f"note: {n}: {k}: oracle-cannot-check: {oracles.get(n).cannot_check(k)}", file=sys.stderr)
+        if not keys:
+            continue
+        if not args.json:
+            print(f"== oracle {n} ({oracles.display_name(n)})")
+        out = args.out / n if args.out is not None else None
+        if out is not None:
+            from emu.cli import output_dir
+
+            output_dir(out, "--out")
+        rc, res = _campaign(args, n, keys, seconds, out, summaries)
+        codes.append(rc)
+        rates.append(f"{n} {res.cases_per_s:,.0f} cases/s ({res.stats.cases:,} cases, {res.wall_s:.1f} s)")
+        if res.interrupted:
+            break
+    if args.json:
+        json.dump({"oracles": summaries}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print("rates: " + "; ".join(rates))
+    return 1 if 1 in codes else 130 if 130 in codes else 0
+
+
+def _campaign(args: argparse.Namespace, oracle: str, configs: list[str], seconds: float, out: Path | None,
+              summaries: dict[str, Any] | None = None) -> Any:
+    """One campaign on ``oracle``; its report printed (or, with ``summaries``, kept there for one
+    JSON document).  The exit status; with ``summaries``, (status, result)."""
+    from emu.fuzz import CampaignOptions, GenParams, format_report, run_campaign
 
     opts = CampaignOptions(
-        configs=oracle_configs(args.oracle, _configs(args), True),
+        configs=configs,
         seed=args.seed,
         seconds=seconds,
         hierarchies=args.hierarchies,
         jobs=args.jobs,
-        out=args.out,
+        out=out,
         kernel=args.kernel,
         params=GenParams.bench() if args.mix == "bench" else GenParams(),
         shrink=not args.no_shrink,
         max_findings=args.max_findings,
         progress=not args.quiet,
         harness=args.harness,
-        emulator=args.oracle,
+        emulator=oracle,
+        scheduler=args.scheduler,
     )
     if args.harness != "off" and not args.quiet:
         # which kernel walks each configuration's rows (built here once, so workers find it cached;
@@ -141,16 +199,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"foliowalk fuzz: {key}: {walk_build_for(key, None, args.harness, model_kernel=args.kernel)[1]}",
                   file=sys.stderr)
     res = run_campaign(opts)
-    if args.json:
+    if args.json and summaries is not None:
+        summaries[oracle] = res.to_json()
+    elif args.json:
         json.dump(res.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print(format_report(res))
-        if args.out is not None:
-            print(f"  summary: {args.out / 'campaign.json'}")
-    if not res.ok:
-        return 1
-    return 130 if res.interrupted else 0
+        if out is not None:
+            print(f"  summary: {out / 'campaign.json'}")
+    rc = 1 if not res.ok else 130 if res.interrupted else 0
+    return (rc, res) if summaries is not None else rc
 
 
 #: How long ``--replay`` waits for its child's rows (a hierarchy within the budget takes seconds;

@@ -236,7 +236,7 @@ Mismatch = _x86.Mismatch
 
 
 def space_json() -> dict[str, Any]:
-    return {"size": SIZE, "before_legality_filter": RAW_SIZE, "in": IN_SPACE, "out": OUT_OF_SPACE,
+    return {"name": "access", "size": SIZE, "before_legality_filter": RAW_SIZE, "in": IN_SPACE, "out": OUT_OF_SPACE,
             "legality": list(LEGALITY)}
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from archs import x86_64 as X
 from archs.translate import Fault, Translation
+from emu.conform.digest import Outcomes, outcome_hash
 from emu.machines.base import RAW_FAULT, RAW_OBSERVED, RAW_TAG, Access
 
 ARCH = "x86_64"
@@ -283,6 +284,15 @@ class Report:
     seconds: float = 0.0
     interrupted: bool = False
     mismatches: list[Mismatch] = field(default_factory=list)
+    #: every case's outcome hash (emu.conform.digest): the campaign's digest
+    outcomes: Outcomes = field(default_factory=Outcomes)
+    #: where the cases ran: None (this process), "N local worker processes", "dask ADDRESS (N workers)"
+    ran_on: str | None = None
+
+    def digest(self) -> str | None:
+        """The outcomes digest (emu.conform.digest), or None when the space's runner does not
+        record every case's outcome."""
+        return self.outcomes.digest() if len(self.outcomes) == self.run else None
 
     @property
     def unexplained(self) -> list[Mismatch]:
@@ -299,7 +309,8 @@ class Report:
         return {"arch": self.arch, "space": space_json(SPACES[self.space]), "run": self.run, "agree": self.agree,
                 "model_faults": self.faults, "seconds": round(self.seconds, 3),
                 "cases_per_second": round(self.run / self.seconds, 1) if self.seconds else None,
-                "interrupted": self.interrupted, "mismatches_by_class": self.by_class(),
+                "interrupted": self.interrupted, "ran_on": self.ran_on, "digest": self.digest(),
+                "mismatches_by_class": self.by_class(),
                 "mismatches": [m.to_json() for m in self.mismatches]}
 
 
@@ -429,6 +440,7 @@ class Runner:
         models = [expected(ram.read_u64, int(vas[k]), access, root, mcpu) for k in range(n)]
         machine.flush_tlb()
         raw, errors = machine.probe_many_raw(vas, access)
+        hashes: list[int] = []
         for k, i in enumerate(idx):
             pde_pa, pde, pte_pa, pte, is_big = slots[k]
             res, ad = models[k]
@@ -436,14 +448,17 @@ class Runner:
             found: list[Mismatch] = []
             miss = functools.partial(_miss, found, i, case.describe())
             st = int(raw.status[k])
+            answer = "none"
             if st == RAW_FAULT:
                 code = int(raw.code[k])
+                answer = f"pf {code:#x}"
                 if isinstance(res, Translation):
                     miss("outcome", f"translation pa {res.pa:#x}", f"#PF code {code:#x}")
                 elif res.code != code:
                     miss("code", f"#PF code {res.code:#x}", f"#PF code {code:#x}")
             elif st in (RAW_TAG, RAW_OBSERVED):
                 pa = int(raw.pa[k])
+                answer = f"pa {pa:#x}"
                 if isinstance(res, Fault):
                     miss("outcome", f"#PF code {res.code:#x}", f"translation pa {pa:#x}")
                 elif res.pa != pa:
@@ -469,6 +484,13 @@ class Runner:
             report.mismatches.extend(found)
             report.agree += not found
             report.run += 1
+            # the canonical outcome (emu.conform.digest): nothing that depends on the case's slot
+            # in its chunk (entry addresses), only the answer, the A/D flags left and the verdicts
+            flags = " ".join(f"{lv}.A={int(bool(after[lv] & _A))} {lv}.D={int(bool(after[lv] & _D))}"
+                             for lv in ("PD", "PT"))
+            verdict = ",".join(f"{m.field}:{m.explained_by or 'unexplained'}" for m in found) or "agree"
+            hashes.append(outcome_hash(f"{answer}; {flags}; {verdict}"))
+        report.outcomes.add(idx, hashes)
 
 
 def _miss(found: list[Mismatch], index: int, description: str, what: str, model: str, got: str) -> None:
@@ -535,6 +557,7 @@ def merge(report: Report, part: Report) -> None:
     report.agree += part.agree
     report.faults += part.faults
     report.mismatches.extend(part.mismatches)
+    report.outcomes.extend(part.outcomes)
 
 
 def run_workers(cases: Sequence[int], workers: int, report: Report,
@@ -552,6 +575,7 @@ def run_pool(work: list[list[int]], run: Callable[[list[int]], Report], workers:
     import multiprocessing
 
     t0 = time.perf_counter()
+    report.ran_on = f"{workers} local worker processes"
     pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_worker_init)
     futures: list[cf.Future[Report]] = []

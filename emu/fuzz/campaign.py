@@ -33,8 +33,9 @@ def check_campaign_configs(configs: Sequence[str]) -> list[str]:
 
 
 def run_campaign(opts: CampaignOptions) -> CampaignResult:
-    """Run a campaign: in-process with ``jobs=0`` (no crash isolation), else in ``jobs`` worker
-    processes.  Ctrl-C stops it and keeps what was found.
+    """Run a campaign: in-process with ``jobs=0`` (no crash isolation), in ``jobs`` worker
+    processes, or with ``scheduler`` on a Dask cluster (:mod:`emu.cluster.fuzz`).  Ctrl-C stops
+    it and keeps what was found.
 
     With ``opts.out``: the folder is locked for the campaign (a second campaign into it is
     refused), temporary files of killed writers are removed, findings an earlier killed run saved
@@ -68,6 +69,10 @@ def run_campaign(opts: CampaignOptions) -> CampaignResult:
 
 
 def _run(opts: CampaignOptions, record: Callable[[FindingRecord], None] | None) -> CampaignResult:
+    if opts.scheduler is not None:
+        from emu.cluster.fuzz import run_cluster
+
+        return run_cluster(opts, record)
     if opts.jobs <= 0:
         return _run_inline(opts, record)
     return _run_processes(opts, record)
@@ -78,6 +83,7 @@ def _run_inline(opts: CampaignOptions, record: Callable[[FindingRecord], None] |
     findings: list[FindingRecord] = []
     claimed: set[str] = set()
     digests: dict[int, str] = {}
+    outcomes: dict[int, str] = {}
     busy = 0.0
     progress = Progress(opts.progress, ",".join(opts.configs))
     def found(rec: FindingRecord) -> None:
@@ -95,10 +101,11 @@ def _run_inline(opts: CampaignOptions, record: Callable[[FindingRecord], None] |
             if deadline is not None and time.perf_counter() >= deadline:
                 break
             t1 = time.perf_counter()
-            st, dg = worker.run_one(idx)
+            st, dg, od = worker.run_one(idx)
             busy += time.perf_counter() - t1
             stats.add(st)
             digests[idx] = dg
+            outcomes[idx] = od
             idx += 1
             progress.update(stats, len(findings), 0)
     except KeyboardInterrupt:
@@ -108,4 +115,5 @@ def _run_inline(opts: CampaignOptions, record: Callable[[FindingRecord], None] |
         progress.update(stats, len(findings), 0, force=True)
         progress.done()
     return CampaignResult(opts, stats, findings, time.perf_counter() - t0, busy, interrupted, 0,
-                          campaign_digest(digests), sorted(digests))
+                          campaign_digest(digests), sorted(digests), outcomes_digest=campaign_digest(outcomes),
+                          ran_on="this process")

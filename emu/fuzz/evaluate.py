@@ -88,7 +88,7 @@ class Target:
     ) -> None:
         """``walk_build``: the compiled walk (emu.kernel.walk.WalkBuild) to judge every row with,
         instead of the one ``harness`` finds for the distribution's tree (``kernel verify``);
-        ``emulator``: the oracle's (emu.machines.oracle.EMULATORS)."""
+        ``emulator``: the oracle's (emu.machines.oracles.ORACLES)."""
         if walker not in ("auto", "batch", "scalar"):
             raise ConfigError(f"walker must be auto, batch or scalar, not {walker!r}")
         from emu.verify import kernel_view
@@ -350,7 +350,7 @@ def rows_from_batches(
     (:meth:`Target.evaluate` judges such a row once).  Records of the per-address walker, and
     outside-vma ones, go through walk_result() itself.  tests/fuzz/test_fuzz.py proves it equal
     to walk_result() on every record."""
-    from emu.mm.pagewalk_batch import _REASON, _TRACE
+    from emu.mm.pagewalk_batch import _TRACE, REFUSED
 
     n = len(addrs)
     if memo is None:
@@ -386,6 +386,7 @@ def rows_from_batches(
     first: list[WalkResult] = []
     vector = [False] * n
     f0 = b0.flags
+    refused = frozenset(REFUSED)
     for i in range(n):
         s = st[i]
         if s == 0 or s == 9:  # the per-address walker's record, or outside-vma (its warning)
@@ -395,7 +396,7 @@ def rows_from_batches(
         vector[i] = True
         lv = LEVEL_NAMES[level[i]] if level[i] >= 0 else None
         wr = object.__new__(WalkResult)
-        if s <= 3:  # found: a normal leaf
+        if s <= 3 or s in refused:  # found: a normal leaf; or a present leaf vm_normal_page*() refused
             ent = entry[i]
             key = (lv or "", ent)
             got = memo.get(key)
@@ -403,16 +404,24 @@ def rows_from_batches(
                 size = {"PUD": ops.PUD_SIZE, "PMD": ops.PMD_SIZE}.get(lv, ops.PAGE_SIZE)  # type: ignore[arg-type]
                 got = memo[key] = (_leaf_pfn(ops, lv, ent) << shift, size - 1,
                                    ops.hw_absent_reason(lv.lower(), ent))  # type: ignore[union-attr]
-            pp = page_pfn[i]
-            wr.__dict__ = {
-                "flags": f0, "reason": "found", "kind": "normal", "folio_pfn": folio_pfn[i],
-                "folio_order": folio_order[i], "page_pfn": pp if pp >= 0 else None, "level": lv,
-                "entry_pa": entry_pa[i], "entry": ent, "expected_pa": got[0] + (addrs[i] & got[1]),
-                "hw_absent": got[2], "trace": traces[i], "cleared": [], "warnings": [],
-            }
+            if s <= 3:
+                pp = page_pfn[i]
+                wr.__dict__ = {
+                    "flags": f0, "reason": "found", "kind": "normal", "folio_pfn": folio_pfn[i],
+                    "folio_order": folio_order[i], "page_pfn": pp if pp >= 0 else None, "level": lv,
+                    "entry_pa": entry_pa[i], "entry": ent, "expected_pa": got[0] + (addrs[i] & got[1]),
+                    "hw_absent": got[2], "trace": traces[i], "cleared": [], "warnings": [],
+                }
+            else:  # not-normal@<level>: leaf_expectations() gives a refused present leaf the same
+                wr.__dict__ = {
+                    "flags": f0, "reason": b0._vector_reason(i, s), "kind": "", "folio_pfn": None, "folio_order": None,
+                    "page_pfn": None, "level": lv, "entry_pa": entry_pa[i], "entry": ent,
+                    "expected_pa": got[0] + (addrs[i] & got[1]), "hw_absent": got[2], "trace": traces[i],
+                    "cleared": [], "warnings": [],
+                }
         else:  # none@<level>: fw->level/entry set at the PTE only
             wr.__dict__ = {
-                "flags": f0, "reason": _REASON[s], "kind": "", "folio_pfn": None, "folio_order": None,
+                "flags": f0, "reason": b0._vector_reason(i, s), "kind": "", "folio_pfn": None, "folio_order": None,
                 "page_pfn": None, "level": lv, "entry_pa": entry_pa[i] if lv is not None else None,
                 "entry": entry[i] if lv is not None else None, "expected_pa": None, "hw_absent": None,
                 "trace": traces[i], "cleared": [], "warnings": [],

@@ -55,6 +55,7 @@ def _run_processes(opts: CampaignOptions, record: Callable[[FindingRecord], None
     claimed: set[str] = set()
     claim = finding_claimer(opts, claimed)
     digests: dict[int, str] = {}
+    outcomes: dict[int, str] = {}
     busy = 0.0
     crashes = 0
     progress = Progress(opts.progress, ",".join(opts.configs))
@@ -149,9 +150,10 @@ def _run_processes(opts: CampaignOptions, record: Callable[[FindingRecord], None
                         if tag == "start":
                             s.current, s.started = msg[1], time.monotonic()
                         elif tag == "done":
-                            _tag, idx, st, dg, b = msg
+                            _tag, idx, st, dg, od, b = msg
                             stats.add(st)
                             digests[idx] = dg
+                            outcomes[idx] = od
                             busy += b
                             s.current = None
                             s.next_index = idx + opts.jobs
@@ -205,7 +207,8 @@ def _run_processes(opts: CampaignOptions, record: Callable[[FindingRecord], None
         progress.update(stats, len(findings), crashes, force=True)
         progress.done()
     return CampaignResult(opts, stats, findings, time.perf_counter() - t0, busy, interrupted[0], crashes,
-                          campaign_digest(digests), sorted(digests), error=fatal[0] if fatal else None)
+                          campaign_digest(digests), sorted(digests), error=fatal[0] if fatal else None,
+                          outcomes_digest=campaign_digest(outcomes), ran_on=f"{opts.jobs} local worker processes")
 
 
 def exit_text(code: int | None) -> str:

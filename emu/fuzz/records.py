@@ -44,8 +44,10 @@ class CampaignOptions:
     #: auto | on | off: ask the compiled kernel about every entry walked (emu.kernel): "auto" when
     #: a harness is already built for the configuration, "on" builds it, "off" the model alone.
     harness: str = "off"
-    #: unicorn | qemu: the MMU oracle's emulator (emu.machines.oracle.EMULATORS; docs/oracles.md).
+    #: unicorn | qemu | bochs: the MMU oracle's emulator (emu.machines.oracles.ORACLES; docs/oracles.md).
     emulator: str = "unicorn"
+    #: A Dask scheduler's address: run on that cluster (emu.cluster.fuzz) instead of ``jobs``.
+    scheduler: str | None = None
 
 
 @dataclass
@@ -122,6 +124,11 @@ class CampaignResult:
     error: str | None = None
     #: Findings of earlier, killed runs found on disk unindexed and indexed by this one.
     reindexed: int = 0
+    #: over the hierarchies' verdicts (emu.fuzz.worker.outcome_digest), in index order: the same
+    #: for the same cases whatever ran them (--jobs, a Dask cluster)
+    outcomes_digest: str | None = None
+    #: "this process", "N local worker processes" or "dask ADDRESS (N workers, T threads)"
+    ran_on: str | None = None
 
     @property
     def cases_per_s(self) -> float:
@@ -153,6 +160,7 @@ class CampaignResult:
             "format": "foliowalk-fuzz-campaign/1",
             "configs": o.configs,
             "kernel": o.kernel,
+            "oracle": o.emulator,  # whose MMU answered (emu/machines/oracles.py)
             "seed": o.seed,
             "jobs": o.jobs,
             "seconds_limit": o.seconds,
@@ -168,12 +176,16 @@ class CampaignResult:
             "reindexed": self.reindexed,
             "crashes": self.crashes,
             "digest": self.digest,
+            "outcomes_digest": self.outcomes_digest,
+            "ran_on": self.ran_on,
+            "scheduler": o.scheduler,
             "stats": self.stats.to_json(),
             "findings": [f.to_json() for f in self.findings],
         }
 
 
 def campaign_digest(digests: dict[int, str]) -> str:
+    """SHA-256 over per-hierarchy digests in index order (``i:digest`` lines)."""
     h = hashlib.sha256()
     for i in sorted(digests):
         h.update(f"{i}:{digests[i]}\n".encode())

@@ -14,8 +14,9 @@ def format_report(res: CampaignResult) -> str:
     st = res.stats
     o = res.options
     lines = [
-        f"foliowalk fuzz: {', '.join(o.configs)}  kernel {o.kernel}  seed {o.seed}  jobs {o.jobs}"
-        f"  harness {o.harness}"
+        f"foliowalk fuzz: {', '.join(o.configs)}  kernel {o.kernel}  seed {o.seed}  "
+        + (f"on {res.ran_on}" if o.scheduler else f"jobs {o.jobs}")
+        + f"  harness {o.harness}"
         + ("  (interrupted)" if res.interrupted else ""),
         f"  {st.hierarchies:,} hierarchies, {st.cases:,} cases (addresses), {st.rows:,} rows "
         f"(x{len(FLAG_COMBINATIONS)} FW_* flag sets) in {res.wall_s:.1f} s",
@@ -32,6 +33,8 @@ def format_report(res: CampaignResult) -> str:
     lines.append("  time: " + ", ".join(f"{k} {v / total:.0%}" for k, v in parts))
     if res.digest:
         lines.append(f"  cases digest: {res.digest[:16]} over {len(res.indices)} hierarchies")
+    if res.outcomes_digest:
+        lines.append(f"  outcomes digest: {res.outcomes_digest[:16]} (their verdicts)")
     levels = ["pgd", "p4d", "pud", "pmd", "pte", "-"]
     present = [lv for lv in levels if any(st.by_level.get((lv, c)) for c in VERDICT_CLASSES)]
     w = max(12, *(len(c) for c in VERDICT_CLASSES))

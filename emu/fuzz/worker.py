@@ -5,6 +5,7 @@ judge; shrink and save the findings the campaign lets it claim.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import json
 import os
@@ -39,6 +40,7 @@ class Worker:
         if key not in self.targets:
             self.targets[key] = Target(key, self.opts.kernel, walker=self.opts.walker, harness=self.opts.harness,
                                        emulator=self.opts.emulator)
+        if key not in self.gens:
             self.gens[key] = HierarchyGenerator(key, self.opts.kernel, self.opts.params)
         return self.targets[key]
 
@@ -47,7 +49,9 @@ class Worker:
             t.close()
         self.targets.clear()
 
-    def run_one(self, index: int) -> tuple[Stats, str]:
+    def run_one(self, index: int) -> tuple[Stats, str, str]:
+        """Hierarchy ``index``: its statistics, the digest of the hierarchy (the cases) and the
+        digest of its outcomes (every row's verdict, in order: :func:`outcome_digest`)."""
         opts = self.opts
         key = opts.configs[index % len(opts.configs)]
         target = self.target(key)
@@ -61,7 +65,6 @@ class Worker:
         st = Stats(hierarchies=1, cases=len(ev.addrs))
         st.seconds["generate"] = t1 - t0
         st.seconds.update(ev.seconds)
-        seen: dict[str, tuple[int, int]] = {}
         for i, row in enumerate(ev.walks):
             mmu = ev.probes[i]
             if isinstance(mmu, Fault):
@@ -72,17 +75,28 @@ class Worker:
                 st.rows += 1
                 st.verdicts[cls] += 1
                 st.by_level[(deciding_level(w), cls)] += 1
-                if cls in ("disagree", "emulator-deviation"):
-                    seen.setdefault(signature(w, mmu, verdict), (i, j))
         t2 = time.perf_counter()
-        for sig, (i, j) in seen.items():
-            cls = sig.split("|", 1)[0]
-            key_ = sig if cls == "disagree" else f"emulator-deviation|{ev.verdicts[i][j]}"
-            if self.claim(f"{h.config}|{key_}"):
+        for claim_key, (i, j, sig) in finding_candidates(h, ev).items():
+            if self.claim(claim_key):
                 self.save_finding(target, h, ev, i, j, sig)
         st.seconds["findings"] = time.perf_counter() - t2
         st.cpu_s = time.process_time() - c0
-        return st, h.digest()
+        return st, h.digest(), outcome_digest(ev)
+
+    def save_claimed(self, index: int, claim_key: str) -> bool:
+        """Generate and evaluate hierarchy ``index`` again and save the finding ``claim_key``
+        names (a Dask campaign, emu.cluster.fuzz: a shard reported the candidate, the campaign
+        claimed it).  False if the hierarchy no longer shows it."""
+        key = self.opts.configs[index % len(self.opts.configs)]
+        target = self.target(key)
+        h = self.gens[key].generate(self.opts.seed, index)
+        ev = target.evaluate(h)
+        found = finding_candidates(h, ev).get(claim_key)
+        if found is None:
+            return False
+        i, j, sig = found
+        self.save_finding(target, h, ev, i, j, sig)
+        return True
 
     def save_finding(self, target: Target, h: Hierarchy, ev: Evaluation, i: int, j: int, sig: str) -> None:
         opts = self.opts
@@ -120,6 +134,32 @@ class Worker:
             [line for e, line in zip(sorted(small.entries, key=lambda e: (e.depth, e.pa)),
                                      small.describe(target.ops), strict=True) if e.fuzzed],
         ))
+
+
+def finding_candidates(h: Hierarchy, ev: Evaluation) -> dict[str, tuple[int, int, str]]:
+    """The findings a hierarchy shows, by the key the campaign claims them under (the
+    configuration and the signature of a ``disagree``; the configuration and the verdict of an
+    ``emulator-deviation``): ``{claim key: (address row, flags column, signature)}``, first
+    occurrence of each signature."""
+    seen: dict[str, tuple[int, int]] = {}
+    for i, row in enumerate(ev.walks):
+        for j, w in enumerate(row):
+            verdict = ev.verdicts[i][j]
+            if verdict.split(":", 1)[0] in ("disagree", "emulator-deviation"):
+                seen.setdefault(signature(w, ev.probes[i], verdict), (i, j))
+    out: dict[str, tuple[int, int, str]] = {}
+    for sig, (i, j) in seen.items():
+        cls = sig.split("|", 1)[0]
+        key_ = sig if cls == "disagree" else f"emulator-deviation|{ev.verdicts[i][j]}"
+        out.setdefault(f"{h.config}|{key_}", (i, j, sig))
+    return out
+
+
+def outcome_digest(ev: Evaluation) -> str:
+    """SHA-256 over a hierarchy's verdicts, row by row (address order, then FW_* flag sets):
+    what it came out as, the same wherever it ran."""
+    text = "\n".join("\t".join(row) for row in ev.verdicts)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def save_hierarchy_finding(out: Path, h: Hierarchy, name: str, sig: str, verdict: str, *,
@@ -205,7 +245,7 @@ def os_error_text(exc: BaseException) -> str:
 def worker_main(conn: Any, opts: CampaignOptions, first: int, stride: int, deadline: float | None) -> None:
     """A worker process: hierarchies ``first, first+stride, ...`` until the deadline, the count
     or a "stop" from the campaign.  Messages to the campaign: ("start", i), ("done", i, stats,
-    digest, busy_s), ("claim", key) -> ("claim", bool), ("finding", record), ("fatal", line),
+    digest, outcomes digest, busy_s), ("claim", key) -> ("claim", bool), ("finding", record), ("fatal", line),
     ("exit",).
 
     An OSError of the worker's own files (a full disk, EIO) is no finding: it is sent as
@@ -252,13 +292,13 @@ def worker_main(conn: Any, opts: CampaignOptions, first: int, stride: int, deadl
                 conn.send(("start", idx))
                 t0 = time.perf_counter()
                 try:
-                    st, dg = worker.run_one(idx)
+                    st, dg, od = worker.run_one(idx)
                 except gone:
                     raise
                 except (OSError, FileError) as exc:
                     conn.send(("fatal", os_error_text(exc)))
                     break
-                conn.send(("done", idx, st, dg, time.perf_counter() - t0))
+                conn.send(("done", idx, st, dg, od, time.perf_counter() - t0))
                 idx += stride
         finally:
             worker.close()

@@ -73,7 +73,9 @@ REGISTRY: list[Deviation] = [
         "fetch-protected frame, with a PSW key that matches neither 0 nor the frame's access "
         "key succeeds instead of raising a protection exception (0x04)",
         "PoP SA22-7832 ch. 3, Key-Controlled Protection; QEMU target/s390x/mmu_helper.c "
-        "mmu_handle_skey() 'TODO: key-controlled protection'; ORACLE-NOTES s390x",
+        "mmu_handle_skey() 'TODO: key-controlled protection'; ORACLE-NOTES s390x; found by "
+        "foliowalk conform --arch s390x (emu/conform/s390x.py), test: "
+        "tests/conform/test_conform_s390x.py::test_key_controlled_protection_is_not_implemented",
     ),
     Deviation(
         "s390x-access-register-mode-aborts",
@@ -92,6 +94,17 @@ REGISTRY: list[Deviation] = [
         "entries are oracle-cannot-check",
         "PoP SA22-7832 ch. 3, Enhanced DAT (EDAT-1 1 MB segments, EDAT-2 2 GB regions); "
         "emu/machines/s390x/edat.py; ORACLE-NOTES s390x",
+    ),
+    Deviation(
+        "s390x-iep-not-in-cpu-models",
+        "s390x",
+        "the z14, z14 ZR1, gen15a and gen15b models lack the instruction-execution-protection "
+        "facility (STFLE bit 130) that those machines have (they are built from their base feature "
+        "lists; only 'max' has it): with CR0 bit 43 set, an instruction fetch from a page whose "
+        "PTE has the IEP bit (55) runs instead of raising a protection exception; foliowalk "
+        "conform sets the bit in the z13 model like EDAT (emu/machines/s390x/edat.py)",
+        "PoP SA22-7832 ch. 3, Instruction-Execution Protection; ch. 4, facility indications "
+        "(bit 130); test: tests/conform/test_conform_s390x.py::test_iep_facility_missing_from_cpu_models",
     ),
 ]
 

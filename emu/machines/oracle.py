@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from archs.linux import LinuxPgtable
-from emu.errors import ConfigError
 from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 from emu.mm.mm_types import MM
@@ -28,12 +27,15 @@ class Oracle:
 
     machine: Any
     half: str = "low"
-    #: Which emulator answers (:data:`EMULATORS`): the deviation registry is placed per emulator.
+    #: Which emulator answers (:data:`emu.machines.oracles.ORACLES`): the deviation registry is placed per emulator.
     emulator: str = "unicorn"
     #: Physical ``[start, end)`` ranges the machine took from the scenario's allocator (its code,
     #: tables and buffers), set by :func:`make_oracle`.  Nothing may write there but the machine:
     #: verify never tags them, whatever frame a (hostile) leaf maps.
     frames: list[tuple[int, int]] = []
+    #: Physical ``[start, end)`` ranges the machine reserves in the allocator itself when it starts
+    #: (not RAM to its emulator); a rebuilt scenario leaves them free for it (emu/fixtures/load.py).
+    ram_holes: tuple[tuple[int, int], ...] = ()
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         self.ops = ops
@@ -252,29 +254,38 @@ def taken_ranges(before: list[tuple[int, int]], after: list[tuple[int, int]]) ->
     return taken
 
 
-#: The emulators an oracle can run on (``--oracle``); QEMU's machines: emu/machines/qemu/.
-EMULATORS = ("unicorn", "qemu")
-
-
 OracleFactory = Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Oracle]
 
 
 def oracle_factories(emulator: str = "unicorn") -> dict[str, OracleFactory]:
-    """arch -> oracle factory of ``emulator``."""
-    if emulator == "qemu":
-        from emu.machines.qemu.oracle import QEMU_ORACLES
+    """arch -> oracle factory of ``emulator`` (the registry: emu/machines/oracles.py)."""
+    from emu.machines.oracles import get
 
-        return QEMU_ORACLES
-    if emulator != "unicorn":
-        raise ConfigError(f"unknown oracle {emulator!r}: one of {', '.join(EMULATORS)}")
-    return ORACLES
+    return get(emulator).factories()
+
+
+def oracle_missing(emulator: str, arch: str) -> str | None:
+    """Why ``emulator``'s oracle for ``arch`` cannot run here (what to install), or None (the
+    registry's ``needs``, emu/machines/oracles.py)."""
+    from emu.machines.oracles import get
+
+    return get(emulator).missing(arch)
+
+
+def oracle_unsupported(emulator: str) -> dict[str, str]:
+    """Configuration key -> why ``emulator``'s machine for its architecture cannot run it (the
+    registry's ``config_problem``, emu/machines/oracles.py)."""
+    import archs
+    from emu.machines.oracles import get
+
+    kind = get(emulator)
+    return {k: why for k in archs.all_config_keys() if (why := kind.config_problem(k)) is not None}
 
 
 def make_oracle(ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator, emulator: str = "unicorn") -> Oracle:
-    try:
-        factory = oracle_factories(emulator)[ops.arch]
-    except KeyError:
-        raise ConfigError(f"no {emulator} MMU oracle for architecture {ops.arch!r}") from None
+    from emu.machines.oracles import get
+
+    factory = get(emulator).factory(ops.arch)
     before = list(alloc._free)  # FrameAllocator keeps its free list private
     oracle = factory(ops, ram, alloc)
     oracle.frames = taken_ranges(before, list(alloc._free))

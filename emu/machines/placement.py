@@ -1,5 +1,7 @@
 """Where each registered deviation occurs: per emulator (Unicorn 2.1.4, QEMU 7.2 system
-emulation), each cell produced by running the deviation on that emulator where a check exists.
+emulation, Bochs 2.7), each cell produced by running the deviation on that emulator where a check
+exists.  Bochs is an independent x86 implementation: a deviation Bochs shares with QEMU is more
+likely a reading of the manual than a QEMU bug.
 
 The registry (:mod:`emu.machines.deviations`) was measured on Unicorn.  A deviation that QEMU 7.2
 shares is a QEMU bug-report candidate (still upstream in 7.2); one that only Unicorn shows was
@@ -22,9 +24,11 @@ from emu.errors import EmulatorError, FoliowalkError
 from emu.machines import deviations
 from emu.machines.base import Fault, ProbeError, Translation
 from emu.machines.deviations import Deviation
+from emu.machines.oracles import ORACLES
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 
-EMULATOR_NAMES = {"unicorn": "Unicorn 2.1.4", "qemu": "QEMU 7.2"}
+#: Display names, in the registry's order (emu/machines/oracles.py is the one list of oracles).
+EMULATOR_NAMES = {name: kind.display for name, kind in ORACLES.items()}
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,9 @@ class Cell:
 
 #: What the checks found (tests/machines/test_placement.py proves each cell still holds).
 RECORDED: dict[str, dict[str, str]] = {
-    "x86-1g-pages-without-pdpe1gb": {"unicorn": "present", "qemu": "present"},
-    "x86-la57-cleared-in-long-mode": {"unicorn": "present", "qemu": "absent"},
-    "x86-rsvd-fault-without-p": {"unicorn": "absent", "qemu": "present"},
+    "x86-1g-pages-without-pdpe1gb": {"unicorn": "present", "qemu": "present", "bochs": "absent"},
+    "x86-la57-cleared-in-long-mode": {"unicorn": "present", "qemu": "absent", "bochs": "not-checked"},
+    "x86-rsvd-fault-without-p": {"unicorn": "absent", "qemu": "present", "bochs": "absent"},
     "block-at-any-level": {"unicorn": "present", "qemu": "present"},
     "block-oa-ored": {"unicorn": "present", "qemu": "absent"},
     "walk-outside-ram-reads-zero": {"unicorn": "present", "qemu": "absent"},
@@ -85,6 +89,10 @@ GIB = 1 << 30
 
 
 def _x86_machine(emulator: str, ram: PhysicalMemory, alloc: FrameAllocator, levels: int):  # type: ignore[no-untyped-def]
+    if emulator == "bochs":  # the CPU model without Page1GB, as qemu64 (the 1-GByte check needs it)
+        from emu.machines.bochs.x86_64 import BochsX86_64Machine
+
+        return BochsX86_64Machine(ram, alloc, levels=levels, gbpages=False)
     if emulator == "qemu":
         from emu.machines.qemu.x86_64 import QemuX86_64Machine
 
@@ -96,17 +104,20 @@ def _x86_machine(emulator: str, ram: PhysicalMemory, alloc: FrameAllocator, leve
 
 def check_x86_1g_pages(emulator: str) -> Cell:
     """A PDPTE with PS = 1 (a 1-GByte page) on a CPU model whose CPUID.80000001H:EDX.Page1GB[26]
-    is 0 (both machines run QEMU's ``qemu64`` model): SDM vol. 3A §4.5.5 makes PS reserved there,
-    so a read must give #PF with P | RSVD (error code 0x9)."""
-    ram = PhysicalMemory(2 * GIB + (64 << 20))
-    alloc = FrameAllocator(ram, reserved=[(0, 0x10000)])
+    is 0 (Unicorn and QEMU run QEMU's ``qemu64`` model; Bochs runs ``bx_generic`` with
+    ``cpuid: 1g_pages=0``): SDM vol. 3A §4.5.5 makes PS reserved there, so a read must give #PF
+    with P | RSVD (error code 0x9)."""
+    # The 1-GByte frame at 1 GiB needs RAM only where it is read: its first 64 MiB (kept from
+    # the allocator), so every emulator starts with a small guest.
+    ram = PhysicalMemory(GIB + (64 << 20))
+    alloc = FrameAllocator(ram, reserved=[(0, 0x10000), (GIB, GIB + (64 << 20))])
     machine = None
     try:
         machine = _x86_machine(emulator, ram, alloc, 4)
         root, pdpt = alloc.alloc(4096), alloc.alloc(4096)
         ram.write(root, bytes(4096))
         ram.write(pdpt, bytes(4096))
-        page = alloc.alloc(GIB)
+        page = GIB
         ram.tag(page + 0x1000, 4096)
         ram.write_u64(root + 8 * 1, pdpt | P | RW | A)
         ram.write_u64(pdpt, page | P | RW | PS | A | D)
@@ -153,7 +164,22 @@ def check_x86_rsvd_error_code(emulator: str) -> Cell:
 
 
 def check_x86_la57(emulator: str) -> Cell:
-    """MOV to CR4 clearing LA57 in 64-bit mode with 5-level paging: #GP(0) (SDM vol. 3A §4.1.1)."""
+    """MOV to CR4 clearing LA57 in 64-bit mode with 5-level paging: #GP(0) (SDM vol. 3A §4.1.1).
+    Bochs 2.7 has no 5-level paging: its 4-level machine reads CPUID.(EAX=07H,ECX=0):ECX.LA57[16]
+    and the cell says what the CPU reported."""
+    if emulator == "bochs":
+        ram = PhysicalMemory(64 << 20)
+        try:
+            from emu.machines.bochs.x86_64 import BochsX86_64Machine
+
+            with BochsX86_64Machine(ram, FrameAllocator(ram, reserved=[(0, 0x10000)])) as bochs:
+                la57 = bochs.la57
+        finally:
+            ram.close()
+        if la57:
+            return Cell("not-checked", "Bochs reports LA57 but its machine runs 4-level paging only")
+        return Cell("not-checked", "Bochs 2.7 has no 5-level paging: CPUID.(EAX=07H,ECX=0):ECX.LA57[16] = 0 "
+                                   "(run in its 4-level machine), so there is no LA57 to clear")
     ram = PhysicalMemory(64 << 20)
     alloc = FrameAllocator(ram, reserved=[(0, 0x10000)])
     machine = None
@@ -508,13 +534,13 @@ def check(name: str, arch: str, emulator: str) -> Cell:
     or no machine exists, or the emulator is not installed)."""
     if name in UNCHECKABLE:
         return Cell("not-checked", UNCHECKABLE[name])
-    if emulator == "qemu":
-        from emu.machines.qemu import missing
-        from emu.machines.qemu.oracle import QEMU_ORACLES
+    if emulator in ("qemu", "bochs"):
+        from emu.machines.oracle import oracle_factories, oracle_missing
 
-        if arch not in QEMU_ORACLES:
-            return Cell("not-checked", f"no QEMU machine for {arch} yet")
-        problem = missing(arch)
+        if arch not in oracle_factories(emulator):
+            return Cell("not-checked", f"no {EMULATOR_NAMES[emulator]} machine for {arch}"
+                                       + (" (Bochs emulates x86 only)" if emulator == "bochs" else " yet"))
+        problem = oracle_missing(emulator, arch)
         if problem:
             return Cell("not-checked", problem)
     run = CHECKS.get(name)
@@ -531,7 +557,15 @@ def check(name: str, arch: str, emulator: str) -> Cell:
 
 def placement(cells: dict[str, Cell]) -> str:
     """``unicorn only`` / ``qemu too`` / ``qemu only`` / ``unicorn (qemu not checked)`` from a
-    row's cells."""
+    row's cells, followed by ``, bochs too`` / ``, not bochs`` where Bochs ran the check."""
+    where = _placement_unicorn_qemu(cells)
+    b = cells.get("bochs")
+    if b is not None and b.status in ("present", "absent"):
+        where += ", bochs too" if b.status == "present" else ", not bochs"
+    return where
+
+
+def _placement_unicorn_qemu(cells: dict[str, Cell]) -> str:
     u, q = cells.get("unicorn"), cells.get("qemu")
     if u is None or u.status not in ("present", "registered"):
         if u is not None and u.status == "absent" and q is not None and q.status == "present":

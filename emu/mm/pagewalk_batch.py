@@ -20,8 +20,12 @@ PMD, PUD), none entries at any level, and addresses outside the VMA.  The predic
 decide): :class:`X86_64Rules` (masks derived from archs/x86_64.py's construct
 declarations; arm64's and s390x's PTE masks likewise: ``Arm64Rules``, ``S390xRules``), or for any
 other architecture :class:`MemoRules`, which asks the arch's own scalar
-predicates once per distinct entry value.  Every other address (swap, migration, PROT_NONE,
-special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
+predicates once per distinct entry value.  The pass also decides, for every FW_* flag set at
+once, what those flags cannot change: present normal PMD leaves in VM_PFNMAP/VM_MIXEDMAP VMAs
+(vm_normal_page_pmd(): found or refused), normal leaves beyond the memmap (refused), and swap
+PTEs that are no migration entry (``swap@pte:<type>``); walk_many_cases() builds the records of
+migration PTEs (whose pfn has a struct page) from its reads.  Every other address (PMD swap and
+migration entries, PROT_NONE, special, devmap, zero-page and bad entries, entries outside RAM, ...) is walked by
 :func:`~emu.mm.pagewalk.folio_walk_start` itself, in order.  An architecture with pXd_offset() functions
 of its own (s390x: folding decided by each entry's table type, and pgd_offset()'s shift by the
 type of the top table's first entry) gets :class:`DynamicFoldingRules`: the walks whose entries
@@ -66,11 +70,12 @@ from typing import Any
 
 import numpy as np
 
-from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, Folio, Page
+from emu.mm.mm_types import MM, VM_MIXEDMAP, VM_PFNMAP, VMA, Folio, Page, is_cow_mapping
 from emu.mm.pagewalk import (
     FW_LEVEL_PMD,
     FW_LEVEL_PTE,
     FW_LEVEL_PUD,
+    FW_MIGRATION,
     FolioWalk,
     TraceStep,
     folio_walk_end,
@@ -90,10 +95,24 @@ _SCALAR = 0
 _FOUND_PTE, _FOUND_PMD, _FOUND_PUD = 1, 2, 3
 _NONE_PGD, _NONE_P4D, _NONE_PUD, _NONE_PMD, _NONE_PTE = 4, 5, 6, 7, 8
 _OUTSIDE = 9
+# A present leaf vm_normal_page_pmd() / vm_normal_page() refuses (mm/memory.c, v6.12): not found,
+# fw->level/pmdp/pmd (ptep/pte) set, the same for every FW_* flag set as long as the pfn is not the
+# (huge) zero page's (FW_ZEROPAGE would find that one: those stay with the per-address walker).
+_PMD_PFNMAP_LINEAR, _PMD_PFNMAP_NOT_COW, _PMD_MIXEDMAP_INVALID, _PMD_BEYOND = 10, 11, 12, 13
+_PTE_BEYOND = 14
+# A swap PTE that is no migration entry (swapfile, pte marker, hwpoison, device-private, ...):
+# not found, "swap@pte:<type>" (WalkBatch._reasons), fw->level/ptep/pte set, for every flag set.
+_PTE_SWAP = 15
+_REFUSED_PMD = (_PMD_PFNMAP_LINEAR, _PMD_PFNMAP_NOT_COW, _PMD_MIXEDMAP_INVALID, _PMD_BEYOND)
+#: vector outcomes that are a refused present leaf (reason ``not-normal@...``, level set)
+REFUSED = (*_REFUSED_PMD, _PTE_BEYOND)
 _REASON = {
     _FOUND_PTE: "found", _FOUND_PMD: "found", _FOUND_PUD: "found",
     _NONE_PGD: "none@pgd", _NONE_P4D: "none@p4d", _NONE_PUD: "none@pud", _NONE_PMD: "none@pmd",
     _NONE_PTE: "none@pte", _OUTSIDE: "outside-vma",
+    _PMD_PFNMAP_LINEAR: "not-normal@pmd:pfnmap-linear", _PMD_PFNMAP_NOT_COW: "not-normal@pmd:pfnmap-not-cow",
+    _PMD_MIXEDMAP_INVALID: "not-normal@pmd:mixedmap-invalid-pfn", _PMD_BEYOND: "not-normal@pmd:pfn-beyond-memmap",
+    _PTE_BEYOND: "not-normal@pte:pfn-beyond-memmap",
 }
 # The traced reads (level, column) of each outcome: the same as the scalar walker's trace.
 # Columns: 0 pgd, 1 p4d, 2 pud, 3 pmd, 4 pte.
@@ -108,6 +127,9 @@ _TRACE = {
     _NONE_PUD: _PTE_PATH[:3],
     _NONE_PMD: _PTE_PATH[:4],
     _OUTSIDE: (),
+    **{code: _PTE_PATH[:5] for code in _REFUSED_PMD},  # pmdp_get_lockless(), then pmdp_get() locked
+    _PTE_BEYOND: _PTE_PATH,
+    _PTE_SWAP: _PTE_PATH,
 }
 
 
@@ -141,6 +163,11 @@ class WalkBatch(Sequence[FolioWalk]):
         # for every vectorised walk, and the head of each one's trace (the reference's too).
         self._pre: tuple[int, ...] = ()
         self._records: dict[int, FolioWalk] = {}  # the per-address walker's records
+        #: fw->reason of vector outcomes whose reason is per entry (_PTE_SWAP), by index
+        self._reasons: dict[int, str] = {}
+        #: addresses left _SCALAR whose walk the vector pass followed down to a migration PTE with
+        #: a struct page: index -> (pfn, trace) for walk_many_cases() (:func:`_migration_record`)
+        self._migration: dict[int, tuple[int, list[TraceStep]]] = {}
         self._unsynced: list[int] = []  # records not yet copied into the columns
 
     def _sync(self) -> None:
@@ -207,7 +234,7 @@ class WalkBatch(Sequence[FolioWalk]):
 
     def _for_flags(self, flags: int) -> WalkBatch:
         """A batch with this one's vector-decided columns for other FW_* flags (the vector pass
-        decides only normal leaves, none entries and outside-vma, which no flag changes), its
+        decides only outcomes no flag changes: module docstring), its
         per-address walks still to do.  The trace columns are shared (read only)."""
         b = WalkBatch.__new__(WalkBatch)
         b.vma, b.vmas, b.flags, b.addrs = self.vma, self.vmas, flags, self.addrs
@@ -215,12 +242,16 @@ class WalkBatch(Sequence[FolioWalk]):
                   "_status"):
             setattr(b, k, getattr(self, k).copy())
         b._tpa, b._tval, b._alias, b._pre = self._tpa, self._tval, self._alias, self._pre
+        b._reasons = self._reasons
         b._records, b._unsynced = {}, []
         return b
 
     def reason(self, i: int) -> str:
         rec = self._records.get(i)
-        return rec.reason if rec is not None else _REASON[int(self._status[i])]
+        return rec.reason if rec is not None else self._vector_reason(i, int(self._status[i]))
+
+    def _vector_reason(self, i: int, st: int) -> str:
+        return self._reasons[i] if st == _PTE_SWAP else _REASON[st]
 
     def kind(self, i: int) -> str:
         rec = self._records.get(i)
@@ -251,7 +282,7 @@ class WalkBatch(Sequence[FolioWalk]):
             return rec
         st = int(self._status[i])
         vma = self.vma_of(i)
-        fw = FolioWalk(vma=vma, reason=_REASON[st])
+        fw = FolioWalk(vma=vma, reason=self._vector_reason(i, st))
         if st == _OUTSIDE:
             fw.warnings.append(outside_vma_warning(int(self.addrs[i]), vma))
             return fw
@@ -343,6 +374,8 @@ class _VectorWalk:
         self._orders = np.zeros(0, dtype=np.int64)
         self._dense: np.ndarray | None = None  # pfn - _dense_lo -> index into _heads, or -1
         self._dense_lo = 0
+        # PTE value -> swap@pte reason, or a migration entry's pfn (with a struct page), None: other
+        self._swap_memo: dict[int, str | int | None] = {}
 
     def _offset(self, level: str, base: Any, a: np.ndarray) -> np.ndarray:
         s, m = self.index[level]
@@ -422,21 +455,22 @@ class _VectorWalk:
         b._alias = self.alias
         lo, hi = 0, len(b)
         a = b.addrs
-        pfnmix: Any = bool(vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP))
-        if b.vmas is None:
-            inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
-        else:  # per-address VMAs (walk_many_cases): bounds and flags as columns
+        # the VMAs: the distinct ones, and which one each address is in (walk_many_cases gives
+        # one per address; bounds and flags then act as columns)
+        uniq: list[VMA] = [vma]
+        which: np.ndarray | None = None  # None: every address is in uniq[0]
+        if b.vmas is not None:
             by_id = {id(v): v for v in b.vmas}
-            if len(by_id) == 1:
-                inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
-            else:
+            if len(by_id) > 1:
                 uniq = list(by_id.values())
                 pos = {k: j for j, k in enumerate(by_id)}
                 which = np.fromiter((pos[id(v)] for v in b.vmas), dtype=np.intp, count=len(b.vmas))
-                starts = np.array([v.vm_start for v in uniq], dtype=np.uint64)[which]
-                ends = np.array([v.vm_end for v in uniq], dtype=np.uint64)[which]
-                inside = (a >= starts) & (a < ends)
-                pfnmix = np.array([bool(v.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)) for v in uniq])[which]
+        vcols = _VmaColumns(uniq, int(self.PAGE_SHIFT))
+        pfnmix: Any = bool(vcols.pfnmix[0]) if which is None else vcols.pfnmix[which]
+        if which is None:
+            inside = (a >= _U64(vma.vm_start)) & (a < _U64(vma.vm_end))
+        else:
+            inside = (a >= vcols.start[which]) & (a < vcols.end[which])
         sel: Sel = slice(lo, hi)
         if not inside.all():  # WARN_ON_ONCE(addr outside the VMA): not found
             status[_pick(sel, ~inside)] = _OUTSIDE
@@ -491,15 +525,25 @@ class _VectorWalk:
         none, table, leaf, nxt, pfn = r.pmd(v)  # (rules apply pgtable-nopmd.h folding themselves)
         if none.any():
             status[_pick(sel, none)] = _NONE_PMD
+        leaf_mix = leaf if pfnmix is True else None  # leaves in VM_PFNMAP/VM_MIXEDMAP VMAs
         if not isinstance(pfnmix, bool):  # per-address VMA flags
-            leaf = leaf & ~pfnmix[_pick(sel, np.ones(len(leaf), dtype=bool))]
+            mix = pfnmix[_pick(sel, np.ones(len(leaf), dtype=bool))]
+            leaf_mix = leaf & mix
+            leaf = leaf & ~mix
+        if leaf_mix is not None and leaf_mix.any():
+            li = _pick(sel, leaf_mix)
+            self._pfnmix_pmd(b, li, np.zeros(len(li), dtype=np.intp) if which is None else which[li], vcols,
+                             a[leaf_mix], entp[leaf_mix], v[leaf_mix], pfn[leaf_mix])
         if leaf.any() and pfnmix is not True:
             # ptl = pmd_lock(); vm_normal_page_pmd() gives a page: found
             la, lp, lv, pfn = a[leaf], entp[leaf], v[leaf], pfn[leaf]
             li = _pick(sel, leaf)
             ok = pfn <= _U64(self.memmap.highest_memmap_pfn)
-            if mm.huge_zero_pfn is not None:
-                ok &= pfn != _U64(mm.huge_zero_pfn)  # is_huge_zero_pmd()
+            not_zero = self._not_huge_zero(pfn)
+            if not_zero is not None:
+                ok &= not_zero  # is_huge_zero_pmd()
+            # pfn beyond the memmap (and not the huge zero page's): refused, for every flag set
+            self._refused(b, li, ~ok if not_zero is None else ~ok & not_zero, _PMD_BEYOND, FW_LEVEL_PMD, lp, lv)
             li, (la, lp, lv, pfn) = _narrow(li, ok, la, lp, lv, pfn)
             nth = (la & _U64(self.PMD_SIZE - 1)) >> self.PAGE_SHIFT
             self._found(b, li, _FOUND_PMD, FW_LEVEL_PMD, lp, lv, pfn, nth)
@@ -516,9 +560,111 @@ class _VectorWalk:
             b._level[ni] = FW_LEVEL_PTE
             b._entry_pa[ni] = entp[none]
             b._entry[ni] = v[none]
-        normal &= pfn <= _U64(self.memmap.highest_memmap_pfn)  # vm_normal_page()
+        in_memmap = pfn <= _U64(self.memmap.highest_memmap_pfn)  # vm_normal_page()
+        # ... a normal PTE beyond it is refused (print_bad_pte()), for every flag set unless its
+        # pfn is a zero page's (is_zero_pfn(): FW_ZEROPAGE would find it)
+        beyond = normal & ~in_memmap
+        if beyond.any():
+            zp = np.asarray(pfn, dtype=np.uint64) - _U64(mm.zero_pfn)  # (wraps below zero_pfn)
+            beyond &= zp >= _U64(mm.zero_page_nr)
+            self._refused(b, sel, beyond, _PTE_BEYOND, FW_LEVEL_PTE, entp, v)
+        normal &= in_memmap
+        other = ~(none | normal | beyond)
+        if other.any():
+            self._swap_ptes(b, sel, other, entp, v)
         sel, (entp, v, pfn) = _narrow(sel, normal, entp, v, pfn)
         self._found(b, sel, _FOUND_PTE, FW_LEVEL_PTE, entp, v, pfn, None)
+
+    def _swap_ptes(self, b: WalkBatch, sel: Sel, mask: np.ndarray, entp: np.ndarray, v: np.ndarray) -> None:
+        """PTEs that are neither none nor present (folio_walk_start()'s ``!pte_none(pte)`` branch,
+        mm/pagewalk.c v6.12): a swap entry that is no migration entry is not found, reason
+        ``swap@pte:<type>`` whatever the flags.  Each distinct value is asked of the arch's own
+        predicates once (pte_present(), pte_none(), pte_to_swp_entry(), is_migration_entry());
+        migration entries (FW_MIGRATION finds them) and anything else stay per-address."""
+        memo = self._swap_memo
+        ops = self.ops
+        vals = v[mask]
+        reasons: list[str | None] = []
+        mig: list[int] = []  # positions in vals of migration entries (with a struct page)
+        for k, x in enumerate(vals.tolist()):
+            if x in memo:
+                r = memo[x]
+            else:
+                r = None
+                if not (ops.pte_present(x) or ops.pte_none(x) or ops.ptep_get_gathers(x)):
+                    entry = ops.pte_to_swp_entry(x)
+                    if not ops.swap.is_migration_entry(entry):
+                        r = f"swap@pte:{ops.swap.name(entry.type)}"
+                    elif self.memmap.has_struct_page(ops.swp_offset_pfn(entry)):
+                        r = ops.swp_offset_pfn(entry)  # pfn_swap_entry_to_page() finds a page
+                if len(memo) > 1 << 16:
+                    memo.clear()
+                memo[x] = r
+            if isinstance(r, int):
+                mig.append(k)
+                r = None
+            reasons.append(r)
+        idx = _pick(sel, mask)
+        if mig:
+            al, pre = self.alias, b._pre
+            head = [TraceStep("pgd", pre[j], pre[j + 1]) for j in range(0, len(pre), 2)]
+            for k in mig:
+                i = int(idx[k])
+                x = int(vals[k])
+                trace = head + [TraceStep(name, int(b._tpa[al[c], i]), int(b._tval[al[c], i]))
+                                for name, c in _PTE_PATH]
+                b._migration[i] = (memo[x], trace)  # type: ignore[assignment]
+        ok = np.array([r is not None for r in reasons], dtype=bool)
+        if not ok.any():
+            return
+        m = mask.copy()
+        m[mask] = ok
+        self._refused(b, sel, m, _PTE_SWAP, FW_LEVEL_PTE, entp, v)
+        b._reasons.update(zip(idx[ok].tolist(), [r for r in reasons if r is not None], strict=True))
+
+    def _not_huge_zero(self, pfn: np.ndarray) -> np.ndarray | None:
+        """``pfn != huge_zero_pfn`` (is_huge_zero_pmd() of a present leaf), None: no huge zero page."""
+        hz = self.mm.huge_zero_pfn
+        return None if hz is None else pfn != _U64(hz)
+
+    def _refused(self, b: WalkBatch, sel: Sel, mask: np.ndarray, status: int, level: int,
+                 entp: np.ndarray, v: np.ndarray) -> None:
+        """Not found, with fw->level and the entry set (a present leaf vm_normal_page*() refuses)."""
+        if not mask.any():
+            return
+        idx = _pick(sel, mask)
+        b._status[idx] = status
+        b._level[idx] = level
+        b._entry_pa[idx] = entp[mask]
+        b._entry[idx] = v[mask]
+
+    def _pfnmix_pmd(self, b: WalkBatch, li: np.ndarray, w: np.ndarray, vc: _VmaColumns, la: np.ndarray,
+                    lp: np.ndarray, lv: np.ndarray, pfn: np.ndarray) -> None:
+        """Present normal PMD leaves (not special, not devmap) in VM_PFNMAP/VM_MIXEDMAP VMAs:
+        vm_normal_page_pmd() (mm/memory.c, v6.12) then folio_walk_start()'s PMD branch
+        (mm/pagewalk.c).  ``w``: each leaf's VMA (index into ``vc``).  Leaves whose outcome a
+        FW_* flag could change (the huge zero page: FW_ZEROPAGE) stay with the per-address walker."""
+        mixed = vc.mixed[w]
+        # VM_MIXEDMAP: pfn_valid() -> the page (no devmap/zero/memmap test), else NULL
+        valid = pfn < _U64(self.memmap.section_end_pfn)
+        found = mixed & valid
+        not_zero = self._not_huge_zero(pfn)
+        nz = np.ones(len(pfn), dtype=bool) if not_zero is None else not_zero
+        self._refused(b, li, mixed & ~valid & nz, _PMD_MIXEDMAP_INVALID, FW_LEVEL_PMD, lp, lv)
+        # VM_PFNMAP: pfn == vm_pgoff + ((addr - vm_start) >> PAGE_SHIFT) -> NULL (linear);
+        # !is_cow_mapping() -> NULL; else the normal tests
+        pfnmap = ~mixed & vc.pgoff_ok[w]
+        linear = pfnmap & (pfn == vc.pgoff[w] + ((la - vc.start[w]) >> self.PAGE_SHIFT))
+        self._refused(b, li, linear & nz, _PMD_PFNMAP_LINEAR, FW_LEVEL_PMD, lp, lv)
+        pfnmap &= ~linear
+        self._refused(b, li, pfnmap & ~vc.cow[w] & nz, _PMD_PFNMAP_NOT_COW, FW_LEVEL_PMD, lp, lv)
+        pfnmap &= vc.cow[w] & nz  # (devmap: the rules' leaves have none; huge zero page: scalar)
+        beyond = pfnmap & (pfn > _U64(self.memmap.highest_memmap_pfn))
+        self._refused(b, li, beyond, _PMD_BEYOND, FW_LEVEL_PMD, lp, lv)
+        found |= pfnmap & ~beyond
+        if found.any():
+            nth = (la[found] & _U64(self.PMD_SIZE - 1)) >> self.PAGE_SHIFT
+            self._found(b, li[found], _FOUND_PMD, FW_LEVEL_PMD, lp[found], lv[found], pfn[found], nth)
 
     def _found(self, b: WalkBatch, sel: Sel, status: int, level: int, entp: np.ndarray,
                v: np.ndarray, pfn: np.ndarray, nth: np.ndarray | None) -> None:
@@ -533,6 +679,22 @@ class _VectorWalk:
         b._folio_pfn[sel] = head
         b._folio_order[sel] = order
         b._page_pfn[sel] = base if nth is None else base + nth.astype(np.int64)
+
+
+class _VmaColumns:
+    """Per distinct VMA, what the vector pass tests: bounds, VM_PFNMAP/VM_MIXEDMAP,
+    is_cow_mapping(), vm_pgoff (``pgoff_ok``: ``vm_pgoff + pages`` fits 64 bits, so the uint64
+    sum is the kernel's; a VMA where it does not leaves its PFNMAP leaves to the per-address walker)."""
+
+    def __init__(self, vmas: Sequence[VMA], page_shift: int) -> None:
+        self.start = np.array([v.vm_start for v in vmas], dtype=np.uint64)
+        self.end = np.array([v.vm_end for v in vmas], dtype=np.uint64)
+        self.pfnmix = np.array([bool(v.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)) for v in vmas], dtype=bool)
+        self.mixed = np.array([bool(v.vm_flags & VM_MIXEDMAP) for v in vmas], dtype=bool)
+        self.cow = np.array([is_cow_mapping(v.vm_flags) for v in vmas], dtype=bool)
+        ok = [0 <= v.vm_pgoff and v.vm_pgoff + ((v.vm_end - v.vm_start) >> page_shift) < 1 << 64 for v in vmas]
+        self.pgoff_ok = np.array(ok, dtype=bool)
+        self.pgoff = np.array([v.vm_pgoff if k else 0 for v, k in zip(vmas, ok, strict=True)], dtype=np.uint64)
 
 
 def _vector_walker(mm: MM) -> _VectorWalk | None:
@@ -633,6 +795,7 @@ def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
                 if vw is not None and len(arr):
                     vw.run(b)
                 todo = np.flatnonzero(b._status == _SCALAR).tolist()
+                migration = b._migration
                 if len(todo) > 1000:
                     gc.disable()
                 addr_of = arr.tolist() if todo else []
@@ -646,7 +809,10 @@ def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
                 # one's too.
                 seen = done.setdefault(i, [])
                 fw = next((r for g, t, r in seen if (g ^ f) & t == 0), None)
-                if fw is None:
+                if fw is None and i in migration:
+                    fw = _migration_record(mm, vmas[i], b, i, f, *migration[i])
+                    seen.append((f, FW_MIGRATION, fw))
+                elif fw is None:
                     fw = FolioWalk()
                     tf = _TestedFlags(f)
                     with ram.undo():  # (the vector pass refused it: the fast path would too)
@@ -660,6 +826,25 @@ def walk_many_cases(vmas: Sequence[VMA], addrs: Sequence[int] | np.ndarray,
         if gc_was_enabled:
             gc.enable()
     return out
+
+
+def _migration_record(mm: MM, vma: VMA, b: WalkBatch, i: int, flags: int, pfn: int,
+                      trace: list[TraceStep]) -> FolioWalk:
+    """The record folio_walk_start() + folio_walk_end() leave for a walk through good tables to a
+    PTE holding a migration entry whose pfn has a struct page (mm/pagewalk.c v6.12, pte_table:
+    ``!pte_none(pte)`` and ``(flags & FW_MIGRATION) && is_migration_entry(entry)``): with
+    FW_MIGRATION found, ``fw->page`` NULL (expose_page = false), the folio of
+    ``pfn_swap_entry_to_page()``; without it not found, ``migration-entry@pte``.  The walk's only
+    flag test is FW_MIGRATION (FW_ZEROPAGE is read for present PTEs only)."""
+    fw = FolioWalk(level=FW_LEVEL_PTE, entryp=int(b._tpa[4, i]), entry=int(b._tval[4, i]), vma=vma,
+                   trace=list(trace))
+    if flags & FW_MIGRATION:
+        fw.kind = "migration-entry"
+        fw.reason = "found"
+        fw.folio = mm.memmap.page_folio(mm.memmap.pfn_to_page(pfn))
+    else:
+        fw.reason = "migration-entry@pte"
+    return fw
 
 
 class _TestedFlags(int):

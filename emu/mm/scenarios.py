@@ -128,7 +128,7 @@ def build_default(ops: LinuxPgtable, *, with_oracle: bool = True, half: str = "l
     oracle attached unless ``with_oracle`` is False (walk-only use).  ``half="high"`` (where
     :func:`halves` lists it) puts every VMA in the high half, walked from the same ``mm->pgd``
     and probed through the high half's root (arm64: TTBR1_EL1).  ``emulator`` picks the oracle's
-    emulator (emu.machines.oracle.EMULATORS)."""
+    emulator (emu.machines.oracles.ORACLES)."""
     base = half_base(ops, half)
     ram, alloc, memmap, mm, b = new_address_space(ops, reserved_low=getattr(ops, "RESERVED_LOW", 0))
     sc = Scenario(ops, ram, alloc, memmap, mm, b, half=half)

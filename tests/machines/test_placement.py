@@ -12,6 +12,7 @@ import pytest
 
 from emu import judge
 from emu.machines import deviations, placement
+from tests.machines.test_machine_bochs_x86_64 import need_bochs
 from tests.machines.test_machine_qemu_x86_64 import need_qemu
 
 ALL = {d.name: d for arch in ("x86_64", "arm64", "s390x") for d in deviations.for_arch(arch)}
@@ -23,6 +24,8 @@ def test_recorded_placement_still_holds(name: str, emulator: str) -> None:
     dev = ALL[name]
     if emulator == "qemu":
         need_qemu(dev.arch)
+    if emulator == "bochs":
+        need_bochs()
     cell = placement.check(name, dev.arch, emulator)
     assert cell.status == placement.RECORDED[name][emulator], cell.detail
 
@@ -41,6 +44,8 @@ def test_occurs_on() -> None:
     assert not placement.occurs_on("block-oa-ored", "qemu")
     assert placement.occurs_on("contiguous-ignored", "unicorn")  # registered on Unicorn, no check
     assert not placement.occurs_on("contiguous-ignored", "qemu")  # never checked there: excuses nothing
+    assert not placement.occurs_on("x86-1g-pages-without-pdpe1gb", "bochs")
+    assert not placement.occurs_on("x86-rsvd-fault-without-p", "bochs")
 
 
 def test_a_deviation_explains_rows_only_of_the_emulators_it_occurs_on(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,6 +74,7 @@ def test_a_deviation_explains_rows_only_of_the_emulators_it_occurs_on(monkeypatc
 
 def test_cli_deviations_table() -> None:
     need_qemu()
+    need_bochs()
     out = subprocess.run([sys.executable, "-m", "emu", "deviations", "--arch", "x86_64", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -77,9 +83,10 @@ def test_cli_deviations_table() -> None:
         if name.startswith("x86-"):
             for emulator, status in by.items():
                 assert rows[name]["emulators"][emulator]["status"] == status
-    assert rows["x86-1g-pages-without-pdpe1gb"]["placement"] == "qemu too"
-    assert rows["x86-la57-cleared-in-long-mode"]["placement"] == "unicorn only"
-    assert rows["x86-rsvd-fault-without-p"]["placement"] == "qemu only"
+    assert rows["x86-1g-pages-without-pdpe1gb"]["placement"] == "qemu too, not bochs"
+    assert rows["x86-la57-cleared-in-long-mode"]["placement"] == "unicorn only"  # no LA57 on Bochs 2.7
+    assert "LA57[16] = 0" in rows["x86-la57-cleared-in-long-mode"]["emulators"]["bochs"]["detail"]
+    assert rows["x86-rsvd-fault-without-p"]["placement"] == "qemu only, not bochs"
 
 
 def test_cli_deviations_table_arm64() -> None:
@@ -95,6 +102,7 @@ def test_cli_deviations_table_arm64() -> None:
     assert rows["tgran16-unimplemented-but-used"]["placement"] == "unicorn only"
     assert rows["oa-bits-49-48-ignored"]["placement"] == "qemu too"
     assert rows["contiguous-ignored"]["emulators"]["qemu"]["status"] == "not-checked"
+    assert rows["block-at-any-level"]["emulators"]["bochs"]["status"] == "not-checked"  # x86 only
 
 
 def test_cli_deviations_table_s390x() -> None:

@@ -16,10 +16,16 @@ class QemuX86_64Oracle(Oracle):
     (:mod:`emu.machines.qemu.x86_64`)."""
 
     emulator = "qemu"
+    #: The PC's legacy hole (emu.machines.qemu.x86_64.LEGACY_HOLE: VGA and ROM in QEMU's memory
+    #: map, not RAM), which the machine takes out of the allocator itself: a fixture set built on
+    #: this oracle records it as in use, and a replay must leave it for the machine to take.
+    ram_holes = ((0xA_0000, 0x10_0000),)
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         super().__init__(ops, ram, alloc)
-        from emu.machines.qemu.x86_64 import QemuX86_64Machine
+        from emu.machines.qemu.x86_64 import LEGACY_HOLE, QemuX86_64Machine
+
+        assert tuple(LEGACY_HOLE) == self.ram_holes[0]
 
         self.machine = QemuX86_64Machine(ram, alloc, levels=len(ops.config.levels))
 

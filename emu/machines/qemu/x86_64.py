@@ -27,7 +27,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,15 +80,18 @@ def page_fault(code: int) -> Fault:
     return Fault("page-fault", None, code, VEC_PF)
 
 
-def _firmware() -> tuple[bytes, dict[str, int]]:
-    """The assembled probe firmware (64 KiB) and its symbols' ROM offsets, cached by the source's
-    hash under $FOLIOWALK_CACHE (or a temporary directory)."""
+def _firmware(source: Path = SOURCE, emulator: str = "qemu",
+              check: Callable[[], str | None] = lambda: missing("x86_64")) -> tuple[bytes, dict[str, int]]:
+    """The assembled probe firmware ``source`` (64 KiB, linked at 0xffff0000) and its symbols'
+    ROM offsets, cached by the source's hash under $FOLIOWALK_CACHE (or a temporary directory)
+    in ``emulator``'s folder (the Bochs machine's firmware is built here too)."""
+    SOURCE = source  # noqa: N806 -- the one file this call assembles
     src = SOURCE.read_bytes()
     digest = hashlib.sha256(src).hexdigest()[:16]
-    cache = Path(os.environ.get("FOLIOWALK_CACHE") or Path(tempfile.gettempdir()) / "foliowalk") / "qemu"
+    cache = Path(os.environ.get("FOLIOWALK_CACHE") or Path(tempfile.gettempdir()) / "foliowalk") / emulator
     bin_path, sym_path = cache / f"x86_64-{digest}.bin", cache / f"x86_64-{digest}.sym"
     if not (bin_path.exists() and sym_path.exists()):
-        problem = missing("x86_64")
+        problem = check()
         if problem:
             raise ConfigError(problem)
         cache.mkdir(parents=True, exist_ok=True)

@@ -63,8 +63,10 @@ Access kinds
 * write: load, then store the same value back; DAT protection faults with code 0x04 and storage is
   unchanged (PoP ch. 3 "DAT Protection": the store is suppressed).
 * fetch: basic z/Architecture DAT has no execute permission (that is the separate
-  instruction-execution-protection facility, which no CPU model here enables), and an instruction
-  fetch is translated exactly like an operand fetch.  A fetch probe is therefore executed as a read
+  instruction-execution-protection facility: no z14/gen15 CPU model of Unicorn 2.1.4 has it, see
+  the deviation ``s390x-iep-not-in-cpu-models``; ``S390xMachine(iep=True)`` sets it in the z13
+  model, and ``foliowalk conform --arch s390x`` runs real instruction fetches with it), and an
+  instruction fetch is translated exactly like an operand fetch.  A fetch probe is therefore executed as a read
   (executing bytes from the tables under test could run an instruction that switches to
   access-register mode, see below).
 * ``Access.user``: DAT and DAT protection do not depend on the problem-state bit (PoP ch. 3

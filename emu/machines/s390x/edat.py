@@ -23,6 +23,11 @@ _EDAT_MODEL_ID = (13, 0x2964, 1)  # generation, machine type, EC GA (cpu_models.
 # S390Feat enum indices (target/s390x/cpu_features_def.inc.h of this QEMU 5.0 fork).
 _FEAT_EDAT = 7  # "edat", STFLE bit 8
 _FEAT_EDAT_2 = 66  # "edat2", STFLE bit 78
+# "iep", STFLE bit 130: the instruction-execution-protection facility (PoP ch. 3 "Instruction-Execution
+# Protection"), index 71 of the same enum: the library's S390FeatDef table (cpu_features.c, one
+# record per enum value) holds "esan3" at 0, "edat" at 7, "edat2" at 66, "iep" at 71.  The z13
+# base list lacks it (IEP came with the z14).
+_FEAT_IEP = 71
 _FEAT_ESAN3, _FEAT_ZARCH = 0, 1
 # struct S390CPUDef (target/s390x/cpu_models.h) on LP64: name*, desc*, u8 gen, u16 type, u8 ec_ga,
 # u8 mha_pow, u32 hmfai, then base_feat (bitmap) and base_init (u64 list), 5 words each.
@@ -110,18 +115,21 @@ def _search_cpu_def() -> tuple[int | None, str]:
 
 
 @contextmanager
-def edat_facilities_enabled(enable: bool) -> Iterator[str]:
-    """While active, CPUs created with the z13 model get the EDAT-1/EDAT-2 facility bits."""
-    if not enable:
+def edat_facilities_enabled(enable: bool, iep: bool = False) -> Iterator[str]:
+    """While active, CPUs created with the z13 model get the EDAT-1/EDAT-2 facility bits
+    (``enable``) and the instruction-execution-protection facility bit (``iep``)."""
+    feats = ((_FEAT_EDAT, _FEAT_EDAT_2) if enable else ()) + ((_FEAT_IEP,) if iep else ())
+    what = " and ".join(w for w, on in (("EDAT", enable), ("IEP", iep)) if on)
+    if not feats:
         yield "EDAT not requested (edat=False)"
         return
     with _edat_lock:
         addr, note = _find_cpu_def()
         if addr is None:
-            yield f"EDAT facility bits not enabled: {note}"
+            yield f"{what} facility bits not enabled: {note}"
             return
         touched: list[tuple[int, int]] = []  # (feature index, bit mask in its word) we set
-        for feat in (_FEAT_EDAT, _FEAT_EDAT_2):
+        for feat in feats:
             word = addr + _DEF_BASE_INIT + 8 * (feat // 64)
             bit = 1 << (feat % 64)
             cell = ctypes.c_uint64.from_address(word)
@@ -130,7 +138,7 @@ def edat_facilities_enabled(enable: bool) -> Iterator[str]:
                 touched.append((feat, bit))
         how = "set in" if touched else "already present in"
         try:
-            yield f"EDAT facility bits {how} the {note} while the CPU was created"
+            yield f"{what} facility bits {how} the {note} while the CPU was created"
         finally:
             # Restore: clear what we set in base_init and in the bitmap the CPU init OR'ed it into.
             for feat, bit in touched:

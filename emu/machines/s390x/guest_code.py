@@ -21,6 +21,11 @@ REAL_SPACE_ASCE = 0x20
 CR0_SECONDARY_SPACE = 0x0000_0000_0400_0000
 #: CR0 bit 40, enhanced-DAT enablement (EDAT-1; EDAT-2 needs it too).
 CR0_EDAT = 0x0000_0000_0080_0000
+#: CR0 bit 43, instruction-execution-protection control (facility 130; PoP ch. 3
+#: "Instruction-Execution Protection").
+CR0_IEP = 0x0000_0000_0010_0000
+#: CR0 bit 35, low-address-protection control (PoP ch. 3 "Low-Address Protection").
+CR0_LOW_ADDRESS_PROTECTION = 0x0000_0000_1000_0000
 
 LOWCORE_SIZE = 0x2000
 #: Translation-exception identification: real locations 168-175.
@@ -143,5 +148,53 @@ def batch_code(write: bool) -> tuple[bytes, list[int], int, int]:
     parts += [_sturg(1, 7), _la(9, 7, 8), _sturg(3, 9), _la(9, 7, 16), _sturg(4, 9)]
     resume = sum(map(len, parts))
     parts += [_la(6, 6, 8), _la(7, 7, 24)]
+    parts.append(_brctg(8, -sum(map(len, parts))))
+    return b"".join(parts), access, resume, len(parts)
+
+
+def _ske(op: int, r1: int, r2: int) -> bytes:
+    """SSKE (B22B, RRF-c with M3 = 0) / ISKE (B229, RRE): storage key of the 4K block at real r2."""
+    return bytes([0xB2, op, 0, (r1 << 4) | r2])
+
+
+def _spka(b2: int) -> bytes:
+    """SET PSW KEY FROM ADDRESS (B20A, S format): PSW key := bits 56-59 of 0(b2) (b2 = 0: key 0)."""
+    return bytes([0xB2, 0x0A, b2 << 4, 0])
+
+
+def _basr(r1: int, r2: int) -> bytes:
+    return bytes([0x0D, (r1 << 4) | r2])
+
+
+#: BRANCH ON CONDITION (BCR 15, r14): "br %r14", the only instruction a conform execute target holds.
+BR_R14 = bytes([0x07, 0xFE])
+
+
+def conform_code(kind: str) -> tuple[bytes, list[int], int, int]:
+    """The conformance batch loop (emu/conform/s390x.py) for one access ``kind``:
+    r6 -> VA array, r11 -> array of the 4K block each case's access should reach (real),
+    r7 -> 32-byte records (real), r8 = count (> 0), r13 = the storage key SSKE gives each block
+    (ACC, F; R = C = 0), r10 = the PSW key of the access in bits 56-59::
+
+        loop: lurag r2,r6 ; lurag r12,r11 ; sske r13,r12     # the block's storage key
+              spka 0(r10)                                     # the access's PSW key
+              lg r3,0(r2) | stg r2,0(r2) | basr r14,r2       # the access (a store writes the VA)
+        resume:                                               # (a faulting access continues here)
+              spka 0 ; iske r5,r12 ; lrag r1,0(r2) ; ipm r4   # key 0, the storage key afterwards, LRAG
+              sturg r1,r7 ; sturg r3,8(r7) ; sturg r4,16(r7) ; sturg r5,24(r7)
+              la r6,8(r6) ; la r11,8(r11) ; la r7,32(r7) ; brctg r8,loop
+
+    An execute target holds ``br %r14`` (:data:`BR_R14`): it returns to ``resume``.  LRAG comes
+    after ISKE because QEMU's LRA sets the reference bit of the block it translates to
+    (``mmu_translate()`` -> ``mmu_handle_skey()``).  Returns (code, offsets of the accesses that may
+    fault, resume offset, instruction count)."""
+    parts = [_lurag(2, 6), _lurag(12, 11), _ske(0x2B, 13, 12), _spka(10)]
+    access = [sum(map(len, parts))]
+    parts.append({"read": _lg(3, 2), "write": _stg(2, 2), "fetch": _basr(14, 2)}[kind])
+    resume = sum(map(len, parts))
+    parts += [_spka(0), _ske(0x29, 5, 12), _lrag(1, 2), _ipm(4), _sturg(1, 7)]
+    for off, reg in ((8, 3), (16, 4), (24, 5)):
+        parts += [_la(9, 7, off), _sturg(reg, 9)]
+    parts += [_la(6, 6, 8), _la(11, 11, 8), _la(7, 7, 32)]
     parts.append(_brctg(8, -sum(map(len, parts))))
     return b"".join(parts), access, resume, len(parts)

@@ -41,6 +41,8 @@ from emu.machines.ram import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
 from emu.machines.s390x.edat import EDAT_MODEL, edat_facilities_enabled
 from emu.machines.s390x.guest_code import (
     CR0_EDAT,
+    CR0_IEP,
+    CR0_LOW_ADDRESS_PROTECTION,
     CR0_SECONDARY_SPACE,
     EXCP_PGM,
     LEVEL_PAGE,
@@ -71,7 +73,10 @@ class S390xMachine:
 
     Parameters: ``ram`` must be big-endian; ``alloc`` must have ``0..0x2000`` (the lowcore)
     reserved -- if it is still free the machine reserves it.  ``edat`` asks for EDAT-1/EDAT-2 (see
-    the module docstring for how, and why it may still end up off).  ``timeout_us`` bounds each
+    the module docstring for how, and why it may still end up off); ``iep`` also sets the
+    instruction-execution-protection facility bit (130) the same way (effective with CR0 bit 43,
+    :meth:`set_controls`); ``cpu_model`` (a ``UC_CPU_S390X_*``) other than z13 only without
+    either.  ``timeout_us`` bounds each
     batch ``emu_start`` (an unfinished batch yields ``ProbeError("timed out ...")`` for the
     addresses not reached); a single probe is straight-line code bounded by an instruction budget
     instead, because a Unicorn timeout starts and joins a thread per ``emu_start`` (measured: 7.7k
@@ -87,6 +92,8 @@ class S390xMachine:
         alloc: FrameAllocator,
         *,
         edat: bool = True,
+        iep: bool = False,
+        cpu_model: int = EDAT_MODEL,
         timeout_us: int = 1_000_000,
         chunk: int = 4096,
     ) -> None:
@@ -96,6 +103,8 @@ class S390xMachine:
             raise MemoryLayoutError(f"RAM of {ram.size:#x} bytes is too small for the s390x machine")
         if timeout_us <= 0 or chunk <= 0:
             raise ConfigError("timeout_us and chunk must be positive")
+        if cpu_model != EDAT_MODEL and (edat or iep):
+            raise ConfigError("the EDAT/IEP facility bits can only be set in the z13 model (edat=False, iep=False)")
         self.ram = ram
         self.alloc = alloc
         self.timeout_us = timeout_us
@@ -113,8 +122,8 @@ class S390xMachine:
 
         # Unicorn: model chosen before the CPU exists; ctl_set_tlb_mode creates it (UC_INIT).
         self.uc = uc = Uc(UC_ARCH_S390X, UC_MODE_BIG_ENDIAN)
-        uc.ctl_set_cpu_model(EDAT_MODEL)
-        with edat_facilities_enabled(edat) as note:
+        uc.ctl_set_cpu_model(cpu_model)
+        with edat_facilities_enabled(edat, iep) as note:
             uc.ctl_set_tlb_mode(UC_TLB_CPU)
         self._edat_patch_note = note
         uc.mem_map_ptr(0, ram.size, UC_PROT_ALL, ram.host_address)
@@ -150,6 +159,7 @@ class S390xMachine:
         self._events: list[tuple[int, int, int | None, int | None, bytes | None]] = []
         self._batch_faults: dict[int, tuple[int, int, int | None, int | None]] = {}
         self._abort: str | None = None
+        self._ctrl_c = False
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
 
         self._cr0 = CR0_SECONDARY_SPACE
@@ -168,6 +178,69 @@ class S390xMachine:
         self.asce = asce
         self.uc.reg_write(S.UC_S390X_REG_CR7, asce)
         self.flush_tlb()
+
+    def set_controls(self, *, edat: bool, iep: bool = False, lap: bool = False) -> None:
+        """CR0: secondary-space control (bit 37) always, CR0.EDAT (bit 40), CR0.IEP (bit 43,
+        instruction-execution-protection control) and the low-address-protection control (bit 35;
+        PoP ch. 3) as asked; flushes the TLB.  EDAT can only be turned on where the self-test
+        proved it (:attr:`edat1_works`)."""
+        if edat and not self.edat1_works:
+            raise ConfigError(f"CR0.EDAT asked for but EDAT does not work on this machine: {self.edat_note}")
+        self._cr0 = CR0_SECONDARY_SPACE | (CR0_EDAT if edat else 0) | (CR0_IEP if iep else 0)
+        self._cr0 |= CR0_LOW_ADDRESS_PROTECTION if lap else 0
+        self.uc.reg_write(S.UC_S390X_REG_CR0, self._cr0)
+        self.flush_tlb()
+
+    def set_primary_asce(self, asce: int) -> None:
+        """Load CR1, the primary ASCE instructions are fetched through (secondary-space mode, PoP
+        ch. 3 "Address-Space Control"): :data:`REAL_SPACE_ASCE` normally; a conformance run that
+        executes in the space under test loads an ASCE that also maps its own code."""
+        self.uc.reg_write(S.UC_S390X_REG_CR1, asce)
+        self.flush_tlb()
+
+    def load_routine(self, code: bytes, access: Iterable[int], resume: int, n_insns: int) -> Routine:
+        """Place a caller's batch routine (e.g. ``guest_code.conform_code``) in fresh frames of
+        guest RAM: offsets of its faulting accesses and resume point become real addresses."""
+        start = self._alloc(-(-len(code) // 0x1000) * 0x1000)
+        self.ram.write(start, code)
+        return Routine(start, start + len(code), frozenset(start + a for a in access), start + resume, n_insns)
+
+    def run_routine(self, routine: Routine, vas: np.ndarray, regs: dict[int, int],
+                    fault_pcs: Iterable[int] = ()) -> tuple[dict[int, tuple[int, int, int | None, int | None]],
+                                                            str | None, int]:
+        """One ``emu_start`` of a caller's batch loop over ``vas`` (at most ``chunk``), which
+        must read its addresses from the machine's address buffer through r6 (set here, with the
+        count in r8) like :meth:`probe_many_raw`'s loop; ``regs`` sets the other registers.  A
+        program interruption at one of the routine's accesses or at an address of ``fault_pcs``
+        (an instruction fetch that faults stops at the fetched address) resumes the loop at
+        ``routine.resume``.  Returns ``({index: (exception, pc, code, TEID or None)}, failure
+        or None, addresses done)``."""
+        n = len(vas)
+        if not 0 < n <= self.chunk:
+            raise ConfigError(f"run_routine: 1..{self.chunk} addresses, not {n}")
+        uc = self.uc
+        self.ram.buf[self._vbuf : self._vbuf + 8 * n] = address_ndarray(vas).astype(">u8").tobytes()
+        for reg, value in regs.items():
+            uc.reg_write(reg, value)
+        uc.reg_write(S.UC_S390X_REG_R6, self._vbuf)
+        uc.reg_write(S.UC_S390X_REG_R8, n)
+        extra = frozenset(int(p) for p in fault_pcs)
+        routine = Routine(routine.start, routine.end, routine.access_pcs | extra, routine.resume, routine.n_insns)
+        self.flush_tlb()
+        self._mode = _BATCH
+        self._batch_faults = {}
+        self._clear_teid()
+        try:
+            failure = self._start(routine, timeout=self.timeout_us)
+        finally:
+            self._mode = _SINGLE
+        done = n
+        pc = uc.reg_read(S.UC_S390X_REG_PC)
+        if failure is None and pc != routine.end:
+            failure = f"timed out after {self.timeout_us} us (batch of {n}) at {pc:#x}"
+        if failure is not None:
+            done = max(0, min(n, (uc.reg_read(S.UC_S390X_REG_R6) - self._vbuf) // 8))
+        return dict(self._batch_faults), failure, done
 
     def flush_tlb(self) -> None:
         """Drop QEMU's TLB: table edits and CR writes are not seen otherwise (ORACLE-NOTES)."""
@@ -311,6 +384,7 @@ class S390xMachine:
             uc.emu_stop()
         except BaseException as exc:  # never let an exception unwind through the C callback
             self._abort = f"interrupt hook failed: {exc!r}"
+            self._ctrl_c = isinstance(exc, KeyboardInterrupt)
             try:
                 uc.emu_stop()
             except UcError:
@@ -343,6 +417,7 @@ class S390xMachine:
         """Run ``routine``; the reason it failed, or None."""
         self._routine = routine
         self._abort = None
+        self._ctrl_c = False
         self.uc.reg_write(S.UC_S390X_REG_PSWM, PSW_MASK)
         try:
             self.uc.emu_start(routine.start, routine.end, **limits)
@@ -350,6 +425,8 @@ class S390xMachine:
             return f"Unicorn error: {exc}"
         except Exception as exc:  # e.g. an exception recorded by the binding's hook guard
             return f"emulation failed: {exc!r}"
+        if self._ctrl_c:  # Ctrl-C arrived inside the hook: the caller's to handle, not a probe error
+            raise KeyboardInterrupt
         return self._abort
 
     def _probe_one(self, va: int, write: bool, mode: int = _SINGLE) -> tuple[ProbeResult, int | None]:
