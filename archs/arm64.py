@@ -1,5 +1,6 @@
-"""arm64 (AArch64) stage-1 paging: 4K/16K/64K granules, 36..48-bit VAs, and Linux v6.12's view
-(and v6.1's).
+"""arm64 (AArch64) stage-1 paging: 4K/16K/64K granules, 36..48-bit VAs and 52-bit VAs with a
+52-bit OA (FEAT_LPA2 / FEAT_LVA + FEAT_LPA: the ``*:52`` configurations), and Linux v6.12's view
+(and v6.1's, 48-bit only).
 
 Hardware: Arm Architecture Reference Manual for A-profile (DDI 0487), chapter D8 "The AArch64
 Virtual Memory System Architecture": D8.2 "Translation process" (granule sizes, initial lookup
@@ -21,6 +22,14 @@ had before v6.10 (PTE_PRESENT_INVALID and uffd-wp support): PROT_NONE is PTE_PRO
 of nG without PTE_VALID, a PMD may be PMD_PRESENT_INVALID (bit 59), there is no uffd-wp bit
 (arm64 v6.1 selects no HAVE_ARCH_USERFAULTFD_WP), the swap PTE keeps its type in bits 3-7 and its
 offset in bits 8-57, and PTE_ADDR_LOW covers output-address bits 47:PAGE_SHIFT only (v6.12: 49).
+
+The 52-bit configurations (issue 17): Linux v6.12 CONFIG_ARM64_VA_BITS_52 + CONFIG_ARM64_PA_BITS_52
+(arch/arm64/Kconfig:382-391 PGTABLE_LEVELS, :1461 ARM64_VA_BITS_52, :1512 ARM64_PA_BITS_52, :1531
+ARM64_LPA2), pgtable-hwdef.h:174-184 (PTE_ADDR_LOW / PTE_ADDR_HIGH / PTE_ADDR_HIGH_SHIFT /
+PHYS_TO_PTE_ADDR_MASK), pgtable.h:75-86 (__pte_to_phys / __phys_to_pte_val), pgtable-prot.h:78-90
+(lpa2_is_enabled(), PTE_MAYBE_SHARED, PHYS_MASK_SHIFT), arch/arm64/mm/mmap.c:78-80
+(adjust_protection_map() drops PTE_SHARED with LPA2); the Arm ARM's D8.3 descriptor layouts with a
+52-bit OA and D8.2's initial level -1 (4KB, TxSZ 12, DS = 1).
 
 Never imports Unicorn.
 """
@@ -64,12 +73,64 @@ def _bits(name: str, width: int) -> list[cs.Construct]:
 
 _D8_TABLE = "Arm ARM DDI 0487 D8.3 (table descriptor, stage 1, 48-bit OA)"
 _D8_LEAF = "Arm ARM DDI 0487 D8.3 (block and page descriptors, stage 1, 48-bit OA)"
+#: The 52-bit output-address formats (Arm ARM DDI 0487 D8.3 "Translation table descriptor
+#: formats", the descriptor layouts "with 52-bit OA"; D8.2 "Translation process", "Input address
+#: size" / "Output address size"):
+#:
+#: * ``lpa2`` -- FEAT_LPA2 with TCR_ELx.DS = 1, the 4KB and 16KB granules: the address field
+#:   runs up to bit 49 (NLTA / OA[49:m]) and bits [9:8], SH[1:0] in the 48-bit formats, hold
+#:   NLTA / OA[51:50]; shareability comes from TCR_ELx.SH0/SH1 instead.
+#: * ``lpa`` -- FEAT_LPA with a 52-bit OA (TCR_ELx.IPS = 0b110), the 64KB granule: the address
+#:   field stays 47:m, bits [15:12] hold NLTA / OA[51:48]; bits 49:48 stay RES0 and SH[1:0] stays
+#:   in bits [9:8].
+#:
+#: value: the OA bit the ``oa_hi`` field's lowest bit carries (50 for LPA2, 48 for LPA).
+OA_HIGH_BIT = {"lpa2": 50, "lpa": 48}
+_D8_52 = {
+    "lpa2": "Arm ARM DDI 0487 D8.3 ({what} descriptor, stage 1, 52-bit OA: FEAT_LPA2, TCR_ELx.DS = 1)",
+    "lpa": "Arm ARM DDI 0487 D8.3 ({what} descriptor, stage 1, 52-bit OA: FEAT_LPA, 64KB granule)",
+}
 _LINUX_SW = "linux v6.12 arch/arm64/include/asm/pgtable-prot.h (software bits)"
 
 
-def table_format(granule: int) -> EntryFormat:
-    """A level 0..2 descriptor with bits[1:0] = 0b11: the next-level table (D8.3)."""
+def table_format(granule: int, oa: str = "48") -> EntryFormat:
+    """A level 0..2 descriptor with bits[1:0] = 0b11: the next-level table (D8.3); ``oa``: "48",
+    or a 52-bit OA format (:data:`OA_HIGH_BIT`: "lpa2" for 4KB/16KB, "lpa" for 64KB)."""
     m = GRANULE_SHIFT[granule]
+    if oa == "lpa2":
+        return _le(
+            f"table-{GRANULE_NAME[granule]}-lpa2",
+            _D8_52[oa].format(what="table"),
+            "ns_table" / cs.BitsInteger(1),  # 63 NSTable
+            "ap_table" / cs.BitsInteger(2),  # 62:61 APTable
+            "uxn_table" / cs.BitsInteger(1),  # 60 UXNTable
+            "pxn_table" / cs.BitsInteger(1),  # 59 PXNTable
+            "ignored_58_51" / cs.BitsInteger(8),
+            "res0_50" / cs.BitsInteger(1),
+            "addr" / cs.BitsInteger(50 - m),  # 49:m NLTA[49:m]
+            *_bits(f"res0_{m - 1}_12", m - 12),  # 16KB: bits 13:12 RES0
+            "ignored_11_10" / cs.BitsInteger(2),
+            "oa_hi" / cs.BitsInteger(2),  # 9:8 NLTA[51:50]
+            "ignored_7_2" / cs.BitsInteger(6),
+            "table" / cs.BitsInteger(1),
+            "valid" / cs.BitsInteger(1),
+        )
+    if oa == "lpa":
+        return _le(
+            f"table-{GRANULE_NAME[granule]}-lpa",
+            _D8_52[oa].format(what="table"),
+            "ns_table" / cs.BitsInteger(1),
+            "ap_table" / cs.BitsInteger(2),
+            "uxn_table" / cs.BitsInteger(1),
+            "pxn_table" / cs.BitsInteger(1),
+            "ignored_58_51" / cs.BitsInteger(8),
+            "res0_50_48" / cs.BitsInteger(3),
+            "addr" / cs.BitsInteger(48 - m),  # 47:16 NLTA[47:16]
+            "oa_hi" / cs.BitsInteger(4),  # 15:12 NLTA[51:48]
+            "ignored_11_2" / cs.BitsInteger(10),
+            "table" / cs.BitsInteger(1),
+            "valid" / cs.BitsInteger(1),
+        )
     return _le(
         f"table-{GRANULE_NAME[granule]}",
         _D8_TABLE,
@@ -125,12 +186,13 @@ def _upper_attributes(version: str = "6.12") -> list[cs.Construct]:
     ]
 
 
-def _lower_attributes(table_bit: str) -> list[cs.Construct]:
-    """Bits 11..0 of a block or page descriptor."""
+def _lower_attributes(table_bit: str, oa: str = "48") -> list[cs.Construct]:
+    """Bits 11..0 of a block or page descriptor (with FEAT_LPA2's DS = 1, bits 9:8 are OA[51:50])."""
     return [
         "ng" / cs.BitsInteger(1),  # 11 nG; Linux PTE_NG, and PTE_PRESENT_INVALID when valid = 0
         "af" / cs.BitsInteger(1),  # 10 AF, access flag (0: Access flag fault)
-        "sh" / cs.BitsInteger(2),  # 9:8 SH[1:0], shareability (Linux PTE_SHARED = 0b11)
+        # 9:8 SH[1:0], shareability (Linux PTE_SHARED = 0b11); LPA2: OA[51:50] (Linux PTE_ADDR_HIGH)
+        ("oa_hi" if oa == "lpa2" else "sh") / cs.BitsInteger(2),
         "ap2" / cs.BitsInteger(1),  # 7 AP[2]: read-only (Linux PTE_RDONLY)
         "ap1" / cs.BitsInteger(1),  # 6 AP[1]: EL0 access (Linux PTE_USER)
         "ns" / cs.BitsInteger(1),  # 5 NS (Secure state only)
@@ -145,11 +207,29 @@ def _sw_source(version: str) -> tuple[str, str]:
     return ("", _LINUX_SW) if version == "6.12" else (f"-v{version}", _LINUX_SW.replace("v6.12", f"v{version}"))
 
 
-def page_format(granule: int, version: str = "6.12") -> EntryFormat:
+def page_format(granule: int, version: str = "6.12", oa: str = "48") -> EntryFormat:
     """A level-3 descriptor with bits[1:0] = 0b11: a page of one granule (D8.3), with the software
-    bits of kernel ``version``."""
+    bits of kernel ``version``; ``oa`` as in :func:`table_format`."""
     m = GRANULE_SHIFT[granule]
     suffix, sw = _sw_source(version)
+    if oa == "lpa2":
+        return _le(
+            f"page-{GRANULE_NAME[granule]}{suffix}-lpa2",
+            f"{_D8_52[oa].format(what='page')}; {sw}",
+            *_upper_attributes(version)[:-1],  # 63:50; bits 49:48 are OA[49:48] here
+            "addr" / cs.BitsInteger(50 - m),  # 49:m OA[49:m]
+            *_bits(f"res0_{m - 1}_12", m - 12),
+            *_lower_attributes("table", oa),  # 9:8 OA[51:50]
+        )
+    if oa == "lpa":
+        return _le(
+            f"page-{GRANULE_NAME[granule]}{suffix}-lpa",
+            f"{_D8_52[oa].format(what='page')}; {sw}",
+            *_upper_attributes(version),  # 49:48 RES0
+            "addr" / cs.BitsInteger(48 - m),  # 47:16 OA[47:16]
+            "oa_hi" / cs.BitsInteger(4),  # 15:12 OA[51:48]
+            *_lower_attributes("table"),
+        )
     return _le(
         f"page-{GRANULE_NAME[granule]}{suffix}",
         f"{_D8_LEAF}; {sw}",
@@ -160,12 +240,35 @@ def page_format(granule: int, version: str = "6.12") -> EntryFormat:
     )
 
 
-def block_format(granule: int, level: int, version: str = "6.12") -> EntryFormat:
+def block_format(granule: int, level: int, version: str = "6.12", oa: str = "48") -> EntryFormat:
     """A level 0..2 descriptor with bits[1:0] = 0b01: a block (D8.3).  Also declared for levels the
-    architecture gives no block (D8.3: there 0b01 is invalid), so such an entry can be decoded."""
+    architecture gives no block (D8.3: there 0b01 is invalid), so such an entry can be decoded.
+    ``oa`` as in :func:`table_format` (with a 52-bit OA, level -1 of the 4KB granule too)."""
     m = GRANULE_SHIFT[granule]
     n = m + (m - 3) * (3 - level)  # block size 2**n
     suffix, sw = _sw_source(version)
+    if oa == "lpa2":
+        return _le(
+            f"block-l{level}-{GRANULE_NAME[granule]}{suffix}-lpa2",
+            f"{_D8_52[oa].format(what='block')}; {sw}",
+            *_upper_attributes(version)[:-1],
+            "addr" / cs.BitsInteger(50 - n),  # 49:n OA[49:n]
+            *_bits(f"res0_{n - 1}_17", n - 17),
+            "nt" / cs.BitsInteger(1),  # 16 nT
+            "res0_15_12" / cs.BitsInteger(4),
+            *_lower_attributes("table", oa),  # 9:8 OA[51:50]
+        )
+    if oa == "lpa":
+        return _le(
+            f"block-l{level}-{GRANULE_NAME[granule]}{suffix}-lpa",
+            f"{_D8_52[oa].format(what='block')}; {sw}",
+            *_upper_attributes(version),
+            "addr" / cs.BitsInteger(48 - n),  # 47:n OA[47:n]
+            *_bits(f"res0_{n - 1}_17", n - 17),
+            "nt" / cs.BitsInteger(1),
+            "oa_hi" / cs.BitsInteger(4),  # 15:12 OA[51:48]
+            *_lower_attributes("table"),
+        )
     return _le(
         f"block-l{level}-{GRANULE_NAME[granule]}{suffix}",
         f"{_D8_LEAF}; {sw}",
@@ -224,8 +327,19 @@ LINUX_FORMATS: dict[str, tuple[dict[int, EntryFormat], dict[tuple[int, int], Ent
     "6.12": (PAGE, BLOCK, SWAP),
     "6.1": (PAGE_V61, BLOCK_V61, SWAP_V61),
 }
+#: The 52-bit OA formats (Linux v6.12 only): the OA format of each granule as CONFIG_ARM64_PA_BITS_52
+#: uses it (arch/arm64/Kconfig: ARM64_LPA2 "depends on ARM64_PA_BITS_52 && !ARM64_64K_PAGES").
+OA52 = {4096: "lpa2", 16384: "lpa2", 65536: "lpa"}
+#: Lookup levels with a 52-bit VA (D8.2: TxSZ = 12; the 4KB granule starts at level -1).
+LOOKUP_LEVELS_52 = {4096: (-1, 0, 1, 2, 3), 16384: (0, 1, 2, 3), 65536: (1, 2, 3)}
+#: The levels that hold a block with a 52-bit OA (D8.3, and pseudocode AArch64.BlockDescSupported:
+#: 4KB level 0 when DS = 1, 16KB level 1 when DS = 1, 64KB level 1 when the PA size is 52 bits).
+BLOCK_LEVELS_52 = {4096: (0, 1, 2), 16384: (1, 2), 65536: (1, 2)}
+TABLE52 = {g: table_format(g, OA52[g]) for g in GRANULE_SHIFT}
+PAGE52 = {g: page_format(g, "6.12", OA52[g]) for g in GRANULE_SHIFT}
+BLOCK52 = {(g, lv): block_format(g, lv, "6.12", OA52[g]) for g in GRANULE_SHIFT for lv in LOOKUP_LEVELS_52[g][:-1]}
 FORMATS = (*TABLE.values(), *PAGE.values(), *BLOCK.values(), SWAP, *PAGE_V61.values(), *BLOCK_V61.values(),
-           SWAP_V61)
+           SWAP_V61, *TABLE52.values(), *PAGE52.values(), *BLOCK52.values())
 
 # -- pgtable-hwdef.h / pgtable-prot.h, every mask derived from the declarations above ---------------
 _P = PAGE[4096]  # the flag bits are the same in every granule's page and block formats
@@ -303,20 +417,44 @@ def make_config(granule: int, va_bits: int, *, description: str = "") -> PagingC
     ARM64_HW_PGTABLE_LEVELS(va_bits)): level 3 is the pte, 2 the pmd, 1 the pud, 0 the p4d; the
     levels above the first real one are folded (4 levels: pgtable-nop4d.h folds the pgd into the
     p4d; 3: -nopud.h, pgd and p4d fold into the pud; 2: -nopmd.h, everything above into the pmd).
+
+    ``va_bits`` = 52: Linux v6.12's CONFIG_ARM64_VA_BITS_52 with CONFIG_ARM64_PA_BITS_52 on a CPU
+    that has the features (vabits_actual = VA_BITS = 52, so pgtable_l4_enabled() and
+    pgtable_l5_enabled() are true: arch/arm64/include/asm/pgtable.h:881-888, :1007-1011).  4KB and
+    16KB: FEAT_LPA2 with TCR_EL1.DS = 1 (CONFIG_ARM64_LPA2); the 4KB walk starts at level -1 (``L-1``,
+    Linux's pgd, CONFIG_PGTABLE_LEVELS = 5; arch/arm64/Kconfig:382-391).  64KB: FEAT_LVA (TxSZ
+    down to 12) and FEAT_LPA (52-bit OA).  ``extra["oa"]`` names the OA format (:data:`OA52`) and
+    ``extra["pa_bits"]`` the output-address size (TCR_EL1.IPS = 0b110).
     """
     m = GRANULE_SHIFT[granule]
     per = m - 3
     first = start_level(granule, va_bits)
-    if not 0 <= first <= 2:
+    wide = va_bits > 48
+    if not (-1 if wide else 0) <= first <= 2:
         raise ValueError(f"{va_bits}-bit VAs with the {granule}-byte granule need level {first}")
-    names = {0: "p4d", 1: "pud", 2: "pmd", 3: "pte"}
+    names = {-1: "pgd", 0: "p4d", 1: "pud", 2: "pmd", 3: "pte"}
     levels = []
     for level in range(first, 4):
         shift = m + per * (3 - level)
         bits = va_bits - shift if level == first else per
+        # Linux's leaves: the levels Linux maps folios at (pud/pmd/pte), also with a 52-bit OA,
+        # whose extra block levels (BLOCK_LEVELS_52) Linux never creates
         leaf = 1 << shift if level == 3 or level in BLOCK_LEVELS[granule] else None
         levels.append(HwLevel(f"L{level}", shift, bits, names[level], leaf_size=leaf))
     gname = GRANULE_NAME[granule]
+    extra: dict[str, object] = {
+        "granule": granule,
+        "start_level": first,
+        # Both halves: TTBR0_EL1 (bits 63:va_bits all 0) and TTBR1_EL1 (all 1), D8.2.
+        "halves": ("low", "high"),
+        "half_labels": {"high": "ttbr1"},
+    }
+    if wide:
+        extra.update(oa=OA52[granule], pa_bits=52,
+                     features=("FEAT_LPA2",) if OA52[granule] == "lpa2" else ("FEAT_LVA", "FEAT_LPA"))
+        feats = "FEAT_LPA2, TCR_EL1.DS = 1" if OA52[granule] == "lpa2" else "FEAT_LVA + FEAT_LPA"
+        description = description or (f"{gname.upper()} granule, {va_bits}-bit VA and PA ({feats}), "
+                                      f"{4 - first} levels from level {first}")
     return PagingConfig(
         ARCH,
         f"{gname}:{va_bits}",
@@ -324,17 +462,12 @@ def make_config(granule: int, va_bits: int, *, description: str = "") -> PagingC
         m,
         va_bits,
         description or f"{gname.upper()} granule, {va_bits}-bit VA, {4 - first} levels from level {first}",
-        extra={
-            "granule": granule,
-            "start_level": first,
-            # Both halves: TTBR0_EL1 (bits 63:va_bits all 0) and TTBR1_EL1 (all 1), D8.2.
-            "halves": ("low", "high"),
-            "half_labels": {"high": "ttbr1"},
-        },
+        extra=extra,
     )
 
 
-#: The configurations of issue 3 (arch/arm64/Kconfig ARM64_VA_BITS_* x ARM64_*K_PAGES).
+#: The configurations of issue 3 (arch/arm64/Kconfig ARM64_VA_BITS_* x ARM64_*K_PAGES), and of
+#: issue 17: CONFIG_ARM64_VA_BITS_52 + CONFIG_ARM64_PA_BITS_52 with each granule.
 CONFIGS = {
     c.name: c
     for c in (
@@ -344,13 +477,28 @@ CONFIGS = {
         make_config(16384, 47),
         make_config(65536, 42),
         make_config(65536, 48),
+        make_config(4096, 52),
+        make_config(16384, 52),
+        make_config(65536, 52),
     )
 }
 
 
+#: Why the 52-bit configurations have no Linux v6.1 model (get_ops() with a v6.1 kconfig refuses
+#: them with this reason).
+V61_52BIT = ("the 52-bit configurations are modelled on Linux v6.12 only: v6.1 has no CONFIG_ARM64_LPA2 "
+             "(FEAT_LPA2 support came in v6.9), and its 64K CONFIG_ARM64_PA_BITS_52 layout is not modelled")
+
+
+def is_52bit(config: PagingConfig) -> bool:
+    """Whether ``config`` needs FEAT_LPA2 or FEAT_LVA/FEAT_LPA (a 52-bit VA and OA)."""
+    return config.arch == ARCH and "oa" in config.extra
+
+
 class Arm64(LinuxPgtable):
     """Linux v6.12's arm64 page-table API (arch/arm64/include/asm/pgtable.h) for one configuration
-    (CONFIG_ARM64_PA_BITS_48, no LPA2, CONFIG_TRANSPARENT_HUGEPAGE, CONFIG_NUMA_BALANCING,
+    (CONFIG_ARM64_PA_BITS_48 -- or, for the 52-bit configurations, CONFIG_ARM64_PA_BITS_52 with
+    LPA2 (4K/16K) or 64K's PTE_ADDR_HIGH in bits 15:12 --, CONFIG_TRANSPARENT_HUGEPAGE, CONFIG_NUMA_BALANCING,
     CONFIG_HAVE_ARCH_USERFAULTFD_WP), or v6.1's when ``kconfig.version`` is "6.1" (the module
     says what differs: PTE_PROT_NONE, PMD_PRESENT_INVALID, the swap layout, PTE_ADDR_LOW)."""
 
@@ -399,6 +547,36 @@ class Arm64(LinuxPgtable):
             self._present_invalid = PTE_PRESENT_INVALID  # v6.12: nG (bit 11) "only when !PTE_VALID"
             self.PMD_PRESENT_INVALID = 0  # v6.12 has none: pmd_present() is pte_present()
             self.PAGE_NONE = PAGE_NONE
+        # -- a 52-bit VA and OA (CONFIG_ARM64_VA_BITS_52 + CONFIG_ARM64_PA_BITS_52, make_config) --
+        #: the OA format: "48", "lpa2" (4K/16K, CONFIG_ARM64_LPA2, TCR_EL1.DS = 1) or "lpa" (64K)
+        self.oa = str(config.extra.get("oa", "48"))
+        self.hw_block_levels = BLOCK_LEVELS[self.granule]
+        self.hw_blocks = BLOCK
+        #: pgtable-hwdef.h:175-184 PTE_ADDR_HIGH / PTE_ADDR_HIGH_SHIFT / PHYS_TO_PTE_ADDR_MASK
+        #: (CONFIG_ARM64_PA_BITS_52 only; 0 without it)
+        self.PTE_ADDR_HIGH = self.PTE_ADDR_HIGH_SHIFT = 0
+        self.PHYS_TO_PTE_ADDR_MASK = 0
+        #: pgtable-prot.h:78-89 PTE_MAYBE_SHARED: 0 when lpa2_is_enabled() (TCR_EL1.DS set)
+        self.PTE_MAYBE_SHARED = PTE_SHARED
+        self.phys_mask_shift = MAX_PHYSMEM_BITS
+        if self.oa != "48":
+            if version != "6.12":
+                raise ValueError(f"{config.key}: {V61_52BIT}")
+            self.table_fmt, self.page_fmt = TABLE52[self.granule], PAGE52[self.granule]
+            self.block_fmts = self.hw_blocks = BLOCK52
+            self.hw_block_levels = BLOCK_LEVELS_52[self.granule]
+            high = self.page_fmt.masks["oa_hi"]
+            self.PTE_ADDR_HIGH = high[1]  # 0xf << 12 (64K) / 0x3 << 8 (LPA2)
+            self.PTE_ADDR_HIGH_SHIFT = OA_HIGH_BIT[self.oa] - high[0]  # 36 (64K) / 42 (LPA2)
+            if self.oa == "lpa2":
+                self.PHYS_TO_PTE_ADDR_MASK = ((1 << 50) - 1) & ~((1 << 8) - 1)  # GENMASK_ULL(49, 8)
+                self.PTE_MAYBE_SHARED = 0  # lpa2_is_enabled(): TCR_EL1.DS = 1
+            else:
+                self.PHYS_TO_PTE_ADDR_MASK = self.PTE_ADDR_LOW | self.PTE_ADDR_HIGH
+            # PHYS_MASK_SHIFT (pgtable-prot.h:90, lpa2_is_enabled() ? CONFIG_ARM64_PA_BITS : 48;
+            # :81 without LPA2) = 52 = MAX_PHYSMEM_BITS (sparsemem.h:10)
+            self.phys_mask_shift = 52
+            self.pa_bits = 52
 
     def section_size_bits(self) -> int:
         # arch/arm64/include/asm/sparsemem.h (v6.12 and v6.1): 29 with CONFIG_ARM64_64K_PAGES,
@@ -406,7 +584,7 @@ class Arm64(LinuxPgtable):
         return 29 if self.PAGE_SHIFT == 16 else 27
 
     def max_physmem_bits(self) -> int:
-        return MAX_PHYSMEM_BITS
+        return self.phys_mask_shift
 
     def va_valid(self, va: int) -> bool:
         """D8.2: bits 63:va_bits all 0 (TTBR0_EL1) or all 1 (TTBR1_EL1); TBI off.  Unlike x86-64,
@@ -422,7 +600,20 @@ class Arm64(LinuxPgtable):
 
     # -- raw predicates (pgtable.h) ----------------------------------------------------------------
     def __pte_to_phys(self, val: int) -> int:
-        return val & self.PTE_ADDR_LOW  # without CONFIG_ARM64_PA_BITS_52
+        """v6.12 arch/arm64/include/asm/pgtable.h:75-86: without CONFIG_ARM64_PA_BITS_52
+        ``pte_val & PTE_ADDR_LOW``; with it ``pte_val &= ~PTE_MAYBE_SHARED``, then ``(pte_val &
+        PTE_ADDR_LOW) | ((pte_val & PTE_ADDR_HIGH) << PTE_ADDR_HIGH_SHIFT)``."""
+        if not self.PTE_ADDR_HIGH:
+            return val & self.PTE_ADDR_LOW
+        val &= ~self.PTE_MAYBE_SHARED
+        return (val & self.PTE_ADDR_LOW) | ((val & self.PTE_ADDR_HIGH) << self.PTE_ADDR_HIGH_SHIFT)
+
+    def __phys_to_pte_val(self, phys: int) -> int:
+        """pgtable.h:82-85: ``(phys | (phys >> PTE_ADDR_HIGH_SHIFT)) & PHYS_TO_PTE_ADDR_MASK`` with
+        CONFIG_ARM64_PA_BITS_52, else ``phys``."""
+        if not self.PTE_ADDR_HIGH:
+            return phys
+        return (phys | (phys >> self.PTE_ADDR_HIGH_SHIFT)) & self.PHYS_TO_PTE_ADDR_MASK
 
     @staticmethod
     def pte_valid(pte: int) -> bool:
@@ -660,11 +851,11 @@ class Arm64(LinuxPgtable):
     def mk_table(self, linux: str, table_pa: int) -> int:
         """``p4d_populate``/``pud_populate``/``pmd_populate`` for a user mm (pgalloc.h):
         ``PXX_TYPE_TABLE | PXX_TABLE_PXN | pa``."""
-        if table_pa % self.granule or not 0 <= table_pa < 1 << OA_BITS:
-            raise ValueError(f"table address {table_pa:#x} is not a {self.granule}-aligned 48-bit address")
-        return self.table_fmt.build(
-            valid=1, table=1, pxn_table=1, addr=table_pa >> self.PAGE_SHIFT
-        )
+        if table_pa % self.granule or not 0 <= table_pa < 1 << self.phys_mask_shift:
+            raise ValueError(f"table address {table_pa:#x} is not a {self.granule}-aligned "
+                             f"{self.phys_mask_shift}-bit address")
+        # __pXd_populate(): set_pXd(pXdp, __pXd(__phys_to_pXd_val(pa) | prot))
+        return self.table_fmt.build(valid=1, table=1, pxn_table=1) | self.__phys_to_pte_val(table_pa)
 
     def prot_bits(self, prot: Prot) -> int:
         """pgprot bits for ``prot`` (pgtable-prot.h), as a fault-in leaves them.
@@ -687,6 +878,11 @@ class Arm64(LinuxPgtable):
                 val |= PTE_UXN | (0 if prot.exec else PTE_PXN)
             if prot.write:
                 val |= PTE_WRITE
+        if not self.PTE_MAYBE_SHARED:
+            # v6.12 arch/arm64/mm/mmap.c:78-80 adjust_protection_map(): with lpa2_is_enabled() every
+            # protection_map[] entry loses PTE_SHARED (bits 9:8 are OA[51:50]); PROT_NORMAL has
+            # PTE_MAYBE_SHARED = 0 (pgtable-prot.h:40, :88)
+            val &= ~PTE_SHARED
         if prot.dirty:
             val |= PTE_DIRTY
             if val & PTE_WRITE:  # pte_mkdirty(): "if (pte_write(pte))"
@@ -699,9 +895,9 @@ class Arm64(LinuxPgtable):
 
     def _check_pfn(self, pfn: int, size: int) -> int:
         pa = pfn << self.PAGE_SHIFT
-        if pfn < 0 or pa % size or pa >> OA_BITS:
-            raise ValueError(f"pfn {pfn:#x} is not a {size:#x}-aligned 48-bit physical address")
-        return pa  # __phys_to_pte_val(phys) = phys
+        if pfn < 0 or pa % size or pa >> self.phys_mask_shift:
+            raise ValueError(f"pfn {pfn:#x} is not a {size:#x}-aligned {self.phys_mask_shift}-bit physical address")
+        return self.__phys_to_pte_val(pa)  # pfn_pte(): __phys_to_pte_val(pfn << PAGE_SHIFT) | prot
 
     def pfn_pte(self, pfn: int, prot: Prot) -> int:
         """``pfn_pte(pfn, prot)``; devmap is ``pte_mkdevmap()`` (PTE_DEVMAP | PTE_SPECIAL)."""
@@ -767,6 +963,15 @@ class Arm64(LinuxPgtable):
             return self.table_fmt
         return self.block_fmts[(self.granule, level)]
 
+    def hw_oa(self, fmt: EntryFormat, val: int) -> int:
+        """The address a descriptor of format ``fmt`` gives the walk (D8.3): its address field,
+        and OA / NLTA[51:50] from bits 9:8 (LPA2) or [51:48] from bits 15:12 (64KB, LPA).  48-bit
+        formats: bits 49:48 count too (see :meth:`hw_fault`, step 4).  64KB with a 52-bit OA:
+        bits 49:48 are RES0 and not part of the address (QEMU 7.2's walker masks them off)."""
+        if "oa_hi" not in fmt.fields:
+            return val & (fmt.mask("addr") | _OA_49_48)
+        return (val & fmt.mask("addr")) | (fmt.get(val, "oa_hi") << OA_HIGH_BIT[self.oa])
+
     def decode(self, linux: str, val: int) -> dict[str, int]:
         fmt = self.entry_format(linux, val)
         return {"format": fmt.name, **fmt.parse(val)}  # type: ignore[dict-item]
@@ -791,14 +996,16 @@ class Arm64(LinuxPgtable):
         The checks, in the order the walk makes them (Arm ARM DDI 0487 D8 "Translation table
         descriptor formats", "Address size configuration", "The Access flag"; pseudocode
         AArch64.TranslationTableWalk / AArch64.S1Walk), for this PE: VMSAv8-64 without FEAT_LPA
-        / FEAT_LPA2 (48-bit descriptors), without FEAT_HAFDBS or with TCR_EL1.HA = 0 (no hardware
-        Access flag update), EL1&0 Non-secure:
+        / FEAT_LPA2 (48-bit descriptors) -- or, for the 52-bit configurations, with them and the
+        52-bit formats (:meth:`hw_oa`; block levels :data:`BLOCK_LEVELS_52`; level -1 for 4KB) --,
+        without FEAT_HAFDBS or with TCR_EL1.HA = 0 (no hardware Access flag update), EL1&0 Non-secure:
 
         1. bit[0] = 0: an invalid descriptor, Translation fault at this level.
         2. bits[1:0] = 0b01 at level 3: the reserved encoding, which behaves as invalid.
         3. bits[1:0] = 0b01 at a level with no block descriptor for the granule
-           (:data:`BLOCK_LEVELS`: 4KB level 0, 16KB levels 0 and 1, 64KB level 1): invalid,
-           Translation fault at this level.
+           (:data:`BLOCK_LEVELS`: 4KB level 0, 16KB levels 0 and 1, 64KB level 1; with a 52-bit
+           OA :data:`BLOCK_LEVELS_52`: 4KB level -1, 16KB level 0): invalid, Translation fault at
+           this level.
         4. A table, block or page address with a bit at or above :attr:`pa_bits`: Address size
            fault at this level (for a table, before the next level is read).  Bits 49:48 count
            as address bits: RES0 with a 48-bit OA, they are OA[49:48] to Linux's PTE_ADDR_LOW,
@@ -828,15 +1035,16 @@ class Arm64(LinuxPgtable):
             if level == 3:
                 return ("translation", level, "reserved descriptor encoding bits[1:0] = 0b01 at level 3 "
                         "(behaves as invalid)")
-            if level not in BLOCK_LEVELS[self.granule]:
+            if level not in self.hw_block_levels:
+                feats = "with a 52-bit OA" if self.oa != "48" else "without FEAT_LPA/FEAT_LPA2"
                 return ("translation", level, f"block descriptor (bits[1:0] = 0b01) at level {level}, where "
-                        f"the {self.granule // 1024}KB granule has no blocks (without FEAT_LPA/FEAT_LPA2)")
-            fmt, what = BLOCK[(self.granule, level)], "block output"
+                        f"the {self.granule // 1024}KB granule has no blocks ({feats})")
+            fmt, what = self.hw_blocks[(self.granule, level)], "block output"
         elif level < 3:
             fmt, what = self.table_fmt, "next-level table"
         else:
             fmt, what = self.page_fmt, "page output"
-        addr = val & (fmt.mask("addr") | _OA_49_48)
+        addr = self.hw_oa(fmt, val)
         if addr >> self.pa_bits:
             return ("address-size", level, f"{what} address {addr:#x} is at or above the {self.pa_bits}-bit "
                     "PA size")
@@ -877,6 +1085,26 @@ class Arm64(LinuxPgtable):
                 return (f"__va() ORs the {lv} entry's table address {hw_table:#x} into PAGE_OFFSET "
                         f"({val:#x} at {pa:#x}): Linux reads the {nlv} table at {linux_table:#x}, the MMU "
                         f"at {hw_table:#x}")
+        if self.oa == "lpa":
+            # 64K with CONFIG_ARM64_PA_BITS_52: v6.12's PTE_ADDR_LOW reaches bit 49
+            # (pgtable-hwdef.h:174, widened for LPA2), so __pte_to_phys() takes descriptor bits
+            # 49:48 as OA[49:48] (ORed with bits 15:12 << 36); in the 64KB 52-bit OA format they are
+            # RES0 and the walk does not use them (hw_oa; QEMU 7.2 masks them off): a table or
+            # output address with them set is read at two different places
+            for lv, pa, val in trace:
+                if not val & PTE_VALID:
+                    break
+                if self.hw_level_number(lv) == 1 and val & PTE_TYPE_MASK == PMD_TYPE_SECT:
+                    # v6.12 pgtable.h:727-729: pud_table() is constant true with 64K pages, so
+                    # folio_walk_start() goes on to a pmd table; with a 52-bit PA the 64KB granule
+                    # has level-1 blocks (D8.3, AArch64.BlockDescSupported): the MMU maps 4TB
+                    return (f"Linux reads the {lv} entry {val:#x} at {pa:#x} as a table (pud_table() is true "
+                            "with 64K pages, v6.12 pgtable.h:729), the MMU as a 4TB level-1 block (the 64KB "
+                            "granule with a 52-bit PA, Arm ARM D8.3)")
+                if val & _OA_49_48:
+                    return (f"{lv} entry {val:#x} at {pa:#x} has bits 49:48 set: OA[49:48] to Linux's "
+                            "PTE_ADDR_LOW (v6.12 pgtable-hwdef.h:174), RES0 and unused in the Arm ARM's "
+                            "64KB 52-bit OA format (D8.3): Linux and the MMU read different addresses")
         return None
 
     def hw_absent_reason(self, linux: str, val: int) -> str | None:
@@ -917,12 +1145,21 @@ TRANSLATE_CPU: dict[str, object] = {"pa_bits": OA_BITS, "wxn": False, "pan": Fal
 
 #: PAR_EL1.FST / ESR ISS.DFSC fault status codes (D19 PAR_EL1; ``0bKKKKLL``, LL = level).
 FST_BASE = {"address-size": 0b000000, "translation": 0b000100, "access-flag": 0b001000, "permission": 0b001100}
+#: Level -1 (FEAT_LPA2, 4KB granule, 52-bit VA): D19 PAR_EL1.FST 0b101001 Address size fault,
+#: level -1 and 0b101011 Translation fault, level -1 (no block at level -1, so no other kind).
+FST_LEVEL_MINUS_1 = {"address-size": 0b101001, "translation": 0b101011}
+
+
+def fault_status(kind: str, level: int) -> int:
+    """PAR_EL1.FST of a ``kind`` fault at lookup ``level`` (-1..3)."""
+    return FST_LEVEL_MINUS_1[kind] if level == -1 else FST_BASE[kind] | level
 _VA_RANGE = "Arm ARM D8.2 'Translation table base address selection': VA outside both TxSZ ranges"
 
 
 def parse_config(key: str) -> PagingConfig:
     """``arm64:<granule>:<va_bits>`` (e.g. ``arm64:16k:48``) or ``<granule>:<va_bits>``: any
-    granule and VA size whose walk starts at level 0..2 (D8.2), not only the named ones."""
+    granule and VA size whose walk starts at level 0..2 (D8.2), not only the named ones, and
+    52 (the 52-bit configurations, :func:`make_config`)."""
     parts = key.split(":")
     if parts and parts[0] in ("arm64", "aarch64"):
         parts = parts[1:]
@@ -930,8 +1167,9 @@ def parse_config(key: str) -> PagingConfig:
     if len(parts) != 2 or parts[0] not in names or not parts[1].isdigit():
         raise ValueError(f"arm64 configuration {key!r} is not <granule>:<va_bits> with a granule of 4k, 16k or 64k")
     granule, va_bits = names[parts[0]], int(parts[1])
-    if not 25 <= va_bits <= 48:
-        raise ValueError(f"arm64 {va_bits}-bit VAs: TxSZ {64 - va_bits} is outside 16..39 (D8.2, without FEAT_LVA)")
+    if not (25 <= va_bits <= 48 or va_bits == 52):
+        raise ValueError(f"arm64 {va_bits}-bit VAs: TxSZ {64 - va_bits} is outside 16..39 (D8.2, without FEAT_LVA/"
+                         "FEAT_LPA2), and not 52 (CONFIG_ARM64_VA_BITS_52, TxSZ 12)")
     return make_config(granule, va_bits)
 
 
@@ -965,8 +1203,10 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
 
     ``config_or_ops``: ``arm64:<granule>:<va_bits>`` (TCR_EL1.TG0/TG1 and T0SZ = 64 - va_bits),
     a :class:`PagingConfig` or an :class:`Arm64`; ``t1sz``: TCR_EL1.T1SZ when it differs from T0SZ.
-    TBI off, no FEAT_LPA/LPA2; TCR_EL1.HPDn and hardware Access flag management as ``cpu``
-    says.  The rules (D8.2, D8.3, D8.4; pseudocode AArch64.S1Translate / AArch64.S1Walk):
+    TBI off; TCR_EL1.HPDn and hardware Access flag management as ``cpu`` says; FEAT_LPA2 (DS = 1) /
+    FEAT_LVA + FEAT_LPA only for the 52-bit configurations (``arm64:<granule>:52``: 52-bit OA
+    formats, BADDR[51:48] in TTBR bits 5:2, the 4KB walk from level -1 with its fault codes).  The
+    rules (D8.2, D8.3, D8.4; pseudocode AArch64.S1Translate / AArch64.S1Walk):
 
     * bits 63:64-T0SZ all 0 select TTBR0, bits 63:64-T1SZ all 1 TTBR1; anything else, or a
       disabled half: Translation fault, level 0;
@@ -994,7 +1234,6 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
     """
 
     kind, user = parse_access(access)
-    facts = cpu_facts(TRANSLATE_CPU, cpu, ARCH)
     if not 0 <= va < 1 << 64:
         raise ValueError(f"virtual address {va!r} is not a 64-bit value")
     if isinstance(config_or_ops, str):
@@ -1003,6 +1242,9 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
     else:
         low = _arm64_ops(config_or_ops)
         high = low if t1sz is None else _arm64_ops(low, 64 - t1sz)
+    # a 52-bit configuration's PE has a 52-bit PA size unless ``cpu`` says otherwise (from the
+    # configuration: a cached ops' pa_bits is the last call's)
+    facts = cpu_facts({**TRANSLATE_CPU, "pa_bits": int(low.config.extra.get("pa_bits", OA_BITS))}, cpu, ARCH)
     if va >> low.config.va_bits == 0:
         ops, ttbr, half = low, ttbr0, "TTBR0_EL1"
     elif va >> high.config.va_bits == (1 << (64 - high.config.va_bits)) - 1:
@@ -1020,6 +1262,8 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
     first = ops.config.levels[0]
     size = max(first.table_size, 64)
     base = ttbr & ((1 << OA_BITS) - 1) & ~1  # BADDR, bits 47:1 (bit 0 is CnP)
+    if ops.oa != "48":  # D19 TTBRn_EL1 with a 52-bit OA: BADDR[51:48] in bits [5:2], [47:6] above
+        base = (ttbr & ((1 << OA_BITS) - 1) & ~0x3F) | (((ttbr >> 2) & 0xF) << 48)
     if base % size:
         raise ValueError(f"{half} {ttbr:#x}: BADDR is not aligned to the {size}-byte level-{first.name[1:]} table "
                          "(D19 TTBRn_EL1: the low bits are RES0)")
@@ -1043,10 +1287,10 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
             fault = None  # the PE sets AF itself (D8 "Hardware management of the Access flag")
         if fault is not None:
             fkind, level, _why = fault
-            return Fault(fkind, f"L{level}", FST_BASE[fkind] | level,
+            return Fault(fkind, f"L{level}", fault_status(fkind, level),
                          str(ops.hw_rejects(lv.linux, val, leaf=False)), tuple(trace))
         if fmt is ops.table_fmt and hpd:  # TCR_EL1.HPDn = 1: the table controls are ignored
-            table = val & fmt.mask("addr")
+            table = ops.hw_oa(fmt, val)
             continue
         if fmt is ops.table_fmt:  # hierarchical controls (D8.4, TCR_EL1.HPDn = 0)
             ap_table = fmt.get(val, "ap_table")
@@ -1054,10 +1298,10 @@ def translate(config_or_ops: object, read: Reader, va: int, access: object = "re
             read_only |= bool(ap_table & 2)
             uxn |= bool(fmt.get(val, "uxn_table"))
             pxn |= bool(fmt.get(val, "pxn_table"))
-            table = val & fmt.mask("addr")
+            table = ops.hw_oa(fmt, val)
             continue
-        leaf = lv.leaf_size or 0
-        out = (val & fmt.mask("addr")) | (va & (leaf - 1))
+        leaf = 1 << lv.shift  # a page, or a block of this level (also one Linux never makes)
+        out = ops.hw_oa(fmt, val) | (va & (leaf - 1))
         el0 = bool(val & PTE_USER) and not no_el0
         ro = bool(val & PTE_RDONLY) or read_only
         el0_write = el0 and not ro

@@ -314,6 +314,10 @@ def bench_config(key: str, quick: bool) -> tuple[list[Figure], Workload | None]:
         figs = bench_walks(w, quick)
         figs.append(Figure(key, "probe.error", "probe", None, unit="", note=f"no MMU oracle: {exc!r}"))
         return figs, w
+    why = getattr(w.oracle, "unsupported", None)
+    if why:  # the oracle cannot probe this configuration (arm64's 52-bit ones on Unicorn): walks only
+        return bench_walks(w, quick) + [Figure(key, "probe.none", "probe", None, unit="",
+                                               note=f"not probed: {why}")], w
     return bench_walks(w, quick) + bench_probes(w, quick), w
 
 

@@ -184,6 +184,11 @@ def mismatch(v: Views) -> str | None:
 
 # -- the rules' tests: each gives the reason text when its rule decides the row, else None ------
 def _cannot_check(v: Views) -> str | None:
+    """The oracle's own reason for the deciding entry, or the probe's: a ProbeError whose reason
+    starts ``oracle-cannot-check: `` (a machine that knows it cannot answer that address, e.g.
+    QEMU 7.2 for a level -1 fault, emu/machines/qemu/arm64.py)."""
+    if isinstance(v.emulator, ProbeError) and v.emulator.reason.startswith("oracle-cannot-check: "):
+        return v.emulator.reason.removeprefix("oracle-cannot-check: ")
     if v.oracle is None:
         return None
     level = v.model.level.lower() if v.model.level else None

@@ -108,6 +108,8 @@ def mmu_summary(res: ProbeResult) -> str:
     if isinstance(res, Fault):
         lvl = f" L{res.level}" if res.level is not None else ""
         return f"{res.kind}{lvl} code {res.code:#x}"
+    if res.reason.startswith("oracle-cannot-check: "):  # not probed: the name; the verdict says why
+        return f"not probed ({res.reason.removeprefix('oracle-cannot-check: ').split(':')[0]})"
     return f"error: {res.reason}"
 
 
@@ -379,7 +381,11 @@ def kernel_view(key: str, profile: str | None, harness: str) -> tuple[KernelConf
     if harness == "off":
         return predicted, None, f"{key}: kernel {predicted.describe()} (model only: --harness off)"
     from emu.kernel.audit import EntryAudit
-    from emu.kernel.build import build_harness, cached_build
+    from emu.kernel.build import build_harness, cached_build, not_yet
+
+    why = not_yet(config)
+    if why:
+        return predicted, None, f"{key}: kernel {predicted.describe()} (model only: {why})"
     from emu.kernel.runner import KernelHarness
 
     build = build_harness(key, profile) if harness == "on" else cached_build(key, profile)

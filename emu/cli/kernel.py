@@ -25,11 +25,22 @@ EXIT_OK, EXIT_DIFFER = 0, 1
 
 
 def _targets(args: argparse.Namespace) -> list[str]:
+    """The configurations named (one without a harness yet: a one-line error), or all of
+    ``--arch`` that have one (the others named on stderr)."""
+    from emu.cli import UsageError
+    from emu.kernel.build import not_yet
+
     if args.config:
         for key in args.config:
-            archs.get_config(key)  # unknown -> one-line error
+            why = not_yet(archs.get_config(key))  # unknown -> one-line error
+            if why:
+                raise UsageError(f"kernel: {why}")
         return list(args.config)
-    return archs.all_config_keys(args.arch or None)
+    keys = archs.all_config_keys(args.arch or None)
+    left = [k for k in keys if not_yet(archs.get_config(k))]
+    if left:
+        print(f"note: no compiled-kernel harness yet for {', '.join(left)} (docs/kernel.md)", file=sys.stderr)
+    return [k for k in keys if k not in left]
 
 
 #: every configuration name, for the help texts

@@ -24,7 +24,7 @@ from pathlib import Path
 import archs
 from archs.base import PagingConfig
 from archs.kconfig import PROFILES, KernelConfig, from_dotconfig
-from emu.errors import FoliowalkError
+from emu.errors import ConfigError, FoliowalkError
 
 from .toolchain import Toolchain, toolchain
 from .tree import KernelTree, cache_dir, cache_lock, find_tree, tree_release
@@ -34,6 +34,19 @@ HARNESS_FILES = ("foliowalk_harness.c", "Kbuild", "harness.lds")
 
 class HarnessBuildError(FoliowalkError):
     """The kernel's build system failed on the harness (the message quotes its last lines)."""
+
+
+def not_yet(config: PagingConfig) -> str | None:
+    """Why the compiled-kernel oracle has no harness for ``config`` yet, or None.  arm64's 52-bit
+    configurations (archs.arm64 make_config, CONFIG_ARM64_VA_BITS_52 + PA_BITS_52): the harness
+    runner (emu/kernel/runner.py) executes the compiled kernel code under Unicorn with the
+    configuration's own TCR_EL1, from which such a kernel decides what it is at run time
+    (lpa2_is_enabled() reads TCR_EL1.DS, vabits_actual T1SZ), and Unicorn's Cortex-A72 has
+    neither FEAT_LPA2 nor FEAT_LVA (docs/kernel.md)."""
+    if config.arch == "arm64" and "oa" in config.extra:
+        return (f"no compiled-kernel harness for {config.key} yet: the harness runs the kernel code under "
+                "Unicorn, which has no FEAT_LPA2/FEAT_LVA for a CONFIG_ARM64_VA_BITS_52 kernel (docs/kernel.md)")
+    return None
 
 
 def geometry_options(config: PagingConfig) -> dict[str, bool]:
@@ -125,6 +138,9 @@ def build_harness(config_key: str, profile: str = "distro", version: str = "6.12
                   *, log=None) -> HarnessBuild:  # type: ignore[no-untyped-def]
     """Build (or find in the cache) the harness for paging configuration ``config_key``."""
     config = archs.get_config(config_key)
+    why = not_yet(config)
+    if why:
+        raise ConfigError(why)
     tc = toolchain(config.arch)
     build = _locate(config, tc, find_tree(version, tree), profile)
     with cache_lock(f"build-{build.name}"):
@@ -138,6 +154,8 @@ def cached_build(config_key: str, profile: str = "distro", version: str = "6.12"
     """The finished build for these arguments if the cache has one, else None (never builds:
     what ``verify`` and the fuzzer use when no harness was asked for explicitly)."""
     config = archs.get_config(config_key)
+    if not_yet(config):
+        return None
     try:
         tc = toolchain(config.arch)
         ktree = find_tree(version, tree) if tree else _unpacked_distro_tree(version)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import archs
 from emu.errors import FoliowalkError
 from emu.kernel import uc_renewal
 
@@ -150,8 +151,12 @@ def walk_build_for(key: str, profile: str | None, harness: str, *, version: str 
     profile = profile or DEFAULT_PROFILE
     if harness == "off":
         return None, "kernel walk: off (--harness off)"
-    from emu.kernel.build import cached_build
+    from emu.kernel.build import cached_build, not_yet
     from emu.kernel.patched import MODEL_KERNEL, SEED, resolve_tree
+
+    why = not_yet(archs.get_config(key))
+    if why:
+        return None, f"kernel walk: none ({why})"
     from emu.kernel.walk import WalkBuildError, build_walk
 
     what = ""

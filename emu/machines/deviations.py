@@ -204,7 +204,11 @@ def _arm64_path(ops: LinuxPgtable, walk: Any) -> list[tuple[int, int, int | None
             continue
         seen.add(pa)
         hw = ops.hw_level(linux)
-        out.append((int(hw.name[1:]), val, 1 << hw.shift if hw.leaf_size else None))
+        level = int(hw.name[1:])
+        # a block level: Linux's leaf levels, and those the 52-bit OA formats add (archs.arm64
+        # BLOCK_LEVELS_52: 4K level 0, 16K and 64K level 1), where Linux makes no leaf
+        block = hw.leaf_size or level in getattr(ops, "hw_block_levels", ())
+        out.append((level, val, 1 << hw.shift if block else None))
         if not val & 1:
             break
     # (holding the trace and ops keeps their ids from being reused; a trace is never changed
@@ -308,6 +312,10 @@ def _arm64_oa_49_48_ignored(ops: LinuxPgtable, walk: Any, mmu: Any) -> bool:
     Linux's PA_BITS_52 PTE_ADDR_LOW reads them as OA[49:48]) and the MMU did not give an Address
     size fault: it dropped them."""
     if getattr(mmu, "kind", None) == "address-size":
+        return False
+    if getattr(ops, "oa", "48") != "48":
+        # the 52-bit formats (archs.arm64 OA52): with LPA2 bits 49:48 are OA[49:48]; with 64KB and a
+        # 52-bit OA they are RES0 and the architecture's view (hw_oa) leaves them out as QEMU does
         return False
     return any(val & 1 and val & _ARM64_OA_49_48 for _level, val, _block in _arm64_path(ops, walk))
 

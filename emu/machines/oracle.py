@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from archs.linux import LinuxPgtable
-from emu.machines.base import READ, Access, Fault, ProbeResult
+from emu.machines.base import READ, Access, Fault, ProbeError, ProbeResult
 from emu.machines.ram import FrameAllocator, PhysicalMemory
 from emu.mm.mm_types import MM
 
@@ -164,13 +164,59 @@ class Arm64Oracle(Oracle):
     reserves no virtual range.  Faults name their level (PAR_EL1.FST), reported as ``L0``..``L3``.
     """
 
+    #: Why this oracle cannot check the configuration at all (None: it can).  Unicorn 2.1.4's CPU
+    #: code is QEMU 5.0.1's: its Cortex-A72 model (ID_AA64MMFR0_EL1.PARange 44 bits, TGran4 0b0000)
+    #: has neither FEAT_LPA2 (QEMU 7.0) nor FEAT_LVA/FEAT_LPA, so TCR_EL1.DS, TxSZ 12 and the 52-bit
+    #: descriptor formats of archs.arm64's 52-bit configurations are beyond it.
+    unsupported: str | None = None
+
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         super().__init__(ops, ram, alloc)
         from emu.machines.arm64 import Arm64Machine
 
+        features = ops.config.extra.get("features")
+        if features:
+            self.unsupported = (f"unicorn-no-{features[0].lower().replace('_', '-')}: Unicorn 2.1.4's "
+                                f"Cortex-A72 (QEMU 5.0.1 core) has no {' / '.join(features)}, which "
+                                f"{ops.config.key} needs (52-bit VA and OA); check it with --oracle qemu")
+            self.machine = None
+            return
         self.machine = Arm64Machine(ram, alloc, granule=ops.PAGE_SIZE, va_bits=ops.config.va_bits)
 
+    def probe_many(self, addrs: Sequence[int], access: Access = READ) -> list[ProbeResult]:
+        if self.unsupported:
+            return [ProbeError(f"oracle-cannot-check: {self.unsupported}")] * len(addrs)
+        return super().probe_many(addrs, access)
+
+    def probe(self, addr: int, access: Access = READ) -> ProbeResult:
+        return self.probe_many([addr], access)[0] if self.unsupported else super().probe(addr, access)
+
+    def registers(self) -> dict[str, int]:
+        """The machine's registers; for a configuration it cannot probe, the EL1&0 translation
+        registers the regime needs (what the QEMU machine loads for it: TCR_EL1 with IPS 52 bits
+        and, for FEAT_LPA2, DS; the roots :meth:`attach` was given), so that fixture sets of it
+        still carry what the manual's walk reads."""
+        if not self.unsupported:
+            return super().registers()
+        from emu.machines.arm64.sysregs import MAIR_EL1_DEFAULT, tcr_el1_value
+        from emu.machines.qemu.arm64 import SCTLR_EL1
+
+        ttbr0, ttbr1 = self._roots
+        tcr = tcr_el1_value(self.ops.PAGE_SIZE, self.ops.config.va_bits, epd0=ttbr0 is None, epd1=ttbr1 is None,
+                            ips_bits=52, ds=self.ops.config.extra.get("oa") == "lpa2")
+        return {"SCTLR_EL1": SCTLR_EL1, "MAIR_EL1": MAIR_EL1_DEFAULT, "TCR_EL1": tcr,
+                "TTBR0_EL1": ttbr0 or 0, "TTBR1_EL1": ttbr1 or 0}
+
+    def cannot_check(self, level: str | None, entry: int | None, addr: int | None = None) -> str | None:
+        return self.unsupported
+
+    #: (TTBR0_EL1, TTBR1_EL1) as :meth:`attach` set them, for :meth:`registers` when unsupported
+    _roots: tuple[int | None, int | None] = (None, None)
+
     def attach(self, mm: MM) -> None:
+        if self.unsupported:
+            self._roots = (None, mm.pgd) if self.half == "high" else (mm.pgd, None)
+            return
         if self.half == "high":
             self.machine.set_roots(None, mm.pgd)
         else:

@@ -270,12 +270,20 @@ class Arm64Rules(MemoRules):
         self.SPECIAL = _U64(a.PTE_SPECIAL)
         self.GATHER = _U64(ops.PTEP_GET_GATHER or 0)
         self.ADDR = _U64(ops.PTE_ADDR_LOW)
+        # CONFIG_ARM64_PA_BITS_52 (the 52-bit configurations): __pte_to_phys() also takes
+        # PTE_ADDR_HIGH << PTE_ADDR_HIGH_SHIFT, after clearing PTE_MAYBE_SHARED
+        self.HIGH = _U64(ops.PTE_ADDR_HIGH)
+        self.HIGH_SHIFT = _U64(ops.PTE_ADDR_HIGH_SHIFT)
+        self.ADDR_LOW = _U64(ops.PTE_ADDR_LOW & ~ops.PTE_MAYBE_SHARED)
 
     def _pte_masks(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
         present = ((v & self.VALID) != 0) | ((v & (self.VALID | self.PRESENT_INVALID)) == self.PRESENT_INVALID)
         normal = present & ((v & self.SPECIAL) == 0)
         if self.GATHER:
             normal &= (v & self.GATHER) != self.GATHER
+        if self.HIGH:
+            phys = (v & self.ADDR_LOW) | ((v & self.HIGH) << self.HIGH_SHIFT)
+            return v == 0, normal, phys >> self.PAGE_SHIFT
         return v == 0, normal, (v & self.ADDR) >> self.PAGE_SHIFT
 
 

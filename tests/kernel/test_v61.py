@@ -16,11 +16,13 @@ import archs
 from archs import arm64 as a64
 from archs import x86_64 as x86
 from archs.linux import SwpEntry
-from emu.kernel.build import HarnessBuild
+from emu.kernel.build import HarnessBuild, not_yet
 from emu.kernel.check import check
 from emu.kernel.runner import KernelHarness
 
-ALL_CONFIGS = archs.all_config_keys()
+#: every configuration with a compiled-kernel harness: not arm64's 52-bit ones, which
+#: emu.kernel.build.not_yet() names (tests/kernel/test_harness.py::test_52bit_configs_have_no_harness_yet)
+ALL_CONFIGS = [k for k in archs.all_config_keys() if not not_yet(archs.get_config(k))]
 V61 = "6.1"
 
 

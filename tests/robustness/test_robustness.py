@@ -58,7 +58,13 @@ from emu.verify import VERDICT_CLASSES, Row, verify_scenario
 U64 = (1 << 64) - 1
 ANON = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE
 #: Every configuration, and the high half (TTBR1) of two arm64 ones.
-SPACES = [(k, "low") for k in archs.all_config_keys()] + [("arm64:4k:48", "high"), ("arm64:64k:42", "high")]
+#: Not here: arm64's 52-bit configurations -- Unicorn cannot probe them (the Unicorn oracle answers
+#: oracle-cannot-check: unicorn-no-feat-lpa2/lva), and with 16 (4k:52) or 32 (16k:52) first-level
+#: entries the one-subtree-per-pattern layout does not fit; their hostile tables are walked and
+#: judged by ``foliowalk fuzz --oracle qemu`` (docs/oracles.md).  test_52bit_configs_left_out.
+LEFT_OUT = [k for k in archs.all_config_keys() if archs.get_config(k).extra.get("features")]
+SPACES = [(k, "low") for k in archs.all_config_keys() if k not in LEFT_OUT] + [("arm64:4k:48", "high"),
+                                                                               ("arm64:64k:42", "high")]
 #: One configuration per architecture, for the slower checks.
 ONE_PER_ARCH = ["x86_64:5level", "arm64:4k:48", "s390x:region1"]
 #: The most reads folio_walk_start() can make: each Linux level at most twice (the lockless
@@ -201,6 +207,19 @@ def hostile_space(key: str, half: str = "low") -> Hostile:
     except BaseException:
         sc.close()
         raise
+
+
+def test_52bit_configs_left_out() -> None:
+    """LEFT_OUT is exactly the configurations the Unicorn oracle refuses, each by its name."""
+    assert LEFT_OUT == ["arm64:4k:52", "arm64:16k:52", "arm64:64k:52"]
+    for key in LEFT_OUT:
+        ops = archs.get_ops(key)
+        ram, alloc, _memmap, _mm, _b = new_address_space(ops)
+        try:
+            oracle = make_oracle(ops, ram, alloc)
+            assert oracle.machine is None and oracle.cannot_check(None, None).startswith("unicorn-no-feat-")
+        finally:
+            ram.close()
 
 
 @pytest.fixture(scope="module", params=SPACES, ids=[f"{k}-{h}" for k, h in SPACES])

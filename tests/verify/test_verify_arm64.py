@@ -33,7 +33,11 @@ from emu.mm.scenarios import Case, Scenario, half_base, new_address_space
 from emu.verify import Report, Row, run_walk, verify_configs, verify_scenario
 from tests.verify.default_verdicts import expected_verdict
 
-CONFIGS = archs.all_config_keys(["arm64"])
+#: The configurations Unicorn checks; the 52-bit ones (FEAT_LPA2 / FEAT_LVA + FEAT_LPA) it
+#: cannot, and counts every row of oracle-cannot-check (test_52bit_configs_are_oracle_cannot_check;
+#: their QEMU rows: tests/machines/test_arm64_52bit.py).
+WIDE = [k for k in archs.all_config_keys(["arm64"]) if a64.is_52bit(archs.get_config(k))]
+CONFIGS = [k for k in archs.all_config_keys(["arm64"]) if k not in WIDE]
 RW = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE
 USER_READ, USER_WRITE = Access("read", user=True), Access("write", user=True)
 FETCH, USER_FETCH = Access("fetch"), Access("fetch", user=True)
@@ -56,6 +60,20 @@ def test_default_scenario_verdicts_both_halves(report: Report) -> None:
         for r in rows:
             want = expected_verdict(r.case, r.walk.flags, bad_entry=BAD_P4D)
             assert r.verdict == want, (half, r.case, r.walk.flags, r.verdict)
+
+
+def test_52bit_configs_are_oracle_cannot_check_on_unicorn() -> None:
+    """Unicorn's Cortex-A72 has no FEAT_LPA2/FEAT_LVA: every row of a 52-bit configuration is
+    oracle-cannot-check by that name (both halves, all cases), none another verdict, and no
+    Unicorn machine is started for it."""
+    assert WIDE == ["arm64:4k:52", "arm64:16k:52", "arm64:64k:52"]
+    report = verify_configs(["arm64:64k:52"], harness="off")
+    assert {r.config for r in report.rows} == {"arm64:64k:52", "arm64:64k:52:ttbr1"}
+    assert len(report.rows) > 100 and report.ok
+    for r in report.rows:
+        assert r.verdict.startswith("oracle-cannot-check: unicorn-no-feat-lva: ") and "FEAT_LVA / FEAT_LPA" in r.verdict
+    for half, regs in report.registers.items():  # no machine: the registers the regime needs
+        assert regs["TCR_EL1"] & 0x3F == 12 and (regs["TCR_EL1"] >> 32) & 7 == 0b110, half  # T0SZ 12, IPS 52
 
 
 def test_halves_use_their_own_translation_base(report: Report) -> None:

@@ -76,18 +76,24 @@ TCR_T1SZ_SHIFT = 16  # [21:16]
 TCR_EPD1 = 1 << 23  # walks through TTBR1_EL1 disabled -> Translation fault
 TCR_TG1_SHIFT = 30  # [31:30]
 TCR_IPS_SHIFT = 32  # [34:32]
+TCR_DS = 1 << 59  # FEAT_LPA2: 52-bit VA/OA with the 4KB and 16KB granules (descriptor bits 9:8 = OA[51:50])
+#: TxSZ = 12 (52-bit VAs): FEAT_LPA2 with DS = 1 (4KB/16KB) or FEAT_LVA (64KB); D8 "Input address size"
+VA_BITS_52 = 52
 
 
 def tcr_el1_value(granule: int, va_bits: int, *, epd0: bool = False, epd1: bool = False,
-                  ips_bits: int = 48) -> int:
+                  ips_bits: int = 48, ds: bool = False) -> int:
     """TCR_EL1 for ``granule`` and ``va_bits``-bit VAs in both halves (Arm ARM D19 "TCR_EL1").
 
     T0SZ = T1SZ = 64 - va_bits (the region size is 2**(64-TxSZ) bytes); TG0/TG1 select the
     granule (different encodings, see ``_TG0``/``_TG1``); IPS = ``ips_bits`` (48 as in the
     ORACLE-NOTES working values); EPD0/EPD1 disable a half.  IRGN/ORGN/SH (walk cacheability and
     shareability), A1 (ASID from TTBR0), AS (8-bit ASID), TBI0/TBI1 (top byte is part of the
-    address) and HPD0/HPD1 (hierarchical permissions enabled) are all left 0.
+    address) and HPD0/HPD1 (hierarchical permissions enabled) are all left 0.  ``ds``: TCR_EL1.DS
+    (bit 59, FEAT_LPA2; the 4KB and 16KB granules only): 52-bit descriptors, TxSZ down to 12.
     """
+    if ds and granule == 65536:
+        raise ConfigError("TCR_EL1.DS applies to the 4KB and 16KB granules (FEAT_LPA2), not 64KB")
     if granule not in GRANULES:
         raise ConfigError(f"arm64 granule {granule} is not one of 4096, 16384, 65536")
     if ips_bits not in _IPS:
@@ -102,6 +108,8 @@ def tcr_el1_value(granule: int, va_bits: int, *, epd0: bool = False, epd1: bool 
         value |= TCR_EPD0
     if epd1:
         value |= TCR_EPD1
+    if ds:
+        value |= TCR_DS
     return value
 
 
@@ -117,6 +125,8 @@ def start_level(granule: int, va_bits: int) -> int:
 # ---------------------------------------------------------------------------------------------
 _FST_KIND = {0b0000: "address-size", 0b0001: "translation", 0b0010: "access-flag",
              0b0011: "permission", 0b0101: "walk-external-abort"}
+#: FEAT_LPA2's level -1 codes (D19 PAR_EL1.FST): Address size / Translation fault, level -1.
+_FST_LEVEL_MINUS_1 = {0b101001: "address-size", 0b101011: "translation"}
 
 
 def decode_fst(fst: int) -> tuple[str, int] | None:
@@ -124,8 +134,11 @@ def decode_fst(fst: int) -> tuple[str, int] | None:
 
     0b0000LL Address size fault, 0b0001LL Translation fault, 0b0010LL Access flag fault,
     0b0011LL Permission fault, 0b0101LL Synchronous External abort on translation table walk --
-    each at level LL.  (FEAT_LPA2's level -1 codes, TLB conflict 0b110000 and the rest: None.)
+    each at level LL; with FEAT_LPA2, 0b101001 Address size fault and 0b101011 Translation fault,
+    level -1.  (TLB conflict 0b110000 and the rest: None.)
     """
+    if fst in _FST_LEVEL_MINUS_1:
+        return _FST_LEVEL_MINUS_1[fst], -1
     kind = _FST_KIND.get((fst >> 2) & 0xF)
     if kind is None or fst > 0x3F:
         return None

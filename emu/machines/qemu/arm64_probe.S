@@ -25,6 +25,7 @@
         .set MB_PANIC, 0x58                  /* ESR_EL3 of an exception outside an AT */
         .set MB_PANIC_ELR, 0x60
         .set MB_MMFR0, 0x68                  /* ID_AA64MMFR0_EL1, stored at start */
+        .set MB_MMFR2, 0x70                  /* ID_AA64MMFR2_EL1 (VARange: FEAT_LVA), stored at start */
 
         .text
         .globl _start
@@ -45,6 +46,8 @@ param_mailbox: .quad 0                       /* +8: patched by the host */
         isb
         mrs x0, id_aa64mmfr0_el1
         str x0, [x20, #MB_MMFR0]
+        mrs x0, id_aa64mmfr2_el1
+        str x0, [x20, #MB_MMFR2]
         mov x0, #1
         str x0, [x20, #MB_ALIVE]
 

@@ -52,7 +52,11 @@ class QemuArm64Oracle(Arm64Oracle):
         Oracle.__init__(self, ops, ram, alloc)  # not Arm64Oracle's: that builds Unicorn's machine
         from emu.machines.qemu.arm64 import QemuArm64Machine
 
-        self.machine = QemuArm64Machine(ram, alloc, granule=ops.PAGE_SIZE, va_bits=ops.config.va_bits)
+        # the 52-bit configurations (archs.arm64.make_config): TCR_EL1.IPS = 52 bits, and DS = 1
+        # for FEAT_LPA2 (4KB/16KB); 64KB needs only FEAT_LVA + FEAT_LPA
+        oa = ops.config.extra.get("oa", "48")
+        self.machine = QemuArm64Machine(ram, alloc, granule=ops.PAGE_SIZE, va_bits=ops.config.va_bits,
+                                        ips_bits=48 if oa == "48" else 52, ds=oa == "lpa2")
 
 
 def dat_path_problem(ram: PhysicalMemory, asce: int, addr: int, edat1: bool, edat2: bool,
