@@ -237,12 +237,12 @@ def test_the_digest_is_of_the_outcomes_not_of_the_slots(runner: C.Runner, monkey
     every other case in another slot, its descriptors at other addresses) digest alike; a model
     that forgets PSTATE.PAN changes the outcome of a PAN-checked case, and so the digest, even
     when that case is all the campaign runs."""
-    cases = C.select(sample=200, seed=9)
+    cases = C.select(sample=120, seed=9)
     whole = runner.run(cases, C.Report())
     halves = C.Report()
     runner.run(cases[1::2], halves)
     runner.run(cases[::2], halves)
-    assert whole.run == halves.run == 200 and not whole.mismatches
+    assert whole.run == halves.run == 120 and not whole.mismatches
     assert whole.digest() is not None and halves.digest() == whole.digest()
     right = C.model_cpu
     monkeypatch.setattr(C, "model_cpu", lambda cpu, probe, hafdbs: dict(right(cpu, probe, hafdbs), pan=False))
