@@ -37,6 +37,7 @@ import numpy as np
 from archs import arm64 as A
 from archs.translate import Fault, Translation
 from emu.conform import x86_64 as _x86
+from emu.conform.digest import outcome_hash
 from emu.machines.base import RAW_FAULT, RAW_OBSERVED, RAW_TAG, Access
 
 ARCH = "arm64"
@@ -406,6 +407,7 @@ class Runner:
                 got.append(("fault", int(raw.code[k])) if st == RAW_FAULT else
                            ("pa", int(raw.pa[k])) if st in (RAW_TAG, RAW_OBSERVED) else
                            ("error", errors[k].reason if k in errors else "none recorded"))
+        hashes: list[int] = []
         for k, i in enumerate(idx):
             tab_pa, tab, leaf_pa, lf = slots[k]
             res, af = models[k]
@@ -428,8 +430,10 @@ class Runner:
                 miss("outcome", str(res), f"no answer: {answer[1]}")
             report.faults += isinstance(res, Fault)
             by_pa = {e.pa: e.level for e in res.trace}
+            changed = []
             for name, pa, before in (("table", tab_pa, tab), ("leaf", leaf_pa, lf)):
                 after = ram.read_u64(pa)
+                changed.append(f"{name} {after ^ before:#x}")
                 want = af.get(by_pa.get(pa, ""), A.AF_KEEP)
                 if not _value_ok(want, before, after):
                     miss(f"{name} descriptor", f"AF {want}, {before:#x}", f"{after:#x}")
@@ -441,6 +445,20 @@ class Runner:
             report.mismatches.extend(found)
             report.agree += not found
             report.run += 1
+            hashes.append(outcome_hash(_outcome(answer, changed, found)))
+        report.outcomes.add(idx, hashes)
+
+
+def _outcome(answer: tuple[str, Any], changed: list[str], found: list[Mismatch]) -> str:
+    """A case's canonical outcome line (emu.conform.digest): the machine's answer (the FST, the PA
+    -- every leaf maps the same frame, so it does not depend on the case's slot -- or none), the
+    bits the access changed in the table and leaf descriptors (``after ^ before``: the Access
+    flag, Arm ARM D8 "The Access flag", and anything else; not the descriptors themselves, whose
+    output addresses are the slot's) and the mismatched fields with their class."""
+    kind, value = answer
+    said = f"fst {value:#04x}" if kind == "fault" else f"pa {value:#x}" if kind == "pa" else "none"
+    verdict = ",".join(f"{m.field}:{m.explained_by or 'unexplained'}" for m in found) or "agree"
+    return f"{said}; changed {' '.join(changed)}; {verdict}"
 
 
 def _answer(got: Any) -> tuple[str, Any]:

@@ -47,6 +47,7 @@ import numpy as np
 
 from archs import s390x as Z
 from archs.translate import Fault, Permissions, Translation
+from emu.conform.digest import outcome_hash
 from emu.conform.x86_64 import Mismatch, _miss
 from emu.conform.x86_64 import Report as _Report
 
@@ -273,7 +274,8 @@ class Report(_Report):
         return {"arch": self.arch, "space": space_json(), "run": self.run, "agree": self.agree,
                 "model_faults": self.faults, "seconds": round(self.seconds, 3),
                 "cases_per_second": round(self.run / self.seconds, 1) if self.seconds else None,
-                "interrupted": self.interrupted, "mismatches_by_class": self.by_class(),
+                "interrupted": self.interrupted, "ran_on": self.ran_on, "digest": self.digest(),
+                "mismatches_by_class": self.by_class(),
                 "mismatches": [m.to_json() for m in self.mismatches]}
 
 
@@ -455,6 +457,7 @@ class Runner:
         faults, failure, done = m.run_routine(self.routines[access], vas, regs,
                                               fault_pcs=vas.tolist() if access == "fetch" else ())
         rec = np.frombuffer(ram.buf, dtype=">u8", count=4 * n, offset=self.records).reshape(n, 4)
+        hashes: list[int] = []
         for k, i in enumerate(idx):
             case = Case(i)
             found: list[Mismatch] = []
@@ -462,16 +465,26 @@ class Runner:
             res = models[k]
             va, frame = int(vas[k]), frames[k]
             report.faults += isinstance(res, Fault)
+            # the machine's answer for the digest, without what depends on the case's slot (the
+            # slot's VA and frame): the interruption code and the TEID's low 12 bits (PoP ch. 6
+            # "Translation-Exception Identification": access-exception fetch/store indication,
+            # ASCE identification -- bits 0-51 are the page's address), or LRAG's real address as
+            # an offset from the slot's frame with its condition code
+            answer = "none"
             if k >= done:
                 miss("outcome", str(res), f"no answer: {failure}")
             elif k in faults:
                 intno, pc, code, teid = faults[k]
+                answer = (f"program {code:#x}" if code is not None else f"exception {intno}") \
+                    + (f" teid {teid & 0xFFF:#05x}" if teid is not None else "")
                 self._compare_fault(miss, res, va, access, intno, code, teid, key_refused)
             else:
                 lrag, word, ipm = (int(x) for x in rec[k, :3])
+                answer = f"allowed frame{lrag - frame:+#x} cc {(ipm >> 28) & 3}"
                 self._compare_allowed(miss, res, va, frame, access, lrag, word, ipm)
             if k < done:
                 key = int(rec[k, 3])
+                answer += f"; key {key & 0xFE:#04x}"  # ACC, F, R, C after the access (ISKE)
                 want_r, want_c = Z.reference_change(res, access)
                 for name, bit, want in (("R", Z.KEY_R, want_r), ("C", Z.KEY_C, want_c)):
                     got = bool(key & bit)
@@ -485,6 +498,9 @@ class Runner:
             report.mismatches.extend(found)
             report.agree += not found
             report.run += 1
+            verdict = ",".join(f"{mm.field}:{mm.explained_by or 'unexplained'}" for mm in found) or "agree"
+            hashes.append(outcome_hash(f"{answer}; {verdict}"))
+        report.outcomes.add(idx, hashes)
 
     def _compare_fault(self, miss: Callable[..., None], res: Translation | Fault, va: int, access: str,
                        intno: int, code: int | None, teid: int | None, key_refused: bool) -> None:
@@ -548,27 +564,7 @@ def tasks(cases: Iterable[int]) -> list[list[int]]:
 def run_workers(cases: Sequence[int], workers: int, report: Report,
                 progress: Callable[[Report], None] | None = None, space: object = SPACE) -> Report:
     """Run ``cases`` in ``workers`` spawned worker processes (as :func:`emu.conform.x86_64.run_workers`)."""
-    import concurrent.futures as cf
-    import multiprocessing
+    from emu.conform.x86_64 import run_pool
 
-    from emu.conform.x86_64 import _worker_init, merge
-
-    t0 = time.perf_counter()
-    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-    futures: list[cf.Future[Report]] = []
-    try:
-        futures = [pool.submit(_worker_run, t) for t in tasks(cases)]
-        for fut in cf.as_completed(futures):
-            merge(report, fut.result())
-            report.seconds = time.perf_counter() - t0
-            if progress:
-                progress(report)
-    except KeyboardInterrupt:
-        report.interrupted = True
-        for f in futures:
-            f.cancel()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    report.mismatches.sort(key=lambda mm: (mm.case, mm.field))
-    report.seconds = time.perf_counter() - t0
+    run_pool(tasks(cases), _worker_run, workers, report, None if progress is None else lambda r: progress(report))
     return report

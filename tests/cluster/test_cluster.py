@@ -184,14 +184,22 @@ def test_a_hierarchy_that_kills_its_worker_is_a_crash_and_the_campaign_goes_on(s
     assert not res.ok
 
 
-def test_every_space_runs_on_the_cluster_without_cluster_code(scheduler: str,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """The cluster path knows no space: arm64's runs through the same code as the x86-64 one and
-    gives the local report (its runner records no per-case outcomes yet: no digest either way)."""
+@pytest.mark.parametrize("arch", ["arm64", "s390x"])
+def test_every_space_gives_one_digest_in_one_process_local_workers_and_the_cluster(
+        arch: str, scheduler: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The cluster path knows no space: arm64's and s390x's run through the same code as the x86-64
+    one.  The same 300 cases give the same report and the same outcomes digest in this process,
+    in two local worker processes (--workers 2) and on the two Dask workers."""
     def report(*argv: str) -> dict[str, Any]:
-        rc = cli.main(["conform", *argv, "--sample", "40", "--seed", "2", "--json", "--quiet"])
+        rc = cli.main(["conform", "--arch", arch, *argv, "--sample", "300", "--seed", "2", "--json", "--quiet"])
         out = json.loads(capsys.readouterr().out)
         assert rc == 0, out
-        return {k: out[k] for k in ("run", "agree", "mismatches", "digest")}
+        return dict(out)
 
-    assert report("--arch", "arm64", "--scheduler", scheduler) == report("--arch", "arm64")
+    here, local, remote = report(), report("--workers", "2"), report("--scheduler", scheduler)
+    assert here["ran_on"] is None and local["ran_on"] == "2 local worker processes"
+    assert remote["ran_on"].startswith("dask ") and "2 workers" in remote["ran_on"]
+    assert here["run"] == local["run"] == remote["run"] == 300
+    assert isinstance(here["digest"], str) and len(here["digest"]) == 64
+    for key in ("agree", "mismatches", "digest"):
+        assert here[key] == local[key] == remote[key], key

@@ -232,6 +232,28 @@ def test_sample_agrees_and_a_wrong_model_is_caught(runner: C.Runner, monkeypatch
     assert {C.Case(m.case).probe.pan_checked for m in rep.unexplained} == {True}  # AT S1E1RP/WP, LDR, STR
 
 
+def test_the_digest_is_of_the_outcomes_not_of_the_slots(runner: C.Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """emu.conform.digest: the same cases run in one batch and in two (odd and even positions:
+    every other case in another slot, its descriptors at other addresses) digest alike; a model
+    that forgets PSTATE.PAN changes the outcome of a PAN-checked case, and so the digest, even
+    when that case is all the campaign runs."""
+    cases = C.select(sample=120, seed=9)
+    whole = runner.run(cases, C.Report())
+    halves = C.Report()
+    runner.run(cases[1::2], halves)
+    runner.run(cases[::2], halves)
+    assert whole.run == halves.run == 120 and not whole.mismatches
+    assert whole.digest() is not None and halves.digest() == whole.digest()
+    right = C.model_cpu
+    monkeypatch.setattr(C, "model_cpu", lambda cpu, probe, hafdbs: dict(right(cpu, probe, hafdbs), pan=False))
+    broken = runner.run(cases, C.Report())
+    assert broken.unexplained and broken.digest() != whole.digest()
+    one = [broken.unexplained[0].case]
+    wrong = runner.run(one, C.Report())
+    monkeypatch.setattr(C, "model_cpu", right)
+    assert wrong.unexplained and runner.run(one, C.Report()).digest() != wrong.digest()
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "emu", "conform", *args], capture_output=True, text=True,
                           timeout=120, check=False, cwd=ROOT)

@@ -187,6 +187,27 @@ def test_sample_agrees_and_a_wrong_model_is_caught(runner: C.Runner, monkeypatch
     assert {m.field for m in rep.unexplained} == {"outcome", "key.R"}  # allowed: the fetch sets R
 
 
+def test_the_digest_is_of_the_outcomes_not_of_the_slots(runner: C.Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """emu.conform.digest: the same cases run in one batch and in two (odd and even positions:
+    every other case in another slot, with another VA, frame and tables) digest alike; one IEP
+    fetch case under a model that forgets IEP digests differently."""
+    sample = C.select(sample=300, seed=3)
+    whole = runner.run(sample, C.Report())
+    halves = C.Report()
+    runner.run(sample[1::2], halves)
+    runner.run(sample[::2], halves)
+    assert whole.run == halves.run == 300
+    assert whole.digest() is not None and halves.digest() == whole.digest()
+    one = _cases(lambda c: c.cpu["iep"] and c.access == "fetch" and c.keys["psw"] == 0
+                 and _flat(c, PTE=dict(IEP=True)), limit=1)
+    right = runner.run(one, C.Report())
+    translate = Z.translate
+    monkeypatch.setattr(Z, "translate", lambda *a, **k: translate(*a, **dict(k, cpu=dict(k["cpu"], iep=False))))
+    wrong = runner.run(one, C.Report())
+    assert not right.mismatches and wrong.unexplained
+    assert wrong.digest() != right.digest()
+
+
 def test_unicorn_follows_the_pop_on_protection(runner: C.Runner) -> None:
     """Chosen cases, each with its PoP answer, as real accesses (PSW key 0)."""
     def one(access: str, cpu: dict[str, bool], **flags: dict[str, bool]) -> None:
