@@ -108,8 +108,12 @@ def run(args: argparse.Namespace) -> int:
             runner.close()
             if show:
                 sys.stderr.write("\n")
+    lost = getattr(report, "lost", None)  # --scheduler: the cluster went away mid-campaign
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=1)
+        data = report.to_json()
+        if lost:
+            data["lost"] = lost
+        json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         _print_space(args.arch, C.space_json(**kw))
@@ -126,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
         for m in report.mismatches:
             cls = f"emulator-deviation {m.explained_by}" if m.explained_by else "UNEXPLAINED"
             print(f"{cls}: {m.description}: {m.field}: model {m.model}, machine {m.machine}")
-    if report.unexplained:
+    if lost:
+        print(f"foliowalk conform: {lost}; the report above has the cases that came back", file=sys.stderr)
+    if report.unexplained or lost:
         return 1
     return 130 if report.interrupted else 0
 

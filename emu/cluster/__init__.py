@@ -26,7 +26,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from emu.errors import ConfigError
+from emu.errors import ConfigError, FoliowalkError
+
+
+class ClusterLost(FoliowalkError):
+    """The client lost the Dask scheduler in the middle of a campaign (the scheduler or the
+    network went away).  What came back before is kept by the caller."""
 
 INSTALL = "pip install 'foliowalk[cluster]'"
 #: how long to wait for the scheduler to answer, and for its first worker
@@ -172,6 +177,11 @@ def run_shards(client: Any, fn: Callable[..., Any], shards: Iterable[Any],
     except KeyboardInterrupt:
         _cancel(client, running)
         return True
+    except (distributed.client.FutureCancelledError, distributed.comm.CommClosedError, OSError) as exc:
+        # the scheduler's connection is gone: every running task is lost with it, not failed
+        _cancel(client, running)
+        why = " ".join(str(exc).split())  # Dask's messages span lines; ours is one
+        raise ClusterLost(f"lost the Dask scheduler ({type(exc).__name__}: {why})") from None
     except BaseException:
         _cancel(client, running)
         raise

@@ -60,7 +60,7 @@ def run_conform(address: str, module: str, cases: Sequence[int], report: Any,
     ``Runner`` and ``new_report`` take, e.g. ``space=PKU``) on the Dask cluster at ``address``,
     merging each shard's report into ``report`` as it comes back.  Ctrl-C cancels the
     running shards and keeps the merged ones (``report.interrupted``)."""
-    from emu.cluster import connect, describe, run_shards
+    from emu.cluster import ClusterLost, connect, describe, run_shards
 
     mod = importlib.import_module(module)
     merge = _merge(mod)
@@ -86,6 +86,9 @@ def run_conform(address: str, module: str, cases: Sequence[int], report: Any,
         report.interrupted = run_shards(client, run_range, shards, done, args=(module, kw), failed=died)
     except KeyboardInterrupt:
         report.interrupted = True
+    except ClusterLost as exc:  # keep what came back; the command line says what happened
+        report.interrupted = True
+        report.lost = f"{exc} after {report.run} of {len(cases)} cases"
     finally:
         client.close()
     report.mismatches.sort(key=lambda m: (m.case, m.field))

@@ -203,3 +203,47 @@ def test_every_space_gives_one_digest_in_one_process_local_workers_and_the_clust
     assert isinstance(here["digest"], str) and len(here["digest"]) == 64
     for key in ("agree", "mismatches", "digest"):
         assert here[key] == local[key] == remote[key], key
+
+
+def test_a_lost_scheduler_keeps_what_came_back() -> None:
+    """The scheduler dies mid-campaign: one line on stderr naming it, exit 1, and the report of the
+    cases that came back (not a traceback that drops them)."""
+    import re
+    import select
+    import signal
+    import subprocess
+    import time
+
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        unavailable("install Dask", "Dask is not installed: pip install 'foliowalk[cluster]'")
+    root = Path(__file__).resolve().parents[2]
+    port = 20000 + os.getpid() % 20000
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker",
+                                       f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"], cwd=root,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        run = subprocess.Popen([sys.executable, "-m", "emu", "conform", "--arch", "x86_64",
+                                "--scheduler", f"tcp://127.0.0.1:{port}"], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(run)
+        seen, deadline = "", time.monotonic() + 300
+        while not re.search(r"conform x86_64: [1-9]\d*/", seen):  # cases came back
+            assert time.monotonic() < deadline and run.poll() is None, f"no progress line: {seen!r}"
+            if select.select([run.stderr], [], [], 1.0)[0]:
+                seen += os.read(run.stderr.fileno(), 4096).decode()  # type: ignore[union-attr]
+        procs[0].send_signal(signal.SIGKILL)
+        out, err = run.communicate(timeout=120)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert run.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("foliowalk conform: lost the Dask scheduler") and "cases that came back" in last, err
+    ran = re.search(r"ran (\d+) of 1585152 cases \(interrupted\)", out)
+    assert ran and int(ran[1]) > 0, out
