@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -350,22 +349,7 @@ class Runner:
         self._m = None
 
     def run(self, cases: Iterable[int], report: Report, progress: Callable[[Report], None] | None = None) -> Report:
-        by_group: dict[int, list[int]] = {}
-        for i in cases:
-            by_group.setdefault(i // len(COMBOS), []).append(i)
-        t0 = time.perf_counter()
-        try:
-            for g in sorted(by_group):
-                idx = by_group[g]
-                for s in range(0, len(idx), CHUNK_CASES):
-                    self._chunk(g, idx[s:s + CHUNK_CASES], report)
-                    report.seconds = time.perf_counter() - t0
-                    if progress:
-                        progress(report)
-        except KeyboardInterrupt:
-            report.interrupted = True
-        report.seconds = time.perf_counter() - t0
-        return report
+        return _x86.run_chunks(cases, lambda i: i // len(COMBOS), CHUNK_CASES, self._chunk, report, progress)
 
     def _chunk(self, group: int, idx: list[int], report: Report) -> None:
         cpu = CPUS[GROUPS[group][0]]

@@ -38,7 +38,6 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +47,7 @@ import numpy as np
 from archs import s390x as Z
 from archs.translate import Fault, Permissions, Translation
 from emu.conform.digest import outcome_hash
-from emu.conform.x86_64 import Mismatch, _miss
+from emu.conform.x86_64 import Mismatch, _miss, run_chunks
 from emu.conform.x86_64 import Report as _Report
 
 ARCH = "s390x"
@@ -401,22 +400,7 @@ class Runner:
         return Z.key_controlled_protection(res, access, psw_key=psw_key, storage_key=storage_key)
 
     def run(self, cases: Iterable[int], report: Report, progress: Callable[[Report], None] | None = None) -> Report:
-        by_group: dict[int, list[int]] = {}
-        for i in cases:
-            by_group.setdefault(_locate(i)[0], []).append(i)
-        t0 = time.perf_counter()
-        try:
-            for g in sorted(by_group):
-                idx = by_group[g]
-                for s in range(0, len(idx), SLOTS):
-                    self._chunk(g, idx[s:s + SLOTS], report)
-                    report.seconds = time.perf_counter() - t0
-                    if progress:
-                        progress(report)
-        except KeyboardInterrupt:
-            report.interrupted = True
-        report.seconds = time.perf_counter() - t0
-        return report
+        return run_chunks(cases, lambda i: _locate(i)[0], SLOTS, self._chunk, report, progress)
 
     def _chunk(self, group: int, idx: list[int], report: Report) -> None:
         from unicorn import s390x_const as S

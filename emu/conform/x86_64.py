@@ -328,6 +328,31 @@ KNOWN: list[tuple[str, Callable[[Case, Mismatch], bool]]] = []
 
 
 # -- the runner ------------------------------------------------------------------------------------
+def run_chunks(cases: Iterable[int], group_of: Callable[[int], int], size: int,
+               chunk: Callable[[int, list[int], Any], None], report: Any,
+               progress: Callable[[Any], None] | None = None) -> Any:
+    """Run ``cases`` group by group (``group_of(case)``: the CPU controls and access one machine
+    set-up serves), at most ``size`` cases per ``chunk(group, cases, report)`` (one ``emu_start``),
+    calling ``progress(report)`` after each; Ctrl-C keeps the chunks that finished
+    (``report.interrupted``).  Every architecture's ``Runner.run``."""
+    by_group: dict[int, list[int]] = {}
+    for i in cases:
+        by_group.setdefault(group_of(i), []).append(i)
+    t0 = time.perf_counter()
+    try:
+        for g in sorted(by_group):
+            idx = by_group[g]
+            for s in range(0, len(idx), size):
+                chunk(g, idx[s:s + size], report)
+                report.seconds = time.perf_counter() - t0
+                if progress:
+                    progress(report)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
 class Runner:
     """Runs cases of ``space`` on two Unicorn machines (IA32_EFER.NXE off and on) sharing nothing."""
 
@@ -394,24 +419,12 @@ class Runner:
         self._machines.clear()
 
     def run(self, cases: Iterable[int], report: Report, progress: Callable[[Report], None] | None = None) -> Report:
-        by_group: dict[int, list[int]] = {}
-        for i in cases:
+        def group_of(i: int) -> int:
             if not 0 <= i < self.space.size:
                 raise ValueError(f"case {i} is not in the {self.space.name} space (0..{self.space.size - 1})")
-            by_group.setdefault(i // len(COMBOS), []).append(i)
-        t0 = time.perf_counter()
-        try:
-            for g in sorted(by_group):
-                idx = by_group[g]
-                for s in range(0, len(idx), CHUNK_CASES):
-                    self._chunk(g, idx[s:s + CHUNK_CASES], report)
-                    report.seconds = time.perf_counter() - t0
-                    if progress:
-                        progress(report)
-        except KeyboardInterrupt:
-            report.interrupted = True
-        report.seconds = time.perf_counter() - t0
-        return report
+            return i // len(COMBOS)
+
+        return run_chunks(cases, group_of, CHUNK_CASES, self._chunk, report, progress)
 
     def _chunk(self, group: int, idx: list[int], report: Report) -> None:
         space = self.space
