@@ -32,10 +32,6 @@ import numpy as np
 
 from emu.errors import AddressError, ConfigError, EmulatorError
 from emu.machines.base import (
-    RAW_ERROR,
-    RAW_FAULT,
-    RAW_OBSERVED,
-    RAW_TAG,
     READ,
     Access,
     ProbeError,
@@ -73,12 +69,8 @@ from emu.machines.qemu.x86_64 import (
     PG_STACK,
     RTAB_PAGES,
     SLOT_PAGES,
-    ST_EXC,
-    ST_OK,
-    ST_PF,
-    ST_STORE_AFTER_FAULT,
-    VECTOR_NAMES,
     _firmware,
+    decode_results,
     page_fault,
 )
 from emu.machines.ram import TAG, FrameAllocator, PhysicalMemory
@@ -419,39 +411,7 @@ class BochsX86_64Machine:
                             "reading results")
         res = np.frombuffer(Path(rt).read_bytes(), dtype="<u8").reshape(n, 2)
         status, word = res[:, 0], res[:, 1]
-        st = (status & np.uint64(0xFF)).astype(np.uint8)
-        ok = st == ST_OK
-        tagged = ok & ((word & np.uint64(0xFFFF_0000_0000_0000)) == np.uint64(TAG))
-        pa = (word & np.uint64(0x0000_FFFF_FFFF_FFFF)) | (vas & np.uint64(7))
-        raw.status[idx[tagged]] = RAW_TAG
-        raw.pa[idx[tagged]] = pa[tagged]
-        pf = st == ST_PF
-        good_pf = pf & (word == aligned)
-        raw.status[idx[good_pf]] = RAW_FAULT
-        raw.code[idx[good_pf]] = (status[good_pf] >> np.uint64(32)).astype(np.uint32)
-        for k in np.flatnonzero(ok & ~tagged).tolist():  # not a tag: ask Bochs's own walk
-            va = int(vas[k])
-            got = self._page_walk(va)
-            i = int(idx[k])
-            if got is None:
-                raw.status[i] = RAW_ERROR
-                errors[i] = ProbeError(f"the access at {va:#x} succeeded but Bochs's page walk finds no translation")
-            else:
-                raw.status[i], raw.pa[i] = RAW_OBSERVED, got
-        for k in np.flatnonzero(~ok & ~good_pf).tolist():
-            s, i, code = int(st[k]), int(idx[k]), int(status[k]) >> 32
-            vec = (int(status[k]) >> 8) & 0xFF
-            if s == ST_PF:
-                why = f"page fault with CR2 {int(word[k]):#x}, expected {int(aligned[k]):#x} (error code {code:#x})"
-            elif s == ST_EXC:
-                why = (f"{VECTOR_NAMES.get(vec, 'exception')} (vector {vec}, error code {code:#x}) instead of a "
-                       "page fault; e.g. #GP for a non-canonical address")
-            elif s == ST_STORE_AFTER_FAULT:
-                why = f"the store to {int(vas[k]):#x} succeeded although the load faulted"
-            else:
-                why = "the probe firmware recorded no result for this address"
-            raw.status[i] = RAW_ERROR
-            errors[i] = ProbeError(why)
+        decode_results(status, word, aligned, vas, idx, raw, errors, self._page_walk, "Bochs's page walk")
 
     def _page_walk(self, va: int) -> int | None:
         """Bochs's translation of ``va`` through the probed root (debugger ``page``, which walks

@@ -49,7 +49,7 @@ from emu.machines.base import (
 from emu.machines.qemu import missing, qemu_binary
 from emu.machines.qemu.process import QemuProcess
 from emu.machines.qemu.shared_ram import share
-from emu.machines.ram import FrameAllocator, PhysicalMemory
+from emu.machines.ram import TAG, TAG_MASK, FrameAllocator, PhysicalMemory
 
 PAGE = 4096
 ENT_P, ENT_RW, ENT_US, ENT_A, ENT_D = 1, 2, 4, 0x20, 0x40
@@ -333,39 +333,7 @@ class QemuX86_64Machine:
         self._wait(n)
         res = np.frombuffer(buf[self._rtab : self._rtab + 16 * n], dtype="<u8").reshape(n, 2)
         status, word = res[:, 0], res[:, 1]
-        st = (status & np.uint64(0xFF)).astype(np.uint8)
-        ok = st == ST_OK
-        tagged = ok & ((word & np.uint64(0xFFFF_0000_0000_0000)) == np.uint64(0xF011_0000_0000_0000))
-        pa = (word & np.uint64(0x0000_FFFF_FFFF_FFFF)) | (vas & np.uint64(7))
-        raw.status[idx[tagged]] = RAW_TAG
-        raw.pa[idx[tagged]] = pa[tagged]
-        pf = st == ST_PF
-        good_pf = pf & (word == aligned)
-        raw.status[idx[good_pf]] = RAW_FAULT
-        raw.code[idx[good_pf]] = (status[good_pf] >> np.uint64(32)).astype(np.uint32)
-        for k in np.flatnonzero(ok & ~tagged).tolist():  # not a tag: ask QEMU's own walk
-            va = int(vas[k])
-            got = self._gva2gpa(va)
-            i = int(idx[k])
-            if got is None:
-                raw.status[i] = RAW_ERROR
-                errors[i] = ProbeError(f"the access at {va:#x} succeeded but gva2gpa finds no translation")
-            else:
-                raw.status[i], raw.pa[i] = RAW_OBSERVED, got
-        for k in np.flatnonzero(~ok & ~good_pf).tolist():
-            s, i, code = int(st[k]), int(idx[k]), int(status[k]) >> 32
-            vec = (int(status[k]) >> 8) & 0xFF
-            if s == ST_PF:
-                why = f"page fault with CR2 {int(word[k]):#x}, expected {int(aligned[k]):#x} (error code {code:#x})"
-            elif s == ST_EXC:
-                why = (f"{VECTOR_NAMES.get(vec, 'exception')} (vector {vec}, error code {code:#x}) instead of a "
-                       "page fault; e.g. #GP for a non-canonical address")
-            elif s == ST_STORE_AFTER_FAULT:
-                why = f"the store to {int(vas[k]):#x} succeeded although the load faulted"
-            else:
-                why = "the probe firmware recorded no result for this address"
-            raw.status[i] = RAW_ERROR
-            errors[i] = ProbeError(why)
+        decode_results(status, word, aligned, vas, idx, raw, errors, self._gva2gpa, "gva2gpa")
 
     def flip_la57(self) -> ProbeResult | None:
         """Run MOV to CR4 with CR4.LA57 flipped in 64-bit mode (the architecture: #GP(0), SDM
@@ -429,3 +397,46 @@ class QemuX86_64Machine:
                 nudge = now + 0.05
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
+
+
+def decode_results(status: np.ndarray, word: np.ndarray, aligned: np.ndarray, vas: np.ndarray, idx: np.ndarray,
+                   raw: RawProbes, errors: dict[int, ProbeError], walk: Callable[[int], int | None],
+                   walker: str) -> None:
+    """Read one batch of the x86-64 probe firmware's results (``status``, ``word`` per address:
+    x86_64_probe.S, and the Bochs machine's firmware derived from it) into ``raw``/``errors`` at
+    ``idx``: a tagged load is the PA; a #PF whose CR2 is the address is the fault; an access that
+    read no tag asks the emulator's own walk ``walk`` (named ``walker``); anything else is a
+    ProbeError naming what the firmware saw."""
+    st = (status & np.uint64(0xFF)).astype(np.uint8)
+    ok = st == ST_OK
+    tagged = ok & ((word & np.uint64(TAG_MASK)) == np.uint64(TAG))
+    pa = (word & np.uint64(0x0000_FFFF_FFFF_FFFF)) | (vas & np.uint64(7))
+    raw.status[idx[tagged]] = RAW_TAG
+    raw.pa[idx[tagged]] = pa[tagged]
+    pf = st == ST_PF
+    good_pf = pf & (word == aligned)
+    raw.status[idx[good_pf]] = RAW_FAULT
+    raw.code[idx[good_pf]] = (status[good_pf] >> np.uint64(32)).astype(np.uint32)
+    for k in np.flatnonzero(ok & ~tagged).tolist():  # not a tag: ask the emulator's own walk
+        va = int(vas[k])
+        got = walk(va)
+        i = int(idx[k])
+        if got is None:
+            raw.status[i] = RAW_ERROR
+            errors[i] = ProbeError(f"the access at {va:#x} succeeded but {walker} finds no translation")
+        else:
+            raw.status[i], raw.pa[i] = RAW_OBSERVED, got
+    for k in np.flatnonzero(~ok & ~good_pf).tolist():
+        s, i, code = int(st[k]), int(idx[k]), int(status[k]) >> 32
+        vec = (int(status[k]) >> 8) & 0xFF
+        if s == ST_PF:
+            why = f"page fault with CR2 {int(word[k]):#x}, expected {int(aligned[k]):#x} (error code {code:#x})"
+        elif s == ST_EXC:
+            why = (f"{VECTOR_NAMES.get(vec, 'exception')} (vector {vec}, error code {code:#x}) instead of a "
+                   "page fault; e.g. #GP for a non-canonical address")
+        elif s == ST_STORE_AFTER_FAULT:
+            why = f"the store to {int(vas[k]):#x} succeeded although the load faulted"
+        else:
+            why = "the probe firmware recorded no result for this address"
+        raw.status[i] = RAW_ERROR
+        errors[i] = ProbeError(why)
