@@ -25,19 +25,14 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from emu.errors import AddressError, ConfigError, EmulatorError
 from emu.machines.base import (
-    READ,
-    Access,
     ProbeError,
-    ProbeResult,
     RawProbes,
-    address_ndarray,
 )
 from emu.machines.bochs import bochs_binary, missing
 from emu.machines.bochs.process import BochsProcess
@@ -69,9 +64,9 @@ from emu.machines.qemu.x86_64 import (
     PG_STACK,
     RTAB_PAGES,
     SLOT_PAGES,
+    FirmwareProbes,
     _firmware,
     decode_results,
-    page_fault,
 )
 from emu.machines.ram import TAG, FrameAllocator, PhysicalMemory
 
@@ -93,7 +88,7 @@ _memcmp.restype = ctypes.c_int
 _memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 
 
-class BochsX86_64Machine:
+class BochsX86_64Machine(FirmwareProbes):
     """x86-64 long mode on Bochs 2.7, probing tables in ``ram`` (see the module docstring).
     ``levels``: 4 only (5 is refused with :class:`ConfigError`: Bochs 2.7 has no LA57).
     ``gbpages``: whether the CPU model reports 1-GByte pages (CPUID.80000001H:EDX[26]; the
@@ -101,7 +96,8 @@ class BochsX86_64Machine:
     address); an overrun kills Bochs and raises :class:`EmulatorError`.  Only kernel-privilege
     reads and writes are probed."""
 
-    MACHINE_SLOT = 511
+    NAME = "bochs"
+    WALKER = "bochs-page"
     CHUNK = CHUNK
     emulator = "bochs"
 
@@ -364,41 +360,6 @@ class BochsX86_64Machine:
         bochs = getattr(self, "_bochs", None)
         if bochs is not None:
             bochs.finalizer()
-
-    def __enter__(self) -> BochsX86_64Machine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- probes ----------------------------------------------------------------------------------
-    def probe(self, va: int, access: Access = READ) -> ProbeResult:
-        return self.probe_many([va], access)[0]
-
-    def probe_many(self, vas: Sequence[int], access: Access = READ) -> list[ProbeResult]:
-        raw, errors = self.probe_many_raw(np.asarray(list(vas), dtype=np.uint64) if len(vas) else
-                                          np.zeros(0, dtype=np.uint64), access)
-        return raw.results(errors)
-
-    def probe_many_raw(self, vas: np.ndarray, access: Access = READ) -> tuple[RawProbes, dict[int, ProbeError]]:
-        if self._root is None:
-            raise ConfigError("BochsX86_64Machine: call set_root(root_pa) before probing")
-        if not isinstance(access, Access) or access.kind not in ("read", "write") or access.user:
-            raise ConfigError(f"the bochs x86-64 machine probes kernel reads and writes, not {access}")
-        vas = address_ndarray(vas)
-        n = len(vas)
-        raw = RawProbes(np.zeros(n, np.uint8), np.zeros(n, np.uint64), np.zeros(n, np.uint32), "bochs-page",
-                        page_fault)
-        errors: dict[int, ProbeError] = {}
-        mine = vas >= np.uint64(self._slot_base)
-        for i in np.flatnonzero(mine).tolist():
-            errors[i] = ProbeError(f"{int(vas[i]):#x} lies in the machine's own top-level slot "
-                                   f"{self.MACHINE_SLOT} ({self._slot_base:#x}..): it cannot be probed")
-        todo = np.flatnonzero(~mine)
-        for start in range(0, len(todo), CHUNK):
-            idx = todo[start : start + CHUNK]
-            self._batch(vas[idx], idx, access.kind == "write", raw, errors)
-        return raw, errors
 
     def _batch(self, vas: np.ndarray, idx: np.ndarray, write: bool, raw: RawProbes,
                errors: dict[int, ProbeError]) -> None:

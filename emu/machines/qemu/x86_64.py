@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -124,14 +125,73 @@ def _firmware(source: Path = SOURCE, emulator: str = "qemu",
     return bin_path.read_bytes(), syms
 
 
-class QemuX86_64Machine:
+_M = TypeVar("_M", bound="FirmwareProbes")
+
+
+class FirmwareProbes:
+    """The probe interface of a machine that runs the x86-64 probe firmware (x86_64_probe.S, or the
+    Bochs machine's firmware derived from it): ``probe``/``probe_many``/``probe_many_raw`` over
+    ``_batch()``, which each machine implements with its own transport.  ``NAME`` names the
+    emulator in errors, ``WALKER`` the emulator's own walk that answers accesses without a tag."""
+
+    NAME = ""
+    WALKER = ""
+    MACHINE_SLOT = 511
+    _root: int | None
+    _slot_base: int
+
+    def __enter__(self: _M) -> _M:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _batch(self, vas: np.ndarray, idx: np.ndarray, write: bool, raw: RawProbes,
+               errors: dict[int, ProbeError]) -> None:
+        raise NotImplementedError
+
+    # -- probes ----------------------------------------------------------------------------------
+    def probe(self, va: int, access: Access = READ) -> ProbeResult:
+        return self.probe_many([va], access)[0]
+
+    def probe_many(self, vas: Sequence[int], access: Access = READ) -> list[ProbeResult]:
+        raw, errors = self.probe_many_raw(np.asarray(list(vas), dtype=np.uint64) if len(vas) else
+                                          np.zeros(0, dtype=np.uint64), access)
+        return raw.results(errors)
+
+    def probe_many_raw(self, vas: np.ndarray, access: Access = READ) -> tuple[RawProbes, dict[int, ProbeError]]:
+        if self._root is None:
+            raise ConfigError(f"{type(self).__name__}: call set_root(root_pa) before probing")
+        if not isinstance(access, Access) or access.kind not in ("read", "write") or access.user:
+            raise ConfigError(f"the {self.NAME} x86-64 machine probes kernel reads and writes, not {access}")
+        vas = address_ndarray(vas)
+        n = len(vas)
+        raw = RawProbes(np.zeros(n, np.uint8), np.zeros(n, np.uint64), np.zeros(n, np.uint32), self.WALKER,
+                        page_fault)
+        errors: dict[int, ProbeError] = {}
+        mine = vas >= np.uint64(self._slot_base)
+        for i in np.flatnonzero(mine).tolist():
+            errors[i] = ProbeError(f"{int(vas[i]):#x} lies in the machine's own top-level slot "
+                                   f"{self.MACHINE_SLOT} ({self._slot_base:#x}..): it cannot be probed")
+        todo = np.flatnonzero(~mine)
+        for start in range(0, len(todo), CHUNK):
+            idx = todo[start : start + CHUNK]
+            self._batch(vas[idx], idx, access.kind == "write", raw, errors)
+        return raw, errors
+
+
+class QemuX86_64Machine(FirmwareProbes):
     """x86-64 long mode on ``qemu-system-x86_64``, probing tables in ``ram`` (see the module
     docstring).  ``levels``: 4 (PML4) or 5 (PML5, CR4.LA57).  ``timeout_s`` bounds start-up and
     each batch (plus 1 ms per address); an overrun kills QEMU and raises :class:`EmulatorError`.
     Only kernel-privilege reads and writes are probed (``Access.user`` and fetches are refused
     with :class:`ConfigError`)."""
 
-    MACHINE_SLOT = 511
+    NAME = "qemu"
+    WALKER = "gva2gpa"
     CHUNK = CHUNK
     emulator = "qemu"
 
@@ -281,40 +341,6 @@ class QemuX86_64Machine:
     def close(self) -> None:
         """Quit QEMU (killed if it does not quit within 5 s) and remove its socket directory."""
         self._qemu.finalizer()
-
-    def __enter__(self) -> QemuX86_64Machine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- probes ----------------------------------------------------------------------------------
-    def probe(self, va: int, access: Access = READ) -> ProbeResult:
-        return self.probe_many([va], access)[0]
-
-    def probe_many(self, vas: Sequence[int], access: Access = READ) -> list[ProbeResult]:
-        raw, errors = self.probe_many_raw(np.asarray(list(vas), dtype=np.uint64) if len(vas) else
-                                          np.zeros(0, dtype=np.uint64), access)
-        return raw.results(errors)
-
-    def probe_many_raw(self, vas: np.ndarray, access: Access = READ) -> tuple[RawProbes, dict[int, ProbeError]]:
-        if self._root is None:
-            raise ConfigError("QemuX86_64Machine: call set_root(root_pa) before probing")
-        if not isinstance(access, Access) or access.kind not in ("read", "write") or access.user:
-            raise ConfigError(f"the qemu x86-64 machine probes kernel reads and writes, not {access}")
-        vas = address_ndarray(vas)
-        n = len(vas)
-        raw = RawProbes(np.zeros(n, np.uint8), np.zeros(n, np.uint64), np.zeros(n, np.uint32), "gva2gpa", page_fault)
-        errors: dict[int, ProbeError] = {}
-        mine = vas >= np.uint64(self._slot_base)
-        for i in np.flatnonzero(mine).tolist():
-            errors[i] = ProbeError(f"{int(vas[i]):#x} lies in the machine's own top-level slot "
-                                   f"{self.MACHINE_SLOT} ({self._slot_base:#x}..): it cannot be probed")
-        todo = np.flatnonzero(~mine)
-        for start in range(0, len(todo), CHUNK):
-            idx = todo[start : start + CHUNK]
-            self._batch(vas[idx], idx, access.kind == "write", raw, errors)
-        return raw, errors
 
     def _batch(self, vas: np.ndarray, idx: np.ndarray, write: bool, raw: RawProbes,
                errors: dict[int, ProbeError]) -> None:
