@@ -4,40 +4,25 @@ architectures and configurations it has, and how it points its MMU at an mm."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from archs.linux import LinuxPgtable
 from emu.machines.oracle import Oracle
+from emu.machines.qemu.oracle import QemuX86_64Oracle
 from emu.machines.ram import FrameAllocator, PhysicalMemory
-from emu.mm.mm_types import MM
 
 
-class BochsX86_64Oracle(Oracle):
-    """x86-64 on Bochs 2.7: CR3 = mm->pgd, root slot 511 the machine's
-    (:mod:`emu.machines.bochs.x86_64`); 4-level paging only."""
+class BochsX86_64Oracle(QemuX86_64Oracle):
+    """x86-64 on Bochs 2.7: as the QEMU oracle (CR3 = mm->pgd, root slot 511 the machine's, the
+    same probe firmware) on :mod:`emu.machines.bochs.x86_64`; 4-level paging only."""
 
-    emulator = "bochs"
-    #: The PC's legacy hole, which the machine takes out of the allocator itself (as QEMU's:
-    #: :attr:`emu.machines.oracle.Oracle.ram_holes`); a rebuilt fixture set leaves it free.
-    ram_holes = ((0xA_0000, 0x10_0000),)
+    emulator = "bochs"  # ram_holes: the PC's legacy hole, which this machine takes out too
 
-    def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
-        super().__init__(ops, ram, alloc)
-        from emu.machines.bochs.x86_64 import LEGACY_HOLE, BochsX86_64Machine
+    @staticmethod
+    def new_machine(ram: PhysicalMemory, alloc: FrameAllocator, levels: int) -> Any:
+        from emu.machines.bochs.x86_64 import BochsX86_64Machine
 
-        assert tuple(LEGACY_HOLE) == self.ram_holes[0]
-
-        self.machine = BochsX86_64Machine(ram, alloc, levels=len(ops.config.levels))
-
-    def reserved_va(self) -> list[tuple[int, int]]:
-        return [self.machine.reserved_va_range()]
-
-    def attach(self, mm: MM) -> None:
-        self.machine.set_root(mm.pgd)
-
-    def close(self) -> None:
-        if self.machine is not None:
-            self.machine.close()
-        super().close()
+        return BochsX86_64Machine(ram, alloc, levels=levels)
 
 
 BOCHS_ORACLES: dict[str, Callable[[LinuxPgtable, PhysicalMemory, FrameAllocator], Oracle]] = {

@@ -4,6 +4,7 @@ adapters): which architectures have one, and how each points its MMU at an mm.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from archs.linux import LinuxPgtable
 from emu.machines.oracle import Arm64Oracle, Oracle, S390xOracle
@@ -23,11 +24,18 @@ class QemuX86_64Oracle(Oracle):
 
     def __init__(self, ops: LinuxPgtable, ram: PhysicalMemory, alloc: FrameAllocator) -> None:
         super().__init__(ops, ram, alloc)
-        from emu.machines.qemu.x86_64 import LEGACY_HOLE, QemuX86_64Machine
+        from emu.machines.qemu.x86_64 import LEGACY_HOLE
 
         assert tuple(LEGACY_HOLE) == self.ram_holes[0]
 
-        self.machine = QemuX86_64Machine(ram, alloc, levels=len(ops.config.levels))
+        self.machine = self.new_machine(ram, alloc, levels=len(ops.config.levels))
+
+    @staticmethod
+    def new_machine(ram: PhysicalMemory, alloc: FrameAllocator, levels: int) -> Any:
+        """The machine that runs the x86-64 probe firmware (QEMU here; Bochs's oracle overrides)."""
+        from emu.machines.qemu.x86_64 import QemuX86_64Machine
+
+        return QemuX86_64Machine(ram, alloc, levels=levels)
 
     def reserved_va(self) -> list[tuple[int, int]]:
         return [self.machine.reserved_va_range()]
