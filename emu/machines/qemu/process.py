@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import weakref
+from collections.abc import Callable
 
 from emu.errors import EmulatorError
 from emu.machines.qemu import die_with_parent
@@ -67,3 +69,25 @@ class QemuProcess:
         """An :class:`EmulatorError` naming QEMU's exit status and last words if it has exited."""
         if self.proc.poll() is not None:
             raise EmulatorError(f"QEMU exited (status {self.proc.returncode}) while {doing}: {self.log_tail(3)}")
+
+    def run_until(self, done: Callable[[], bool], doing: str, budget: float, check_alive: Callable[[str], None],
+                  close: Callable[[], None]) -> None:
+        """Run the paused VM (QMP cont) until ``done()``, then pause it again (QMP stop), calling
+        ``check_alive(doing)`` while waiting (the firmware's panic word, then this process).  Past
+        ``budget`` seconds, or on any :class:`EmulatorError`, ``close()`` (the machine kills QEMU)
+        and one error naming what was being done."""
+        try:
+            qmp = self.qmp[0]
+            qmp.execute("cont")
+            deadline = time.monotonic() + budget
+            pause = 20e-6
+            while not done():
+                check_alive(doing)
+                if time.monotonic() > deadline:
+                    raise EmulatorError("no answer in the mailbox")
+                time.sleep(pause)
+                pause = min(pause * 2, 1e-3)
+            qmp.execute("stop")
+        except EmulatorError as err:
+            close()
+            raise EmulatorError(f"QEMU did not finish {doing} within {budget:.1f} s: {err} (killed)") from None

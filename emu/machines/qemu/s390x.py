@@ -32,7 +32,7 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -170,24 +170,9 @@ class QemuS390xMachine:
                                 f"code (old PSW address {addr:#x})")
         self._qemu.check_running(doing)
 
-    def _run_until(self, done: object, doing: str, budget: float | None = None) -> None:
+    def _run_until(self, done: Callable[[], bool], doing: str, budget: float | None = None) -> None:
         """QMP cont, wait until ``done()``, QMP stop; on a timeout QEMU is killed."""
-        budget = self.timeout_s if budget is None else budget
-        try:
-            qmp = self._qemu.qmp[0]
-            qmp.execute("cont")
-            deadline = time.monotonic() + budget
-            pause = 20e-6
-            while not done():  # type: ignore[operator]
-                self._check_alive(doing)
-                if time.monotonic() > deadline:
-                    raise EmulatorError("no answer in the mailbox")
-                time.sleep(pause)
-                pause = min(pause * 2, 1e-3)
-            qmp.execute("stop")
-        except EmulatorError as err:
-            self.close()
-            raise EmulatorError(f"QEMU did not finish {doing} within {budget:.1f} s: {err} (killed)") from None
+        self._qemu.run_until(done, doing, self.timeout_s if budget is None else budget, self._check_alive, self.close)
 
     def has_facility(self, bit: int) -> bool:
         """Whether STFLE (run by the firmware at start) reports facility ``bit`` (bit 0 is the
